@@ -1,3 +1,15 @@
 export { startRedis, type StartRedisOptions, type TestRedis } from './start-redis.js';
 export { RedisServerProcess, freePort, type RedisServerOptions } from './redis-server.js';
 export { uniqueName } from './names.js';
+export {
+  startOverlapServer,
+  OVERLAP_HOLD_MS_DEFAULT,
+  OVERLAP_HOLD_MS_MAX,
+  OVERLAP_SEED_DEFAULT,
+  type OverlapHoldMs,
+  type OverlapServer,
+  type OverlapServerOptions,
+  type OverlapStats,
+  type OverlapStatsOptions,
+  type RefillGapStats,
+} from './overlap-server.js';
