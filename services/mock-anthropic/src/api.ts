@@ -1,0 +1,285 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import {
+  errorEnvelope,
+  GATEWAY_TIMEOUT,
+  INTERNAL_SERVER_ERROR,
+  invalidRequest,
+  OVERLOADED,
+  rateLimitMessage,
+  CONCURRENCY_MESSAGE,
+  spendCapMessage,
+  type ApiErrorSpec,
+} from './errors.js';
+import { FAULT_HEADER, parseFaultHeader } from './faults.js';
+import {
+  admitMessage,
+  isRejection,
+  rateLimitHeaders,
+  type Admission,
+  type KeyLimits,
+  type LimitDimension,
+  type MessageCost,
+  type RateLimitKind,
+  type Rejection,
+} from './limits.js';
+import type { FaultKind, Limits } from './options.js';
+import { randomId } from './random.js';
+import type { MockState } from './state.js';
+import { planOutput, type OutputPlan } from './text.js';
+import { inputUsage, parseTokenOverrides, type InputUsage } from './tokens.js';
+import { authenticate, checkVersion, isApiError, parseJsonBody, validateRequest, type ApiRoute, type ValidRequest } from './validate.js';
+import { streamAnswer, jsonAnswer, type Generation } from './generate.js';
+
+/** Faults answered at once, before any latency: the request is refunded and never counts as in flight. */
+const IMMEDIATE_FAULTS = new Set<FaultKind>(['429', '529', '500', '504', 'reset', 'spend_cap', 'ramp']);
+const RETRY_COUNT_HEADER = 'x-stainless-retry-count';
+
+/** Units of the 429 message per bucket: "50 requests per minute". */
+const LIMIT_UNITS: Record<LimitDimension, { unit: string; limit: (limits: Limits) => number | undefined }> = {
+  requests: { unit: 'requests', limit: (limits) => limits.rpm },
+  input_tokens: { unit: 'input tokens', limit: (limits) => limits.itpm },
+  output_tokens: { unit: 'output tokens', limit: (limits) => limits.otpm },
+};
+
+/** Everything one keyed request carries from check to check. */
+interface KeyedContext {
+  state: MockState;
+  reply: FastifyReply;
+  requestId: string;
+  keyId: string;
+  key: KeyLimits;
+}
+
+/** Sends a JSON error; keyed requests also get the rate-limit headers. */
+export function sendError(state: MockState, reply: FastifyReply, requestId: string, spec: ApiErrorSpec, headers: Record<string, string> = {}): FastifyReply {
+  state.stats.answered(spec.status, spec.type);
+  return reply
+    .code(spec.status)
+    .headers({ ...headers, ...spec.headers, 'request-id': requestId })
+    .type('application/json')
+    .send(JSON.stringify(errorEnvelope(spec, requestId)));
+}
+
+function keyedHeaders(ctx: KeyedContext, exceeded?: RateLimitKind): Record<string, string> {
+  return {
+    'anthropic-organization-id': ctx.state.organizationId,
+    ...rateLimitHeaders(ctx.key, ctx.state.config.limits, ctx.state.nowMs(), Date.now(), exceeded),
+  };
+}
+
+function sendKeyedError(ctx: KeyedContext, spec: ApiErrorSpec, exceeded?: RateLimitKind): FastifyReply {
+  return sendError(ctx.state, ctx.reply, ctx.requestId, spec, keyedHeaders(ctx, exceeded));
+}
+
+/** The 429 for a rejection, with the documented message, `retry-after` and `x-should-retry`. */
+function rateLimitError(state: MockState, rejection: Rejection, modelId: string): ApiErrorSpec {
+  const headers: Record<string, string> = { 'x-should-retry': rejection.kind === 'spend' ? 'false' : 'true' };
+  if (rejection.retryAfterS !== undefined) headers['retry-after'] = String(rejection.retryAfterS);
+  const spec = (message: string, errorCode?: string): ApiErrorSpec => ({
+    status: 429,
+    type: 'rate_limit_error',
+    message,
+    headers,
+    ...(errorCode === undefined ? {} : { details: { error_code: errorCode } }),
+  });
+  switch (rejection.kind) {
+    case 'spend':
+      return spec(spendCapMessage(Date.now()), 'enforced_spend_limit_reached');
+    case 'concurrency':
+      return spec(CONCURRENCY_MESSAGE);
+    case 'injected':
+      return spec(rateLimitMessage(state.config.limits.rpm ?? 1, 'requests', state.organizationId, modelId));
+    case 'count_tokens':
+      return spec(rateLimitMessage(state.config.limits.countTokensRpm ?? 1, 'count_tokens requests', state.organizationId, modelId));
+    default: {
+      const { unit, limit } = LIMIT_UNITS[rejection.kind];
+      return spec(rateLimitMessage(limit(state.config.limits) ?? 0, unit, state.organizationId, modelId));
+    }
+  }
+}
+
+function isRetry(value: string | string[] | undefined): boolean {
+  return typeof value === 'string' && Number(value) > 0;
+}
+
+/**
+ * Serves `POST /v1/messages` and `POST /v1/messages/count_tokens`: the checks of anthropic-api.md §1.1 in order,
+ * then the limits, then faults, then the answer.
+ */
+export async function handleApiRequest(state: MockState, route: ApiRoute, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const requestId = randomId('req_');
+  const headers = request.headers;
+  state.stats.request(route, isRetry(headers[RETRY_COUNT_HEADER]));
+  const auth = authenticate(headers, state.apiKeys);
+  if (isApiError(auth)) return sendError(state, reply, requestId, auth);
+  const keyId = state.fingerprint(auth.apiKey);
+  const ctx: KeyedContext = { state, reply, requestId, keyId, key: state.keyLimits(keyId) };
+  state.stats.keyRequest(keyId);
+  const version = checkVersion(headers);
+  if (isApiError(version)) return sendKeyedError(ctx, version);
+  const body = parseJsonBody(request.body);
+  if (isApiError(body)) return sendKeyedError(ctx, body);
+  const valid = validateRequest(body, route, version, state.config.models);
+  if (isApiError(valid)) return sendKeyedError(ctx, valid);
+  const overrides = parseTokenOverrides(headers);
+  if (isApiError(overrides)) return sendKeyedError(ctx, overrides);
+  const forcedFault = parseFaultHeader(headers[FAULT_HEADER]);
+  if (isApiError(forcedFault)) return sendKeyedError(ctx, forcedFault);
+  const input = inputUsage(body, overrides);
+  if (input.totalTokens > valid.model.contextWindowTokens) {
+    return sendKeyedError(ctx, invalidRequest(`prompt is too long: ${input.totalTokens} tokens > ${valid.model.contextWindowTokens} maximum`));
+  }
+  if (route === 'count_tokens') return countTokens(ctx, valid, input);
+  const cost: MessageCost = { inputTokens: input.totalTokens, maxTokens: valid.maxTokens };
+  const nowMs = state.nowMs();
+  const admission = admitMessage(ctx.key, state.config.limits, cost, nowMs);
+  if (isRejection(admission)) {
+    state.stats.rateLimited(admission.kind);
+    return sendKeyedError(ctx, rateLimitError(state, admission, valid.modelId), admission.kind);
+  }
+  const fault = state.faults.pick(state.config.faults, forcedFault);
+  if (fault !== undefined) state.stats.fault(fault);
+  if (fault !== undefined && (IMMEDIATE_FAULTS.has(fault) || (!valid.stream && (fault === 'mid_stream_error' || fault === 'reset_mid_stream')))) {
+    refund(ctx.key, cost, admission, nowMs);
+    return answerImmediateFault(ctx, fault, valid, request);
+  }
+  const plan = planOutput({
+    seed: state.config.seed,
+    requestText: JSON.stringify({ ...body, stream: undefined }), // streamed or not, the same request gets the same text
+    maxTokens: valid.maxTokens,
+    forcedTokens: overrides.outputTokens,
+    tokensMin: state.config.output.tokensMin,
+    tokensMax: state.config.output.tokensMax,
+  });
+  return runAdmitted(ctx, request, { valid, input, plan, fault, cost, admission });
+}
+
+/** Undoes an admission: a request answered by an injected fault before its headers consumes nothing. */
+function refund(key: KeyLimits, cost: MessageCost, admission: Admission, nowMs: number): void {
+  key.buckets.requests?.charge(nowMs, -1);
+  key.buckets.input_tokens?.charge(nowMs, -cost.inputTokens);
+  key.buckets.output_tokens?.charge(nowMs, -admission.outputChargedTokens);
+}
+
+function answerImmediateFault(ctx: KeyedContext, fault: FaultKind, valid: ValidRequest, request: FastifyRequest): FastifyReply {
+  const { state } = ctx;
+  const faults = state.config.faults;
+  switch (fault) {
+    case '429':
+      state.stats.rateLimited('injected');
+      return sendKeyedError(ctx, rateLimitError(state, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId));
+    case 'spend_cap':
+      state.stats.rateLimited('spend');
+      return sendKeyedError(ctx, rateLimitError(state, { kind: 'spend' }, valid.modelId));
+    case 'ramp': {
+      state.stats.rateLimited('injected');
+      const spec = rateLimitError(state, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId);
+      return sendKeyedError(ctx, { ...spec, details: { error_code: 'ramp_limit_exceeded' } });
+    }
+    case '500':
+      return sendKeyedError(ctx, INTERNAL_SERVER_ERROR);
+    case '504':
+      return sendKeyedError(ctx, GATEWAY_TIMEOUT);
+    case 'reset':
+    case 'reset_mid_stream':
+      return resetConnection(state, ctx.reply, request);
+    default: {
+      const retryAfterS = faults.overloadedRetryAfterS;
+      return sendKeyedError(ctx, retryAfterS === undefined ? OVERLOADED : { ...OVERLOADED, headers: { 'retry-after': String(retryAfterS) } });
+    }
+  }
+}
+
+/** Destroys the socket without an answer, as a reset connection would. */
+export function resetConnection(state: MockState, reply: FastifyReply, request: FastifyRequest): FastifyReply {
+  state.stats.answered('reset');
+  reply.hijack();
+  request.raw.socket.destroy();
+  return reply;
+}
+
+function countTokens(ctx: KeyedContext, valid: ValidRequest, input: InputUsage): FastifyReply {
+  const { state } = ctx;
+  const bucket = ctx.key.countTokensBucket;
+  if (bucket !== undefined) {
+    const nowMs = state.nowMs();
+    const deficit = bucket.deficit(nowMs, 1);
+    if (deficit > 0) {
+      state.stats.rateLimited('count_tokens');
+      return sendKeyedError(ctx, rateLimitError(state, { kind: 'count_tokens', retryAfterS: bucket.retryAfterS(deficit) }, valid.modelId));
+    }
+    bucket.charge(nowMs, 1);
+  }
+  state.stats.answered(200);
+  return ctx.reply
+    .code(200)
+    .headers({ ...keyedHeaders(ctx), 'request-id': ctx.requestId })
+    .type('application/json')
+    .send(JSON.stringify({ input_tokens: input.totalTokens }));
+}
+
+interface AdmittedRequest {
+  valid: ValidRequest;
+  input: InputUsage;
+  plan: OutputPlan;
+  fault: FaultKind | undefined;
+  cost: MessageCost;
+  admission: Admission;
+}
+
+/** Runs an admitted request: in flight until its answer ends, ITPM corrected at once, OTPM settled at the end. */
+async function runAdmitted(ctx: KeyedContext, request: FastifyRequest, admitted: AdmittedRequest): Promise<FastifyReply> {
+  const { state, key, keyId } = ctx;
+  const { valid, input, cost, admission } = admitted;
+  const limits = state.config.limits;
+  const controller = new AbortController();
+  state.active.add(controller);
+  ctx.reply.raw.once('close', () => controller.abort());
+  key.inFlight += 1;
+  state.stats.started(keyId);
+  let nowMs = state.nowMs();
+  // ITPM counts uncached input and cache writes (and cache reads on flagged models); admission charged the whole prompt.
+  const countedInput = input.inputTokens + input.cacheWriteTokens + (valid.model.cacheReadsCountForItpm ? input.cacheReadTokens : 0);
+  key.buckets.input_tokens?.charge(nowMs, countedInput - cost.inputTokens);
+  recordCharge(state, key, 'requests', 1, 1, nowMs);
+  recordCharge(state, key, 'input_tokens', cost.inputTokens, countedInput, nowMs);
+  state.stats.admitted('output_tokens', admission.outputChargedTokens, nowMs);
+  const outputBalance = key.buckets.output_tokens?.balance(nowMs);
+  if (outputBalance !== undefined) state.stats.balance('output_tokens', outputBalance);
+  const generation: Generation = {
+    state,
+    key,
+    reply: ctx.reply,
+    request,
+    requestId: ctx.requestId,
+    headers: () => ({ ...keyedHeaders(ctx), 'request-id': ctx.requestId }),
+    signal: controller.signal,
+    modelId: valid.modelId,
+    input,
+    plan: admitted.plan,
+    fault: admitted.fault,
+    producedTokens: 0,
+  };
+  try {
+    if (valid.stream) await streamAnswer(generation);
+    else await jsonAnswer(generation);
+  } finally {
+    nowMs = state.nowMs();
+    key.inFlight -= 1;
+    state.stats.finished(keyId);
+    state.active.delete(controller);
+    if (limits.otpmMode === 'max_tokens') {
+      const balance = key.buckets.output_tokens?.charge(nowMs, generation.producedTokens - admission.outputChargedTokens);
+      if (balance !== undefined) state.stats.balance('output_tokens', balance);
+    }
+    key.spentTokens += countedInput + generation.producedTokens;
+  }
+  return ctx.reply;
+}
+
+function recordCharge(state: MockState, key: KeyLimits, dimension: LimitDimension, admitted: number, settled: number, nowMs: number): void {
+  state.stats.admitted(dimension, admitted, nowMs);
+  state.stats.settled(dimension, settled, nowMs);
+  const bucket = key.buckets[dimension];
+  if (bucket !== undefined) state.stats.balance(dimension, bucket.balance(nowMs));
+}

@@ -1,0 +1,27 @@
+export { startMockAnthropic, type MockAnthropic } from './server.js';
+export { apiKeyFingerprint } from './state.js';
+export type { MockStats, KeyStats, StatsWindow, TokenTotals } from './stats.js';
+export type { LimitDimension, RateLimitKind } from './limits.js';
+export {
+  mockOptionsSchema,
+  mockConfigSchema,
+  limitsSchema,
+  latencySchema,
+  faultsSchema,
+  faultKindSchema,
+  modelSchema,
+  DEFAULT_MODELS,
+  BODY_LIMIT_BYTES_DEFAULT,
+  type MockOptions,
+  type ResolvedMockOptions,
+  type MockConfig,
+  type MockConfigInput,
+  type MockConfigPatch,
+  type Limits,
+  type Delay,
+  type FaultKind,
+  type Faults,
+  type ModelSpec,
+} from './options.js';
+export { FAULT_HEADER } from './faults.js';
+export { CHARS_PER_TOKEN, estimateInputTokens } from './tokens.js';

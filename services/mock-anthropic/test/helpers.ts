@@ -1,0 +1,32 @@
+import Anthropic from '@anthropic-ai/sdk';
+import type { MockAnthropic } from '../src/index.js';
+
+export const MODEL = 'claude-sonnet-4-5';
+export const API_KEY = 'test-key';
+
+/** The real SDK aimed at the mock; retries off so every attempt is visible. */
+export function clientFor(mock: MockAnthropic, apiKey: string = API_KEY): Anthropic {
+  return new Anthropic({ baseURL: mock.url, apiKey, maxRetries: 0 });
+}
+
+/** A small request; `text` sets the prompt (and so the input-token estimate). */
+export function request(text = 'Hello there', maxTokens = 256): Anthropic.MessageCreateParamsNonStreaming {
+  return { model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: text }] };
+}
+
+/** Runs `call` and returns what it threw; fails the test if it did not throw. */
+export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await call();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to throw');
+}
+
+/** POSTs raw bytes to the mock (for bodies the SDK will not send). */
+export async function rawPost(mock: MockAnthropic, path: string, body: string, headers: Record<string, string>): Promise<Response> {
+  return fetch(`${mock.url}${path}`, { method: 'POST', body, headers });
+}
+
+export const VALID_HEADERS = { 'content-type': 'application/json', 'x-api-key': API_KEY, 'anthropic-version': '2023-06-01' };
