@@ -140,8 +140,10 @@ export const modelSchema = z.strictObject({
   rejectsTemperature: z.boolean().default(false),
 });
 
-/** The models the mock knows by default; any other id gets a 404. */
+/** The models the mock knows by default; any other id gets a 404. Caps of the 4.6 models are [INF]. */
 export const DEFAULT_MODELS = {
+  'claude-opus-4-6': { maxOutputTokens: 64_000, contextWindowTokens: 200_000 },
+  'claude-sonnet-4-6': { maxOutputTokens: 64_000, contextWindowTokens: 200_000 },
   'claude-opus-4-5': { maxOutputTokens: 64_000, contextWindowTokens: 200_000 },
   'claude-opus-4-1': { maxOutputTokens: 32_000, contextWindowTokens: 200_000 },
   'claude-sonnet-4-5': { maxOutputTokens: 64_000, contextWindowTokens: 200_000 },

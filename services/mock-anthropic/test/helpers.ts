@@ -1,7 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import type { MockAnthropic } from '../src/index.js';
 
-export const MODEL = 'claude-sonnet-4-5';
+export const MODEL = 'claude-haiku-4-5'; // the SDK warns on every call to a deprecated model (sonnet-4-5)
 export const API_KEY = 'test-key';
 
 /** The real SDK aimed at the mock; retries off so every attempt is visible. */
