@@ -1,0 +1,29 @@
+export { createLimiter, Limiter, type AcquireOptions, type BucketSnapshot, type LimiterEvents, type LimiterSnapshot } from './limiter.js';
+export { Permit, type Cost, type ReleaseOptions, type ReleaseResult } from './permit.js';
+export {
+  AcquireAbortedError,
+  AcquireTimeoutError,
+  CostExceedsCapacityError,
+  InvalidConfigError,
+  InvalidCostError,
+  LeaseLostError,
+  LimiterClosedError,
+  LimiterUnavailableError,
+  TollgateError,
+  type TollgateErrorCode,
+} from './errors.js';
+export {
+  CONCURRENCY_MAX,
+  HEARTBEAT_MS_DEFAULT,
+  LEASE_TTL_MS_DEFAULT,
+  PRIORITY_DEFAULT,
+  PRIORITY_MAX,
+  PRIORITY_MIN,
+  REDIS_TIMEOUT_MS_DEFAULT,
+  describeZodError,
+  limiterOptionsSchema,
+  type LimiterOptions,
+  type RateOptions,
+  type ResolvedLimiterOptions,
+} from './options.js';
+export { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';

@@ -1,0 +1,32 @@
+--[[ release.v1.lua: ends a lease, settles its tokens, and hands freed capacity to the head waiters.
+  KEYS[1]  '{tollgate:<name>}' key prefix
+  ARGV[1]  epoch          string
+  ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
+  ARGV[3]  permitId       string
+  ARGV[4]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow
+  ARGV[5…] dimension, reserved, used   numbers ≥ 0; the bucket gets reserved − used back (capped at
+                                       its capacity; a negative refund is a debt). Settled even when
+                                       the lease had already expired.
+  Returns  {leaseWasLive 0|1, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
+]]
+--!include prelude.lua
+local failure = begin(ARGV[1])
+if failure then return failure end
+
+local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local live = redis.call('ZREM', K_LEASES, permitId)
+INFLIGHT = INFLIGHT - live
+for i = 0, settleCount - 1 do
+  local dim = ARGV[5 + 3 * i]
+  local cap = CFG.cap[dim]
+  if cap ~= nil then
+    local refund = tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i])
+    if refund ~= 0 then
+      local tokens = bucketTokens(dim) + refund
+      if tokens > cap then tokens = cap end
+      setTokens(dim, tokens)
+    end
+  end
+end
+local wake, own = pump(owner)
+return { live, wake, NOW_MS, own }

@@ -1,0 +1,19 @@
+--[[ set-concurrency.v1.lua: sets the effective concurrency limit (adaptive control), clamped to
+  1..configured, then pumps so that a raise lets waiters in at once.
+  KEYS[1]  '{tollgate:<name>}' key prefix
+  ARGV[1]  epoch          string
+  ARGV[2]  ownerId        string
+  ARGV[3]  concurrency    integer ≥ 1
+  Returns  {effective, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
+]]
+--!include prelude.lua
+local failure = begin(ARGV[1])
+if failure then return failure end
+
+local effective = tonumber(ARGV[3])
+if effective > CFG.concurrency then effective = CFG.concurrency end
+if effective < 1 then effective = 1 end
+redis.call('HSET', K_CONFIG, 'effective', effective)
+CFG.effective = effective
+local wake, own = pump(ARGV[2])
+return { effective, wake, NOW_MS, own }

@@ -1,0 +1,132 @@
+import { Cluster, Redis } from 'ioredis';
+import { z } from 'zod';
+import { InvalidConfigError } from './errors.js';
+import { LIMITER_NAME_PATTERN } from './keys.js';
+
+export const CONCURRENCY_MAX = 100_000;
+export const PRIORITY_MIN = 0;
+export const PRIORITY_MAX = 9;
+export const PRIORITY_DEFAULT = 5;
+export const LEASE_TTL_MS_MIN = 500;
+export const LEASE_TTL_MS_MAX = 10 * 60 * 1000;
+export const LEASE_TTL_MS_DEFAULT = 15_000;
+export const HEARTBEAT_MS_DEFAULT = 5_000;
+export const REDIS_TIMEOUT_MS_DEFAULT = 1_000;
+export const REDIS_TIMEOUT_MS_MAX = 60_000;
+export const INTERVAL_MS_MAX = 24 * 60 * 60 * 1000;
+/** A dimension name goes into Redis keys and the config hash: keep it plain. */
+export const DIMENSION_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
+/** The dimension that gets an implicit cost of 1 per acquire, when it is configured. */
+export const REQUESTS_DIMENSION = 'requests';
+
+const rateSchema = z.strictObject({
+  /** Tokens granted per `intervalMs`, refilled continuously. */
+  limit: z.number().positive().finite(),
+  intervalMs: z.number().int().min(1).max(INTERVAL_MS_MAX),
+  /** Bucket capacity (the largest burst); the limit itself when omitted. */
+  burst: z.number().positive().finite().optional(),
+});
+
+const redisSchema = z.union([
+  z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
+  z.custom<Redis | Cluster>((value) => value instanceof Redis || value instanceof Cluster, 'expected an ioredis Redis or Cluster instance'),
+]);
+
+const reserveSchema = z.strictObject({
+  /** Only waiters of this priority or more urgent (a lower number) may use these slots. */
+  maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX),
+  concurrency: z.number().int().min(1).max(CONCURRENCY_MAX),
+});
+
+export const limiterOptionsSchema = z
+  .strictObject({
+    redis: redisSchema,
+    /** One name = one shared set of limits, fleet-wide. */
+    name: z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'),
+    concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).optional(),
+    rates: z.record(z.string().regex(DIMENSION_PATTERN, 'a dimension name is a letter then letters, digits or _'), rateSchema).optional(),
+    reserve: z.array(reserveSchema).max(PRIORITY_MAX + 1).default([]),
+    leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX).default(LEASE_TTL_MS_DEFAULT),
+    /** How often one process renews all of its leases; at most a third of `leaseTtlMs` by default. */
+    heartbeatMs: z.number().int().min(50).max(LEASE_TTL_MS_MAX).optional(),
+    redisTimeoutMs: z.number().int().min(10).max(REDIS_TIMEOUT_MS_MAX).default(REDIS_TIMEOUT_MS_DEFAULT),
+  })
+  .superRefine((options, context) => {
+    if (options.concurrency === undefined && (options.rates === undefined || Object.keys(options.rates).length === 0)) {
+      context.addIssue({ code: 'custom', path: ['concurrency'], message: 'set concurrency, rates, or both' });
+    }
+    if (options.heartbeatMs !== undefined && options.heartbeatMs * 2 > options.leaseTtlMs) {
+      context.addIssue({ code: 'custom', path: ['heartbeatMs'], message: `must be at most half of leaseTtlMs (${options.leaseTtlMs})` });
+    }
+    const reserved = options.reserve.reduce((sum, channel) => sum + channel.concurrency, 0);
+    if (options.reserve.length > 0 && options.concurrency === undefined) {
+      context.addIssue({ code: 'custom', path: ['reserve'], message: 'a reserve needs concurrency' });
+    } else if (options.concurrency !== undefined && reserved >= options.concurrency) {
+      context.addIssue({ code: 'custom', path: ['reserve'], message: `reserves ${reserved} of ${options.concurrency} slots; leave at least one for every priority` });
+    }
+  })
+  .transform((options) => ({
+    ...options,
+    heartbeatMs: options.heartbeatMs ?? Math.min(HEARTBEAT_MS_DEFAULT, Math.floor(options.leaseTtlMs / 3)),
+  }));
+
+/** What callers pass to `createLimiter`. */
+export type LimiterOptions = z.input<typeof limiterOptionsSchema>;
+/** After defaults. */
+export type ResolvedLimiterOptions = z.output<typeof limiterOptionsSchema>;
+export type RateOptions = z.infer<typeof rateSchema>;
+
+/** One bucket as the scripts see it. */
+export interface BucketSpec {
+  dimension: string;
+  capacityTokens: number;
+  refillPerMs: number;
+}
+
+export function bucketSpecs(rates: ResolvedLimiterOptions['rates']): BucketSpec[] {
+  return Object.entries(rates ?? {}).map(([dimension, rate]) => ({
+    dimension,
+    capacityTokens: rate.burst ?? rate.limit,
+    refillPerMs: rate.limit / rate.intervalMs,
+  }));
+}
+
+/**
+ * Formats a zod error as one line per problem, naming the field and the value it had, e.g.
+ * `concurrency: Too small: expected number to be >=1 (got 0)`.
+ */
+export function describeZodError(error: z.ZodError, input: unknown): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.map(String).join('.') || '(root)';
+      return `${path}: ${issue.message} (got ${formatValue(valueAt(input, issue.path))})`;
+    })
+    .join('; ');
+}
+
+function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
+  let value = input;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}
+
+function formatValue(value: unknown): string {
+  if (value instanceof Redis || value instanceof Cluster) return 'an ioredis client';
+  if (typeof value === 'string') return JSON.stringify(value.replace(/\/\/[^@/]*@/, '//***@')); // no passwords in messages
+  if (value === undefined || typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return typeof value;
+  }
+}
+
+/** Parses limiter options, throwing {@link InvalidConfigError} that names each bad field and its value. */
+export function parseLimiterOptions(input: unknown): ResolvedLimiterOptions {
+  const result = limiterOptionsSchema.safeParse(input);
+  if (!result.success) throw new InvalidConfigError(`invalid limiter options: ${describeZodError(result.error, input)}`, { cause: result.error });
+  return result.data;
+}

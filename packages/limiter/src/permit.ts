@@ -1,0 +1,81 @@
+import { LeaseLostError } from './errors.js';
+
+/** Token amounts per dimension, e.g. `{ requests: 1, inputTokens: 1_200 }`. */
+export type Cost = Readonly<Record<string, number>>;
+
+export interface ReleaseOptions {
+  /**
+   * What the work actually used, per dimension. Each bucket gets `reserved − used` back (or pays
+   * the excess as a debt). A dimension left out keeps what was reserved; no `used` settles nothing.
+   */
+  used?: Cost;
+}
+
+export interface ReleaseResult {
+  /** The lease had expired (or was reported lost) before this release: the work may have overrun. */
+  leaseLost: boolean;
+}
+
+/** What a Permit needs from its limiter; kept narrow so the two classes stay loosely coupled. */
+export interface PermitOwner {
+  releasePermit(permit: Permit, used: Cost | undefined): Promise<ReleaseResult>;
+}
+
+/**
+ * One granted permit: a fleet-wide concurrency slot plus the reserved cost from every bucket.
+ * Release it exactly once (`release` is idempotent; `await using` releases it too).
+ */
+export class Permit implements AsyncDisposable {
+  /** The lease id in Redis. */
+  readonly id: string;
+  /** Rises with every grant of this limiter name, fleet-wide: a fencing token for the upstream. */
+  readonly fence: number;
+  /** Redis time of the grant, in ms since the epoch. */
+  readonly grantedAtMs: number;
+  /** How long acquire waited, measured by this process. */
+  readonly waitedMs: number;
+  /** What was reserved from each bucket. */
+  readonly cost: Cost;
+  /** Aborted with a {@link LeaseLostError} when the lease is lost (expired, or its renewal failed). */
+  readonly signal: AbortSignal;
+  /** `performance.now()` until which the lease is known to be held (updated by heartbeats). */
+  renewedUntil: number;
+  readonly #owner: PermitOwner;
+  readonly #controller = new AbortController();
+  #release: Promise<ReleaseResult> | undefined;
+
+  constructor(owner: PermitOwner, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; renewedUntil: number }) {
+    this.#owner = owner;
+    this.id = init.id;
+    this.fence = init.fence;
+    this.grantedAtMs = init.grantedAtMs;
+    this.waitedMs = init.waitedMs;
+    this.cost = init.cost;
+    this.renewedUntil = init.renewedUntil;
+    this.signal = this.#controller.signal;
+  }
+
+  /** True once the lease is known to be lost. */
+  get leaseLost(): boolean {
+    return this.signal.aborted;
+  }
+
+  get released(): boolean {
+    return this.#release !== undefined;
+  }
+
+  /** Ends the lease and settles tokens. Idempotent: later calls return the first call's result. */
+  release(options: ReleaseOptions = {}): Promise<ReleaseResult> {
+    this.#release ??= this.#owner.releasePermit(this, options.used);
+    return this.#release;
+  }
+
+  /** Marks the lease lost and aborts the guarded work through `signal`. */
+  loseLease(): void {
+    if (!this.signal.aborted) this.#controller.abort(new LeaseLostError(this.id));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+}
