@@ -100,6 +100,9 @@ function resetTimestamp(wallMs: number): string {
   return new Date(Math.ceil(wallMs / MS_PER_SECOND) * MS_PER_SECOND).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
+/** Header spelling of each dimension: `anthropic-ratelimit-input-tokens-remaining`. */
+const HEADER_NAME: Record<LimitDimension, string> = { requests: 'requests', input_tokens: 'input-tokens', output_tokens: 'output-tokens' };
+
 const PER_MINUTE_LIMIT: Record<LimitDimension, (limits: Limits) => number | undefined> = {
   requests: (limits) => limits.rpm,
   input_tokens: (limits) => limits.itpm,
@@ -130,9 +133,10 @@ export function rateLimitHeaders(
     const rounded = dimension !== 'requests' && limits.roundHeaders ? Math.round(balance / HEADER_ROUNDING_TOKENS) * HEADER_ROUNDING_TOKENS : balance;
     const remaining = exceeded === dimension ? 0 : rounded;
     const fullInMs = bucket.msUntilFull(nowMs);
-    headers[`anthropic-ratelimit-${dimension}-limit`] = String(limit);
-    headers[`anthropic-ratelimit-${dimension}-remaining`] = String(remaining);
-    headers[`anthropic-ratelimit-${dimension}-reset`] = resetTimestamp(wallMs + fullInMs);
+    const prefix = `anthropic-ratelimit-${HEADER_NAME[dimension]}`;
+    headers[`${prefix}-limit`] = String(limit);
+    headers[`${prefix}-remaining`] = String(remaining);
+    headers[`${prefix}-reset`] = resetTimestamp(wallMs + fullInMs);
     if (dimension === 'requests') continue;
     tokensLimit += limit;
     tokensRemaining += remaining;

@@ -30,3 +30,15 @@ export async function rawPost(mock: MockAnthropic, path: string, body: string, h
 }
 
 export const VALID_HEADERS = { 'content-type': 'application/json', 'x-api-key': API_KEY, 'anthropic-version': '2023-06-01' };
+
+/** Sleeps for a server-given wait (e.g. `retry-after`); tests never assert on elapsed time. */
+export function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The `retry-after` of a rate-limit error, in milliseconds. */
+export function retryAfterMs(error: unknown): number {
+  const value = error instanceof Error && 'headers' in error && error.headers instanceof Headers ? error.headers.get('retry-after') : null;
+  if (value === null) throw new Error('no retry-after header');
+  return Number(value) * 1_000;
+}
