@@ -1,0 +1,47 @@
+import { parseArgs } from 'node:util';
+import { CONTENDERS, isContenderName, type ContenderName } from './contenders.js';
+import { isScenarioId, SCENARIO_IDS, type ScenarioId } from './scenarios.js';
+
+export interface BenchOptions {
+  quick: boolean;
+  contenders: ContenderName[];
+  scenarios: ScenarioId[];
+  /** Where the Markdown report goes. */
+  outPath: string | undefined;
+  help: boolean;
+}
+
+export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2).join(',')}] [--scenario 1,micro] [--out FILE]
+  --quick       ${'fewer calls and shorter micro runs (under a minute)'}
+  --only        contenders: ${CONTENDERS.join(', ')}
+  --scenario    scenarios: ${SCENARIO_IDS.join(', ')}
+  --out         report file (default bench/RESULTS.md)`;
+
+function list<T extends string>(raw: string | undefined, all: readonly T[], guard: (value: string) => value is T, what: string): T[] {
+  if (raw === undefined) return [...all];
+  const values = raw.split(',').map((value) => value.trim()).filter((value) => value.length > 0);
+  const unknown = values.filter((value) => !guard(value));
+  if (unknown.length > 0) throw new Error(`unknown ${what}: ${unknown.join(', ')} (known: ${all.join(', ')})`);
+  return all.filter((value) => values.includes(value)); // canonical order, whatever order was typed
+}
+
+export function parseBenchOptions(args: readonly string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      scenario: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  return {
+    quick: values.quick,
+    contenders: list(values.only, CONTENDERS, isContenderName, 'contender'),
+    scenarios: list(values.scenario, SCENARIO_IDS, isScenarioId, 'scenario'),
+    outPath: values.out,
+    help: values.help,
+  };
+}

@@ -1,0 +1,182 @@
+import Bottleneck from 'bottleneck';
+import { Redis } from 'ioredis';
+import { Semaphore } from 'redis-semaphore';
+import { LocalSemaphore } from './local-semaphore.js';
+
+/** Every contender hides behind this: take one fleet-wide slot, get back its release. */
+export interface LimiterAdapter {
+  acquire(): Promise<() => Promise<void>>;
+  close(): Promise<void>;
+}
+
+/** Contenders that run behind a {@link LimiterAdapter} in every worker process. */
+export const ADAPTER_CONTENDERS = ['tollgate', 'bottleneck', 'redis-semaphore', 'redis-semaphore-tuned', 'static-split', 'local'] as const;
+export type AdapterContender = (typeof ADAPTER_CONTENDERS)[number];
+/** Queue-only contender: BullMQ's own queue-wide limit, no adapter at all. */
+export const QUEUE_ONLY_CONTENDERS = ['bullmq-global'] as const;
+export type ContenderName = AdapterContender | (typeof QUEUE_ONLY_CONTENDERS)[number];
+export const CONTENDERS: readonly ContenderName[] = [...ADAPTER_CONTENDERS, ...QUEUE_ONLY_CONTENDERS];
+
+export function isContenderName(value: string): value is ContenderName {
+  return (CONTENDERS as readonly string[]).includes(value);
+}
+
+export function isAdapterContender(value: ContenderName): value is AdapterContender {
+  return (ADAPTER_CONTENDERS as readonly string[]).includes(value);
+}
+
+/** What a worker process needs to build its adapter. */
+export interface AdapterParams {
+  redisUrl: string;
+  /** Shared by every process of one run: the limiter name, bottleneck id or semaphore key. */
+  name: string;
+  /** The fleet-wide limit. */
+  limit: number;
+  /** This process's share of the limit (static-split only). */
+  localLimit: number;
+}
+
+/** Longest any contender may wait for a slot; far above a run's length, so a wait never times out. */
+export const ACQUIRE_TIMEOUT_MS = 120_000;
+/** The limiter's lease; DESIGN §5 default. */
+const LEASE_TTL_MS = 15_000;
+const HEARTBEAT_MS = 5_000;
+/** redis-semaphore's default retryInterval is 10 ms; the tuned contender polls every millisecond. */
+const REDIS_SEMAPHORE_TUNED_RETRY_INTERVAL_MS = 1;
+/** redis-semaphore's lease; the same as Tollgate's so both refresh alike. */
+const REDIS_SEMAPHORE_LOCK_TIMEOUT_MS = LEASE_TTL_MS;
+
+/** The part of `@tollgate/limiter` (DESIGN §2) the bench uses, checked at run time. */
+interface TollgatePermit {
+  release(): Promise<unknown>;
+}
+interface TollgateLimiter {
+  ready(): Promise<unknown>;
+  acquire(options: { timeoutMs: number }): Promise<TollgatePermit>;
+  close(): Promise<unknown>;
+}
+type CreateLimiter = (options: {
+  redis: string;
+  name: string;
+  concurrency: number;
+  leaseTtlMs: number;
+  heartbeatMs: number;
+}) => TollgateLimiter;
+
+/** The package is imported by a computed specifier so bench type-checks before the limiter exists. */
+const TOLLGATE_SPECIFIER: string = '@tollgate/limiter';
+
+/**
+ * Imports `@tollgate/limiter` and returns its `createLimiter`, or the reason it cannot be used yet.
+ */
+export async function loadTollgate(): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
+  let loaded: unknown;
+  try {
+    loaded = await import(TOLLGATE_SPECIFIER);
+  } catch (error) {
+    return { error: error instanceof Error ? error.message.split('\n')[0] ?? error.message : String(error) };
+  }
+  if (typeof loaded === 'object' && loaded !== null && 'createLimiter' in loaded && typeof loaded.createLimiter === 'function') {
+    return { createLimiter: loaded.createLimiter as CreateLimiter };
+  }
+  return { error: 'the module has no createLimiter export' };
+}
+
+async function tollgateAdapter(params: AdapterParams): Promise<LimiterAdapter> {
+  const tollgate = await loadTollgate();
+  if ('error' in tollgate) throw new Error(`@tollgate/limiter: ${tollgate.error}`);
+  const limiter = tollgate.createLimiter({
+    redis: params.redisUrl,
+    name: params.name,
+    concurrency: params.limit,
+    leaseTtlMs: LEASE_TTL_MS,
+    heartbeatMs: HEARTBEAT_MS,
+  });
+  await limiter.ready();
+  return {
+    acquire: async () => {
+      const permit = await limiter.acquire({ timeoutMs: ACQUIRE_TIMEOUT_MS });
+      return async () => {
+        await permit.release();
+      };
+    },
+    close: async () => {
+      await limiter.close();
+    },
+  };
+}
+
+async function bottleneckAdapter(params: AdapterParams): Promise<LimiterAdapter> {
+  const { hostname, port } = new URL(params.redisUrl);
+  const limiter = new Bottleneck({
+    id: params.name,
+    maxConcurrent: params.limit,
+    datastore: 'ioredis',
+    Redis, // the same ioredis module the command counter wraps
+    clientOptions: { host: hostname, port: Number(port) },
+    clearDatastore: false, // every process shares one id; the coordinator flushes Redis between runs
+  });
+  await limiter.ready();
+  return {
+    // schedule() runs the job once a slot is free; the job lasts until the caller releases
+    acquire: () =>
+      new Promise((resolveAcquire, rejectAcquire) => {
+        const finished = limiter.schedule(
+          () =>
+            new Promise<void>((finishJob) => {
+              resolveAcquire(async () => {
+                finishJob();
+                await finished; // resolves after bottleneck has freed the slot in Redis
+              });
+            }),
+        );
+        finished.catch(rejectAcquire);
+      }),
+    close: async () => {
+      await limiter.disconnect(true);
+    },
+  };
+}
+
+async function redisSemaphoreAdapter(params: AdapterParams, retryIntervalMs: number | undefined): Promise<LimiterAdapter> {
+  const client = new Redis(params.redisUrl, { maxRetriesPerRequest: 1 });
+  await client.ping();
+  const options = {
+    lockTimeout: REDIS_SEMAPHORE_LOCK_TIMEOUT_MS,
+    acquireTimeout: ACQUIRE_TIMEOUT_MS,
+    ...(retryIntervalMs === undefined ? {} : { retryInterval: retryIntervalMs }),
+  };
+  return {
+    acquire: async () => {
+      const semaphore = new Semaphore(client, params.name, params.limit, options);
+      await semaphore.acquire();
+      return () => semaphore.release();
+    },
+    close: async () => {
+      await client.quit();
+    },
+  };
+}
+
+function localAdapter(limit: number): LimiterAdapter {
+  const semaphore = new LocalSemaphore(limit);
+  return { acquire: () => semaphore.acquire(), close: async () => {} };
+}
+
+/** Builds one worker process's adapter for `contender`. */
+export async function createAdapter(contender: AdapterContender, params: AdapterParams): Promise<LimiterAdapter> {
+  switch (contender) {
+    case 'tollgate':
+      return tollgateAdapter(params);
+    case 'bottleneck':
+      return bottleneckAdapter(params);
+    case 'redis-semaphore':
+      return redisSemaphoreAdapter(params, undefined); // its default retry interval
+    case 'redis-semaphore-tuned':
+      return redisSemaphoreAdapter(params, REDIS_SEMAPHORE_TUNED_RETRY_INTERVAL_MS);
+    case 'static-split':
+      return localAdapter(params.localLimit);
+    case 'local':
+      return localAdapter(params.limit);
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * `npm run bench`: Tollgate against the limiters people use today, in one run on one machine.
+ * Starts its own redis-server, an overlap-counting upstream and a pool of worker processes, runs
+ * every scenario for every contender, prints one Markdown table per scenario and writes RESULTS.md.
+ */
+import { writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { RedisServerProcess } from '@tollgate/test-support';
+import { parseBenchOptions, USAGE, type BenchOptions } from './cli.js';
+import { loadTollgate } from './contenders.js';
+import { WorkerPool } from './fleet.js';
+import { redisVersion } from './redis-stats.js';
+import { machineInfo, reportMarkdown, scenarioMarkdown } from './report.js';
+import { runScenario, WORKER_PROCESSES, type ScenarioResult } from './scenarios.js';
+
+const DEFAULT_REPORT_PATH = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
+
+/** Everything the run started, stopped in reverse order exactly once, on success, error or signal. */
+class Cleanup {
+  readonly #steps: Array<() => Promise<void>> = [];
+  #ran = false;
+
+  add(step: () => Promise<void>): void {
+    this.#steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    if (this.#ran) return;
+    this.#ran = true;
+    for (const step of this.#steps.reverse()) {
+      await step().catch((error: unknown) => console.error(`cleanup: ${String(error)}`)); // keep stopping the rest
+    }
+  }
+}
+
+async function bench(options: BenchOptions, cleanup: Cleanup): Promise<void> {
+  const log = (line: string): void => void process.stderr.write(`${line}\n`);
+  const notes: string[] = [];
+  let contenders = options.contenders;
+  if (contenders.includes('tollgate')) {
+    const tollgate = await loadTollgate();
+    if ('error' in tollgate) {
+      const note = `tollgate: @tollgate/limiter cannot be imported yet (${tollgate.error}); benchmarking the other contenders.`;
+      console.log(note);
+      notes.push(note);
+      contenders = contenders.filter((name) => name !== 'tollgate');
+    }
+  }
+
+  const redis = await RedisServerProcess.start();
+  cleanup.add(() => redis.close());
+  const admin = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+  cleanup.add(async () => void admin.disconnect());
+  const pool = new WorkerPool(WORKER_PROCESSES);
+  cleanup.add(() => pool.close());
+
+  const machine = machineInfo(await redisVersion(admin));
+  const context = { redisUrl: redis.url, admin, pool };
+  const results: ScenarioResult[] = [];
+  for (const id of options.scenarios) {
+    const result = await runScenario(id, context, { quick: options.quick, contenders, log });
+    results.push(result);
+    console.log(`\n${scenarioMarkdown(result)}\n`);
+  }
+  const report = reportMarkdown(machine, { ...options, contenders }, notes, results);
+  const outPath = options.outPath ?? DEFAULT_REPORT_PATH;
+  await writeFile(outPath, report);
+  log(`written to ${outPath}`);
+}
+
+async function main(): Promise<void> {
+  const options = parseBenchOptions(process.argv.slice(2));
+  if (options.help) {
+    console.log(USAGE);
+    return;
+  }
+  const cleanup = new Cleanup();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    void cleanup.run().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await bench(options, cleanup);
+  } finally {
+    await cleanup.run();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});

@@ -1,0 +1,31 @@
+import type { Redis } from 'ioredis';
+
+/** Commands the coordinator itself sends around a run; not part of any contender's cost. */
+const COORDINATOR_COMMANDS = new Set(['info', 'config', 'flushall', 'ping', 'select', 'client']);
+
+/** Zeroes Redis's per-command counters (`CONFIG RESETSTAT`) at the start of a measured run. */
+export async function resetRedisStats(admin: Redis): Promise<void> {
+  await admin.config('RESETSTAT');
+}
+
+/**
+ * Commands Redis executed since the last reset (`INFO commandstats`), including those run inside
+ * Lua scripts, without the coordinator's own.
+ */
+export async function redisCommandsExecuted(admin: Redis): Promise<number> {
+  const info = await admin.info('commandstats');
+  let total = 0;
+  for (const line of info.split('\n')) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+    if (!match?.[1] || !match[2]) continue;
+    const command = match[1].split('|')[0] ?? match[1];
+    if (!COORDINATOR_COMMANDS.has(command)) total += Number(match[2]);
+  }
+  return total;
+}
+
+/** `redis_version` from `INFO server`. */
+export async function redisVersion(admin: Redis): Promise<string> {
+  const info = await admin.info('server');
+  return /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+}

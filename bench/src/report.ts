@@ -1,0 +1,48 @@
+import { cpus } from 'node:os';
+import type { BenchOptions } from './cli.js';
+import type { ScenarioResult } from './scenarios.js';
+import { markdownTable } from './format.js';
+
+export interface MachineInfo {
+  node: string;
+  redis: string;
+  cpuModel: string;
+  cores: number;
+  date: string;
+}
+
+export function machineInfo(redisVersion: string): MachineInfo {
+  const cores = cpus();
+  return { node: process.version, redis: redisVersion, cpuModel: cores[0]?.model.trim() ?? 'unknown', cores: cores.length, date: new Date().toISOString() };
+}
+
+/** One scenario as Markdown: title, what ran, the table, and the trials that failed. */
+export function scenarioMarkdown(result: ScenarioResult): string {
+  const parts = [`## ${result.title}`, '', result.description, '', result.table];
+  if (result.failures.length > 0) parts.push('', ...result.failures.map((failure) => `- failed, no row: ${failure}`));
+  return parts.join('\n');
+}
+
+function targetsMarkdown(results: readonly ScenarioResult[]): string | undefined {
+  const rows = results.flatMap((result) =>
+    result.targets.map((check) => [result.id, check.figure, check.target, check.measured, check.met ? 'met' : 'MISSED']),
+  );
+  if (rows.length === 0) return undefined;
+  return ['## Tollgate against its targets (DESIGN §6, ratios within this run)', '', markdownTable(['scenario', 'figure', 'target', 'measured', ''], rows)].join('\n');
+}
+
+/** The whole report: machine, settings, notes, one table per scenario, then Tollgate's target check. */
+export function reportMarkdown(machine: MachineInfo, options: BenchOptions, notes: readonly string[], results: readonly ScenarioResult[]): string {
+  const header = [
+    '# Tollgate bench results',
+    '',
+    `${machine.date} · Node ${machine.node} · Redis ${machine.redis} · ${machine.cpuModel} × ${machine.cores} cores`,
+    '',
+    `Mode: ${options.quick ? '--quick' : 'full'} · scenarios ${options.scenarios.join(', ')} · contenders ${options.contenders.join(', ')}`,
+    '',
+    'Absolute figures move with the machine\'s load; compare ratios within one run. The ceiling is static-split: a local semaphore per process with the limit split across processes; "of ceiling" divides by its utilization per permit.',
+  ];
+  if (notes.length > 0) header.push('', ...notes.map((note) => `- ${note}`));
+  const targets = targetsMarkdown(results);
+  return [header.join('\n'), ...results.map(scenarioMarkdown), ...(targets ? [targets] : [])].join('\n\n') + '\n';
+}

@@ -1,0 +1,357 @@
+import { startOverlapServer, type OverlapHoldMs } from '@tollgate/test-support';
+import { isAdapterContender, type ContenderName } from './contenders.js';
+import { fixed, markdownTable, NOT_APPLICABLE, percent, signed, whole } from './format.js';
+import type { TrialKind, TrialSpec } from './protocol.js';
+import { quantile, splitByWeight, splitEvenly } from './stats.js';
+import { runTrial, type TrialContext, type TrialMeasurement, type TrialPlan } from './trial.js';
+
+/** DESIGN §6 standard scenario: 4 worker processes × 16 local slots, fleet limit 10. */
+export const FLEET_LIMIT = 10;
+export const WORKER_PROCESSES = 4;
+export const LOCAL_SLOTS = 16;
+export const CALLS_FULL = 2_000;
+export const CALLS_QUICK = 500;
+export const MICRO_DURATION_MS_FULL = 2_000;
+export const MICRO_DURATION_MS_QUICK = 500;
+/** Seed of the upstream's hold-time PRNG: the same sequence of holds in every run. */
+export const UPSTREAM_SEED = 7;
+const HOLD_MS_STANDARD = 20;
+const HOLD_MS_SPREAD = { min: 10, max: 50 } as const;
+/** Micro shapes: processes × local slots in flight, against the same fleet limit. */
+const MICRO_SHAPES = [
+  { processes: 1, lanes: 1 },
+  { processes: 1, lanes: 16 },
+  { processes: 4, lanes: 16 },
+] as const;
+/** The contender every micro cell is compared with (DESIGN §6: Tollgate ≥ redis-semaphore in every shape). */
+const MICRO_REFERENCE: ContenderName = 'redis-semaphore';
+/** The contender whose utilization per permit is the ceiling (DESIGN §6). */
+export const CEILING: ContenderName = 'static-split';
+
+/**
+ * The scenarios, in run order. Scenario 4 (tokens through `@tollgate/anthropic` against the mock
+ * upstream) joins this list as `'4'` with its own `run` once that package exists.
+ */
+export const SCENARIO_IDS = ['1', '2', '3', 'micro'] as const;
+export type ScenarioId = (typeof SCENARIO_IDS)[number];
+
+export function isScenarioId(value: string): value is ScenarioId {
+  return (SCENARIO_IDS as readonly string[]).includes(value);
+}
+
+export interface RunSettings {
+  quick: boolean;
+  contenders: readonly ContenderName[];
+  /** Progress lines (stderr), so stdout carries only the tables. */
+  log: (line: string) => void;
+}
+
+/** One scenario's rendered table plus the figures the target check reads. */
+export interface ScenarioResult {
+  id: ScenarioId;
+  title: string;
+  description: string;
+  table: string;
+  /** Trials that failed: named here, never shown as rows. */
+  failures: string[];
+  /** Tollgate's figures against DESIGN §6, when Tollgate ran. */
+  targets: TargetCheck[];
+}
+
+export interface TargetCheck {
+  figure: string;
+  target: string;
+  measured: string;
+  met: boolean;
+}
+
+/** Row figures of one fleet trial (scenarios 1–3). */
+interface FleetFigures {
+  contender: ContenderName;
+  utilization: number;
+  /** Utilization per permit the contender was given: for static-split the slots its split uses. */
+  utilizationPerPermit: number;
+  gapMedianMs: number;
+  gapP99Ms: number;
+  waitP50Ms: number;
+  waitP99Ms: number;
+  maxInFlight: number;
+  commandsPerCall: number;
+  roundTripsPerCall: number;
+  redisCommandsPerCall: number;
+  wallMs: number;
+}
+
+function adapterSpecs(kind: TrialKind, contender: ContenderName, context: TrialContext, upstreamUrl: string, calls: number): TrialSpec[] {
+  const split = splitEvenly(FLEET_LIMIT, WORKER_PROCESSES);
+  const base = { kind, contender, upstreamUrl, queueName: `bench-${kind}`, durationMs: 0 };
+  const adapter = (localLimit: number) => ({ redisUrl: context.redisUrl, name: `bench-${kind}-${contender}`, limit: FLEET_LIMIT, localLimit });
+  if (contender === 'local') {
+    return [{ ...base, adapter: adapter(FLEET_LIMIT), lanes: WORKER_PROCESSES * LOCAL_SLOTS, calls }];
+  }
+  // a static split gives each process calls in proportion to its slots, so no process idles at the end
+  const callsPerProcess = contender === CEILING && kind === 'direct' ? splitByWeight(calls, split) : splitEvenly(calls, WORKER_PROCESSES);
+  return split.map((localLimit, index) => ({
+    ...base,
+    adapter: adapter(localLimit),
+    lanes: kind === 'queue' && contender === CEILING ? localLimit : LOCAL_SLOTS, // the queue's split is the worker concurrency
+    calls: callsPerProcess[index] ?? 0,
+  }));
+}
+
+function fleetFigures(contender: ContenderName, measurement: TrialMeasurement, calls: number): FleetFigures {
+  const upstream = measurement.upstream;
+  if (!upstream) throw new Error('a fleet trial needs the upstream stats');
+  const waitsMs = measurement.workers.flatMap((worker) => worker.acquireWaitsMs);
+  const sum = (pick: (worker: TrialMeasurement['workers'][number]) => number): number =>
+    measurement.workers.reduce((total, worker) => total + pick(worker), 0);
+  const permits = contender === CEILING ? splitEvenly(FLEET_LIMIT, WORKER_PROCESSES).reduce((a, b) => a + b, 0) : FLEET_LIMIT;
+  return {
+    contender,
+    utilization: upstream.utilization,
+    utilizationPerPermit: upstream.inFlightMean / permits,
+    gapMedianMs: upstream.refillGap.medianMs,
+    gapP99Ms: upstream.refillGap.p99Ms,
+    waitP50Ms: quantile(waitsMs, 0.5),
+    waitP99Ms: quantile(waitsMs, 0.99),
+    maxInFlight: upstream.maxInFlight,
+    commandsPerCall: sum((worker) => worker.commands) / calls,
+    roundTripsPerCall: sum((worker) => worker.roundTrips) / calls,
+    redisCommandsPerCall: measurement.redisCommands / calls,
+    wallMs: measurement.wallMs,
+  };
+}
+
+/** p99 ÷ p50 of acquire waits; undefined when the median wait is too small to divide by. */
+const WAIT_MS_MEDIAN_MIN_FOR_RATIO = 0.05;
+function waitSpread(figures: FleetFigures): number {
+  return figures.waitP50Ms >= WAIT_MS_MEDIAN_MIN_FOR_RATIO ? figures.waitP99Ms / figures.waitP50Ms : Number.NaN;
+}
+
+const FLEET_HEADER = [
+  'contender', 'utilization', 'of ceiling', 'refill gap p50 ms', 'gap p99 ms', 'gap p50 vs ceiling ms',
+  'wait p50 ms', 'wait p99 ms', 'wait p99÷p50', 'max in flight', 'violations',
+  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'wall s',
+];
+
+function fleetTable(rows: readonly FleetFigures[]): string {
+  const ceiling = rows.find((row) => row.contender === CEILING);
+  return markdownTable(
+    FLEET_HEADER,
+    rows.map((row) => [
+      row.contender,
+      percent(row.utilization),
+      ceiling ? percent(row.utilization / ceiling.utilizationPerPermit) : NOT_APPLICABLE,
+      fixed(row.gapMedianMs, 2),
+      fixed(row.gapP99Ms, 2),
+      ceiling ? signed(row.gapMedianMs - ceiling.gapMedianMs, 2) : NOT_APPLICABLE,
+      fixed(row.waitP50Ms, 2),
+      fixed(row.waitP99Ms, 2),
+      fixed(waitSpread(row), 2),
+      String(row.maxInFlight),
+      row.maxInFlight > FLEET_LIMIT ? `+${row.maxInFlight - FLEET_LIMIT}` : '0',
+      fixed(row.commandsPerCall, 2),
+      fixed(row.roundTripsPerCall, 2),
+      fixed(row.redisCommandsPerCall, 2),
+      fixed(row.wallMs / 1_000, 2),
+    ]),
+  );
+}
+
+function fleetTargets(rows: readonly FleetFigures[], checkFairness: boolean): TargetCheck[] {
+  const tollgate = rows.find((row) => row.contender === 'tollgate');
+  if (!tollgate) return [];
+  const checks: TargetCheck[] = [];
+  const ceiling = rows.find((row) => row.contender === CEILING);
+  if (ceiling) {
+    const share = tollgate.utilization / ceiling.utilizationPerPermit;
+    checks.push({ figure: 'utilization, share of the ceiling', target: '≥ 98%', measured: percent(share), met: share >= 0.98 });
+    const gapDeltaMs = tollgate.gapMedianMs - ceiling.gapMedianMs;
+    checks.push({ figure: 'refill gap p50 above the ceiling', target: '≤ +0.3 ms', measured: `${signed(gapDeltaMs, 2)} ms`, met: gapDeltaMs <= 0.3 });
+  }
+  if (checkFairness) {
+    const spread = waitSpread(tollgate);
+    checks.push({ figure: 'acquire wait p99 ÷ p50', target: '≤ 1.5', measured: fixed(spread, 2), met: spread <= 1.5 });
+  }
+  checks.push({ figure: 'Redis commands sent per call', target: '≤ 3', measured: fixed(tollgate.commandsPerCall, 2), met: tollgate.commandsPerCall <= 3 });
+  checks.push({ figure: 'limit violations', target: '0', measured: String(Math.max(0, tollgate.maxInFlight - FLEET_LIMIT)), met: tollgate.maxInFlight <= FLEET_LIMIT });
+  return checks;
+}
+
+interface FleetScenario {
+  id: ScenarioId;
+  title: string;
+  description: string;
+  kind: 'direct' | 'queue';
+  holdMs: OverlapHoldMs;
+  /** Whether DESIGN §6's fairness target applies to this scenario. */
+  checkFairness: boolean;
+}
+
+function fleetContenders(kind: 'direct' | 'queue', contenders: readonly ContenderName[]): ContenderName[] {
+  // the ceiling runs first so that its row leads the table; `local` is one process, so it has no queue form
+  const applicable = contenders.filter((name) => (kind === 'direct' ? isAdapterContender(name) : name !== 'local'));
+  return [...applicable.filter((name) => name === CEILING), ...applicable.filter((name) => name !== CEILING)];
+}
+
+async function runFleetScenario(scenario: FleetScenario, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
+  const calls = settings.quick ? CALLS_QUICK : CALLS_FULL;
+  const upstream = await startOverlapServer({ holdMs: scenario.holdMs, seed: UPSTREAM_SEED });
+  const rows: FleetFigures[] = [];
+  const failures: string[] = [];
+  try {
+    for (const contender of fleetContenders(scenario.kind, settings.contenders)) {
+      const plan: TrialPlan = {
+        specs: adapterSpecs(scenario.kind, contender, context, upstream.url, calls),
+        upstream,
+        limit: FLEET_LIMIT,
+        jobs: scenario.kind === 'queue' ? calls : 0,
+        globalConcurrency: contender === 'bullmq-global' ? FLEET_LIMIT : undefined,
+      };
+      try {
+        const measurement = await runTrial(context, plan);
+        const figures = fleetFigures(contender, measurement, calls);
+        rows.push(figures);
+        settings.log(`scenario ${scenario.id}: ${contender} ${percent(figures.utilization)} in ${fixed(figures.wallMs / 1_000, 1)} s`);
+      } catch (error) {
+        failures.push(`${contender}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+        settings.log(`scenario ${scenario.id}: ${contender} failed: ${String(error)}`);
+      }
+    }
+  } finally {
+    await upstream.close();
+  }
+  return {
+    id: scenario.id,
+    title: scenario.title,
+    description: `${scenario.description} ${calls.toLocaleString('en-US')} calls.`,
+    table: fleetTable(rows),
+    failures,
+    targets: fleetTargets(rows, scenario.checkFairness),
+  };
+}
+
+interface MicroCell {
+  pairsPerSecond: number;
+  commandsPerPair: number;
+  redisCommandsPerPair: number;
+}
+
+function microApplies(contender: ContenderName, processes: number): boolean {
+  if (contender === 'bullmq-global') return false;
+  if (contender === 'local') return processes === 1; // one process by definition
+  if (contender === CEILING) return processes > 1; // with one process a split is the local semaphore
+  return true;
+}
+
+async function runMicro(context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
+  const durationMs = settings.quick ? MICRO_DURATION_MS_QUICK : MICRO_DURATION_MS_FULL;
+  const contenders = settings.contenders.filter((name) => MICRO_SHAPES.some((shape) => microApplies(name, shape.processes)));
+  const cells = new Map<string, MicroCell>();
+  const failures: string[] = [];
+  const key = (contender: ContenderName, shapeIndex: number): string => `${contender}/${shapeIndex}`;
+  for (const contender of contenders) {
+    for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
+      if (!microApplies(contender, shape.processes)) continue;
+      const split = splitEvenly(FLEET_LIMIT, shape.processes);
+      const specs: TrialSpec[] = split.map((localLimit) => ({
+        kind: 'micro',
+        contender,
+        adapter: { redisUrl: context.redisUrl, name: `bench-micro-${contender}`, limit: FLEET_LIMIT, localLimit },
+        lanes: shape.lanes,
+        calls: 0,
+        durationMs,
+        upstreamUrl: '',
+        queueName: '',
+      }));
+      try {
+        const measurement = await runTrial(context, { specs, upstream: undefined, limit: FLEET_LIMIT, jobs: 0, globalConcurrency: undefined });
+        const pairs = measurement.workers.reduce((total, worker) => total + worker.operations, 0);
+        const commands = measurement.workers.reduce((total, worker) => total + worker.commands, 0);
+        const pairsPerSecond = measurement.workers.reduce((total, worker) => total + (worker.operations * 1_000) / worker.elapsedMs, 0);
+        cells.set(key(contender, shapeIndex), {
+          pairsPerSecond,
+          commandsPerPair: commands / pairs,
+          redisCommandsPerPair: measurement.redisCommands / pairs,
+        });
+        settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(pairsPerSecond)} pairs/s`);
+      } catch (error) {
+        failures.push(`${contender} ${shape.processes}×${shape.lanes}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+        settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} failed: ${String(error)}`);
+      }
+    }
+  }
+  const shapeName = (shape: (typeof MICRO_SHAPES)[number]): string => `${shape.processes}×${shape.lanes}`;
+  const widest = MICRO_SHAPES.length - 1;
+  const header = [
+    'contender',
+    ...MICRO_SHAPES.map((shape) => `${shapeName(shape)} pairs/s`),
+    ...MICRO_SHAPES.map((shape) => `${shapeName(shape)} ÷ ${MICRO_REFERENCE}`),
+    'cmds sent/pair (widest)',
+    'cmds in Redis/pair (widest)',
+  ];
+  const ratio = (contender: ContenderName, shapeIndex: number): number =>
+    (cells.get(key(contender, shapeIndex))?.pairsPerSecond ?? Number.NaN) / (cells.get(key(MICRO_REFERENCE, shapeIndex))?.pairsPerSecond ?? Number.NaN);
+  const rows = contenders
+    .filter((contender) => MICRO_SHAPES.some((_, index) => cells.has(key(contender, index))))
+    .map((contender) => {
+      const widestCell = [...MICRO_SHAPES.keys()].reverse().map((index) => cells.get(key(contender, index))).find((cell) => cell !== undefined);
+      return [
+        contender,
+        ...MICRO_SHAPES.map((_, index) => whole(cells.get(key(contender, index))?.pairsPerSecond ?? Number.NaN)),
+        ...MICRO_SHAPES.map((_, index) => fixed(ratio(contender, index), 2)),
+        fixed(widestCell?.commandsPerPair ?? Number.NaN, 2),
+        fixed(widestCell?.redisCommandsPerPair ?? Number.NaN, 2),
+      ];
+    });
+  const targets: TargetCheck[] = [];
+  if (cells.has(key('tollgate', widest)) || cells.has(key('tollgate', 0))) {
+    for (const [index, shape] of MICRO_SHAPES.entries()) {
+      const value = ratio('tollgate', index);
+      targets.push({ figure: `micro ${shapeName(shape)} pairs/s ÷ ${MICRO_REFERENCE}`, target: '≥ 1.00', measured: fixed(value, 2), met: value >= 1 });
+    }
+  }
+  return {
+    id: 'micro',
+    title: 'Micro: acquire+release pairs per second, no upstream',
+    description: `Processes × local slots in flight against a fleet limit of ${FLEET_LIMIT}, ${durationMs} ms per shape. "widest" is the largest shape the contender ran.`,
+    table: markdownTable(header, rows),
+    failures,
+    targets,
+  };
+}
+
+const FLEET_SCENARIOS: readonly FleetScenario[] = [
+  {
+    id: '1',
+    title: 'Scenario 1: direct calls, 20 ms upstream',
+    description: `${WORKER_PROCESSES} worker processes × ${LOCAL_SLOTS} local slots, fleet limit ${FLEET_LIMIT}, upstream holds each call ${HOLD_MS_STANDARD} ms.`,
+    kind: 'direct',
+    holdMs: HOLD_MS_STANDARD,
+    checkFairness: true,
+  },
+  {
+    id: '2',
+    title: 'Scenario 2: direct calls, 10–50 ms upstream',
+    description: `As scenario 1, upstream hold drawn from ${HOLD_MS_SPREAD.min}–${HOLD_MS_SPREAD.max} ms (seed ${UPSTREAM_SEED}).`,
+    kind: 'direct',
+    holdMs: HOLD_MS_SPREAD,
+    checkFairness: false,
+  },
+  {
+    id: '3',
+    title: 'Scenario 3: BullMQ jobs, 20 ms upstream',
+    description: `The same calls as BullMQ jobs pulled by ${WORKER_PROCESSES} workers (concurrency ${LOCAL_SLOTS}; static-split: worker concurrency ${splitEvenly(FLEET_LIMIT, WORKER_PROCESSES).join('/')}; bullmq-global: setGlobalConcurrency(${FLEET_LIMIT})); commands include BullMQ's own.`,
+    kind: 'queue',
+    holdMs: HOLD_MS_STANDARD,
+    checkFairness: false,
+  },
+];
+
+/** Runs one scenario for every selected contender that applies to it. */
+export async function runScenario(id: ScenarioId, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
+  if (id === 'micro') return runMicro(context, settings);
+  const scenario = FLEET_SCENARIOS.find((candidate) => candidate.id === id);
+  if (!scenario) throw new Error(`unknown scenario ${id}`);
+  return runFleetScenario(scenario, context, settings);
+}

@@ -1,0 +1,126 @@
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { OverlapServer, OverlapStats } from '@tollgate/test-support';
+import type { ForkedWorker, WorkerPool } from './fleet.js';
+import type { TrialSpec, WorkerResult } from './protocol.js';
+import { redisCommandsExecuted, resetRedisStats } from './redis-stats.js';
+
+/** A trial that takes longer than this is broken (a lost wake-up, a dead worker); it is abandoned. */
+const TRIAL_TIMEOUT_MS = 120_000;
+/** addBulk batch size: one round trip per batch while filling the queue before a run. */
+const ENQUEUE_BATCH_SIZE = 500;
+
+/** What every trial shares: the Redis server, an admin connection, the worker pool, the upstream. */
+export interface TrialContext {
+  redisUrl: string;
+  admin: Redis;
+  pool: WorkerPool;
+}
+
+export interface TrialPlan {
+  /** One spec per worker process taking part. */
+  specs: TrialSpec[];
+  /** The overlap server the workers call (direct and queue trials). */
+  upstream: OverlapServer | undefined;
+  /** The fleet limit the upstream stats are measured against. */
+  limit: number;
+  /** queue: the jobs to enqueue before the run; the run ends when all have finished. */
+  jobs: number;
+  /** queue: BullMQ's queue-wide concurrency (`setGlobalConcurrency`), when this contender uses it. */
+  globalConcurrency: number | undefined;
+}
+
+export interface TrialMeasurement {
+  workers: WorkerResult[];
+  /** From `go` to the last worker's report. */
+  wallMs: number;
+  /** Commands Redis executed during the run, scripts' inner commands included. */
+  redisCommands: number;
+  upstream: OverlapStats | undefined;
+}
+
+async function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  const controller = new AbortController();
+  const timeout = sleep(timeoutMs, undefined, { signal: controller.signal }).then(() => {
+    throw new Error(`${what} did not finish within ${timeoutMs} ms`);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    controller.abort();
+    timeout.catch(() => {}); // the aborted sleep rejects; that is how the timer is cleared
+  }
+}
+
+async function fillQueue(redisUrl: string, plan: TrialPlan, queueName: string): Promise<Queue> {
+  const { hostname, port } = new URL(redisUrl);
+  const queue = new Queue(queueName, { connection: { host: hostname, port: Number(port) } });
+  if (plan.globalConcurrency !== undefined) await queue.setGlobalConcurrency(plan.globalConcurrency);
+  for (let first = 0; first < plan.jobs; first += ENQUEUE_BATCH_SIZE) {
+    const count = Math.min(ENQUEUE_BATCH_SIZE, plan.jobs - first);
+    await queue.addBulk(
+      Array.from({ length: count }, (_, offset) => ({
+        name: 'call',
+        data: {},
+        opts: { jobId: `call-${first + offset}`, removeOnComplete: true, removeOnFail: false }, // fixed ids: reproducible
+      })),
+    );
+  }
+  return queue;
+}
+
+/** Starts every worker at once and waits for their reports (direct, micro) or for every job (queue). */
+async function measure(workers: ForkedWorker[], plan: TrialPlan): Promise<WorkerResult[]> {
+  const kind = plan.specs[0]?.kind;
+  if (kind !== 'queue') {
+    const done = workers.map((worker) => worker.request({ type: 'go' }, 'done'));
+    return (await Promise.all(done)).map((message) => message.result);
+  }
+  let finished = 0;
+  const allFinished = new Promise<void>((resolve) => {
+    for (const worker of workers) {
+      worker.onTick = () => {
+        finished += 1;
+        if (finished === plan.jobs) resolve();
+      };
+    }
+  });
+  const failure = Promise.race(workers.map((worker) => worker.failed));
+  for (const worker of workers) worker.send({ type: 'go' });
+  await Promise.race([allFinished, failure]);
+  for (const worker of workers) worker.onTick = () => {};
+  return (await Promise.all(workers.map((worker) => worker.request({ type: 'stop' }, 'done')))).map((message) => message.result);
+}
+
+/**
+ * Runs one contender through one trial on fresh Redis state: set up every worker, reset the counters
+ * (Redis commandstats, the upstream's overlap stats), start them together, collect what they measured.
+ */
+export async function runTrial(context: TrialContext, plan: TrialPlan): Promise<TrialMeasurement> {
+  const workers = await context.pool.take(plan.specs.length);
+  await context.admin.flushall();
+  const queueName = plan.specs[0]?.queueName ?? 'bench';
+  const queue = plan.jobs > 0 ? await fillQueue(context.redisUrl, plan, queueName) : undefined;
+  try {
+    const run = async (): Promise<TrialMeasurement> => {
+      await Promise.all(workers.map((worker, index) => worker.request({ type: 'setup', spec: plan.specs[index] as TrialSpec }, 'ready')));
+      await resetRedisStats(context.admin);
+      plan.upstream?.reset();
+      const startedAtMs = performance.now();
+      const results = await measure(workers, plan);
+      const wallMs = performance.now() - startedAtMs;
+      const redisCommands = await redisCommandsExecuted(context.admin);
+      const upstream = plan.upstream?.stats({ limit: plan.limit });
+      await Promise.all(workers.map((worker) => worker.request({ type: 'teardown' }, 'tornDown')));
+      return { workers: results, wallMs, redisCommands, upstream };
+    };
+    return await withTimeout(run(), TRIAL_TIMEOUT_MS, `${plan.specs[0]?.contender ?? 'a'} trial`);
+  } catch (error) {
+    await context.pool.close(); // a worker in an unknown state is replaced before the next trial
+    throw error;
+  } finally {
+    await queue?.close();
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * One worker process of the bench fleet. The coordinator forks it once and drives it over IPC:
+ * setup (build the contender, warm the sockets) → ready → go (measure) → done → teardown.
+ */
+import { performance } from 'node:perf_hooks';
+import { Worker as BullWorker, type Job } from 'bullmq';
+import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
+import { createAdapter, isAdapterContender, type LimiterAdapter } from './contenders.js';
+import { parseCoordinatorMessage, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { UpstreamClient } from './upstream-client.js';
+
+installCommandCounter(); // before any client exists
+
+/** Acquire+release pairs each process runs before `ready`: loads Lua scripts and warms the JIT, unmeasured. */
+const WARMUP_PAIRS = 20;
+
+interface Trial {
+  spec: TrialSpec;
+  adapter: LimiterAdapter | undefined;
+  upstream: UpstreamClient | undefined;
+  queueWorker: BullWorker | undefined;
+  acquireWaitsMs: number[];
+  operations: number;
+  startedAtMs: number;
+}
+
+let trial: Trial | undefined;
+
+function send(message: WorkerMessage): void {
+  process.send?.(message);
+}
+
+function requireTrial(): Trial {
+  if (!trial) throw new Error('no trial is set up');
+  return trial;
+}
+
+/** Takes a slot, recording how long that took; the release is returned to the caller. */
+async function timedAcquire(current: Trial, adapter: LimiterAdapter): Promise<() => Promise<void>> {
+  const askedAtMs = performance.now();
+  const release = await adapter.acquire();
+  current.acquireWaitsMs.push(performance.now() - askedAtMs);
+  return release;
+}
+
+function result(current: Trial): WorkerResult {
+  const counts = commandCounts();
+  return {
+    operations: current.operations,
+    acquireWaitsMs: current.acquireWaitsMs,
+    elapsedMs: performance.now() - current.startedAtMs,
+    commands: counts.commands,
+    roundTrips: counts.roundTrips,
+  };
+}
+
+async function setup(spec: TrialSpec): Promise<void> {
+  const adapter = isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split')
+    ? await createAdapter(spec.contender, spec.adapter)
+    : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
+  for (let pair = 0; adapter && pair < WARMUP_PAIRS; pair += 1) {
+    const release = await adapter.acquire();
+    await release();
+  }
+  const upstream = spec.kind === 'micro' ? undefined : new UpstreamClient(spec.upstreamUrl, spec.lanes);
+  await upstream?.warm(spec.lanes);
+  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
+  if (spec.kind === 'queue') current.queueWorker = await createQueueWorker(current);
+  trial = current;
+}
+
+async function createQueueWorker(current: Trial): Promise<BullWorker> {
+  const { hostname, port } = new URL(current.spec.adapter.redisUrl);
+  const processor = async (_job: Job): Promise<void> => {
+    const release = current.adapter ? await timedAcquire(current, current.adapter) : undefined;
+    try {
+      await current.upstream?.call();
+    } finally {
+      await release?.();
+    }
+    current.operations += 1;
+    send({ type: 'tick' });
+  };
+  const worker = new BullWorker(current.spec.queueName, processor, {
+    connection: { host: hostname, port: Number(port), maxRetriesPerRequest: null }, // BullMQ requires null for its blocking connection
+    concurrency: current.spec.lanes,
+    autorun: false, // nothing is taken before `go`
+  });
+  worker.on('failed', (_job, error) => send({ type: 'failed', message: `job failed: ${error.message}` }));
+  await worker.waitUntilReady();
+  return worker;
+}
+
+async function runDirect(current: Trial, adapter: LimiterAdapter, upstream: UpstreamClient): Promise<void> {
+  let remaining = current.spec.calls;
+  const lane = async (): Promise<void> => {
+    while (remaining > 0) {
+      remaining -= 1;
+      const release = await timedAcquire(current, adapter);
+      try {
+        await upstream.call();
+      } finally {
+        await release();
+      }
+      current.operations += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: current.spec.lanes }, lane));
+}
+
+async function runMicro(current: Trial, adapter: LimiterAdapter): Promise<void> {
+  const deadlineMs = current.startedAtMs + current.spec.durationMs;
+  const lane = async (): Promise<void> => {
+    while (performance.now() < deadlineMs) {
+      const release = await adapter.acquire();
+      await release();
+      current.operations += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: current.spec.lanes }, lane));
+}
+
+async function go(): Promise<void> {
+  const current = requireTrial();
+  resetCommandCounts();
+  current.startedAtMs = performance.now();
+  const { kind } = current.spec;
+  if (kind === 'queue') {
+    void current.queueWorker?.run().catch((error: unknown) => send({ type: 'failed', message: String(error) }));
+    return; // `done` is sent on `stop`, once the coordinator has seen every job finish
+  }
+  if (!current.adapter) throw new Error(`${current.spec.contender} has no adapter for a ${kind} run`);
+  if (kind === 'micro') await runMicro(current, current.adapter);
+  else if (current.upstream) await runDirect(current, current.adapter, current.upstream);
+  send({ type: 'done', result: result(current) });
+}
+
+async function teardown(): Promise<void> {
+  const current = trial;
+  trial = undefined;
+  if (current) {
+    await current.queueWorker?.close();
+    await current.adapter?.close();
+    current.upstream?.close();
+  }
+  send({ type: 'tornDown' });
+}
+
+async function handle(raw: unknown): Promise<void> {
+  const message = parseCoordinatorMessage(raw);
+  switch (message.type) {
+    case 'setup':
+      await setup(message.spec);
+      send({ type: 'ready' });
+      return;
+    case 'go':
+      await go();
+      return;
+    case 'stop':
+      send({ type: 'done', result: result(requireTrial()) });
+      return;
+    case 'teardown':
+      await teardown();
+      return;
+  }
+}
+
+process.on('message', (raw: unknown) => {
+  handle(raw).catch((error: unknown) => {
+    send({ type: 'failed', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+  });
+});
+process.on('disconnect', () => process.exit(0)); // the coordinator is gone: nothing left to report to
