@@ -34,7 +34,7 @@ class Cleanup {
   }
 }
 
-async function bench(options: BenchOptions, cleanup: Cleanup): Promise<void> {
+async function bench(options: BenchOptions, cleanup: Cleanup, signal: AbortSignal): Promise<void> {
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   const notes: string[] = [];
   let contenders = options.contenders;
@@ -59,10 +59,11 @@ async function bench(options: BenchOptions, cleanup: Cleanup): Promise<void> {
   const context = { redisUrl: redis.url, admin, pool };
   const results: ScenarioResult[] = [];
   for (const id of options.scenarios) {
-    const result = await runScenario(id, context, { quick: options.quick, contenders, log });
+    const result = await runScenario(id, context, { quick: options.quick, contenders, log, signal });
     results.push(result);
     console.log(`\n${scenarioMarkdown(result)}\n`);
   }
+  signal.throwIfAborted(); // an interrupted run writes no report
   const report = reportMarkdown(machine, { ...options, contenders }, notes, results);
   const outPath = options.outPath ?? DEFAULT_REPORT_PATH;
   await writeFile(outPath, report);
@@ -76,13 +77,15 @@ async function main(): Promise<void> {
     return;
   }
   const cleanup = new Cleanup();
+  const interrupted = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
+    interrupted.abort(new Error(`interrupted by ${signal}`));
     void cleanup.run().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await bench(options, cleanup);
+    await bench(options, cleanup, interrupted.signal);
   } finally {
     await cleanup.run();
   }

@@ -24,6 +24,13 @@ export async function redisCommandsExecuted(admin: Redis): Promise<number> {
   return total;
 }
 
+/** CPU time the Redis server has used so far (`INFO cpu`, user + system), in microseconds. */
+export async function redisCpuUs(admin: Redis): Promise<number> {
+  const info = await admin.info('cpu');
+  const seconds = (field: string): number => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+  return (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1_000_000;
+}
+
 /** `redis_version` from `INFO server`. */
 export async function redisVersion(admin: Redis): Promise<string> {
   const info = await admin.info('server');

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import type { BenchOptions } from './cli.js';
 import type { ScenarioResult } from './scenarios.js';
@@ -9,11 +10,21 @@ export interface MachineInfo {
   cpuModel: string;
   cores: number;
   date: string;
+  /** The checkout's commit, so a result can be traced to the code it measured. */
+  commit: string;
+}
+
+function gitCommit(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown'; // not a git checkout: the report just says so
+  }
 }
 
 export function machineInfo(redisVersion: string): MachineInfo {
   const cores = cpus();
-  return { node: process.version, redis: redisVersion, cpuModel: cores[0]?.model.trim() ?? 'unknown', cores: cores.length, date: new Date().toISOString() };
+  return { node: process.version, redis: redisVersion, cpuModel: cores[0]?.model.trim() ?? 'unknown', cores: cores.length, date: new Date().toISOString(), commit: gitCommit() };
 }
 
 /** One scenario as Markdown: title, what ran, the table, and the trials that failed. */
@@ -36,7 +47,7 @@ export function reportMarkdown(machine: MachineInfo, options: BenchOptions, note
   const header = [
     '# Tollgate bench results',
     '',
-    `${machine.date} · Node ${machine.node} · Redis ${machine.redis} · ${machine.cpuModel} × ${machine.cores} cores`,
+    `${machine.date} · Node ${machine.node} · Redis ${machine.redis} · ${machine.cpuModel} × ${machine.cores} cores · commit ${machine.commit}`,
     '',
     `Mode: ${options.quick ? '--quick' : 'full'} · scenarios ${options.scenarios.join(', ')} · contenders ${options.contenders.join(', ')}`,
     '',

@@ -44,6 +44,8 @@ export interface RunSettings {
   contenders: readonly ContenderName[];
   /** Progress lines (stderr), so stdout carries only the tables. */
   log: (line: string) => void;
+  /** Aborted on SIGINT/SIGTERM: no further trial starts. */
+  signal: AbortSignal;
 }
 
 /** One scenario's rendered table plus the figures the target check reads. */
@@ -79,6 +81,7 @@ interface FleetFigures {
   commandsPerCall: number;
   roundTripsPerCall: number;
   redisCommandsPerCall: number;
+  redisCpuUsPerCall: number;
   wallMs: number;
 }
 
@@ -118,6 +121,7 @@ function fleetFigures(contender: ContenderName, measurement: TrialMeasurement, c
     commandsPerCall: sum((worker) => worker.commands) / calls,
     roundTripsPerCall: sum((worker) => worker.roundTrips) / calls,
     redisCommandsPerCall: measurement.redisCommands / calls,
+    redisCpuUsPerCall: measurement.redisCpuUs / calls,
     wallMs: measurement.wallMs,
   };
 }
@@ -131,7 +135,7 @@ function waitSpread(figures: FleetFigures): number {
 const FLEET_HEADER = [
   'contender', 'utilization', 'of ceiling', 'refill gap p50 ms', 'gap p99 ms', 'gap p50 vs ceiling ms',
   'wait p50 ms', 'wait p99 ms', 'wait p99÷p50', 'max in flight', 'violations',
-  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'wall s',
+  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'Redis CPU µs/call', 'wall s',
 ];
 
 function fleetTable(rows: readonly FleetFigures[]): string {
@@ -153,6 +157,7 @@ function fleetTable(rows: readonly FleetFigures[]): string {
       fixed(row.commandsPerCall, 2),
       fixed(row.roundTripsPerCall, 2),
       fixed(row.redisCommandsPerCall, 2),
+      fixed(row.redisCpuUsPerCall, 0),
       fixed(row.wallMs / 1_000, 2),
     ]),
   );
@@ -201,6 +206,7 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
   const failures: string[] = [];
   try {
     for (const contender of fleetContenders(scenario.kind, settings.contenders)) {
+      settings.signal.throwIfAborted();
       const plan: TrialPlan = {
         specs: adapterSpecs(scenario.kind, contender, context, upstream.url, calls),
         upstream,
@@ -235,6 +241,7 @@ interface MicroCell {
   pairsPerSecond: number;
   commandsPerPair: number;
   redisCommandsPerPair: number;
+  redisCpuUsPerPair: number;
 }
 
 function microApplies(contender: ContenderName, processes: number): boolean {
@@ -253,6 +260,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   for (const contender of contenders) {
     for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
       if (!microApplies(contender, shape.processes)) continue;
+      settings.signal.throwIfAborted();
       const split = splitEvenly(FLEET_LIMIT, shape.processes);
       const specs: TrialSpec[] = split.map((localLimit) => ({
         kind: 'micro',
@@ -273,6 +281,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
           pairsPerSecond,
           commandsPerPair: commands / pairs,
           redisCommandsPerPair: measurement.redisCommands / pairs,
+          redisCpuUsPerPair: measurement.redisCpuUs / pairs,
         });
         settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(pairsPerSecond)} pairs/s`);
       } catch (error) {
@@ -289,6 +298,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
     ...MICRO_SHAPES.map((shape) => `${shapeName(shape)} ÷ ${MICRO_REFERENCE}`),
     'cmds sent/pair (widest)',
     'cmds in Redis/pair (widest)',
+    'Redis CPU µs/pair (widest)',
   ];
   const ratio = (contender: ContenderName, shapeIndex: number): number =>
     (cells.get(key(contender, shapeIndex))?.pairsPerSecond ?? Number.NaN) / (cells.get(key(MICRO_REFERENCE, shapeIndex))?.pairsPerSecond ?? Number.NaN);
@@ -302,6 +312,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
         ...MICRO_SHAPES.map((_, index) => fixed(ratio(contender, index), 2)),
         fixed(widestCell?.commandsPerPair ?? Number.NaN, 2),
         fixed(widestCell?.redisCommandsPerPair ?? Number.NaN, 2),
+        fixed(widestCell?.redisCpuUsPerPair ?? Number.NaN, 1),
       ];
     });
   const targets: TargetCheck[] = [];

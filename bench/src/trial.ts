@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import type { OverlapServer, OverlapStats } from '@tollgate/test-support';
 import type { ForkedWorker, WorkerPool } from './fleet.js';
 import type { TrialSpec, WorkerResult } from './protocol.js';
-import { redisCommandsExecuted, resetRedisStats } from './redis-stats.js';
+import { redisCommandsExecuted, redisCpuUs, resetRedisStats } from './redis-stats.js';
 
 /** A trial that takes longer than this is broken (a lost wake-up, a dead worker); it is abandoned. */
 const TRIAL_TIMEOUT_MS = 120_000;
@@ -38,6 +38,8 @@ export interface TrialMeasurement {
   wallMs: number;
   /** Commands Redis executed during the run, scripts' inner commands included. */
   redisCommands: number;
+  /** CPU time the Redis server used during the run (user + system). */
+  redisCpuUs: number;
   upstream: OverlapStats | undefined;
 }
 
@@ -108,13 +110,15 @@ export async function runTrial(context: TrialContext, plan: TrialPlan): Promise<
       await Promise.all(workers.map((worker, index) => worker.request({ type: 'setup', spec: plan.specs[index] as TrialSpec }, 'ready')));
       await resetRedisStats(context.admin);
       plan.upstream?.reset();
+      const cpuBeforeUs = await redisCpuUs(context.admin);
       const startedAtMs = performance.now();
       const results = await measure(workers, plan);
       const wallMs = performance.now() - startedAtMs;
       const redisCommands = await redisCommandsExecuted(context.admin);
+      const cpuUsedUs = (await redisCpuUs(context.admin)) - cpuBeforeUs;
       const upstream = plan.upstream?.stats({ limit: plan.limit });
       await Promise.all(workers.map((worker) => worker.request({ type: 'teardown' }, 'tornDown')));
-      return { workers: results, wallMs, redisCommands, upstream };
+      return { workers: results, wallMs, redisCommands, redisCpuUs: cpuUsedUs, upstream };
     };
     return await withTimeout(run(), TRIAL_TIMEOUT_MS, `${plan.specs[0]?.contender ?? 'a'} trial`);
   } catch (error) {
