@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { handleApiRequest, sendError } from './api.js';
@@ -84,7 +84,7 @@ export async function startMockAnthropic(options: MockOptions = {}): Promise<Moc
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger, // an upcast: pino's Logger is a FastifyBaseLogger
     bodyLimit: bodyLimitBytes,
-    disableRequestLogging: true, // per-request logs would dominate at hundreds of requests per second
+    logController: new LogController({ disableRequestLogging: true }), // per-request logs would dominate at hundreds of requests per second
     forceCloseConnections: true, // close() must not wait for open streams or keep-alive sockets
     return503OnClosing: false,
   });

@@ -5,8 +5,8 @@ export const MODEL = 'claude-haiku-4-5'; // the SDK warns on every call to a dep
 export const API_KEY = 'test-key';
 
 /** The real SDK aimed at the mock; retries off so every attempt is visible. */
-export function clientFor(mock: MockAnthropic, apiKey: string = API_KEY): Anthropic {
-  return new Anthropic({ baseURL: mock.url, apiKey, maxRetries: 0 });
+export function clientFor(target: { url: string }, apiKey: string = API_KEY): Anthropic {
+  return new Anthropic({ baseURL: target.url, apiKey, maxRetries: 0 });
 }
 
 /** A small request; `text` sets the prompt (and so the input-token estimate). */
