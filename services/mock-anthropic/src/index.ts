@@ -25,3 +25,4 @@ export {
 } from './options.js';
 export { FAULT_HEADER } from './faults.js';
 export { CHARS_PER_TOKEN, estimateInputTokens } from './tokens.js';
+export { parseMockEnv, MockEnvError, MOCK_ENV_VARIABLES } from './env.js';
