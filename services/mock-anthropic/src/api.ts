@@ -33,6 +33,8 @@ import { streamAnswer, jsonAnswer, type Generation } from './generate.js';
 /** Faults answered at once, before any latency: the request is refunded and never counts as in flight. */
 const IMMEDIATE_FAULTS = new Set<FaultKind>(['429', '529', '500', '504', 'reset', 'spend_cap', 'ramp']);
 const RETRY_COUNT_HEADER = 'x-stainless-retry-count';
+/** Admin routes live under this prefix only and are not counted. */
+export const ADMIN_PREFIX = '/_mock/';
 
 /** Units of the 429 message per bucket: "50 requests per minute". */
 const LIMIT_UNITS: Record<LimitDimension, { unit: string; limit: (limits: Limits) => number | undefined }> = {
@@ -98,8 +100,11 @@ function rateLimitError(state: MockState, rejection: Rejection, modelId: string)
   }
 }
 
-function isRetry(value: string | string[] | undefined): boolean {
-  return typeof value === 'string' && Number(value) > 0;
+/** Counts every non-admin request on arrival, retries (`X-Stainless-Retry-Count` > 0) separately. */
+export function countArrival(state: MockState, request: FastifyRequest): void {
+  if (request.url.startsWith(ADMIN_PREFIX)) return;
+  const retryCount = request.headers[RETRY_COUNT_HEADER];
+  state.stats.request(typeof retryCount === 'string' && Number(retryCount) > 0);
 }
 
 /**
@@ -109,7 +114,7 @@ function isRetry(value: string | string[] | undefined): boolean {
 export async function handleApiRequest(state: MockState, route: ApiRoute, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const requestId = randomId('req_');
   const headers = request.headers;
-  state.stats.request(route, isRetry(headers[RETRY_COUNT_HEADER]));
+  state.stats.route(route);
   const auth = authenticate(headers, state.apiKeys);
   if (isApiError(auth)) return sendError(state, reply, requestId, auth);
   const keyId = state.fingerprint(auth.apiKey);

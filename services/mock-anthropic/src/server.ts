@@ -1,7 +1,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { z } from 'zod';
-import { handleApiRequest, sendError } from './api.js';
+import { countArrival, handleApiRequest, sendError } from './api.js';
 import { errorEnvelope, invalidRequest, notFound, REQUEST_TOO_LARGE_BODY, INTERNAL_SERVER_ERROR } from './errors.js';
 import { mockOptionsSchema, type MockConfig, type MockConfigPatch, type MockOptions } from './options.js';
 import { randomId } from './random.js';
@@ -32,6 +32,10 @@ function configureRoutes(app: FastifyInstance, state: MockState): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => done(null, body));
 
+  app.addHook('onRequest', (request, _reply, done) => {
+    countArrival(state, request);
+    done();
+  });
   app.post('/v1/messages', (request, reply) => handleApiRequest(state, 'messages', request, reply));
   app.post('/v1/messages/count_tokens', (request, reply) => handleApiRequest(state, 'count_tokens', request, reply));
 

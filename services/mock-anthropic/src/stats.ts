@@ -29,7 +29,8 @@ export interface KeyStats {
 
 /**
  * What the mock saw since the last reset; `GET /_mock/stats` returns the same JSON.
- * - `requests`: every request to an API route (`/v1/…`), whatever its outcome; `messages` and `countTokens` split it.
+ * - `requests`: every request outside `/_mock` (413s and unknown paths included); `messages` and `countTokens` count
+ *   those that reached the two API routes.
  * - `inFlight` / `maxConcurrent`: admitted Messages requests still running (open streams included), now and at most.
  * - `byStatus`: answers by HTTP status (`"200"`, `"429"`, …); `"reset"` counts sockets destroyed on purpose.
  * - `byErrorType`: error answers by `error.type` (mid-stream error events included).
@@ -110,11 +111,15 @@ export class StatsRecorder {
     }
   }
 
-  request(route: 'messages' | 'count_tokens', isRetry: boolean): void {
+  /** Any request outside `/_mock`, counted on arrival, before the body is read. */
+  request(isRetry: boolean): void {
     this.#stats.requests += 1;
+    if (isRetry) this.#stats.retries += 1;
+  }
+
+  route(route: 'messages' | 'count_tokens'): void {
     if (route === 'messages') this.#stats.messages += 1;
     else this.#stats.countTokens += 1;
-    if (isRetry) this.#stats.retries += 1;
   }
 
   keyRequest(keyId: string): void {

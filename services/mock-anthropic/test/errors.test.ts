@@ -100,6 +100,7 @@ describe('validation, in the documented order', () => {
     const apiError = error as APIError;
     expect(apiError.status).toBe(413);
     expect(apiError.error).toEqual({ error: { type: 'request_too_large', message: 'Request exceeds the maximum size' } });
+    expect(mock.stats()).toMatchObject({ requests: 1, messages: 0, byStatus: { '413': 1 }, tokens: { requests: { admitted: 0 } } });
   });
 
   it('404 not_found_error for an unknown path', async () => {
