@@ -24,7 +24,7 @@ import {
   type ResolvedLimiterOptions,
 } from './options.js';
 import { Permit, type Cost, type PermitOwner, type ReleaseResult } from './permit.js';
-import { defineScripts, grantsIn, integer, isResync, list, parseGrant, text, type GrantMessage, type RawReply } from './scripts.js';
+import { defineScripts, grantsIn, loadLibrary, integer, isResync, list, parseGrant, text, type GrantMessage, type RawReply } from './scripts.js';
 
 /** Grants one blocking read may take off this process's grants list at once. */
 const GRANTS_BATCH_MAX = 64;
@@ -82,6 +82,8 @@ interface Waiter {
   readonly startedAt: number;
   readonly deadlineAt: number | undefined;
   state: 'waiting' | 'cancelling' | 'done';
+  /** Its entry in the fleet-wide queue, once queued ('' before): cancel removes exactly this. */
+  member: string;
   resolve(permit: Permit): void;
   reject(error: unknown): void;
 }
@@ -145,6 +147,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (this.#closed) throw new LimiterClosedError(this.name);
     try {
       if (this.#redis instanceof Redis && this.#redis.status === 'wait') await this.#withTimeout(this.#redis.connect());
+      await this.#withTimeout(loadLibrary(this.#redis));
       this.#scripts = defineScripts(this.#redis);
       await this.#configure(false);
     } catch (error) {
@@ -195,6 +198,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
         startedAt,
         deadlineAt: timeoutMs === undefined ? undefined : startedAt + timeoutMs,
         state: 'waiting',
+        member: '',
         resolve,
         reject,
       };
@@ -216,12 +220,13 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   async #submit(waiter: Waiter): Promise<void> {
     const remainingMs = waiter.deadlineAt === undefined ? 0 : Math.max(1, Math.ceil(waiter.deadlineAt - performance.now()));
     const reply = await this.#run((scripts) =>
-      scripts.tollgateAcquireV1(this.#keys.prefix, this.#epoch, this.ownerId, waiter.id, waiter.priority, remainingMs, ...costArgs(waiter.cost)),
+      scripts.acquire(this.#keys.prefix, this.#epoch, this.ownerId, waiter.id, waiter.priority, remainingMs, waiter.member, ...costArgs(waiter.cost)),
     );
     const status = integer(reply[0]);
     if (status === 1) {
       this.#grant(waiter, { waiterId: waiter.id, fence: integer(reply[1]), expiresAtMs: integer(reply[2]), grantedAtMs: integer(reply[3]) });
     } else if (status === 0) {
+      waiter.member = text(reply[4]);
       this.#deliver(grantsIn(reply[3]));
       this.#schedulePump(integer(reply[1]), integer(reply[2]));
     } else if (status === -2) {
@@ -261,7 +266,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   async #cancel(waiter: Waiter): Promise<void> {
     const reply = await this.#run((scripts) =>
-      scripts.tollgateCancelV1(this.#keys.prefix, this.#epoch, this.ownerId, waiter.id, ...costArgs(waiter.cost)),
+      scripts.cancel(this.#keys.prefix, this.#epoch, this.ownerId, waiter.id, waiter.member, ...costArgs(waiter.cost)),
     );
     this.#deliver(grantsIn(reply[3]));
     this.#schedulePump(integer(reply[1]), integer(reply[2]));
@@ -305,9 +310,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       }
     }
     const reply = await this.#run((scripts) =>
-      scripts.tollgateReleaseV1(this.#keys.prefix, this.#epoch, this.ownerId, permit.id, settle.length / 3, ...settle),
+      scripts.release(this.#keys.prefix, this.#epoch, this.ownerId, permit.id, settle.length / 3, ...settle),
     );
-    const leaseLost = integer(reply[0]) === 0 || permit.leaseLost;
+    // 0: the lease was already reclaimed; renewedUntil passed: it expired, though no one reclaimed it yet
+    const leaseLost = integer(reply[0]) === 0 || permit.leaseLost || performance.now() > permit.renewedUntil;
     this.#deliver(grantsIn(reply[3]));
     this.#schedulePump(integer(reply[1]), integer(reply[2]));
     this.emit('released', { permitId: permit.id, leaseLost });
@@ -332,7 +338,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   async pause(ms: number, reason?: string): Promise<{ pausedUntilMs: number }> {
     if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${String(ms)}`);
     await this.ready();
-    const reply = await this.#run((scripts) => scripts.tollgatePauseV1(this.#keys.prefix, this.#epoch, Math.ceil(ms)));
+    const reply = await this.#run((scripts) => scripts.pause(this.#keys.prefix, this.#epoch, Math.ceil(ms)));
     const pausedUntilMs = integer(reply[0]);
     this.#schedulePump(pausedUntilMs, integer(reply[1]));
     this.emit('paused', { pausedUntilMs, reason });
@@ -350,7 +356,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       if (this.#buckets.has(dimension) && Number.isFinite(value.remaining) && value.remaining >= 0) pairs.push(dimension, value.remaining);
     }
     if (pairs.length === 0) return;
-    await this.#run((scripts) => scripts.tollgateObserveV1(this.#keys.prefix, this.#epoch, pairs.length / 2, ...pairs));
+    await this.#run((scripts) => scripts.observe(this.#keys.prefix, this.#epoch, pairs.length / 2, ...pairs));
   }
 
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
@@ -358,7 +364,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (this.options.concurrency === undefined) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
     if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${String(concurrency)}`);
     await this.ready();
-    const reply = await this.#run((scripts) => scripts.tollgateSetConcurrencyV1(this.#keys.prefix, this.#epoch, this.ownerId, concurrency));
+    const reply = await this.#run((scripts) => scripts.set_concurrency(this.#keys.prefix, this.#epoch, this.ownerId, concurrency));
     this.#deliver(grantsIn(reply[3]));
     this.#schedulePump(integer(reply[1]), integer(reply[2]));
     return integer(reply[0]);
@@ -367,7 +373,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   /** The fleet-wide state, read in one script. */
   async snapshot(): Promise<LimiterSnapshot> {
     await this.ready();
-    const reply = await this.#run((scripts) => scripts.tollgateSnapshotV1(this.#keys.prefix, this.#epoch, SNAPSHOT_LEASES_MAX));
+    const reply = await this.#run((scripts) => scripts.snapshot(this.#keys.prefix, this.#epoch, SNAPSHOT_LEASES_MAX));
     const hasConcurrency = integer(reply[2]) > 0;
     const buckets: Record<string, BucketSnapshot> = {};
     for (const entry of list(reply[6])) {
@@ -476,7 +482,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     const dimensionArgs = [...this.#buckets.values()].flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]);
     const reserve = this.options.reserve.map((channel) => `${channel.maxPriority}:${channel.concurrency}`).join(';');
     const reply = await this.#withTimeout(
-      scripts.tollgateConfigureV1(
+      scripts.configure(
         this.#keys.prefix,
         randomBytes(8).toString('hex'),
         this.options.concurrency ?? 0,
@@ -509,7 +515,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       let wasAlive = true;
       for (let from = 0; from === 0 || from < ids.length; from += HEARTBEAT_IDS_MAX) {
         const chunk = ids.slice(from, from + HEARTBEAT_IDS_MAX);
-        const reply = await this.#run((scripts) => scripts.tollgateHeartbeatV1(this.#keys.prefix, this.#epoch, this.ownerId, ...chunk));
+        const reply = await this.#run((scripts) => scripts.heartbeat(this.#keys.prefix, this.#epoch, this.ownerId, ...chunk));
         wasAlive &&= integer(reply[0]) === 1;
         for (const id of list(reply[4]).map(text)) {
           const permit = this.#held.get(id);
@@ -554,7 +560,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   async #pump(): Promise<void> {
     if (this.#closed || this.#waiters.size === 0) return;
     try {
-      const reply = await this.#run((scripts) => scripts.tollgatePumpV1(this.#keys.prefix, this.#epoch, this.ownerId));
+      const reply = await this.#run((scripts) => scripts.pump(this.#keys.prefix, this.#epoch, this.ownerId));
       this.#deliver(grantsIn(reply[2]));
       this.#schedulePump(integer(reply[0]), integer(reply[1]));
     } catch (error) {

@@ -36,12 +36,12 @@ export class Permit implements AsyncDisposable {
   readonly waitedMs: number;
   /** What was reserved from each bucket. */
   readonly cost: Cost;
-  /** Aborted with a {@link LeaseLostError} when the lease is lost (expired, or its renewal failed). */
-  readonly signal: AbortSignal;
+
   /** `performance.now()` until which the lease is known to be held (updated by heartbeats). */
   renewedUntil: number;
   readonly #owner: PermitOwner;
-  readonly #controller = new AbortController();
+  #controller: AbortController | undefined; // made on first use: most permits never need one
+  #lost: LeaseLostError | undefined;
   #release: Promise<ReleaseResult> | undefined;
 
   constructor(owner: PermitOwner, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; renewedUntil: number }) {
@@ -52,12 +52,20 @@ export class Permit implements AsyncDisposable {
     this.waitedMs = init.waitedMs;
     this.cost = init.cost;
     this.renewedUntil = init.renewedUntil;
-    this.signal = this.#controller.signal;
+  }
+
+  /** Aborted with a {@link LeaseLostError} when the lease is lost (expired, or its renewal failed). */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#lost) this.#controller.abort(this.#lost);
+    }
+    return this.#controller.signal;
   }
 
   /** True once the lease is known to be lost. */
   get leaseLost(): boolean {
-    return this.signal.aborted;
+    return this.#lost !== undefined;
   }
 
   get released(): boolean {
@@ -72,7 +80,9 @@ export class Permit implements AsyncDisposable {
 
   /** Marks the lease lost and aborts the guarded work through `signal`. */
   loseLease(): void {
-    if (!this.signal.aborted) this.#controller.abort(new LeaseLostError(this.id));
+    if (this.#lost) return;
+    this.#lost = new LeaseLostError(this.id);
+    this.#controller?.abort(this.#lost);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,63 +1,96 @@
 import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 
-/** The scripts, each one `.lua` file under lua/; a changed contract gets a new `.vN` suffix. */
+/**
+ * The scripts, one `.lua` file each under lua/, loaded as one Redis Functions library (Redis ≥ 7.0).
+ * A function is defined once, when the library loads, so a call pays for no prelude and no closures;
+ * see docs/adr/0002-redis-functions.md. The library and function names carry a hash of the code,
+ * so a changed contract never replaces the functions an older worker still calls.
+ */
 const SCRIPT_FILES = {
-  tollgateAcquireV1: 'acquire.v1.lua',
-  tollgateReleaseV1: 'release.v1.lua',
-  tollgateCancelV1: 'cancel.v1.lua',
-  tollgatePumpV1: 'pump.v1.lua',
-  tollgateHeartbeatV1: 'heartbeat.v1.lua',
-  tollgatePauseV1: 'pause.v1.lua',
-  tollgateObserveV1: 'observe.v1.lua',
-  tollgateSetConcurrencyV1: 'set-concurrency.v1.lua',
-  tollgateSnapshotV1: 'snapshot.v1.lua',
-  tollgateConfigureV1: 'configure.v1.lua',
+  acquire: 'acquire.v1.lua',
+  release: 'release.v1.lua',
+  cancel: 'cancel.v1.lua',
+  pump: 'pump.v1.lua',
+  heartbeat: 'heartbeat.v1.lua',
+  pause: 'pause.v1.lua',
+  observe: 'observe.v1.lua',
+  set_concurrency: 'set-concurrency.v1.lua',
+  snapshot: 'snapshot.v1.lua',
+  configure: 'configure.v1.lua',
 } as const;
 
-type ScriptName = keyof typeof SCRIPT_FILES;
+export type ScriptName = keyof typeof SCRIPT_FILES;
 type RedisLike = Redis | Cluster;
 /** A raw script reply: nested arrays of strings and integers. */
 export type RawReply = ReadonlyArray<string | number | RawReply>;
 
-const INCLUDE_PATTERN = /^--!include ([\w.-]+)$/m;
+const HASH_PLACEHOLDER = /\{\{hash\}\}/g;
+const LIBRARY_HASH_CHARS = 12;
 
 function readLua(file: string): string {
   return readFileSync(new URL(`./lua/${file}`, import.meta.url), 'utf8');
 }
 
-/** Inlines `--!include x.lua` lines (one level: the shared prelude). */
-function scriptSource(file: string): string {
-  const source = readLua(file);
-  return source.replace(INCLUDE_PATTERN, (_line, included: string) => readLua(included));
+interface Library {
+  name: string;
+  code: string;
+  functionName(script: ScriptName): string;
 }
 
-let sources: Record<ScriptName, string> | undefined;
+let library: Library | undefined;
 
-function allSources(): Record<ScriptName, string> {
-  sources ??= Object.fromEntries(
-    Object.entries(SCRIPT_FILES).map(([name, file]) => [name, scriptSource(file)]),
-  ) as Record<ScriptName, string>;
-  return sources;
+/** Assembles prelude + scripts into one library; its hash names it and its functions. */
+export function tollgateLibrary(): Library {
+  if (library) return library;
+  const body = [readLua('prelude.lua'), ...Object.values(SCRIPT_FILES).map(readLua)].join('\n');
+  const hash = createHash('sha1').update(body).digest('hex').slice(0, LIBRARY_HASH_CHARS);
+  const name = `tollgate_${hash}`;
+  library = {
+    name,
+    code: `#!lua name=${name}\n${body.replace(HASH_PLACEHOLDER, hash)}`,
+    functionName: (script) => `tollgate_${script}_v1_${hash}`,
+  };
+  return library;
 }
 
-type ScriptCommand = (key: string, ...args: Array<string | number>) => Promise<RawReply>;
+/** Loads the library on every primary that may hold a limiter's keys (all of them, on a Cluster). */
+export async function loadLibrary(redis: RedisLike): Promise<void> {
+  const { code } = tollgateLibrary();
+  const nodes: Redis[] = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  await Promise.all(
+    nodes.map((node) =>
+      node.call('FUNCTION', 'LOAD', code).catch((error: unknown) => {
+        if (error instanceof Error && /already exists/i.test(error.message)) return; // loaded by a peer
+        throw error;
+      }),
+    ),
+  );
+}
+
+type ScriptCall = (key: string, ...args: Array<string | number>) => Promise<RawReply>;
 
 /**
- * Loads every script once on a connection with `defineCommand`: ioredis sends EVALSHA and falls
- * back to EVAL on NOSCRIPT (after a Redis restart or failover).
+ * Typed callers for each function: one FCALL each. When Redis answers that the function is
+ * missing (a restart without persistence, a failover, a new Cluster node), the library is loaded
+ * again and the call sent once more.
  */
-export function defineScripts(redis: RedisLike): Record<ScriptName, ScriptCommand> {
-  const defined = redis as unknown as Record<string, unknown>;
-  for (const [name, lua] of Object.entries(allSources())) {
-    if (typeof defined[name] !== 'function') redis.defineCommand(name, { numberOfKeys: 1, lua });
-  }
-  const commands = {} as Record<ScriptName, ScriptCommand>;
-  for (const name of Object.keys(SCRIPT_FILES) as ScriptName[]) {
-    const command = defined[name];
-    assert(typeof command === 'function');
-    commands[name] = (command as ScriptCommand).bind(redis);
+export function defineScripts(redis: RedisLike): Record<ScriptName, ScriptCall> {
+  const { functionName } = tollgateLibrary();
+  const commands = {} as Record<ScriptName, ScriptCall>;
+  for (const script of Object.keys(SCRIPT_FILES) as ScriptName[]) {
+    const name = functionName(script);
+    commands[script] = async (key, ...args) => {
+      try {
+        return (await redis.fcall(name, 1, key, ...args)) as RawReply;
+      } catch (error) {
+        if (!(error instanceof Error) || !/function not found/i.test(error.message)) throw error;
+        await loadLibrary(redis);
+        return (await redis.fcall(name, 1, key, ...args)) as RawReply;
+      }
+    };
   }
   return commands;
 }

@@ -1,16 +1,18 @@
---[[ pause.v1.lua: a fleet-wide cool-down. Extends a pause, never shortens it.
+--[[ pause.v1.lua (function tollgate_pause_v1_<hash>): a fleet-wide cool-down. Extends a pause, never shortens it.
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
   ARGV[2]  pauseMs        integer ≥ 0
   Returns  {pausedUntilMs, nowMs} | {-1, epoch}
 ]]
---!include prelude.lua
-local failure = begin(ARGV[1])
-if failure then return failure end
+local function pause_v1(keys, args)
+  local failure = begin(keys, args)
+  if failure then return failure end
 
-local untilMs = NOW_MS + tonumber(ARGV[2])
-if untilMs > CFG.pausedUntil then
-  redis.call('HSET', K_CONFIG, 'pausedUntil', untilMs)
-  CFG.pausedUntil = untilMs
+  local untilMs = NOW_MS + tonumber(ARGV[2])
+  if untilMs > CFG.pausedUntil then
+    redis.call('HSET', K_CONFIG, 'pausedUntil', untilMs)
+    CFG.pausedUntil = untilMs
+  end
+  return { math.floor(CFG.pausedUntil), NOW_MS }
 end
-return { math.floor(CFG.pausedUntil), NOW_MS }
+redis.register_function('tollgate_pause_v1_{{hash}}', pause_v1)

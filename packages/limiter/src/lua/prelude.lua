@@ -1,56 +1,64 @@
---[[ prelude.lua: included at the top of every script (scripts.ts inlines it at `--!include prelude.lua`).
-  KEYS[1]  the limiter's key prefix '{tollgate:<name>}'; sibling keys are derived from it, and all
-           share its hash tag, so every key lives in one Redis Cluster slot:
-    <p>:config        hash   epoch, concurrency, effective, leaseTtlMs, dims, cap:<dim>, rate:<dim>,
-                             reserve ('maxPriority:slots;…'), pausedUntil (Redis ms)
+--[[ prelude.lua: the shared part of the Tollgate function library. scripts.ts puts it first, then
+  every <name>.v1.lua file, under one `#!lua name=tollgate_<hash>` header; the hash of the whole text
+  names the library and suffixes each function, so old and new workers can share Redis mid-deploy.
+  Every function gets KEYS[1] = the limiter's key prefix '{tollgate:<name>}'; sibling keys are derived
+  from it, and all share its hash tag, so every key lives in one Redis Cluster slot:
+    <p>:config        hash   epoch, version, concurrency, effective, leaseTtlMs, dims, cap:<dim>,
+                             rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil (Redis ms)
     <p>:leases        zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
     <p>:bucket:<dim>  hash   t (tokens, may be negative), ts (Redis ms of t)
-    <p>:waiting       zset   waiterId -> priority * 2^44 + sequence
-    <p>:waiter-info   hash   waiterId -> cjson {o = owner, p = priority, d = deadline ms or 0, c = {dim = cost}}
+    <p>:waiting       zset   member 'waiterId priority deadlineMs dim=amount …' (deadline 0 = none)
+                             -> priority * 2^44 + sequence; the owner is the waiterId's prefix
     <p>:grants:<own>  list   'waiterId fence expiresAtMs grantedAtMs' for a waiting process; pexpire leaseTtlMs
     <p>:owner:<own>   string '1' with pexpire leaseTtlMs: the process is alive
     <p>:seq, <p>:fence counters: waiter order, fencing numbers
-  ARGV[1]  the epoch the client knows ('' before its first configure)
+  ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
   Time is Redis TIME only (clients send durations, never timestamps). Every loop has a named limit.
   begin() returns a reply to send back as is when the dataset was lost or replaced (epoch mismatch):
   {-1, currentEpoch or ''}; the client then re-registers (configure.v1.lua) and tries again.
+  Per-call state lives in library-level locals that start() resets at the top of every call; the
+  parsed static config is cached per limiter and checked against the config's `version` every call.
 ]]
-local PREFIX = KEYS[1]
-local K_CONFIG = PREFIX .. ':config'
-local K_LEASES = PREFIX .. ':leases'
-local K_WAITING = PREFIX .. ':waiting'
-local K_WAITER_INFO = PREFIX .. ':waiter-info'
-local K_SEQ = PREFIX .. ':seq'
-local K_FENCE = PREFIX .. ':fence'
-local function kBucket(dim) return PREFIX .. ':bucket:' .. dim end
-local function kOwner(owner) return PREFIX .. ':owner:' .. owner end
-local function kGrants(owner) return PREFIX .. ':grants:' .. owner end
-
 local STATUS_RESYNC = -1
 local PRIORITY_SCALE = 17592186044416 -- 2^44: sequence numbers below it, priority above
 local PUMP_GRANTS_MAX = 64            -- grants one call may hand out; more → wake again at once
 local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the head of the queue
+local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
 
-local TIME = redis.call('TIME')
-local NOW = tonumber(TIME[1]) * 1000 + tonumber(TIME[2]) / 1000 -- Redis ms, fractional
-local NOW_MS = math.floor(NOW)
-
-local CFG = nil        -- parsed config (loadConfig)
-local INFLIGHT = 0     -- live leases after reclaim
+local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE -- this call's keys
+local ARGV = nil       -- this call's arguments
+local NOW, NOW_MS      -- Redis ms (fractional, and floored)
+local CFG = nil        -- config: the cached static part plus this call's effective and pausedUntil
+local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
+local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 
-local function loadConfig()
+local function kBucket(dim) return PREFIX .. ':bucket:' .. dim end
+local function kOwner(owner) return PREFIX .. ':owner:' .. owner end
+local function kGrants(owner) return PREFIX .. ':grants:' .. owner end
+
+-- Resets the per-call state. Every function calls it (through begin) first.
+local function start(keys, args)
+  PREFIX = keys[1]
+  K_CONFIG, K_LEASES, K_WAITING = PREFIX .. ':config', PREFIX .. ':leases', PREFIX .. ':waiting'
+  K_SEQ, K_FENCE = PREFIX .. ':seq', PREFIX .. ':fence'
+  ARGV = args
+  local time = redis.call('TIME')
+  NOW = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+  NOW_MS = math.floor(NOW)
+  CFG, INFLIGHT, BUCKETS = nil, nil, {}
+end
+
+-- Parses the static part of the config (changed only by configure, which bumps `version`).
+local function loadStatic(version)
   local flat = redis.call('HGETALL', K_CONFIG)
-  if #flat == 0 then return nil end
   local raw = {}
   for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
   local cfg = {
-    epoch = raw.epoch or '',
+    version = version,
     concurrency = tonumber(raw.concurrency or '0'),
-    effective = tonumber(raw.effective or raw.concurrency or '0'),
     leaseTtlMs = tonumber(raw.leaseTtlMs),
-    pausedUntil = tonumber(raw.pausedUntil or '0'),
     dims = {}, cap = {}, rate = {}, reserve = {},
   }
   for dim in string.gmatch(raw.dims or '', '[^,]+') do
@@ -64,15 +72,49 @@ local function loadConfig()
   return cfg
 end
 
--- Loads the config, checks the epoch and reclaims expired leases. Returns nil, or a reply to return.
-local function begin(clientEpoch)
-  CFG = loadConfig()
-  if CFG == nil or CFG.epoch ~= clientEpoch then
-    return { STATUS_RESYNC, CFG and CFG.epoch or '' }
+-- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
+local function begin(keys, args)
+  start(keys, args)
+  local live = redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'effective', 'pausedUntil')
+  if not live[1] or live[1] ~= ARGV[1] then
+    return { STATUS_RESYNC, live[1] or '' }
   end
-  redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW) -- expired leases come back by themselves
-  INFLIGHT = redis.call('ZCARD', K_LEASES)
+  local cached = CONFIG_CACHE[PREFIX]
+  if cached == nil or cached.version ~= live[2] then
+    if cached == nil then
+      if CONFIG_CACHE_SIZE >= CONFIG_CACHE_MAX then CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0 end
+      CONFIG_CACHE_SIZE = CONFIG_CACHE_SIZE + 1
+    end
+    cached = loadStatic(live[2])
+    CONFIG_CACHE[PREFIX] = cached
+  end
+  CFG = cached
+  CFG.effective = tonumber(live[3] or CFG.concurrency)
+  CFG.pausedUntil = tonumber(live[4] or '0')
   return nil
+end
+
+local function inFlight()
+  if INFLIGHT == nil then INFLIGHT = redis.call('ZCARD', K_LEASES) end
+  return INFLIGHT
+end
+
+-- Expired leases come back by themselves: dropped here, by every script that finds them in its way.
+local function reclaim()
+  redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW)
+  INFLIGHT = redis.call('ZCARD', K_LEASES)
+end
+
+-- The soonest live lease expiry (Redis ms), reclaiming expired leases first; nil when none is live.
+local function firstExpiry()
+  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+  if #first == 0 then return nil end
+  if tonumber(first[2]) <= NOW then
+    reclaim()
+    first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+    if #first == 0 then return nil end
+  end
+  return tonumber(first[2])
 end
 
 local function bucketTokens(dim)
@@ -94,6 +136,15 @@ local function setTokens(dim, tokens)
   redis.call('HSET', kBucket(dim), 't', tokens, 'ts', NOW)
 end
 
+-- Adds `amount` to a bucket, capped at its capacity (settle, refunds).
+local function refund(dim, amount)
+  local cap = CFG.cap[dim]
+  if cap == nil or amount == 0 then return end
+  local tokens = bucketTokens(dim) + amount
+  if tokens > cap then tokens = cap end
+  setTokens(dim, tokens)
+end
+
 -- The slots a waiter of this priority may use: the effective limit less the reserves it may not touch.
 local function allowedConcurrency(priority)
   local allowed = CFG.effective
@@ -104,16 +155,23 @@ local function allowedConcurrency(priority)
   return allowed
 end
 
+-- 0 when a slot is free for this priority; else the soonest lease expiry (a release pumps by itself).
+local function concurrencyBlockedUntil(priority)
+  if CFG.concurrency == 0 then return 0 end
+  local allowed = allowedConcurrency(priority)
+  if inFlight() < allowed then return 0 end
+  local expiry = firstExpiry()
+  if inFlight() < allowed or expiry == nil then return 0 end
+  return expiry
+end
+
 -- 0 when `cost` fits now; else the earliest Redis time (ms) at which it could: the end of a pause,
--- a refill, or the first lease expiry (a release also pumps, so it needs no timer).
+-- a refill, or the first lease expiry.
 local function blockedUntil(priority, cost)
   local wake = 0
   if CFG.pausedUntil > NOW then wake = CFG.pausedUntil end
-  if CFG.concurrency > 0 and INFLIGHT >= allowedConcurrency(priority) then
-    local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-    local expiry = tonumber(first[2])
-    if expiry > wake then wake = expiry end
-  end
+  local expiry = concurrencyBlockedUntil(priority)
+  if expiry > wake then wake = expiry end
   for _, dim in ipairs(CFG.dims) do
     local need = cost[dim] or 0
     local tokens = bucketTokens(dim)
@@ -127,7 +185,7 @@ end
 
 -- Takes the slot and every bucket's cost for permitId. Returns fence, expiresAtMs.
 local function grant(permitId, cost)
-  INFLIGHT = INFLIGHT + 1
+  INFLIGHT = inFlight() + 1
   local expiresAt = NOW_MS + CFG.leaseTtlMs
   redis.call('ZADD', K_LEASES, expiresAt, permitId)
   for _, dim in ipairs(CFG.dims) do
@@ -137,9 +195,20 @@ local function grant(permitId, cost)
   return redis.call('INCR', K_FENCE), expiresAt
 end
 
-local function removeWaiter(waiterId)
-  redis.call('ZREM', K_WAITING, waiterId)
-  redis.call('HDEL', K_WAITER_INFO, waiterId)
+-- A waiting-queue member: 'waiterId priority deadlineMs dim=amount …'.
+local function waiterMember(waiterId, priority, deadline, costFrom, costCount)
+  local parts = { waiterId, priority, deadline }
+  for i = 0, costCount - 1 do
+    table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
+  end
+  return table.concat(parts, ' ')
+end
+
+local function parseWaiter(member)
+  local waiterId, priority, deadline, rest = string.match(member, '^(%S+) (%d+) (%d+)(.*)$')
+  local cost = {}
+  for dim, amount in string.gmatch(rest, ' ([^=]+)=(%S+)') do cost[dim] = tonumber(amount) end
+  return waiterId, string.match(waiterId, '^([^:]+):'), tonumber(priority), tonumber(deadline), cost
 end
 
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
@@ -151,23 +220,28 @@ local function pump(caller)
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
     local head = redis.call('ZRANGE', K_WAITING, 0, 0)
     if #head == 0 then return 0, own end
-    local waiterId = head[1]
-    local raw = redis.call('HGET', K_WAITER_INFO, waiterId)
-    local waiter = raw and cjson.decode(raw) or nil
-    if waiter == nil or (waiter.d > 0 and waiter.d <= NOW) or
-       (waiter.o ~= caller and redis.call('EXISTS', kOwner(waiter.o)) == 0) then
-      removeWaiter(waiterId) -- deadline passed, or its process is gone
+    -- when even the most urgent priority has no slot, nobody can be granted: skip parsing the head
+    local fullUntil = concurrencyBlockedUntil(0)
+    if fullUntil > 0 then
+      if CFG.pausedUntil > fullUntil then return CFG.pausedUntil, own end
+      return fullUntil, own
+    end
+    local member = head[1]
+    local waiterId, owner, priority, deadline, cost = parseWaiter(member)
+    if (deadline > 0 and deadline <= NOW) or
+       (owner ~= caller and redis.call('EXISTS', kOwner(owner)) == 0) then
+      redis.call('ZREM', K_WAITING, member) -- deadline passed, or its process is gone
       dropped = dropped + 1
     else
-      local wake = blockedUntil(waiter.p, waiter.c)
+      local wake = blockedUntil(priority, cost)
       if wake > 0 then return math.ceil(wake), own end
-      removeWaiter(waiterId)
-      local fence, expiresAt = grant(waiterId, waiter.c)
+      redis.call('ZREM', K_WAITING, member)
+      local fence, expiresAt = grant(waiterId, cost)
       local message = waiterId .. ' ' .. fence .. ' ' .. expiresAt .. ' ' .. NOW_MS
-      if waiter.o == caller then
+      if owner == caller then
         table.insert(own, message)
       else
-        local list = kGrants(waiter.o)
+        local list = kGrants(owner)
         redis.call('RPUSH', list, message)
         redis.call('PEXPIRE', list, CFG.leaseTtlMs)
       end

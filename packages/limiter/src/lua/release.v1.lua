@@ -1,4 +1,4 @@
---[[ release.v1.lua: ends a lease, settles its tokens, and hands freed capacity to the head waiters.
+--[[ release.v1.lua (function tollgate_release_v1_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
@@ -9,24 +9,17 @@
                                        the lease had already expired.
   Returns  {leaseWasLive 0|1, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
 ]]
---!include prelude.lua
-local failure = begin(ARGV[1])
-if failure then return failure end
+local function release_v1(keys, args)
+  local failure = begin(keys, args)
+  if failure then return failure end
 
-local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local live = redis.call('ZREM', K_LEASES, permitId)
-INFLIGHT = INFLIGHT - live
-for i = 0, settleCount - 1 do
-  local dim = ARGV[5 + 3 * i]
-  local cap = CFG.cap[dim]
-  if cap ~= nil then
-    local refund = tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i])
-    if refund ~= 0 then
-      local tokens = bucketTokens(dim) + refund
-      if tokens > cap then tokens = cap end
-      setTokens(dim, tokens)
-    end
+  local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
+  local live = redis.call('ZREM', K_LEASES, permitId) -- 0: reclaimed after expiry (the client also
+                                                       -- knows a lease it could not renew in time)
+  for i = 0, settleCount - 1 do
+    refund(ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i]))
   end
+  local wake, own = pump(owner)
+  return { live, wake, NOW_MS, own }
 end
-local wake, own = pump(owner)
-return { live, wake, NOW_MS, own }
+redis.register_function('tollgate_release_v1_{{hash}}', release_v1)

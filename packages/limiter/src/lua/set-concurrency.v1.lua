@@ -1,4 +1,4 @@
---[[ set-concurrency.v1.lua: sets the effective concurrency limit (adaptive control), clamped to
+--[[ set-concurrency.v1.lua (function tollgate_set_concurrency_v1_<hash>): sets the effective concurrency limit (adaptive control), clamped to
   1..configured, then pumps so that a raise lets waiters in at once.
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
@@ -6,14 +6,16 @@
   ARGV[3]  concurrency    integer ≥ 1
   Returns  {effective, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
 ]]
---!include prelude.lua
-local failure = begin(ARGV[1])
-if failure then return failure end
+local function set_concurrency_v1(keys, args)
+  local failure = begin(keys, args)
+  if failure then return failure end
 
-local effective = tonumber(ARGV[3])
-if effective > CFG.concurrency then effective = CFG.concurrency end
-if effective < 1 then effective = 1 end
-redis.call('HSET', K_CONFIG, 'effective', effective)
-CFG.effective = effective
-local wake, own = pump(ARGV[2])
-return { effective, wake, NOW_MS, own }
+  local effective = tonumber(ARGV[3])
+  if effective > CFG.concurrency then effective = CFG.concurrency end
+  if effective < 1 then effective = 1 end
+  redis.call('HSET', K_CONFIG, 'effective', effective)
+  CFG.effective = effective
+  local wake, own = pump(ARGV[2])
+  return { effective, wake, NOW_MS, own }
+end
+redis.register_function('tollgate_set_concurrency_v1_{{hash}}', set_concurrency_v1)

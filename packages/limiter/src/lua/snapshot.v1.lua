@@ -1,4 +1,4 @@
---[[ snapshot.v1.lua: reads the limiter's state (for dashboards, metrics and tests). Writes nothing
+--[[ snapshot.v1.lua (function tollgate_snapshot_v1_<hash>): reads the limiter's state (for dashboards, metrics and tests). Writes nothing
   but the reclaim of expired leases that every script does.
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
@@ -7,16 +7,19 @@
             {dim, tokens (string), capacity (string), refillPerMs (string)}…, {permitId, expiresAtMs}…}
            | {-1, epoch}
 ]]
---!include prelude.lua
-local failure = begin(ARGV[1])
-if failure then return failure end
+local function snapshot_v1(keys, args)
+  local failure = begin(keys, args)
+  if failure then return failure end
 
-local buckets = {}
-for _, dim in ipairs(CFG.dims) do
-  table.insert(buckets, { dim, tostring(bucketTokens(dim)), tostring(CFG.cap[dim]), tostring(CFG.rate[dim]) })
+  reclaim()
+  local buckets = {}
+  for _, dim in ipairs(CFG.dims) do
+    table.insert(buckets, { dim, tostring(bucketTokens(dim)), tostring(CFG.cap[dim]), tostring(CFG.rate[dim]) })
+  end
+  local leases = {}
+  local listed = redis.call('ZRANGE', K_LEASES, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
+  for i = 1, #listed, 2 do table.insert(leases, { listed[i], tonumber(listed[i + 1]) }) end
+  return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),
+           math.floor(CFG.pausedUntil), buckets, leases }
 end
-local leases = {}
-local listed = redis.call('ZRANGE', K_LEASES, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
-for i = 1, #listed, 2 do table.insert(leases, { listed[i], tonumber(listed[i + 1]) }) end
-return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),
-         math.floor(CFG.pausedUntil), buckets, leases }
+redis.register_function('tollgate_snapshot_v1_{{hash}}', snapshot_v1)
