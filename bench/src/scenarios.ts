@@ -178,7 +178,9 @@ function fleetTargets(rows: readonly FleetFigures[], checkFairness: boolean): Ta
     const spread = waitSpread(tollgate);
     checks.push({ figure: 'acquire wait p99 ÷ p50', target: '≤ 1.5', measured: fixed(spread, 2), met: spread <= 1.5 });
   }
-  checks.push({ figure: 'Redis commands sent per call', target: '≤ 3', measured: fixed(tollgate.commandsPerCall, 2), met: tollgate.commandsPerCall <= 3 });
+  // in the queue scenario the ceiling's commands are BullMQ's own (fetch, finish); the target is the limiter's share
+  const ownCommandsPerCall = tollgate.commandsPerCall - (ceiling?.commandsPerCall ?? 0);
+  checks.push({ figure: 'Redis commands sent per call, beyond the ceiling\'s', target: '≤ 3', measured: fixed(ownCommandsPerCall, 2), met: ownCommandsPerCall <= 3 });
   checks.push({ figure: 'limit violations', target: '0', measured: String(Math.max(0, tollgate.maxInFlight - FLEET_LIMIT)), met: tollgate.maxInFlight <= FLEET_LIMIT });
   return checks;
 }

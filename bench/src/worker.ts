@@ -5,11 +5,13 @@
 import { performance } from 'node:perf_hooks';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
-import { createAdapter, isAdapterContender, type LimiterAdapter } from './contenders.js';
+import { createAdapter, isAdapterContender, loadTollgate, type LimiterAdapter } from './contenders.js';
 import { parseCoordinatorMessage, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
 import { UpstreamClient } from './upstream-client.js';
 
 installCommandCounter(); // before any client exists
+/** Compiles the limiter's TypeScript sources once at boot, not inside a trial where 4 processes share 2 cores. */
+const booted = loadTollgate();
 
 /** Acquire+release pairs each process runs before `ready`: loads Lua scripts and warms the JIT, unmeasured. */
 const WARMUP_PAIRS = 20;
@@ -148,6 +150,7 @@ async function teardown(): Promise<void> {
 
 async function handle(raw: unknown): Promise<void> {
   const message = parseCoordinatorMessage(raw);
+  await booted; // its failure is reported by the tollgate adapter itself
   switch (message.type) {
     case 'setup':
       await setup(message.spec);

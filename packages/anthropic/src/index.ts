@@ -1,0 +1,21 @@
+export { limitAnthropic, REDACTED_LOG_PATHS, type LimitedAnthropic, type LimitedAnthropicStats, type LimitedMessages } from './limit-anthropic.js';
+export { LimitedAPIPromise, type WithResponse } from './api-promise.js';
+export {
+  BACKOFF_BASE_MS_DEFAULT,
+  BACKOFF_MAX_MS_DEFAULT,
+  DECREASE_FACTOR_DEFAULT,
+  DOCUMENT_TOKENS_DEFAULT,
+  IMAGE_TOKENS_DEFAULT,
+  MAX_ATTEMPTS_DEFAULT,
+  MAX_RETRY_MS_DEFAULT,
+  OBSERVE_INTERVAL_MS_DEFAULT,
+  RAISE_AFTER_CLEAN_CALLS_DEFAULT,
+  limitAnthropicOptionsSchema,
+  type EstimateInputTokens,
+  type EstimateParams,
+  type LimitAnthropicOptions,
+  type ResolvedLimitAnthropicOptions,
+} from './options.js';
+export { CHARS_PER_TOKEN, estimateInputTokens, type EstimateFigures } from './estimate.js';
+export { CONCURRENCY_MESSAGE_PREFIX, backoffMs, classifyFailure, serverWaitMs, type Failure } from './classify.js';
+export { TOKEN_REMAINING_ROUNDING_SLACK, readRateLimitHeaders, type AnthropicDimension, type ObservedRemaining } from './ratelimit-headers.js';

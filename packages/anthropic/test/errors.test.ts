@@ -1,0 +1,142 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Anthropic, { APIError } from '@anthropic-ai/sdk';
+import type { Limiter } from '@tollgate/limiter';
+import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
+import { startRedis, type TestRedis } from '@tollgate/test-support';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { limitAnthropic, type LimitedAnthropic } from '../src/index.js';
+import { API_KEY, MODEL, answers, clientFor, limiterFor, request, thrown } from './support.js';
+
+/** Small, so a 413 needs only a modest prompt. */
+const BODY_LIMIT_BYTES = 16_384;
+/** Short backoffs keep the retry tests quick; the policy is the same. */
+const BACKOFF_BASE_MS = 20;
+const TOKEN_RATE = { limit: 1_000_000, intervalMs: 60_000 };
+
+let redis: TestRedis;
+let mock: MockAnthropic;
+let limiter: Limiter;
+let anthropic: LimitedAnthropic;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  mock = await startMockAnthropic({ apiKeys: [API_KEY], bodyLimitBytes: BODY_LIMIT_BYTES });
+  limiter = await limiterFor(redis.url, { concurrency: 4, rates: { requests: TOKEN_RATE, inputTokens: TOKEN_RATE, outputTokens: TOKEN_RATE } });
+  anthropic = limitAnthropic(clientFor(mock.url), limiter, { backoffBaseMs: BACKOFF_BASE_MS });
+});
+afterAll(async () => {
+  await limiter.close();
+  await mock.close();
+  await redis.close();
+});
+beforeEach(() => {
+  mock.reset();
+  mock.setConfig({ faults: {} });
+});
+
+async function expectNoPermitHeld(): Promise<void> {
+  expect((await limiter.snapshot()).inFlight).toBe(0);
+}
+
+describe('non-retryable answers reach the upstream once and surface as the SDK error', () => {
+  const cases: Array<{ status: number; errorClass: new (...args: never[]) => APIError; call: (a: LimitedAnthropic) => Promise<unknown> }> = [
+    { status: 400, errorClass: Anthropic.BadRequestError, call: (a) => a.messages.create(request(), { headers: { 'x-mock-fault': 'no_such_fault' } }) },
+    { status: 404, errorClass: Anthropic.NotFoundError, call: (a) => a.messages.create({ ...request(), model: 'claude-no-such-model' }) },
+    { status: 413, errorClass: Anthropic.ContentTooLargeError, call: (a) => a.messages.create(request(2 * BODY_LIMIT_BYTES)) },
+    { status: 429, errorClass: Anthropic.RateLimitError, call: (a) => a.messages.create(request(), { headers: { 'x-mock-fault': 'spend_cap' } }) },
+    { status: 429, errorClass: Anthropic.RateLimitError, call: (a) => a.messages.create({ ...request(), stream: true }, { headers: { 'x-mock-fault': 'spend_cap' } }) },
+  ];
+  it.each(cases)('$status ($errorClass.name)', async ({ status, errorClass, call }) => {
+    const error = await thrown(() => call(anthropic));
+    expect(error).toBeInstanceOf(errorClass);
+    expect((error as APIError).status).toBe(status);
+    const stats = mock.stats();
+    expect(answers(stats.byStatus)).toBe(1);
+    expect(stats.byStatus[String(status)]).toBe(1);
+    await expectNoPermitHeld();
+  });
+
+  it('401 (AuthenticationError)', async () => {
+    const wrongKey = limitAnthropic(clientFor(mock.url, 'not-a-valid-key'), limiter, { backoffBaseMs: BACKOFF_BASE_MS });
+    const error = await thrown(() => wrongKey.messages.create(request()));
+    expect(error).toBeInstanceOf(Anthropic.AuthenticationError);
+    expect(answers(mock.stats().byStatus)).toBe(1);
+    await expectNoPermitHeld();
+  });
+
+  it('403 (PermissionDeniedError), from a one-route upstream: the mock has no 403', async () => {
+    let hits = 0;
+    const server: Server = createServer((_request, response) => {
+      hits += 1;
+      response.writeHead(403, { 'content-type': 'application/json', 'request-id': 'req_permission' });
+      response.end(JSON.stringify({ type: 'error', error: { type: 'permission_error', message: 'no access to this model' }, request_id: 'req_permission' }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const denied = limitAnthropic(clientFor(`http://127.0.0.1:${port}`), limiter, { backoffBaseMs: BACKOFF_BASE_MS });
+      expect(await thrown(() => denied.messages.create(request()))).toBeInstanceOf(Anthropic.PermissionDeniedError);
+      expect(hits).toBe(1);
+      await expectNoPermitHeld();
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe('retryable answers are retried with fresh permits', () => {
+  it('529 then 500, then success', async () => {
+    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '529' }, { nth: 2, fault: '500' }] } });
+    const before = anthropic.stats();
+    const message = await anthropic.messages.create(request());
+    expect(message.type).toBe('message');
+    const stats = mock.stats();
+    expect(stats.byStatus).toEqual({ '529': 1, '500': 1, '200': 1 });
+    expect(anthropic.stats().attempts - before.attempts).toBe(3);
+    await expectNoPermitHeld();
+  });
+
+  it('a stream whose first attempt gets a 529 before its headers', async () => {
+    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '529' }] } });
+    const stream = await anthropic.messages.create({ ...request(), stream: true });
+    let text = '';
+    for await (const event of stream) if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') text += event.delta.text;
+    expect(text.length).toBeGreaterThan(0);
+    expect(mock.stats().byStatus).toEqual({ '529': 1, '200': 1 });
+    await expectNoPermitHeld();
+  });
+
+  it('a mid-stream error before any text is retried; the caller sees one clean stream', async () => {
+    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: 'mid_stream_error' }] } });
+    const stream = anthropic.messages.stream({ ...request(), model: MODEL }, { headers: { 'x-mock-output-tokens': '4' } });
+    const message = await stream.finalMessage();
+    expect(message.usage.output_tokens).toBe(4);
+    expect(mock.stats().byErrorType.overloaded_error).toBe(1);
+    expect(mock.stats().messages).toBe(2);
+    await expectNoPermitHeld();
+  });
+});
+
+describe('a mid-stream error after text reached the caller', () => {
+  it('is not retried, surfaces as the SDK error and releases the permit', async () => {
+    const stream = await anthropic.messages.create({ ...request(), stream: true }, { headers: { 'x-mock-fault': 'mid_stream_error', 'x-mock-output-tokens': '40' } });
+    let deltas = 0;
+    const error = await thrown(async () => {
+      for await (const event of stream) if (event.type === 'content_block_delta') deltas += 1;
+    });
+    expect(deltas).toBeGreaterThan(0);
+    expect(error).toBeInstanceOf(APIError);
+    expect((error as APIError).type).toBe('overloaded_error');
+    expect(mock.stats().messages).toBe(1);
+    await expectNoPermitHeld();
+  });
+
+  it('through messages.stream(): the same', async () => {
+    const stream = anthropic.messages.stream(request(), { headers: { 'x-mock-fault': 'mid_stream_error', 'x-mock-output-tokens': '40' } });
+    const error = await thrown(() => stream.finalMessage());
+    expect(error).toBeInstanceOf(APIError);
+    expect(mock.stats().messages).toBe(1);
+    await expectNoPermitHeld();
+  });
+});

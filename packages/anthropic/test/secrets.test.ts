@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
+import { startRedis, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { limitAnthropic } from '../src/index.js';
+import { clientFor, limiterFor, request, thrown } from './support.js';
+
+const CANARY_KEY = `sk-ant-canary-${randomBytes(12).toString('hex')}`;
+const PROMPT_CANARY = `prompt-canary-${randomBytes(8).toString('hex')}`;
+const RATE = { limit: 1_000_000, intervalMs: 60_000 };
+const SCAN_BATCH = 500;
+
+let redis: TestRedis;
+let mock: MockAnthropic;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  mock = await startMockAnthropic({ apiKeys: [CANARY_KEY] });
+});
+afterAll(async () => {
+  await mock.close();
+  await redis.close();
+});
+
+/** Every key of the test's Redis with its value, whatever the type, as text. */
+async function dumpRedis(url: string): Promise<string> {
+  const connection = new Redis(url);
+  const parts: string[] = [];
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await connection.scan(cursor, 'COUNT', SCAN_BATCH);
+      cursor = next;
+      for (const key of keys) {
+        const type = await connection.type(key);
+        let value: unknown;
+        if (type === 'string') value = await connection.get(key);
+        else if (type === 'hash') value = await connection.hgetall(key);
+        else if (type === 'zset') value = await connection.zrange(key, '0', '-1', 'WITHSCORES');
+        else if (type === 'list') value = await connection.lrange(key, 0, -1);
+        else if (type === 'set') value = await connection.smembers(key);
+        else value = type;
+        parts.push(`${key} ${JSON.stringify(value)}`);
+      }
+    } while (cursor !== '0');
+  } finally {
+    connection.disconnect();
+  }
+  return parts.join('\n');
+}
+
+describe('secrets stay out of logs and Redis', () => {
+  it('a canary API key (and the prompt) never appear in captured logs or in any Redis value', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(chunk.toString('utf8'));
+        done();
+      },
+    });
+    const logger = pino({ level: 'trace' }, sink);
+    const limiter = await limiterFor(redis.url, { concurrency: 2, rates: { requests: RATE, inputTokens: RATE, outputTokens: RATE } });
+    try {
+      const anthropic = limitAnthropic(clientFor(mock.url, CANARY_KEY), limiter, { logger, backoffBaseMs: 10, observeIntervalMs: 0 });
+      const prompt = { ...request(), messages: [{ role: 'user' as const, content: PROMPT_CANARY }] };
+      mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '500' }, { nth: 3, fault: '529' }] } });
+      await anthropic.messages.create(prompt); // 500, then 200
+      const stream = await anthropic.messages.create({ ...prompt, stream: true }); // 529, then a stream
+      for await (const _event of stream) {
+        // drain
+      }
+      await thrown(() => anthropic.messages.create(prompt, { headers: { 'x-mock-fault': 'spend_cap' } }));
+      await thrown(() => anthropic.messages.create({ ...prompt, model: 'claude-no-such-model' }));
+    } finally {
+      await limiter.close();
+    }
+    const logs = lines.join('');
+    expect(lines.length).toBeGreaterThanOrEqual(4); // the failures above were logged
+    expect(logs).not.toContain(CANARY_KEY);
+    expect(logs).not.toContain(PROMPT_CANARY);
+    const dump = await dumpRedis(redis.url);
+    expect(dump.length).toBeGreaterThan(0);
+    expect(dump).not.toContain(CANARY_KEY);
+    expect(dump).not.toContain(PROMPT_CANARY);
+  });
+});

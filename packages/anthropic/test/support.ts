@@ -1,0 +1,39 @@
+import Anthropic from '@anthropic-ai/sdk';
+import { createLimiter, type Limiter, type LimiterOptions } from '@tollgate/limiter';
+import { uniqueName } from '@tollgate/test-support';
+
+/** A current model the mock knows (deprecated ones make the SDK warn on every call). */
+export const MODEL = 'claude-haiku-4-5';
+export const API_KEY = 'test-key';
+
+/** The real SDK aimed at the mock, retries off: the wrapper does them. */
+export function clientFor(baseURL: string, apiKey: string = API_KEY): Anthropic {
+  return new Anthropic({ baseURL, apiKey, maxRetries: 0 });
+}
+
+/** A limiter with a name of its own on the test's Redis. */
+export async function limiterFor(redisUrl: string, options: Omit<LimiterOptions, 'redis' | 'name'>): Promise<Limiter> {
+  const limiter = createLimiter({ redis: redisUrl, name: uniqueName('anthropic-test'), ...options });
+  await limiter.ready();
+  return limiter;
+}
+
+/** A request of about `promptChars / 4` input tokens. */
+export function request(promptChars = 40, maxTokens = 64): Anthropic.MessageCreateParamsNonStreaming {
+  return { model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: 'a'.repeat(promptChars) }] };
+}
+
+/** Runs `call` and returns what it threw; fails the test if it did not throw. */
+export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
+  try {
+    await call();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to throw');
+}
+
+/** Sum of all answers the mock counted (each HTTP answer once, whatever its status). */
+export function answers(byStatus: Record<string, number>): number {
+  return Object.values(byStatus).reduce((sum, count) => sum + count, 0);
+}
