@@ -2,11 +2,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import type { Limiter } from '@tollgate/limiter';
-import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { startRedis, type TestRedis } from '@tollgate/test-support';
+import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { limitAnthropic, type LimitedAnthropic } from '../src/index.js';
-import { API_KEY, MODEL, answers, clientFor, limiterFor, request, thrown } from './support.js';
+import { API_KEY, MODEL, answers, clientFor, limiterFor, request, startStack, thrown, type Stack } from './support.js';
 
 /** Small, so a 413 needs only a modest prompt. */
 const BODY_LIMIT_BYTES = 16_384;
@@ -14,21 +13,20 @@ const BODY_LIMIT_BYTES = 16_384;
 const BACKOFF_BASE_MS = 20;
 const TOKEN_RATE = { limit: 1_000_000, intervalMs: 60_000 };
 
-let redis: TestRedis;
+let stack: Stack;
 let mock: MockAnthropic;
 let limiter: Limiter;
 let anthropic: LimitedAnthropic;
 
 beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockAnthropic({ apiKeys: [API_KEY], bodyLimitBytes: BODY_LIMIT_BYTES });
-  limiter = await limiterFor(redis.url, { concurrency: 4, rates: { requests: TOKEN_RATE, inputTokens: TOKEN_RATE, outputTokens: TOKEN_RATE } });
+  stack = await startStack({ apiKeys: [API_KEY], bodyLimitBytes: BODY_LIMIT_BYTES });
+  mock = stack.mock;
+  limiter = await limiterFor(stack.redis.url, { concurrency: 4, rates: { requests: TOKEN_RATE, inputTokens: TOKEN_RATE, outputTokens: TOKEN_RATE } });
   anthropic = limitAnthropic(clientFor(mock.url), limiter, { backoffBaseMs: BACKOFF_BASE_MS });
 });
 afterAll(async () => {
   await limiter.close();
-  await mock.close();
-  await redis.close();
+  await stack.close();
 });
 beforeEach(() => {
   mock.reset();

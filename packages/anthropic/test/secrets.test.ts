@@ -1,29 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { startRedis, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limitAnthropic } from '../src/index.js';
-import { clientFor, limiterFor, request, thrown } from './support.js';
+import { clientFor, limiterFor, request, startStack, thrown, type Stack } from './support.js';
 
 const CANARY_KEY = `sk-ant-canary-${randomBytes(12).toString('hex')}`;
 const PROMPT_CANARY = `prompt-canary-${randomBytes(8).toString('hex')}`;
 const RATE = { limit: 1_000_000, intervalMs: 60_000 };
 const SCAN_BATCH = 500;
 
-let redis: TestRedis;
-let mock: MockAnthropic;
+let stack: Stack;
 
 beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockAnthropic({ apiKeys: [CANARY_KEY] });
+  stack = await startStack({ apiKeys: [CANARY_KEY] });
 });
-afterAll(async () => {
-  await mock.close();
-  await redis.close();
-});
+afterAll(() => stack.close());
 
 /** Every key of the test's Redis with its value, whatever the type, as text. */
 async function dumpRedis(url: string): Promise<string> {
@@ -62,11 +55,11 @@ describe('secrets stay out of logs and Redis', () => {
       },
     });
     const logger = pino({ level: 'trace' }, sink);
-    const limiter = await limiterFor(redis.url, { concurrency: 2, rates: { requests: RATE, inputTokens: RATE, outputTokens: RATE } });
+    const limiter = await limiterFor(stack.redis.url, { concurrency: 2, rates: { requests: RATE, inputTokens: RATE, outputTokens: RATE } });
     try {
-      const anthropic = limitAnthropic(clientFor(mock.url, CANARY_KEY), limiter, { logger, backoffBaseMs: 10, observeIntervalMs: 0 });
+      const anthropic = limitAnthropic(clientFor(stack.mock.url, CANARY_KEY), limiter, { logger, backoffBaseMs: 10, observeIntervalMs: 0 });
       const prompt = { ...request(), messages: [{ role: 'user' as const, content: PROMPT_CANARY }] };
-      mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '500' }, { nth: 3, fault: '529' }] } });
+      stack.mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '500' }, { nth: 3, fault: '529' }] } });
       await anthropic.messages.create(prompt); // 500, then 200
       const stream = await anthropic.messages.create({ ...prompt, stream: true }); // 529, then a stream
       for await (const _event of stream) {
@@ -81,7 +74,7 @@ describe('secrets stay out of logs and Redis', () => {
     expect(lines.length).toBeGreaterThanOrEqual(4); // the failures above were logged
     expect(logs).not.toContain(CANARY_KEY);
     expect(logs).not.toContain(PROMPT_CANARY);
-    const dump = await dumpRedis(redis.url);
+    const dump = await dumpRedis(stack.redis.url);
     expect(dump.length).toBeGreaterThan(0);
     expect(dump).not.toContain(CANARY_KEY);
     expect(dump).not.toContain(PROMPT_CANARY);

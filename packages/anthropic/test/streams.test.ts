@@ -1,9 +1,8 @@
 import type { Limiter } from '@tollgate/limiter';
-import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { startRedis, type TestRedis } from '@tollgate/test-support';
+import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { limitAnthropic, type LimitedAnthropic } from '../src/index.js';
-import { clientFor, limiterFor, request } from './support.js';
+import { clientFor, limiterFor, request, startStack, type Stack } from './support.js';
 
 const MAX_TOKENS = 1_000;
 /** Long answers, slowly produced, so the consumer stops well before the end. */
@@ -15,22 +14,19 @@ const OUTPUT_RATE = { limit: 2 * MAX_TOKENS, intervalMs: 24 * 60 * 60 * 1000 };
 /** Refill of OUTPUT_RATE over the longest this test could take (60 s), rounded up. */
 const REFILL_SLACK_TOKENS = 2;
 
-let redis: TestRedis;
+let stack: Stack;
 let mock: MockAnthropic;
 let limiter: Limiter;
 let anthropic: LimitedAnthropic;
 
 beforeAll(async () => {
-  redis = await startRedis();
-  mock = await startMockAnthropic({ latency: { perTokenMs: PER_TOKEN_MS } });
+  stack = await startStack({ latency: { perTokenMs: PER_TOKEN_MS } });
+  mock = stack.mock;
 });
-afterAll(async () => {
-  await mock.close();
-  await redis.close();
-});
+afterAll(() => stack.close());
 beforeEach(async () => {
   await limiter?.close();
-  limiter = await limiterFor(redis.url, { concurrency: 2, rates: { outputTokens: OUTPUT_RATE } });
+  limiter = await limiterFor(stack.redis.url, { concurrency: 2, rates: { outputTokens: OUTPUT_RATE } });
   anthropic = limitAnthropic(clientFor(mock.url), limiter);
   mock.reset();
 });

@@ -1,6 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { createLimiter, type Limiter, type LimiterOptions } from '@tollgate/limiter';
-import { uniqueName } from '@tollgate/test-support';
+import { startMockAnthropic, type MockAnthropic, type MockOptions } from '@tollgate/mock-anthropic';
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 
 /** A current model the mock knows (deprecated ones make the SDK warn on every call). */
 export const MODEL = 'claude-haiku-4-5';
@@ -36,4 +37,24 @@ export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
 /** Sum of all answers the mock counted (each HTTP answer once, whatever its status). */
 export function answers(byStatus: Record<string, number>): number {
   return Object.values(byStatus).reduce((sum, count) => sum + count, 0);
+}
+
+/** A test file's Redis and mock upstream. */
+export interface Stack {
+  redis: TestRedis;
+  mock: MockAnthropic;
+  close(): Promise<void>;
+}
+
+export async function startStack(mockOptions: MockOptions = {}): Promise<Stack> {
+  const redis = await startRedis();
+  const mock = await startMockAnthropic(mockOptions);
+  return {
+    redis,
+    mock,
+    close: async () => {
+      await mock.close();
+      await redis.close();
+    },
+  };
 }
