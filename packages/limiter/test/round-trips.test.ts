@@ -1,0 +1,89 @@
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLimiter, type Limiter, type Permit } from '../src/index.js';
+
+/** Commands a client sends that a script never calls, so INFO commandstats counts them exactly. */
+const CLIENT_COMMANDS = ['fcall', 'evalsha', 'eval', 'blpop', 'blmpop'] as const;
+const CALLS = 200;
+/** Each process keeps one blocking read waiting on its grants list; it is counted once, not per call. */
+const STANDING_READS_PER_PROCESS = 1;
+
+let redis: TestRedis;
+let admin: Redis;
+const open: Limiter[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis({ dedicated: true }); // INFO commandstats must hold only our commands
+  admin = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  await Promise.all(open.map((limiter) => limiter.close()));
+  admin.disconnect();
+  await redis.close();
+});
+
+async function clientCommands(): Promise<Record<string, number>> {
+  const info = await admin.info('commandstats');
+  const counts: Record<string, number> = {};
+  for (const command of CLIENT_COMMANDS) {
+    const match = new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info);
+    counts[command] = Number(match?.[1] ?? 0);
+  }
+  return counts;
+}
+
+function total(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((sum, count) => sum + count, 0);
+}
+
+/** Long leases and heartbeats, so no heartbeat lands inside the measured window. */
+async function limiterFor(name: string, concurrency: number): Promise<Limiter> {
+  const limiter = createLimiter({ redis: redis.url, name, concurrency, leaseTtlMs: 600_000, heartbeatMs: 300_000, rates: { inputTokens: { limit: 1e9, intervalMs: 60_000 } } });
+  open.push(limiter);
+  await limiter.ready();
+  return limiter;
+}
+
+describe('Redis round trips per call', () => {
+  it('uncontended: acquire + release cost 2 commands', async () => {
+    const limiter = await limiterFor(uniqueName('trips'), 4);
+    await admin.config('RESETSTAT');
+    for (let index = 0; index < CALLS; index++) {
+      const permit = await limiter.acquire({ cost: { inputTokens: 100 } });
+      await permit.release({ used: { inputTokens: 80 } });
+    }
+    const counts = await clientCommands();
+    console.log(`uncontended, ${CALLS} calls:`, counts);
+    expect(counts.fcall).toBe(2 * CALLS);
+    // the one blocking read each process keeps standing is not per call
+    expect(total(counts) - 2 * CALLS).toBeLessThanOrEqual(STANDING_READS_PER_PROCESS);
+  });
+
+  it('contended: a waiter served through its grants list costs 3 (acquire, one blocking read, release)', async () => {
+    const name = uniqueName('trips');
+    const holder = await limiterFor(name, 1);
+    const waiter = await limiterFor(name, 1);
+    let held: Permit = await holder.acquire();
+    await admin.config('RESETSTAT');
+    for (let index = 0; index < CALLS; index++) {
+      const pending = waiter.acquire(); // queued behind `held`
+      while ((await admin.zcard(`{tollgate:${name}}:waiting`)) === 0) await new Promise((resolve) => setImmediate(resolve)); // not an fcall
+      await held.release(); // the release script grants the waiter and pushes to its list
+      const permit = await pending;
+      await permit.release();
+      held = await holder.acquire();
+    }
+    const counts = await clientCommands();
+    console.log(`contended, ${CALLS} hand-offs:`, counts);
+    // per hand-off: the holder's release + acquire (2 fcalls), the waiter's acquire + release
+    // (2 fcalls) and one blocking read that delivers the grant
+    expect(counts.fcall).toBe(4 * CALLS);
+    expect(counts.blmpop).toBeGreaterThanOrEqual(CALLS);
+    expect(counts.blmpop - CALLS).toBeLessThanOrEqual(2 * STANDING_READS_PER_PROCESS); // two processes
+    const waiterCommandsPerCall = Math.round((total(counts) - 2 * CALLS) / CALLS);
+    expect(waiterCommandsPerCall).toBe(3);
+    await held.release();
+  });
+});
