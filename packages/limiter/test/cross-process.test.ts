@@ -100,7 +100,7 @@ describe('cross-process: 4 real processes share one fleet limit', () => {
     await sleep(200);
     victim.kill('SIGKILL');
     const killedAt = performance.now();
-    let reclaimedAfterMs = Number.NaN;
+    let reclaimedAfterMs: number;
     for (;;) {
       const { leases } = await observer.snapshot();
       if (!leases.some((lease) => lease.id.startsWith(`${ownerId}:`))) {
