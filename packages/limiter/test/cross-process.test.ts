@@ -119,4 +119,32 @@ describe('cross-process: 4 real processes share one fleet limit', () => {
     expect(after.inFlight).toBe(0);
     await observer.close();
   }, 120_000);
+
+  it('SIGSTOP past the lease, then SIGCONT: the frozen process aborts its work within one heartbeat, and others got its slots meanwhile', async () => {
+    const name = uniqueName('stop');
+    const observer: Limiter = createLimiter({ redis: redis.url, name, concurrency: FLEET_LIMIT, leaseTtlMs: LEASE_TTL_MS, heartbeatMs: HEARTBEAT_MS });
+    await observer.ready();
+    const frozen = startWorker({ ...baseEnv(name), MODE: 'hold', HOLD: FLEET_LIMIT });
+    const { ids } = await message<{ ids: string[] }>(frozen, 'holding');
+    const lost = new Set<string>();
+    frozen.on('message', (received: { type: string; id?: string }) => {
+      if (received.type === 'leaseLost' && received.id) lost.add(received.id);
+    });
+    frozen.kill('SIGSTOP');
+    // while it is frozen its leases expire and the whole limit goes to someone else
+    const others = await Promise.all(Array.from({ length: FLEET_LIMIT }, () => observer.acquire({ timeoutMs: 3 * LEASE_TTL_MS })));
+    expect(others).toHaveLength(FLEET_LIMIT);
+    await sleep(LEASE_TTL_MS); // frozen for well over one lease
+    frozen.kill('SIGCONT');
+    const resumedAt = performance.now();
+    while (lost.size < ids.length && performance.now() - resumedAt < 10 * HEARTBEAT_MS) await sleep(20);
+    const abortedAfterMs = performance.now() - resumedAt;
+    console.log(`SIGSTOP: all ${lost.size} leases reported lost ${abortedAfterMs.toFixed(0)} ms after SIGCONT (heartbeatMs ${HEARTBEAT_MS})`);
+    expect([...lost].sort()).toEqual([...ids].sort());
+    expect(abortedAfterMs).toBeLessThan(HEARTBEAT_MS + 1_000); // one heartbeat, plus scheduling slack on 2 cores
+    expect((await observer.snapshot()).inFlight).toBe(FLEET_LIMIT); // only the observer's; the frozen ones are gone
+    for (const permit of others) await permit.release();
+    frozen.kill('SIGKILL');
+    await observer.close();
+  }, 60_000);
 });
