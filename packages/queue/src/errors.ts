@@ -1,0 +1,62 @@
+import { z } from 'zod';
+
+/** Anthropic's error envelope (anthropic-api.md §2); extra fields (`error.details`) are kept. */
+export const errorBodySchema = z.looseObject({
+  type: z.literal('error'),
+  error: z.looseObject({ type: z.string(), message: z.string() }),
+  request_id: z.string().nullable().optional(),
+});
+
+export type ErrorBody = z.infer<typeof errorBodySchema>;
+
+/** A Messages request (or job option) that fails validation; `message` names each bad field. Nothing was enqueued. */
+export class InvalidRequestError extends Error {
+  readonly status = 400;
+  readonly type = 'invalid_request_error';
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'InvalidRequestError';
+  }
+}
+
+/**
+ * A job that failed for good: the upstream error (status, `error.type`, message and body as the API sent them) or a
+ * Tollgate failure put in the same shape.
+ */
+export class UpstreamError extends Error {
+  readonly status: number;
+  readonly type: string;
+  /** The whole error body, Anthropic's envelope. */
+  readonly body: ErrorBody;
+  readonly requestId: string | null;
+  readonly jobId: string;
+  constructor(jobId: string, status: number, body: ErrorBody) {
+    super(body.error.message);
+    this.name = 'UpstreamError';
+    this.jobId = jobId;
+    this.status = status;
+    this.type = body.error.type;
+    this.body = body;
+    this.requestId = body.request_id ?? null;
+  }
+}
+
+/** `enqueueAndWait` / `wait` gave up before the job finished; the job itself goes on. */
+export class JobWaitTimeoutError extends Error {
+  readonly jobId: string;
+  readonly timeoutMs: number;
+  constructor(jobId: string, timeoutMs: number) {
+    super(`job ${jobId} did not finish within ${timeoutMs} ms`);
+    this.name = 'JobWaitTimeoutError';
+    this.jobId = jobId;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** Redis did not answer in time: nothing was enqueued (BullMQ adds a job in one script, all or nothing). */
+export class QueueUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'QueueUnavailableError';
+  }
+}

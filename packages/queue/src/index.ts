@@ -1,0 +1,50 @@
+export {
+  COMPLETED_RETENTION_SECONDS,
+  FAILED_RETENTION_SECONDS,
+  JOB_ATTEMPTS_DEFAULT,
+  JOB_ATTEMPTS_MAX,
+  JOB_BACKOFF_MS,
+  MESSAGES_JOB_NAME,
+  Producer,
+  WAIT_MS_DEFAULT,
+  createProducer,
+  type CancelOutcome,
+  type EnqueueOptions,
+  type JobState,
+  type JobView,
+  type ProducerOptions,
+  type QueueCounts,
+  type WaitOptions,
+} from './producer.js';
+export {
+  DRAIN_TIMEOUT_MS_DEFAULT,
+  LOCK_DURATION_MS_DEFAULT,
+  LOCK_LOST_REASON,
+  MAX_STALLED_COUNT_DEFAULT,
+  QueueWorker,
+  SHUTDOWN_REASON,
+  STALLED_INTERVAL_MS_DEFAULT,
+  createWorker,
+  type ClientForPriority,
+  type MessagesClient,
+  type WorkerEvents,
+  type WorkerOptions,
+} from './worker.js';
+export {
+  JOB_DATA_VERSION,
+  JOB_ID_PATTERN,
+  MAX_TOKENS_MAX,
+  TENANT_PATTERN,
+  jobDataSchema,
+  messageParamsSchema,
+  parseJobData,
+  validateMessageParams,
+  type JobData,
+  type MessageParams,
+} from './schema.js';
+export { InvalidRequestError, JobWaitTimeoutError, QueueUnavailableError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
+export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
+export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, type JobEvent } from './job-events.js';
+export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
+export { bullmqPriority } from './priority.js';
+export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';

@@ -1,0 +1,20 @@
+import { LIMITER_NAME_PATTERN } from '@tollgate/limiter';
+
+/** Queue names share the limiter's alphabet minus `:` (BullMQ splits its keys on it). */
+export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
+
+/** Every key of one queue, with one hash tag so BullMQ's scripts and our per-job streams stay in one Cluster slot. */
+export function queueKeys(queue: string) {
+  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue)) throw new Error(`invalid queue name ${JSON.stringify(queue)}`);
+  const prefix = `{tollgate-queue:${queue}}`;
+  return {
+    /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */
+    prefix,
+    /** The stream a streaming job's SSE events are published to. */
+    jobEvents: (jobId: string) => `${prefix}:${queue}:events:${jobId}`,
+    /** Fleet-wide counters the workers add to (upstream 429s by kind). */
+    fleetStats: `${prefix}:${queue}:fleet-stats`,
+  } as const;
+}
+
+export type QueueKeys = ReturnType<typeof queueKeys>;

@@ -1,0 +1,272 @@
+import type { EventEmitter } from 'node:events';
+import type Anthropic from '@anthropic-ai/sdk';
+import { PRIORITY_DEFAULT, describeZodError } from '@tollgate/limiter';
+import { Job, Queue, QueueEvents } from 'bullmq';
+import { z } from 'zod';
+import { InvalidRequestError, JobWaitTimeoutError, UpstreamError } from './errors.js';
+import { decodeFailure, type JobFailure } from './failure.js';
+import { queueKeys } from './keys.js';
+import { bullmqPriority } from './priority.js';
+import { blockingConnection, commandConnection, REDIS_TIMEOUT_MS_DEFAULT, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
+import { JOB_DATA_VERSION, JOB_ID_PATTERN, TENANT_PATTERN, prioritySchema, validateMessageParams, type JobData } from './schema.js';
+
+/** Attempts per job unless the caller says otherwise (the client retries inside each attempt too). */
+export const JOB_ATTEMPTS_DEFAULT = 3;
+export const JOB_ATTEMPTS_MAX = 20;
+/** First BullMQ backoff between attempts, doubled each time. */
+export const JOB_BACKOFF_MS = 1_000;
+/** Completed jobs (and their answers) are kept this long for `GET /v1/jobs/:id`, in seconds. */
+export const COMPLETED_RETENTION_SECONDS = 24 * 60 * 60;
+/** Failed jobs, with their error bodies, are kept this long, in seconds. */
+export const FAILED_RETENTION_SECONDS = 7 * 24 * 60 * 60;
+/** Default wait of `enqueueAndWait`. */
+export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
+/** The BullMQ job name of every Messages job. */
+export const MESSAGES_JOB_NAME = 'messages';
+
+const producerOptionsSchema = z.strictObject({
+  redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
+  queue: z.string().min(1),
+  /** Longest wait for Redis per call, in ms; then {@link QueueUnavailableError}. */
+  redisTimeoutMs: z.number().int().min(10).max(60_000).default(REDIS_TIMEOUT_MS_DEFAULT),
+});
+
+export type ProducerOptions = z.input<typeof producerOptionsSchema>;
+
+const enqueueOptionsSchema = z.strictObject({
+  /** 0 = first … 9 = last, in the queue and for the permit. */
+  priority: prioritySchema.default(PRIORITY_DEFAULT),
+  /** Who asked; kept on the job, shown in logs and used by the gateway to scope job lookups. */
+  tenant: z.string().regex(TENANT_PATTERN, 'letters, digits and ._- only, 1 to 64 characters').optional(),
+  /** Makes enqueue idempotent: a second enqueue with the same id returns the existing job. */
+  jobId: z.string().regex(JOB_ID_PATTERN, 'letters, digits and ._- only, 1 to 128 characters, not all digits').optional(),
+  attempts: z.number().int().min(1).max(JOB_ATTEMPTS_MAX).default(JOB_ATTEMPTS_DEFAULT),
+});
+
+export type EnqueueOptions = z.input<typeof enqueueOptionsSchema>;
+
+export interface WaitOptions {
+  /** Longest wait for the job to finish, in ms. */
+  timeoutMs?: number;
+}
+
+/** BullMQ's job states plus `missing`. */
+export type JobState = 'waiting' | 'prioritized' | 'delayed' | 'active' | 'completed' | 'failed' | 'waiting-children' | 'unknown';
+
+/** One job as `GET /v1/jobs/:id` shows it. */
+export interface JobView {
+  id: string;
+  state: JobState;
+  tenant: string | null;
+  priority: number;
+  attemptsMade: number;
+  createdAtMs: number;
+  finishedAtMs: number | null;
+  /** The answer, once completed. */
+  result: Anthropic.Message | null;
+  /** The final error, once failed: status and Anthropic's error body. */
+  error: JobFailure | null;
+}
+
+export type QueueCounts = Record<'waiting' | 'prioritized' | 'delayed' | 'active' | 'completed' | 'failed', number>;
+
+/** What `cancel` did. */
+export type CancelOutcome = 'cancelled' | 'active' | 'finished' | 'missing';
+
+/**
+ * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
+ * {@link InvalidRequestError} and nothing enters the queue.
+ */
+export class Producer {
+  readonly queue: Queue;
+  readonly name: string;
+  readonly #options: z.output<typeof producerOptionsSchema>;
+  readonly #redis: OwnedRedis;
+  #events: { owned: OwnedRedis; events: QueueEvents; ready: Promise<unknown> } | undefined;
+
+  constructor(options: ProducerOptions) {
+    const parsed = producerOptionsSchema.safeParse(options);
+    if (!parsed.success) throw new InvalidRequestError(`invalid producer options: ${describeZodError(parsed.error, options)}`);
+    this.#options = parsed.data;
+    this.name = parsed.data.queue;
+    const keys = queueKeys(this.name);
+    this.#redis = commandConnection(parsed.data.redis, parsed.data.redisTimeoutMs);
+    this.#redis.client.on('error', () => {}); // connection errors surface as rejected calls; ioredis reconnects by itself
+    this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
+    this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
+  }
+
+  /**
+   * Validates and enqueues one Messages request; returns the job id.
+   * @throws {@link InvalidRequestError} naming the field; nothing is enqueued.
+   * @throws {@link QueueUnavailableError} when Redis does not answer within `redisTimeoutMs`; BullMQ adds a job in one
+   * script, so the job then either exists whole or not at all.
+   */
+  async enqueue(params: unknown, options: EnqueueOptions = {}): Promise<string> {
+    const validParams = validateMessageParams(params);
+    const parsed = enqueueOptionsSchema.safeParse(options);
+    if (!parsed.success) throw new InvalidRequestError(`invalid enqueue options: ${describeZodError(parsed.error, options)}`);
+    const { priority, tenant, jobId, attempts } = parsed.data;
+    const data: JobData = { v: JOB_DATA_VERSION, params: validParams, tenant: tenant ?? null, priority };
+    const job = await withDeadline(
+      this.queue.add(MESSAGES_JOB_NAME, data, {
+        ...(jobId === undefined ? {} : { jobId }),
+        priority: bullmqPriority(priority),
+        attempts,
+        backoff: { type: 'exponential', delay: JOB_BACKOFF_MS },
+        removeOnComplete: { age: COMPLETED_RETENTION_SECONDS },
+        removeOnFail: { age: FAILED_RETENTION_SECONDS },
+      }),
+      this.#options.redisTimeoutMs,
+      'enqueue',
+    );
+    if (job.id === undefined) throw new Error('BullMQ returned a job without an id');
+    return job.id;
+  }
+
+  /**
+   * Enqueues and waits for the answer.
+   * @returns the `Message` the upstream sent.
+   * @throws {@link UpstreamError} with the upstream status, `error.type`, message and body when the job failed.
+   * @throws {@link JobWaitTimeoutError} when it did not finish within `timeoutMs` (the job goes on).
+   */
+  async enqueueAndWait(params: unknown, options: EnqueueOptions & WaitOptions = {}): Promise<Anthropic.Message> {
+    const { timeoutMs, ...enqueueOptions } = options;
+    await this.#queueEvents(); // listening before the job exists, so its end cannot be missed
+    const jobId = await this.enqueue(params, enqueueOptions);
+    return this.wait(jobId, timeoutMs === undefined ? {} : { timeoutMs });
+  }
+
+  /** Waits for a job already enqueued. Same results and errors as {@link Producer.enqueueAndWait}. */
+  async wait(jobId: string, options: WaitOptions = {}): Promise<Anthropic.Message> {
+    const timeoutMs = options.timeoutMs ?? WAIT_MS_DEFAULT;
+    // per-job event names (`completed:<id>`) are emitted by QueueEvents but not in its listener type
+    const events = (await this.#queueEvents()) as unknown as EventEmitter;
+    return new Promise<Anthropic.Message>((resolve, reject) => {
+      const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(args.returnvalue as Anthropic.Message));
+      const onFailed = (args: { failedReason: string }) => finish(() => reject(this.#upstreamError(jobId, args.failedReason)));
+      const timer = setTimeout(() => finish(() => reject(new JobWaitTimeoutError(jobId, timeoutMs))), timeoutMs);
+      let done = false;
+      const finish = (settle: () => void) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        events.off(`completed:${jobId}`, onCompleted);
+        events.off(`failed:${jobId}`, onFailed);
+        settle();
+      };
+      events.on(`completed:${jobId}`, onCompleted);
+      events.on(`failed:${jobId}`, onFailed);
+      // The job may have finished before the listeners were set: read its state once, now that they are.
+      withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait')
+        .then(async (job) => {
+          if (job === undefined) return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
+          const state = await job.getState();
+          if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
+          else if (state === 'failed') finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
+        })
+        .catch((error: unknown) => finish(() => reject(error)));
+    });
+  }
+
+  /** The job's state, tenant, answer or error; undefined when there is no such job. */
+  async getJob(jobId: string): Promise<JobView | undefined> {
+    if (!JOB_ID_PATTERN.test(jobId) && !/^\d+$/.test(jobId)) return undefined;
+    const job = await withDeadline(Job.fromId<JobData, Anthropic.Message>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
+    if (job === undefined) return undefined;
+    const state = (await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'getJob')) as JobState;
+    const data = job.data as Partial<JobData>;
+    return {
+      id: jobId,
+      state,
+      tenant: data.tenant ?? null,
+      priority: data.priority ?? PRIORITY_DEFAULT,
+      attemptsMade: job.attemptsMade,
+      createdAtMs: job.timestamp,
+      finishedAtMs: job.finishedOn ?? null,
+      result: state === 'completed' ? job.returnvalue : null,
+      error: state === 'failed' ? decodeFailure(job.failedReason) : null,
+    };
+  }
+
+  /** Removes a job that has not started. An active job is left running (`active`); a finished one is kept (`finished`). */
+  async cancel(jobId: string): Promise<CancelOutcome> {
+    const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'cancel');
+    if (job === undefined) return 'missing';
+    const state = await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'cancel');
+    if (state === 'completed' || state === 'failed') return 'finished';
+    if (state === 'active') return 'active';
+    try {
+      await withDeadline(job.remove(), this.#options.redisTimeoutMs, 'cancel');
+      return 'cancelled';
+    } catch (error) {
+      // a worker took it between the state read and the removal: BullMQ refuses to remove a locked job
+      if (error instanceof Error && /locked/i.test(error.message)) return 'active';
+      throw error;
+    }
+  }
+
+  /** Jobs per state, fleet-wide. */
+  async counts(): Promise<QueueCounts> {
+    const counts = await withDeadline(this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), this.#options.redisTimeoutMs, 'counts');
+    return {
+      waiting: counts.waiting ?? 0,
+      prioritized: counts.prioritized ?? 0,
+      delayed: counts.delayed ?? 0,
+      active: counts.active ?? 0,
+      completed: counts.completed ?? 0,
+      failed: counts.failed ?? 0,
+    };
+  }
+
+  /** Closes the queue and the connections this producer opened. Idempotent. */
+  async close(): Promise<void> {
+    const events = this.#events;
+    this.#events = undefined;
+    await events?.events.close().catch(() => {});
+    if (events?.owned.owned) events.owned.client.disconnect();
+    await this.queue.close().catch(() => {});
+    if (this.#redis.owned) this.#redis.client.disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #upstreamError(jobId: string, failedReason: string | undefined): UpstreamError {
+    const failure = decodeFailure(failedReason);
+    return new UpstreamError(jobId, failure.status, failure.body);
+  }
+
+  async #queueEvents(): Promise<QueueEvents> {
+    if (this.#events === undefined) {
+      const owned = blockingConnection(this.#options.redis);
+      owned.client.on('error', () => {}); // QueueEvents reconnects by itself
+      const events = new QueueEvents(this.name, { connection: owned.client, prefix: queueKeys(this.name).prefix, skipVersionCheck: true });
+      events.on('error', () => {});
+      events.setMaxListeners(0); // one pair of listeners per waiting call
+      this.#events = { owned, events, ready: events.waitUntilReady() };
+    }
+    const current = this.#events;
+    try {
+      await withDeadline(current.ready, this.#options.redisTimeoutMs, 'wait');
+    } catch (error) {
+      // not ready in time (Redis down): drop it, so that a later call starts afresh instead of reusing a dead reader
+      if (this.#events === current) this.#events = undefined;
+      void current.events.close().catch(() => {});
+      if (current.owned.owned) current.owned.client.disconnect();
+      throw error;
+    }
+    return current.events;
+  }
+}
+
+/**
+ * Creates a producer for one queue.
+ * @example
+ * const producer = createProducer({ redis: 'redis://127.0.0.1:6379', queue: 'messages' });
+ * const message = await producer.enqueueAndWait({ model, max_tokens: 256, messages }, { priority: 1, tenant: 'web' });
+ */
+export function createProducer(options: ProducerOptions): Producer {
+  return new Producer(options);
+}

@@ -1,0 +1,213 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import type Anthropic from '@anthropic-ai/sdk';
+import { describeZodError } from '@tollgate/limiter';
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { InvalidRequestError } from './errors.js';
+import { anthropicError, describeFailure, encodeFailure, type JobFailure } from './failure.js';
+import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
+import { queueKeys, type QueueKeys } from './keys.js';
+import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
+import { parseJobData, type MessageParams } from './schema.js';
+
+/** BullMQ's default lock: a job whose worker stops renewing it for this long is stalled, in ms. */
+export const LOCK_DURATION_MS_DEFAULT = 30_000;
+/** How often each worker looks for stalled jobs (those of dead workers), in ms. */
+export const STALLED_INTERVAL_MS_DEFAULT = 30_000;
+/** A job may stall this many times before it fails ("job stalled more than allowable limit"). */
+export const MAX_STALLED_COUNT_DEFAULT = 2;
+/** On close, running calls get this long to finish before they are aborted and handed back, in ms. */
+export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
+export const WORKER_CONCURRENCY_MAX = 10_000;
+/** `signal.reason` of a call aborted by shutdown: the job goes back to the queue, not to the failed set. */
+export const SHUTDOWN_REASON = 'tollgate: worker shutting down';
+/** `signal.reason` of a call aborted because this worker lost the job's lock (another worker may run it). */
+export const LOCK_LOST_REASON = 'tollgate: job lock renewal failed';
+
+/** The part of an Anthropic client the worker calls: the SDK's `messages.create` and `messages.stream`. */
+export interface MessagesClient {
+  messages: Pick<Anthropic['messages'], 'create' | 'stream'>;
+}
+
+/** Picks the client for a job's priority (0 = first … 9 = last), so that its permit waits at that priority. */
+export type ClientForPriority = (priority: number) => MessagesClient;
+
+const isClient = (value: unknown): value is MessagesClient =>
+  typeof value === 'object' && value !== null && typeof (value as { messages?: { create?: unknown } }).messages?.create === 'function';
+
+const workerOptionsSchema = z.strictObject({
+  redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
+  queue: z.string().min(1),
+  /** A client, or one per priority (a limited client takes its permits at one priority). */
+  client: z.custom<MessagesClient | ClientForPriority>((value) => typeof value === 'function' || isClient(value), 'expected an Anthropic client or a function of priority'),
+  /** Jobs this process runs at once; the fleet-wide limit is the limiter's. */
+  concurrency: z.number().int().min(1).max(WORKER_CONCURRENCY_MAX),
+  lockDurationMs: z.number().int().min(100).max(10 * 60 * 1000).default(LOCK_DURATION_MS_DEFAULT),
+  stalledIntervalMs: z.number().int().min(100).max(10 * 60 * 1000).default(STALLED_INTERVAL_MS_DEFAULT),
+  maxStalledCount: z.number().int().min(0).max(100).default(MAX_STALLED_COUNT_DEFAULT),
+  drainTimeoutMs: z.number().int().min(0).max(60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
+  logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', 'expected a pino logger').optional(),
+});
+
+export type WorkerOptions = z.input<typeof workerOptionsSchema>;
+
+/** Typed events: listen with `worker.on('completed', (event) => …)`. */
+export interface WorkerEvents {
+  completed: [{ jobId: string; durationMs: number; streamed: boolean }];
+  /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
+  failed: [{ jobId: string; failure: JobFailure; final: boolean }];
+  /** Shutdown aborted the job's call and put the job back in the queue. */
+  handedBack: [{ jobId: string }];
+  lockLost: [{ jobId: string }];
+  error: [Error];
+}
+
+/** Runs queued Messages jobs through a (limited) Anthropic client. Create with {@link createWorker}. */
+export class QueueWorker extends EventEmitter<WorkerEvents> {
+  readonly bullmq: Worker;
+  readonly #options: z.output<typeof workerOptionsSchema>;
+  readonly #keys: QueueKeys;
+  readonly #blocking: OwnedRedis;
+  readonly #commands: OwnedRedis;
+  #closing: Promise<void> | undefined;
+
+  constructor(input: WorkerOptions) {
+    super();
+    const parsed = workerOptionsSchema.safeParse(input);
+    if (!parsed.success) throw new InvalidRequestError(`invalid worker options: ${describeZodError(parsed.error, input)}`);
+    this.#options = parsed.data;
+    this.#keys = queueKeys(parsed.data.queue);
+    this.#blocking = blockingConnection(parsed.data.redis);
+    this.#commands = blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
+    for (const { client } of [this.#blocking, this.#commands]) client.on('error', (error: Error) => this.#error(error));
+    const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => this.#process(job, token, signal);
+    this.bullmq = new Worker(parsed.data.queue, processor, {
+      connection: this.#blocking.client,
+      prefix: this.#keys.prefix,
+      concurrency: parsed.data.concurrency,
+      lockDuration: parsed.data.lockDurationMs,
+      stalledInterval: parsed.data.stalledIntervalMs,
+      maxStalledCount: parsed.data.maxStalledCount,
+      skipVersionCheck: true,
+    });
+    this.bullmq.on('error', (error) => this.#error(error));
+    this.bullmq.on('lockRenewalFailed', (jobIds) => {
+      for (const jobId of jobIds) {
+        this.emit('lockLost', { jobId });
+        this.bullmq.cancelJob(jobId, LOCK_LOST_REASON); // another worker may take the job: stop our call now
+      }
+    });
+  }
+
+  /** Resolves once the worker's connection is ready. */
+  async ready(): Promise<void> {
+    await this.bullmq.waitUntilReady();
+  }
+
+  /**
+   * Stops taking jobs, lets running calls finish for up to `drainTimeoutMs`, then aborts the rest through their
+   * signals and hands their jobs back to the queue. Idempotent. Permits are released by the client as each call ends.
+   */
+  close(options: { drainTimeoutMs?: number } = {}): Promise<void> {
+    this.#closing ??= this.#close(options.drainTimeoutMs ?? this.#options.drainTimeoutMs);
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(drainTimeoutMs: number): Promise<void> {
+    const timer = setTimeout(() => this.bullmq.cancelAllJobs(SHUTDOWN_REASON), drainTimeoutMs);
+    try {
+      await this.bullmq.close();
+    } finally {
+      clearTimeout(timer);
+      for (const owned of [this.#blocking, this.#commands]) if (owned.owned) owned.client.disconnect();
+    }
+  }
+
+  /** Connection and lock errors: to 'error' listeners if any, else to the logger (an unheard 'error' would throw). */
+  #error(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else this.#options.logger?.warn({ err: { name: error.name, message: error.message } }, 'worker error');
+  }
+
+  #clientFor(priority: number): MessagesClient {
+    const client = this.#options.client;
+    return typeof client === 'function' ? client(priority) : client;
+  }
+
+  async #process(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<Anthropic.Message> {
+    const jobId = job.id ?? '';
+    const startedAt = performance.now();
+    const attempt = Math.max(1, job.attemptsStarted);
+    let params: MessageParams;
+    let priority: number;
+    let tenant: string | null;
+    try {
+      ({ params, priority, tenant } = parseJobData(job.data));
+    } catch (error) {
+      // enqueue validates every job, so this is a job written by something else: never worth a retry
+      const failure: JobFailure = { status: 400, retryable: false, body: anthropicError(400, error instanceof Error ? error.message : String(error)) };
+      this.emit('failed', { jobId, failure, final: true });
+      throw new UnrecoverableError(encodeFailure(failure));
+    }
+    const log = this.#options.logger?.child({ jobId, attempt, priority, tenant });
+    const streamed = params.stream === true;
+    const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
+    log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');
+    try {
+      const message = await this.#call(this.#clientFor(priority), params, signal, publisher);
+      const durationMs = performance.now() - startedAt;
+      log?.info({ durationMs: Math.round(durationMs), inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens }, 'job completed');
+      this.emit('completed', { jobId, durationMs, streamed });
+      return message;
+    } catch (error) {
+      if (signal?.aborted === true && signal.reason === SHUTDOWN_REASON && token !== undefined) {
+        await job.moveToWait(token); // back to the queue with its attempts untouched
+        log?.info('job handed back on shutdown');
+        this.emit('handedBack', { jobId });
+        throw new WaitingError();
+      }
+      const failure: JobFailure =
+        signal?.aborted === true && signal.reason === LOCK_LOST_REASON
+          ? { status: 503, retryable: true, body: anthropicError(503, 'the worker lost the job lock; the job is retried') }
+          : describeFailure(error);
+      // output already reached a reader: a retry would repeat it, so the stream ends with the error instead
+      const outputSent = publisher !== undefined && publisher.written > 0;
+      const retriesLeft = attempt < (job.opts.attempts ?? 1);
+      const final = !failure.retryable || outputSent || !retriesLeft;
+      if (publisher !== undefined && final) await publisher.publish(JOB_FAILED_EVENT, failure).catch(() => {});
+      log?.warn({ status: failure.status, errorType: failure.body.error.type, final, outputSent }, final ? 'job failed' : 'job attempt failed; BullMQ retries it');
+      this.emit('failed', { jobId, failure, final });
+      const reason = encodeFailure(final ? { ...failure, retryable: false } : failure);
+      throw final && retriesLeft ? new UnrecoverableError(reason) : new Error(reason);
+    }
+  }
+
+  async #call(client: MessagesClient, params: MessageParams, signal: AbortSignal | undefined, publisher: JobEventPublisher | undefined): Promise<Anthropic.Message> {
+    const requestOptions = signal === undefined ? {} : { signal };
+    // The zod schema checked what the API checks; the SDK's params type is wider in places (content block unions).
+    if (publisher === undefined) return client.messages.create(params as unknown as Anthropic.MessageCreateParamsNonStreaming, requestOptions);
+    const stream = client.messages.stream(params as unknown as Anthropic.MessageStreamParams, requestOptions);
+    for await (const event of stream) await publisher.publish(event.type, event);
+    if (signal?.aborted === true) throw signal.reason;
+    const message = await stream.finalMessage();
+    await publisher.finish();
+    return message;
+  }
+}
+
+/**
+ * Creates a worker that runs Messages jobs from `queue` through `client` (use a `limitAnthropic` client, or a function
+ * giving one per priority). Streaming jobs publish each SSE event to the job's Redis stream for the gateway.
+ * @example
+ * const worker = createWorker({ redis: process.env.REDIS_URL!, queue: 'messages', client: (p) => clients[p], concurrency: 16 });
+ * process.once('SIGTERM', () => void worker.close());
+ */
+export function createWorker(options: WorkerOptions): QueueWorker {
+  return new QueueWorker(options);
+}

@@ -1,0 +1,109 @@
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InvalidRequestError, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
+import { MODEL, rawJob, request, thrown } from './support.js';
+
+let redis: TestRedis;
+let producer: Producer;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  producer = createProducer({ redis: redis.url, queue: uniqueName('producer') });
+});
+afterAll(async () => {
+  await producer.close();
+  await redis.close();
+});
+
+async function totalJobs(): Promise<number> {
+  const counts = await producer.counts();
+  return Object.values(counts).reduce((sum, count) => sum + count, 0);
+}
+
+describe('enqueue validates the Messages request; nothing invalid enters the queue', () => {
+  const cases: Array<[string, unknown, RegExp]> = [
+    ['max_tokens missing', { model: MODEL, messages: [{ role: 'user', content: 'hi' }] }, /^max_tokens: .*\(got undefined\)/],
+    ['max_tokens zero', { ...request(1), max_tokens: 0 }, /^max_tokens: .*>=1 \(got 0\)/],
+    ['no messages', { ...request(1), messages: [] }, /^messages: .*\(got \[\]\)/],
+    ['bad role', { ...request(1), messages: [{ role: 'system', content: 'hi' }] }, /^messages\.0\.role: .*\(got "system"\)/],
+    ['unknown field', { ...request(1), temperature: 0.5 }, /temperature/],
+    ['not an object', 'hello', /^\(root\): /],
+  ];
+  it.each(cases)('%s → InvalidRequestError naming the field, queue unchanged', async (_name, params, message) => {
+    const before = await totalJobs();
+    const error = await thrown(() => producer.enqueue(params));
+    expect(error).toBeInstanceOf(InvalidRequestError);
+    expect((error as InvalidRequestError).message).toMatch(message);
+    expect((error as InvalidRequestError).status).toBe(400);
+    expect(await totalJobs()).toBe(before);
+  });
+
+  it('bad options name the option, and nothing is enqueued', async () => {
+    const before = await totalJobs();
+    for (const [options, field] of [
+      [{ priority: 10 }, /^priority: /],
+      [{ tenant: 'has space' }, /^tenant: /],
+      [{ jobId: '123' }, /^jobId: /],
+      [{ jobId: 'a:b' }, /^jobId: /],
+      [{ attempts: 0 }, /^attempts: /],
+    ] as const) {
+      const error = await thrown(() => producer.enqueue(request(1), options));
+      expect((error as Error).message.replace('invalid enqueue options: ', '')).toMatch(field);
+    }
+    expect(await totalJobs()).toBe(before);
+  });
+});
+
+describe('enqueue', () => {
+  it('keeps the request as sent (key order included), the tenant and the priority', async () => {
+    const params = { messages: [{ role: 'user', content: 'order' }], max_tokens: 8, model: MODEL };
+    const id = await producer.enqueue(params, { tenant: 'web', priority: 2 });
+    const job = await rawJob(producer.queue, id);
+    expect(JSON.stringify(job?.data.params)).toBe(JSON.stringify(params));
+    expect(job?.data).toMatchObject({ tenant: 'web', priority: 2 });
+    expect(job?.opts.priority).toBe(bullmqPriority(2));
+    const view = await producer.getJob(id);
+    expect(view).toMatchObject({ id, state: 'prioritized', tenant: 'web', priority: 2, result: null, error: null });
+  });
+
+  it('is idempotent by jobId: a second enqueue returns the same job and adds nothing', async () => {
+    const before = await totalJobs();
+    const first = await producer.enqueue(request('idem'), { jobId: 'idem-1' });
+    const second = await producer.enqueue(request('other text'), { jobId: 'idem-1' });
+    expect(second).toBe(first);
+    expect(await totalJobs()).toBe(before + 1);
+    expect((await rawJob(producer.queue, first))?.data.params.messages[0].content).toBe('question idem');
+  });
+
+  it('maps priorities 0..9 onto BullMQ priorities in the same order, all in one ordered set', () => {
+    const mapped = Array.from({ length: 10 }, (_, priority) => bullmqPriority(priority));
+    expect(mapped).toEqual([...mapped].sort((a, b) => a - b));
+    expect(Math.min(...mapped)).toBeGreaterThan(0); // BullMQ's 0 would bypass the prioritized set
+    expect(() => bullmqPriority(10)).toThrow(RangeError);
+  });
+
+  it('uses one hash-tagged prefix, so every key of the queue is in one Cluster slot', async () => {
+    const name = uniqueName('tagged');
+    const keys = queueKeys(name);
+    expect(keys.prefix).toMatch(/^\{[^{}]+\}$/);
+    const tagged = createProducer({ redis: redis.url, queue: name });
+    try {
+      await tagged.enqueue(request('tag'));
+      const { Redis } = await import('ioredis');
+      const client = new Redis(redis.url);
+      const found = await client.keys(`*${name}*`);
+      client.disconnect();
+      expect(found.length).toBeGreaterThan(0);
+      for (const key of found) expect(key.startsWith(keys.prefix)).toBe(true);
+    } finally {
+      await tagged.close();
+    }
+  });
+
+  it('cancel removes a waiting job; an unknown one is missing', async () => {
+    const id = await producer.enqueue(request('cancel me'));
+    expect(await producer.cancel(id)).toBe('cancelled');
+    expect(await producer.getJob(id)).toBeUndefined();
+    expect(await producer.cancel('no-such-job')).toBe('missing');
+  });
+});
