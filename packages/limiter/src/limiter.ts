@@ -30,6 +30,9 @@ import { defineScripts, grantsIn, loadLibrary, integer, isResync, list, parseGra
 const GRANTS_BATCH_MAX = 64;
 /** Lease ids one heartbeat call renews; a process holding more sends several calls. */
 const HEARTBEAT_IDS_MAX = 500;
+/** After Redis lost its data, grants pause this many heartbeats: every live process renews (and so
+ * re-registers its leases) at least once in that time, even one whose reconnect came late. */
+const RESYNC_PAUSE_HEARTBEATS = 2;
 /** Leases listed by `snapshot()`. */
 const SNAPSHOT_LEASES_MAX = 100;
 /** Pause after a failed blocking read before the next one, so a dead connection is not spun on. */
@@ -488,7 +491,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
         this.options.concurrency ?? 0,
         this.options.leaseTtlMs,
         reserve,
-        resync ? this.options.heartbeatMs : 0,
+        resync ? RESYNC_PAUSE_HEARTBEATS * this.options.heartbeatMs : 0,
         this.ownerId,
         this.#buckets.size,
         ...dimensionArgs,

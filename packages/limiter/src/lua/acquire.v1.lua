@@ -48,7 +48,7 @@ local function acquire_v1(keys, args)
   if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
   local member = waiterMember(waiterId, priority, deadline, 8, costCount)
   redis.call('ZADD', K_WAITING, priority * PRIORITY_SCALE + redis.call('INCR', K_SEQ), member)
-  local wake, own = pump(owner)
+  local wake, own = pump(owner, true)
   return { 0, wake, NOW_MS, own, member }
 end
 redis.register_function('tollgate_acquire_v1_{{hash}}', acquire_v1)

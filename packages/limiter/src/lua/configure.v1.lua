@@ -5,7 +5,7 @@
   ARGV[2]  concurrency    integer ≥ 0 (0 = no concurrency limit)
   ARGV[3]  leaseTtlMs     integer ≥ 1
   ARGV[4]  reserve        string 'maxPriority:slots;…' ('' = none)
-  ARGV[5]  resyncPauseMs  integer ≥ 0, the pause applied when leases are re-registered
+  ARGV[5]  resyncPauseMs  integer ≥ 0, a pause of grants (> 0 on a resync after Redis lost its data)
   ARGV[6]  ownerId        string
   ARGV[7]  dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
   ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
@@ -40,13 +40,13 @@ local function configure_v1(keys, args)
   redis.call('SET', kOwner(ARGV[6]), '1', 'PX', tonumber(ARGV[3]))
 
   local first = 8 + 3 * dimCount
-  if #ARGV >= first then
-    for i = first, #ARGV - 1, 2 do
-      redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
-    end
+  for i = first, #ARGV - 1, 2 do
+    redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
+  end
+  local resyncPauseMs = tonumber(ARGV[5])
+  if resyncPauseMs > 0 then -- a resync: hold grants until every live process has re-registered
     local pausedUntil = tonumber(redis.call('HGET', K_CONFIG, 'pausedUntil') or '0')
-    local resyncUntil = NOW_MS + tonumber(ARGV[5])
-    if resyncUntil > pausedUntil then redis.call('HSET', K_CONFIG, 'pausedUntil', resyncUntil) end
+    if NOW_MS + resyncPauseMs > pausedUntil then redis.call('HSET', K_CONFIG, 'pausedUntil', NOW_MS + resyncPauseMs) end
   end
   return { existingEpoch, NOW_MS, created }
 end

@@ -7,7 +7,7 @@
                              rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil (Redis ms)
     <p>:leases        zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
     <p>:bucket:<dim>  hash   t (tokens, may be negative), ts (Redis ms of t)
-    <p>:waiting       zset   member 'waiterId priority deadlineMs dim=amount …' (deadline 0 = none)
+    <p>:waiting       zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline 0 = none)
                              -> priority * 2^44 + sequence; the owner is the waiterId's prefix
     <p>:grants:<own>  list   'waiterId fence expiresAtMs grantedAtMs' for a waiting process; pexpire leaseTtlMs
     <p>:owner:<own>   string '1' with pexpire leaseTtlMs: the process is alive
@@ -195,9 +195,9 @@ local function grant(permitId, cost)
   return redis.call('INCR', K_FENCE), expiresAt
 end
 
--- A waiting-queue member: 'waiterId priority deadlineMs dim=amount …'.
+-- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs dim=amount …'.
 local function waiterMember(waiterId, priority, deadline, costFrom, costCount)
-  local parts = { waiterId, priority, deadline }
+  local parts = { waiterId, priority, deadline, NOW_MS }
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
   end
@@ -205,31 +205,44 @@ local function waiterMember(waiterId, priority, deadline, costFrom, costCount)
 end
 
 local function parseWaiter(member)
-  local waiterId, priority, deadline, rest = string.match(member, '^(%S+) (%d+) (%d+)(.*)$')
+  local waiterId, priority, deadline, enqueuedAt, rest = string.match(member, '^(%S+) (%d+) (%d+) (%d+)(.*)$')
   local cost = {}
   for dim, amount in string.gmatch(rest, ' ([^=]+)=(%S+)') do cost[dim] = tonumber(amount) end
-  return waiterId, string.match(waiterId, '^([^:]+):'), tonumber(priority), tonumber(deadline), cost
+  return waiterId, string.match(waiterId, '^([^:]+):'), tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost
+end
+
+-- Is the waiter's process gone? Its owner key was refreshed at most heartbeatMs ≤ leaseTtlMs / 2
+-- before it enqueued (options enforce that bound), so a younger waiter's owner key still exists:
+-- the EXISTS call is needed only for waiters older than half a lease.
+local function ownerGone(owner, enqueuedAt)
+  if NOW - enqueuedAt < CFG.leaseTtlMs / 2 then return false end
+  return redis.call('EXISTS', kOwner(owner)) == 0
 end
 
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
 -- waiters is returned (no list round trip); others are pushed to their owner's grants list.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
-local function pump(caller)
+local function pump(caller, capacityFirst)
   local own = {}
   local granted, dropped = 0, 0
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
-    local head = redis.call('ZRANGE', K_WAITING, 0, 0)
-    if #head == 0 then return 0, own end
-    -- when even the most urgent priority has no slot, nobody can be granted: skip parsing the head
-    local fullUntil = concurrencyBlockedUntil(0)
+    -- when even the most urgent priority has no slot, nobody can be granted: skip the head. Check
+    -- that first when the queue is known to be non-empty (after an enqueue or a grant), else last.
+    local fullUntil = 0
+    if capacityFirst or granted > 0 then fullUntil = concurrencyBlockedUntil(0) end
+    local head = nil
+    if fullUntil == 0 then
+      head = redis.call('ZRANGE', K_WAITING, 0, 0)
+      if #head == 0 then return 0, own end
+      fullUntil = concurrencyBlockedUntil(0)
+    end
     if fullUntil > 0 then
       if CFG.pausedUntil > fullUntil then return CFG.pausedUntil, own end
       return fullUntil, own
     end
     local member = head[1]
-    local waiterId, owner, priority, deadline, cost = parseWaiter(member)
-    if (deadline > 0 and deadline <= NOW) or
-       (owner ~= caller and redis.call('EXISTS', kOwner(owner)) == 0) then
+    local waiterId, owner, priority, deadline, enqueuedAt, cost = parseWaiter(member)
+    if (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
       redis.call('ZREM', K_WAITING, member) -- deadline passed, or its process is gone
       dropped = dropped + 1
     else
