@@ -17,6 +17,8 @@ export function sharedConfig(options: { testTimeoutMs?: number; fileParallelism?
       hookTimeout: 60_000,
       fileParallelism: options.fileParallelism ?? true,
       pool: 'forks',
+      // the JSON report feeds the one-line total that `npm test` prints (scripts/test-summary.mjs)
+      reporters: ['default', ['json', { outputFile: 'test-output/vitest.json' }]],
     },
   });
 }
