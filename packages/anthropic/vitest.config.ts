@@ -1,3 +1,5 @@
 import { sharedConfig } from '../../vitest.shared.ts';
 
-export default sharedConfig();
+// One file at a time: the fleet files each run four child processes and measure delivered tokens per minute, which
+// another fleet competing for two cores would distort.
+export default sharedConfig({ fileParallelism: false });

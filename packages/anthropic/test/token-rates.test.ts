@@ -21,7 +21,7 @@ const BURST_TOKENS = 2_000;
  * the upstream at t + d, so calls granted in order may arrive bunched. With the real API's burst (a whole minute of
  * tokens) that slack is always there; in a 5-second run it has to be given explicitly.
  */
-const DISPATCH_JITTER_MS = 150;
+const DISPATCH_JITTER_MS = 300;
 /** Prompt chars 400–1,600 (100–400 input tokens), max_tokens 100–300, answers 80–300 tokens. */
 const SHAPES: CallShape[] = [
   { promptChars: 400, maxTokens: 100, outputTokens: 80 },
