@@ -1,0 +1,85 @@
+import { LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
+import { z } from 'zod';
+import { QUEUE_NAME_PATTERN } from './keys.js';
+
+/** One minute: the interval of the RPM / ITPM / OTPM limits. */
+export const MINUTE_MS = 60_000;
+export const PORT_MAX = 65_535;
+/** Variables never echoed in an error message. */
+export const SECRET_ENV_VARIABLES: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'GATEWAY_TOKENS']);
+
+/** A whole number in an environment variable. */
+export const envInt = (min: number, max: number = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+
+/**
+ * The variables every Tollgate service reads: Redis, the queue, and the limiter's fleet-wide limits (the gateway
+ * needs them to read the limiter's state). At least one limit must be set.
+ */
+export const tollgateEnvSchema = z.object({
+  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+  TOLLGATE_NAME: z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters').default('anthropic'),
+  TOLLGATE_QUEUE: z.string().regex(QUEUE_NAME_PATTERN, 'letters, digits and ._- only, 1 to 100 characters').default('messages'),
+  /** Fleet-wide requests in flight. */
+  TOLLGATE_CONCURRENCY: envInt(1, 100_000).optional(),
+  /** Requests per minute. */
+  TOLLGATE_RPM: envInt(1).optional(),
+  /** Input tokens per minute. */
+  TOLLGATE_ITPM: envInt(1).optional(),
+  /** Output tokens per minute. */
+  TOLLGATE_OTPM: envInt(1).optional(),
+  /** A dead process's permits come back after this long (small in tests). */
+  TOLLGATE_LEASE_TTL_MS: envInt(500, 10 * MINUTE_MS).optional(),
+  TOLLGATE_HEARTBEAT_MS: envInt(50, 10 * MINUTE_MS).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type TollgateEnv = z.infer<typeof tollgateEnvSchema>;
+
+/** A variable that is missing or wrong; the message names it (and its value, unless it is a secret). */
+export class EnvError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EnvError';
+  }
+}
+
+/**
+ * Parses the environment with `schema`.
+ * @throws {@link EnvError} with one line per bad variable, e.g. `TOLLGATE_RPM="abc" is invalid: expected number, received NaN`.
+ */
+export function parseEnv<Schema extends z.ZodType>(schema: Schema, env: Readonly<Record<string, string | undefined>>): z.output<Schema> {
+  const result = schema.safeParse(env);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? '(environment)');
+    const raw = env[name];
+    const shown = raw === undefined ? 'unset' : SECRET_ENV_VARIABLES.has(name) ? '"***"' : JSON.stringify(raw.replace(/\/\/[^@/]*@/, '//***@'));
+    return `${name}=${shown} is invalid: ${issue.message}`;
+  });
+  throw new EnvError(lines.join('; '));
+}
+
+/** Adds the "at least one limit" rule to a schema built on {@link tollgateEnvSchema}. */
+export function requireLimit<Schema extends z.ZodType<TollgateEnv>>(schema: Schema) {
+  return schema.superRefine((env, context) => {
+    if ([env.TOLLGATE_CONCURRENCY, env.TOLLGATE_RPM, env.TOLLGATE_ITPM, env.TOLLGATE_OTPM].every((value) => value === undefined)) {
+      context.addIssue({ code: 'custom', path: ['TOLLGATE_CONCURRENCY'], message: 'set at least one of TOLLGATE_CONCURRENCY, TOLLGATE_RPM, TOLLGATE_ITPM, TOLLGATE_OTPM' });
+    }
+  });
+}
+
+/** The limiter options the environment describes (the same in every process of a fleet). */
+export function limiterOptionsFromEnv(env: TollgateEnv): LimiterOptions {
+  const perMinute = (limit: number | undefined) => (limit === undefined ? undefined : { limit, intervalMs: MINUTE_MS });
+  const rates = Object.fromEntries(
+    Object.entries({ requests: perMinute(env.TOLLGATE_RPM), inputTokens: perMinute(env.TOLLGATE_ITPM), outputTokens: perMinute(env.TOLLGATE_OTPM) }).filter(([, rate]) => rate !== undefined),
+  ) as Record<string, { limit: number; intervalMs: number }>;
+  return {
+    redis: env.REDIS_URL,
+    name: env.TOLLGATE_NAME,
+    ...(env.TOLLGATE_CONCURRENCY === undefined ? {} : { concurrency: env.TOLLGATE_CONCURRENCY }),
+    ...(Object.keys(rates).length === 0 ? {} : { rates }),
+    ...(env.TOLLGATE_LEASE_TTL_MS === undefined ? {} : { leaseTtlMs: env.TOLLGATE_LEASE_TTL_MS }),
+    ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
+  };
+}

@@ -1,0 +1,31 @@
+import { DRAIN_TIMEOUT_MS_DEFAULT, LOCK_DURATION_MS_DEFAULT, PORT_MAX, STALLED_INTERVAL_MS_DEFAULT, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue';
+import { z } from 'zod';
+
+/** Jobs one worker process runs at once unless configured. */
+export const WORKER_CONCURRENCY_DEFAULT = 16;
+/** Prometheus' conventional exporter port range starts here. */
+export const METRICS_PORT_DEFAULT = 9464;
+
+/** The worker's environment: the shared Tollgate variables plus the upstream and this process's knobs. */
+export const workerEnvSchema = requireLimit(
+  tollgateEnvSchema.extend({
+    ANTHROPIC_API_KEY: z.string().min(1, 'required'),
+    ANTHROPIC_BASE_URL: z.url({ protocol: /^https?$/ }).default('https://api.anthropic.com'),
+    WORKER_CONCURRENCY: envInt(1, 10_000).default(WORKER_CONCURRENCY_DEFAULT),
+    /** 0 picks a free port (printed in the ready line). */
+    METRICS_PORT: envInt(0, PORT_MAX).default(METRICS_PORT_DEFAULT),
+    METRICS_HOST: z.string().min(1).default('0.0.0.0'),
+    /** On SIGTERM, running calls get this long before they are aborted and handed back. */
+    WORKER_DRAIN_TIMEOUT_MS: envInt(0, 60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
+    /** BullMQ lock of a running job; a dead worker's jobs are retried after about this long. */
+    WORKER_LOCK_DURATION_MS: envInt(100, 10 * 60 * 1000).default(LOCK_DURATION_MS_DEFAULT),
+    WORKER_STALLED_INTERVAL_MS: envInt(100, 10 * 60 * 1000).default(STALLED_INTERVAL_MS_DEFAULT),
+  }),
+);
+
+export type WorkerEnv = z.output<typeof workerEnvSchema>;
+
+/** @throws {@link EnvError} naming each bad variable (the API key's value is never shown). */
+export function parseWorkerEnv(env: Readonly<Record<string, string | undefined>>): WorkerEnv {
+  return parseEnv(workerEnvSchema, env);
+}

@@ -1,0 +1,131 @@
+import Anthropic from '@anthropic-ai/sdk';
+import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
+import { createLimiter } from '@tollgate/limiter';
+import { DeltaTracker, addFleetStats, commandConnection, createWorker, limiterOptionsFromEnv, queueKeys, type FleetStats } from '@tollgate/queue';
+import { pino, type Logger } from 'pino';
+import type { WorkerEnv } from './env.js';
+import { ServiceMetrics } from './metrics.js';
+import { startMetricsServer } from './metrics-server.js';
+
+/** How often this process adds its counters to the fleet-wide stats hash, in ms. */
+export const FLEET_STATS_INTERVAL_MS = 1_000;
+/** Extra time after the drain timeout for releasing permits and closing connections, in ms. */
+export const CLOSE_GRACE_MS = 5_000;
+
+/** A running worker process. */
+export interface WorkerService {
+  metricsUrl: string;
+  logger: Logger;
+  /** Drains (up to `WORKER_DRAIN_TIMEOUT_MS`), releases every permit, closes connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The process's logger: JSON lines on stdout, secrets redacted, never prompt text (nothing logs it). */
+export function createLogger(level: WorkerEnv['LOG_LEVEL']): Logger {
+  return pino({ level, base: { service: 'tollgate-worker', pid: process.pid }, redact: [...REDACTED_LOG_PATHS, 'ANTHROPIC_API_KEY'] });
+}
+
+/** Counts every upstream answer by status, and failed connections, around the SDK's fetch. */
+function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetch {
+  const count = (status: string) => {
+    metrics.upstreamRequests.inc({ status });
+    totals[`upstream:${status}`] = (totals[`upstream:${status}`] ?? 0) + 1;
+  };
+  return async (input, init) => {
+    try {
+      const response = await fetch(input, init);
+      count(String(response.status));
+      return response;
+    } catch (error) {
+      if (!(init?.signal?.aborted ?? false)) count('connection');
+      throw error;
+    }
+  };
+}
+
+/**
+ * Starts the worker: limiter, one limited client per priority, the BullMQ worker, metrics and fleet stats.
+ * @throws when Redis cannot be reached at start (the limiter validates and writes its limits first).
+ */
+export async function startWorkerService(env: WorkerEnv, logger: Logger = createLogger(env.LOG_LEVEL)): Promise<WorkerService> {
+  const limiter = createLimiter(limiterOptionsFromEnv(env));
+  await limiter.ready();
+  const metrics = new ServiceMetrics(limiter);
+  const totals: FleetStats = {};
+  const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
+  // limitAnthropic takes its permits at one priority per client, so there is one client per priority (0..9).
+  const clients = new Map<number, LimitedAnthropic>();
+  const clientFor = (priority: number): LimitedAnthropic => {
+    let client = clients.get(priority);
+    if (client === undefined) {
+      client = limitAnthropic(sdk, limiter, { priority, logger });
+      clients.set(priority, client);
+    }
+    return client;
+  };
+
+  const worker = createWorker({
+    redis: env.REDIS_URL,
+    queue: env.TOLLGATE_QUEUE,
+    client: clientFor,
+    concurrency: env.WORKER_CONCURRENCY,
+    drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS,
+    lockDurationMs: env.WORKER_LOCK_DURATION_MS,
+    stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
+    logger,
+  });
+  const bump = (field: string) => {
+    totals[field] = (totals[field] ?? 0) + 1;
+    metrics.jobs.inc({ state: field });
+  };
+  worker.on('completed', () => bump('completed'));
+  worker.on('failed', ({ final }) => bump(final ? 'failed' : 'retried'));
+  worker.on('handedBack', () => bump('handed_back'));
+  worker.on('error', (error) => logger.warn({ err: { name: error.name, message: error.message } }, 'worker connection error'));
+  limiter.on('leaseLost', ({ permitId }) => logger.warn({ permitId }, 'lease lost'));
+  await worker.ready();
+
+  // Fleet-wide stats for the dashboard: this process's deltas, one pipelined HINCRBY batch per interval at most.
+  const fleet = commandConnection(env.REDIS_URL, limiter.options.redisTimeoutMs);
+  fleet.client.on('error', () => {}); // a failed flush is retried at the next tick with the deltas it missed
+  const tracker = new DeltaTracker();
+  const rateLimitedSeen = new DeltaTracker();
+  let pending: FleetStats = {};
+  const flush = async () => {
+    const rateLimited: FleetStats = { concurrency: 0, rate: 0, other: 0 };
+    for (const client of clients.values()) for (const [kind, count] of Object.entries(client.stats().rateLimited)) rateLimited[kind] = (rateLimited[kind] ?? 0) + count;
+    for (const [kind, delta] of Object.entries(rateLimitedSeen.deltas(rateLimited))) {
+      if (delta > 0) metrics.upstreamRateLimited.inc({ kind }, delta);
+      totals[`rate_limited:${kind}`] = (totals[`rate_limited:${kind}`] ?? 0) + delta;
+    }
+    for (const [field, delta] of Object.entries(tracker.deltas(totals))) pending[field] = (pending[field] ?? 0) + delta;
+    const sending = pending;
+    pending = {};
+    try {
+      await addFleetStats(fleet.client, queueKeys(env.TOLLGATE_QUEUE).fleetStats, sending);
+    } catch {
+      for (const [field, delta] of Object.entries(sending)) pending[field] = (pending[field] ?? 0) + delta; // Redis down: keep them for later
+    }
+  };
+  const flushTimer = setInterval(() => void flush(), FLEET_STATS_INTERVAL_MS);
+
+  const server = await startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST);
+  let closing: Promise<void> | undefined;
+  return {
+    metricsUrl: server.url,
+    logger,
+    close: () => {
+      closing ??= (async () => {
+        logger.info({ drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS }, 'draining');
+        await worker.close();
+        clearInterval(flushTimer);
+        await flush();
+        await limiter.close(); // releases any permit still held
+        await server.close();
+        fleet.client.disconnect();
+        logger.info('closed');
+      })();
+      return closing;
+    },
+  };
+}
