@@ -102,7 +102,7 @@ describe('a fleet of processes', () => {
       );
       const stats = stack.mock.stats();
       const perProcess = results.map((result) => result.stats.rateLimited.rate);
-      console.log(`(3) RPM 429s ${stats.rateLimited.requests} (per process ${perProcess.join(', ')}), pauses taken by the fleet, answers ${JSON.stringify(stats.byStatus)}`);
+      console.log(`(3) RPM 429s ${stats.rateLimited.requests} (per process ${perProcess.join(', ')}), answers ${JSON.stringify(stats.byStatus)}`);
       expect(results.flatMap((result) => result.errors)).toEqual([]);
       expect(total(results, (result) => result.succeeded)).toBe(48);
       expect(stats.rateLimited.requests).toBeGreaterThanOrEqual(1); // the limit was hit
