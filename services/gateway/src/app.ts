@@ -1,0 +1,271 @@
+import { randomBytes } from 'node:crypto';
+import { createLimiter, type Limiter } from '@tollgate/limiter';
+import {
+  InvalidRequestError,
+  JOB_ID_PATTERN,
+  JobWaitTimeoutError,
+  QueueUnavailableError,
+  UpstreamError,
+  commandConnection,
+  createProducer,
+  isConnectionError,
+  limiterOptionsFromEnv,
+  queueKeys,
+  validateMessageParams,
+  withDeadline,
+  type EnqueueOptions,
+  type Producer,
+} from '@tollgate/queue';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { TokenTable } from './auth.js';
+import { dashboardHtml } from './dashboard.js';
+import type { GatewayEnv } from './env.js';
+import { FleetMonitor, type FleetFrame } from './fleet.js';
+import { describeFastifyError, sendError } from './http-errors.js';
+import { relayJobEvents } from './relay.js';
+
+/** Header carrying a request's priority, 0 (first) … 9 (last). */
+export const PRIORITY_HEADER = 'tollgate-priority';
+/** Header making `POST /v1/jobs` idempotent: it becomes the job id. */
+export const IDEMPOTENCY_HEADER = 'idempotency-key';
+/** Header carrying the job id of every answer. */
+export const JOB_ID_HEADER = 'tollgate-job-id';
+/** Bytes of randomness in a request id. */
+const REQUEST_ID_BYTES = 12;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    tenant: string | undefined;
+  }
+}
+
+/** A gateway ready to `listen`, and everything it opened. */
+export interface Gateway {
+  app: FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger>;
+  producer: Producer;
+  limiter: Limiter;
+  monitor: FleetMonitor;
+  /** Stops the server and closes every connection. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Reads the priority header, if any. @throws {@link InvalidRequestError} naming the header. */
+function priorityOf(request: FastifyRequest): number | undefined {
+  const raw = request.headers[PRIORITY_HEADER];
+  if (raw === undefined) return undefined;
+  const priority = Number(raw);
+  if (typeof raw !== 'string' || !/^\d$/.test(raw)) throw new InvalidRequestError(`${PRIORITY_HEADER}: expected an integer from 0 to 9 (got ${JSON.stringify(raw)})`);
+  return priority;
+}
+
+function enqueueOptions(request: FastifyRequest, withIdempotency: boolean): EnqueueOptions {
+  const priority = priorityOf(request);
+  const jobId = withIdempotency ? request.headers[IDEMPOTENCY_HEADER] : undefined;
+  if (jobId !== undefined && (typeof jobId !== 'string' || !JOB_ID_PATTERN.test(jobId))) {
+    throw new InvalidRequestError(`${IDEMPOTENCY_HEADER}: letters, digits and ._- only, 1 to 128 characters, not all digits (got ${JSON.stringify(jobId)})`);
+  }
+  return {
+    ...(priority === undefined ? {} : { priority }),
+    ...(request.tenant === undefined ? {} : { tenant: request.tenant }),
+    ...(typeof jobId === 'string' ? { jobId } : {}),
+  };
+}
+
+/** Maps what enqueue or a wait threw onto an HTTP answer in Anthropic's envelope. */
+function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknown): FastifyReply {
+  if (error instanceof InvalidRequestError) return sendError(request, reply, 400, error.message);
+  if (error instanceof UpstreamError) return reply.code(error.status).header(JOB_ID_HEADER, error.jobId).send(error.body);
+  if (error instanceof JobWaitTimeoutError) {
+    void reply.header(JOB_ID_HEADER, error.jobId);
+    return sendError(request, reply, 504, error.message);
+  }
+  if (error instanceof QueueUnavailableError || isConnectionError(error)) return sendError(request, reply, 503, 'The queue is unavailable: Redis is unreachable. Nothing was enqueued; retry later.');
+  request.log.error({ err: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'unexpected error');
+  return sendError(request, reply, 500, 'Internal server error');
+}
+
+/**
+ * Builds the gateway: `POST /v1/messages` (Messages API, JSON or SSE), `POST /v1/jobs`, `GET|DELETE /v1/jobs/:id`,
+ * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
+ */
+export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gateway> {
+  const redis = commandConnection(env.REDIS_URL, env.GATEWAY_REDIS_TIMEOUT_MS);
+  redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
+  const keys = queueKeys(env.TOLLGATE_QUEUE);
+  const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  const limiter = createLimiter({ ...limiterOptionsFromEnv(env), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
+  await limiter.ready().catch(() => {}); // Redis may be down at start: snapshot() retries, the dashboard says so
+  const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  const tokens = new TokenTable(env.GATEWAY_TOKENS);
+
+  const app = Fastify({
+    loggerInstance: logger,
+    disableRequestLogging: true,
+    bodyLimit: env.GATEWAY_MAX_BODY_BYTES,
+    genReqId: () => `req_${randomBytes(REQUEST_ID_BYTES).toString('hex')}`,
+  });
+  app.decorateRequest('tenant', undefined);
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('request-id', request.id);
+    if (!request.url.startsWith('/v1/')) return;
+    request.tenant = tokens.tenantOf(request.headers);
+    if (request.tenant === undefined) {
+      const sent = Boolean(request.headers.authorization) || Boolean(request.headers['x-api-key']);
+      return sendError(request, reply, 401, sent ? 'Invalid bearer token' : 'x-api-key header is required');
+    }
+  });
+  app.setErrorHandler((error: { code?: string; statusCode?: number; message: string }, request, reply) => {
+    const { status, message } = describeFastifyError(error);
+    return sendError(request, reply, status, message);
+  });
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, `Not found: ${request.method} ${request.url.split('?')[0]}`));
+
+  const metrics = gatewayMetrics();
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  app.post('/v1/messages', async (request, reply) => {
+    let params;
+    let options;
+    try {
+      params = validateMessageParams(request.body);
+      options = enqueueOptions(request, false);
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+    if (params.stream !== true) {
+      try {
+        const message = await producer.enqueueAndWait(params, { ...options, timeoutMs: env.GATEWAY_WAIT_MS });
+        return reply.code(200).send(message);
+      } catch (error) {
+        return sendFailure(request, reply, error);
+      }
+    }
+    let jobId: string;
+    let reader: Redis;
+    try {
+      jobId = await producer.enqueue(params, options);
+      reader = new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
+      reader.on('error', () => {});
+      await withDeadline(reader.connect(), env.GATEWAY_REDIS_TIMEOUT_MS, 'stream reader');
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+    await relayJobEvents({ request, reply, producer, jobId, streamKey: keys.jobEvents(jobId), reader, waitMs: env.GATEWAY_WAIT_MS });
+    return reply;
+  });
+
+  app.post('/v1/jobs', async (request, reply) => {
+    try {
+      const id = await producer.enqueue(validateMessageParams(request.body), enqueueOptions(request, true));
+      return reply.code(202).header(JOB_ID_HEADER, id).send({ id, state: 'queued' });
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+  });
+
+  /** A job of the caller's own tenant; another tenant's job is reported as missing. */
+  const ownJob = async (request: FastifyRequest<{ Params: { id: string } }>) => {
+    const job = await producer.getJob(request.params.id);
+    return job !== undefined && job.tenant === request.tenant ? job : undefined;
+  };
+
+  app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
+    try {
+      const job = await ownJob(request);
+      if (job === undefined) return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      return reply.send(job);
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+  });
+
+  app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
+    try {
+      if ((await ownJob(request)) === undefined) return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      const outcome = await producer.cancel(request.params.id);
+      if (outcome === 'cancelled') return reply.send({ id: request.params.id, cancelled: true });
+      if (outcome === 'missing') return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      return sendError(request, reply, 409, `job ${request.params.id} is ${outcome === 'active' ? 'running' : 'finished'} and cannot be cancelled`);
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+  });
+
+  app.get('/health', async (request, reply) => {
+    try {
+      await withDeadline(redis.client.ping(), env.GATEWAY_REDIS_TIMEOUT_MS, 'health');
+      return reply.send({ status: 'ok' });
+    } catch {
+      return sendError(request, reply, 503, 'Redis is unreachable');
+    }
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    metrics.update(await monitor.sample());
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+
+  const page = dashboardHtml({ limiterName: env.TOLLGATE_NAME, queueName: env.TOLLGATE_QUEUE });
+  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(page));
+
+  app.get('/dashboard/events', (request, reply) => {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    raw.write(`event: history\ndata: ${JSON.stringify(monitor.history)}\n\n`);
+    const unsubscribe = monitor.subscribe((frame) => raw.write(`event: frame\ndata: ${JSON.stringify(frame)}\n\n`));
+    request.raw.on('close', unsubscribe);
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    producer,
+    limiter,
+    monitor,
+    close: () => {
+      closing ??= (async () => {
+        monitor.stop();
+        await app.close();
+        await producer.close();
+        await limiter.close();
+        redis.client.disconnect();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** The gateway's Prometheus metrics: the fleet gauges of DESIGN §5 (from the limiter), queue counts, HTTP answers. */
+function gatewayMetrics() {
+  const registry = new Registry();
+  const inFlight = new Gauge({ name: 'tollgate_permits_in_flight', help: 'Permits in flight fleet-wide', registers: [registry] });
+  const limit = new Gauge({ name: 'tollgate_concurrency_limit', help: 'Effective fleet-wide concurrency limit', registers: [registry] });
+  const waiting = new Gauge({ name: 'tollgate_waiting', help: 'Waiters for a permit, fleet-wide', registers: [registry] });
+  const bucketTokens = new Gauge({ name: 'tollgate_bucket_tokens', help: 'Tokens in each bucket (negative: debt)', labelNames: ['dimension'], registers: [registry] });
+  const queueJobs = new Gauge({ name: 'tollgate_queue_jobs', help: 'Jobs in the queue by state', labelNames: ['state'], registers: [registry] });
+  const redisUp = new Gauge({ name: 'tollgate_redis_up', help: '1 when the gateway reached Redis at the last scrape', registers: [registry] });
+  const requests = new Counter({ name: 'tollgate_gateway_requests_total', help: 'HTTP answers by route and status', labelNames: ['route', 'status'], registers: [registry] });
+  return {
+    registry,
+    requests,
+    update(frame: FleetFrame): void {
+      redisUp.set(frame.redis === 'up' ? 1 : 0);
+      if (frame.limiter !== null) {
+        inFlight.set(frame.limiter.inFlight);
+        limit.set(frame.limiter.concurrency ?? Number.NaN);
+        waiting.set(frame.limiter.waiting);
+        for (const [dimension, bucket] of Object.entries(frame.limiter.buckets)) bucketTokens.set({ dimension }, bucket.tokens);
+      }
+      for (const [state, count] of Object.entries(frame.queue ?? {})) queueJobs.set({ state }, count);
+    },
+  };
+}
+
