@@ -5,7 +5,8 @@ import type { Limiter } from '@tollgate/limiter';
 import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { limitAnthropic, type LimitedAnthropic } from '../src/index.js';
-import { API_KEY, MODEL, answers, clientFor, limiterFor, request, startStack, thrown, type Stack } from './support.js';
+import { thrown } from '@tollgate/test-support';
+import { API_KEY, MODEL, answers, clientFor, limiterFor, request, startStack, type Stack } from './support.js';
 
 /** Small, so a 413 needs only a modest prompt. */
 const BODY_LIMIT_BYTES = 16_384;

@@ -4,7 +4,8 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limitAnthropic } from '../src/index.js';
-import { clientFor, limiterFor, request, startStack, thrown, type Stack } from './support.js';
+import { thrown } from '@tollgate/test-support';
+import { clientFor, limiterFor, request, startStack, type Stack } from './support.js';
 
 const CANARY_KEY = `sk-ant-canary-${randomBytes(12).toString('hex')}`;
 const PROMPT_CANARY = `prompt-canary-${randomBytes(8).toString('hex')}`;

@@ -24,16 +24,6 @@ export function request(promptChars = 40, maxTokens = 64): Anthropic.MessageCrea
   return { model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: 'a'.repeat(promptChars) }] };
 }
 
-/** Runs `call` and returns what it threw; fails the test if it did not throw. */
-export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await call();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the call to throw');
-}
-
 /** Sum of all answers the mock counted (each HTTP answer once, whatever its status). */
 export function answers(byStatus: Record<string, number>): number {
   return Object.values(byStatus).reduce((sum, count) => sum + count, 0);

@@ -1,7 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startMockAnthropic, type MockAnthropic, type MockOptions } from '../src/index.js';
-import { clientFor, request, thrown } from './helpers.js';
+import { thrown } from '@tollgate/test-support';
+import { clientFor, request } from './helpers.js';
 
 let mock: MockAnthropic | undefined;
 async function start(options: MockOptions): Promise<{ mock: MockAnthropic; client: Anthropic }> {

@@ -1,7 +1,8 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startMockAnthropic, type MockAnthropic } from '../src/index.js';
-import { API_KEY, clientFor, MODEL, rawPost, request, thrown, VALID_HEADERS } from './helpers.js';
+import { thrown } from '@tollgate/test-support';
+import { API_KEY, clientFor, MODEL, rawPost, request, VALID_HEADERS } from './helpers.js';
 
 const BODY_LIMIT_BYTES = 2_048;
 let mock: MockAnthropic;

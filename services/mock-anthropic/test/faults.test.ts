@@ -1,7 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startMockAnthropic, type MockAnthropic } from '../src/index.js';
-import { clientFor, request, thrown } from './helpers.js';
+import { thrown } from '@tollgate/test-support';
+import { clientFor, request } from './helpers.js';
 
 /** Far longer than the client timeout below, so the slow-headers fault always wins the race. */
 const SLOW_HEADERS_MS = 3_000;

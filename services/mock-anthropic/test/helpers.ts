@@ -14,16 +14,6 @@ export function request(text = 'Hello there', maxTokens = 256): Anthropic.Messag
   return { model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: text }] };
 }
 
-/** Runs `call` and returns what it threw; fails the test if it did not throw. */
-export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await call();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the call to throw');
-}
-
 /** POSTs raw bytes to the mock (for bodies the SDK will not send). */
 export async function rawPost(mock: MockAnthropic, path: string, body: string, headers: Record<string, string>): Promise<Response> {
   return fetch(`${mock.url}${path}`, { method: 'POST', body, headers });

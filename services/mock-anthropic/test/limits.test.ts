@@ -1,7 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { afterEach, describe, expect, it } from 'vitest';
 import { apiKeyFingerprint, startMockAnthropic, type MockAnthropic, type MockOptions } from '../src/index.js';
-import { API_KEY, clientFor, request, retryAfterMs, sleepMs, thrown } from './helpers.js';
+import { thrown } from '@tollgate/test-support';
+import { API_KEY, clientFor, request, retryAfterMs, sleepMs } from './helpers.js';
 
 /** Long enough that ten calls started together overlap even on a slow, busy machine. */
 const HOLD_MS = 1_000;
