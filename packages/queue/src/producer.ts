@@ -169,6 +169,12 @@ export class Producer {
     });
   }
 
+  /** Connects the queue and the reader of job events now, so that the first `enqueueAndWait` does not pay for it. */
+  async ready(): Promise<void> {
+    await withDeadline(this.queue.waitUntilReady(), this.#options.redisTimeoutMs, 'ready');
+    await this.#queueEvents();
+  }
+
   /** The job's state, tenant, answer or error; undefined when there is no such job. */
   async getJob(jobId: string): Promise<JobView | undefined> {
     if (!JOB_ID_PATTERN.test(jobId) && !/^\d+$/.test(jobId)) return undefined;
@@ -245,20 +251,21 @@ export class Producer {
       const events = new QueueEvents(this.name, { connection: owned.client, prefix: queueKeys(this.name).prefix, skipVersionCheck: true });
       events.on('error', () => {});
       events.setMaxListeners(0); // one pair of listeners per waiting call
-      this.#events = { owned, events, ready: events.waitUntilReady() };
+      const entry = { owned, events, ready: events.waitUntilReady() as Promise<unknown> };
+      // A reader that failed to start is replaced on the next call; one that is merely slow is kept (it reconnects).
+      entry.ready.catch(() => {
+        if (this.#events !== entry) return;
+        this.#events = undefined;
+        void events.close().catch(() => {});
+        if (owned.owned) owned.client.disconnect();
+      });
+      this.#events = entry;
     }
     const current = this.#events;
-    try {
-      await withDeadline(current.ready, this.#options.redisTimeoutMs, 'wait');
-    } catch (error) {
-      // not ready in time (Redis down): drop it, so that a later call starts afresh instead of reusing a dead reader
-      if (this.#events === current) this.#events = undefined;
-      void current.events.close().catch(() => {});
-      if (current.owned.owned) current.owned.client.disconnect();
-      throw error;
-    }
+    await withDeadline(current.ready, this.#options.redisTimeoutMs, 'wait');
     return current.events;
   }
+
 }
 
 /**

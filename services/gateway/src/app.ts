@@ -99,13 +99,13 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   const limiter = createLimiter({ ...limiterOptionsFromEnv(env), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
-  await limiter.ready().catch(() => {}); // Redis may be down at start: snapshot() retries, the dashboard says so
+  // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
+  await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
   const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   const tokens = new TokenTable(env.GATEWAY_TOKENS);
 
   const app = Fastify({
-    loggerInstance: logger,
-    disableRequestLogging: true,
+    loggerInstance: logger.child({}, { level: 'warn' }), // no line per request; errors and warnings still logged
     bodyLimit: env.GATEWAY_MAX_BODY_BYTES,
     genReqId: () => `req_${randomBytes(REQUEST_ID_BYTES).toString('hex')}`,
   });

@@ -8,7 +8,7 @@ function escapeHtml(text: string): string {
  * second). Elements tests read carry `data-testid`.
  */
 export function dashboardHtml(names: { limiterName: string; queueName: string }): string {
-  return PAGE.replace('{{LIMITER}}', escapeHtml(names.limiterName)).replace('{{QUEUE}}', escapeHtml(names.queueName));
+  return PAGE.replaceAll('{{LIMITER}}', escapeHtml(names.limiterName)).replaceAll('{{QUEUE}}', escapeHtml(names.queueName));
 }
 
 const PAGE = /* html */ `<!doctype html>
@@ -193,7 +193,7 @@ const PAGE = /* html */ `<!doctype html>
   function connect() {
     const source = new EventSource('dashboard/events');
     source.addEventListener('history', (e) => { frames.length = 0; frames.push(...JSON.parse(e.data)); if (frames.length) render(frames[frames.length - 1]); });
-    source.addEventListener('frame', (e) => { const f = JSON.parse(e.data); frames.push(f); if (frames.length > HISTORY) frames.shift(); render(f); });
+    source.addEventListener('frame', (e) => { const f = JSON.parse(e.data); frames.push(f); if (frames.length > HISTORY) frames.shift(); document.body.dataset.frames = String(frames.length); render(f); });
     source.onerror = () => { const s = $('status'); s.textContent = 'reconnecting…'; s.className = 'pill down'; };
   }
   window.addEventListener('resize', draw);

@@ -1,0 +1,74 @@
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { createLimiter, type Limiter, type Permit } from '@tollgate/limiter';
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../src/index.js';
+import { request, startGateway } from './support.js';
+
+const OUTPUT_DIR = fileURLToPath(new URL('../test-output/', import.meta.url));
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CONCURRENCY = 8;
+const PERMITS_HELD = 3;
+const RPM = 600;
+const ITPM = 40_000;
+/** How long the page may take to show the held permits (a deadline for the wait, not an assertion). */
+const PAGE_DEADLINE_MS = 20_000;
+/** Frames on the chart before the screenshot, so it shows a line. */
+const CHART_FRAMES = 3;
+
+let redis: TestRedis;
+let gateway: Gateway;
+let url: string;
+let limiter: Limiter;
+let browser: Browser;
+const permits: Permit[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  const name = uniqueName('dash');
+  ({ gateway, url } = await startGateway({
+    REDIS_URL: redis.url,
+    TOLLGATE_NAME: name,
+    TOLLGATE_QUEUE: uniqueName('dash-queue'),
+    TOLLGATE_CONCURRENCY: String(CONCURRENCY),
+    TOLLGATE_RPM: String(RPM),
+    TOLLGATE_ITPM: String(ITPM),
+  }));
+  limiter = createLimiter({ redis: redis.url, name, concurrency: CONCURRENCY, rates: { requests: { limit: RPM, intervalMs: 60_000 }, inputTokens: { limit: ITPM, intervalMs: 60_000 } } });
+  for (let i = 0; i < PERMITS_HELD; i += 1) permits.push(await limiter.acquire({ cost: { inputTokens: 1_000 } }));
+  for (let i = 0; i < 4; i += 1) await gateway.producer.enqueue(request(`queued ${i}`)); // no worker: they stay waiting
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+});
+afterAll(async () => {
+  await browser?.close();
+  for (const permit of permits) await permit.release();
+  await limiter?.close();
+  await gateway?.close();
+  await redis?.close();
+});
+
+describe('the dashboard', () => {
+  it('shows in-flight and limit values that match limiter.snapshot(), and the queue and buckets', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(url);
+    // page-side expressions as strings: this package compiles without the DOM library
+    await page.waitForFunction(`document.querySelector('[data-testid="in-flight"]')?.textContent === '${PERMITS_HELD}'`, undefined, { timeout: PAGE_DEADLINE_MS });
+    const snapshot = await limiter.snapshot();
+    expect(await page.textContent('[data-testid="in-flight"]')).toBe(String(snapshot.inFlight));
+    expect(await page.textContent('[data-testid="limit"]')).toBe(String(snapshot.concurrency));
+    expect(await page.textContent('[data-testid="waiting"]')).toBe(String(snapshot.waiting));
+    expect(await page.textContent('[data-testid="status"]')).toBe('live');
+    expect(await page.locator('.slot.on').count()).toBe(snapshot.inFlight);
+    expect(await page.locator('.slot').count()).toBe(CONCURRENCY);
+    const dimensions = await page.locator('[data-dimension]').evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-dimension')));
+    expect(dimensions.sort()).toEqual(Object.keys(snapshot.buckets).sort());
+    expect(await page.textContent('[data-testid="queue-waiting"]')).toBe('4');
+    await page.waitForFunction(`Number(document.body.dataset.frames ?? 0) >= ${CHART_FRAMES}`, undefined, { timeout: PAGE_DEADLINE_MS });
+    mkdirSync(OUTPUT_DIR, { recursive: true });
+    await page.screenshot({ path: `${OUTPUT_DIR}dashboard.png`, fullPage: true });
+    await page.close();
+  });
+});
