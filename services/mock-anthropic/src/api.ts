@@ -1,11 +1,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
+  CONFLICT,
   errorEnvelope,
   GATEWAY_TIMEOUT,
   INTERNAL_SERVER_ERROR,
   invalidRequest,
   OVERLOADED,
+  PERMISSION_DENIED,
   rateLimitMessage,
+  REQUEST_TIMEOUT,
   CONCURRENCY_MESSAGE,
   spendCapMessage,
   type ApiErrorSpec,
@@ -31,7 +34,7 @@ import { authenticate, checkVersion, isApiError, parseJsonBody, validateRequest,
 import { streamAnswer, jsonAnswer, type Generation } from './generate.js';
 
 /** Faults answered at once, before any latency: the request is refunded and never counts as in flight. */
-const IMMEDIATE_FAULTS = new Set<FaultKind>(['429', '529', '500', '504', 'reset', 'spend_cap', 'ramp']);
+const IMMEDIATE_FAULTS = new Set<FaultKind>(['403', '408', '409', '429', '529', '500', '504', 'reset', 'spend_cap', 'ramp']);
 const RETRY_COUNT_HEADER = 'x-stainless-retry-count';
 /** Admin routes live under this prefix only and are not counted. */
 export const ADMIN_PREFIX = '/_mock/';
@@ -181,6 +184,12 @@ function answerImmediateFault(ctx: KeyedContext, fault: FaultKind, valid: ValidR
       const spec = rateLimitError(state, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId);
       return sendKeyedError(ctx, { ...spec, details: { error_code: 'ramp_limit_exceeded' } });
     }
+    case '403':
+      return sendKeyedError(ctx, PERMISSION_DENIED);
+    case '408':
+      return sendKeyedError(ctx, REQUEST_TIMEOUT);
+    case '409':
+      return sendKeyedError(ctx, CONFLICT);
     case '500':
       return sendKeyedError(ctx, INTERNAL_SERVER_ERROR);
     case '504':

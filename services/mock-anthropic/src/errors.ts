@@ -43,6 +43,11 @@ export function notFound(message: string): ApiErrorSpec {
   return { status: 404, type: 'not_found_error', message };
 }
 
+/** Documented [DOC] message of Anthropic's 403. */
+export const PERMISSION_DENIED: ApiErrorSpec = { status: 403, type: 'permission_error', message: 'Your API key does not have permission to use the specified resource.' };
+/** 408 and 409 are not in Anthropic's error table; the SDK retries both, so the mock can send them. Type and message [INF]. */
+export const REQUEST_TIMEOUT: ApiErrorSpec = { status: 408, type: 'timeout_error', message: 'Request timed out before it was processed' };
+export const CONFLICT: ApiErrorSpec = { status: 409, type: 'api_error', message: 'Conflict with a concurrent request' };
 export const OVERLOADED: ApiErrorSpec = { status: 529, type: 'overloaded_error', message: 'Overloaded' };
 export const INTERNAL_SERVER_ERROR: ApiErrorSpec = { status: 500, type: 'api_error', message: 'Internal server error' };
 export const GATEWAY_TIMEOUT: ApiErrorSpec = { status: 504, type: 'timeout_error', message: 'Request timed out' };

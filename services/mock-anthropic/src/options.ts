@@ -90,6 +90,9 @@ export const latencySchema = z.strictObject({
 
 /** Every fault the mock can inject, by rate, by schedule or with the `x-mock-fault` request header. */
 export const faultKindSchema = z.enum([
+  '403',
+  '408',
+  '409',
   '429',
   '529',
   '500',

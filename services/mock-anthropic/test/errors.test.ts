@@ -127,6 +127,9 @@ describe('validation, in the documented order', () => {
 
 describe('error statuses through the SDK', () => {
   const cases = [
+    { fault: '403', errorClass: Anthropic.PermissionDeniedError, status: 403, type: 'permission_error' },
+    { fault: '408', errorClass: Anthropic.RequestTimeoutError, status: 408, type: 'timeout_error' },
+    { fault: '409', errorClass: Anthropic.ConflictError, status: 409, type: 'api_error' },
     { fault: '429', errorClass: Anthropic.RateLimitError, status: 429, type: 'rate_limit_error' },
     { fault: '529', errorClass: Anthropic.OverloadedError, status: 529, type: 'overloaded_error' },
     { fault: '500', errorClass: Anthropic.InternalServerError, status: 500, type: 'api_error' },
@@ -158,6 +161,18 @@ describe('error statuses through the SDK', () => {
     expect(stats.rateLimited.injected).toBe(1);
     expect(stats.tokens.requests.admitted).toBe(0);
     expect(stats.byErrorType).toEqual({ overloaded_error: 1, rate_limit_error: 1 });
+  });
+
+  it('403, 408 and 409 by schedule: the SDK classes, and the streams never start', async () => {
+    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '403' }, { nth: 2, fault: '408' }, { nth: 3, fault: '409' }] } });
+    await expectApiError(() => client.messages.create(request()), Anthropic.PermissionDeniedError, 403, 'permission_error');
+    await expectApiError(() => client.messages.create({ ...request(), stream: true }), Anthropic.RequestTimeoutError, 408, 'timeout_error');
+    await expectApiError(() => client.messages.stream(request()).finalMessage(), Anthropic.ConflictError, 409, 'api_error');
+    const stats = mock.stats();
+    expect(stats.faults).toEqual({ '403': 1, '408': 1, '409': 1 });
+    expect(stats.byStatus).toEqual({ '403': 1, '408': 1, '409': 1 });
+    expect(stats.tokens.requests.admitted).toBe(0);
+    mock.setConfig({ faults: {} });
   });
 
   it('an unknown x-mock-fault is a 400', async () => {
