@@ -165,7 +165,9 @@ export class Producer {
           if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
           else if (state === 'failed') finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
         })
-        .catch((error: unknown) => finish(() => reject(error)));
+        .catch(() => {
+          // the state could not be read in time (Redis slow or briefly away): the listeners stay, the overall deadline holds
+        });
     });
   }
 

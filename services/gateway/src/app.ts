@@ -93,10 +93,10 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
 export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gateway> {
-  const redis = commandConnection(env.REDIS_URL, env.GATEWAY_REDIS_TIMEOUT_MS);
+  const redis = commandConnection(env.REDIS_URL, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
   const keys = queueKeys(env.TOLLGATE_QUEUE);
-  const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS });
   const limiter = createLimiter({ ...limiterOptionsFromEnv(env), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
   // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
@@ -139,12 +139,22 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     } catch (error) {
       return sendFailure(request, reply, error);
     }
+    // Redis is down (not merely slow): answer at once, without trying to enqueue
+    if (redis.client.status !== 'ready') return sendFailure(request, reply, new QueueUnavailableError('Redis connection is down'));
     if (params.stream !== true) {
+      let jobId: string;
       try {
-        const message = await producer.enqueueAndWait(params, { ...options, timeoutMs: env.GATEWAY_WAIT_MS });
-        return reply.code(200).send(message);
+        await producer.ready(); // listening for job ends before the job exists
+        jobId = await producer.enqueue(params, options);
       } catch (error) {
         return sendFailure(request, reply, error);
+      }
+      void reply.header(JOB_ID_HEADER, jobId);
+      try {
+        return reply.code(200).send(await producer.wait(jobId, { timeoutMs: env.GATEWAY_WAIT_MS }));
+      } catch (error) {
+        if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError) return sendFailure(request, reply, error);
+        return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
       }
     }
     let jobId: string;

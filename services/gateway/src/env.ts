@@ -6,8 +6,13 @@ export const PORT_DEFAULT = 8080;
 export const MAX_BODY_BYTES_DEFAULT = 32 * 1024 * 1024;
 /** Longest a `POST /v1/messages` waits for its job, in ms. */
 export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
-/** Longest the gateway waits on Redis before answering 503, in ms (well inside the 1 s promise). */
+/** Longest `/health` waits on Redis before answering 503, in ms (well inside the 1 s promise). */
 export const GATEWAY_REDIS_TIMEOUT_MS_DEFAULT = 500;
+/**
+ * Longest one queue operation (enqueue, job lookup) may take on a connected Redis, in ms. A stopped Redis is refused at
+ * once (the connection is down and nothing is queued offline); this bound is for a Redis that is up but slow or frozen.
+ */
+export const GATEWAY_REDIS_OP_TIMEOUT_MS_DEFAULT = 2_000;
 /** Tokens shorter than this are refused: they could be guessed. */
 export const TOKEN_LENGTH_MIN = 16;
 
@@ -36,6 +41,7 @@ export const gatewayEnvSchema = requireLimit(
     GATEWAY_MAX_BODY_BYTES: envInt(1_024, 1024 * 1024 * 1024).default(MAX_BODY_BYTES_DEFAULT),
     GATEWAY_WAIT_MS: envInt(100, 24 * 60 * 60 * 1000).default(WAIT_MS_DEFAULT),
     GATEWAY_REDIS_TIMEOUT_MS: envInt(10, 10_000).default(GATEWAY_REDIS_TIMEOUT_MS_DEFAULT),
+    GATEWAY_REDIS_OP_TIMEOUT_MS: envInt(10, 60_000).default(GATEWAY_REDIS_OP_TIMEOUT_MS_DEFAULT),
   }),
 );
 
