@@ -22,3 +22,13 @@ export function markdownTable(header: readonly string[], rows: ReadonlyArray<rea
   const line = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
+
+/** How far a maximum went over its limit: `0`, or `+n`. */
+export function violations(max: number, limit: number): string {
+  return max > limit ? `+${max - limit}` : '0';
+}
+
+/** An error as one table-friendly line. */
+export function firstLine(error: unknown): string {
+  return error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
+}

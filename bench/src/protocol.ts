@@ -1,7 +1,31 @@
 import type { AdapterParams, ContenderName } from './contenders.js';
 
-/** direct: lanes call the upstream; queue: BullMQ jobs call it; micro: acquire+release with no upstream. */
-export type TrialKind = 'direct' | 'queue' | 'micro';
+/**
+ * direct: lanes call the upstream; queue: BullMQ jobs call it; micro: acquire+release with no upstream;
+ * tokens: lanes send Messages calls to the mock Anthropic API (scenario 4).
+ */
+export type TrialKind = 'direct' | 'queue' | 'micro' | 'tokens';
+
+/** One Messages call of scenario 4: its prompt size, `max_tokens` and the answer length the mock is told to produce. */
+export interface TokenCall {
+  inputTokens: number;
+  maxTokens: number;
+  outputTokens: number;
+}
+
+/** Scenario 4: what one process sends and how its client is limited. */
+export interface TokenTrialSpec {
+  mockUrl: string;
+  model: string;
+  /** This process's calls, in order; its lanes take the next one as they free up. */
+  calls: TokenCall[];
+  /** tollgate: the fleet limits the limiter enforces. */
+  concurrency: number;
+  inputTokens: { perMinute: number; burst: number };
+  outputTokens: { perMinute: number; burst: number };
+  /** The plain SDK's own retries (the tollgate client keeps them off and retries itself). */
+  sdkMaxRetries: number;
+}
 
 /** What one worker process runs in one trial. */
 export interface TrialSpec {
@@ -16,6 +40,16 @@ export interface TrialSpec {
   durationMs: number;
   upstreamUrl: string;
   queueName: string;
+  /** tokens: the calls and limits of scenario 4. */
+  tokens?: TokenTrialSpec;
+}
+
+/** Scenario 4: what one process's Messages calls came to. */
+export interface TokenWorkerResult {
+  /** Calls that failed for good (the plain SDK's retries or the wrapper's attempts ran out), by status. */
+  failed: Record<string, number>;
+  /** From a call's start to its answer, retries and limiter waits included, one entry per successful call. */
+  callMs: number[];
 }
 
 /** What a worker measured in one trial, between `go` and the end of its work. */
@@ -28,6 +62,8 @@ export interface WorkerResult {
   /** Commands this process's ioredis clients wrote, and the round trips they took. */
   commands: number;
   roundTrips: number;
+  /** tokens: the outcome of the Messages calls. */
+  tokens?: TokenWorkerResult;
 }
 
 export type CoordinatorMessage =

@@ -38,7 +38,7 @@ export function scenarioMarkdown(result: ScenarioResult): string {
 
 function targetsMarkdown(results: readonly ScenarioResult[]): string | undefined {
   const rows = results.flatMap((result) =>
-    result.targets.map((check) => [result.id, check.figure, check.target, check.measured, check.met ? 'met' : 'MISSED']),
+    result.targets.map((check) => [result.id, check.figure, check.target, check.measured, check.met === undefined ? 'reported' : check.met ? 'met' : 'MISSED']),
   );
   if (rows.length === 0) return undefined;
   return ['## Tollgate against its targets (DESIGN §6, ratios within this run)', '', markdownTable(['scenario', 'figure', 'target', 'measured', ''], rows)].join('\n');

@@ -1,9 +1,10 @@
 import { startOverlapServer, type OverlapHoldMs } from '@tollgate/test-support';
 import { isAdapterContender, type ContenderName } from './contenders.js';
-import { fixed, markdownTable, NOT_APPLICABLE, percent, signed, whole } from './format.js';
+import { firstLine, fixed, markdownTable, NOT_APPLICABLE, percent, signed, violations, whole } from './format.js';
 import type { TrialKind, TrialSpec } from './protocol.js';
 import { quantile, splitByWeight, splitEvenly } from './stats.js';
-import { runTrial, type TrialContext, type TrialMeasurement, type TrialPlan } from './trial.js';
+import { runTokenScenario } from './tokens-scenario.js';
+import { overlapProbe, runTrial, type TrialContext, type TrialMeasurement, type TrialPlan } from './trial.js';
 
 /** DESIGN §6 standard scenario: 4 worker processes × 16 local slots, fleet limit 10. */
 export const FLEET_LIMIT = 10;
@@ -28,11 +29,8 @@ const MICRO_REFERENCE: ContenderName = 'redis-semaphore';
 /** The contender whose utilization per permit is the ceiling (DESIGN §6). */
 export const CEILING: ContenderName = 'static-split';
 
-/**
- * The scenarios, in run order. Scenario 4 (tokens through `@tollgate/anthropic` against the mock
- * upstream) joins this list as `'4'` with its own `run` once that package exists.
- */
-export const SCENARIO_IDS = ['1', '2', '3', 'micro'] as const;
+/** The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`. */
+export const SCENARIO_IDS = ['1', '2', '3', '4', 'micro'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 export function isScenarioId(value: string): value is ScenarioId {
@@ -64,7 +62,8 @@ export interface TargetCheck {
   figure: string;
   target: string;
   measured: string;
-  met: boolean;
+  /** Undefined for a figure that is reported, not held to a target. */
+  met: boolean | undefined;
 }
 
 /** Row figures of one fleet trial (scenarios 1–3). */
@@ -153,7 +152,7 @@ function fleetTable(rows: readonly FleetFigures[]): string {
       fixed(row.waitP99Ms, 2),
       fixed(waitSpread(row), 2),
       String(row.maxInFlight),
-      row.maxInFlight > FLEET_LIMIT ? `+${row.maxInFlight - FLEET_LIMIT}` : '0',
+      violations(row.maxInFlight, FLEET_LIMIT),
       fixed(row.commandsPerCall, 2),
       fixed(row.roundTripsPerCall, 2),
       fixed(row.redisCommandsPerCall, 2),
@@ -211,8 +210,7 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
       settings.signal.throwIfAborted();
       const plan: TrialPlan = {
         specs: adapterSpecs(scenario.kind, contender, context, upstream.url, calls),
-        upstream,
-        limit: FLEET_LIMIT,
+        upstream: overlapProbe(upstream, FLEET_LIMIT),
         jobs: scenario.kind === 'queue' ? calls : 0,
         globalConcurrency: contender === 'bullmq-global' ? FLEET_LIMIT : undefined,
       };
@@ -222,7 +220,7 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
         rows.push(figures);
         settings.log(`scenario ${scenario.id}: ${contender} ${percent(figures.utilization)} in ${fixed(figures.wallMs / 1_000, 1)} s`);
       } catch (error) {
-        failures.push(`${contender}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+        failures.push(`${contender}: ${firstLine(error)}`);
         settings.log(`scenario ${scenario.id}: ${contender} failed: ${String(error)}`);
       }
     }
@@ -275,7 +273,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
         queueName: '',
       }));
       try {
-        const measurement = await runTrial(context, { specs, upstream: undefined, limit: FLEET_LIMIT, jobs: 0, globalConcurrency: undefined });
+        const measurement = await runTrial(context, { specs, upstream: undefined, jobs: 0, globalConcurrency: undefined });
         const pairs = measurement.workers.reduce((total, worker) => total + worker.operations, 0);
         const commands = measurement.workers.reduce((total, worker) => total + worker.commands, 0);
         const pairsPerSecond = measurement.workers.reduce((total, worker) => total + (worker.operations * 1_000) / worker.elapsedMs, 0);
@@ -287,7 +285,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
         });
         settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(pairsPerSecond)} pairs/s`);
       } catch (error) {
-        failures.push(`${contender} ${shape.processes}×${shape.lanes}: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+        failures.push(`${contender} ${shape.processes}×${shape.lanes}: ${firstLine(error)}`);
         settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} failed: ${String(error)}`);
       }
     }
@@ -364,6 +362,7 @@ const FLEET_SCENARIOS: readonly FleetScenario[] = [
 /** Runs one scenario for every selected contender that applies to it. */
 export async function runScenario(id: ScenarioId, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
   if (id === 'micro') return runMicro(context, settings);
+  if (id === '4') return runTokenScenario(context, settings);
   const scenario = FLEET_SCENARIOS.find((candidate) => candidate.id === id);
   if (!scenario) throw new Error(`unknown scenario ${id}`);
   return runFleetScenario(scenario, context, settings);

@@ -19,20 +19,29 @@ export interface TrialContext {
   pool: WorkerPool;
 }
 
-export interface TrialPlan {
+/** The upstream the workers call, seen from the coordinator: its counters are zeroed at `go` and read at the end. */
+export interface UpstreamProbe<S> {
+  reset(): void;
+  stats(): S;
+}
+
+/** The overlap server as a probe, its stats measured against the fleet `limit` (scenarios 1–3). */
+export function overlapProbe(server: OverlapServer, limit: number): UpstreamProbe<OverlapStats> {
+  return { reset: () => server.reset(), stats: () => server.stats({ limit }) };
+}
+
+export interface TrialPlan<S = OverlapStats> {
   /** One spec per worker process taking part. */
   specs: TrialSpec[];
-  /** The overlap server the workers call (direct and queue trials). */
-  upstream: OverlapServer | undefined;
-  /** The fleet limit the upstream stats are measured against. */
-  limit: number;
+  /** The upstream the workers call: the overlap server (direct and queue trials) or the mock Anthropic API (tokens). */
+  upstream: UpstreamProbe<S> | undefined;
   /** queue: the jobs to enqueue before the run; the run ends when all have finished. */
   jobs: number;
   /** queue: BullMQ's queue-wide concurrency (`setGlobalConcurrency`), when this contender uses it. */
   globalConcurrency: number | undefined;
 }
 
-export interface TrialMeasurement {
+export interface TrialMeasurement<S = OverlapStats> {
   workers: WorkerResult[];
   /** From `go` to the last worker's report. */
   wallMs: number;
@@ -40,7 +49,7 @@ export interface TrialMeasurement {
   redisCommands: number;
   /** CPU time the Redis server used during the run (user + system). */
   redisCpuUs: number;
-  upstream: OverlapStats | undefined;
+  upstream: S | undefined;
 }
 
 async function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string): Promise<T> {
@@ -56,7 +65,7 @@ async function withTimeout<T>(work: Promise<T>, timeoutMs: number, what: string)
   }
 }
 
-async function fillQueue(redisUrl: string, plan: TrialPlan, queueName: string): Promise<Queue> {
+async function fillQueue<S>(redisUrl: string, plan: TrialPlan<S>, queueName: string): Promise<Queue> {
   const { hostname, port } = new URL(redisUrl);
   const queue = new Queue(queueName, { connection: { host: hostname, port: Number(port) } });
   if (plan.globalConcurrency !== undefined) await queue.setGlobalConcurrency(plan.globalConcurrency);
@@ -74,7 +83,7 @@ async function fillQueue(redisUrl: string, plan: TrialPlan, queueName: string): 
 }
 
 /** Starts every worker at once and waits for their reports (direct, micro) or for every job (queue). */
-async function measure(workers: ForkedWorker[], plan: TrialPlan): Promise<WorkerResult[]> {
+async function measure<S>(workers: ForkedWorker[], plan: TrialPlan<S>): Promise<WorkerResult[]> {
   const kind = plan.specs[0]?.kind;
   if (kind !== 'queue') {
     const done = workers.map((worker) => worker.request({ type: 'go' }, 'done'));
@@ -100,13 +109,13 @@ async function measure(workers: ForkedWorker[], plan: TrialPlan): Promise<Worker
  * Runs one contender through one trial on fresh Redis state: set up every worker, reset the counters
  * (Redis commandstats, the upstream's overlap stats), start them together, collect what they measured.
  */
-export async function runTrial(context: TrialContext, plan: TrialPlan): Promise<TrialMeasurement> {
+export async function runTrial<S = OverlapStats>(context: TrialContext, plan: TrialPlan<S>): Promise<TrialMeasurement<S>> {
   const workers = await context.pool.take(plan.specs.length);
   await context.admin.flushall();
   const queueName = plan.specs[0]?.queueName ?? 'bench';
   const queue = plan.jobs > 0 ? await fillQueue(context.redisUrl, plan, queueName) : undefined;
   try {
-    const run = async (): Promise<TrialMeasurement> => {
+    const run = async (): Promise<TrialMeasurement<S>> => {
       await Promise.all(workers.map((worker, index) => worker.request({ type: 'setup', spec: plan.specs[index] as TrialSpec }, 'ready')));
       await resetRedisStats(context.admin);
       plan.upstream?.reset();
@@ -116,7 +125,7 @@ export async function runTrial(context: TrialContext, plan: TrialPlan): Promise<
       const wallMs = performance.now() - startedAtMs;
       const redisCommands = await redisCommandsExecuted(context.admin);
       const cpuUsedUs = (await redisCpuUs(context.admin)) - cpuBeforeUs;
-      const upstream = plan.upstream?.stats({ limit: plan.limit });
+      const upstream = plan.upstream?.stats();
       await Promise.all(workers.map((worker) => worker.request({ type: 'teardown' }, 'tornDown')));
       return { workers: results, wallMs, redisCommands, redisCpuUs: cpuUsedUs, upstream };
     };

@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
 import { createAdapter, isAdapterContender, loadTollgate, type LimiterAdapter } from './contenders.js';
-import { parseCoordinatorMessage, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { parseCoordinatorMessage, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { createTokenClient, failureKind, type TokenClient } from './token-client.js';
 import { UpstreamClient } from './upstream-client.js';
 
 installCommandCounter(); // before any client exists
@@ -21,6 +22,8 @@ interface Trial {
   adapter: LimiterAdapter | undefined;
   upstream: UpstreamClient | undefined;
   queueWorker: BullWorker | undefined;
+  tokenClient: TokenClient | undefined;
+  tokenResult: TokenWorkerResult | undefined;
   acquireWaitsMs: number[];
   operations: number;
   startedAtMs: number;
@@ -53,10 +56,22 @@ function result(current: Trial): WorkerResult {
     elapsedMs: performance.now() - current.startedAtMs,
     commands: counts.commands,
     roundTrips: counts.roundTrips,
+    ...(current.tokenResult ? { tokens: current.tokenResult } : {}),
   };
 }
 
+/** Scenario 4: no adapter; the Messages client limits itself (Tollgate) or holds a local semaphore (the plain SDK). */
+async function setupTokens(spec: TrialSpec): Promise<void> {
+  if (!spec.tokens) throw new Error('a tokens trial needs its calls');
+  const tokenClient = await createTokenClient(spec.contender, spec.tokens, spec.adapter);
+  // one tiny call per lane opens the sockets and compiles the call path; the coordinator resets the mock afterwards
+  const warmup = { inputTokens: 1, maxTokens: 1, outputTokens: 1 };
+  await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup, -1 - lane)));
+  trial = { spec, adapter: undefined, upstream: undefined, queueWorker: undefined, tokenClient, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
+}
+
 async function setup(spec: TrialSpec): Promise<void> {
+  if (spec.kind === 'tokens') return setupTokens(spec);
   const adapter = isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split')
     ? await createAdapter(spec.contender, spec.adapter)
     : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
@@ -66,7 +81,7 @@ async function setup(spec: TrialSpec): Promise<void> {
   }
   const upstream = spec.kind === 'micro' ? undefined : new UpstreamClient(spec.upstreamUrl, spec.lanes);
   await upstream?.warm(spec.lanes);
-  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
+  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, tokenClient: undefined, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
   if (spec.kind === 'queue') current.queueWorker = await createQueueWorker(current);
   trial = current;
 }
@@ -122,6 +137,29 @@ async function runMicro(current: Trial, adapter: LimiterAdapter): Promise<void> 
   await Promise.all(Array.from({ length: current.spec.lanes }, lane));
 }
 
+async function runTokens(current: Trial, client: TokenClient): Promise<void> {
+  const calls = current.spec.tokens?.calls ?? [];
+  const result: TokenWorkerResult = { failed: {}, callMs: [] };
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    for (let index = next++; index < calls.length; index = next++) {
+      const call = calls[index];
+      if (!call) continue;
+      const startedAtMs = performance.now();
+      try {
+        await client.call(call, index);
+        result.callMs.push(performance.now() - startedAtMs);
+        current.operations += 1;
+      } catch (error) {
+        const kind = failureKind(error);
+        result.failed[kind] = (result.failed[kind] ?? 0) + 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: current.spec.lanes }, lane));
+  current.tokenResult = result;
+}
+
 async function go(): Promise<void> {
   const current = requireTrial();
   resetCommandCounts();
@@ -130,6 +168,11 @@ async function go(): Promise<void> {
   if (kind === 'queue') {
     void current.queueWorker?.run().catch((error: unknown) => send({ type: 'failed', message: String(error) }));
     return; // `done` is sent on `stop`, once the coordinator has seen every job finish
+  }
+  if (kind === 'tokens' && current.tokenClient) {
+    await runTokens(current, current.tokenClient);
+    send({ type: 'done', result: result(current) });
+    return;
   }
   if (!current.adapter) throw new Error(`${current.spec.contender} has no adapter for a ${kind} run`);
   if (kind === 'micro') await runMicro(current, current.adapter);
@@ -143,6 +186,7 @@ async function teardown(): Promise<void> {
   if (current) {
     await current.queueWorker?.close();
     await current.adapter?.close();
+    await current.tokenClient?.close();
     current.upstream?.close();
   }
   send({ type: 'tornDown' });
