@@ -10,12 +10,14 @@ export {
   MAX_RETRY_MS_DEFAULT,
   OBSERVE_INTERVAL_MS_DEFAULT,
   RAISE_AFTER_CLEAN_CALLS_DEFAULT,
+  STREAM_IDLE_TIMEOUT_MS_DEFAULT,
   limitAnthropicOptionsSchema,
   type EstimateInputTokens,
   type EstimateParams,
   type LimitAnthropicOptions,
   type ResolvedLimitAnthropicOptions,
 } from './options.js';
+export { StreamIdleTimeoutError } from './stream-idle.js';
 export { CHARS_PER_TOKEN, estimateInputTokens, type EstimateFigures } from './estimate.js';
 export { CONCURRENCY_MESSAGE_PREFIX, backoffMs, classifyFailure, serverWaitMs, type Failure } from './classify.js';
 export { TOKEN_REMAINING_ROUNDING_SLACK, readRateLimitHeaders, type AnthropicDimension, type ObservedRemaining } from './ratelimit-headers.js';

@@ -9,6 +9,7 @@ import { AdaptiveConcurrency } from './adaptive.js';
 import { LimitedAPIPromise, type WithResponse } from './api-promise.js';
 import { backoffMs, classifyFailure, type Failure } from './classify.js';
 import { estimateInputTokens } from './estimate.js';
+import { idleLimited, StreamIdleTimeoutError } from './stream-idle.js';
 import { limitAnthropicOptionsSchema, type LimitAnthropicOptions, type ResolvedLimitAnthropicOptions } from './options.js';
 import { ANTHROPIC_DIMENSIONS, readRateLimitHeaders, type AnthropicDimension } from './ratelimit-headers.js';
 import { countedInputTokens, deliversOutput, StreamUsage, type KnownUsage } from './usage.js';
@@ -69,6 +70,8 @@ interface CallState {
 
 interface OpenedStream {
   permit: Permit;
+  /** Aborted by the idle timer: ends this attempt's request. */
+  idle: AbortController;
   stream: Stream<RawEvent>;
   response: Response;
   request_id: string | null | undefined;
@@ -97,6 +100,7 @@ function anySignal(signals: ReadonlyArray<AbortSignal | null | undefined>): Abor
 }
 
 function failureLabel(error: unknown): string {
+  if (error instanceof StreamIdleTimeoutError) return 'stream_idle';
   if (error instanceof APIError) return error.status === undefined ? (error instanceof APIUserAbortError ? 'abort' : 'stream') : String(error.status);
   return 'connection';
 }
@@ -196,8 +200,8 @@ class LimitedRunner {
   }
 
   /** The SDK's request options for one attempt: no SDK retries, aborted by the caller or a lost lease. */
-  #sdkOptions(options: RequestOptions | undefined, permit: Permit, extra?: AbortSignal): RequestOptions {
-    return { ...options, maxRetries: 0, signal: anySignal([options?.signal, permit.signal, extra]) };
+  #sdkOptions(options: RequestOptions | undefined, permit: Permit, ...extra: AbortSignal[]): RequestOptions {
+    return { ...options, maxRetries: 0, signal: anySignal([options?.signal, permit.signal, ...extra]) };
   }
 
   /** Releases, settling `used` for the configured dimensions; a failed release is logged (the lease then expires). */
@@ -312,10 +316,11 @@ class LimitedRunner {
   async #openStream(state: CallState, params: Anthropic.MessageCreateParamsStreaming, options: RequestOptions | undefined, stop: AbortSignal): Promise<OpenedStream> {
     for (;;) {
       const permit = await this.#acquire(state);
+      const idle = new AbortController();
       try {
-        const opened = await this.client.messages.create(params, this.#sdkOptions(options, permit, stop)).withResponse();
+        const opened = await this.client.messages.create(params, this.#sdkOptions(options, permit, stop, idle.signal)).withResponse();
         await this.#observe(opened.response.headers, false);
-        return { permit, stream: opened.data, response: opened.response, request_id: opened.request_id, workspace_id: opened.workspace_id };
+        return { permit, idle, stream: opened.data, response: opened.response, request_id: opened.request_id, workspace_id: opened.workspace_id };
       } catch (error) {
         await this.#failed(state, permit, error);
       }
@@ -340,6 +345,7 @@ class LimitedRunner {
     stop.signal.addEventListener('abort', () => void (started ? undefined : finish('stopped')), { once: true });
 
     const count = (error: unknown) => this.#count(error, classifyFailure(error, current.permit.leaseLost));
+    const idleMs = this.#options.streamIdleTimeoutMs;
     const retry = async (failure: unknown) => {
       await this.#failed(state, current.permit, failure, usage.used());
       current = await this.#openStream(state, params, options, stop.signal);
@@ -353,7 +359,7 @@ class LimitedRunner {
           const held: RawEvent[] = []; // events before the first output: dropped if this attempt is retried
           let failure: unknown;
           try {
-            for await (const event of current.stream) {
+            for await (const event of idleLimited(current.stream, idleMs, current.idle)) {
               usage.add(event);
               if (!delivered && !deliversOutput(event)) {
                 held.push(event);
@@ -370,6 +376,8 @@ class LimitedRunner {
           }
           const consumerStopped = stop.signal.aborted || state.callerSignal?.aborted === true;
           if (failure === undefined && !usage.stopped && !consumerStopped && current.permit.leaseLost) failure = current.permit.signal.reason;
+          // an aborted SDK stream ends silently: the idle timer's abort is a failure like a reset socket
+          if (failure === undefined && !consumerStopped && current.idle.signal.aborted) failure = current.idle.signal.reason;
           if (failure === undefined) {
             if (!delivered) yield* held;
             await finish(usage.stopped ? 'clean' : 'stopped');

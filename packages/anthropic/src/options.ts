@@ -21,6 +21,12 @@ export const RAISE_AFTER_CLEAN_CALLS_DEFAULT = 50;
  * observe would be a Redis round trip that changes nothing.
  */
 export const OBSERVE_INTERVAL_MS_DEFAULT = 1_000;
+/**
+ * A stream with no event for this long, in ms, is aborted and its permit released (the SDK's `timeout` covers only
+ * the wait for the headers). The API sends `ping`s in quiet stretches, but the SDK drops them before we see them, so
+ * this is well above any pause between real events.
+ */
+export const STREAM_IDLE_TIMEOUT_MS_DEFAULT = 60_000;
 /** Local estimate: tokens counted for one image block (a 1092×1092 image is about 1,600 tokens). */
 export const IMAGE_TOKENS_DEFAULT = 1_600;
 /** Local estimate: tokens counted for one document block whose text we cannot see (base64 PDF, URL). */
@@ -67,6 +73,8 @@ export const limitAnthropicOptionsSchema = z.strictObject({
     ])
     .prefault({}),
   observeIntervalMs: z.number().int().min(0).max(MAX_RETRY_MS_MAX).default(OBSERVE_INTERVAL_MS_DEFAULT),
+  /** Longest wait for a stream's next event, in ms; then the attempt fails with `StreamIdleTimeoutError`. */
+  streamIdleTimeoutMs: z.number().int().min(1).max(MAX_RETRY_MS_MAX).default(STREAM_IDLE_TIMEOUT_MS_DEFAULT),
   /** pino logger; API keys, auth headers and prompt text are never logged. */
   logger: loggerSchema.optional(),
 });

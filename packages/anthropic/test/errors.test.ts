@@ -6,7 +6,7 @@ import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { limitAnthropic, type LimitedAnthropic } from '../src/index.js';
 import { thrown } from '@tollgate/test-support';
-import { API_KEY, MODEL, answers, clientFor, limiterFor, request, startStack, type Stack } from './support.js';
+import { API_KEY, MODEL, answers, clientFor, request, startStack, type Stack } from './support.js';
 
 /** Small, so a 413 needs only a modest prompt. */
 const BODY_LIMIT_BYTES = 16_384;
@@ -22,17 +22,11 @@ let anthropic: LimitedAnthropic;
 beforeAll(async () => {
   stack = await startStack({ apiKeys: [API_KEY], bodyLimitBytes: BODY_LIMIT_BYTES });
   mock = stack.mock;
-  limiter = await limiterFor(stack.redis.url, { concurrency: 4, rates: { requests: TOKEN_RATE, inputTokens: TOKEN_RATE, outputTokens: TOKEN_RATE } });
+  limiter = await stack.limiter({ concurrency: 4, rates: { requests: TOKEN_RATE, inputTokens: TOKEN_RATE, outputTokens: TOKEN_RATE } });
   anthropic = limitAnthropic(clientFor(mock.url), limiter, { backoffBaseMs: BACKOFF_BASE_MS });
 });
-afterAll(async () => {
-  await limiter.close();
-  await stack.close();
-});
-beforeEach(() => {
-  mock.reset();
-  mock.setConfig({ faults: {} });
-});
+afterAll(() => stack.close());
+beforeEach(() => stack.resetMock());
 
 async function expectNoPermitHeld(): Promise<void> {
   expect((await limiter.snapshot()).inFlight).toBe(0);

@@ -29,20 +29,35 @@ export function answers(byStatus: Record<string, number>): number {
   return Object.values(byStatus).reduce((sum, count) => sum + count, 0);
 }
 
-/** A test file's Redis and mock upstream. */
+/** A test file's Redis and mock upstream, and the limiters made on it. */
 export interface Stack {
   redis: TestRedis;
   mock: MockAnthropic;
+  /** A limiter of its own on this Redis, closed by `close()`. */
+  limiter(options: Omit<LimiterOptions, 'redis' | 'name'>): Promise<Limiter>;
+  /** Between tests: the mock's counters zeroed and its faults off. */
+  resetMock(): void;
   close(): Promise<void>;
 }
 
 export async function startStack(mockOptions: MockOptions = {}): Promise<Stack> {
   const redis = await startRedis();
   const mock = await startMockAnthropic(mockOptions);
+  const limiters: Limiter[] = [];
   return {
     redis,
     mock,
+    limiter: async (options) => {
+      const limiter = await limiterFor(redis.url, options);
+      limiters.push(limiter);
+      return limiter;
+    },
+    resetMock: () => {
+      mock.reset();
+      mock.setConfig({ faults: {} });
+    },
     close: async () => {
+      await Promise.all(limiters.map((limiter) => limiter.close()));
       await mock.close();
       await redis.close();
     },

@@ -1,0 +1,93 @@
+import { APIConnectionTimeoutError } from '@anthropic-ai/sdk';
+import type { Limiter } from '@tollgate/limiter';
+import type { MockAnthropic } from '@tollgate/mock-anthropic';
+import { thrown } from '@tollgate/test-support';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { limitAnthropic, StreamIdleTimeoutError, type LimitedAnthropic } from '../src/index.js';
+import { clientFor, request, startStack, type Stack } from './support.js';
+
+/** Short, so a stalled stream fails fast; the mock's stall (60 s) is far longer, so the timer always decides. */
+const STREAM_IDLE_TIMEOUT_MS = 300;
+const BACKOFF_BASE_MS = 20;
+/** Enough deltas that some reach the caller before the mock stalls halfway. */
+const LONG_ANSWER = { 'x-mock-output-tokens': '40' };
+/** One delta only: the mock stalls before it, so no text reaches the caller. */
+const ONE_DELTA_ANSWER = { 'x-mock-output-tokens': '1' };
+/** Bound on waiting for the mock to see the aborted connection close (a deadline, not a measurement). */
+const UPSTREAM_CLOSE_TIMEOUT_MS = 5_000;
+
+let stack: Stack;
+let mock: MockAnthropic;
+let limiter: Limiter;
+let anthropic: LimitedAnthropic;
+
+beforeAll(async () => {
+  stack = await startStack();
+  mock = stack.mock;
+  limiter = await stack.limiter({ concurrency: 2 });
+  anthropic = limitAnthropic(clientFor(mock.url), limiter, { streamIdleTimeoutMs: STREAM_IDLE_TIMEOUT_MS, backoffBaseMs: BACKOFF_BASE_MS });
+});
+afterAll(() => stack.close());
+beforeEach(() => stack.resetMock());
+
+/** The permit is back and the upstream saw its request end (the abort closed the connection). */
+async function expectReleasedAndAborted(): Promise<void> {
+  expect((await limiter.snapshot()).inFlight).toBe(0);
+  await vi.waitFor(() => expect(mock.stats().inFlight).toBe(0), { timeout: UPSTREAM_CLOSE_TIMEOUT_MS });
+}
+
+function expectIdleTimeout(error: unknown): void {
+  expect(error).toBeInstanceOf(StreamIdleTimeoutError);
+  expect(error).toBeInstanceOf(APIConnectionTimeoutError); // the SDK's own class: callers' timeout handling applies
+  expect((error as StreamIdleTimeoutError).code).toBe('STREAM_IDLE_TIMEOUT');
+  expect((error as StreamIdleTimeoutError).idleMs).toBe(STREAM_IDLE_TIMEOUT_MS);
+}
+
+describe('a stalled stream after text reached the caller', () => {
+  it('create({ stream: true }): aborted after streamIdleTimeoutMs, not retried, permit released', async () => {
+    const before = anthropic.stats();
+    const stream = await anthropic.messages.create({ ...request(), stream: true }, { headers: { 'x-mock-fault': 'stall', ...LONG_ANSWER } });
+    let deltas = 0;
+    const error = await thrown(async () => {
+      for await (const event of stream) if (event.type === 'content_block_delta') deltas += 1;
+    });
+    expectIdleTimeout(error);
+    expect(deltas).toBeGreaterThan(0);
+    expect(mock.stats().messages).toBe(1);
+    expect(anthropic.stats().attempts - before.attempts).toBe(1);
+    expect((anthropic.stats().failures.stream_idle ?? 0) - (before.failures.stream_idle ?? 0)).toBe(1);
+    await expectReleasedAndAborted();
+  });
+
+  it('messages.stream(): finalMessage() rejects with the same error, permit released', async () => {
+    const stream = anthropic.messages.stream(request(), { headers: { 'x-mock-fault': 'stall', ...LONG_ANSWER } });
+    expectIdleTimeout(await thrown(() => stream.finalMessage()));
+    expect(mock.stats().messages).toBe(1);
+    await expectReleasedAndAborted();
+  });
+});
+
+describe('a stream that stalls before any text', () => {
+  it('create({ stream: true }) is retried with a fresh permit; the caller sees one clean stream', async () => {
+    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: 'stall' }] } });
+    const before = anthropic.stats();
+    const stream = await anthropic.messages.create({ ...request(), stream: true }, { headers: ONE_DELTA_ANSWER });
+    const types: string[] = [];
+    for await (const event of stream) types.push(event.type);
+    expect(types[0]).toBe('message_start');
+    expect(types.filter((type) => type === 'message_start')).toHaveLength(1);
+    expect(types.at(-1)).toBe('message_stop');
+    expect(mock.stats().messages).toBe(2);
+    expect(anthropic.stats().attempts - before.attempts).toBe(2);
+    await expectReleasedAndAborted();
+  });
+
+  it('messages.stream() with a stall on every attempt: maxAttempts bounds it, the last idle error surfaces', async () => {
+    const once = limitAnthropic(clientFor(mock.url), limiter, { streamIdleTimeoutMs: STREAM_IDLE_TIMEOUT_MS, backoffBaseMs: BACKOFF_BASE_MS, maxAttempts: 2 });
+    const stream = once.messages.stream(request(), { headers: { 'x-mock-fault': 'stall', ...ONE_DELTA_ANSWER } });
+    expectIdleTimeout(await thrown(() => stream.finalMessage()));
+    expect(mock.stats().messages).toBe(2);
+    expect(once.stats().failures.stream_idle).toBe(2);
+    await expectReleasedAndAborted();
+  });
+});
