@@ -2,9 +2,9 @@ import { APIConnectionTimeoutError } from '@anthropic-ai/sdk';
 import type { Limiter } from '@tollgate/limiter';
 import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { thrown } from '@tollgate/test-support';
-import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { limitAnthropic, StreamIdleTimeoutError, type LimitedAnthropic } from '../src/index.js';
-import { clientFor, request, startStack, type Stack } from './support.js';
+import { clientFor, expectAllEnded, request, startStack, type Stack } from './support.js';
 
 /** Short, so a stalled stream fails fast; the mock's stall (60 s) is far longer, so the timer always decides. */
 const STREAM_IDLE_TIMEOUT_MS = 300;
@@ -13,8 +13,6 @@ const BACKOFF_BASE_MS = 20;
 const LONG_ANSWER = { 'x-mock-output-tokens': '40' };
 /** One delta only: the mock stalls before it, so no text reaches the caller. */
 const ONE_DELTA_ANSWER = { 'x-mock-output-tokens': '1' };
-/** Bound on waiting for the mock to see the aborted connection close (a deadline, not a measurement). */
-const UPSTREAM_CLOSE_TIMEOUT_MS = 5_000;
 
 let stack: Stack;
 let mock: MockAnthropic;
@@ -29,12 +27,6 @@ beforeAll(async () => {
 });
 afterAll(() => stack.close());
 beforeEach(() => stack.resetMock());
-
-/** The permit is back and the upstream saw its request end (the abort closed the connection). */
-async function expectReleasedAndAborted(): Promise<void> {
-  expect((await limiter.snapshot()).inFlight).toBe(0);
-  await vi.waitFor(() => expect(mock.stats().inFlight).toBe(0), { timeout: UPSTREAM_CLOSE_TIMEOUT_MS });
-}
 
 function expectIdleTimeout(error: unknown): void {
   expect(error).toBeInstanceOf(StreamIdleTimeoutError);
@@ -56,14 +48,14 @@ describe('a stalled stream after text reached the caller', () => {
     expect(mock.stats().messages).toBe(1);
     expect(anthropic.stats().attempts - before.attempts).toBe(1);
     expect((anthropic.stats().failures.stream_idle ?? 0) - (before.failures.stream_idle ?? 0)).toBe(1);
-    await expectReleasedAndAborted();
+    await expectAllEnded(limiter, mock);
   });
 
   it('messages.stream(): finalMessage() rejects with the same error, permit released', async () => {
     const stream = anthropic.messages.stream(request(), { headers: { 'x-mock-fault': 'stall', ...LONG_ANSWER } });
     expectIdleTimeout(await thrown(() => stream.finalMessage()));
     expect(mock.stats().messages).toBe(1);
-    await expectReleasedAndAborted();
+    await expectAllEnded(limiter, mock);
   });
 });
 
@@ -79,7 +71,7 @@ describe('a stream that stalls before any text', () => {
     expect(types.at(-1)).toBe('message_stop');
     expect(mock.stats().messages).toBe(2);
     expect(anthropic.stats().attempts - before.attempts).toBe(2);
-    await expectReleasedAndAborted();
+    await expectAllEnded(limiter, mock);
   });
 
   it('messages.stream() with a stall on every attempt: maxAttempts bounds it, the last idle error surfaces', async () => {
@@ -88,6 +80,6 @@ describe('a stream that stalls before any text', () => {
     expectIdleTimeout(await thrown(() => stream.finalMessage()));
     expect(mock.stats().messages).toBe(2);
     expect(once.stats().failures.stream_idle).toBe(2);
-    await expectReleasedAndAborted();
+    await expectAllEnded(limiter, mock);
   });
 });

@@ -2,6 +2,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { createLimiter, type Limiter, type LimiterOptions } from '@tollgate/limiter';
 import { startMockAnthropic, type MockAnthropic, type MockOptions } from '@tollgate/mock-anthropic';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { expect, vi } from 'vitest';
 
 /** A current model the mock knows (deprecated ones make the SDK warn on every call). */
 export const MODEL = 'claude-haiku-4-5';
@@ -27,6 +28,15 @@ export function request(promptChars = 40, maxTokens = 64): Anthropic.MessageCrea
 /** Sum of all answers the mock counted (each HTTP answer once, whatever its status). */
 export function answers(byStatus: Record<string, number>): number {
   return Object.values(byStatus).reduce((sum, count) => sum + count, 0);
+}
+
+/** Bound on waiting for the mock to see an aborted call's connection close (a deadline, not a measurement). */
+const UPSTREAM_CLOSE_TIMEOUT_MS = 5_000;
+
+/** Every permit is back, and the upstream has no call left running (an aborted one ends when its socket closes). */
+export async function expectAllEnded(limiter: Limiter, mock: MockAnthropic): Promise<void> {
+  expect((await limiter.snapshot()).inFlight).toBe(0);
+  await vi.waitFor(() => expect(mock.stats().inFlight).toBe(0), { timeout: UPSTREAM_CLOSE_TIMEOUT_MS });
 }
 
 /** A test file's Redis and mock upstream, and the limiters made on it. */
