@@ -1,3 +1,13 @@
-// The end-to-end demo lands with the "docker compose, npm run demo" issue; until then this says so.
-console.log('npm run demo: coming soon. The demo (mock API, Redis, 4 workers, live progress) is not built yet.');
-console.log('What exists today: the Redis limiter (packages/limiter) and its tests: run `npm test`.');
+// `npm run demo`: runs scripts/demo/run.ts through tsx with the workspaces' TypeScript sources (no build needed).
+import { spawn } from 'node:child_process';
+import process from 'node:process';
+import { URL, fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const child = spawn(process.execPath, ['--conditions=tollgate-source', '--import', 'tsx', 'scripts/demo/run.ts', ...process.argv.slice(2)], {
+  cwd: root,
+  stdio: 'inherit',
+});
+// Ctrl-C reaches the child through the terminal's process group; the child stops everything it started.
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
