@@ -3,7 +3,7 @@ import { APIError, APIUserAbortError } from '@anthropic-ai/sdk';
 import { Stream } from '@anthropic-ai/sdk/core/streaming';
 import { MessageStream } from '@anthropic-ai/sdk/lib/MessageStream';
 import type { MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages/messages';
-import { describeZodError, InvalidConfigError, type Cost, type Limiter, type Permit } from '@tollgate/limiter';
+import { describeZodError, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Cost, type Limiter, type Permit } from '@tollgate/limiter';
 import type { Logger } from 'pino';
 import { AdaptiveConcurrency } from './adaptive.js';
 import { LimitedAPIPromise, type WithResponse } from './api-promise.js';
@@ -58,11 +58,17 @@ export interface LimitedAnthropic {
   readonly client: Anthropic;
   readonly limiter: Limiter;
   stats(): LimitedAnthropicStats;
+  /**
+   * The same client taking its permits at another priority (0 first … 9 last). Views share one
+   * runner: the adaptive concurrency state, the stats and the header sync are the client's, not the view's.
+   */
+  withPriority(priority: number): LimitedAnthropic;
 }
 
 /** Per-call retry bookkeeping: attempts made and the time spent waiting between them. */
 interface CallState {
   readonly cost: Cost;
+  readonly priority: number | undefined;
   readonly callerSignal: AbortSignal | undefined;
   attempts: number;
   retryWaitedMs: number;
@@ -147,12 +153,12 @@ class LimitedRunner {
 
   // ---- one call ----
 
-  async #begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined): Promise<CallState> {
+  async #begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, priority: number | undefined): Promise<CallState> {
     this.#stats.calls += 1;
     const cost: Record<string, number> = {};
     if (this.#dimensions.has('inputTokens')) cost.inputTokens = await this.#estimate(params, options);
     if (this.#dimensions.has('outputTokens')) cost.outputTokens = params.max_tokens;
-    return { cost, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
+    return { cost, priority, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
   }
 
   async #estimate(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined): Promise<number> {
@@ -187,7 +193,7 @@ class LimitedRunner {
       permit = await this.limiter.acquire({
         cost: state.cost,
         ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
-        ...(this.#options.priority === undefined ? {} : { priority: this.#options.priority }),
+        ...(state.priority === undefined ? {} : { priority: state.priority }),
         ...(this.#options.acquireTimeoutMs === undefined ? {} : { timeoutMs: this.#options.acquireTimeoutMs }),
       });
     } finally {
@@ -292,8 +298,8 @@ class LimitedRunner {
 
   // ---- non-streaming ----
 
-  async createMessage(params: Anthropic.MessageCreateParamsNonStreaming, options: RequestOptions | undefined): Promise<WithResponse<Anthropic.Message>> {
-    const state = await this.#begin(params, options);
+  async createMessage(params: Anthropic.MessageCreateParamsNonStreaming, options: RequestOptions | undefined, priority: number | undefined): Promise<WithResponse<Anthropic.Message>> {
+    const state = await this.#begin(params, options, priority);
     for (;;) {
       const permit = await this.#acquire(state);
       let result: WithResponse<Anthropic.Message>;
@@ -327,8 +333,8 @@ class LimitedRunner {
     }
   }
 
-  async createStream(params: Anthropic.MessageCreateParamsStreaming, options: RequestOptions | undefined): Promise<WithResponse<Stream<RawEvent>>> {
-    const state = await this.#begin(params, options);
+  async createStream(params: Anthropic.MessageCreateParamsStreaming, options: RequestOptions | undefined, priority: number | undefined): Promise<WithResponse<Stream<RawEvent>>> {
+    const state = await this.#begin(params, options, priority);
     const stop = new AbortController(); // the returned Stream's controller: aborting it stops whichever attempt runs
     const first = await this.#openStream(state, params, options, stop.signal);
     let current = first;
@@ -418,9 +424,16 @@ export function limitAnthropic(client: Anthropic, limiter: Limiter, options: Lim
   const parsed = limitAnthropicOptionsSchema.safeParse(options);
   if (!parsed.success) throw new InvalidConfigError(`invalid limitAnthropic options: ${describeZodError(parsed.error, options)}`, { cause: parsed.error });
   const runner = new LimitedRunner(client, limiter, parsed.data);
+  return limitedView(runner, parsed.data.priority);
+}
 
+/** The SDK-shaped surface over one runner, taking its permits at `priority`. */
+function limitedView(runner: LimitedRunner, priority: number | undefined): LimitedAnthropic {
+  const { client, limiter } = runner;
   function create(params: Anthropic.MessageCreateParams, requestOptions?: RequestOptions): LimitedAPIPromise<Anthropic.Message> | LimitedAPIPromise<Stream<RawEvent>> {
-    return params.stream === true ? LimitedAPIPromise.from(runner.createStream(params, requestOptions)) : LimitedAPIPromise.from(runner.createMessage(params, requestOptions));
+    return params.stream === true
+      ? LimitedAPIPromise.from(runner.createStream(params, requestOptions, priority))
+      : LimitedAPIPromise.from(runner.createMessage(params, requestOptions, priority));
   }
   // The SDK types these as APIPromise; LimitedAPIPromise has its public surface (await, withResponse, asResponse).
   const limitedCreate = create as unknown as SdkMessages['create'];
@@ -435,5 +448,11 @@ export function limitAnthropic(client: Anthropic, limiter: Limiter, options: Lim
     client,
     limiter,
     stats: () => runner.stats(),
+    withPriority: (other) => {
+      if (!Number.isInteger(other) || other < PRIORITY_MIN || other > PRIORITY_MAX) {
+        throw new InvalidConfigError(`withPriority: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (got ${String(other)})`);
+      }
+      return limitedView(runner, other);
+    },
   };
 }

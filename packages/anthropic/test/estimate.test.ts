@@ -141,3 +141,23 @@ describe('option validation', () => {
     expect(message).toContain(value);
   });
 });
+
+describe('withPriority', () => {
+  it('takes permits at the view priority and shares the client stats', async () => {
+    const priorities: Array<number | undefined> = [];
+    const acquire = limiter.acquire.bind(limiter);
+    vi.spyOn(limiter, 'acquire').mockImplementation((options) => {
+      priorities.push(options?.priority);
+      return acquire(options);
+    });
+    const anthropic = limitAnthropic(clientFor(mock.url), limiter, { priority: 7 });
+    const urgent = anthropic.withPriority(0);
+    await anthropic.messages.create(PARAMS);
+    await urgent.messages.create(PARAMS);
+    await urgent.messages.stream(PARAMS).finalMessage();
+    expect(priorities).toEqual([7, 0, 0]);
+    expect(anthropic.stats().calls).toBe(3); // one runner behind both views
+    expect(urgent.stats().calls).toBe(3);
+    expect(() => anthropic.withPriority(10)).toThrow(InvalidConfigError);
+  });
+});

@@ -44,7 +44,7 @@ function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetc
 }
 
 /**
- * Starts the worker: limiter, one limited client per priority, the BullMQ worker, metrics and fleet stats.
+ * Starts the worker: limiter, one limited client (a view per priority), the BullMQ worker, metrics and fleet stats.
  * @throws when Redis cannot be reached at start (the limiter validates and writes its limits first).
  */
 export async function startWorkerService(env: WorkerEnv, logger: Logger = createLogger(env.LOG_LEVEL)): Promise<WorkerService> {
@@ -53,15 +53,16 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const metrics = new ServiceMetrics(limiter);
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
-  // limitAnthropic takes its permits at one priority per client, so there is one client per priority (0..9).
-  const clients = new Map<number, LimitedAnthropic>();
+  // one limited client (one adaptive-concurrency state for the process), one view per job priority
+  const limited = limitAnthropic(sdk, limiter, { logger });
+  const views = new Map<number, LimitedAnthropic>();
   const clientFor = (priority: number): LimitedAnthropic => {
-    let client = clients.get(priority);
-    if (client === undefined) {
-      client = limitAnthropic(sdk, limiter, { priority, logger });
-      clients.set(priority, client);
+    let view = views.get(priority);
+    if (view === undefined) {
+      view = limited.withPriority(priority);
+      views.set(priority, view);
     }
-    return client;
+    return view;
   };
 
   const worker = createWorker({
@@ -92,8 +93,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const rateLimitedSeen = new DeltaTracker();
   let pending: FleetStats = {};
   const flush = async () => {
-    const rateLimited: FleetStats = { concurrency: 0, rate: 0, other: 0 };
-    for (const client of clients.values()) for (const [kind, count] of Object.entries(client.stats().rateLimited)) rateLimited[kind] = (rateLimited[kind] ?? 0) + count;
+    const rateLimited: FleetStats = { ...limited.stats().rateLimited }; // the views share the client's stats
     for (const [kind, delta] of Object.entries(rateLimitedSeen.deltas(rateLimited))) {
       if (delta > 0) metrics.upstreamRateLimited.inc({ kind }, delta);
       totals[`rate_limited:${kind}`] = (totals[`rate_limited:${kind}`] ?? 0) + delta;
