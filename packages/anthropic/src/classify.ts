@@ -11,6 +11,28 @@ const RETRYABLE_STATUSES = new Set([408, 409]);
 /** `error.type`s of a mid-stream `event: error` that are worth another attempt. */
 const RETRYABLE_STREAM_ERROR_TYPES = new Set(['overloaded_error', 'api_error', 'timeout_error']);
 
+/** Socket-level failures (Node's fetch, undici): a reset connection is worth another attempt. */
+const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNREFUSED', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT']);
+/** Messages of the TypeError fetch throws when the body's socket dies ('terminated') or the request cannot start. */
+const NETWORK_ERROR_MESSAGES = new Set(['terminated', 'fetch failed']);
+/** How deep a `cause` chain is followed. */
+const CAUSE_DEPTH_MAX = 4;
+
+/**
+ * A connection reset mid-stream reaches the caller as the raw fetch error (from `create({ stream: true })`) or an
+ * `AnthropicError` with it as `cause` (from `messages.stream()`), not as an `APIConnectionError` (anthropic-api.md §5).
+ */
+export function isNetworkError(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < CAUSE_DEPTH_MAX && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) return true;
+    if (current instanceof TypeError && NETWORK_ERROR_MESSAGES.has(current.message)) return true;
+    current = current.cause;
+  }
+  return false;
+}
+
 /** What to do after a failed attempt. */
 export type Failure =
   /** Do not retry: the SDK's error goes to the caller as it is. */
@@ -45,7 +67,7 @@ export function serverWaitMs(headers: Headers | undefined, nowMs: number = Date.
 export function classifyFailure(error: unknown, leaseLost: boolean): Failure {
   if (error instanceof APIUserAbortError) return leaseLost ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
   if (error instanceof APIConnectionError) return { kind: 'transient', serverWaitMs: undefined };
-  if (!(error instanceof APIError)) return leaseLost ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
+  if (!(error instanceof APIError)) return leaseLost || isNetworkError(error) ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
   const headers = error.headers;
   if (error.status === undefined) {
     // an `event: error` inside a 200 stream: no status, only the body's type

@@ -19,5 +19,5 @@ export {
 } from './options.js';
 export { StreamIdleTimeoutError } from './stream-idle.js';
 export { CHARS_PER_TOKEN, estimateInputTokens, type EstimateFigures } from './estimate.js';
-export { CONCURRENCY_MESSAGE_PREFIX, backoffMs, classifyFailure, serverWaitMs, type Failure } from './classify.js';
+export { CONCURRENCY_MESSAGE_PREFIX, backoffMs, classifyFailure, isNetworkError, serverWaitMs, type Failure } from './classify.js';
 export { TOKEN_REMAINING_ROUNDING_SLACK, readRateLimitHeaders, type AnthropicDimension, type ObservedRemaining } from './ratelimit-headers.js';
