@@ -19,7 +19,7 @@ for (const pattern of workspaces) {
   }
 }
 
-const turbo = spawnSync('npx', ['turbo', 'run', 'test', '--concurrency=1', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+const turbo = spawnSync('npx', ['turbo', 'run', 'test', '--concurrency=1', '--continue', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
 
 let passed = 0;
 let failed = 0;
