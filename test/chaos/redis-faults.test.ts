@@ -20,6 +20,11 @@ async function enqueueJobs(tag: string, count = JOBS): Promise<string[]> {
   return Promise.all(Array.from({ length: count }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { maxTokens: 8 }), { jobId: `${tag}-${i}`, priority: i % 10 })));
 }
 
+/** The producer (an app) fails fast while its connection comes back after a Redis fault; wait until it is back. */
+async function producerReachable(): Promise<void> {
+  expect(await eventually(() => fleet.producer.counts().then(() => true, () => false), 10_000)).toBe(true);
+}
+
 describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
   beforeAll(async () => {
     fleet = await startFleet({ workers: WORKERS, concurrency: CONCURRENCY, gateway: true, appendonly: true, mockEnv: { MOCK_LATENCY_MS: '200' } });
@@ -64,6 +69,7 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
 
   it('Redis restarted with AOF: workers consume again within 5 s, 0 lost, limit held', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     await fleet.mockAdmin('reset');
+    await producerReachable();
     const ids = await enqueueJobs('aof');
     expect(await eventually(async () => (await fleet.mockStats()).messages >= JOBS / 4, 30_000)).toBe(true);
     await fleet.redis.kill(); // a crash; the AOF (fsync always in tests) keeps every acknowledged write
@@ -88,13 +94,12 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
 
   it('Redis restarted without persistence: leases re-registered, the limit still holds, workers resume', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     await fleet.mockAdmin('config', { latency: { timeToFirstTokenMs: LONG_CALL_MS, perTokenMs: 0 } });
+    await producerReachable();
     await enqueueJobs('before-wipe', CONCURRENCY * 2); // these die with the dataset: nothing can keep them
     expect(await eventually(async () => (await fleet.mockStats()).inFlight === CONCURRENCY, 30_000)).toBe(true);
     await fleet.mockAdmin('reset'); // max concurrent restarts from the calls in flight now
     await fleet.redis.restart({ keepData: false });
-    // the producer (an app) fails fast while its connection comes back, and retries
-    const reachable = await eventually(() => fleet.producer.counts().then(() => true, () => false), 10_000);
-    expect(reachable).toBe(true);
+    await producerReachable();
     const ids = await enqueueJobs('after-wipe', JOBS / 3);
     const outcomes = await settle(fleet.producer, ids);
     const stats = await fleet.mockStats();

@@ -162,10 +162,10 @@ export async function settle(producer: Producer, ids: readonly string[], timeout
 }
 
 /** BullMQ's own timing and attempt count of a finished job. */
-export async function jobRecord(producer: Producer, id: string): Promise<{ createdAtMs: number; processedAtMs: number; finishedAtMs: number; attemptsMade: number }> {
+export async function jobRecord(producer: Producer, id: string): Promise<{ createdAtMs: number; processedAtMs: number; finishedAtMs: number; attemptsMade: number; stalledCount: number }> {
   const job = await Job.fromId(producer.queue, id);
   if (job === undefined) throw new Error(`job ${id} is gone`);
-  return { createdAtMs: job.timestamp, processedAtMs: job.processedOn ?? Number.NaN, finishedAtMs: job.finishedOn ?? Number.NaN, attemptsMade: job.attemptsMade };
+  return { createdAtMs: job.timestamp, processedAtMs: job.processedOn ?? Number.NaN, finishedAtMs: job.finishedOn ?? Number.NaN, attemptsMade: job.attemptsMade, stalledCount: job.stalledCounter };
 }
 
 /** Reads one sample of a Prometheus text exposition (`name{labels} value`), 0 when absent. */
