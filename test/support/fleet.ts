@@ -8,7 +8,7 @@ import { GATEWAY_ENTRY, MOCK_ENTRY, WORKER_ENTRY, sourceEntryCommand, spawnServi
 export const MODEL = 'claude-haiku-4-5';
 export const GATEWAY_TOKEN = 'tollgate-fleet-test-token';
 const GATEWAY_TENANT = 'fleet';
-const API_KEY = 'sk-ant-fleet-test';
+export const API_KEY = 'sk-ant-fleet-test';
 /** Small leases and locks so that a dead worker's permits and jobs come back within seconds. */
 export const LEASE_TTL_MS = 3_000;
 export const HEARTBEAT_MS = 1_000;

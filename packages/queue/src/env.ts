@@ -1,6 +1,8 @@
 import { LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
 import { z } from 'zod';
+import { Cluster } from 'ioredis';
 import { QUEUE_NAME_PATTERN } from './keys.js';
+import type { RedisInput } from './redis.js';
 
 /** One minute: the interval of the RPM / ITPM / OTPM limits. */
 export const MINUTE_MS = 60_000;
@@ -17,6 +19,11 @@ export const envInt = (min: number, max: number = Number.MAX_SAFE_INTEGER) => z.
  */
 export const tollgateEnvSchema = z.object({
   REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+  /** Redis Cluster seed nodes, `host:port,host:port`; when set it replaces `REDIS_URL`. */
+  REDIS_CLUSTER_NODES: z
+    .string()
+    .regex(/^[^,\s:]+:\d{1,5}(,[^,\s:]+:\d{1,5})*$/, 'expected host:port,host:port')
+    .optional(),
   TOLLGATE_NAME: z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters').default('anthropic'),
   TOLLGATE_QUEUE: z.string().regex(QUEUE_NAME_PATTERN, 'letters, digits and ._- only, 1 to 100 characters').default('messages'),
   /** Fleet-wide requests in flight. */
@@ -68,14 +75,38 @@ export function requireLimit<Schema extends z.ZodType<TollgateEnv>>(schema: Sche
   });
 }
 
+/** The Redis a service talks to: `REDIS_URL`, or a Cluster client when `REDIS_CLUSTER_NODES` is set. */
+export interface EnvRedis {
+  /** What to hand to the limiter, the producer and the worker. */
+  input: RedisInput;
+  /** Closes the Cluster client this opened (a URL opens nothing here). */
+  close(): void;
+}
+
+/**
+ * Opens what the environment names. A Cluster client is shared by the limiter and the queue; its commands wait for a
+ * reconnect (`maxRetriesPerRequest: null`, as BullMQ's blocking reads require), so the callers' own deadlines
+ * (`redisTimeoutMs`) are what fail fast.
+ */
+export function redisFromEnv(env: TollgateEnv): EnvRedis {
+  if (env.REDIS_CLUSTER_NODES === undefined) return { input: env.REDIS_URL, close: () => {} };
+  const nodes = env.REDIS_CLUSTER_NODES.split(',').map((node) => {
+    const [host = '', port = ''] = node.split(':');
+    return { host, port: Number(port) };
+  });
+  const cluster = new Cluster(nodes, { redisOptions: { maxRetriesPerRequest: null } });
+  cluster.on('error', () => {}); // every caller handles its own failures; an unhandled 'error' would crash the process
+  return { input: cluster, close: () => cluster.disconnect() };
+}
+
 /** The limiter options the environment describes (the same in every process of a fleet). */
-export function limiterOptionsFromEnv(env: TollgateEnv): LimiterOptions {
+export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.REDIS_URL): LimiterOptions {
   const perMinute = (limit: number | undefined) => (limit === undefined ? undefined : { limit, intervalMs: MINUTE_MS });
   const rates = Object.fromEntries(
     Object.entries({ requests: perMinute(env.TOLLGATE_RPM), inputTokens: perMinute(env.TOLLGATE_ITPM), outputTokens: perMinute(env.TOLLGATE_OTPM) }).filter(([, rate]) => rate !== undefined),
   ) as Record<string, { limit: number; intervalMs: number }>;
   return {
-    redis: env.REDIS_URL,
+    redis,
     name: env.TOLLGATE_NAME,
     ...(env.TOLLGATE_CONCURRENCY === undefined ? {} : { concurrency: env.TOLLGATE_CONCURRENCY }),
     ...(Object.keys(rates).length === 0 ? {} : { rates }),

@@ -48,5 +48,5 @@ export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPubli
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
 export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-export { EnvError, MINUTE_MS, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, requireLimit, tollgateEnvSchema, type TollgateEnv } from './env.js';
+export { EnvError, MINUTE_MS, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';

@@ -11,6 +11,7 @@ import {
   isConnectionError,
   limiterOptionsFromEnv,
   queueKeys,
+  redisFromEnv,
   validateMessageParams,
   withDeadline,
   type EnqueueOptions,
@@ -18,7 +19,7 @@ import {
 } from '@tollgate/queue';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { TokenTable } from './auth.js';
@@ -93,11 +94,12 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
 export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gateway> {
-  const redis = commandConnection(env.REDIS_URL, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
+  const source = redisFromEnv(env); // REDIS_URL, or a Cluster client for REDIS_CLUSTER_NODES
+  const redis = commandConnection(source.input, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
   const keys = queueKeys(env.TOLLGATE_QUEUE);
   const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS });
-  const limiter = createLimiter({ ...limiterOptionsFromEnv(env), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  const limiter = createLimiter({ ...limiterOptionsFromEnv(env, source.input), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
   // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
   await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
@@ -158,10 +160,13 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       }
     }
     let jobId: string;
-    let reader: Redis;
+    let reader: Redis | Cluster;
     try {
       jobId = await producer.enqueue(params, options);
-      reader = new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
+      reader =
+        source.input instanceof Cluster
+          ? source.input.duplicate(undefined, { lazyConnect: true }) // the job's event stream key is hash-tagged: one slot
+          : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
       reader.on('error', () => {});
       await withDeadline(reader.connect(), env.GATEWAY_REDIS_TIMEOUT_MS, 'stream reader');
     } catch (error) {
@@ -246,7 +251,8 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
         await app.close();
         await producer.close();
         await limiter.close();
-        redis.client.disconnect();
+        if (redis.owned) redis.client.disconnect();
+        source.close();
       })();
       return closing;
     },

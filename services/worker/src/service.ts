@@ -1,7 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, createWorker, limiterOptionsFromEnv, queueKeys, type FleetStats } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -48,7 +48,8 @@ function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetc
  * @throws when Redis cannot be reached at start (the limiter validates and writes its limits first).
  */
 export async function startWorkerService(env: WorkerEnv, logger: Logger = createLogger(env.LOG_LEVEL)): Promise<WorkerService> {
-  const limiter = createLimiter(limiterOptionsFromEnv(env));
+  const redis = redisFromEnv(env);
+  const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
   await limiter.ready();
   const metrics = new ServiceMetrics(limiter);
   const totals: FleetStats = {};
@@ -66,7 +67,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   };
 
   const worker = createWorker({
-    redis: env.REDIS_URL,
+    redis: redis.input,
     queue: env.TOLLGATE_QUEUE,
     client: clientFor,
     concurrency: env.WORKER_CONCURRENCY,
@@ -87,7 +88,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   await worker.ready();
 
   // Fleet-wide stats for the dashboard: this process's deltas, one pipelined HINCRBY batch per interval at most.
-  const fleet = commandConnection(env.REDIS_URL, limiter.options.redisTimeoutMs);
+  const fleet = commandConnection(redis.input, limiter.options.redisTimeoutMs);
   fleet.client.on('error', () => {}); // a failed flush is retried at the next tick with the deltas it missed
   const tracker = new DeltaTracker();
   const rateLimitedSeen = new DeltaTracker();
@@ -122,7 +123,8 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
         await flush();
         await limiter.close(); // releases any permit still held
         await server.close();
-        fleet.client.disconnect();
+        if (fleet.owned) fleet.client.disconnect();
+        redis.close();
         logger.info('closed');
       })();
       return closing;
