@@ -83,6 +83,11 @@ export class Producer {
   readonly #options: z.output<typeof producerOptionsSchema>;
   readonly #redis: OwnedRedis;
   #events: { owned: OwnedRedis; events: QueueEvents; ready: Promise<unknown> } | undefined;
+  /**
+   * State checks of the calls waiting now. Events emitted while the event reader was cut off (a Redis restart) are
+   * not replayed to it, so every waiting call reads its job's state again when the reader's connection is back.
+   */
+  readonly #recheckOnReconnect = new Set<() => void>();
 
   constructor(options: ProducerOptions) {
     const parsed = producerOptionsSchema.safeParse(options);
@@ -92,6 +97,7 @@ export class Producer {
     const keys = queueKeys(this.name);
     this.#redis = commandConnection(parsed.data.redis, parsed.data.redisTimeoutMs);
     this.#redis.client.on('error', () => {}); // connection errors surface as rejected calls; ioredis reconnects by itself
+    this.#recheckWhenReconnected(this.#redis.client); // the state reads of waiting calls need this connection back too
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
     this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
   }
@@ -147,27 +153,32 @@ export class Producer {
       const onFailed = (args: { failedReason: string }) => finish(() => reject(this.#upstreamError(jobId, args.failedReason)));
       const timer = setTimeout(() => finish(() => reject(new JobWaitTimeoutError(jobId, timeoutMs))), timeoutMs);
       let done = false;
+      // The job may have finished before the listeners were set (or while the reader was cut off): read its state.
+      const checkState = () => {
+        withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait')
+          .then(async (job) => {
+            if (job === undefined) return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
+            const state = await job.getState();
+            if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
+            else if (state === 'failed') finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
+          })
+          .catch(() => {
+            // the state could not be read in time (Redis slow or briefly away): the listeners stay, the overall deadline holds
+          });
+      };
       const finish = (settle: () => void) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         events.off(`completed:${jobId}`, onCompleted);
         events.off(`failed:${jobId}`, onFailed);
+        this.#recheckOnReconnect.delete(checkState);
         settle();
       };
       events.on(`completed:${jobId}`, onCompleted);
       events.on(`failed:${jobId}`, onFailed);
-      // The job may have finished before the listeners were set: read its state once, now that they are.
-      withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait')
-        .then(async (job) => {
-          if (job === undefined) return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
-          const state = await job.getState();
-          if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
-          else if (state === 'failed') finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
-        })
-        .catch(() => {
-          // the state could not be read in time (Redis slow or briefly away): the listeners stay, the overall deadline holds
-        });
+      this.#recheckOnReconnect.add(checkState);
+      checkState();
     });
   }
 
@@ -246,10 +257,20 @@ export class Producer {
     return new UpstreamError(jobId, failure.status, failure.body);
   }
 
+  /** After `client` reconnects (not at its first connect), every waiting call reads its job's state again. */
+  #recheckWhenReconnected(client: OwnedRedis['client']): void {
+    let connectedBefore = false;
+    client.on('ready', () => {
+      if (connectedBefore) for (const checkState of this.#recheckOnReconnect) checkState();
+      connectedBefore = true;
+    });
+  }
+
   async #queueEvents(): Promise<QueueEvents> {
     if (this.#events === undefined) {
       const owned = blockingConnection(this.#options.redis);
       owned.client.on('error', () => {}); // QueueEvents reconnects by itself
+      this.#recheckWhenReconnected(owned.client); // events emitted while it was cut off are not replayed
       const events = new QueueEvents(this.name, { connection: owned.client, prefix: queueKeys(this.name).prefix, skipVersionCheck: true });
       events.on('error', () => {});
       events.setMaxListeners(0); // one pair of listeners per waiting call
