@@ -115,6 +115,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   #sequence = 0;
   readonly #waiters = new Map<string, Waiter>();
   readonly #held = new Map<string, Permit>();
+  /** Releases that failed because Redis was unreachable, sent again when it is back. */
+  readonly #unsentReleases = new Map<string, () => Promise<RawReply>>();
   #heartbeatTimer: NodeJS.Timeout | undefined;
   #pumpTimer: NodeJS.Timeout | undefined;
   #pumpAt = Number.POSITIVE_INFINITY;
@@ -158,7 +160,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       throw this.#unavailable(error);
     }
     this.#warnOnEviction();
-    this.#redis.on('ready', () => void this.#heartbeat()); // after a reconnect: renew and resync at once
+    this.#redis.on('ready', () => {
+      // after a reconnect: send the releases that failed, then renew (and resync if Redis lost its data)
+      void this.#sendUnsentReleases().finally(() => this.#heartbeat());
+    });
     this.#blocking =
       this.#redis instanceof Cluster
         ? this.#redis.duplicate()
@@ -312,9 +317,16 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
         settle.push(dimension, reserved, amount);
       }
     }
-    const reply = await this.#run((scripts) =>
-      scripts.release(this.#keys.prefix, this.#epoch, this.ownerId, permit.id, settle.length / 3, ...settle),
-    );
+    const send = () => this.#run((scripts) => scripts.release(this.#keys.prefix, this.#epoch, this.ownerId, permit.id, settle.length / 3, ...settle));
+    let reply: RawReply;
+    try {
+      reply = await send();
+    } catch (error) {
+      // Redis is away: send the release again once the connection is back, so that the slot returns at once
+      // instead of when its lease expires (and the buckets get their settlement)
+      if (error instanceof LimiterUnavailableError) this.#unsentReleases.set(permit.id, send);
+      throw error;
+    }
     // 0: the lease was already reclaimed; renewedUntil passed: it expired, though no one reclaimed it yet
     const leaseLost = integer(reply[0]) === 0 || permit.leaseLost || performance.now() > permit.renewedUntil;
     this.#deliver(grantsIn(reply[3]));
@@ -502,6 +514,19 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (resync) {
       for (const waiter of this.#waiters.values()) {
         if (waiter.state === 'waiting') void this.#submit(waiter).catch((error: unknown) => this.#redisError(error instanceof Error ? error : new Error(String(error))));
+      }
+    }
+  }
+
+  async #sendUnsentReleases(): Promise<void> {
+    for (const [permitId, send] of [...this.#unsentReleases]) {
+      try {
+        const reply = await send();
+        this.#unsentReleases.delete(permitId);
+        this.#deliver(grantsIn(reply[3]));
+        this.#schedulePump(integer(reply[1]), integer(reply[2]));
+      } catch {
+        return; // still away: the next reconnect tries again (and the lease expires by itself meanwhile)
       }
     }
   }

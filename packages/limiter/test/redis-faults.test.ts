@@ -11,7 +11,7 @@ let redis: TestRedis;
 let open: Limiter[] = [];
 
 beforeEach(async () => {
-  redis = await startRedis({ dedicated: true });
+  redis = await startRedis({ dedicated: true, appendonly: true }); // a crash keeps the data, unless a test wipes it
 });
 
 afterEach(async () => {
@@ -70,6 +70,23 @@ describe('fail closed', () => {
     await permit.release();
     // the acquire that timed out may have run late: it was cancelled, so nothing leaked
     await eventually(async () => expect((await limiter.snapshot()).inFlight).toBe(0), 5_000);
+  });
+});
+
+describe('a release that Redis missed', () => {
+  it('is sent again when Redis is back, so the slot returns before its lease would have expired', async () => {
+    const limiter = await limiterFor(uniqueName('unsent'), { leaseTtlMs: 10_000, heartbeatMs: 2_000 });
+    const permit = await limiter.acquire();
+    const [lease] = (await limiter.snapshot()).leases;
+    await redis.stop();
+    await expect(permit.release()).rejects.toBeInstanceOf(LimiterUnavailableError);
+    await redis.restart({ keepData: true });
+    const snapshot = await eventually(async () => {
+      const current = await limiter.snapshot();
+      expect(current.inFlight).toBe(0);
+      return current;
+    }, 8_000);
+    expect(snapshot.nowMs).toBeLessThan(lease?.expiresAtMs ?? 0); // released, not expired
   });
 });
 
