@@ -151,7 +151,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   async #start(): Promise<void> {
     if (this.#closed) throw new LimiterClosedError(this.name);
     try {
-      if (this.#redis instanceof Redis && this.#redis.status === 'wait') await this.#withTimeout(this.#redis.connect());
+      await this.#withTimeout(this.#connected());
       await this.#withTimeout(loadLibrary(this.#redis));
       this.#scripts = defineScripts(this.#redis);
       await this.#configure(false);
@@ -171,6 +171,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.#blocking.on('error', (error: Error) => this.#redisError(error));
     void this.#readGrants();
     this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), this.options.heartbeatMs);
+  }
+
+  /** Connects a lazy client, and waits for one that is still connecting (a caller's client may be either). */
+  async #connected(): Promise<void> {
+    const redis = this.#redis;
+    if (redis.status === 'ready') return;
+    if (redis.status === 'wait') {
+      await redis.connect();
+      return;
+    }
+    await new Promise<void>((resolve) => redis.once('ready', () => resolve()));
   }
 
   /**

@@ -87,6 +87,18 @@ describe('options', () => {
   });
 });
 
+describe('a Redis client passed in', () => {
+  it('may still be connecting, even with the offline queue off: ready() waits for it', async () => {
+    const connection = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    const limiter = createLimiter({ redis: connection, name: uniqueName('connecting'), concurrency: 1 });
+    await limiter.ready();
+    await (await limiter.acquire()).release();
+    await limiter.close();
+    expect(connection.status).toBe('ready'); // not ours to close
+    connection.disconnect();
+  });
+});
+
 describe('concurrency', () => {
   it('grants at once while a slot is free, and queues when full', async () => {
     const limiter = await limiterFor({ concurrency: 2 });
