@@ -26,14 +26,4 @@ export function splitByWeight(total: number, weights: readonly number[]): number
   return parts;
 }
 
-/** A seeded uniform PRNG in [0, 1) (mulberry32): the same sequence for the same seed in every run. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+export { seededRandom } from '@tollgate/test-support'; // one PRNG for the bench and the test upstreams

@@ -20,15 +20,7 @@ export function textOf(message: Anthropic.Message): string {
   return message.content.map((block) => (block.type === 'text' ? block.text : '')).join('');
 }
 
-/** Runs `call` and returns what it threw; fails the test if it did not throw. */
-export async function thrown(call: () => Promise<unknown>): Promise<unknown> {
-  try {
-    await call();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected the call to throw');
-}
+export { thrown } from '@tollgate/test-support';
 
 /** Resolves when `predicate` holds for an event of `emitter`, or rejects after `timeoutMs` (a test deadline, not an assertion). */
 export function nextEvent<T>(on: (listener: (value: T) => void) => () => void, predicate: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {

@@ -1,6 +1,7 @@
 export { startRedis, type StartRedisOptions, type TestRedis } from './start-redis.js';
 export { RedisServerProcess, freePort, type RedisServerOptions } from './redis-server.js';
 export { uniqueName } from './names.js';
+export { seededRandom } from './random.js';
 export { thrown } from './thrown.js';
 export {
   startOverlapServer,

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { seededRandom } from './random.js';
 
 /** Hold time when the caller gives none. */
 export const OVERLAP_HOLD_MS_DEFAULT = 20;
@@ -84,18 +85,6 @@ export interface OverlapServer {
 interface CallEvent {
   kind: 'start' | 'end';
   atMs: number;
-}
-
-/** mulberry32: a tiny, fast 32-bit PRNG; good enough to spread hold times reproducibly. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
 }
 
 /** The value at quantile `q` (0..1) of sorted numbers, nearest rank; 0 for none. */
