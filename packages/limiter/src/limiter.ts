@@ -314,7 +314,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.#waiters.delete(waiter.id);
     this.#held.set(permit.id, permit);
     waiter.resolve(permit);
-    this.emit('granted', { permitId: permit.id, waitedMs: permit.waitedMs, fence: permit.fence });
+    if (this.listenerCount('granted') > 0) this.emit('granted', { permitId: permit.id, waitedMs: permit.waitedMs, fence: permit.fence }); // no event object on the hot path unless someone listens
   }
 
   /** @internal Called by {@link Permit.release}. */
@@ -342,7 +342,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     const leaseLost = integer(reply[0]) === 0 || permit.leaseLost || performance.now() > permit.renewedUntil;
     this.#deliver(grantsIn(reply[3]));
     this.#schedulePump(integer(reply[1]), integer(reply[2]));
-    this.emit('released', { permitId: permit.id, leaseLost });
+    if (this.listenerCount('released') > 0) this.emit('released', { permitId: permit.id, leaseLost });
     return { leaseLost };
   }
 
