@@ -32,6 +32,7 @@ describe('worker environment', () => {
     [{ WORKER_CONCURRENCY: '0' }, /^WORKER_CONCURRENCY="0" is invalid: /],
     [{ METRICS_PORT: '70000' }, /^METRICS_PORT="70000" is invalid: /],
     [{ REDIS_URL: 'localhost:6379' }, /^REDIS_URL="localhost:6379" is invalid: expected a redis:/],
+    [{ REDIS_CLUSTER_NODES: 'redis-1,redis-2' }, /^REDIS_CLUSTER_NODES="redis-1,redis-2" is invalid: expected host:port,host:port/],
     [{ ANTHROPIC_BASE_URL: 'ftp://x' }, /^ANTHROPIC_BASE_URL="ftp:\/\/x" is invalid: /],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud" is invalid: /],
     [{ TOLLGATE_NAME: 'has space' }, /^TOLLGATE_NAME="has space" is invalid: /],
