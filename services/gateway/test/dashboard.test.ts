@@ -8,7 +8,8 @@ import type { Gateway } from '../src/index.js';
 import { request, startGateway } from './support.js';
 
 const OUTPUT_DIR = fileURLToPath(new URL('../test-output/', import.meta.url));
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium (what CI installs); elsewhere point CHROMIUM_PATH at a Chromium or Chrome binary. */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 const CONCURRENCY = 8;
 const PERMITS_HELD = 3;
