@@ -246,8 +246,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       this.#grant(waiter, { waiterId: waiter.id, fence: integer(reply[1]), expiresAtMs: integer(reply[2]), grantedAtMs: integer(reply[3]) });
     } else if (status === 0) {
       waiter.member = text(reply[4]);
-      this.#deliver(grantsIn(reply[3]));
-      this.#schedulePump(integer(reply[1]), integer(reply[2]));
+      this.#afterPump(reply, 1);
     } else if (status === -2) {
       const dimension = text(reply[1]);
       throw new CostExceedsCapacityError(this.name, dimension, waiter.cost[dimension] ?? 0, Number(text(reply[2])));
@@ -287,8 +286,16 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     const reply = await this.#run((scripts) =>
       scripts.cancel(this.#keys.prefix, this.#epoch, this.ownerId, waiter.id, waiter.member, ...costArgs(waiter.cost)),
     );
-    this.#deliver(grantsIn(reply[3]));
-    this.#schedulePump(integer(reply[1]), integer(reply[2]));
+    this.#afterPump(reply, 1);
+  }
+
+  /**
+   * Every function that pumps replies `…, wakeAtMs, nowMs, {ownGrant…}` from index `at`: resolve this process's
+   * waiters granted in the reply, and keep the pump timer at the wake time.
+   */
+  #afterPump(reply: RawReply, at: number): void {
+    this.#deliver(grantsIn(reply[at + 2]));
+    this.#schedulePump(integer(reply[at]), integer(reply[at + 1]));
   }
 
   /** Resolves local waiters from grant messages (script replies or the grants list). */
@@ -340,8 +347,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     }
     // 0: the lease was already reclaimed; renewedUntil passed: it expired, though no one reclaimed it yet
     const leaseLost = integer(reply[0]) === 0 || permit.leaseLost || performance.now() > permit.renewedUntil;
-    this.#deliver(grantsIn(reply[3]));
-    this.#schedulePump(integer(reply[1]), integer(reply[2]));
+    this.#afterPump(reply, 1);
     if (this.listenerCount('released') > 0) this.emit('released', { permitId: permit.id, leaseLost });
     return { leaseLost };
   }
@@ -391,8 +397,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${String(concurrency)}`);
     await this.ready();
     const reply = await this.#run((scripts) => scripts.set_concurrency(this.#keys.prefix, this.#epoch, this.ownerId, concurrency));
-    this.#deliver(grantsIn(reply[3]));
-    this.#schedulePump(integer(reply[1]), integer(reply[2]));
+    this.#afterPump(reply, 1);
     return integer(reply[0]);
   }
 
@@ -534,8 +539,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       try {
         const reply = await send();
         this.#unsentReleases.delete(permitId);
-        this.#deliver(grantsIn(reply[3]));
-        this.#schedulePump(integer(reply[1]), integer(reply[2]));
+        this.#afterPump(reply, 1);
       } catch {
         return; // still away: the next reconnect tries again (and the lease expires by itself meanwhile)
       }
@@ -560,8 +564,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
           const permit = this.#held.get(id);
           if (permit) this.#loseLease(permit);
         }
-        this.#deliver(grantsIn(reply[3]));
-        this.#schedulePump(integer(reply[1]), integer(reply[2]));
+        this.#afterPump(reply, 1);
       }
       const renewedUntil = sentAt + this.options.leaseTtlMs;
       for (const id of ids) {
@@ -600,8 +603,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (this.#closed || this.#waiters.size === 0) return;
     try {
       const reply = await this.#run((scripts) => scripts.pump(this.#keys.prefix, this.#epoch, this.ownerId));
-      this.#deliver(grantsIn(reply[2]));
-      this.#schedulePump(integer(reply[0]), integer(reply[1]));
+      this.#afterPump(reply, 0);
     } catch (error) {
       this.#redisError(error instanceof Error ? error : new Error(String(error)));
     }
