@@ -17,7 +17,7 @@ export function sharedConfig(options: { testTimeoutMs?: number; fileParallelism?
       hookTimeout: 60_000,
       fileParallelism: options.fileParallelism ?? true,
       pool: 'forks',
-      // the JSON report feeds the one-line total that `npm test` prints (scripts/test-summary.mjs)
+      // the JSON report feeds the one-line total that `npm test` prints (scripts/run-tests.mjs)
       reporters: ['default', ['json', { outputFile: 'test-output/vitest.json' }]],
     },
   });

@@ -24,12 +24,23 @@ const turbo = spawnSync('npx', ['turbo', 'run', 'test', '--concurrency=1', '--co
 let passed = 0;
 let failed = 0;
 let skipped = 0;
+// CI logs are often read from their tail: repeat each failure there, with the first lines of its error
+const failures = [];
 for (const report of reports) {
   if (!existsSync(report)) continue;
   const result = JSON.parse(readFileSync(report, 'utf8'));
   passed += result.numPassedTests;
   failed += result.numFailedTests;
   skipped += result.numPendingTests + result.numTodoTests;
+  for (const file of result.testResults) {
+    for (const test of file.assertionResults) {
+      if (test.status !== 'failed') continue;
+      const message = (test.failureMessages[0] ?? '').split('\n').slice(0, 6).join('\n      ');
+      failures.push(`FAILED ${file.name.slice(root.length)} > ${test.fullName}\n      ${message}`);
+    }
+    if (file.status === 'failed' && file.assertionResults.length === 0) failures.push(`FAILED ${file.name.slice(root.length)}\n      ${file.message}`);
+  }
 }
+if (failures.length > 0) console.log(`\n${failures.join('\n')}`);
 console.log(`\ntotal: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(turbo.status ?? 1);
