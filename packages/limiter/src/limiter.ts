@@ -71,10 +71,12 @@ export interface LimiterSnapshot {
 
 /** Typed events: listen with `limiter.on('granted', (event) => …)`. */
 export interface LimiterEvents {
-  granted: [{ permitId: string; waitedMs: number; fence: number }];
+  /** `grantedAtMs`: Redis time of the grant. */
+  granted: [{ permitId: string; waitedMs: number; fence: number; grantedAtMs: number }];
   released: [{ permitId: string; leaseLost: boolean }];
   leaseLost: [{ permitId: string }];
-  paused: [{ pausedUntilMs: number; reason: string | undefined }];
+  /** `atMs`: Redis time at which the pause took effect (no grant after it until `pausedUntilMs`). */
+  paused: [{ pausedUntilMs: number; atMs: number; reason: string | undefined }];
   redisError: [Error];
 }
 
@@ -321,7 +323,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.#waiters.delete(waiter.id);
     this.#held.set(permit.id, permit);
     waiter.resolve(permit);
-    if (this.listenerCount('granted') > 0) this.emit('granted', { permitId: permit.id, waitedMs: permit.waitedMs, fence: permit.fence }); // no event object on the hot path unless someone listens
+    if (this.listenerCount('granted') > 0) this.emit('granted', { permitId: permit.id, waitedMs: permit.waitedMs, fence: permit.fence, grantedAtMs: permit.grantedAtMs }); // no event object on the hot path unless someone listens
   }
 
   /** @internal Called by {@link Permit.release}. */
@@ -372,8 +374,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     await this.ready();
     const reply = await this.#run((scripts) => scripts.pause(this.#keys.prefix, this.#epoch, Math.ceil(ms)));
     const pausedUntilMs = integer(reply[0]);
-    this.#schedulePump(pausedUntilMs, integer(reply[1]));
-    this.emit('paused', { pausedUntilMs, reason });
+    const atMs = integer(reply[1]);
+    this.#schedulePump(pausedUntilMs, atMs);
+    this.emit('paused', { pausedUntilMs, atMs, reason });
     return { pausedUntilMs };
   }
 
