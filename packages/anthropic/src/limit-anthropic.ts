@@ -122,6 +122,8 @@ class LimitedRunner {
   /** Callers of this process waiting for a permit right now. */
   #waiting = 0;
   #lastObserveAt = Number.NEGATIVE_INFINITY;
+  /** Dimensions whose last server figure was 0: the next 0 is no news, a 0 after a non-zero figure is. */
+  readonly #seenEmpty = new Set<string>();
   readonly #stats: LimitedAnthropicStats = {
     calls: 0,
     attempts: 0,
@@ -226,12 +228,24 @@ class LimitedRunner {
     }
   }
 
-  /** Sends the server's rate-limit figures to the limiter: always after a 429, else at most once per interval. */
+  /**
+   * Sends the server's rate-limit figures to the limiter: always after a 429 and whenever a dimension has just run
+   * empty at the server, else at most once per interval. An empty server bucket resets the drift between the fleet's
+   * bucket and the server's (an outside client of the key, a burst guessed too large, the time a call spends between
+   * its grant and the server) before it turns into a 429.
+   */
   async #observe(headers: Headers | undefined, force: boolean): Promise<void> {
     if (headers === undefined || this.#dimensions.size === 0) return;
     const now = performance.now();
-    if (!force && now - this.#lastObserveAt < this.#options.observeIntervalMs) return;
     const observed = readRateLimitHeaders(headers, [...this.#dimensions]);
+    let emptied = false;
+    for (const [dimension, value] of Object.entries(observed)) {
+      const empty = value.remaining === 0;
+      if (empty && !this.#seenEmpty.has(dimension)) emptied = true;
+      if (empty) this.#seenEmpty.add(dimension);
+      else this.#seenEmpty.delete(dimension);
+    }
+    if (!force && !emptied && now - this.#lastObserveAt < this.#options.observeIntervalMs) return;
     if (Object.keys(observed).length === 0) return;
     this.#lastObserveAt = now;
     this.#stats.observes += 1;
@@ -260,8 +274,10 @@ class LimitedRunner {
     const failure = classifyFailure(error, permit.leaseLost);
     const headers = error instanceof APIError ? error.headers : undefined;
     this.#count(error, failure);
-    await this.#observe(headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
-    if (failure.kind === 'rate_limited') await this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after');
+    const observed = this.#observe(headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
+    // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner
+    if (failure.kind === 'rate_limited') await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after'), observed]);
+    else await observed;
     if (failure.kind === 'concurrency') await this.#adaptive?.limited(permit.fence);
     await this.#release(permit, used); // after the pause and the decrease: the freed slot obeys both
     const waitMs = this.#retryWaitMs(state, failure);
