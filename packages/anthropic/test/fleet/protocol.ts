@@ -26,6 +26,8 @@ export const workerConfigSchema = z.strictObject({
   parallel: z.number().int().min(1),
   kinds: z.array(z.enum(['create', 'stream', 'messages.stream'])).min(1),
   shapes: z.array(callShapeSchema).min(1),
+  /** Calls made before `ready` (not counted in the result), so the process is warm when `go` comes. */
+  warmUpCalls: z.number().int().min(0).default(0),
   /** Where this process starts in `shapes`, so processes do not all send the same sizes at once. */
   shapeOffset: z.number().int().min(0).default(0),
 });
@@ -35,4 +37,8 @@ export interface WorkerResult {
   succeeded: number;
   errors: string[];
   stats: LimitedAnthropicStats;
+  /** Redis times at which this process's fleet-wide pauses took effect. */
+  pausedAtMs: number[];
+  /** Redis grant time of each permit whose call met a rate-limit 429 (with retry-after). */
+  rateLimitedGrantedAtMs: number[];
 }

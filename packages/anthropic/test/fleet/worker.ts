@@ -6,17 +6,27 @@
 import { createInterface } from 'node:readline';
 import Anthropic from '@anthropic-ai/sdk';
 import { createLimiter } from '@tollgate/limiter';
+import { pino } from 'pino';
 import { limitAnthropic } from '../../src/index.js';
 import { RESULT_PREFIX, workerConfigSchema, type CallShape, type WorkerResult } from './protocol.js';
 
 const config = workerConfigSchema.parse(JSON.parse(process.env.TOLLGATE_WORKER_CONFIG ?? '{}'));
 const limiter = createLimiter({ redis: config.redisUrl, name: config.limiterName, ...config.limiter });
 await limiter.ready();
-const anthropic = limitAnthropic(new Anthropic({ baseURL: config.mockUrl, apiKey: config.apiKey, maxRetries: 0 }), limiter, config.wrapper);
-
-const lines = createInterface({ input: process.stdin });
-process.stdout.write('ready\n');
-await new Promise<void>((resolve) => lines.once('line', () => resolve()));
+// what the fleet tests read off: when each pause took effect, and when the permits that met a 429 were granted
+const grantedAtMs = new Map<string, number>();
+const pausedAtMs: number[] = [];
+const rateLimitedGrantedAtMs: number[] = [];
+limiter.on('granted', (event) => grantedAtMs.set(event.permitId, event.grantedAtMs));
+limiter.on('paused', (event) => pausedAtMs.push(event.atMs));
+const failures = {
+  write(line: string): void {
+    const record = JSON.parse(line) as { failure?: string; permitId?: string };
+    if (record.failure === 'rate_limited' && record.permitId !== undefined) rateLimitedGrantedAtMs.push(grantedAtMs.get(record.permitId) ?? Number.NaN);
+  },
+};
+const logger = pino({ level: 'warn' }, failures);
+const anthropic = limitAnthropic(new Anthropic({ baseURL: config.mockUrl, apiKey: config.apiKey, maxRetries: 0 }), limiter, { ...config.wrapper, logger });
 
 async function call(index: number, shape: CallShape): Promise<void> {
   const params = {
@@ -38,6 +48,11 @@ async function call(index: number, shape: CallShape): Promise<void> {
   }
 }
 
+for (let index = 0; index < config.warmUpCalls; index += 1) await call(index, config.shapes[0] as CallShape);
+const lines = createInterface({ input: process.stdin });
+process.stdout.write('ready\n');
+await new Promise<void>((resolve) => lines.once('line', () => resolve()));
+
 let next = 0;
 let succeeded = 0;
 const errors: string[] = [];
@@ -54,7 +69,7 @@ async function caller(): Promise<void> {
   }
 }
 await Promise.all(Array.from({ length: config.parallel }, () => caller()));
-const result: WorkerResult = { succeeded, errors, stats: anthropic.stats() };
+const result: WorkerResult = { succeeded, errors, stats: anthropic.stats(), pausedAtMs, rateLimitedGrantedAtMs };
 process.stdout.write(`${RESULT_PREFIX}${JSON.stringify(result)}\n`);
 lines.close();
 await limiter.close();
