@@ -10,6 +10,8 @@ export function queueKeys(queue: string) {
   return {
     /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */
     prefix,
+    /** BullMQ's stream of queue events (`completed`, `failed`, …) that QueueEvents reads. */
+    queueEvents: `${prefix}:${queue}:events`,
     /** The stream a streaming job's SSE events are published to. */
     jobEvents: (jobId: string) => `${prefix}:${queue}:events:${jobId}`,
     /** Fleet-wide counters the workers add to (upstream 429s by kind). */

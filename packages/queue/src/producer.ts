@@ -3,7 +3,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import { PRIORITY_DEFAULT, describeZodError } from '@tollgate/limiter';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import { z } from 'zod';
-import { InvalidRequestError, JobWaitTimeoutError, UpstreamError } from './errors.js';
+import { InvalidRequestError, JobWaitTimeoutError, QueueUnavailableError, UpstreamError } from './errors.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { queueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
@@ -77,12 +77,19 @@ export type CancelOutcome = 'cancelled' | 'active' | 'finished' | 'missing';
  * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
  * {@link InvalidRequestError} and nothing enters the queue.
  */
+/** The producer's one reader of job events, created on the first wait. */
+interface QueueEventsEntry {
+  owned: OwnedRedis;
+  events: QueueEvents | undefined;
+  ready: Promise<void>;
+}
+
 export class Producer {
   readonly queue: Queue;
   readonly name: string;
   readonly #options: z.output<typeof producerOptionsSchema>;
   readonly #redis: OwnedRedis;
-  #events: { owned: OwnedRedis; events: QueueEvents; ready: Promise<unknown> } | undefined;
+  #events: QueueEventsEntry | undefined;
   /**
    * State checks of the calls waiting now. Events emitted while the event reader was cut off (a Redis restart) are
    * not replayed to it, so every waiting call reads its job's state again when the reader's connection is back.
@@ -242,7 +249,7 @@ export class Producer {
   async close(): Promise<void> {
     const events = this.#events;
     this.#events = undefined;
-    await events?.events.close().catch(() => {});
+    await events?.events?.close().catch(() => {});
     if (events?.owned.owned) events.owned.client.disconnect();
     await this.queue.close().catch(() => {});
     if (this.#redis.owned) this.#redis.client.disconnect();
@@ -271,21 +278,36 @@ export class Producer {
       const owned = blockingConnection(this.#options.redis);
       owned.client.on('error', () => {}); // QueueEvents reconnects by itself
       this.#recheckWhenReconnected(owned.client); // events emitted while it was cut off are not replayed
-      const events = new QueueEvents(this.name, { connection: owned.client, prefix: queueKeys(this.name).prefix, skipVersionCheck: true });
-      events.on('error', () => {});
-      events.setMaxListeners(0); // one pair of listeners per waiting call
-      const entry = { owned, events, ready: events.waitUntilReady() as Promise<unknown> };
+      const entry: QueueEventsEntry = { owned, events: undefined, ready: Promise.resolve() };
+      entry.ready = (async () => {
+        // Read from the stream's current end, not from '$': QueueEvents sends its first XREAD a round trip after it
+        // is ready, and a job that ended in between would be missed by a wait whose state read came just before.
+        await this.queue.waitUntilReady(); // the command connection has no offline queue
+        const [last] = await this.#redis.client.xrevrange(queueKeys(this.name).queueEvents, '+', '-', 'COUNT', 1);
+        if (this.#events !== entry) return; // closed meanwhile
+        const events = new QueueEvents(this.name, {
+          connection: owned.client,
+          prefix: queueKeys(this.name).prefix,
+          skipVersionCheck: true,
+          lastEventId: last?.[0] ?? '0-0',
+        });
+        events.on('error', () => {});
+        events.setMaxListeners(0); // one pair of listeners per waiting call
+        entry.events = events;
+        await events.waitUntilReady();
+      })();
       // A reader that failed to start is replaced on the next call; one that is merely slow is kept (it reconnects).
       entry.ready.catch(() => {
         if (this.#events !== entry) return;
         this.#events = undefined;
-        void events.close().catch(() => {});
+        void entry.events?.close().catch(() => {});
         if (owned.owned) owned.client.disconnect();
       });
       this.#events = entry;
     }
     const current = this.#events;
     await withDeadline(current.ready, this.#options.redisTimeoutMs, 'wait');
+    if (current.events === undefined) throw new QueueUnavailableError('wait: the producer was closed');
     return current.events;
   }
 

@@ -87,6 +87,7 @@ describe('enqueue', () => {
     const keys = queueKeys(name);
     expect(keys.prefix).toMatch(/^\{[^{}]+\}$/);
     const tagged = createProducer({ redis: redis.url, queue: name });
+    expect(keys.queueEvents).toBe(tagged.queue.keys.events); // the stream the producer's waits start reading at its end
     try {
       await tagged.enqueue(request('tag'));
       const { Redis } = await import('ioredis');
