@@ -282,8 +282,8 @@ export class Producer {
       entry.ready = (async () => {
         // Read from the stream's current end, not from '$': QueueEvents sends its first XREAD a round trip after it
         // is ready, and a job that ended in between would be missed by a wait whose state read came just before.
-        await this.queue.waitUntilReady(); // the command connection has no offline queue
-        const [last] = await this.#redis.client.xrevrange(queueKeys(this.name).queueEvents, '+', '-', 'COUNT', 1);
+        // on the reader's own connection: it waits out a reconnect, and the read goes before the reader's first XREAD
+        const [last] = await owned.client.xrevrange(queueKeys(this.name).queueEvents, '+', '-', 'COUNT', 1);
         if (this.#events !== entry) return; // closed meanwhile
         const events = new QueueEvents(this.name, {
           connection: owned.client,
