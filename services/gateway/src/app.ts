@@ -27,6 +27,7 @@ import { dashboardHtml } from './dashboard.js';
 import type { GatewayEnv } from './env.js';
 import { FleetMonitor, type FleetFrame } from './fleet.js';
 import { describeFastifyError, sendError } from './http-errors.js';
+import { ReaderPool } from './readers.js';
 import { relayJobEvents } from './relay.js';
 
 /** Header carrying a request's priority, 0 (first) … 9 (last). */
@@ -105,6 +106,14 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
   const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   const tokens = new TokenTable(env.GATEWAY_TOKENS);
+  const readers = new ReaderPool(() => {
+    const reader =
+      source.input instanceof Cluster
+        ? source.input.duplicate(undefined, { lazyConnect: true }) // the job's event stream key is hash-tagged: one slot
+        : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
+    reader.on('error', () => {});
+    return reader;
+  }, env.GATEWAY_REDIS_TIMEOUT_MS);
 
   const app = Fastify({
     loggerInstance: logger.child({}, { level: 'warn' }), // no line per request; errors and warnings still logged
@@ -159,20 +168,21 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
         return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
       }
     }
-    let jobId: string;
     let reader: Redis | Cluster;
     try {
-      jobId = await producer.enqueue(params, options);
-      reader =
-        source.input instanceof Cluster
-          ? source.input.duplicate(undefined, { lazyConnect: true }) // the job's event stream key is hash-tagged: one slot
-          : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
-      reader.on('error', () => {});
-      await withDeadline(reader.connect(), env.GATEWAY_REDIS_TIMEOUT_MS, 'stream reader');
+      reader = await readers.take(); // before the enqueue: a 503 here means nothing was enqueued
     } catch (error) {
       return sendFailure(request, reply, error);
     }
-    await relayJobEvents({ request, reply, producer, jobId, streamKey: keys.jobEvents(jobId), reader, waitMs: env.GATEWAY_WAIT_MS });
+    let jobId: string;
+    try {
+      jobId = await producer.enqueue(params, options);
+    } catch (error) {
+      readers.give(reader, true);
+      return sendFailure(request, reply, error);
+    }
+    const giveBack = (used: Redis | Cluster, idle: boolean) => readers.give(used, idle);
+    await relayJobEvents({ request, reply, producer, jobId, streamKey: keys.jobEvents(jobId), reader, giveBack, waitMs: env.GATEWAY_WAIT_MS });
     return reply;
   });
 
@@ -249,6 +259,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       closing ??= (async () => {
         monitor.stop();
         await app.close();
+        readers.close();
         await producer.close();
         await limiter.close();
         if (redis.owned) redis.client.disconnect();

@@ -13,8 +13,10 @@ export interface RelayOptions {
   producer: Producer;
   jobId: string;
   streamKey: string;
-  /** A connection of this relay's own (a blocking read holds it); closed at the end. */
+  /** A connection of this relay's own (a blocking read holds it) while the relay runs. */
   reader: Redis | Cluster;
+  /** Called once at the end with the reader; `idle`: no command of the relay is pending on it (it may be reused). */
+  giveBack: (reader: Redis | Cluster, idle: boolean) => void;
   waitMs: number;
 }
 
@@ -25,7 +27,8 @@ export interface RelayOptions {
  * event (the client never sees two answers spliced together).
  */
 export async function relayJobEvents(options: RelayOptions): Promise<void> {
-  const { request, reply, producer, jobId, streamKey, reader, waitMs } = options;
+  const { request, reply, producer, jobId, streamKey, reader, giveBack, waitMs } = options;
+  let idle = false;
   const stop = new AbortController();
   const raw = reply.raw;
   let attempt: number | undefined;
@@ -75,11 +78,12 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
         break;
       }
     }
+    idle = true; // the loop ended between reads: a break at an event, or a read that returned after the abort
   } catch (error) {
     if (!done && !stop.signal.aborted) fail(503, anthropicError(503, `the event stream broke: ${error instanceof Error ? error.message : String(error)}`, request.id));
   } finally {
     stop.abort();
-    reader.disconnect();
+    giveBack(reader, idle);
     if (!done && !raw.writableEnded) raw.end();
     void watched;
   }

@@ -2,6 +2,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
 import { createProducer, type Producer } from '@tollgate/queue';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORKER_ENTRY, killAll, spawnGateway, spawnService, type ServiceProcess } from './processes.js';
 import { TOKENS, TOKEN_A, request } from './support.js';
@@ -15,6 +16,7 @@ const GATEWAY_REQUESTS = 100;
 /** Upstream time to first token: long enough that the fleet is always at its limit. */
 const CALL_MS = 15;
 const WAIT_MS = 120_000;
+const SEQUENTIAL_STREAMS = 10;
 
 let redis: TestRedis;
 let mock: MockAnthropic;
@@ -91,5 +93,22 @@ describe('end to end: producers and the gateway share one fleet limit', () => {
       }
     }
     expect(compared).toBe(GATEWAY_REQUESTS / 2);
+  });
+
+  it('streaming requests one after another reuse the relay connection: no new Redis connection per stream', async () => {
+    const client = new Anthropic({ baseURL: gatewayUrl, apiKey: TOKEN_A, maxRetries: 0 });
+    const admin = new Redis(redis.url);
+    try {
+      const connections = async () => Number(/total_connections_received:(\d+)/.exec(await admin.info('stats'))?.[1]);
+      await client.messages.stream(request('warm', 16)).finalMessage(); // the pool has a reader now
+      const before = await connections();
+      for (let i = 0; i < SEQUENTIAL_STREAMS; i += 1) {
+        const message = await client.messages.stream(request(`sequential ${i}`, 16)).finalMessage();
+        expect(message.stop_reason).toMatch(/^(end_turn|max_tokens)$/);
+      }
+      expect((await connections()) - before).toBe(0);
+    } finally {
+      admin.disconnect();
+    }
   });
 });
