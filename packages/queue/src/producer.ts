@@ -162,12 +162,16 @@ export class Producer {
       let done = false;
       // The job may have finished before the listeners were set (or while the reader was cut off): read its state.
       const checkState = () => {
-        withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait')
-          .then(async (job) => {
-            if (job === undefined) return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
-            const state = await job.getState();
+        // the state first, then the job: a finished job's hash no longer changes, while a hash read first could be
+        // the active job's, without the answer, followed by a state read that already says completed
+        withDeadline(this.queue.getJobState(jobId), this.#options.redisTimeoutMs, 'wait')
+          .then(async (state) => {
+            if (state === 'unknown') return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
+            if (state !== 'completed' && state !== 'failed') return;
+            const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait');
+            if (job === undefined) return; // removed by retention meanwhile: the events decide, or the deadline
             if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
-            else if (state === 'failed') finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
+            else finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
           })
           .catch(() => {
             // the state could not be read in time (Redis slow or briefly away): the listeners stay, the overall deadline holds

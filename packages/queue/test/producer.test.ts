@@ -1,6 +1,6 @@
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidRequestError, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
+import { InvalidRequestError, UpstreamError, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
 import { MODEL, rawJob, request, thrown } from './support.js';
 
 let redis: TestRedis;
@@ -99,6 +99,12 @@ describe('enqueue', () => {
     } finally {
       await tagged.close();
     }
+  });
+
+  it('wait on a job that does not exist fails at once with a 404, not at its deadline', async () => {
+    const error = await thrown(() => producer.wait('no-such-job', { timeoutMs: 60_000 }));
+    expect(error).toBeInstanceOf(UpstreamError);
+    expect(error).toMatchObject({ status: 404, type: 'not_found_error', message: 'job no-such-job not found' });
   });
 
   it('cancel removes a waiting job; an unknown one is missing', async () => {
