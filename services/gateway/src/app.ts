@@ -91,6 +91,12 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
 }
 
 /**
+ * Deadline for opening a stream relay's connection. It is opened right after a successful enqueue, so Redis is up:
+ * the short outage deadlines (`GATEWAY_REDIS_*`) would turn a burst of new streams on a busy machine into 503s.
+ */
+export const STREAM_READER_CONNECT_MS = 5_000;
+
+/**
  * Builds the gateway: `POST /v1/messages` (Messages API, JSON or SSE), `POST /v1/jobs`, `GET|DELETE /v1/jobs/:id`,
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
@@ -110,10 +116,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     const reader =
       source.input instanceof Cluster
         ? source.input.duplicate(undefined, { lazyConnect: true }) // the job's event stream key is hash-tagged: one slot
-        : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: env.GATEWAY_REDIS_TIMEOUT_MS });
+        : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: STREAM_READER_CONNECT_MS });
     reader.on('error', () => {});
     return reader;
-  }, env.GATEWAY_REDIS_TIMEOUT_MS);
+  }, STREAM_READER_CONNECT_MS);
 
   const app = Fastify({
     loggerInstance: logger.child({}, { level: 'warn' }), // no line per request; errors and warnings still logged
@@ -168,18 +174,20 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
         return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
       }
     }
-    let reader: Redis | Cluster;
-    try {
-      reader = await readers.take(); // before the enqueue: a 503 here means nothing was enqueued
-    } catch (error) {
-      return sendFailure(request, reply, error);
-    }
     let jobId: string;
     try {
       jobId = await producer.enqueue(params, options);
     } catch (error) {
-      readers.give(reader, true);
       return sendFailure(request, reply, error);
+    }
+    let reader: Redis | Cluster;
+    try {
+      // after the enqueue: Redis has just answered, so a slow connect is load (a burst of new streams), not an
+      // outage, and it gets STREAM_READER_CONNECT_MS; the job is queued now, so a failure here must say so
+      reader = await readers.take();
+    } catch {
+      void reply.header(JOB_ID_HEADER, jobId);
+      return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its events could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
     }
     const giveBack = (used: Redis | Cluster, idle: boolean) => readers.give(used, idle);
     await relayJobEvents({ request, reply, producer, jobId, streamKey: keys.jobEvents(jobId), reader, giveBack, waitMs: env.GATEWAY_WAIT_MS });
