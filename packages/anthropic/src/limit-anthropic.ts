@@ -123,7 +123,7 @@ class LimitedRunner {
   #waiting = 0;
   #lastObserveAt = Number.NEGATIVE_INFINITY;
   /** Dimensions whose last server figure was 0: the next 0 is no news, a 0 after a non-zero figure is. */
-  readonly #seenEmpty = new Set<string>();
+  readonly #seenEmpty = new Set<AnthropicDimension>();
   readonly #stats: LimitedAnthropicStats = {
     calls: 0,
     attempts: 0,
@@ -239,8 +239,8 @@ class LimitedRunner {
     const now = performance.now();
     const observed = readRateLimitHeaders(headers, [...this.#dimensions]);
     let emptied = false;
-    for (const [dimension, value] of Object.entries(observed)) {
-      const empty = value.remaining === 0;
+    for (const dimension of Object.keys(observed) as AnthropicDimension[]) {
+      const empty = observed[dimension]?.remaining === 0;
       if (empty && !this.#seenEmpty.has(dimension)) emptied = true;
       if (empty) this.#seenEmpty.add(dimension);
       else this.#seenEmpty.delete(dimension);

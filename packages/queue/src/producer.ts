@@ -73,10 +73,6 @@ export type QueueCounts = Record<'waiting' | 'prioritized' | 'delayed' | 'active
 /** What `cancel` did. */
 export type CancelOutcome = 'cancelled' | 'active' | 'finished' | 'missing';
 
-/**
- * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
- * {@link InvalidRequestError} and nothing enters the queue.
- */
 /** The producer's one reader of job events, created on the first wait. */
 interface QueueEventsEntry {
   owned: OwnedRedis;
@@ -84,6 +80,10 @@ interface QueueEventsEntry {
   ready: Promise<void>;
 }
 
+/**
+ * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
+ * {@link InvalidRequestError} and nothing enters the queue.
+ */
 export class Producer {
   readonly queue: Queue;
   readonly name: string;
@@ -286,12 +286,13 @@ export class Producer {
       entry.ready = (async () => {
         // Read from the stream's current end, not from '$': QueueEvents sends its first XREAD a round trip after it
         // is ready, and a job that ended in between would be missed by a wait whose state read came just before.
-        // on the reader's own connection: it waits out a reconnect, and the read goes before the reader's first XREAD
-        const [last] = await owned.client.xrevrange(queueKeys(this.name).queueEvents, '+', '-', 'COUNT', 1);
+        // The read uses the reader's own connection: it waits out a reconnect and goes before the reader's XREAD.
+        const keys = queueKeys(this.name);
+        const [last] = await owned.client.xrevrange(keys.queueEvents, '+', '-', 'COUNT', 1);
         if (this.#events !== entry) return; // closed meanwhile
         const events = new QueueEvents(this.name, {
           connection: owned.client,
-          prefix: queueKeys(this.name).prefix,
+          prefix: keys.prefix,
           skipVersionCheck: true,
           lastEventId: last?.[0] ?? '0-0',
         });

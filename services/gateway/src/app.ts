@@ -189,8 +189,8 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       void reply.header(JOB_ID_HEADER, jobId);
       return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its events could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
     }
-    const giveBack = (used: Redis | Cluster, idle: boolean) => readers.give(used, idle);
-    await relayJobEvents({ request, reply, producer, jobId, streamKey: keys.jobEvents(jobId), reader, giveBack, waitMs: env.GATEWAY_WAIT_MS });
+    const streamKey = keys.jobEvents(jobId);
+    await relayJobEvents({ request, reply, producer, jobId, streamKey, reader, giveBack: (used, idle) => readers.give(used, idle), waitMs: env.GATEWAY_WAIT_MS });
     return reply;
   });
 

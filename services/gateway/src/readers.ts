@@ -43,11 +43,6 @@ export class ReaderPool {
     else reader.disconnect();
   }
 
-  /** Idle readers now (for tests and metrics). */
-  get idleCount(): number {
-    return this.#idle.length;
-  }
-
   close(): void {
     this.#closed = true;
     for (const reader of this.#idle.splice(0)) reader.disconnect();
