@@ -1,11 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { createLimiter, type Limiter } from '@tollgate/limiter';
+import { createLimiter, cutText, formatValue, type Limiter } from '@tollgate/limiter';
 import {
   InvalidRequestError,
   JOB_ID_PATTERN,
   JobWaitTimeoutError,
   QueueUnavailableError,
   UpstreamError,
+  anthropicError,
   commandConnection,
   createProducer,
   isConnectionError,
@@ -17,16 +17,17 @@ import {
   type EnqueueOptions,
   type Producer,
 } from '@tollgate/queue';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { TokenTable } from './auth.js';
+import { ADMIN_COOKIE, TokenTable, cookieOf, tokenOf, type Access } from './auth.js';
 import { dashboardHtml } from './dashboard.js';
 import type { GatewayEnv } from './env.js';
 import { FleetMonitor, type FleetFrame } from './fleet.js';
-import { describeFastifyError, sendError } from './http-errors.js';
+import { JSON_TOO_DEEP, clientError, describeFastifyError, frameworkError, nestsDeeperThan, newRequestId, sendError } from './http-errors.js';
 import { ReaderPool } from './readers.js';
 import { relayJobEvents } from './relay.js';
 
@@ -36,8 +37,6 @@ export const PRIORITY_HEADER = 'tollgate-priority';
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 /** Header carrying the job id of every answer. */
 export const JOB_ID_HEADER = 'tollgate-job-id';
-/** Bytes of randomness in a request id. */
-const REQUEST_ID_BYTES = 12;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -51,6 +50,8 @@ export interface Gateway {
   producer: Producer;
   limiter: Limiter;
   monitor: FleetMonitor;
+  /** Listens on `PORT`/`HOST` (and `METRICS_PORT`/`METRICS_HOST` when set); returns the URLs. */
+  listen(): Promise<{ url: string; metricsUrl?: string }>;
   /** Stops the server and closes every connection. Idempotent. */
   close(): Promise<void>;
 }
@@ -60,7 +61,7 @@ function priorityOf(request: FastifyRequest): number | undefined {
   const raw = request.headers[PRIORITY_HEADER];
   if (raw === undefined) return undefined;
   const priority = Number(raw);
-  if (typeof raw !== 'string' || !/^\d$/.test(raw)) throw new InvalidRequestError(`${PRIORITY_HEADER}: expected an integer from 0 to 9 (got ${JSON.stringify(raw)})`);
+  if (typeof raw !== 'string' || !/^\d$/.test(raw)) throw new InvalidRequestError(`${PRIORITY_HEADER}: expected an integer from 0 to 9 (got ${formatValue(raw)})`);
   return priority;
 }
 
@@ -124,23 +125,57 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   const app = Fastify({
     loggerInstance: logger.child({}, { level: 'warn' }), // no line per request; errors and warnings still logged
     bodyLimit: env.GATEWAY_MAX_BODY_BYTES,
-    genReqId: () => `req_${randomBytes(REQUEST_ID_BYTES).toString('hex')}`,
+    genReqId: newRequestId,
+    // slow clients: headers and the whole request each have a deadline, checked every GATEWAY_TIMEOUT_CHECK_INTERVAL_MS
+    // (no idle-socket timeout: an answer may take GATEWAY_WAIT_MS to come, with nothing sent meanwhile)
+    requestTimeout: env.GATEWAY_REQUEST_TIMEOUT_MS,
+    http: { headersTimeout: env.GATEWAY_HEADERS_TIMEOUT_MS, requestTimeout: env.GATEWAY_REQUEST_TIMEOUT_MS, connectionsCheckingInterval: env.GATEWAY_TIMEOUT_CHECK_INTERVAL_MS },
+    frameworkErrors: frameworkError,
+    clientErrorHandler: clientError,
+  });
+  // JSON bodies: the nesting depth is bounded on the text, before JSON.parse builds anything (a deep body would
+  // overflow the stack later, when the job is written); then fastify's own parser (prototype poisoning refused)
+  const parseJson = app.getDefaultJsonParser('error', 'ignore');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (nestsDeeperThan(text, env.GATEWAY_JSON_DEPTH_MAX)) {
+      done(Object.assign(new Error(`JSON nests deeper than ${env.GATEWAY_JSON_DEPTH_MAX} levels (GATEWAY_JSON_DEPTH_MAX)`), { code: JSON_TOO_DEEP, statusCode: 400 }), undefined);
+      return;
+    }
+    parseJson(request, text, done);
   });
   app.decorateRequest('tenant', undefined);
+  const admins = new TokenTable<'admin' | 'metrics'>(
+    new Map([
+      ...(env.GATEWAY_ADMIN_TOKEN === undefined ? [] : [[env.GATEWAY_ADMIN_TOKEN, 'admin'] as const]),
+      ...(env.GATEWAY_METRICS_TOKEN === undefined ? [] : [[env.GATEWAY_METRICS_TOKEN, 'metrics'] as const]),
+    ]),
+  );
+  // Deny by default, decided on the route the router matched (never on the raw request target, which may be
+  // percent-encoded or in absolute form): a route without `config.access` needs a tenant token.
   app.addHook('onRequest', async (request, reply) => {
     void reply.header('request-id', request.id);
-    if (!request.url.startsWith('/v1/')) return;
-    request.tenant = tokens.tenantOf(request.headers);
-    if (request.tenant === undefined) {
-      const sent = Boolean(request.headers.authorization) || Boolean(request.headers['x-api-key']);
-      return sendError(request, reply, 401, sent ? 'Invalid bearer token' : 'x-api-key header is required');
+    if (request.is404) return; // nothing matched: the not-found handler answers 404 and runs nothing
+    const access: Access = request.routeOptions.config.access ?? 'tenant';
+    if (access === 'public') return;
+    const token = tokenOf(request.headers);
+    if (access === 'tenant') {
+      request.tenant = tokens.tenantOf(request.headers);
+      if (request.tenant !== undefined) return;
+      return sendError(request, reply, 401, token === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
     }
+    const query = request.query as Record<string, unknown> | undefined;
+    const queryToken = request.routeOptions.config.queryToken === true && typeof query?.token === 'string' ? query.token : undefined;
+    const role = admins.lookup(token ?? queryToken ?? cookieOf(request.headers, ADMIN_COOKIE));
+    if (role === 'admin' || (role === 'metrics' && access === 'metrics')) return;
+    return sendError(request, reply, 401, access === 'metrics' ? 'GET /metrics needs GATEWAY_ADMIN_TOKEN or GATEWAY_METRICS_TOKEN' : 'the dashboard needs GATEWAY_ADMIN_TOKEN');
   });
   app.setErrorHandler((error: { code?: string; statusCode?: number; message: string }, request, reply) => {
     const { status, message } = describeFastifyError(error);
     return sendError(request, reply, status, message);
   });
-  app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, `Not found: ${request.method} ${request.url.split('?')[0]}`));
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, `Not found: ${request.method} ${cutText(request.url.split('?')[0] ?? '')}`));
 
   const metrics = gatewayMetrics();
   app.addHook('onResponse', async (request, reply) => {
@@ -231,7 +266,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     }
   });
 
-  app.get('/health', async (request, reply) => {
+  app.get('/health', { config: { access: 'public' } }, async (request, reply) => {
     try {
       await withDeadline(redis.client.ping(), env.GATEWAY_REDIS_TIMEOUT_MS, 'health');
       return reply.send({ status: 'ok' });
@@ -240,22 +275,39 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     }
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  const metricsText = async () => {
     metrics.update(await monitor.sample());
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    return { type: metrics.registry.contentType, body: await metrics.registry.metrics() };
+  };
+  app.get('/metrics', { config: { access: 'metrics' } }, async (_request, reply) => {
+    const { type, body } = await metricsText();
+    return reply.type(type).send(body);
   });
+  const metricsServer = env.METRICS_PORT === undefined ? undefined : metricsListener(metricsText, logger);
 
-  const page = dashboardHtml({ limiterName: env.TOLLGATE_NAME, queueName: env.TOLLGATE_QUEUE });
-  app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(page));
+  if (env.GATEWAY_DASHBOARD !== 'off') {
+    const access: Access = env.GATEWAY_DASHBOARD === 'public' ? 'public' : 'admin';
+    const page = dashboardHtml({ limiterName: env.TOLLGATE_NAME, queueName: env.TOLLGATE_QUEUE });
+    app.get('/', { config: { access, queryToken: true } }, async (request, reply) => {
+      const query = request.query as Record<string, unknown>;
+      if (typeof query.token === 'string') {
+        // the sign-in link: keep the token in an HttpOnly cookie (the page's EventSource sends no headers) and take
+        // it out of the address bar
+        void reply.header('set-cookie', `${ADMIN_COOKIE}=${encodeURIComponent(query.token)}; HttpOnly; SameSite=Strict; Path=/`);
+        return reply.code(303).header('location', './').send();
+      }
+      return reply.type('text/html; charset=utf-8').send(page);
+    });
 
-  app.get('/dashboard/events', (request, reply) => {
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    raw.write(`event: history\ndata: ${JSON.stringify(monitor.history)}\n\n`);
-    const unsubscribe = monitor.subscribe((frame) => raw.write(`event: frame\ndata: ${JSON.stringify(frame)}\n\n`));
-    request.raw.on('close', unsubscribe);
-  });
+    app.get('/dashboard/events', { config: { access } }, (request, reply) => {
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      raw.write(`event: history\ndata: ${JSON.stringify(monitor.history)}\n\n`);
+      const unsubscribe = monitor.subscribe((frame) => raw.write(`event: frame\ndata: ${JSON.stringify(frame)}\n\n`));
+      request.raw.on('close', unsubscribe);
+    });
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -263,10 +315,16 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     producer,
     limiter,
     monitor,
+    listen: async () => {
+      const address = await app.listen({ port: env.PORT, host: env.HOST });
+      const metricsAddress = metricsServer === undefined ? undefined : await metricsServer.listen(env.METRICS_PORT ?? 0, env.METRICS_HOST);
+      return { url: address.replace('0.0.0.0', '127.0.0.1'), ...(metricsAddress === undefined ? {} : { metricsUrl: metricsAddress }) };
+    },
     close: () => {
       closing ??= (async () => {
         monitor.stop();
         await app.close();
+        await metricsServer?.close();
         readers.close();
         await producer.close();
         await limiter.close();
@@ -275,6 +333,35 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       })();
       return closing;
     },
+  };
+}
+
+/** The `METRICS_PORT` listener: `GET /metrics` without a token, for a scraper on a private network; nothing else. */
+function metricsListener(text: () => Promise<{ type: string; body: string }>, logger: Logger) {
+  const server = createServer((request, response) => {
+    const path = (request.url ?? '').split('?')[0];
+    if (request.method !== 'GET' || path !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify(anthropicError(404, 'only GET /metrics is served here')));
+      return;
+    }
+    text().then(
+      ({ type, body }) => response.writeHead(200, { 'content-type': type }).end(body),
+      (error: unknown) => {
+        logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'metrics failed');
+        response.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify(anthropicError(500, 'metrics failed')));
+      },
+    );
+  });
+  return {
+    listen: (port: number, host: string) =>
+      new Promise<string>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          const address = server.address() as AddressInfo;
+          resolve(`http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}/metrics`);
+        });
+      }),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
 

@@ -2,7 +2,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../src/index.js';
-import { MODEL, TOKEN_A, TOKEN_B, request, startGateway } from './support.js';
+import { ADMIN_TOKEN, MODEL, TOKEN_A, TOKEN_B, request, startGateway } from './support.js';
 
 const MAX_BODY_BYTES = 4_096;
 let redis: TestRedis;
@@ -87,10 +87,11 @@ describe('jobs API', () => {
     expect(((await gone.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
   });
 
-  it('GET /health answers 200 while Redis is up; GET /metrics has the fleet gauges', async () => {
+  it('GET /health answers 200 while Redis is up; GET /metrics (admin token) has the fleet gauges', async () => {
     const health = await fetch(`${url}/health`);
     expect(health.status).toBe(200);
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
     expect(metrics).toContain('tollgate_concurrency_limit 4');
     expect(metrics).toContain('tollgate_permits_in_flight 0');
     expect(metrics).toContain('tollgate_queue_jobs{state="completed"}');
