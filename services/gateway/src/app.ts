@@ -1,8 +1,11 @@
 import { createLimiter, cutText, formatValue, type Limiter } from '@tollgate/limiter';
 import {
+  IDEMPOTENCY_KEY_LENGTH_MAX,
+  IdempotencyConflictError,
   InvalidRequestError,
-  JOB_ID_PATTERN,
+  JobLostError,
   JobWaitTimeoutError,
+  TenantQueueFullError,
   QueueUnavailableError,
   UpstreamError,
   anthropicError,
@@ -28,12 +31,12 @@ import { dashboardHtml } from './dashboard.js';
 import type { GatewayEnv } from './env.js';
 import { FleetMonitor, type FleetFrame } from './fleet.js';
 import { JSON_TOO_DEEP, clientError, describeFastifyError, frameworkError, nestsDeeperThan, newRequestId, sendError } from './http-errors.js';
-import { ReaderPool } from './readers.js';
+import { StreamReaders } from './stream-readers.js';
 import { relayJobEvents } from './relay.js';
 
 /** Header carrying a request's priority, 0 (first) … 9 (last). */
 export const PRIORITY_HEADER = 'tollgate-priority';
-/** Header making `POST /v1/jobs` idempotent: it becomes the job id. */
+/** Header making `POST /v1/jobs` idempotent within the tenant (hashed into the job id, never used raw). */
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
 /** Header carrying the job id of every answer. */
 export const JOB_ID_HEADER = 'tollgate-job-id';
@@ -67,20 +70,26 @@ function priorityOf(request: FastifyRequest): number | undefined {
 
 function enqueueOptions(request: FastifyRequest, withIdempotency: boolean): EnqueueOptions {
   const priority = priorityOf(request);
-  const jobId = withIdempotency ? request.headers[IDEMPOTENCY_HEADER] : undefined;
-  if (jobId !== undefined && (typeof jobId !== 'string' || !JOB_ID_PATTERN.test(jobId))) {
-    throw new InvalidRequestError(`${IDEMPOTENCY_HEADER}: letters, digits and ._- only, 1 to 128 characters, not all digits (got ${JSON.stringify(jobId)})`);
+  const key = withIdempotency ? request.headers[IDEMPOTENCY_HEADER] : undefined;
+  if (key !== undefined && (typeof key !== 'string' || key.length < 1 || key.length > IDEMPOTENCY_KEY_LENGTH_MAX)) {
+    throw new InvalidRequestError(`${IDEMPOTENCY_HEADER}: 1 to ${IDEMPOTENCY_KEY_LENGTH_MAX} characters (got ${formatValue(key)})`);
   }
   return {
     ...(priority === undefined ? {} : { priority }),
     ...(request.tenant === undefined ? {} : { tenant: request.tenant }),
-    ...(typeof jobId === 'string' ? { jobId } : {}),
+    ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
   };
 }
 
 /** Maps what enqueue or a wait threw onto an HTTP answer in Anthropic's envelope. */
 function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknown): FastifyReply {
   if (error instanceof InvalidRequestError) return sendError(request, reply, 400, error.message);
+  if (error instanceof IdempotencyConflictError) return sendError(request, reply, 409, error.message, error.type);
+  if (error instanceof TenantQueueFullError) return sendError(request, reply, 429, `${error.message} (GATEWAY_TENANT_QUEUED_MAX)`);
+  if (error instanceof JobLostError) {
+    void reply.header(JOB_ID_HEADER, error.jobId);
+    return sendError(request, reply, 503, error.message);
+  }
   if (error instanceof UpstreamError) return reply.code(error.status).header(JOB_ID_HEADER, error.jobId).send(error.body);
   if (error instanceof JobWaitTimeoutError) {
     void reply.header(JOB_ID_HEADER, error.jobId);
@@ -92,12 +101,6 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
 }
 
 /**
- * Deadline for opening a stream relay's connection. It is opened right after a successful enqueue, so Redis is up:
- * the short outage deadlines (`GATEWAY_REDIS_*`) would turn a burst of new streams on a busy machine into 503s.
- */
-export const STREAM_READER_CONNECT_MS = 5_000;
-
-/**
  * Builds the gateway: `POST /v1/messages` (Messages API, JSON or SSE), `POST /v1/jobs`, `GET|DELETE /v1/jobs/:id`,
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
@@ -106,21 +109,31 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   const redis = commandConnection(source.input, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
   const keys = queueKeys(env.TOLLGATE_QUEUE);
-  const producer = createProducer({ redis: redis.client, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS });
+  const producer = createProducer({
+    redis: redis.client,
+    queue: env.TOLLGATE_QUEUE,
+    redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS,
+    tenantQueuedMax: env.GATEWAY_TENANT_QUEUED_MAX,
+    retention: { completedSeconds: env.GATEWAY_KEEP_COMPLETED_SECONDS, completedJobs: env.GATEWAY_KEEP_COMPLETED_JOBS, failedSeconds: env.GATEWAY_KEEP_FAILED_SECONDS, failedJobs: env.GATEWAY_KEEP_FAILED_JOBS },
+  });
   const limiter = createLimiter({ ...limiterOptionsFromEnv(env, source.input), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
   // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
   await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
   const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   const tokens = new TokenTable(env.GATEWAY_TOKENS);
-  const readers = new ReaderPool(() => {
-    const reader =
-      source.input instanceof Cluster
-        ? source.input.duplicate(undefined, { lazyConnect: true }) // the job's event stream key is hash-tagged: one slot
-        : new Redis(env.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: STREAM_READER_CONNECT_MS });
-    reader.on('error', () => {});
-    return reader;
-  }, STREAM_READER_CONNECT_MS);
+  const readers = new StreamReaders(
+    () => {
+      const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
+      reader.on('error', () => {}); // a failed read is retried; each relay's deadline is its own
+      return reader;
+    },
+    redis.client,
+    keys.relayWakePrefix,
+  );
+  /** Streams relayed now, by tenant and in all. */
+  const openStreams = new Map<string, number>();
+  let openStreamsTotal = 0;
 
   const app = Fastify({
     loggerInstance: logger.child({}, { level: 'warn' }), // no line per request; errors and warnings still logged
@@ -205,28 +218,33 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       try {
         return reply.code(200).send(await producer.wait(jobId, { timeoutMs: env.GATEWAY_WAIT_MS }));
       } catch (error) {
-        if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError) return sendFailure(request, reply, error);
+        if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError || error instanceof JobLostError) return sendFailure(request, reply, error);
         return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
       }
     }
-    let jobId: string;
+    // caps first, so that a refused stream enqueues nothing
+    const tenant = request.tenant ?? '';
+    const ofTenant = openStreams.get(tenant) ?? 0;
+    if (openStreamsTotal >= env.GATEWAY_STREAMS_MAX) return sendError(request, reply, 529, `the gateway relays ${env.GATEWAY_STREAMS_MAX} streams already (GATEWAY_STREAMS_MAX); retry shortly`);
+    if (ofTenant >= env.GATEWAY_TENANT_STREAMS_MAX) return sendError(request, reply, 429, `tenant ${tenant} has ${env.GATEWAY_TENANT_STREAMS_MAX} streams open, the most it may (GATEWAY_TENANT_STREAMS_MAX); retry when one ends`);
+    openStreams.set(tenant, ofTenant + 1);
+    openStreamsTotal += 1;
     try {
-      jobId = await producer.enqueue(params, options);
-    } catch (error) {
-      return sendFailure(request, reply, error);
+      let jobId: string;
+      try {
+        jobId = await producer.enqueue(params, options);
+      } catch (error) {
+        return sendFailure(request, reply, error);
+      }
+      const streamKey = keys.jobEvents(jobId);
+      await relayJobEvents({ request, reply, producer, jobId, follow: (signal) => readers.follow(streamKey, signal), waitMs: env.GATEWAY_WAIT_MS });
+      return reply;
+    } finally {
+      openStreamsTotal -= 1;
+      const left = (openStreams.get(tenant) ?? 1) - 1;
+      if (left === 0) openStreams.delete(tenant);
+      else openStreams.set(tenant, left);
     }
-    let reader: Redis | Cluster;
-    try {
-      // after the enqueue: Redis has just answered, so a slow connect is load (a burst of new streams), not an
-      // outage, and it gets STREAM_READER_CONNECT_MS; the job is queued now, so a failure here must say so
-      reader = await readers.take();
-    } catch {
-      void reply.header(JOB_ID_HEADER, jobId);
-      return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its events could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
-    }
-    const streamKey = keys.jobEvents(jobId);
-    await relayJobEvents({ request, reply, producer, jobId, streamKey, reader, giveBack: (used, idle) => readers.give(used, idle), waitMs: env.GATEWAY_WAIT_MS });
-    return reply;
   });
 
   app.post('/v1/jobs', async (request, reply) => {
@@ -247,7 +265,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
     try {
       const job = await ownJob(request);
-      if (job === undefined) return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      if (job === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
       return reply.send(job);
     } catch (error) {
       return sendFailure(request, reply, error);
@@ -256,10 +274,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
     try {
-      if ((await ownJob(request)) === undefined) return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      if ((await ownJob(request)) === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
       const outcome = await producer.cancel(request.params.id);
       if (outcome === 'cancelled') return reply.send({ id: request.params.id, cancelled: true });
-      if (outcome === 'missing') return sendError(request, reply, 404, `job ${request.params.id} not found`);
+      if (outcome === 'missing') return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
       return sendError(request, reply, 409, `job ${request.params.id} is ${outcome === 'active' ? 'running' : 'finished'} and cannot be cancelled`);
     } catch (error) {
       return sendFailure(request, reply, error);

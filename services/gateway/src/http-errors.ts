@@ -12,8 +12,9 @@ export const REQUEST_ID_BYTES = 12;
 export const newRequestId = () => `req_${randomBytes(REQUEST_ID_BYTES).toString('hex')}`;
 
 /** Sends Anthropic's error envelope (anthropic-api.md §2) with the request's id. */
-export function sendError(request: FastifyRequest, reply: FastifyReply, status: number, message: string): FastifyReply {
-  return reply.code(status).type('application/json').send(anthropicError(status, cutText(message), request.id));
+export function sendError(request: FastifyRequest, reply: FastifyReply, status: number, message: string, type?: string): FastifyReply {
+  const body = anthropicError(status, cutText(message), request.id);
+  return reply.code(status).type('application/json').send(type === undefined ? body : { ...body, error: { ...body.error, type } });
 }
 
 /** The code of the error a too deeply nested body raises. */
