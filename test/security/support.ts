@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
 import { startFleet, type Fleet } from '../support/fleet.js';
+import { GATEWAY_ENTRY, sourceEntryCommand, spawnService, type ServiceProcess } from '../support/processes.js';
 
 /** Two tenants, an admin and a scraper: every token long enough, and none a prefix of another. */
 export const TOKEN_ALPHA = 'tok-alpha-5f1c7e2a9b3d4e6f';
@@ -34,4 +37,34 @@ export const json = (value: unknown) => JSON.stringify(value);
 /** Headers for a JSON request of a tenant. */
 export function asTenant(token: string, extra: Record<string, string> = {}): Record<string, string> {
   return { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...extra };
+}
+
+/** Another gateway process on the fleet's Redis (the fleet's queue unless `TOLLGATE_QUEUE` says otherwise). */
+export async function startExtraGateway(fleet: Fleet, env: Record<string, string>): Promise<ServiceProcess & { url: string }> {
+  const shared = ['REDIS_URL', 'TOLLGATE_NAME', 'TOLLGATE_QUEUE', 'TOLLGATE_CONCURRENCY', 'TOLLGATE_LEASE_TTL_MS', 'TOLLGATE_HEARTBEAT_MS', 'LOG_LEVEL'];
+  const common = Object.fromEntries(shared.flatMap((name) => (fleet.workerEnv[name] === undefined ? [] : [[name, fleet.workerEnv[name]]])));
+  const { command, args } = sourceEntryCommand(GATEWAY_ENTRY);
+  const gateway = await spawnService({
+    name: 'extra-gateway',
+    command,
+    args,
+    env: { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: TENANT_TOKENS, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN, GATEWAY_METRICS_TOKEN: METRICS_TOKEN, ...env },
+  });
+  return Object.assign(gateway, { url: gateway.ready.url ?? '' });
+}
+
+/** Redis's connected clients now. */
+export async function connectedClients(url: string): Promise<number> {
+  const admin = new Redis(url);
+  try {
+    return Number(/connected_clients:(\d+)/.exec(await admin.info('clients'))?.[1]) - 1; // not counting this one
+  } finally {
+    admin.disconnect();
+  }
+}
+
+/** Resident memory of a process, in bytes (Linux). */
+export function rssBytes(pid: number): number {
+  const kib = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return Number(kib) * 1024;
 }

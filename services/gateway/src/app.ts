@@ -152,6 +152,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.length === 0 && request.method !== 'POST') return done(null, undefined); // a DELETE with a content-type and no body
     if (nestsDeeperThan(text, env.GATEWAY_JSON_DEPTH_MAX)) {
       done(Object.assign(new Error(`JSON nests deeper than ${env.GATEWAY_JSON_DEPTH_MAX} levels (GATEWAY_JSON_DEPTH_MAX)`), { code: JSON_TOO_DEEP, statusCode: 400 }), undefined);
       return;
