@@ -1,10 +1,10 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { APIError, APIUserAbortError } from '@anthropic-ai/sdk';
+import { APIUserAbortError } from '@anthropic-ai/sdk';
 import type { Cost, Limiter, Permit } from '@tollgate/limiter';
 import type { Logger } from 'pino';
 import { AdaptiveConcurrency } from './adaptive.js';
 import type { WithResponse } from './api-promise.js';
-import { backoffMs, classifyFailure, type Failure } from './classify.js';
+import { backoffMs, classifyFailure, sdkError, type Failure } from './classify.js';
 import { estimateInputTokens } from './estimate.js';
 import type { ResolvedLimitAnthropicOptions } from './options.js';
 import { ANTHROPIC_DIMENSIONS, readRateLimitHeaders, type AnthropicDimension } from './ratelimit-headers.js';
@@ -34,13 +34,19 @@ export interface CallState {
   retryWaitedMs: number;
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** The caller's client's own abort class: a CommonJS caller's `instanceof Anthropic.APIUserAbortError` holds too. */
+function abortErrorClass(client: Anthropic): typeof APIUserAbortError {
+  const own = (client.constructor as { APIUserAbortError?: unknown }).APIUserAbortError;
+  return typeof own === 'function' ? (own as typeof APIUserAbortError) : APIUserAbortError;
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined, AbortError: typeof APIUserAbortError): Promise<void> {
   if (ms <= 0) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new APIUserAbortError());
+    if (signal?.aborted) return reject(new AbortError());
     const onAbort = () => {
       clearTimeout(timer);
-      reject(new APIUserAbortError());
+      reject(new AbortError());
     };
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);
@@ -67,6 +73,7 @@ export class LimitedRunner {
   readonly #logger: Logger | undefined;
   readonly #adaptive: AdaptiveConcurrency | undefined;
   readonly #stats = new CallStats();
+  readonly #abortError: typeof APIUserAbortError;
   /** Callers of this process waiting for a permit right now. */
   #waiting = 0;
   #lastObserveAt = Number.NEGATIVE_INFINITY;
@@ -77,6 +84,7 @@ export class LimitedRunner {
     this.client = client;
     this.limiter = limiter;
     this.options = options;
+    this.#abortError = abortErrorClass(client);
     const rates = limiter.options.rates ?? {};
     this.#dimensions = new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => rates[dimension] !== undefined));
     this.#logger = options.logger?.child({ component: 'tollgate-anthropic', limiter: limiter.name }, { redact: REDACTED_LOG_PATHS });
@@ -196,7 +204,7 @@ export class LimitedRunner {
   async succeeded(permit: Permit, used: KnownUsage, headers: Headers): Promise<void> {
     const saturated = this.#waiting > 0;
     await Promise.all([this.release(permit, used), this.observe(headers, false)]);
-    await this.#adaptive?.clean(saturated).catch((error: unknown) => {
+    await this.#adaptive?.clean(saturated, permit.fence).catch((error: unknown) => {
       this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'raising concurrency failed');
     });
   }
@@ -207,30 +215,41 @@ export class LimitedRunner {
    */
   async failed(state: CallState, permit: Permit, error: unknown, used?: KnownUsage): Promise<void> {
     const failure = classifyFailure(error, permit.leaseLost);
-    const headers = error instanceof APIError ? error.headers : undefined;
     this.count(error, failure);
-    const observed = this.observe(headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
-    // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner
-    if (failure.kind === 'rate_limited') await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after'), observed]);
-    else await observed;
-    if (failure.kind === 'concurrency') await this.#adaptive?.limited(permit.fence);
-    await this.release(permit, used); // after the pause and the decrease: the freed slot obeys both
-    const waitMs = this.#retryWaitMs(state, failure);
+    let fleetPaused = false;
+    try {
+      const observed = this.observe(sdkError(error)?.headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
+      // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner
+      if (failure.kind === 'rate_limited') {
+        await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after'), observed]);
+        fleetPaused = true;
+      } else await observed;
+      if (failure.kind === 'concurrency') await this.#adaptive?.limited(permit.fence);
+    } catch (reactionError) {
+      // Redis failed the pause or the decrease: the call's own outcome and its permit matter more (below)
+      const reaction = failure.kind === 'rate_limited' ? 'fleet pause failed; this call waits out retry-after alone' : 'lowering concurrency failed';
+      this.#logger?.warn({ permitId: permit.id, errorName: reactionError instanceof Error ? reactionError.name : typeof reactionError }, reaction);
+    } finally {
+      // after the pause and the decrease, so the freed slot obeys both; and whatever failed there, or the heartbeat
+      // would renew this lease for ever (release() itself never throws)
+      await this.release(permit, used);
+    }
+    const waitMs = this.#retryWaitMs(state, failure, fleetPaused);
     this.#logger?.warn(
       { permitId: permit.id, attempt: state.attempts, failure: failure.kind, status: failureLabel(error), retryInMs: waitMs ?? null },
       waitMs === undefined ? 'upstream call failed; not retrying' : 'upstream call failed; retrying',
     );
     if (waitMs === undefined) throw error;
     state.retryWaitedMs += failure.kind === 'rate_limited' ? failure.pauseMs : waitMs;
-    await sleep(waitMs, state.callerSignal);
+    await sleep(waitMs, state.callerSignal, this.#abortError);
   }
 
-  /** The wait before the next attempt, or undefined when there is none. */
-  #retryWaitMs(state: CallState, failure: Failure): number | undefined {
+  /** The wait before the next attempt, or undefined when there is none. `fleetPaused`: the limiter took the pause. */
+  #retryWaitMs(state: CallState, failure: Failure, fleetPaused: boolean): number | undefined {
     if (failure.kind === 'fatal' || state.attempts >= this.options.maxAttempts) return undefined;
     const { backoffBaseMs, backoffMaxMs, maxRetryMs } = this.options;
     let waitMs: number;
-    if (failure.kind === 'rate_limited') waitMs = 0; // the fleet-wide pause holds the next acquire
+    if (failure.kind === 'rate_limited') waitMs = fleetPaused ? 0 : Math.ceil(failure.pauseMs); // the fleet-wide pause holds the next acquire
     else if (failure.kind === 'transient' && failure.serverWaitMs !== undefined) waitMs = Math.ceil(failure.serverWaitMs);
     else waitMs = backoffMs(state.attempts, backoffBaseMs, backoffMaxMs);
     const budgetMs = failure.kind === 'rate_limited' ? failure.pauseMs : waitMs;

@@ -4,7 +4,7 @@ import type { Permit } from '@tollgate/limiter';
 import type { WithResponse } from './api-promise.js';
 import type { CallState, LimitedRunner, RequestOptions } from './attempts.js';
 import { classifyFailure } from './classify.js';
-import { idleLimited } from './stream-idle.js';
+import { idleLimited, StreamIdleTimeoutError } from './stream-idle.js';
 import { deliversOutput, StreamUsage } from './usage.js';
 
 type RawEvent = Anthropic.RawMessageStreamEvent;
@@ -63,11 +63,25 @@ export async function createRetryingStream(
 
   const count = (error: unknown) => runner.count(error, classifyFailure(error, current.permit.leaseLost));
   const idleMs = runner.options.streamIdleTimeoutMs;
+  // Never read within idleMs of its headers: nobody may ever read it, and the open request holds a slot upstream too,
+  // so end the request and give the permit back; a late reader gets the error.
+  let unread: StreamIdleTimeoutError | undefined;
+  const unreadTimer = setTimeout(() => {
+    if (started || finished) return;
+    unread = new StreamIdleTimeoutError(idleMs, 'caller');
+    count(unread);
+    current.idle.abort(unread);
+    void finish('stopped');
+  }, idleMs);
+  unreadTimer.unref(); // a stream nobody reads must not keep the process alive
+  stop.signal.addEventListener('abort', () => clearTimeout(unreadTimer), { once: true });
   const retry = async (failure: unknown) => {
     await runner.failed(state, current.permit, failure, usage.used());
     current = await openStream(runner, state, params, options, stop.signal);
   };
   async function* events(): AsyncGenerator<RawEvent> {
+    clearTimeout(unreadTimer);
+    if (unread !== undefined) throw unread;
     if (finished) return;
     started = true;
     let delivered = false;

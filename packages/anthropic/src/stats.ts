@@ -1,5 +1,4 @@
-import { APIError, APIUserAbortError } from '@anthropic-ai/sdk';
-import type { Failure } from './classify.js';
+import { sdkError, type Failure } from './classify.js';
 import { StreamIdleTimeoutError } from './stream-idle.js';
 
 /** Counters of one wrapped client (this process only). */
@@ -10,7 +9,10 @@ export interface LimitedAnthropicStats {
   attempts: number;
   /** 429s by kind: `concurrency`, `rate` (with retry-after), `other` (spend limit, no retry-after). */
   rateLimited: { concurrency: number; rate: number; other: number };
-  /** Other failed attempts, by status (`"500"`, `"529"`, `"stream"` for a mid-stream error, `"connection"`). */
+  /**
+   * Other failed attempts, by status (`"500"`, `"529"`, `"stream"` for a mid-stream error, `"connection"`,
+   * `"stream_idle"` for a stalled stream, `"stream_unread"` for one its caller did not start reading in time).
+   */
   failures: Record<string, number>;
   /** Calls to `limiter.observe` (Redis round trips for rate-limit headers). */
   observes: number;
@@ -20,9 +22,11 @@ export interface LimitedAnthropicStats {
 
 /** The label a failed attempt is counted and logged under. */
 export function failureLabel(error: unknown): string {
-  if (error instanceof StreamIdleTimeoutError) return 'stream_idle';
-  if (error instanceof APIError) return error.status === undefined ? (error instanceof APIUserAbortError ? 'abort' : 'stream') : String(error.status);
-  return 'connection';
+  if (error instanceof StreamIdleTimeoutError) return error.waitingFor === 'caller' ? 'stream_unread' : 'stream_idle';
+  const sdk = sdkError(error);
+  if (sdk === undefined || sdk.kind === 'connection') return 'connection';
+  if (sdk.kind === 'abort') return 'abort';
+  return sdk.status === undefined ? 'stream' : String(sdk.status);
 }
 
 /** One client's counters; the adaptive controller keeps its own and lends them to {@link CallStats.snapshot}. */
@@ -53,7 +57,7 @@ export class CallStats {
   failed(error: unknown, failure: Failure): void {
     if (failure.kind === 'concurrency') this.#stats.rateLimited.concurrency += 1;
     else if (failure.kind === 'rate_limited') this.#stats.rateLimited.rate += 1;
-    else if (error instanceof APIError && error.status === 429) this.#stats.rateLimited.other += 1;
+    else if (sdkError(error)?.status === 429) this.#stats.rateLimited.other += 1;
     else {
       const label = failureLabel(error);
       this.#stats.failures[label] = (this.#stats.failures[label] ?? 0) + 1;
