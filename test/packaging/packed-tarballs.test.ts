@@ -167,6 +167,20 @@ describe('the packed public packages', () => {
     expect(unresolved).toEqual([]);
   });
 
+  it.each(PUBLIC_PACKAGES)('%s: the manifest says what a registry and a bundler need', (name) => {
+    const manifest = JSON.parse(readFileSync(join(installedDir(name), 'package.json'), 'utf8')) as Record<string, unknown>;
+    expect(manifest).toMatchObject({
+      license: 'MIT',
+      repository: { type: 'git', directory: expect.stringMatching(/^packages\//) },
+      engines: { node: expect.any(String) },
+      sideEffects: false,
+      type: 'module',
+      types: './dist/index.d.ts',
+      exports: { '.': { types: './dist/index.d.ts', default: './dist/index.js' } },
+    });
+    expect(readFileSync(join(installedDir(name), 'LICENSE'), 'utf8')).toContain('MIT License');
+  });
+
   it.each(PUBLIC_PACKAGES)('%s: publint finds nothing (warnings count as errors)', async (name) => {
     const { messages, pkg } = await publint({ pkgDir: installedDir(name), pack: false, level: 'suggestion', strict: true });
     expect(messages.map((message) => `${message.type}: ${formatMessage(message, pkg) ?? message.code}`)).toEqual([]);
