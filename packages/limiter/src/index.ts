@@ -26,4 +26,4 @@ export {
   type RateOptions,
   type ResolvedLimiterOptions,
 } from './options.js';
-export { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
+export { DATASETS_KEY, LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';

@@ -11,13 +11,12 @@ import {
   LimiterUnavailableError,
   TollgateError,
 } from './errors.js';
-import { limiterKeys, type LimiterKeys } from './keys.js';
+import { DATASETS_KEY, limiterKeys, type LimiterKeys } from './keys.js';
+import { canonicalLimits, limitsArgs, limitsBuckets, limitsDifferences, limitsFromOptions, parseFleetLimits, type FleetLimits, type FleetLimitsState } from './limits.js';
 import {
-  PRIORITY_DEFAULT,
-  PRIORITY_MAX,
-  PRIORITY_MIN,
   REQUESTS_DIMENSION,
-  bucketSpecs,
+  heartbeatMsFor,
+  parseAcquireOptions,
   parseLimiterOptions,
   type BucketSpec,
   type LimiterOptions,
@@ -77,6 +76,10 @@ export interface LimiterEvents {
   leaseLost: [{ permitId: string }];
   /** `atMs`: Redis time at which the pause took effect (no grant after it until `pausedUntilMs`). */
   paused: [{ pausedUntilMs: number; atMs: number; reason: string | undefined }];
+  /** This process runs with the fleet's limits, which differ from its own options (one line per field). */
+  limitsDiffer: [{ differences: string[]; version: string }];
+  /** The fleet's limits changed (an apply by any process); this process now runs with them. */
+  limitsChanged: [{ limits: FleetLimits; version: string }];
   redisError: [Error];
 }
 
@@ -105,7 +108,15 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   readonly ownerId: string;
   readonly options: ResolvedLimiterOptions;
   readonly #keys: LimiterKeys;
-  readonly #buckets: ReadonlyMap<string, BucketSpec>;
+  /** The fleet's buckets (from Redis), which costs are checked against. */
+  #buckets: ReadonlyMap<string, BucketSpec>;
+  /** This process's own limits, from its options: written only by an explicit apply or on first boot. */
+  readonly #ownLimits: FleetLimits;
+  /** The fleet's limits in force, as read from Redis; undefined before ready(). */
+  #fleet: FleetLimitsState | undefined;
+  /** The highest fence this process has been granted: a new dataset's fences continue above it. */
+  #highestFence = 0;
+  #heartbeatMs: number;
   readonly #ownsConnection: boolean;
   readonly #redis: Redis | Cluster;
   #blocking: Redis | Cluster | undefined;
@@ -129,7 +140,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.name = this.options.name;
     this.ownerId = randomBytes(8).toString('hex');
     this.#keys = limiterKeys(this.name);
-    this.#buckets = new Map(bucketSpecs(this.options.rates).map((spec) => [spec.dimension, spec]));
+    this.#ownLimits = limitsFromOptions(this.options);
+    this.#buckets = new Map(limitsBuckets(this.#ownLimits).map((spec) => [spec.dimension, spec]));
+    this.#heartbeatMs = this.options.heartbeatMs;
     const redis = this.options.redis;
     this.#ownsConnection = typeof redis === 'string';
     this.#redis =
@@ -156,7 +169,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       await this.#withTimeout(this.#connected());
       await this.#withTimeout(loadLibrary(this.#redis));
       this.#scripts = defineScripts(this.#redis);
-      await this.#configure(false);
+      await this.#configure(false, this.options.applyLimits === 'force' ? this.#ownLimits : undefined);
     } catch (error) {
       this.#ready = undefined; // a later call may try again
       throw this.#unavailable(error);
@@ -172,7 +185,37 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
         : this.#redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, lazyConnect: false }); // blocks until a grant
     this.#blocking.on('error', (error: Error) => this.#redisError(error));
     void this.#readGrants();
-    this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), this.options.heartbeatMs);
+    this.#startHeartbeat();
+  }
+
+  /** Heartbeats timed by the fleet's leaseTtlMs (the one Redis enforces), restarted when it changes. */
+  #startHeartbeat(): void {
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), this.#heartbeatMs);
+  }
+
+  /** The fleet's limits in force (from Redis), after ready(). */
+  get fleetLimits(): FleetLimitsState | undefined {
+    return this.#fleet;
+  }
+
+  /**
+   * Writes limits for the whole fleet (DESIGN §8): `limits` given as limiter options (name and redis
+   * are this limiter's), or this process's own options when omitted. Every process runs with them
+   * within one heartbeat; queued waiters whose cost a lowered capacity can no longer hold are
+   * rejected with CostExceedsCapacityError at once.
+   */
+  async applyLimits(limits?: Omit<LimiterOptions, 'redis' | 'name'>): Promise<FleetLimitsState> {
+    const document = limits === undefined ? this.#ownLimits : limitsFromOptions(parseLimiterOptions({ ...limits, redis: this.options.redis, name: this.name }));
+    await this.ready();
+    try {
+      await this.#configure(false, document);
+    } catch (error) {
+      throw this.#unavailable(error);
+    }
+    const fleet = this.#fleet;
+    if (fleet === undefined) throw new LimiterUnavailableError(this.name);
+    return fleet;
   }
 
   /** Connects a lazy client, and waits for one that is still connecting (a caller's client may be either). */
@@ -196,17 +239,11 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
    * await using permit = await limiter.acquire({ cost: { inputTokens: 1_200 }, timeoutMs: 5_000 });
    */
   async acquire(options: AcquireOptions = {}): Promise<Permit> {
-    const cost = this.#normalizeCost(options.cost);
-    const priority = options.priority ?? PRIORITY_DEFAULT;
-    if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
-      throw new InvalidCostError(`priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${String(priority)}`);
-    }
-    const { signal, timeoutMs } = options;
-    if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
-      throw new InvalidCostError(`timeoutMs must be a number ≥ 0, got ${String(timeoutMs)}`);
-    }
+    const { priority, timeoutMs } = parseAcquireOptions(options);
+    const { signal } = options;
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
+    const cost = this.#normalizeCost(options.cost); // against the fleet's buckets, known after ready()
     if (this.#closed) throw new LimiterClosedError(this.name);
 
     const startedAt = performance.now();
@@ -254,6 +291,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       throw new CostExceedsCapacityError(this.name, dimension, waiter.cost[dimension] ?? 0, Number(text(reply[2])));
     } else if (status === -3) {
       throw new InvalidCostError(`limiter ${this.name}: dimension "${text(reply[1])}" is not configured in Redis`);
+    } else if (status === -4) {
+      throw new InvalidCostError(`limiter ${this.name}: Redis refused the acquire's ${text(reply[1])}`);
     }
     // status 2: granted earlier; the grant is on its way through the list
   }
@@ -304,7 +343,12 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   #deliver(grants: readonly GrantMessage[]): void {
     for (const grant of grants) {
       const waiter = this.#waiters.get(grant.waiterId);
-      if (waiter?.state === 'waiting') this.#grant(waiter, grant);
+      if (waiter?.state !== 'waiting') continue;
+      if (grant.rejected) {
+        waiter.state = 'done';
+        this.#waiters.delete(waiter.id);
+        waiter.reject(new CostExceedsCapacityError(this.name, grant.rejected.dimension, waiter.cost[grant.rejected.dimension] ?? 0, grant.rejected.capacity));
+      } else this.#grant(waiter, grant);
       // else: cancelled (the cancel script released it) or unknown (a previous process): nothing to do
     }
   }
@@ -322,6 +366,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     waiter.state = 'done';
     this.#waiters.delete(waiter.id);
     this.#held.set(permit.id, permit);
+    if (permit.fence > this.#highestFence) this.#highestFence = permit.fence;
     waiter.resolve(permit);
     if (this.listenerCount('granted') > 0) this.emit('granted', { permitId: permit.id, waitedMs: permit.waitedMs, fence: permit.fence, grantedAtMs: permit.grantedAtMs }); // no event object on the hot path unless someone listens
   }
@@ -396,7 +441,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
   async setConcurrency(concurrency: number): Promise<number> {
-    if (this.options.concurrency === undefined) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
+    await this.ready();
+    if ((this.#fleet?.limits.concurrency ?? null) === null) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
     if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${String(concurrency)}`);
     await this.ready();
     const reply = await this.#run((scripts) => scripts.set_concurrency(this.#keys.prefix, this.#epoch, this.ownerId, concurrency));
@@ -503,38 +549,66 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   }
 
   /**
-   * Writes this process's limits. On a resync (Redis lost its data) it also re-registers the
-   * leases this process holds and pauses grants for one heartbeat while the fleet does the same,
-   * then submits its queued waiters again (the queue was lost with the data).
+   * Joins the fleet's limits (DESIGN §8): writes `apply` (an explicit apply) or, when Redis has no
+   * limits yet (first boot, data loss), this process's own; then runs with whatever the fleet has,
+   * warning once when that differs from its own options. On a resync (Redis lost its data) it also
+   * re-registers the leases this process holds and continues the fences above the highest it saw; a
+   * dataset created after data loss pauses grants while the fleet re-registers (configure.v2.lua),
+   * then this process submits its queued waiters again (the queue was lost with the data).
    */
-  async #configure(resync: boolean): Promise<void> {
+  async #configure(resync: boolean, apply?: FleetLimits): Promise<void> {
     const scripts = this.#scripts;
     if (scripts === undefined) throw new LimiterClosedError(this.name);
     const now = performance.now();
     const leaseArgs: Array<string | number> = [];
     if (resync) for (const permit of this.#held.values()) leaseArgs.push(permit.id, Math.max(1, Math.ceil(permit.renewedUntil - now)));
-    const dimensionArgs = [...this.#buckets.values()].flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]);
-    const reserve = this.options.reserve.map((channel) => `${channel.maxPriority}:${channel.concurrency}`).join(';');
+    // after data loss, a process that knew the fleet's limits brings them back, not its own options
+    const written = apply ?? this.#fleet?.limits ?? this.#ownLimits;
+    const { json, hash } = canonicalLimits(written);
+    const keys = this.#redis instanceof Cluster ? [this.#keys.prefix] : [this.#keys.prefix, DATASETS_KEY];
     const reply = await this.#withTimeout(
       scripts.configure(
-        this.#keys.prefix,
+        keys,
         randomBytes(8).toString('hex'),
-        this.options.concurrency ?? 0,
-        this.options.leaseTtlMs,
-        reserve,
-        resync ? RESYNC_PAUSE_HEARTBEATS * this.options.heartbeatMs : 0,
+        apply === undefined ? 'adopt' : 'apply',
         this.ownerId,
-        this.#buckets.size,
-        ...dimensionArgs,
+        this.#highestFence,
+        RESYNC_PAUSE_HEARTBEATS * this.#heartbeatMs,
+        json,
+        hash,
+        ...limitsArgs(written),
         ...leaseArgs,
       ),
     );
     this.#epoch = text(reply[0]);
+    this.#adopt(text(reply[4]), text(reply[5]), text(reply[6]));
+    this.#afterPump(reply, 7);
     if (resync) {
       for (const waiter of this.#waiters.values()) {
         if (waiter.state === 'waiting') void this.#submit(waiter).catch((error: unknown) => this.#redisError(error instanceof Error ? error : new Error(String(error))));
       }
     }
+  }
+
+  /** Runs with the fleet's limits: its buckets for costs, its leaseTtlMs for heartbeats. */
+  #adopt(version: string, json: string, hash: string): void {
+    if (this.#fleet?.version === version && this.#fleet.hash === hash) return;
+    const limits = parseFleetLimits(json, this.name);
+    const first = this.#fleet === undefined;
+    this.#fleet = { limits, version, hash };
+    this.#buckets = new Map(limitsBuckets(limits).map((spec) => [spec.dimension, spec]));
+    const heartbeatMs = heartbeatMsFor(this.options, limits.leaseTtlMs);
+    if (heartbeatMs !== this.#heartbeatMs) {
+      this.#heartbeatMs = heartbeatMs;
+      if (this.#heartbeatTimer !== undefined) this.#startHeartbeat();
+    }
+    if (first) {
+      const differences = limitsDifferences(this.#ownLimits, limits);
+      if (differences.length > 0) {
+        process.emitWarning(`limiter ${this.name} runs with the fleet's limits (revision ${version}), not its own options: ${differences.join('; ')}`, { code: 'TOLLGATE_LIMITS_DIFFER' });
+        if (this.listenerCount('limitsDiffer') > 0) this.emit('limitsDiffer', { differences, version });
+      }
+    } else if (this.listenerCount('limitsChanged') > 0) this.emit('limitsChanged', { limits, version });
   }
 
   async #sendUnsentReleases(): Promise<void> {
@@ -556,20 +630,23 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     for (const permit of this.#held.values()) {
       if (sentAt > permit.renewedUntil) this.#loseLease(permit); // not renewed in time: it may be gone
     }
-    const ids = [...this.#held.keys()];
+    // only leases believed live: Redis registers a missing one again (partial data loss), never a lost one
+    const ids = [...this.#held.values()].filter((permit) => !permit.leaseLost).map((permit) => permit.id);
     try {
       let wasAlive = true;
       for (let from = 0; from === 0 || from < ids.length; from += HEARTBEAT_IDS_MAX) {
         const chunk = ids.slice(from, from + HEARTBEAT_IDS_MAX);
-        const reply = await this.#run((scripts) => scripts.heartbeat(this.#keys.prefix, this.#epoch, this.ownerId, ...chunk));
+        const reply = await this.#run((scripts) => scripts.heartbeat(this.#keys.prefix, this.#epoch, this.ownerId, this.#fleet?.version ?? '', ...chunk));
         wasAlive &&= integer(reply[0]) === 1;
+        const limitsJson = text(reply[6]);
+        if (limitsJson !== '') this.#adopt(text(reply[5]), limitsJson, canonicalLimits(parseFleetLimits(limitsJson, this.name)).hash); // hot reload
         for (const id of list(reply[4]).map(text)) {
           const permit = this.#held.get(id);
           if (permit) this.#loseLease(permit);
         }
         this.#afterPump(reply, 1);
       }
-      const renewedUntil = sentAt + this.options.leaseTtlMs;
+      const renewedUntil = sentAt + (this.#fleet?.limits.leaseTtlMs ?? this.options.leaseTtlMs);
       for (const id of ids) {
         const permit = this.#held.get(id);
         if (permit && !permit.leaseLost) permit.renewedUntil = renewedUntil;

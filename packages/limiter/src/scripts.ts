@@ -10,17 +10,24 @@ import { Cluster, type Redis } from 'ioredis';
  * so a changed contract never replaces the functions an older worker still calls.
  */
 const SCRIPT_FILES = {
-  acquire: 'acquire.v1.lua',
-  release: 'release.v1.lua',
-  cancel: 'cancel.v1.lua',
-  pump: 'pump.v1.lua',
-  heartbeat: 'heartbeat.v1.lua',
+  acquire: 'acquire.v2.lua',
+  release: 'release.v2.lua',
+  cancel: 'cancel.v2.lua',
+  pump: 'pump.v2.lua',
+  heartbeat: 'heartbeat.v2.lua',
   pause: 'pause.v1.lua',
   observe: 'observe.v1.lua',
-  set_concurrency: 'set-concurrency.v1.lua',
+  set_concurrency: 'set-concurrency.v2.lua',
   snapshot: 'snapshot.v1.lua',
-  configure: 'configure.v1.lua',
+  configure: 'configure.v2.lua',
 } as const;
+
+/** The contract version of a function: the `v<N>` of its file name. */
+function scriptVersion(script: ScriptName): string {
+  const match = /\.(v\d+)\.lua$/.exec(SCRIPT_FILES[script]);
+  assert(match?.[1] !== undefined, `no version in ${SCRIPT_FILES[script]}`);
+  return match[1];
+}
 
 export type ScriptName = keyof typeof SCRIPT_FILES;
 type RedisLike = Redis | Cluster;
@@ -51,7 +58,7 @@ export function tollgateLibrary(): Library {
   library = {
     name,
     code: `#!lua name=${name}\n${body.replace(HASH_PLACEHOLDER, hash)}`,
-    functionName: (script) => `tollgate_${script}_v1_${hash}`,
+    functionName: (script) => `tollgate_${script}_${scriptVersion(script)}_${hash}`,
   };
   return library;
 }
@@ -70,7 +77,8 @@ export async function loadLibrary(redis: RedisLike): Promise<void> {
   );
 }
 
-type ScriptCall = (key: string, ...args: Array<string | number>) => Promise<RawReply>;
+/** `keys`: the key prefix, or every key the function declares (configure's database marker). */
+type ScriptCall = (keys: string | readonly string[], ...args: Array<string | number>) => Promise<RawReply>;
 
 /**
  * Typed callers for each function: one FCALL each. When Redis answers that the function is
@@ -83,12 +91,13 @@ export function defineScripts(redis: RedisLike): Record<ScriptName, ScriptCall> 
   for (const script of Object.keys(SCRIPT_FILES) as ScriptName[]) {
     const name = functionName(script);
     commands[script] = async (key, ...args) => {
+      const keys = typeof key === 'string' ? [key] : key;
       try {
-        return (await redis.fcall(name, 1, key, ...args)) as RawReply;
+        return (await redis.fcall(name, keys.length, ...keys, ...args)) as RawReply;
       } catch (error) {
         if (!(error instanceof Error) || !/function not found/i.test(error.message)) throw error;
         await loadLibrary(redis);
-        return (await redis.fcall(name, 1, key, ...args)) as RawReply;
+        return (await redis.fcall(name, keys.length, ...keys, ...args)) as RawReply;
       }
     };
   }
@@ -105,12 +114,20 @@ export interface GrantMessage {
   fence: number;
   expiresAtMs: number;
   grantedAtMs: number;
+  /** Set for 'waiterId ! dimension capacity': the waiter left the queue, its cost no longer fits. */
+  rejected?: { dimension: string; capacity: number };
 }
+
+/** The fence field of a message that rejects its waiter. */
+const REJECTED = '!';
 
 export function parseGrant(message: string): GrantMessage {
   const [waiterId, fence, expiresAtMs, grantedAtMs] = message.split(' ');
   assert(waiterId !== undefined && fence !== undefined && expiresAtMs !== undefined && grantedAtMs !== undefined, `bad grant message ${message}`);
-  return { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
+  if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
+  const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
+  assert(Number.isSafeInteger(grant.fence) && Number.isSafeInteger(grant.expiresAtMs) && Number.isSafeInteger(grant.grantedAtMs), `bad grant message ${message}`);
+  return grant;
 }
 
 export function integer(value: RawReply[number] | undefined): number {
