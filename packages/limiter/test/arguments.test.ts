@@ -3,7 +3,7 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AcquireAbortedError, InvalidCostError, createLimiter, limiterKeys, type Limiter, type Permit } from '../src/index.js';
-import { tollgateLibrary } from '../src/scripts.js';
+import { tollgateLibrary } from '../src/scripts/library.js';
 
 /**
  * Case 9 of issue 12: what one caller sends can never break another process. Out-of-range
