@@ -140,6 +140,11 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     return this.#waiters.acquire({ cost, priority, signal, timeoutMs });
   }
 
+  /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before. */
+  get rateDimensions(): readonly string[] {
+    return [...this.#fleet.buckets.keys()];
+  }
+
   /** The fleet's limits in force (revision, limits, hash), as this process last heard them; undefined before ready(). */
   get fleetLimits(): FleetLimitsState | undefined {
     return this.#fleet.state;
@@ -255,6 +260,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (buckets.has(REQUESTS_DIMENSION)) cost[REQUESTS_DIMENSION] = 1;
     for (const [dimension, amount] of Object.entries(input ?? {})) {
       const bucket = buckets.get(dimension);
+      if (bucket === undefined && this.options.rates?.[dimension] !== undefined) continue; // this process's own rate, which the fleet does not limit
       if (bucket === undefined) {
         throw new InvalidCostError(`limiter ${this.name}: cost names "${dimension}", which is not a configured rate (${[...buckets.keys()].join(', ') || 'none'})`);
       }
