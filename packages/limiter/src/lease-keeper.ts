@@ -15,14 +15,17 @@ export class LeaseKeeper {
   readonly #core: LimiterCore;
   /** Called when a heartbeat finds this process was presumed dead: its queued waiters may be gone. */
   readonly #resubmitWaiters: () => Promise<void>;
+  /** This process's waiters still waiting: the heartbeat collects grants kept for them whose message was missed. */
+  readonly #waitingIds: () => string[];
   readonly #held = new Map<string, Permit>();
   /** Releases that failed because Redis was unreachable, sent again when it is back. */
   readonly #unsentReleases = new Map<string, () => Promise<Extract<ReleaseReply, { kind: 'released' }>>>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>) {
+  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>, waitingIds: () => string[]) {
     this.#core = core;
     this.#resubmitWaiters = resubmitWaiters;
+    this.#waitingIds = waitingIds;
   }
 
   get count(): number {
@@ -118,7 +121,8 @@ export class LeaseKeeper {
       let wasAlive = true;
       for (let from = 0; from === 0 || from < ids.length; from += HEARTBEAT_IDS_MAX) {
         const chunk = ids.slice(from, from + HEARTBEAT_IDS_MAX);
-        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk));
+        const waiting = from === 0 ? this.#waitingIds().slice(0, HEARTBEAT_IDS_MAX) : [];
+        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk, waiting));
         wasAlive &&= reply.wasAlive;
         if (reply.limitsJson !== '') core.fleet.adopt(reply.limitsVersion, reply.limitsJson); // hot reload
         for (const id of reply.lostPermitIds) {

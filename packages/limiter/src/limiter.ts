@@ -90,9 +90,13 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       redisError: (error) => this.#redisError(error instanceof Error ? error : new Error(String(error))),
       afterPump: (pumped: Pumped) => this.#reader.afterPump(pumped),
     };
-    this.#leases = new LeaseKeeper(core, () => this.#waiters.resubmitQueued());
+    this.#leases = new LeaseKeeper(
+      core,
+      () => this.#waiters.resubmitQueued(),
+      () => this.#waiters.waitingIds(),
+    );
     this.#waiters = new Waiters(core, this.#leases, this);
-    this.#reader = new GrantReader(core, this.#keys, this.#waiters);
+    this.#reader = new GrantReader(core, this.#keys, this.#waiters, () => void this.#leases.heartbeat());
     this.#runner.hooks = {
       leasesToReregister: () => this.#leases.leasesToReregister(),
       afterResync: () => this.#waiters.resubmitAll(),
@@ -111,13 +115,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (this.#closed) throw new LimiterClosedError(this.name);
     try {
       await this.#runner.start();
+      await this.#reader.start(this.#redis); // subscribed before any waiter of this process can be queued
     } catch (error) {
+      this.#reader.disconnect();
       this.#ready = undefined; // a later call may try again
       throw this.#runner.unavailable(error);
     }
     this.#warnOnEviction();
     this.#redis.on('ready', () => this.#leases.onReconnect());
-    this.#reader.start(this.#redis);
     this.#leases.start();
   }
 
@@ -243,7 +248,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.#reader.stop();
     await Promise.all([...this.#waiters.closeAll(), ...this.#leases.releaseAll()]);
     this.#waiters.clear();
-    if (this.#runner.loaded) await this.#runner.withTimeout(this.#redis.del(this.#keys.owner(this.ownerId))).catch(() => {});
+    if (this.#runner.loaded) await this.#runner.withTimeout(this.#redis.zrem(this.#keys.owners, this.ownerId)).catch(() => {});
     this.#reader.disconnect();
     if (this.#ownsConnection) this.#redis.disconnect();
   }

@@ -71,7 +71,7 @@ export class ScriptRunner {
   async start(): Promise<void> {
     await this.withTimeout(this.#connected());
     await this.withTimeout(loadLibrary(this.#redis));
-    this.#scripts = new LimiterScripts(this.#redis, this.#name, this.#keys.prefix, this.#ownerId);
+    this.#scripts = new LimiterScripts(this.#redis, this.#name, this.#keys, this.#ownerId);
     await this.#configure(false, this.#options.applyLimits === 'force' ? this.#fleet.own : undefined);
   }
 

@@ -47,6 +47,13 @@ export class Waiters {
     return this.#waiters.size;
   }
 
+  /** The ids of the waiters still waiting (for the heartbeat's collection of missed grants). */
+  waitingIds(): string[] {
+    const ids: string[] = [];
+    for (const waiter of this.#waiters.values()) if (waiter.state === 'waiting') ids.push(waiter.id);
+    return ids;
+  }
+
   async acquire(request: WaitRequest): Promise<Permit> {
     const { cost, priority, signal, timeoutMs } = request;
     const startedAt = performance.now();

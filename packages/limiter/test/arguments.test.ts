@@ -34,9 +34,9 @@ async function limiterFor(name: string): Promise<Limiter> {
 
 /** Sends acquire straight to the function, as a caller that is not this client could. */
 async function rawAcquire(name: string, timeoutMs: string): Promise<unknown> {
-  const { prefix, config } = limiterKeys(name);
+  const { functionKeys, config } = limiterKeys(name);
   const epoch = await admin.hget(config, 'epoch');
-  return admin.fcall(tollgateLibrary().functionName('acquire'), 1, prefix, epoch ?? '', 'rogue', 'rogue:1', 5, timeoutMs, '', 0);
+  return admin.fcall(tollgateLibrary().functionName('acquire'), functionKeys.length, ...functionKeys, epoch ?? '', 'rogue', 'rogue:1', 5, timeoutMs, '', 0);
 }
 
 describe('timeoutMs', () => {

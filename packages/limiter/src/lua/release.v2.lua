@@ -1,5 +1,5 @@
 --[[ release.v2.lua (function tollgate_release_v2_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+  KEYS[1…8] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
   ARGV[3]  permitId       string
@@ -16,6 +16,7 @@ local function release_v2(keys, args)
   local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local live = redis.call('ZREM', K_LEASES, permitId) -- 0: reclaimed after expiry (the client also
                                                        -- knows a lease it could not renew in time)
+  redis.call('HDEL', K_GRANTED, permitId)
   for i = 0, settleCount - 1 do
     refund(ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i]))
   end
