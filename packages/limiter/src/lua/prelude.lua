@@ -11,6 +11,7 @@
                              -> priority * 2^44 + sequence; the owner is the waiterId's prefix
     <p>:grants:<own>  list   'waiterId fence expiresAtMs grantedAtMs' for a waiting process; pexpire leaseTtlMs
     <p>:owner:<own>   string '1' with pexpire leaseTtlMs: the process is alive
+    <p>:expired       zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not released yet
     <p>:seq, <p>:fence counters: waiter order, fencing numbers
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
@@ -100,8 +101,23 @@ local function inFlight()
 end
 
 -- Expired leases come back by themselves: dropped here, by every script that finds them in its way.
+-- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
+-- its late release still settles its tokens, once (release.v1.lua). A release of a lease that is in
+-- neither zset settles nothing: it was settled already (a release sent twice, e.g. resent on reconnect).
+local EXPIRED_REMEMBER_MAX = 1000       -- expired leases one call remembers; more are reclaimed unremembered
+local EXPIRED_REMEMBER_MS = 3600000     -- how long an expired lease's late release may still settle (1 h)
+local function kExpired() return PREFIX .. ':expired' end
 local function reclaim()
-  redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW)
+  local expired = redis.call('ZRANGE', K_LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, EXPIRED_REMEMBER_MAX, 'WITHSCORES')
+  if #expired > 0 then
+    local scored = {}
+    for i = 1, #expired, 2 do
+      table.insert(scored, expired[i + 1]); table.insert(scored, expired[i])
+    end
+    redis.call('ZADD', kExpired(), unpack(scored))
+    redis.call('ZREMRANGEBYSCORE', kExpired(), '-inf', NOW - EXPIRED_REMEMBER_MS)
+    redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW)
+  end
   INFLIGHT = redis.call('ZCARD', K_LEASES)
 end
 
