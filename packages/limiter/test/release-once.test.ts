@@ -3,11 +3,11 @@
  * reconnect) settles its tokens once.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLimiter, type Limiter } from '../src/index.js';
+import { uniqueName } from '@tollgate/test-support';
+import { describe, expect, it } from 'vitest';
+import type { Limiter } from '../src/index.js';
 import { LimiterScripts } from '../src/scripts/scripts.js';
+import { useDebugRedis } from './support.js';
 
 /** A rate that refills too slowly to matter within a test: 1,000 tokens a day. */
 const SLOW_RATE = { limit: 1_000, intervalMs: 24 * 60 * 60 * 1000 };
@@ -15,30 +15,10 @@ const REDIS_TIMEOUT_MS = 200;
 /** Longer than REDIS_TIMEOUT_MS: the release's reply misses its deadline, though the script runs. */
 const STALL_SECONDS = 0.6;
 
-let server: RedisServerProcess;
-let admin: Redis;
-const open: Limiter[] = [];
-
-beforeAll(async () => {
-  server = await RedisServerProcess.start({ args: ['--enable-debug-command', 'local'] });
-  admin = new Redis(server.url);
-});
-
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((limiter) => limiter.close()));
-});
-
-afterAll(async () => {
-  admin.disconnect();
-  await server.close();
-});
+const fixture = useDebugRedis();
 
 async function limiterFor(name: string): Promise<Limiter> {
-  const limiter = createLimiter({ redis: server.url, name, concurrency: 5, rates: { tokens: SLOW_RATE }, redisTimeoutMs: REDIS_TIMEOUT_MS, leaseTtlMs: 10_000 });
-  limiter.on('redisError', () => {}); // expected during the stall
-  open.push(limiter);
-  await limiter.ready();
-  return limiter;
+  return fixture.limiter({ name, concurrency: 5, rates: { tokens: SLOW_RATE }, redisTimeoutMs: REDIS_TIMEOUT_MS, leaseTtlMs: 10_000 });
 }
 
 async function tokens(limiter: Limiter): Promise<number> {
@@ -51,8 +31,8 @@ describe('a release that reaches Redis twice settles once', () => {
     const limiter = await limiterFor(name);
     const held = await limiter.acquire({ cost: { tokens: 500 } });
     const permit = await limiter.acquire({ cost: { tokens: 300 } }); // 200 left
-    const epoch = (await admin.hget(`{tollgate:${name}}:config`, 'epoch')) ?? '';
-    const scripts = new LimiterScripts(admin, name, `{tollgate:${name}}`, limiter.ownerId);
+    const epoch = (await fixture.admin.hget(`{tollgate:${name}}:config`, 'epoch')) ?? '';
+    const scripts = new LimiterScripts(fixture.admin, name, `{tollgate:${name}}`, limiter.ownerId);
     const settle = [{ dimension: 'tokens', reserved: 300, used: 0 }];
     const first = await scripts.release(epoch, permit.id, settle);
     const second = await scripts.release(epoch, permit.id, settle); // resent: its first reply was lost
@@ -65,13 +45,13 @@ describe('a release that reaches Redis twice settles once', () => {
   it('a lease reclaimed after expiry still settles on its late release, once', async () => {
     const name = uniqueName('release-expired');
     const limiter = await limiterFor(name);
-    const epoch = (await admin.hget(`{tollgate:${name}}:config`, 'epoch')) ?? '';
-    const scripts = new LimiterScripts(admin, name, `{tollgate:${name}}`, 'frozen');
+    const epoch = (await fixture.admin.hget(`{tollgate:${name}}:config`, 'epoch')) ?? '';
+    const scripts = new LimiterScripts(fixture.admin, name, `{tollgate:${name}}`, 'frozen');
     // a lease of a process that stopped renewing it: set its expiry to now, so the next script reclaims it
     const granted = await scripts.acquire(epoch, { waiterId: 'frozen:1', priority: 5, timeoutMs: 0, previousMember: '', cost: { tokens: 300 } });
     expect(granted.kind).toBe('granted');
-    const [seconds, micros] = (await admin.time()).map(Number);
-    await admin.zadd(`{tollgate:${name}}:leases`, 'XX', (seconds ?? 0) * 1000 + Math.floor((micros ?? 0) / 1000) - 1, 'frozen:1');
+    const [seconds, micros] = (await fixture.admin.time()).map(Number);
+    await fixture.admin.zadd(`{tollgate:${name}}:leases`, 'XX', (seconds ?? 0) * 1000 + Math.floor((micros ?? 0) / 1000) - 1, 'frozen:1');
     expect((await limiter.snapshot()).inFlight).toBe(0); // reclaimed
     const settle = [{ dimension: 'tokens', reserved: 300, used: 100 }];
     await scripts.release(epoch, 'frozen:1', settle);
@@ -83,12 +63,11 @@ describe('a release that reaches Redis twice settles once', () => {
     const limiter = await limiterFor(uniqueName('release-resent'));
     const held = await limiter.acquire({ cost: { tokens: 500 } });
     const permit = await limiter.acquire({ cost: { tokens: 300 } }); // 200 left
-    const stall = admin.call('DEBUG', 'SLEEP', String(STALL_SECONDS));
-    await sleep(50); // the server is asleep before the release is sent
+    const stall = await fixture.redis.stall(STALL_SECONDS);
     await expect(permit.release({ used: { tokens: 0 } })).rejects.toMatchObject({ code: 'LIMITER_UNAVAILABLE' });
-    await stall; // the release ran after the stall: 500
+    await stall.woken; // the release ran after the stall: 500
     // a dropped connection: the limiter reconnects and sends again the releases it thinks were missed
-    await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await fixture.admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
     await sleep(1_000); // the reconnect and its resends
     expect(Math.round(await tokens(limiter))).toBe(500);
     await held.release();
