@@ -11,7 +11,6 @@ const SUBSCRIBE_DEADLINE_MS_MIN = 1_000;
 
 /** What the grant reader hands grants to (the waiters). */
 export interface GrantSink {
-  readonly size: number;
   deliver(grants: readonly GrantMessage[]): void;
 }
 
@@ -92,9 +91,13 @@ export class GrantReader {
     this.schedulePump(pumped.wakeAtMs, pumped.nowMs);
   }
 
-  /** Keeps one timer, at the earliest wakeAtMs heard, while this process has waiters. */
+  /**
+   * Keeps one timer, at the earliest wakeAtMs heard. Whoever hears of a wake time pumps at it, with
+   * waiters of its own or not: a refund, or a pump that stopped at its grant limit, can make the
+   * head's wake time earlier than the one its owner knows, and only the caller hears of it (G5).
+   */
   schedulePump(wakeAtMs: number, redisNowMs: number): void {
-    if (wakeAtMs <= 0 || this.#core.closed || this.#waiters.size === 0) return;
+    if (wakeAtMs <= 0 || this.#core.closed) return;
     const at = performance.now() + Math.max(0, wakeAtMs - redisNowMs);
     if (at >= this.#pumpAt) return;
     clearTimeout(this.#pumpTimer);
@@ -106,9 +109,9 @@ export class GrantReader {
   }
 
   async #pump(): Promise<void> {
-    if (this.#core.closed || this.#waiters.size === 0) return;
+    if (this.#core.closed) return;
     try {
-      const reply = await this.#core.runner.run((scripts, epoch) => scripts.pump(epoch));
+      const reply = await this.#core.runner.run((scripts, epoch) => scripts.pump(epoch), this.#core.latePumped);
       this.afterPump(reply.pumped);
     } catch (error) {
       this.#core.redisError(error);

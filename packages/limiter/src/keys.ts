@@ -24,11 +24,13 @@ export function limiterKeys(name: string) {
     owners: `${prefix}:owners`,
     /** waiterId → a grant the pump made, kept until released (for a process that missed its message). */
     granted: `${prefix}:granted`,
+    /** permitId → expiry: leases reclaimed after expiry and not released yet, so that a late release settles once. */
+    expired: `${prefix}:expired`,
   } as const;
   return {
     prefix,
     ...keys,
-    functionKeys: [keys.config, keys.leases, keys.waiting, keys.seq, keys.fence, keys.buckets, keys.owners, keys.granted] as readonly string[],
+    functionKeys: [keys.config, keys.leases, keys.waiting, keys.seq, keys.fence, keys.buckets, keys.owners, keys.granted, keys.expired] as readonly string[],
     /** The Pub/Sub channel a process's grants are published on (a channel, not a key). */
     grantsChannel: (ownerId: string) => `${prefix}:grants:${ownerId}`,
   } as const;

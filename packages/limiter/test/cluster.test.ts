@@ -79,7 +79,7 @@ async function nameInSlot(base: string, slot: number): Promise<string> {
 
 /** Cluster node ids by port, and the port that serves `slot`. */
 async function slotOwner(slot: number): Promise<{ port: number; ids: Map<number, string> }> {
-  const ranges = (await cluster.cluster('SLOTS')) as Array<[number, number, [string, number, string]]>;
+  const ranges = (await cluster.cluster('SLOTS')) as unknown as Array<[number, number, [string, number, string]]>;
   const ids = new Map<number, string>();
   let port = 0;
   for (const [start, end, [, nodePort, id]] of ranges) {
@@ -95,7 +95,7 @@ describe('Redis Cluster slot migration (case 8)', () => {
     const LIMITERS = 3;
     const LOOPS = 4;
     // redis-cli moves a source's lowest slots first: the limiter gets the first slot of a primary
-    const ranges = (await cluster.cluster('SLOTS')) as Array<[number, number, [string, number, string]]>;
+    const ranges = (await cluster.cluster('SLOTS')) as unknown as Array<[number, number, [string, number, string]]>;
     const slot = Math.min(...ranges.map(([start]) => start));
     const name = await nameInSlot(uniqueName('reshard'), slot);
     const { port: from, ids } = await slotOwner(slot);
@@ -152,7 +152,7 @@ describe('Redis Cluster slot migration (case 8)', () => {
     reshard.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const grantedBefore = granted;
     const reshardStarted = performance.now();
-    const [code] = (await new Promise((resolve) => reshard.on('exit', (...args) => resolve(args)))) as [number | null];
+    const code = await new Promise<number | null>((resolve) => reshard.on('exit', (exitCode) => resolve(exitCode)));
     const reshardMs = performance.now() - reshardStarted;
     const grantedDuring = granted - grantedBefore;
     resharded = true;

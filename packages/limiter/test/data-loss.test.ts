@@ -201,7 +201,7 @@ describe('a grant message missed while the subscription is down', () => {
     const held = await holding.acquire();
     const pending = waiting.acquire({ timeoutMs: 10_000 });
     await expect.poll(async () => (await holding.snapshot()).waiting).toBe(1);
-    await admin.client('KILL', 'TYPE', 'pubsub'); // every subscription drops; the grant below is published to no one
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'); // every subscription drops; the grant below is published to no one
     await held.release();
     const permit = await pending; // collected by the heartbeat the resubscription sends (or the next one)
     expect((await holding.snapshot()).leases.map((lease) => lease.id)).toEqual([permit.id]);

@@ -1,5 +1,5 @@
 --[[ acquire.v2.lua (function tollgate_acquire_v2_<hash>): grants a permit now, or queues the waiter in (priority, arrival) order.
-  KEYS[1…8] the limiter's keys (prelude.lua)
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string, the dataset epoch the client knows
   ARGV[2]  ownerId        string, the calling process
   ARGV[3]  waiterId       string, '<ownerId>:<n>', unique per attempt; becomes the permit id

@@ -6,7 +6,7 @@
   A dataset created in a database that lost its data (no `tollgate:datasets` marker; on a Cluster
   always) starts with grants paused for `graceMs`, whoever creates it, so that processes still holding
   permits from before the loss re-register them before anyone else is granted (G1 across data loss).
-  KEYS[1…8] the limiter's keys (prelude.lua)
+  KEYS[1…9] the limiter's keys (prelude.lua)
   KEYS[9]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
   ARGV[1]  newEpoch       string, used only when the dataset has none yet
   ARGV[2]  mode           'adopt' | 'apply'

@@ -24,11 +24,13 @@
                                 until the permit is released, cancelled or reclaimed: the durable
                                 copy of a grant whose message (below) a process missed; its heartbeat
                                 collects it
+    KEYS[9] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
+                                released yet (kept 1 h), so that a late release settles once
   A pump's grant reaches its process as a message 'waiterId fence expiresAtMs grantedAtMs' (or
   'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity): in the reply
   when the caller is its owner, else PUBLISHed on channel '<p>:grants:<ownerId>' (a channel is no key,
   so it needs no declaring and never migrates).
-    tollgate:datasets string (configure only, KEYS[9] on a single Redis; absent on a Cluster): set once
+    tollgate:datasets string (configure only, KEYS[10] on a single Redis; absent on a Cluster): set once
                              per Redis database; while it exists the database has not lost its data
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
@@ -52,9 +54,9 @@ local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one R
 local TIMEOUT_MS_MAX = 2147483647     -- a waiter's deadline, ms from now (2^31 − 1, about 24.8 days)
 local REJECTED = '!'                  -- the fence field of a grants message that rejects the waiter
 local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
-local FUNCTION_KEYS = 8               -- KEYS every function declares (configure may add the marker)
+local FUNCTION_KEYS = 9               -- KEYS every function declares (configure may add the marker)
 
-local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED -- this call's keys
+local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
@@ -69,7 +71,7 @@ local function grantsChannel(owner) return PREFIX .. ':grants:' .. owner end
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
   if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
-  K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED = unpack(keys, 1, FUNCTION_KEYS)
+  K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
   PREFIX = string.sub(K_CONFIG, 1, -8) -- '<p>:config' less ':config'
   ARGV = args
   local time = redis.call('TIME')
@@ -143,12 +145,23 @@ local function inFlight()
 end
 
 -- Expired leases come back by themselves: dropped here (with their grant copies), by every script
--- that finds them in its way; at most RECLAIM_MAX per call.
+-- that finds them in its way; at most RECLAIM_MAX per call (more: the next calls take them).
+-- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
+-- its late release still settles its tokens, once (release.v2.lua). A release of a lease that is in
+-- neither zset settles nothing: it was settled already (a release sent twice, e.g. resent on reconnect).
+local EXPIRED_REMEMBER_MS = 3600000     -- how long an expired lease's late release may still settle (1 h)
 local function reclaim()
-  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0, RECLAIM_MAX)
+  local expired = redis.call('ZRANGE', K_LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, RECLAIM_MAX, 'WITHSCORES')
   if #expired > 0 then
-    redis.call('ZREM', K_LEASES, unpack(expired))
-    redis.call('HDEL', K_GRANTED, unpack(expired))
+    local scored, ids = {}, {}
+    for i = 1, #expired, 2 do
+      table.insert(scored, expired[i + 1]); table.insert(scored, expired[i])
+      table.insert(ids, expired[i])
+    end
+    redis.call('ZADD', K_EXPIRED, unpack(scored))
+    redis.call('ZREMRANGEBYSCORE', K_EXPIRED, '-inf', NOW - EXPIRED_REMEMBER_MS)
+    redis.call('ZREM', K_LEASES, unpack(ids))
+    redis.call('HDEL', K_GRANTED, unpack(ids))
   end
   INFLIGHT = redis.call('ZCARD', K_LEASES)
 end
