@@ -25,8 +25,8 @@ interface Waiter {
   reason: TollgateError | undefined;
   resolve(permit: Permit): void;
   reject(error: unknown): void;
-  /** Resolves once the acquire has settled, either way (close waits for it). */
-  readonly settled: Promise<void>;
+  /** The caller's promise (close waits for it to settle). */
+  readonly granted: Promise<Permit>;
 }
 
 /** One acquire, as the waiters take it (options already validated). */
@@ -96,10 +96,7 @@ export class Waiters {
       reason: undefined,
       resolve,
       reject,
-      settled: granted.then(
-        () => {},
-        () => {},
-      ),
+      granted,
     };
     this.#waiters.set(waiter.id, waiter); // before the script: its grant may come through the list first
     // the deadline and the signal count from the call, not from the script's answer
@@ -107,7 +104,11 @@ export class Waiters {
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      await this.#send(waiter).catch((error: unknown) => this.#fail(waiter, error));
+      try {
+        await this.#send(waiter);
+      } catch (error) {
+        this.#fail(waiter, error);
+      }
       return await granted;
     } finally {
       clearTimeout(timer);
@@ -294,10 +295,10 @@ export class Waiters {
 
   /** Close: every waiter leaves the queue and is rejected with {@link LimiterClosedError}; resolves when all have settled. */
   closeAll(): Promise<unknown> {
-    const settled: Array<Promise<void>> = [];
+    const settled: Array<Promise<unknown>> = [];
     for (const waiter of this.#waiters.values()) {
       this.#giveUp(waiter, new LimiterClosedError(this.#core.name));
-      settled.push(waiter.settled);
+      settled.push(waiter.granted.catch(() => {}));
     }
     return Promise.all(settled);
   }

@@ -8,7 +8,7 @@ import { uniqueName } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { LimiterUnavailableError, type Limiter, type Permit } from '../src/index.js';
-import { STUCK_MS, settledWithin, until, useDebugRedis } from './support.js';
+import { STUCK_MS, settledWithin, startReplyLosingProxy, until, useDebugRedis } from './support.js';
 
 const REDIS_TIMEOUT_MS = 200;
 /** Longer than REDIS_TIMEOUT_MS: a call sent during it misses its deadline, then runs. */
@@ -37,6 +37,28 @@ describe('a grant inside a reply that missed its deadline (case 1)', () => {
     const snapshot = await limiter.snapshot();
     expect(snapshot.inFlight).toBe(0);
     expect(snapshot.waiting).toBe(0);
+  });
+});
+
+describe('a grant inside a reply that never comes (case 1)', () => {
+  it("a process's own release ran, but the connection dropped before its reply: the waiter it granted is granted on reconnect", async () => {
+    const proxy = await startReplyLosingProxy(fixture.redis.url);
+    try {
+      const limiter = await fixture.limiter({ redis: proxy.url, name: uniqueName('dropped-grant'), concurrency: 1, redisTimeoutMs: REDIS_TIMEOUT_MS, leaseTtlMs: 60_000, heartbeatMs: 30_000 });
+      const held = await limiter.acquire();
+      const waiting = limiter.acquire(); // queued behind `held`, in the same process
+      expect(await until(async () => (await limiter.snapshot()).waiting === 1)).toBe(true);
+      proxy.loseNextReply(); // the release script runs and grants `waiting`; its reply is lost with the connection
+      await expect(held.release()).rejects.toBeInstanceOf(LimiterUnavailableError);
+      const permit = await settledWithin(waiting);
+      expect(permit).not.toBe('stuck');
+      expect((await limiter.snapshot()).inFlight).toBe(1);
+      await (permit as Permit).release();
+      expect((await limiter.snapshot()).inFlight).toBe(0);
+      await limiter.close();
+    } finally {
+      await proxy.close();
+    }
   });
 });
 

@@ -1,3 +1,4 @@
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RedisServerProcess } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
@@ -89,6 +90,55 @@ export function useDebugRedis(): { readonly redis: DebugRedis; readonly admin: R
       open.push(limiter);
       await limiter.ready();
       return limiter;
+    },
+  };
+}
+
+/**
+ * A TCP proxy in front of Redis that can lose a reply: after `loseNextReply()`, the first bytes Redis
+ * sends back on any connection are dropped and that connection is cut, as a network fault after the
+ * command ran would.
+ */
+export interface ReplyLosingProxy {
+  readonly url: string;
+  loseNextReply(): void;
+  close(): Promise<void>;
+}
+
+export async function startReplyLosingProxy(redisUrl: string): Promise<ReplyLosingProxy> {
+  const target = new URL(redisUrl);
+  let loseNext = false;
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('error', () => {}); // a cut connection is the point
+      socket.on('close', () => sockets.delete(socket));
+    }
+    client.on('data', (chunk) => upstream.write(chunk));
+    upstream.on('data', (chunk) => {
+      if (loseNext) {
+        loseNext = false;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      client.write(chunk);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${address.port}`,
+    loseNextReply: () => {
+      loseNext = true;
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
