@@ -53,6 +53,8 @@ export class Waiters {
   readonly #gone = new Map<string, Cost>();
   /** Cancels that failed because Redis was unreachable, sent again when it is back (a queue entry nobody owns otherwise waits for its grant). */
   readonly #unsentCancels = new Map<string, CancelArgs>();
+  /** Cancels on their way (close waits for them). */
+  readonly #cancels = new Set<Promise<boolean>>();
   /** A reply that pumped was lost on the way (the connection dropped): it may have granted a waiter of ours. */
   #replyLost = false;
   #sequence = 0;
@@ -117,7 +119,9 @@ export class Waiters {
     } finally {
       waiter.submitting = false;
     }
-    if (waiter.state === 'cancelling') this.#cancelThenReject(waiter); // it gave up during the round trip: cancel what the answer made
+    // it gave up during the round trip: cancel what the answer made, and settle the caller now (its
+    // deadline has passed already); the cancel goes out first, so this process's next call sees it done
+    if (waiter.state === 'cancelling') this.#cancelThenReject(waiter, true);
   }
 
   async #submit(waiter: Waiter): Promise<void> {
@@ -199,14 +203,18 @@ export class Waiters {
     if (waiter.state !== 'waiting') return;
     waiter.state = 'cancelling';
     waiter.reason = reason;
-    if (!waiter.submitting) this.#cancelThenReject(waiter); // else: once the acquire answers (#send), the cancel names what it made
+    if (!waiter.submitting) this.#cancelThenReject(waiter, false); // else: once the acquire answers (#send), the cancel names what it made
   }
 
-  #cancelThenReject(waiter: Waiter): void {
-    void this.#cancelEntry({ waiterId: waiter.id, member: waiter.member, cost: waiter.cost }).finally(() => {
+  /** Sends the cancel; rejects the caller once it is done, or at once (`now`) when the wait is already over. */
+  #cancelThenReject(waiter: Waiter, now: boolean): void {
+    const cancelled = this.#cancelEntry({ waiterId: waiter.id, member: waiter.member, cost: waiter.cost });
+    const settle = () => {
       this.#leave(waiter);
       waiter.reject(waiter.reason);
-    });
+    };
+    if (now) settle();
+    else void cancelled.finally(settle);
   }
 
   /**
@@ -214,7 +222,14 @@ export class Waiters {
    * missed its deadline is handled when it answers; one that failed is sent again on reconnect.
    * Resolves false when it failed (never rejects).
    */
-  async #cancelEntry(args: CancelArgs): Promise<boolean> {
+  #cancelEntry(args: CancelArgs): Promise<boolean> {
+    const sent = this.#sendCancel(args);
+    this.#cancels.add(sent);
+    void sent.finally(() => this.#cancels.delete(sent));
+    return sent;
+  }
+
+  async #sendCancel(args: CancelArgs): Promise<boolean> {
     const late: LateReply<{ pumped: Pumped }> = {
       reply: (reply) => {
         this.#unsentCancels.delete(args.waiterId);
@@ -279,13 +294,14 @@ export class Waiters {
     if (this.#gone.size > GONE_WAITERS_MAX) this.#gone.delete(this.#gone.keys().next().value ?? '');
   }
 
-  /** Close: every waiter leaves the queue and is rejected with {@link LimiterClosedError}; resolves when all have settled. */
-  closeAll(): Promise<unknown> {
+  /** Close: every waiter leaves the queue and is rejected with {@link LimiterClosedError}; resolves when all have settled and their cancels are done. */
+  async closeAll(): Promise<void> {
     const settled: Array<Promise<unknown>> = [];
     for (const waiter of this.#waiters.values()) {
       this.#giveUp(waiter, new LimiterClosedError(this.#core.name));
       settled.push(waiter.granted.catch(() => {}));
     }
-    return Promise.all(settled);
+    await Promise.all(settled);
+    await Promise.all(this.#cancels);
   }
 }
