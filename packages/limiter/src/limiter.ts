@@ -204,7 +204,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
 
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
   async setConcurrency(concurrency: number): Promise<number> {
-    if (this.options.concurrency === undefined) throw new InvalidArgumentError('concurrency', concurrency, `no call: limiter ${this.name} has no concurrency limit to set`);
+    if (this.options.concurrency === undefined) throw new InvalidArgumentError('concurrency', concurrency, `a limiter with a concurrency limit to set (limiter ${this.name} has none)`);
     if (!Number.isSafeInteger(concurrency)) throw new InvalidArgumentError('concurrency', concurrency, 'an integer');
     await this.ready();
     const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency), this.#core.latePumped);
