@@ -27,3 +27,4 @@ export {
   type ResolvedLimiterOptions,
 } from './options.js';
 export { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
+export { limiterOptionsFor, readFleetLimits, type FleetLimits } from './fleet-limits.js';

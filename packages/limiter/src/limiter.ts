@@ -381,6 +381,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   }
 
   /**
+   * Ends a fleet-wide pause now (an operator's override of {@link pause}); waiters it held are granted at once.
+   * @returns the Redis time the pause would have ended at, 0 when there was none.
+   */
+  async resume(): Promise<{ pausedUntilMs: number }> {
+    await this.ready();
+    const reply = await this.#run((scripts) => scripts.resume(this.#keys.prefix, this.#epoch, this.ownerId));
+    this.#afterPump(reply, 1);
+    return { pausedUntilMs: integer(reply[0]) };
+  }
+
+  /**
    * Lowers buckets to what the upstream reports as remaining (its rate-limit headers); never raises one.
    * `resetMs` is accepted for the record; the bucket's own refill rate governs recovery.
    */

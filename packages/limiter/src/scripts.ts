@@ -16,6 +16,7 @@ const SCRIPT_FILES = {
   pump: 'pump.v1.lua',
   heartbeat: 'heartbeat.v1.lua',
   pause: 'pause.v1.lua',
+  resume: 'resume.v1.lua',
   observe: 'observe.v1.lua',
   set_concurrency: 'set-concurrency.v1.lua',
   snapshot: 'snapshot.v1.lua',
