@@ -1,4 +1,4 @@
-import { createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimits, type Limiter } from '@tollgate/limiter';
+import { createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimitsReading, type Limiter } from '@tollgate/limiter';
 import { queueKeys, withDeadline } from '@tollgate/queue';
 import { Queue } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
@@ -20,8 +20,8 @@ export interface Context {
   signal: AbortSignal;
 }
 
-/** Reads a limiter's limits; a name that no process has used here is an error naming it. */
-export async function fleetLimits(context: Context, name: string): Promise<FleetLimits> {
+/** Reads a limiter's limits without joining the fleet; a name that no process has used here is an error naming it. */
+export async function fleetLimits(context: Context, name: string): Promise<FleetLimitsReading> {
   const limits = await withDeadline(readFleetLimits(context.redis, name), context.timeoutMs, 'read limits');
   if (limits === undefined) {
     throw new CliError(EXIT.notFound, `no limiter named ${shown(name)} in this Redis: start a worker with TOLLGATE_NAME=${name}, or pass the right --name (default: TOLLGATE_NAME, else "anthropic")`);
@@ -30,15 +30,16 @@ export async function fleetLimits(context: Context, name: string): Promise<Fleet
 }
 
 /**
- * A limiter with the fleet's own limits, for snapshot, pause, resume and setConcurrency. Its `ready()` writes
- * the limits it read back unchanged (the only write path the limiter has until the limits document of DESIGN §8).
+ * A limiter that joins the fleet with the fleet's own limits, for snapshot, pause, resume, setConcurrency and
+ * applyLimits. Joining writes no limits (DESIGN §8: only an explicit apply does), and since its options state the
+ * fleet's limits it joins without a "limits differ" warning.
  */
-export async function openLimiter(context: Context, name: string): Promise<{ limiter: Limiter; limits: FleetLimits }> {
-  const limits = await fleetLimits(context, name);
-  const limiter = createLimiter({ ...limiterOptionsFor(limits, context.redis, name), redisTimeoutMs: context.timeoutMs });
+export async function openLimiter(context: Context, name: string): Promise<{ limiter: Limiter; reading: FleetLimitsReading }> {
+  const reading = await fleetLimits(context, name);
+  const limiter = createLimiter({ ...limiterOptionsFor(reading.limits, context.redis, name), redisTimeoutMs: context.timeoutMs });
   context.closers.push(() => limiter.close());
   await limiter.ready();
-  return { limiter, limits };
+  return { limiter, reading };
 }
 
 /** The BullMQ queue, read-mostly: it never writes the queue's settings, and an unknown name is an error. */

@@ -1,24 +1,26 @@
 import { readFile } from 'node:fs/promises';
-import { createLimiter, describeZodError, limiterOptionsFor, limiterOptionsSchema, type FleetLimits } from '@tollgate/limiter';
+import { describeZodError, limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
 import { withDeadline } from '@tollgate/queue';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
 import { CliError, EXIT, shown } from './errors.js';
-import { fleetLimits, type Context } from './fleet.js';
+import { fleetLimits, openLimiter, type Context } from './fleet.js';
 
 /** A limits file larger than this is not a limits file. */
 const LIMITS_FILE_BYTES_MAX = 1024 * 1024;
-/** Two rates closer than this (relative) are the same rate: a per-minute limit read back from a per-ms refill. */
+/** Two rates closer than this (relative) are the same rate: a per-minute limit stated per second, say. */
 const SAME_RATE_RELATIVE = 1e-9;
 
 /**
- * The limits of one limiter (one account, one pool), as `limits show` prints them and `limits apply` reads them
- * (YAML or JSON). The fleet limits document of DESIGN §8 (accounts, pools, tenants) replaces it when it lands.
+ * The limits of one limiter (one account, one pool) in the shape of limiter options, as `limits show` prints them
+ * and `limits apply` reads them (YAML or JSON). The limiter keeps them as its fleet limits document (DESIGN §8);
+ * the accounts/pools/tenants document replaces this file when it lands.
  */
 export const limitsFileSchema = z.strictObject({
   concurrency: z.number().optional(),
   rates: z.record(z.string(), z.strictObject({ limit: z.number(), intervalMs: z.number(), burst: z.number().optional() })).optional(),
   reserve: z.array(z.strictObject({ maxPriority: z.number(), concurrency: z.number() })).default([]),
+  /** Omitted: the fleet's, unchanged. */
   leaseTtlMs: z.number().optional(),
 });
 export type LimitsFile = z.output<typeof limitsFileSchema>;
@@ -30,18 +32,25 @@ export interface LimitChange {
   file: number | string | null;
 }
 
-/** The limits as a file would state them (what `limits show` prints). */
-export function limitsDocument(limits: FleetLimits): LimitsFile {
+/** The fleet's limits as a file states them (what `limits show` prints). */
+export function limitsFile(limits: FleetLimits): LimitsFile {
+  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]));
   return {
-    ...(limits.concurrency === undefined ? {} : { concurrency: limits.concurrency }),
-    ...(limits.rates === undefined ? {} : { rates: limits.rates }),
+    ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
+    ...(Object.keys(rates).length === 0 ? {} : { rates }),
     reserve: limits.reserve,
     leaseTtlMs: limits.leaseTtlMs,
   };
 }
 
+/** A file's limits as the fleet document they would become (a missing lease length keeps the fleet's). */
+export function documentOf(file: LimitsFile, fleet: FleetLimits): FleetLimits {
+  const rates = Object.fromEntries(Object.entries(file.rates ?? {}).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]));
+  return { schema: 1, concurrency: file.concurrency ?? null, rates, reserve: file.reserve, leaseTtlMs: file.leaseTtlMs ?? fleet.leaseTtlMs };
+}
+
 /** Reads and validates a limits file: every bad field is named, and nothing is applied from a bad file. */
-export async function readLimitsFile(context: Context, name: string, path: string): Promise<{ file: LimitsFile; limits: FleetLimits }> {
+export async function readLimitsFile(context: Context, name: string, path: string): Promise<{ file: LimitsFile; reading: FleetLimitsReading; next: FleetLimits }> {
   let text: string;
   try {
     const buffer = await readFile(path);
@@ -59,12 +68,12 @@ export async function readLimitsFile(context: Context, name: string, path: strin
   const parsed = limitsFileSchema.safeParse(raw);
   if (!parsed.success) throw new CliError(EXIT.refused, `limits file ${shown(path)} is invalid: ${describeZodError(parsed.error, raw)}`);
   const file = parsed.data;
+  const reading = await fleetLimits(context, name);
   // the limiter's own rules (bounds, reserve below concurrency, at least one limit), each field named
-  const options = { redis: context.redis, name, ...file };
+  const options = { redis: context.redis, name, ...file, leaseTtlMs: file.leaseTtlMs ?? reading.limits.leaseTtlMs };
   const checked = limiterOptionsSchema.safeParse(options);
   if (!checked.success) throw new CliError(EXIT.refused, `limits file ${shown(path)} is invalid: ${describeZodError(checked.error, options)}`);
-  const leaseTtlMs = file.leaseTtlMs ?? (await fleetLimits(context, name)).leaseTtlMs;
-  return { file, limits: { ...(file.concurrency === undefined ? {} : { concurrency: file.concurrency }), ...(file.rates === undefined ? {} : { rates: file.rates }), reserve: file.reserve, leaseTtlMs } };
+  return { file: { ...file, leaseTtlMs: options.leaseTtlMs }, reading, next: documentOf(file, reading.limits) };
 }
 
 const perMinute = (rate: { limit: number; intervalMs: number }) => (rate.limit * 60_000) / rate.intervalMs;
@@ -78,10 +87,10 @@ export function diffLimits(fleet: FleetLimits, next: FleetLimits): LimitChange[]
     const equal = typeof a === 'number' && typeof b === 'number' ? same(a, b) : a === b;
     if (!equal) changes.push({ field, fleet: a, file: b });
   };
-  compare('concurrency', fleet.concurrency ?? null, next.concurrency ?? null);
-  for (const dimension of new Set([...Object.keys(fleet.rates ?? {}), ...Object.keys(next.rates ?? {})])) {
-    const a = fleet.rates?.[dimension];
-    const b = next.rates?.[dimension];
+  compare('concurrency', fleet.concurrency, next.concurrency);
+  for (const dimension of new Set([...Object.keys(fleet.rates), ...Object.keys(next.rates)])) {
+    const a = fleet.rates[dimension];
+    const b = next.rates[dimension];
     compare(`rates.${dimension}.perMinute`, a === undefined ? null : perMinute(a), b === undefined ? null : perMinute(b));
     compare(`rates.${dimension}.capacity`, a === undefined ? null : (a.burst ?? a.limit), b === undefined ? null : (b.burst ?? b.limit));
   }
@@ -95,37 +104,37 @@ function renderChanges(changes: readonly LimitChange[]): string {
 }
 
 export async function limitsShowCommand(context: Context, name: string): Promise<void> {
-  const limits = await fleetLimits(context, name);
+  const { limits, version, effectiveConcurrency } = await fleetLimits(context, name);
   if (context.json) {
-    context.print(JSON.stringify({ name, limits: limitsDocument(limits), effectiveConcurrency: limits.effectiveConcurrency ?? null }));
+    context.print(JSON.stringify({ name, revision: version, limits: limitsFile(limits), effectiveConcurrency }));
     return;
   }
-  const effective = limits.effectiveConcurrency !== undefined && limits.effectiveConcurrency !== limits.concurrency ? `\n# effective concurrency now: ${limits.effectiveConcurrency} (adaptive control or \`tollgate concurrency\`)` : '';
-  context.print(`# limits of limiter ${name} (pool default), as the fleet runs them${effective}\n${stringifyYaml(limitsDocument(limits)).trimEnd()}`);
+  const effective = effectiveConcurrency !== null && effectiveConcurrency !== limits.concurrency ? `\n# effective concurrency now: ${effectiveConcurrency} (adaptive control or \`tollgate concurrency\`)` : '';
+  context.print(`# limits of limiter ${name} (pool default), revision ${version}, as the fleet runs them${effective}\n${stringifyYaml(limitsFile(limits)).trimEnd()}`);
 }
 
 /** `limits diff FILE`: exit 0 when the file states the fleet's limits, {@link EXIT.differs} when it does not. */
 export async function limitsDiffCommand(context: Context, name: string, path: string): Promise<number> {
-  const { limits: next } = await readLimitsFile(context, name, path);
-  const changes = diffLimits(await fleetLimits(context, name), next);
+  const { reading, next } = await readLimitsFile(context, name, path);
+  const changes = diffLimits(reading.limits, next);
   context.print(context.json ? JSON.stringify({ name, changes }) : changes.length === 0 ? `${name}: the file states the limits in force` : `${name}: applying ${path} would change\n${renderChanges(changes)}`);
   return changes.length === 0 ? EXIT.ok : EXIT.differs;
 }
 
 /**
- * `limits apply FILE`: writes the file's limits for the whole fleet (the limiter's configure path: every process
- * picks them up at its next call). A bad file is refused whole.
+ * `limits apply FILE`: the limiter's explicit apply (DESIGN §8): every process runs with the new limits within one
+ * heartbeat, and a queued waiter that a lowered capacity can no longer hold is rejected at once. A bad file is
+ * refused whole.
  */
 export async function limitsApplyCommand(context: Context, name: string, path: string): Promise<void> {
-  const { limits: next } = await readLimitsFile(context, name, path);
-  const changes = diffLimits(await fleetLimits(context, name), next);
+  const { file, reading, next } = await readLimitsFile(context, name, path);
+  const changes = diffLimits(reading.limits, next);
+  let revision = reading.version;
   if (changes.length > 0) {
-    const limiter = createLimiter({ ...limiterOptionsFor(next, context.redis, name), redisTimeoutMs: context.timeoutMs });
-    try {
-      await withDeadline(limiter.ready(), context.timeoutMs * 2, 'apply');
-    } finally {
-      await limiter.close();
-    }
+    const { limiter } = await openLimiter(context, name);
+    revision = (await withDeadline(limiter.applyLimits(file), context.timeoutMs * 2, 'apply')).version;
   }
-  context.print(context.json ? JSON.stringify({ name, applied: changes.length > 0, changes }) : changes.length === 0 ? `${name}: nothing to change` : `${name}: applied\n${renderChanges(changes)}`);
+  context.print(
+    context.json ? JSON.stringify({ name, applied: changes.length > 0, revision, changes }) : changes.length === 0 ? `${name}: nothing to change (revision ${revision})` : `${name}: applied as revision ${revision}\n${renderChanges(changes)}`,
+  );
 }

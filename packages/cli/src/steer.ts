@@ -35,8 +35,9 @@ export async function resumeCommand(context: Context): Promise<void> {
 
 /** `concurrency N`: the effective limit, 1 to the configured limit (adaptive control moves it from there). */
 export async function concurrencyCommand(context: Context, concurrency: number): Promise<void> {
-  const { limiter, limits } = await openLimiter(context, oneName(context));
-  if (limits.concurrency === undefined) throw new CliError(EXIT.refused, `limiter ${shown(limiter.name)} has no concurrency limit (only rates); set one with \`tollgate limits apply\``);
+  const { limiter, reading } = await openLimiter(context, oneName(context));
+  const { limits } = reading;
+  if (limits.concurrency === null) throw new CliError(EXIT.refused, `limiter ${shown(limiter.name)} has no concurrency limit (only rates); set one with \`tollgate limits apply\``);
   if (concurrency > limits.concurrency) {
     throw new CliError(EXIT.refused, `concurrency ${concurrency} is above the configured ${limits.concurrency} of limiter ${shown(limiter.name)}; the effective limit stays at or below it (raise the configured one with \`tollgate limits apply\`)`);
   }

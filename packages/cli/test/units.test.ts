@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { diffLimits, durationSchema, formatDuration } from '../src/index.js';
+import { diffLimits, documentOf, durationSchema, formatDuration } from '../src/index.js';
 
 describe('durations', () => {
   it('parses a number and a unit into whole ms, within 0..7d', () => {
@@ -19,14 +19,14 @@ describe('durations', () => {
 });
 
 describe('diffLimits', () => {
-  const fleet = { concurrency: 8, rates: { requests: { limit: 1_000, intervalMs: 60_000 } }, reserve: [], leaseTtlMs: 15_000 };
+  const fleet = { schema: 1 as const, concurrency: 8, rates: { requests: { limit: 1_000, intervalMs: 60_000, burst: null } }, reserve: [], leaseTtlMs: 15_000 };
 
   it('finds nothing when a rate is stated per second instead of per minute', () => {
-    expect(diffLimits(fleet, { ...fleet, rates: { requests: { limit: 1_000 / 60, intervalMs: 1_000, burst: 1_000 } } })).toEqual([]);
+    expect(diffLimits(fleet, documentOf({ rates: { requests: { limit: 1_000 / 60, intervalMs: 1_000, burst: 1_000 } }, concurrency: 8, reserve: [] }, fleet))).toEqual([]);
   });
 
   it('names every changed field, a dimension added or removed, the reserve', () => {
-    const next = { concurrency: 6, rates: { inputTokens: { limit: 400_000, intervalMs: 60_000 } }, reserve: [{ maxPriority: 1, concurrency: 2 }], leaseTtlMs: 15_000 };
+    const next = documentOf({ concurrency: 6, rates: { inputTokens: { limit: 400_000, intervalMs: 60_000 } }, reserve: [{ maxPriority: 1, concurrency: 2 }] }, fleet);
     expect(diffLimits(fleet, next)).toEqual([
       { field: 'concurrency', fleet: 8, file: 6 },
       { field: 'rates.requests.perMinute', fleet: 1_000, file: null },

@@ -1,52 +1,36 @@
 import type { Cluster, Redis } from 'ioredis';
 import { limiterKeys } from './keys.js';
-import type { LimiterOptions, RateOptions } from './options.js';
+import { parseFleetLimits, type FleetLimits } from './limits.js';
+import type { LimiterOptions } from './options.js';
 
-/** The interval rates are shown in: per minute, as Anthropic states its limits. */
-const SHOWN_INTERVAL_MS = 60_000;
-/** Significant digits kept when a refill per ms is turned back into a limit per minute (undoes float noise). */
-const SHOWN_DIGITS = 12;
-
-/** The limits a fleet runs with, as the last `ready()` (configure) wrote them to Redis. */
-export interface FleetLimits {
-  concurrency?: number;
-  /** The effective concurrency limit now (adaptive control may hold it below `concurrency`). */
-  effectiveConcurrency?: number;
-  rates?: Record<string, RateOptions>;
-  reserve: Array<{ maxPriority: number; concurrency: number }>;
-  leaseTtlMs: number;
+/** The fleet's limits in force as Redis holds them, read without joining the fleet. */
+export interface FleetLimitsReading {
+  limits: FleetLimits;
+  /** The revision: rises with every write of the limits. */
+  version: string;
+  /** The effective concurrency limit now (adaptive control may hold it below `limits.concurrency`); null: none. */
+  effectiveConcurrency: number | null;
 }
 
 /**
- * Reads the limits of limiter `name` from Redis without writing anything; undefined when no limiter of that name
- * has ever started there. The options it returns (`limiterOptions`) rebuild the same limits.
+ * Reads the limits of limiter `name` from Redis and writes nothing (a limiter's `ready()` would create them on a
+ * first boot); undefined when no process of that name has started on this Redis. For tools such as the CLI.
  */
-export async function readFleetLimits(redis: Redis | Cluster, name: string): Promise<FleetLimits | undefined> {
-  const raw = await redis.hgetall(limiterKeys(name).config);
-  if (raw.epoch === undefined || raw.leaseTtlMs === undefined) return undefined;
-  const concurrency = Number(raw.concurrency ?? '0');
-  const rates: Record<string, RateOptions> = {};
-  for (const dimension of (raw.dims ?? '').split(',').filter((dim) => dim !== '')) {
-    const capacity = Number(raw[`cap:${dimension}`]);
-    const limit = Number((Number(raw[`rate:${dimension}`]) * SHOWN_INTERVAL_MS).toPrecision(SHOWN_DIGITS));
-    rates[dimension] = capacity === limit ? { limit, intervalMs: SHOWN_INTERVAL_MS } : { limit, intervalMs: SHOWN_INTERVAL_MS, burst: capacity };
-  }
-  const reserve = [...(raw.reserve ?? '').matchAll(/(\d+):(\d+)/g)].map(([, maxPriority, slots]) => ({ maxPriority: Number(maxPriority), concurrency: Number(slots) }));
-  return {
-    ...(concurrency > 0 ? { concurrency, effectiveConcurrency: Number(raw.effective ?? concurrency) } : {}),
-    ...(Object.keys(rates).length > 0 ? { rates } : {}),
-    reserve,
-    leaseTtlMs: Number(raw.leaseTtlMs),
-  };
+export async function readFleetLimits(redis: Redis | Cluster, name: string): Promise<FleetLimitsReading | undefined> {
+  const [epoch, json, version, effective] = await redis.hmget(limiterKeys(name).config, 'epoch', 'limits', 'version', 'effective');
+  if (!epoch || !json) return undefined; // no limiter of this name has started here
+  const limits = parseFleetLimits(json, name);
+  return { limits, version: version ?? '', effectiveConcurrency: limits.concurrency === null ? null : Number(effective ?? limits.concurrency) };
 }
 
-/** Limiter options that write `limits` again (same concurrency, buckets, reserve and lease length). */
+/** Limiter options that state exactly `limits` (so a limiter built from them joins the fleet without a warning). */
 export function limiterOptionsFor(limits: FleetLimits, redis: Redis | Cluster, name: string): LimiterOptions {
+  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]));
   return {
     redis,
     name,
-    ...(limits.concurrency === undefined ? {} : { concurrency: limits.concurrency }),
-    ...(limits.rates === undefined ? {} : { rates: limits.rates }),
+    ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
+    ...(Object.keys(rates).length === 0 ? {} : { rates }),
     reserve: limits.reserve,
     leaseTtlMs: limits.leaseTtlMs,
   };

@@ -26,5 +26,6 @@ export {
   type RateOptions,
   type ResolvedLimiterOptions,
 } from './options.js';
-export { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
-export { limiterOptionsFor, readFleetLimits, type FleetLimits } from './fleet-limits.js';
+export { DATASETS_KEY, LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
+export { limiterOptionsFor, readFleetLimits, type FleetLimitsReading } from './fleet-limits.js';
+export { fleetLimitsSchema, type FleetLimits, type FleetLimitsState } from './limits.js';

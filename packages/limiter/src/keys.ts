@@ -23,3 +23,11 @@ export function limiterKeys(name: string) {
 }
 
 export type LimiterKeys = ReturnType<typeof limiterKeys>;
+
+/**
+ * One key per Redis database, shared by every limiter (configure.v2.lua sets it once): while it
+ * exists the database has not lost its data, so a limiter name configured for the first time needs
+ * no grace pause. Not used on a Cluster (a script may touch only its own slot), where every new
+ * dataset pauses.
+ */
+export const DATASETS_KEY = 'tollgate:datasets';

@@ -1,7 +1,7 @@
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLimiter, type Limiter, type Permit } from '../src/index.js';
+import { DATASETS_KEY, createLimiter, type Limiter, type Permit } from '../src/index.js';
 
 /** Commands a client sends that a script never calls, so INFO commandstats counts them exactly. */
 const CLIENT_COMMANDS = ['fcall', 'evalsha', 'eval', 'blpop', 'blmpop'] as const;
@@ -16,6 +16,7 @@ const open: Limiter[] = [];
 beforeAll(async () => {
   redis = await startRedis({ dedicated: true }); // INFO commandstats must hold only our commands
   admin = new Redis(redis.url);
+  await admin.set(DATASETS_KEY, 'test'); // a database that has not lost its data: no first-boot grace pause
 });
 
 afterAll(async () => {

@@ -1,4 +1,4 @@
---[[ cancel.v1.lua (function tollgate_cancel_v1_<hash>): a waiter leaves the queue (abort, timeout). If it was granted in the meantime,
+--[[ cancel.v2.lua (function tollgate_cancel_v2_<hash>): a waiter leaves the queue (abort, timeout). If it was granted in the meantime,
   that grant is released here with its whole cost refunded (nothing was sent on it).
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
@@ -11,7 +11,7 @@
                                                   2 = was granted and is now released
            {-1, epoch}
 ]]
-local function cancel_v1(keys, args)
+local function cancel_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -28,4 +28,4 @@ local function cancel_v1(keys, args)
   local wake, own = pump(owner)
   return { state, wake, NOW_MS, own }
 end
-redis.register_function('tollgate_cancel_v1_{{hash}}', cancel_v1)
+redis.register_function('tollgate_cancel_v2_{{hash}}', cancel_v2)

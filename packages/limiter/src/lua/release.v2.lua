@@ -1,4 +1,4 @@
---[[ release.v1.lua (function tollgate_release_v1_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
+--[[ release.v2.lua (function tollgate_release_v2_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
   KEYS[1]  '{tollgate:<name>}' key prefix
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
@@ -9,7 +9,7 @@
                                        the lease had already expired.
   Returns  {leaseWasLive 0|1, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
 ]]
-local function release_v1(keys, args)
+local function release_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -22,4 +22,4 @@ local function release_v1(keys, args)
   local wake, own = pump(owner)
   return { live, wake, NOW_MS, own }
 end
-redis.register_function('tollgate_release_v1_{{hash}}', release_v1)
+redis.register_function('tollgate_release_v2_{{hash}}', release_v2)
