@@ -174,7 +174,7 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
   });
 
   it('jobs show: state, attempts, usage; the prompt only with --show-content; an unknown id is exit 3', async () => {
-    const id = await fleet.producer.enqueue(request(300), { jobId: 'cli-show-1' });
+    const id = await fleet.producer.enqueue(request(300));
     await settle(fleet.producer, [id]);
     const run = await runTollgate(['jobs', 'show', id, '--json'], env);
     expect(run.code).toBe(0);

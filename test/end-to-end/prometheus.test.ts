@@ -36,6 +36,8 @@ const LABEL_VALUES: Record<string, RegExp> = {
 const SCRAPED_WITHIN_MS = 60_000;
 /** Series of all Tollgate metrics together, across 2 workers and the gateway: a bound that a label fed by job ids or models would break. */
 const SERIES_MAX = 400;
+/** The gateway's scraper token (GATEWAY_METRICS_TOKEN): its /metrics answers 401 without it. */
+const METRICS_TOKEN = 'tollgate-prometheus-test-metrics-token';
 const DASHBOARD_FILE = join(REPO_ROOT, 'deploy/grafana/tollgate.json');
 /** Grafana's built-in variables, as Grafana would expand them for a short range. */
 const GRAFANA_BUILTINS: Record<string, string> = { __rate_interval: '1m', __interval: '15s', __range: '5m' };
@@ -60,11 +62,11 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
   let account: string;
 
   beforeAll(async () => {
-    fleet = await startFleet({ workers: WORKERS, concurrency: CONCURRENCY, rpm: 100_000, gateway: true, mockEnv: { MOCK_LATENCY_MS: '100' } });
+    fleet = await startFleet({ workers: WORKERS, concurrency: CONCURRENCY, rpm: 100_000, gateway: true, gatewayEnv: { GATEWAY_METRICS_TOKEN: METRICS_TOKEN }, mockEnv: { MOCK_LATENCY_MS: '100' } });
     account = fleet.limiterName;
     prometheus = await startPrometheus([
       { name: 'tollgate-worker', targets: fleet.workers.map((worker) => hostPort(worker.ready.url ?? '')) },
-      { name: 'tollgate-gateway', targets: [hostPort(fleet.gatewayUrl)] },
+      { name: 'tollgate-gateway', targets: [hostPort(fleet.gatewayUrl)], bearerToken: METRICS_TOKEN },
     ]);
     // every target scraped before the load starts, so that no series of the load is Prometheus' first sample
     const scraped = await eventually(async () => (await prometheus.query('sum(up)'))[0]?.value === WORKERS + 1, SCRAPED_WITHIN_MS, 100);
@@ -103,7 +105,8 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     await stopAllServices();
   });
 
-  it('scrapes every worker and the gateway', async () => {
+  it('scrapes every worker and the gateway (with its metrics token: without it the gateway answers 401)', async () => {
+    expect((await fetch(`${fleet.gatewayUrl}/metrics`)).status).toBe(401);
     const targets = await prometheus.targets();
     expect(targets.filter((target) => target.job === 'tollgate-worker')).toHaveLength(WORKERS);
     expect(targets.filter((target) => target.job === 'tollgate-gateway')).toHaveLength(1);

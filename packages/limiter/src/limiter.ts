@@ -8,7 +8,7 @@ import { GrantReader } from './grant-reader.js';
 import { limiterKeys, type LimiterKeys } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { limitsFromOptions, type FleetLimitsState } from './limits.js';
-import { REQUESTS_DIMENSION, parseAcquireOptions, parseLimiterOptions, type LimiterOptions, type ResolvedLimiterOptions } from './options.js';
+import { REQUESTS_DIMENSION, formatValue, parseAcquireOptions, parseLimiterOptions, type LimiterOptions, type ResolvedLimiterOptions } from './options.js';
 import type { Cost, Permit, PermitOwner, ReleaseResult } from './permit.js';
 import { ScriptRunner } from './runner.js';
 import type { RedisLike } from './scripts/library.js';
@@ -186,7 +186,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** A fleet-wide cool-down of `ms` (e.g. an upstream 429's retry-after). Extends, never shortens. */
   async pause(ms: number, reason?: string): Promise<{ pausedUntilMs: number }> {
-    if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${String(ms)}`);
+    if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${formatValue(ms)}`);
     await this.ready();
     const reply = await this.#runner.run((scripts, epoch) => scripts.pause(epoch, Math.ceil(ms)));
     const { pausedUntilMs, nowMs: atMs } = reply;
@@ -222,7 +222,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
   async setConcurrency(concurrency: number): Promise<number> {
-    if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${String(concurrency)}`);
+    if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${formatValue(concurrency)}`);
     await this.ready();
     if (this.#fleet.state?.limits.concurrency === null) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
     const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency));
@@ -275,7 +275,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       if (bucket === undefined) {
         throw new InvalidCostError(`limiter ${this.name}: cost names "${dimension}", which is not a configured rate (${[...buckets.keys()].join(', ') || 'none'})`);
       }
-      if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${String(amount)}`);
+      if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${formatValue(amount)}`);
       if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, dimension, amount, bucket.capacityTokens);
       cost[dimension] = amount;
     }

@@ -11,6 +11,7 @@ import {
   createProducer,
   createWorker,
   decodeFailure,
+  idempotentJobId,
   queueKeys,
   readJobEvents,
   type MessagesClient,
@@ -135,11 +136,11 @@ describe('the worker runs jobs through the limited client', () => {
 describe('failures', () => {
   it('a non-retryable upstream error fails the job at once, the upstream body kept in the failed set', async () => {
     worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 2 });
-    const error = await thrown(() => producer.enqueueAndWait({ ...request('x'), model: 'claude-unknown-9' }, { jobId: 'unknown-model', attempts: 5 }));
+    const error = await thrown(() => producer.enqueueAndWait({ ...request('x'), model: 'claude-unknown-9' }, { idempotencyKey: 'unknown-model', attempts: 5 }));
     expect(error).toBeInstanceOf(UpstreamError);
     expect(error).toMatchObject({ status: 404, type: 'not_found_error', message: 'model: claude-unknown-9' });
     expect((error as UpstreamError).requestId).toMatch(/^req_/);
-    const job = await rawJob(producer.queue, 'unknown-model');
+    const job = await rawJob(producer.queue, idempotentJobId(null, 'unknown-model'));
     expect(job?.attemptsMade).toBe(1); // not retried although 5 attempts were allowed
     const failure = decodeFailure(job?.failedReason);
     expect(failure).toMatchObject({ status: 404, retryable: false, body: { type: 'error', error: { type: 'not_found_error', message: 'model: claude-unknown-9' } } });
