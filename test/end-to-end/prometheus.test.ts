@@ -12,6 +12,10 @@ import { prometheusInstalled, startPrometheus, type PrometheusProcess, type Samp
 const CONCURRENCY = 3;
 const WORKERS = 2;
 const QUEUE_JOBS = 40;
+/** Jobs enqueued while paused for the autoscaling query; WORKER_SLOTS of them go active on each worker. */
+const WAITING_JOBS = 50;
+/** WORKER_CONCURRENCY of the fleet's workers (test/support/fleet.ts). */
+const WORKER_SLOTS = 16;
 const GATEWAY_REQUESTS = 10;
 /** The 5th upstream call gets an injected 429 (a rate limit with retry-after): one retry, one 429 of kind "rate". */
 const INJECTED_429_NTH = 5;
@@ -208,6 +212,27 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
       }
       expect(problems).toEqual([]);
     });
+  });
+
+  it('the KEDA trigger\'s query (deploy/kubernetes/keda) reads the jobs waiting for a worker, as BullMQ counts them', async () => {
+    const scaled = parse(readFileSync(join(REPO_ROOT, 'deploy/kubernetes/keda/scaledobject.yaml'), 'utf8')) as { spec: { triggers: Array<{ metadata: { query: string } }> } };
+    const query = scaled.spec.triggers[0]?.metadata.query.replace('queue="messages"', `queue="${fleet.queue}"`) ?? '';
+    expect(query).toContain(fleet.queue);
+    // paused, the workers hold what they took (16 each) and the rest waits in the queue: a count that stands still
+    await fleet.observer.pause(120_000, 'keda query test');
+    const ids = await Promise.all(Array.from({ length: WAITING_JOBS }, (_, i) => fleet.producer.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `wait ${i}` }] })));
+    let counts = await fleet.producer.counts();
+    await eventually(async () => {
+      counts = await fleet.producer.counts();
+      return counts.active === WORKERS * WORKER_SLOTS;
+    }, SCRAPED_WITHIN_MS, 100);
+    const waiting = counts.waiting + counts.prioritized;
+    expect(waiting).toBe(WAITING_JOBS - WORKERS * WORKER_SLOTS);
+    const scrapedValue = await eventually(async () => (await prometheus.query(query))[0]?.value === waiting, SCRAPED_WITHIN_MS, 250);
+    expect(scrapedValue).toBe(true);
+    expect(await prometheus.query(query)).toEqual([{ metric: {}, value: waiting }]);
+    await fleet.observer.resume();
+    await Promise.all(ids.map((id) => fleet.producer.wait(id, { timeoutMs: SETTLE_TIMEOUT_MS })));
   });
 });
 
