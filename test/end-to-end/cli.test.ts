@@ -173,7 +173,7 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY);
   });
 
-  it('jobs show: state, attempts, usage; the prompt only with --show-content; an unknown id is exit 3', async () => {
+  it('jobs show: state, attempts, usage; the prompt only with --show-content; an unknown id is exit 3, a malformed one 2', async () => {
     const id = await fleet.producer.enqueue(request(300));
     await settle(fleet.producer, [id]);
     const run = await runTollgate(['jobs', 'show', id, '--json'], env);
@@ -188,9 +188,13 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     expect(text.stdout).not.toContain(PROMPT_MARKER);
     const content = await runTollgate(['jobs', 'show', id, '--show-content', '--json'], env);
     expect(content.stdout).toContain(PROMPT_MARKER);
-    const missing = await runTollgate(['jobs', 'show', 'no-such-job'], env);
+    const unknownId = `job_${'a'.repeat(22)}`;
+    const missing = await runTollgate(['jobs', 'show', unknownId], env);
     expect(missing.code).toBe(3);
-    expect(missing.stderr).toContain('no job "no-such-job"');
+    expect(missing.stderr).toContain(`no job "${unknownId}"`);
+    const malformed = await runTollgate(['jobs', 'show', 'no-such-job'], env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toContain('job id "no-such-job": expected an id as enqueue returns it');
   });
 
   it('queue counts, retry-failed (failed jobs back in the queue), clean --older-than, drain --yes', async () => {

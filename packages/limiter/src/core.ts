@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { FleetView } from './fleet.js';
 import type { ResolvedLimiterOptions } from './options.js';
-import type { ScriptRunner } from './runner.js';
+import type { LateReply, ScriptRunner } from './runner.js';
 import type { Pumped } from './scripts/scripts.js';
 import type { LimiterEvents } from './types.js';
 
@@ -19,4 +19,9 @@ export interface LimiterCore {
   redisError(error: unknown): void;
   /** Every reply that pumped: resolve this process's own grants in it, and keep the pump timer at its wake time. */
   afterPump(pumped: Pumped): void;
+  /**
+   * For every call that pumps: a reply that comes after the deadline is handled like one in time (its
+   * grants are delivered), and one that never comes makes the waiters check whether they were granted in it.
+   */
+  readonly latePumped: LateReply<{ pumped: Pumped }>;
 }

@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import type { LimiterCore } from './core.js';
 import { LimiterUnavailableError } from './errors.js';
-import type { Cost, Permit, ReleaseResult } from './permit.js';
-import type { ReleaseReply, Settlement } from './scripts/scripts.js';
+import { permitLease, type Cost, type Permit, type ReleaseLease, type ReleaseResult } from './permit.js';
+import type { Pumped, ReleaseReply, Settlement } from './scripts/scripts.js';
 
 /** Lease ids one heartbeat call renews; a process holding more sends several calls. */
 const HEARTBEAT_IDS_MAX = 500;
@@ -15,19 +15,29 @@ export class LeaseKeeper {
   readonly #core: LimiterCore;
   /** Called when a heartbeat finds this process was presumed dead: its queued waiters may be gone. */
   readonly #resubmitWaiters: () => Promise<void>;
+  /** This process's waiters still waiting: the heartbeat collects grants kept for them whose message was missed. */
+  readonly #waitingIds: () => string[];
   readonly #held = new Map<string, Permit>();
   /** Releases that failed because Redis was unreachable, sent again when it is back. */
   readonly #unsentReleases = new Map<string, () => Promise<Extract<ReleaseReply, { kind: 'released' }>>>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>) {
+  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>, waitingIds: () => string[]) {
     this.#core = core;
     this.#resubmitWaiters = resubmitWaiters;
+    this.#waitingIds = waitingIds;
   }
 
   get count(): number {
     return this.#held.size;
   }
+
+  holds(permitId: string): boolean {
+    return this.#held.has(permitId);
+  }
+
+  /** What each Permit calls to release itself. */
+  readonly releaser: ReleaseLease = (permit, used) => this.release(permit, used);
 
   hold(permit: Permit): void {
     this.#held.set(permit.id, permit);
@@ -36,7 +46,7 @@ export class LeaseKeeper {
   /** The leases held now with the time each has left, for a re-registration after Redis lost its data. */
   leasesToReregister(): Array<{ permitId: string; remainingTtlMs: number }> {
     const now = performance.now();
-    return [...this.#held.values()].map((permit) => ({ permitId: permit.id, remainingTtlMs: Math.max(1, Math.ceil(permit.renewedUntil - now)) }));
+    return [...this.#held.values()].map((permit) => ({ permitId: permit.id, remainingTtlMs: Math.max(1, Math.ceil(permitLease.renewedUntil(permit) - now)) }));
   }
 
   /** Heartbeats timed by the fleet's leaseTtlMs (the one Redis enforces); started again when it changes. */
@@ -74,7 +84,14 @@ export class LeaseKeeper {
         settlements.push({ dimension, reserved, used: amount });
       }
     }
-    const send = () => this.#core.runner.run((scripts, epoch) => scripts.release(epoch, permit.id, settlements));
+    const late = {
+      reply: (reply: { pumped: Pumped }) => {
+        this.#unsentReleases.delete(permit.id); // it ran after all
+        this.#core.afterPump(reply.pumped);
+      },
+      lost: this.#core.latePumped.lost,
+    };
+    const send = () => this.#core.runner.run((scripts, epoch) => scripts.release(epoch, permit.id, settlements), late);
     let reply: Extract<ReleaseReply, { kind: 'released' }>;
     try {
       reply = await send();
@@ -85,7 +102,7 @@ export class LeaseKeeper {
       throw error;
     }
     // not live: the lease was already reclaimed; renewedUntil passed: it expired, though no one reclaimed it yet
-    const leaseLost = !reply.leaseWasLive || permit.leaseLost || performance.now() > permit.renewedUntil;
+    const leaseLost = !reply.leaseWasLive || permit.leaseLost || performance.now() > permitLease.renewedUntil(permit);
     this.#core.afterPump(reply.pumped);
     const events = this.#core.events;
     if (events.listenerCount('released') > 0) events.emit('released', { permitId: permit.id, leaseLost });
@@ -110,7 +127,7 @@ export class LeaseKeeper {
     if (core.closed || !core.runner.loaded) return;
     const sentAt = performance.now();
     for (const permit of this.#held.values()) {
-      if (sentAt > permit.renewedUntil) this.#loseLease(permit); // not renewed in time: it may be gone
+      if (sentAt > permitLease.renewedUntil(permit)) this.#loseLease(permit); // not renewed in time: it may be gone
     }
     // only leases believed live: Redis registers a missing one again (partial data loss), never a lost one
     const ids = [...this.#held.values()].filter((permit) => !permit.leaseLost).map((permit) => permit.id);
@@ -118,19 +135,17 @@ export class LeaseKeeper {
       let wasAlive = true;
       for (let from = 0; from === 0 || from < ids.length; from += HEARTBEAT_IDS_MAX) {
         const chunk = ids.slice(from, from + HEARTBEAT_IDS_MAX);
-        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk));
+        const waiting = from === 0 ? this.#waitingIds().slice(0, HEARTBEAT_IDS_MAX) : [];
+        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk, waiting), core.latePumped);
         wasAlive &&= reply.wasAlive;
         if (reply.limitsJson !== '') core.fleet.adopt(reply.limitsVersion, reply.limitsJson); // hot reload
-        for (const id of reply.lostPermitIds) {
-          const permit = this.#held.get(id);
-          if (permit) this.#loseLease(permit);
-        }
+        this.#lost(reply.lostPermitIds);
         core.afterPump(reply.pumped);
       }
       const renewedUntil = sentAt + core.fleet.leaseTtlMs;
       for (const id of ids) {
         const permit = this.#held.get(id);
-        if (permit && !permit.leaseLost) permit.renewedUntil = renewedUntil;
+        if (permit && !permit.leaseLost) permitLease.renew(permit, renewedUntil);
       }
       // this process was presumed dead (frozen, cut off): its queued waiters may have been dropped
       if (!wasAlive) await this.#resubmitWaiters();
@@ -139,9 +154,16 @@ export class LeaseKeeper {
     }
   }
 
+  #lost(permitIds: readonly string[]): void {
+    for (const id of permitIds) {
+      const permit = this.#held.get(id);
+      if (permit) this.#loseLease(permit);
+    }
+  }
+
   #loseLease(permit: Permit): void {
     if (permit.leaseLost) return;
-    permit.loseLease();
+    permitLease.lose(permit);
     this.#core.events.emit('leaseLost', { permitId: permit.id });
   }
 }

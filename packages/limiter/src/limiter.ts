@@ -2,14 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import type { LimiterCore } from './core.js';
-import { AcquireAbortedError, CostExceedsCapacityError, InvalidCostError, LimiterClosedError } from './errors.js';
+import { AcquireAbortedError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError, LimiterClosedError } from './errors.js';
 import { FleetView } from './fleet.js';
 import { GrantReader } from './grant-reader.js';
 import { limiterKeys, type LimiterKeys } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { limitsFromOptions, type FleetLimitsState } from './limits.js';
-import { REQUESTS_DIMENSION, formatValue, parseAcquireOptions, parseLimiterOptions, type LimiterOptions, type ResolvedLimiterOptions } from './options.js';
-import type { Cost, Permit, PermitOwner, ReleaseResult } from './permit.js';
+import { PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, REQUESTS_DIMENSION, formatValue, parseLimiterOptions, type LimiterOptions, type ResolvedLimiterOptions } from './options.js';
+import type { Cost, Permit } from './permit.js';
 import { ScriptRunner } from './runner.js';
 import type { RedisLike } from './scripts/library.js';
 import type { Pumped } from './scripts/scripts.js';
@@ -20,6 +20,10 @@ export type { AcquireOptions, BucketSnapshot, LimiterEvents, LimiterSnapshot } f
 
 /** Leases listed by `snapshot()`. */
 const SNAPSHOT_LEASES_MAX = 100;
+/** The longest `timeoutMs`: what a Node timer can wait (2^31 − 1 ms, about 24.8 days); a longer one would fire at once. */
+export const TIMEOUT_MS_MAX = 2 ** 31 - 1;
+/** The longest pause one call may ask for (the Anthropic wrapper bounds a retry-after the same way). */
+const PAUSE_MS_MAX = TIMEOUT_MS_MAX;
 
 /**
  * A fleet-wide limiter: one concurrency semaphore plus token buckets, shared by every process that
@@ -29,7 +33,7 @@ const SNAPSHOT_LEASES_MAX = 100;
  * {@link Waiters} (acquire until settled), the {@link LeaseKeeper} (heartbeat, release), the
  * {@link GrantReader} (grants list, pump timer), all running scripts through one {@link ScriptRunner}.
  */
-export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner, AsyncDisposable {
+export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposable {
   readonly name: string;
   /** This process's identity in Redis (random per limiter instance). */
   readonly ownerId: string;
@@ -43,6 +47,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   readonly #leases: LeaseKeeper;
   readonly #waiters: Waiters;
   readonly #reader: GrantReader;
+  readonly #core: LimiterCore;
   #ready: Promise<void> | undefined;
   #closed = false;
 
@@ -89,13 +94,22 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       },
       redisError: (error) => this.#redisError(error instanceof Error ? error : new Error(String(error))),
       afterPump: (pumped: Pumped) => this.#reader.afterPump(pumped),
+      latePumped: {
+        reply: (reply) => this.#reader.afterPump(reply.pumped),
+        lost: () => this.#waiters.replyLost(),
+      },
     };
-    this.#leases = new LeaseKeeper(core, () => this.#waiters.resubmitQueued());
-    this.#waiters = new Waiters(core, this.#leases, this);
-    this.#reader = new GrantReader(core, this.#keys, this.#waiters);
+    this.#core = core;
+    this.#leases = new LeaseKeeper(
+      core,
+      () => this.#waiters.resubmitAll(),
+      () => this.#waiters.waitingIds(),
+    );
+    this.#waiters = new Waiters(core, this.#leases);
+    this.#reader = new GrantReader(core, this.#keys, this.#waiters, () => void this.#leases.heartbeat());
     this.#runner.hooks = {
       leasesToReregister: () => this.#leases.leasesToReregister(),
-      afterResync: () => this.#waiters.resubmitAll(),
+      afterResync: () => void this.#waiters.resubmitAll(),
       afterPump: (pumped) => this.#reader.afterPump(pumped),
     };
     this.#fleet.onHeartbeatChange = () => this.#leases.restart();
@@ -111,13 +125,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     if (this.#closed) throw new LimiterClosedError(this.name);
     try {
       await this.#runner.start();
+      await this.#reader.start(this.#redis); // subscribed before any waiter of this process can be queued
     } catch (error) {
+      this.#reader.disconnect();
       this.#ready = undefined; // a later call may try again
       throw this.#runner.unavailable(error);
     }
     this.#warnOnEviction();
-    this.#redis.on('ready', () => this.#leases.onReconnect());
-    this.#reader.start(this.#redis);
+    this.#redis.on('ready', () => {
+      this.#leases.onReconnect();
+      void this.#waiters.onReconnect();
+    });
     this.#leases.start();
   }
 
@@ -131,8 +149,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
    * await using permit = await limiter.acquire({ cost: { inputTokens: 1_200 }, timeoutMs: 5_000 });
    */
   async acquire(options: AcquireOptions = {}): Promise<Permit> {
-    const { priority, timeoutMs } = parseAcquireOptions(options);
-    const { signal } = options;
+    const priority = options.priority ?? PRIORITY_DEFAULT;
+    if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
+      throw new InvalidArgumentError('priority', priority, `an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
+    }
+    const { signal, timeoutMs } = options;
+    if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > TIMEOUT_MS_MAX)) {
+      throw new InvalidArgumentError('timeoutMs', timeoutMs, `a number of ms from 0 to ${TIMEOUT_MS_MAX}`);
+    }
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
     if (this.#closed) throw new LimiterClosedError(this.name);
@@ -165,11 +189,6 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     return state;
   }
 
-  /** @internal Called by {@link Permit.release}. */
-  releasePermit(permit: Permit, used: Cost | undefined): Promise<ReleaseResult> {
-    return this.#leases.release(permit, used);
-  }
-
   /**
    * Acquires, runs `fn` with the permit, and releases it whatever happens. `fn` may call
    * `permit.release({ used })` itself to settle actual usage; the final release is then a no-op.
@@ -186,7 +205,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** A fleet-wide cool-down of `ms` (e.g. an upstream 429's retry-after). Extends, never shortens. */
   async pause(ms: number, reason?: string): Promise<{ pausedUntilMs: number }> {
-    if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${formatValue(ms)}`);
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0 || ms > PAUSE_MS_MAX) throw new InvalidArgumentError('ms', ms, `a pause of 0 to ${PAUSE_MS_MAX} ms`);
     await this.ready();
     const reply = await this.#runner.run((scripts, epoch) => scripts.pause(epoch, Math.ceil(ms)));
     const { pausedUntilMs, nowMs: atMs } = reply;
@@ -201,7 +220,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
    */
   async resume(): Promise<{ pausedUntilMs: number }> {
     await this.ready();
-    const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch));
+    const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return { pausedUntilMs: reply.pausedUntilMs };
   }
@@ -222,10 +241,10 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
   async setConcurrency(concurrency: number): Promise<number> {
-    if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${formatValue(concurrency)}`);
+    if (!Number.isSafeInteger(concurrency)) throw new InvalidArgumentError('concurrency', concurrency, 'an integer');
     await this.ready();
-    if (this.#fleet.state?.limits.concurrency === null) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
-    const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency));
+    if (this.#fleet.state?.limits.concurrency === null) throw new InvalidArgumentError('concurrency', concurrency, `no call: limiter ${this.name} has no concurrency limit to set`);
+    const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return reply.effective;
   }
@@ -252,9 +271,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     this.#closed = true;
     this.#leases.stop();
     this.#reader.stop();
-    await Promise.all([...this.#waiters.closeAll(), ...this.#leases.releaseAll()]);
-    this.#waiters.clear();
-    if (this.#runner.loaded) await this.#runner.withTimeout(this.#redis.del(this.#keys.owner(this.ownerId))).catch(() => {});
+    await Promise.all([this.#waiters.closeAll(), ...this.#leases.releaseAll()]);
+    if (this.#runner.loaded) await this.#runner.withTimeout(this.#redis.zrem(this.#keys.owners, this.ownerId)).catch(() => {});
     this.#reader.disconnect();
     if (this.#ownsConnection) this.#redis.disconnect();
   }

@@ -1,6 +1,6 @@
 import { Cluster, Redis } from 'ioredis';
 import { z } from 'zod';
-import { InvalidConfigError, InvalidCostError } from './errors.js';
+import { InvalidConfigError } from './errors.js';
 import { LIMITER_NAME_PATTERN } from './keys.js';
 
 export const CONCURRENCY_MAX = 100_000;
@@ -14,8 +14,6 @@ export const HEARTBEAT_MS_DEFAULT = 5_000;
 export const REDIS_TIMEOUT_MS_DEFAULT = 1_000;
 export const REDIS_TIMEOUT_MS_MAX = 60_000;
 export const INTERVAL_MS_MAX = 24 * 60 * 60 * 1000;
-/** The longest acquire deadline: 2^31 − 1 ms (about 24.8 days), the longest a Node timer can wait. */
-export const ACQUIRE_TIMEOUT_MS_MAX = 2 ** 31 - 1;
 /** A dimension name goes into Redis keys and the config hash: keep it plain. */
 export const DIMENSION_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 /** The dimension that gets an implicit cost of 1 per acquire, when it is configured. */
@@ -80,12 +78,6 @@ export const limiterOptionsSchema = z
     ...options,
     heartbeatMs: options.heartbeatMs ?? Math.min(HEARTBEAT_MS_DEFAULT, Math.floor(options.leaseTtlMs / 3)),
   }));
-
-/** The per-call options of `acquire` that Redis sees; a bad one is an InvalidCostError naming the field. */
-export const acquireOptionsSchema = z.object({
-  priority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX).default(PRIORITY_DEFAULT),
-  timeoutMs: z.number().min(0).max(ACQUIRE_TIMEOUT_MS_MAX).optional(),
-});
 
 /** What callers pass to `createLimiter`. */
 export type LimiterOptions = z.input<typeof limiterOptionsSchema>;
@@ -205,13 +197,6 @@ function boundedJson(value: object, budget: number): string {
 export function heartbeatMsFor(options: ResolvedLimiterOptions, fleetLeaseTtlMs: number): number {
   if (fleetLeaseTtlMs === options.leaseTtlMs) return options.heartbeatMs;
   return Math.max(1, Math.min(options.heartbeatMs, Math.floor(fleetLeaseTtlMs / 3)));
-}
-
-/** Validates `acquire`'s priority and timeoutMs, naming the field and value in an InvalidCostError. */
-export function parseAcquireOptions(input: { priority?: number | undefined; timeoutMs?: number | undefined }): z.output<typeof acquireOptionsSchema> {
-  const result = acquireOptionsSchema.safeParse({ priority: input.priority, timeoutMs: input.timeoutMs });
-  if (!result.success) throw new InvalidCostError(`invalid acquire options: ${describeZodError(result.error, input)}`);
-  return result.data;
 }
 
 /** Parses limiter options, throwing {@link InvalidConfigError} that names each bad field and its value. */

@@ -13,6 +13,22 @@ import { LimiterScripts, type Pumped, type Resync } from './scripts/scripts.js';
  * whose reconnect came late. */
 const RESYNC_PAUSE_HEARTBEATS = 2;
 
+/**
+ * What a caller does with the reply of a call that missed its deadline, or when no reply will come.
+ * `run` takes it as LateReply<never> (any handler): its type parameter cannot be inferred next to the call's.
+ */
+export interface LateReply<R> {
+  reply(reply: R): void;
+  lost(cause: unknown): void;
+}
+
+/** Redis did not answer in time; the call may still run and answer later. */
+class DeadlineError extends Error {
+  constructor(timeoutMs: number) {
+    super(`Redis did not answer within ${timeoutMs} ms`);
+  }
+}
+
 /** What the runner needs from the rest of the limiter when Redis lost its data. */
 export interface ResyncHooks {
   /** The leases this process holds, with the time each has left, to re-register. */
@@ -71,7 +87,7 @@ export class ScriptRunner {
   async start(): Promise<void> {
     await this.withTimeout(this.#connected());
     await this.withTimeout(loadLibrary(this.#redis));
-    this.#scripts = new LimiterScripts(this.#redis, this.#name, this.#keys.prefix, this.#ownerId);
+    this.#scripts = new LimiterScripts(this.#redis, this.#name, this.#keys, this.#ownerId);
     await this.#configure(false, this.#options.applyLimits === 'force' ? this.#fleet.own : undefined);
   }
 
@@ -95,22 +111,45 @@ export class ScriptRunner {
     await new Promise<void>((resolve) => redis.once('ready', () => resolve()));
   }
 
-  /** Runs a script with the deadline, re-registering once when Redis lost its data. */
-  async run<R extends { kind: string }>(call: (scripts: LimiterScripts, epoch: string) => Promise<R | Resync>): Promise<Exclude<R, Resync>> {
+  /**
+   * Runs a script with the deadline, re-registering once when Redis lost its data. A call that
+   * missed the deadline may still run (a stall, not a failure): `late` gets its reply when it comes
+   * after all, so that nothing it carried (a grant to this process, a queue entry) is lost with it;
+   * `lost` is told when no reply will ever come (the connection dropped) and the script may have run.
+   */
+  async run<R extends { kind: string }>(call: (scripts: LimiterScripts, epoch: string) => Promise<R | Resync>, late?: LateReply<never>): Promise<Exclude<R, Resync>> {
     const scripts = this.#scripts;
     if (scripts === undefined) throw new LimiterClosedError(this.#name);
     let reply: R | Resync;
     try {
-      reply = await this.withTimeout(call(scripts, this.#epoch));
+      reply = await this.#deadline(call(scripts, this.#epoch), late);
       if (reply.kind === 'resync') {
         await this.#resyncOnce();
-        reply = await this.withTimeout(call(scripts, this.#epoch));
+        reply = await this.#deadline(call(scripts, this.#epoch), late);
       }
     } catch (error) {
       throw this.unavailable(error);
     }
     if (reply.kind === 'resync') throw new LimiterUnavailableError(this.#name, { cause: new Error('the limiter epoch changed again during a resync') });
     return reply as Exclude<R, Resync>;
+  }
+
+  /** withTimeout, and when the deadline passes first, hands what the call still answers to `late`. */
+  #deadline<R extends { kind: string }>(sent: Promise<R | Resync>, late: LateReply<never> | undefined): Promise<R | Resync> {
+    if (late === undefined) return this.withTimeout(sent);
+    return this.withTimeout(sent).catch((error: unknown) => {
+      if (error instanceof DeadlineError) {
+        sent.then(
+          (reply) => {
+            if (reply.kind !== 'resync') late.reply(reply as never); // the caller's handler reads the reply of its own call
+          },
+          (cause: unknown) => late.lost(cause),
+        );
+      } else if (!(error instanceof TollgateError)) {
+        late.lost(error); // the command failed on the way (a dropped connection): it may have run
+      }
+      throw error;
+    });
   }
 
   #resyncOnce(): Promise<void> {
@@ -150,7 +189,7 @@ export class ScriptRunner {
     const timeoutMs = this.#options.redisTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`Redis did not answer within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => reject(new DeadlineError(timeoutMs)), timeoutMs);
     });
     return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
   }

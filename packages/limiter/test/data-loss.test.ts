@@ -181,14 +181,31 @@ describe('a Redis clock step backwards', () => {
     const name = uniqueName('clock');
     const limiter = await limiterFor(name, { concurrency: undefined, rates: { requests: { limit: 10, intervalMs: 1_000 } } });
     await (await limiter.acquire()).release(); // the bucket now holds 9 tokens, stamped with Redis time
-    const bucket = limiterKeys(name).bucket('requests');
-    const ts = Number(await admin.hget(bucket, 'ts'));
-    await admin.hset(bucket, 'ts', ts + 3_600_000); // as if Redis's clock had since stepped back an hour
+    const { buckets } = limiterKeys(name);
+    const ts = Number(await admin.hget(buckets, 'ts:requests'));
+    await admin.hset(buckets, 'ts:requests', ts + 3_600_000); // as if Redis's clock had since stepped back an hour
     const permits: Permit[] = [];
     for (let index = 0; index < 9; index++) permits.push(await limiter.acquire({ timeoutMs: 200 }));
     expect(permits).toHaveLength(9);
     expect(await tryAcquire(limiter, 50)).toBeInstanceOf(AcquireTimeoutError); // and it did not refill either
     for (const permit of permits) await permit.release();
-    expect(Number(await admin.hget(bucket, 'ts'))).toBe(ts + 3_600_000); // its time never moves back
+    expect(Number(await admin.hget(buckets, 'ts:requests'))).toBe(ts + 3_600_000); // its time never moves back
+  });
+});
+
+describe('a grant message missed while the subscription is down', () => {
+  it('is collected from Redis when the subscription is back: the waiter is granted, and nothing is granted twice', async () => {
+    const name = uniqueName('missed');
+    const holding = await limiterFor(name, { concurrency: 1 });
+    const waiting = await limiterFor(name, { concurrency: 1 });
+    const held = await holding.acquire();
+    const pending = waiting.acquire({ timeoutMs: 10_000 });
+    await expect.poll(async () => (await holding.snapshot()).waiting).toBe(1);
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'); // every subscription drops; the grant below is published to no one
+    await held.release();
+    const permit = await pending; // collected by the heartbeat the resubscription sends (or the next one)
+    expect((await holding.snapshot()).leases.map((lease) => lease.id)).toEqual([permit.id]);
+    await permit.release();
+    expect(await admin.hlen(limiterKeys(name).granted)).toBe(0); // the kept copy goes with the release
   });
 });

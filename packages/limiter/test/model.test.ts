@@ -1,9 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATASETS_KEY, LimiterClosedError, createLimiter, type Limiter, type Permit } from '../src/index.js';
+import { LimiterClosedError, createLimiter, type Limiter, type Permit } from '../src/index.js';
 
 /**
  * Model-based test: random sequences of acquire / release-with-settle / pause / time advance, run
@@ -154,9 +153,6 @@ let redis: TestRedis;
 
 beforeAll(async () => {
   redis = await startRedis({ dedicated: true });
-  const admin = new Redis(redis.url);
-  await admin.set(DATASETS_KEY, 'test'); // a database that has not lost its data: no first-boot grace pause
-  admin.disconnect();
 });
 
 afterAll(async () => {

@@ -1,5 +1,5 @@
 --[[ acquire.v2.lua (function tollgate_acquire_v2_<hash>): grants a permit now, or queues the waiter in (priority, arrival) order.
-  KEYS[1]  '{tollgate:<name>}' key prefix (see prelude.lua for the keys derived from it)
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string, the dataset epoch the client knows
   ARGV[2]  ownerId        string, the calling process
   ARGV[3]  waiterId       string, '<ownerId>:<n>', unique per attempt; becomes the permit id
@@ -10,12 +10,12 @@
   ARGV[8…] dimension, amount   amount a finite number ≥ 0
   Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
   caller sends can leave an entry that other processes' pumps fail on.
-  Returns  {1, fence, expiresAtMs, nowMs}                granted now
+  Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
+                                                         granted already: the same lease, a new fence)
            {0, wakeAtMs, nowMs, {ownGrant…}, member}     queued; wakeAtMs 0 = only a release can help;
                                                          ownGrant 'waiterId fence expiresAtMs grantedAtMs'
                                                          (may include this waiter, granted by the pump);
                                                          member: the queue entry, for cancel
-           {2}                                           a re-submitted waiter that was granted already
            {-1, epoch}                                   resync needed (prelude)
            {-2, dimension, capacity}                     cost exceeds the bucket's capacity: never grantable
            {-3, dimension}                               dimension not configured
@@ -55,7 +55,10 @@ local function acquire_v2(keys, args)
   end
 
   if previous ~= '' then
-    if redis.call('ZSCORE', K_LEASES, waiterId) then return { 2 } end
+    local expiresAt = redis.call('ZSCORE', K_LEASES, waiterId)
+    -- granted earlier: its grant may have been lost with a reply (or is on the grants list), so it is
+    -- answered again, with a new fence (fences only rise); the client keeps whichever copy comes first
+    if expiresAt then return { 1, redis.call('INCR', K_FENCE), tonumber(expiresAt), NOW_MS } end
     if redis.call('ZSCORE', K_WAITING, previous) then
       local wake, own = pump(owner)
       return { 0, wake, NOW_MS, own, previous }

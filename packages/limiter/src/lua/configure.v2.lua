@@ -6,8 +6,8 @@
   A dataset created in a database that lost its data (no `tollgate:datasets` marker; on a Cluster
   always) starts with grants paused for `graceMs`, whoever creates it, so that processes still holding
   permits from before the loss re-register them before anyone else is granted (G1 across data loss).
-  KEYS[1]  '{tollgate:<name>}' key prefix
-  KEYS[2]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
+  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[9]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
   ARGV[1]  newEpoch       string, used only when the dataset has none yet
   ARGV[2]  mode           'adopt' | 'apply'
   ARGV[3]  ownerId        string
@@ -72,12 +72,12 @@ local function configure_v2(keys, args)
   if not stored[1] then
     created = 1
     redis.call('HSET', K_CONFIG, 'epoch', ARGV[1])
-    local marker = keys[2]
+    local marker = keys[FUNCTION_KEYS + 1]
     local databaseIsNew = marker == nil or redis.call('SET', marker, ARGV[1], 'NX') ~= false
     local graceMs = tonumber(ARGV[5])
     if databaseIsNew and graceMs > 0 then redis.call('HSET', K_CONFIG, 'pausedUntil', int(NOW_MS + graceMs)) end
-  elseif keys[2] ~= nil then
-    redis.call('SET', keys[2], stored[1], 'NX') -- a database that predates the marker
+  elseif keys[FUNCTION_KEYS + 1] ~= nil then
+    redis.call('SET', keys[FUNCTION_KEYS + 1], stored[1], 'NX') -- a database that predates the marker
   end
 
   local first = 12 + 3 * tonumber(ARGV[11])
@@ -94,7 +94,7 @@ local function configure_v2(keys, args)
   if floor > fence then redis.call('SET', K_FENCE, int(floor)) end
 
   useConfig(readLive())
-  redis.call('SET', kOwner(owner), '1', 'PX', CFG.leaseTtlMs)
+  markAlive(owner, NOW_MS + CFG.leaseTtlMs)
   for i = first, #ARGV - 1, 2 do
     redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
   end

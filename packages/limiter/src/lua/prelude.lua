@@ -1,25 +1,36 @@
 --[[ prelude.lua: the shared part of the Tollgate function library. scripts.ts puts it first, then
   every <name>.v<N>.lua file, under one `#!lua name=tollgate_<hash>` header; the hash of the whole text
   names the library and suffixes each function, so old and new workers can share Redis mid-deploy.
-  Every function gets KEYS[1] = the limiter's key prefix '{tollgate:<name>}'; sibling keys are derived
-  from it, and all share its hash tag, so every key lives in one Redis Cluster slot:
-    <p>:config        hash   epoch, version (the limits' revision), limits (the fleet's limits as
-                             canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
-                             cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
-                             (Redis ms)
-    <p>:leases        zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
-    <p>:bucket:<dim>  hash   t (tokens, may be negative), ts (Redis ms of t)
-    <p>:waiting       zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline 0 = none;
-                             integers in plain decimal, never exponent form)
-                             -> priority * 2^44 + sequence; the owner is the waiterId's prefix
-    <p>:grants:<own>  list   'waiterId fence expiresAtMs grantedAtMs' for a waiting process, or
-                             'waiterId ! dimension capacity' for a waiter whose cost no longer fits a
-                             lowered capacity (rejected); pexpire leaseTtlMs
-    <p>:owner:<own>   string '1' with pexpire leaseTtlMs: the process is alive
-    <p>:seq, <p>:fence counters: waiter order, fencing numbers (a new dataset's fence starts at Redis
-                             TIME in µs, or above the highest fence a process re-registering has seen,
-                             so fences rise across data loss)
-    tollgate:datasets string (configure only, KEYS[2] on a single Redis; absent on a Cluster): set once
+  Every function declares every key it touches, in this order (keys.ts functionKeys), all under the
+  hash tag of the prefix <p> = '{tollgate:<name>}', so they live in one Redis Cluster slot and a slot
+  migration sees them all (a call meets TRYAGAIN or ASK while they move; it never runs on a node that
+  holds only some of them). No key is derived from another or from a process's id:
+    KEYS[1] <p>:config   hash   epoch, version (the limits' revision), limits (the fleet's limits as
+                                canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
+                                cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
+                                (Redis ms)
+    KEYS[2] <p>:leases   zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
+    KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline
+                                0 = none; integers in plain decimal, never exponent form)
+                                -> priority * 2^44 + sequence; the owner is the waiterId's prefix
+    KEYS[4] <p>:seq      string waiter order
+    KEYS[5] <p>:fence    string fencing numbers (a new dataset's fence starts at Redis TIME in µs, or
+                                above the highest fence a process re-registering has seen, so fences
+                                rise across data loss)
+    KEYS[6] <p>:buckets  hash   t:<dim> (tokens, may be negative), ts:<dim> (Redis ms of t)
+    KEYS[7] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
+                                heartbeat moves it leaseTtlMs ahead)
+    KEYS[8] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made,
+                                until the permit is released, cancelled or reclaimed: the durable
+                                copy of a grant whose message (below) a process missed; its heartbeat
+                                collects it
+    KEYS[9] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
+                                released yet (kept 1 h), so that a late release settles once
+  A pump's grant reaches its process as a message 'waiterId fence expiresAtMs grantedAtMs' (or
+  'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity): in the reply
+  when the caller is its owner, else PUBLISHed on channel '<p>:grants:<ownerId>' (a channel is no key,
+  so it needs no declaring and never migrates).
+    tollgate:datasets string (configure only, KEYS[10] on a single Redis; absent on a Cluster): set once
                              per Redis database; while it exists the database has not lost its data
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
@@ -42,8 +53,10 @@ local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the
 local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
 local TIMEOUT_MS_MAX = 2147483647     -- a waiter's deadline, ms from now (2^31 − 1, about 24.8 days)
 local REJECTED = '!'                  -- the fence field of a grants message that rejects the waiter
+local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
+local FUNCTION_KEYS = 9               -- KEYS every function declares (configure may add the marker)
 
-local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE -- this call's keys
+local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
@@ -53,15 +66,13 @@ local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 
-local function kBucket(dim) return PREFIX .. ':bucket:' .. dim end
-local function kOwner(owner) return PREFIX .. ':owner:' .. owner end
-local function kGrants(owner) return PREFIX .. ':grants:' .. owner end
+local function grantsChannel(owner) return PREFIX .. ':grants:' .. owner end
 
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
-  PREFIX = keys[1]
-  K_CONFIG, K_LEASES, K_WAITING = PREFIX .. ':config', PREFIX .. ':leases', PREFIX .. ':waiting'
-  K_SEQ, K_FENCE = PREFIX .. ':seq', PREFIX .. ':fence'
+  if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
+  K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
+  PREFIX = string.sub(K_CONFIG, 1, -8) -- '<p>:config' less ':config'
   ARGV = args
   local time = redis.call('TIME')
   NOW = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
@@ -133,9 +144,25 @@ local function inFlight()
   return INFLIGHT
 end
 
--- Expired leases come back by themselves: dropped here, by every script that finds them in its way.
+-- Expired leases come back by themselves: dropped here (with their grant copies), by every script
+-- that finds them in its way; at most RECLAIM_MAX per call (more: the next calls take them).
+-- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
+-- its late release still settles its tokens, once (release.v2.lua). A release of a lease that is in
+-- neither zset settles nothing: it was settled already (a release sent twice, e.g. resent on reconnect).
+local EXPIRED_REMEMBER_MS = 3600000     -- how long an expired lease's late release may still settle (1 h)
 local function reclaim()
-  redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW)
+  local expired = redis.call('ZRANGE', K_LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, RECLAIM_MAX, 'WITHSCORES')
+  if #expired > 0 then
+    local scored, ids = {}, {}
+    for i = 1, #expired, 2 do
+      table.insert(scored, expired[i + 1]); table.insert(scored, expired[i])
+      table.insert(ids, expired[i])
+    end
+    redis.call('ZADD', K_EXPIRED, unpack(scored))
+    redis.call('ZREMRANGEBYSCORE', K_EXPIRED, '-inf', NOW - EXPIRED_REMEMBER_MS)
+    redis.call('ZREM', K_LEASES, unpack(ids))
+    redis.call('HDEL', K_GRANTED, unpack(ids))
+  end
   INFLIGHT = redis.call('ZCARD', K_LEASES)
 end
 
@@ -155,7 +182,7 @@ local function bucketTokens(dim)
   local cached = BUCKETS[dim]
   if cached ~= nil then return cached end
   local cap = CFG.cap[dim]
-  local stored = redis.call('HMGET', kBucket(dim), 't', 'ts')
+  local stored = redis.call('HMGET', K_BUCKETS, 't:' .. dim, 'ts:' .. dim)
   local tokens, ts = cap, NOW
   if stored[1] then
     tokens = tonumber(stored[1])
@@ -170,7 +197,7 @@ end
 
 local function setTokens(dim, tokens)
   BUCKETS[dim] = tokens
-  redis.call('HSET', kBucket(dim), 't', tokens, 'ts', BUCKET_TS[dim] or NOW)
+  redis.call('HSET', K_BUCKETS, 't:' .. dim, tokens, 'ts:' .. dim, BUCKET_TS[dim] or NOW)
 end
 
 -- Adds `amount` to a bucket, capped at its capacity (settle, refunds).
@@ -268,15 +295,28 @@ local function exceedsCapacity(cost)
 end
 
 -- Sends a waiter its grant or rejection message: in the caller's reply when it is the caller's own,
--- else on its owner's grants list.
+-- else on its owner's channel.
 local function notify(owner, caller, own, message)
   if owner == caller then
     table.insert(own, message)
   else
-    local list = kGrants(owner)
-    redis.call('RPUSH', list, message)
-    redis.call('PEXPIRE', list, CFG.leaseTtlMs)
+    redis.call('PUBLISH', grantsChannel(owner), message)
   end
+end
+
+-- The owner's channel may miss a message (its subscription was down): the grant stays here until the
+-- permit is released, cancelled or reclaimed, and the owner's heartbeat collects it.
+local function keepGrant(waiterId, fence, expiresAt)
+  local message = int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS)
+  redis.call('HSET', K_GRANTED, waiterId, message)
+  return waiterId .. ' ' .. message
+end
+
+-- Marks a process alive until `untilMs`; returns whether it was alive (its mark not yet passed).
+local function markAlive(owner, untilMs)
+  local was = redis.call('ZSCORE', K_OWNERS, owner)
+  redis.call('ZADD', K_OWNERS, untilMs, owner)
+  return was ~= false and tonumber(was) > NOW
 end
 
 -- 'waiterId ! dimension capacity': the waiter left the queue because its cost can never fit.
@@ -284,16 +324,18 @@ local function rejection(waiterId, dim, cap)
   return waiterId .. ' ' .. REJECTED .. ' ' .. dim .. ' ' .. tostring(cap)
 end
 
--- Is the waiter's process gone? Its owner key was refreshed at most heartbeatMs ≤ leaseTtlMs / 2
--- before it enqueued (options enforce that bound), so a younger waiter's owner key still exists:
--- the EXISTS call is needed only for waiters older than half a lease.
+-- Is the waiter's process gone? Its mark was moved at most heartbeatMs ≤ leaseTtlMs / 2 before it
+-- enqueued (options enforce that bound), so a younger waiter's mark has not passed: the ZSCORE is
+-- needed only for waiters older than half a lease.
 local function ownerGone(owner, enqueuedAt)
   if NOW - enqueuedAt < CFG.leaseTtlMs / 2 then return false end
-  return redis.call('EXISTS', kOwner(owner)) == 0
+  local aliveUntil = redis.call('ZSCORE', K_OWNERS, owner)
+  return aliveUntil == false or tonumber(aliveUntil) <= NOW
 end
 
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
--- waiters is returned (no list round trip); others are pushed to their owner's grants list.
+-- waiters is returned (no extra round trip); others are published on their owner's channel. Every
+-- grant is also kept in <p>:granted until released, for an owner that missed its message.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
 local function pump(caller, capacityFirst)
   local own = {}
@@ -329,7 +371,7 @@ local function pump(caller, capacityFirst)
       if wake > 0 then return math.ceil(wake), own end
       redis.call('ZREM', K_WAITING, member)
       local fence, expiresAt = grant(waiterId, cost)
-      notify(owner, caller, own, waiterId .. ' ' .. int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS))
+      notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
       granted = granted + 1
     end
   end

@@ -15,11 +15,11 @@ const SCRIPT_FILES = {
   cancel: 'cancel.v2.lua',
   pump: 'pump.v2.lua',
   heartbeat: 'heartbeat.v2.lua',
-  pause: 'pause.v1.lua',
+  pause: 'pause.v2.lua',
   resume: 'resume.v1.lua',
-  observe: 'observe.v1.lua',
+  observe: 'observe.v2.lua',
   set_concurrency: 'set-concurrency.v2.lua',
-  snapshot: 'snapshot.v1.lua',
+  snapshot: 'snapshot.v2.lua',
   configure: 'configure.v2.lua',
 } as const;
 

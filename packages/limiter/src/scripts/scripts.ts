@@ -1,5 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { CostExceedsCapacityError, InvalidCostError } from '../errors.js';
+import type { LimiterKeys } from '../keys.js';
 import { canonicalLimits, limitsArgs, type FleetLimits } from '../limits.js';
 import type { Cost } from '../permit.js';
 import type { BucketSnapshot, LimiterSnapshot } from '../types.js';
@@ -141,16 +142,14 @@ export interface ConfigureArgs {
 export class LimiterScripts {
   readonly #redis: RedisLike;
   readonly #limiterName: string;
-  readonly #prefix: string;
   readonly #ownerId: string;
   readonly #keys: readonly string[];
 
-  constructor(redis: RedisLike, limiterName: string, prefix: string, ownerId: string) {
+  constructor(redis: RedisLike, limiterName: string, keys: LimiterKeys, ownerId: string) {
     this.#redis = redis;
     this.#limiterName = limiterName;
-    this.#prefix = prefix;
     this.#ownerId = ownerId;
-    this.#keys = [prefix];
+    this.#keys = keys.functionKeys;
   }
 
   #call(script: ScriptName, args: ReadonlyArray<string | number>, keys: readonly string[] = this.#keys): Promise<RawReply> {
@@ -201,9 +200,12 @@ export class LimiterScripts {
     return resyncOr(raw, () => ({ kind: 'pumped', pumped: pumpedAt(raw, 0) }));
   }
 
-  /** `knownVersion`: the limits revision this process runs with; the reply carries the fleet's JSON when it differs. */
-  async heartbeat(epoch: string, knownVersion: string, permitIds: readonly string[]): Promise<HeartbeatReply> {
-    const raw = await this.#call('heartbeat', [epoch, this.#ownerId, knownVersion, ...permitIds]);
+  /**
+   * `knownVersion`: the limits revision this process runs with; the reply carries the fleet's JSON when it differs.
+   * `waiterIds`: this process's waiters still waiting; grants kept for them (messages it missed) come back in `pumped.ownGrants`.
+   */
+  async heartbeat(epoch: string, knownVersion: string, permitIds: readonly string[], waiterIds: readonly string[]): Promise<HeartbeatReply> {
+    const raw = await this.#call('heartbeat', [epoch, this.#ownerId, knownVersion, permitIds.length, ...permitIds, ...waiterIds]);
     return resyncOr(raw, () => ({
       kind: 'renewed',
       wasAlive: oneOf(raw[0], [0, 1]) === 1,
@@ -255,7 +257,7 @@ export class LimiterScripts {
         ...limitsArgs(args.limits),
         ...args.leases.flatMap((lease) => [lease.permitId, lease.remainingTtlMs]),
       ],
-      args.datasetsKey === undefined ? this.#keys : [this.#prefix, args.datasetsKey],
+      args.datasetsKey === undefined ? this.#keys : [...this.#keys, args.datasetsKey],
     );
     return {
       epoch: text(raw[0]),
