@@ -53,6 +53,8 @@ export class Waiters {
   readonly #gone = new Map<string, Cost>();
   /** Cancels that failed because Redis was unreachable, sent again when it is back (a queue entry nobody owns otherwise waits for its grant). */
   readonly #unsentCancels = new Map<string, CancelArgs>();
+  /** Cancels on their way (close waits for them). */
+  readonly #cancels = new Set<Promise<boolean>>();
   /** A reply that pumped was lost on the way (the connection dropped): it may have granted a waiter of ours. */
   #replyLost = false;
   #sequence = 0;
@@ -99,15 +101,20 @@ export class Waiters {
       granted,
     };
     this.#waiters.set(waiter.id, waiter); // before the script: its grant may come through the list first
-    // the deadline and the signal count from the call, not from the script's answer
+    // the signal counts from the call: an abort during the round trip cancels what the acquire made
     const onAbort = () => this.#giveUp(waiter, new AcquireAbortedError(name, { cause: signal?.reason }));
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
     try {
       try {
         await this.#send(waiter);
       } catch (error) {
         this.#fail(waiter, error);
+      }
+      // the deadline counts from the call too; its timer is set only for a waiter left waiting (most
+      // are granted in the reply), for the time left (the round trip itself is bounded by redisTimeoutMs)
+      if (timeoutMs !== undefined && waiter.state === 'waiting') {
+        timer = setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), Math.max(0, startedAt + timeoutMs - performance.now()));
       }
       return await granted;
     } finally {
@@ -124,7 +131,9 @@ export class Waiters {
     } finally {
       waiter.submitting = false;
     }
-    if (waiter.state === 'cancelling') this.#cancelThenReject(waiter); // it gave up during the round trip: cancel what the answer made
+    // it gave up during the round trip: cancel what the answer made, and settle the caller now (its
+    // deadline has passed already); the cancel goes out first, so this process's next call sees it done
+    if (waiter.state === 'cancelling') this.#cancelThenReject(waiter, true);
   }
 
   async #submit(waiter: Waiter): Promise<void> {
@@ -206,14 +215,18 @@ export class Waiters {
     if (waiter.state !== 'waiting') return;
     waiter.state = 'cancelling';
     waiter.reason = reason;
-    if (!waiter.submitting) this.#cancelThenReject(waiter); // else: once the acquire answers (#send), the cancel names what it made
+    if (!waiter.submitting) this.#cancelThenReject(waiter, false); // else: once the acquire answers (#send), the cancel names what it made
   }
 
-  #cancelThenReject(waiter: Waiter): void {
-    void this.#cancelEntry({ waiterId: waiter.id, member: waiter.member, cost: waiter.cost }).finally(() => {
+  /** Sends the cancel; rejects the caller once it is done, or at once (`now`) when the wait is already over. */
+  #cancelThenReject(waiter: Waiter, now: boolean): void {
+    const cancelled = this.#cancelEntry({ waiterId: waiter.id, member: waiter.member, cost: waiter.cost });
+    const settle = () => {
       this.#leave(waiter);
       waiter.reject(waiter.reason);
-    });
+    };
+    if (now) settle();
+    else void cancelled.finally(settle);
   }
 
   /**
@@ -221,7 +234,14 @@ export class Waiters {
    * missed its deadline is handled when it answers; one that failed is sent again on reconnect.
    * Resolves false when it failed (never rejects).
    */
-  async #cancelEntry(args: CancelArgs): Promise<boolean> {
+  #cancelEntry(args: CancelArgs): Promise<boolean> {
+    const sent = this.#sendCancel(args);
+    this.#cancels.add(sent);
+    void sent.finally(() => this.#cancels.delete(sent));
+    return sent;
+  }
+
+  async #sendCancel(args: CancelArgs): Promise<boolean> {
     const late: LateReply<{ pumped: Pumped }> = {
       reply: (reply) => {
         this.#unsentCancels.delete(args.waiterId);
@@ -293,13 +313,14 @@ export class Waiters {
     if (this.#gone.size > GONE_WAITERS_MAX) this.#gone.delete(this.#gone.keys().next().value ?? '');
   }
 
-  /** Close: every waiter leaves the queue and is rejected with {@link LimiterClosedError}; resolves when all have settled. */
-  closeAll(): Promise<unknown> {
+  /** Close: every waiter leaves the queue and is rejected with {@link LimiterClosedError}; resolves when all have settled and their cancels are done. */
+  async closeAll(): Promise<void> {
     const settled: Array<Promise<unknown>> = [];
     for (const waiter of this.#waiters.values()) {
       this.#giveUp(waiter, new LimiterClosedError(this.#core.name));
       settled.push(waiter.granted.catch(() => {}));
     }
-    return Promise.all(settled);
+    await Promise.all(settled);
+    await Promise.all(this.#cancels);
   }
 }
