@@ -109,7 +109,7 @@ describe('docker-compose.yml wiring, as local processes', () => {
     const served = await Promise.all(
       (stack.instances.get('worker') ?? []).map(async (worker) => {
         const metrics = await (await fetch(`${worker.ready.url ?? ''}`)).text();
-        return /tollgate_jobs_total\{state="completed"\} (\d+)/.exec(metrics)?.[1] ?? '0';
+        return /tollgate_jobs_total\{[^}]*state="completed"[^}]*\} (\d+)/.exec(metrics)?.[1] ?? '0';
       }),
     );
     expect(served.reduce((sum, count) => sum + Number(count), 0)).toBe(REQUESTS);

@@ -33,6 +33,8 @@ export interface ComposeServiceSpec {
   depends_on?: Record<string, { condition: string }>;
   healthcheck?: { test: string[]; interval?: string; retries?: number };
   container_name?: string;
+  /** Started only when one of these profiles is active (`docker compose --profile NAME up`). */
+  profiles?: string[];
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -89,8 +91,11 @@ function parsePort(text: string): number {
   return port;
 }
 
-/** Reads and interpolates `docker-compose.yml` with `hostEnv` as the shell environment Compose would see. */
-export function loadCompose(hostEnv: Readonly<Record<string, string | undefined>> = {}, file = join(REPO_ROOT, 'docker-compose.yml')): Map<string, ComposeService> {
+/**
+ * Reads and interpolates `docker-compose.yml` with `hostEnv` as the shell environment Compose would see. Like
+ * `docker compose up`, it keeps only services without `profiles` or with one of `activeProfiles`.
+ */
+export function loadCompose(hostEnv: Readonly<Record<string, string | undefined>> = {}, file = join(REPO_ROOT, 'docker-compose.yml'), activeProfiles: readonly string[] = []): Map<string, ComposeService> {
   const raw: unknown = parse(readFileSync(file, 'utf8'), { merge: true });
   const parsed = interpolateAll(raw, hostEnv);
   if (!isRecord(parsed) || !isRecord(parsed.services)) throw new Error(`${file}: no services`);
@@ -98,6 +103,7 @@ export function loadCompose(hostEnv: Readonly<Record<string, string | undefined>
   for (const [name, value] of Object.entries(parsed.services)) {
     if (!isRecord(value)) throw new Error(`${file}: service ${name} is not a mapping`);
     const spec = value as ComposeServiceSpec; // the fields read below are checked where they are used
+    if (spec.profiles !== undefined && !spec.profiles.some((profile) => activeProfiles.includes(profile))) continue;
     const published = (spec.ports ?? []).map((entry) => {
       const parts = String(entry).split(':');
       const container = parsePort(parts.at(-1) ?? '');

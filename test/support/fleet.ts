@@ -170,11 +170,11 @@ export async function jobRecord(producer: Producer, id: string): Promise<{ creat
   return { createdAtMs: job.timestamp, processedAtMs: job.processedOn ?? Number.NaN, finishedAtMs: job.finishedOn ?? Number.NaN, attemptsMade: job.attemptsMade, stalledCount: job.stalledCounter };
 }
 
-/** Reads one sample of a Prometheus text exposition (`name{labels} value`), 0 when absent. */
-export async function metric(service: ServiceProcess, sample: string): Promise<number> {
+/** Reads a metric of a Prometheus text exposition: the sum of its series (`name{labels} value`), 0 when absent. */
+export async function metric(service: ServiceProcess, name: string): Promise<number> {
   const text = await (await fetch(service.ready.url ?? '')).text();
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${sample} `));
-  return line === undefined ? 0 : Number(line.slice(sample.length + 1));
+  const series = text.split('\n').filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`));
+  return series.reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 
 /** Polls `check` every `intervalMs` until it returns true; false once `timeoutMs` passed. Tests only. */

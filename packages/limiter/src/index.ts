@@ -31,3 +31,5 @@ export {
   type ResolvedLimiterOptions,
 } from './options.js';
 export { DATASETS_KEY, LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
+export { limiterOptionsFor, readFleetLimits, type FleetLimitsReading } from './fleet-limits.js';
+export { fleetLimitsSchema, type FleetLimits, type FleetLimitsState } from './limits.js';

@@ -215,6 +215,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   }
 
   /**
+   * Ends a fleet-wide pause now (an operator's override of {@link pause}); waiters it held are granted at once.
+   * @returns the Redis time the pause would have ended at, 0 when there was none.
+   */
+  async resume(): Promise<{ pausedUntilMs: number }> {
+    await this.ready();
+    const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch), this.#core.latePumped);
+    this.#reader.afterPump(reply.pumped);
+    return { pausedUntilMs: reply.pausedUntilMs };
+  }
+
+  /**
    * Lowers buckets to what the upstream reports as remaining (its rate-limit headers); never raises one.
    * `resetMs` is accepted for the record; the bucket's own refill rate governs recovery.
    */

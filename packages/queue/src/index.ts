@@ -55,3 +55,4 @@ export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
 export { EnvError, MINUTE_MS, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
+export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type FleetMetricsScope } from './fleet-metrics.js';

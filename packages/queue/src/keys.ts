@@ -11,6 +11,8 @@ export function queueKeys(queue: string) {
   return {
     /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */
     prefix,
+    /** BullMQ's hash of queue settings, written when a producer or worker first opens the queue: its presence means the queue exists. */
+    meta: `${prefix}:${queue}:meta`,
     /** BullMQ's stream of queue events (`completed`, `failed`, …) that QueueEvents reads. */
     queueEvents: `${prefix}:${queue}:events`,
     /** The stream a streaming job's SSE events are published to. */

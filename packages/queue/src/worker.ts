@@ -55,7 +55,8 @@ export type WorkerOptions = z.input<typeof workerOptionsSchema>;
 
 /** Typed events: listen with `worker.on('completed', (event) => …)`. */
 export interface WorkerEvents {
-  completed: [{ jobId: string; durationMs: number; streamed: boolean }];
+  /** `usage`: the answer's token counts, for metrics (the prompt and answer stay in the job). */
+  completed: [{ jobId: string; durationMs: number; streamed: boolean; usage: Anthropic.Usage }];
   /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
   failed: [{ jobId: string; failure: JobFailure; final: boolean }];
   /** Shutdown aborted the job's call and put the job back in the queue. */
@@ -163,7 +164,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const message = await this.#call(this.#clientFor(priority), params, signal, publisher);
       const durationMs = performance.now() - startedAt;
       log?.info({ durationMs: Math.round(durationMs), inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens }, 'job completed');
-      this.emit('completed', { jobId, durationMs, streamed });
+      this.emit('completed', { jobId, durationMs, streamed, usage: message.usage });
       return message;
     } catch (error) {
       if (signal?.aborted === true && signal.reason === SHUTDOWN_REASON && token !== undefined) {

@@ -10,6 +10,7 @@ import {
   UpstreamError,
   anthropicError,
   commandConnection,
+  FleetGauges,
   createProducer,
   isConnectionError,
   limiterOptionsFromEnv,
@@ -18,6 +19,7 @@ import {
   validateMessageParams,
   withDeadline,
   type EnqueueOptions,
+  type FleetMetricsScope,
   type Producer,
 } from '@tollgate/queue';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -25,7 +27,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
 import { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import { ADMIN_COOKIE, TokenTable, cookieOf, tokenOf, type Access } from './auth.js';
 import { dashboardHtml } from './dashboard.js';
 import type { GatewayEnv } from './env.js';
@@ -193,7 +195,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   });
   app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, `Not found: ${request.method} ${cutText(request.url.split('?')[0] ?? '')}`));
 
-  const metrics = gatewayMetrics();
+  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
@@ -386,29 +388,17 @@ function metricsListener(text: () => Promise<{ type: string; body: string }>, lo
   };
 }
 
-/** The gateway's Prometheus metrics: the fleet gauges of DESIGN §5 (from the limiter), queue counts, HTTP answers. */
-function gatewayMetrics() {
+/** The gateway's Prometheus metrics: the fleet gauges every process shows (limiter and queue), and its HTTP answers. */
+function gatewayMetrics(scope: FleetMetricsScope) {
   const registry = new Registry();
-  const inFlight = new Gauge({ name: 'tollgate_permits_in_flight', help: 'Permits in flight fleet-wide', registers: [registry] });
-  const limit = new Gauge({ name: 'tollgate_concurrency_limit', help: 'Effective fleet-wide concurrency limit', registers: [registry] });
-  const waiting = new Gauge({ name: 'tollgate_waiting', help: 'Waiters for a permit, fleet-wide', registers: [registry] });
-  const bucketTokens = new Gauge({ name: 'tollgate_bucket_tokens', help: 'Tokens in each bucket (negative: debt)', labelNames: ['dimension'], registers: [registry] });
-  const queueJobs = new Gauge({ name: 'tollgate_queue_jobs', help: 'Jobs in the queue by state', labelNames: ['state'], registers: [registry] });
-  const redisUp = new Gauge({ name: 'tollgate_redis_up', help: '1 when the gateway reached Redis at the last scrape', registers: [registry] });
+  const fleet = new FleetGauges(registry, scope);
+  // `route` is the route's pattern (or "unknown" for a 404), never the raw URL: a bounded label
   const requests = new Counter({ name: 'tollgate_gateway_requests_total', help: 'HTTP answers by route and status', labelNames: ['route', 'status'], registers: [registry] });
   return {
     registry,
     requests,
     update(frame: FleetFrame): void {
-      redisUp.set(frame.redis === 'up' ? 1 : 0);
-      if (frame.limiter !== null) {
-        inFlight.set(frame.limiter.inFlight);
-        limit.set(frame.limiter.concurrency ?? Number.NaN);
-        waiting.set(frame.limiter.waiting);
-        for (const [dimension, bucket] of Object.entries(frame.limiter.buckets)) bucketTokens.set({ dimension }, bucket.tokens);
-      }
-      for (const [state, count] of Object.entries(frame.queue ?? {})) queueJobs.set({ state }, count);
+      fleet.update(frame.limiter, frame.queue);
     },
   };
 }
-

@@ -96,9 +96,9 @@ describe('jobs API', () => {
     expect(health.status).toBe(200);
     expect((await fetch(`${url}/metrics`)).status).toBe(401);
     const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
-    expect(metrics).toContain('tollgate_concurrency_limit 4');
-    expect(metrics).toContain('tollgate_permits_in_flight 0');
-    expect(metrics).toContain('tollgate_queue_jobs{state="completed"}');
+    expect(metrics).toMatch(/^tollgate_concurrency_limit\{account="[^"]+",pool="default"\} 4$/m);
+    expect(metrics).toMatch(/^tollgate_permits_in_flight\{account="[^"]+",pool="default"\} 0$/m);
+    expect(metrics).toMatch(/^tollgate_queue_jobs\{queue="[^"]+",state="completed"\} \d+$/m);
     expect(metrics).toContain('tollgate_redis_up 1');
   });
 });

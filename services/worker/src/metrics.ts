@@ -1,42 +1,83 @@
+import type Anthropic from '@anthropic-ai/sdk';
+import type { LimitedAnthropicStats } from '@tollgate/anthropic';
 import type { Limiter } from '@tollgate/limiter';
+import { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type Producer } from '@tollgate/queue';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Upper bounds of the acquire-wait histogram, in seconds. */
 const ACQUIRE_WAIT_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
 
-/** The DESIGN §5 metrics of one process. Gauges of fleet state are read from `limiter.snapshot()` at each scrape. */
+/** The token counts of an answer's `usage`, each a `dimension` label of `tollgate_upstream_tokens_total`. */
+const USAGE_DIMENSIONS = {
+  input: 'input_tokens',
+  output: 'output_tokens',
+  cache_creation_input: 'cache_creation_input_tokens',
+  cache_read_input: 'cache_read_input_tokens',
+} as const satisfies Record<string, keyof Anthropic.Usage>;
+
+/** The kinds of upstream 429 the limited client counts (`LimitedAnthropicStats.rateLimited`). */
+const RATE_LIMITED_KINDS = ['concurrency', 'rate', 'other'] as const satisfies ReadonlyArray<keyof LimitedAnthropicStats['rateLimited']>;
+
+/**
+ * The metrics of one worker process (DESIGN §5). Limiter metrics carry `account` (the limiter name) and `pool`;
+ * job metrics carry `queue`. Fleet-wide gauges are read from `limiter.snapshot()` and the queue at each scrape.
+ * Every label value comes from configuration or a fixed set (HTTP statuses, 429 kinds, job states, usage fields):
+ * never a job id, a tenant or a model string.
+ */
 export class ServiceMetrics {
   readonly registry = new Registry();
-  readonly permitsInFlight = new Gauge({ name: 'tollgate_permits_in_flight', help: 'Permits in flight fleet-wide (limiter snapshot)', registers: [this.registry] });
-  readonly permitsHeld = new Gauge({ name: 'tollgate_permits_held', help: 'Permits held by this process', registers: [this.registry] });
-  readonly concurrencyLimit = new Gauge({ name: 'tollgate_concurrency_limit', help: 'Effective fleet-wide concurrency limit', registers: [this.registry] });
-  readonly waiting = new Gauge({ name: 'tollgate_waiting', help: 'Waiters for a permit, fleet-wide', registers: [this.registry] });
-  readonly bucketTokens = new Gauge({ name: 'tollgate_bucket_tokens', help: 'Tokens in each bucket (negative: debt)', labelNames: ['dimension'], registers: [this.registry] });
-  readonly acquireWait = new Histogram({ name: 'tollgate_acquire_wait_seconds', help: 'Wait for a permit', buckets: ACQUIRE_WAIT_BUCKETS_SECONDS, registers: [this.registry] });
-  readonly upstreamRequests = new Counter({ name: 'tollgate_upstream_requests_total', help: 'Upstream answers by HTTP status ("connection": none)', labelNames: ['status'], registers: [this.registry] });
-  readonly upstreamRateLimited = new Counter({ name: 'tollgate_upstream_rate_limited_total', help: 'Upstream 429s by kind', labelNames: ['kind'], registers: [this.registry] });
-  readonly leaseLost = new Counter({ name: 'tollgate_lease_lost_total', help: 'Permits whose lease was lost', registers: [this.registry] });
-  readonly jobs = new Counter({ name: 'tollgate_jobs_total', help: 'Jobs by outcome: completed, failed, retried, handed_back', labelNames: ['state'], registers: [this.registry] });
+  readonly #labels: { account: string; pool: string };
+  readonly #queueLabel: { queue: string };
+  readonly #fleet: FleetGauges;
+  readonly #permitsHeld = new Gauge({ name: 'tollgate_permits_held', help: 'Permits held by this process', labelNames: ACCOUNT_LABELS, registers: [this.registry] });
+  readonly #acquireWait = new Histogram({ name: 'tollgate_acquire_wait_seconds', help: 'Wait for a permit', labelNames: ACCOUNT_LABELS, buckets: ACQUIRE_WAIT_BUCKETS_SECONDS, registers: [this.registry] });
+  readonly #upstreamRequests = new Counter({ name: 'tollgate_upstream_requests_total', help: 'Upstream answers by HTTP status ("connection": none)', labelNames: [...ACCOUNT_LABELS, 'status'], registers: [this.registry] });
+  readonly #upstreamRateLimited = new Counter({ name: 'tollgate_upstream_rate_limited_total', help: 'Upstream 429s by kind (concurrency, rate, other)', labelNames: [...ACCOUNT_LABELS, 'kind'], registers: [this.registry] });
+  readonly #upstreamTokens = new Counter({ name: 'tollgate_upstream_tokens_total', help: 'Tokens of completed calls, from their usage, by dimension', labelNames: [...ACCOUNT_LABELS, 'dimension'], registers: [this.registry] });
+  readonly #leaseLost = new Counter({ name: 'tollgate_lease_lost_total', help: 'Permits whose lease was lost', labelNames: ACCOUNT_LABELS, registers: [this.registry] });
+  readonly #jobs = new Counter({ name: 'tollgate_jobs_total', help: 'Jobs by outcome: completed, failed, retried, handed_back', labelNames: ['queue', 'state'], registers: [this.registry] });
   readonly #limiter: Limiter;
+  readonly #producer: Producer;
 
-  constructor(limiter: Limiter) {
+  constructor(limiter: Limiter, producer: Producer) {
     this.#limiter = limiter;
-    limiter.on('granted', ({ waitedMs }) => this.acquireWait.observe(waitedMs / 1_000));
-    limiter.on('leaseLost', () => this.leaseLost.inc());
+    this.#producer = producer;
+    this.#labels = { account: limiter.name, pool: DEFAULT_POOL };
+    this.#queueLabel = { queue: producer.name };
+    this.#fleet = new FleetGauges(this.registry, { account: limiter.name, queue: producer.name });
+    limiter.on('granted', ({ waitedMs }) => this.#acquireWait.observe(this.#labels, waitedMs / 1_000));
+    limiter.on('leaseLost', () => this.#leaseLost.inc(this.#labels));
+    // zero series from the start, so that rate() and increase() see the first event
+    this.#leaseLost.inc(this.#labels, 0);
+    for (const dimension of Object.keys(USAGE_DIMENSIONS)) this.#upstreamTokens.inc({ ...this.#labels, dimension }, 0);
+    for (const kind of RATE_LIMITED_KINDS) this.#upstreamRateLimited.inc({ ...this.#labels, kind }, 0);
   }
 
-  /** Reads the limiter's fleet-wide state into the gauges, then renders every metric. */
-  async render(): Promise<string> {
-    this.permitsHeld.set(this.#limiter.heldCount);
-    try {
-      const snapshot = await this.#limiter.snapshot();
-      this.permitsInFlight.set(snapshot.inFlight);
-      this.concurrencyLimit.set(snapshot.concurrency ?? Number.NaN);
-      this.waiting.set(snapshot.waiting);
-      for (const [dimension, bucket] of Object.entries(snapshot.buckets)) this.bucketTokens.set({ dimension }, bucket.tokens);
-    } catch {
-      // Redis unreachable: the gauges keep their last values; the process metrics still render
+  upstreamAnswered(status: string): void {
+    this.#upstreamRequests.inc({ ...this.#labels, status });
+  }
+
+  rateLimited(kind: string, count: number): void {
+    this.#upstreamRateLimited.inc({ ...this.#labels, kind }, count);
+  }
+
+  job(state: string): void {
+    this.#jobs.inc({ ...this.#queueLabel, state });
+  }
+
+  completed(usage: Anthropic.Usage): void {
+    for (const [dimension, field] of Object.entries(USAGE_DIMENSIONS)) {
+      const tokens = usage[field];
+      if (typeof tokens === 'number' && tokens > 0) this.#upstreamTokens.inc({ ...this.#labels, dimension }, tokens);
     }
+  }
+
+  /** Reads the limiter's and the queue's fleet-wide state into the gauges, then renders every metric. */
+  async render(): Promise<string> {
+    this.#permitsHeld.set(this.#labels, this.#limiter.heldCount);
+    const [snapshot, counts] = await Promise.allSettled([this.#limiter.snapshot(), this.#producer.counts()]);
+    // Redis unreachable: the gauges keep their last values, tollgate_redis_up says 0; the process metrics still render
+    this.#fleet.update(snapshot.status === 'fulfilled' ? snapshot.value : null, counts.status === 'fulfilled' ? counts.value : null);
     return this.registry.metrics();
   }
 }

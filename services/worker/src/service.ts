@@ -1,11 +1,11 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, type FleetStats } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
-import { startMetricsServer } from './metrics-server.js';
+import { startMetricsServer, type Readiness } from './metrics-server.js';
 
 /** How often this process adds its counters to the fleet-wide stats hash, in ms. */
 export const FLEET_STATS_INTERVAL_MS = 1_000;
@@ -28,7 +28,7 @@ export function createLogger(level: WorkerEnv['LOG_LEVEL']): Logger {
 /** Counts every upstream answer by status, and failed connections, around the SDK's fetch. */
 function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetch {
   const count = (status: string) => {
-    metrics.upstreamRequests.inc({ status });
+    metrics.upstreamAnswered(status);
     totals[`upstream:${status}`] = (totals[`upstream:${status}`] ?? 0) + 1;
   };
   return async (input, init) => {
@@ -51,7 +51,9 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const redis = redisFromEnv(env);
   const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
   await limiter.ready();
-  const metrics = new ServiceMetrics(limiter);
+  // reads the queue's counts for the metrics (it opens its event reader only for waits, which this never does)
+  const counter = createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: limiter.options.redisTimeoutMs });
+  const metrics = new ServiceMetrics(limiter, counter);
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
   // one limited client (one adaptive-concurrency state for the process), one view per job priority
@@ -78,9 +80,12 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   });
   const bump = (field: string) => {
     totals[field] = (totals[field] ?? 0) + 1;
-    metrics.jobs.inc({ state: field });
+    metrics.job(field);
   };
-  worker.on('completed', () => bump('completed'));
+  worker.on('completed', ({ usage }) => {
+    bump('completed');
+    metrics.completed(usage);
+  });
   worker.on('failed', ({ final }) => bump(final ? 'failed' : 'retried'));
   worker.on('handedBack', () => bump('handed_back'));
   worker.on('error', (error) => logger.warn({ err: { name: error.name, message: error.message } }, 'worker connection error'));
@@ -96,7 +101,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const flush = async () => {
     const rateLimited: FleetStats = { ...limited.stats().rateLimited }; // the views share the client's stats
     for (const [kind, delta] of Object.entries(rateLimitedSeen.deltas(rateLimited))) {
-      if (delta > 0) metrics.upstreamRateLimited.inc({ kind }, delta);
+      if (delta > 0) metrics.rateLimited(kind, delta);
       totals[`rate_limited:${kind}`] = (totals[`rate_limited:${kind}`] ?? 0) + delta;
     }
     for (const [field, delta] of Object.entries(tracker.deltas(totals))) pending[field] = (pending[field] ?? 0) + delta;
@@ -110,8 +115,17 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   };
   const flushTimer = setInterval(() => void flush(), FLEET_STATS_INTERVAL_MS);
 
-  const server = await startMetricsServer(metrics, env.METRICS_PORT, env.METRICS_HOST);
   let closing: Promise<void> | undefined;
+  const readiness = async (): Promise<Readiness> => {
+    if (closing !== undefined) return { ready: false, reasons: ['draining'] };
+    const checks = await Promise.allSettled([
+      withDeadline(fleet.client.ping(), limiter.options.redisTimeoutMs, 'ping'),
+      limiter.snapshot(), // the limiter's own connection and its functions
+    ]);
+    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${check.reason instanceof Error ? check.reason.message : String(check.reason)}`] : []));
+    return { ready: reasons.length === 0, reasons };
+  };
+  const server = await startMetricsServer(metrics, { port: env.METRICS_PORT, host: env.METRICS_HOST, readiness });
   return {
     metricsUrl: server.url,
     logger,
@@ -122,7 +136,8 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
         clearInterval(flushTimer);
         await flush();
         await limiter.close(); // releases any permit still held
-        await server.close();
+        await server.close(); // last: /readyz answers 503 ("draining") while the drain runs
+        await counter.close();
         if (fleet.owned) fleet.client.disconnect();
         redis.close();
         logger.info('closed');

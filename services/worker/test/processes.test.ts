@@ -117,20 +117,29 @@ describe('services/worker as a process', () => {
     const ids = await enqueueMany(10, 'basic');
     await waitAll(ids);
     const metrics = await (await fetch(String(worker.ready.metricsUrl))).text();
+    const account = `account="${queue}-limiter",pool="default"`;
     for (const name of [
-      'tollgate_permits_in_flight',
-      'tollgate_concurrency_limit',
-      'tollgate_waiting',
-      'tollgate_acquire_wait_seconds',
-      'tollgate_bucket_tokens{dimension="requests"}',
-      'tollgate_upstream_requests_total{status="200"} 10',
-      'tollgate_upstream_rate_limited_total',
-      'tollgate_lease_lost_total',
-      'tollgate_jobs_total{state="completed"} 10',
+      `tollgate_permits_in_flight{${account}}`,
+      `tollgate_concurrency_limit{${account}} ${FLEET_CONCURRENCY}`,
+      `tollgate_concurrency_configured{${account}} ${FLEET_CONCURRENCY}`,
+      `tollgate_waiting{${account}}`,
+      `tollgate_pause_remaining_seconds{${account}} 0`,
+      `tollgate_acquire_wait_seconds_count{${account}} 10`,
+      `tollgate_bucket_tokens{${account},dimension="requests"}`,
+      `tollgate_bucket_capacity_tokens{${account},dimension="requests"} 100000`,
+      `tollgate_upstream_requests_total{${account},status="200"} 10`,
+      `tollgate_upstream_rate_limited_total{${account},kind="concurrency"} 0`,
+      `tollgate_lease_lost_total{${account}} 0`,
+      `tollgate_jobs_total{queue="${queue}",state="completed"} 10`,
+      `tollgate_queue_jobs{queue="${queue}",state="completed"} 10`,
+      'tollgate_redis_up 1',
     ]) {
       expect(metrics).toContain(name);
     }
-    expect(metrics).toContain(`tollgate_concurrency_limit ${FLEET_CONCURRENCY}`);
+    // every completed call's usage, by dimension: the mock answers with at least one output token per call
+    const outputTokens = Number(/tollgate_upstream_tokens_total\{[^}]*dimension="output"\} (\d+)/.exec(metrics)?.[1]);
+    expect(outputTokens).toBeGreaterThanOrEqual(10);
+    expect(metrics).not.toMatch(/job_?id|claude-/i); // no job ids or model strings as label values
     const jobLines = worker.logs.filter((line) => line.msg === 'job completed');
     expect(jobLines).toHaveLength(10);
     for (const line of jobLines) expect(ids).toContain(line.jobId);

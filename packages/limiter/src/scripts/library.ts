@@ -16,6 +16,7 @@ const SCRIPT_FILES = {
   pump: 'pump.v2.lua',
   heartbeat: 'heartbeat.v2.lua',
   pause: 'pause.v2.lua',
+  resume: 'resume.v1.lua',
   observe: 'observe.v2.lua',
   set_concurrency: 'set-concurrency.v2.lua',
   snapshot: 'snapshot.v2.lua',

@@ -79,6 +79,8 @@ export type HeartbeatReply =
     }
   | Resync;
 export type PauseReply = { kind: 'paused'; pausedUntilMs: number; nowMs: number } | Resync;
+/** `pausedUntilMs`: when the pause it ended would have ended (0: there was none). */
+export type ResumeReply = { kind: 'resumed'; pausedUntilMs: number; pumped: Pumped } | Resync;
 export type ObserveReply = { kind: 'observed'; lowered: number; nowMs: number } | Resync;
 export type SetConcurrencyReply = { kind: 'concurrencySet'; effective: number; pumped: Pumped } | Resync;
 export type SnapshotReply = { kind: 'snapshot'; snapshot: LimiterSnapshot } | Resync;
@@ -217,6 +219,11 @@ export class LimiterScripts {
   async pause(epoch: string, pauseMs: number): Promise<PauseReply> {
     const raw = await this.#call('pause', [epoch, pauseMs]);
     return resyncOr(raw, () => ({ kind: 'paused', pausedUntilMs: integer(raw[0]), nowMs: integer(raw[1]) }));
+  }
+
+  async resume(epoch: string): Promise<ResumeReply> {
+    const raw = await this.#call('resume', [epoch, this.#ownerId]);
+    return resyncOr(raw, () => ({ kind: 'resumed', pausedUntilMs: integer(raw[0]), pumped: pumpedAt(raw, 1) }));
   }
 
   /** `remaining`: (dimension, remaining) pairs; unknown dimensions are ignored by the script. */

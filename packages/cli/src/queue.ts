@@ -1,0 +1,100 @@
+import type Anthropic from '@anthropic-ai/sdk';
+import { JOB_ID_PATTERN, decodeFailure, withDeadline, type JobData } from '@tollgate/queue';
+import { Job } from 'bullmq';
+import { formatDuration } from './duration.js';
+import { CliError, EXIT, shown } from './errors.js';
+import { openQueue, type Context } from './fleet.js';
+import { JOB_STATES, jobCounts } from './status.js';
+
+/** Finished states `queue clean` removes from by default. */
+export const CLEANABLE_STATES = ['completed', 'failed'] as const;
+/** Jobs BullMQ moves back per call of `retryJobs`. */
+const RETRY_BATCH = 1_000;
+
+export async function queueCountsCommand(context: Context): Promise<void> {
+  const counts = await jobCounts(context, await openQueue(context));
+  context.print(context.json ? JSON.stringify({ queue: context.queue, counts }) : JOB_STATES.map((state) => `${state.padEnd(17)} ${counts[state]}`).join('\n'));
+}
+
+/** `queue retry-failed`: every failed job back to waiting, attempts reset. */
+export async function retryFailedCommand(context: Context): Promise<void> {
+  const queue = await openQueue(context);
+  const before = await withDeadline(queue.getFailedCount(), context.timeoutMs, 'failed count');
+  await withDeadline(queue.retryJobs({ state: 'failed', count: RETRY_BATCH }), context.timeoutMs * 10, 'retry');
+  const after = await withDeadline(queue.getFailedCount(), context.timeoutMs, 'failed count');
+  const retried = Math.max(0, before - after);
+  context.print(context.json ? JSON.stringify({ queue: context.queue, retried, failed: after }) : `${context.queue}: ${retried} failed job(s) back in the queue`);
+}
+
+/** `queue clean --older-than D [--state S]`: removes finished jobs that ended longer ago than D. */
+export async function cleanCommand(context: Context, olderThanMs: number, states: readonly string[]): Promise<void> {
+  const queue = await openQueue(context);
+  const removed: Record<string, number> = {};
+  for (const state of states) {
+    // limit 0: no limit (BullMQ cleans in batches of 10,000)
+    const ids = await withDeadline(queue.clean(olderThanMs, 0, state as (typeof CLEANABLE_STATES)[number]), context.timeoutMs * 10, 'clean');
+    removed[state] = ids.length;
+  }
+  context.print(
+    context.json
+      ? JSON.stringify({ queue: context.queue, olderThanMs, removed })
+      : `${context.queue}: removed ${Object.entries(removed).map(([state, count]) => `${count} ${state}`).join(', ')} job(s) older than ${formatDuration(olderThanMs)}`,
+  );
+}
+
+/** `queue drain --yes [--delayed]`: removes every job that waits for a worker (running ones finish). */
+export async function drainCommand(context: Context, options: { yes: boolean; delayed: boolean }): Promise<void> {
+  const queue = await openQueue(context);
+  const before = await jobCounts(context, queue);
+  const pending = before.waiting + before.prioritized + (options.delayed ? before.delayed : 0);
+  if (!options.yes) throw new CliError(EXIT.usage, `drain removes ${pending} waiting job(s) of queue ${shown(context.queue)} for good; add --yes to do it`);
+  await withDeadline(queue.drain(options.delayed), context.timeoutMs * 10, 'drain');
+  const after = await jobCounts(context, queue);
+  const removed = pending - (after.waiting + after.prioritized + (options.delayed ? after.delayed : 0));
+  context.print(context.json ? JSON.stringify({ queue: context.queue, removed: Math.max(0, removed), counts: after }) : `${context.queue}: drained ${Math.max(0, removed)} waiting job(s)`);
+}
+
+/** `jobs show ID`: state, attempts, error and usage; the prompt and the answer only with `--show-content`. */
+export async function jobsShowCommand(context: Context, jobId: string, showContent: boolean): Promise<void> {
+  if (!JOB_ID_PATTERN.test(jobId)) throw new CliError(EXIT.usage, `job id ${shown(jobId)}: expected an id as enqueue returns it, job_ and 22 letters, digits, _ or -`);
+  const queue = await openQueue(context);
+  const job = await withDeadline(Job.fromId<Partial<JobData>, Anthropic.Message | null>(queue, jobId), context.timeoutMs, 'job');
+  if (job === undefined) throw new CliError(EXIT.notFound, `no job ${shown(jobId)} in queue ${shown(context.queue)}`);
+  const state = await withDeadline(job.getState(), context.timeoutMs, 'job state');
+  const result = state === 'completed' ? job.returnvalue : null;
+  const view = {
+    id: jobId,
+    queue: context.queue,
+    state,
+    tenant: job.data.tenant ?? null,
+    priority: job.data.priority ?? null,
+    model: job.data.params?.model ?? null,
+    maxTokens: job.data.params?.max_tokens ?? null,
+    attemptsMade: job.attemptsMade,
+    attempts: job.opts.attempts ?? 1,
+    createdAtMs: job.timestamp,
+    startedAtMs: job.processedOn ?? null,
+    finishedAtMs: job.finishedOn ?? null,
+    // a failed job's final error, or the last attempt's error of a job that BullMQ retries
+    error: job.failedReason ? decodeFailure(job.failedReason) : null,
+    usage: result?.usage ?? null,
+    ...(showContent ? { request: job.data.params ?? null, answer: result?.content ?? null } : {}),
+  };
+  if (context.json) {
+    context.print(JSON.stringify(view));
+    return;
+  }
+  const time = (ms: number | null) => (ms === null || ms === undefined ? '-' : new Date(ms).toISOString());
+  const lines = [
+    `job ${view.id} (queue ${view.queue})`,
+    `  state        ${view.state}`,
+    `  tenant       ${view.tenant ?? '-'}   priority ${view.priority ?? '-'}   model ${view.model ?? '-'}   max_tokens ${view.maxTokens ?? '-'}`,
+    `  attempts     ${view.attemptsMade} of ${view.attempts}`,
+    `  created      ${time(view.createdAtMs)}   started ${time(view.startedAtMs)}   finished ${time(view.finishedAtMs)}`,
+  ];
+  if (view.error !== null) lines.push(`  error        ${view.error.status} ${view.error.body.error.type}: ${view.error.body.error.message}`);
+  if (view.usage !== null) lines.push(`  usage        input ${view.usage.input_tokens}, output ${view.usage.output_tokens}, cache read ${view.usage.cache_read_input_tokens ?? 0}, cache write ${view.usage.cache_creation_input_tokens ?? 0}`);
+  if (showContent) lines.push(`  request      ${JSON.stringify(view.request)}`, `  answer       ${JSON.stringify(view.answer)}`);
+  else lines.push('  (prompt and answer hidden; --show-content prints them)');
+  context.print(lines.join('\n'));
+}

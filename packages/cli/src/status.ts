@@ -1,0 +1,115 @@
+import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
+import { DEFAULT_POOL, queueKeys, readFleetStats, withDeadline, type FleetStats } from '@tollgate/queue';
+import type { Queue } from 'bullmq';
+import { formatDuration } from './duration.js';
+import { openLimiter, openQueue, type Context } from './fleet.js';
+
+/** BullMQ job states shown by `status` and `queue counts`. */
+export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'waiting-children'] as const;
+export type JobCounts = Record<(typeof JOB_STATES)[number], number>;
+
+export interface LimiterStatus {
+  name: string;
+  pool: string;
+  inFlight: number;
+  /** The effective limit (adaptive concurrency may hold it below the configured one); null: no concurrency limit. */
+  concurrency: number | null;
+  concurrencyConfigured: number | null;
+  waiting: number;
+  /** 0 when not paused. */
+  pausedForMs: number;
+  buckets: Record<string, BucketSnapshot>;
+}
+
+export interface FleetStatus {
+  /** Redis time of the first snapshot. */
+  atMs: number;
+  limiters: LimiterStatus[];
+  queue: { name: string; counts: JobCounts; totals: FleetStats };
+}
+
+export async function jobCounts(context: Context, queue: Queue): Promise<JobCounts> {
+  const counts = await withDeadline(queue.getJobCounts(...JOB_STATES), context.timeoutMs, 'job counts');
+  return Object.fromEntries(JOB_STATES.map((state) => [state, counts[state] ?? 0])) as JobCounts;
+}
+
+/** Opens what `status` reads once, then reads it as often as asked (`--watch`). */
+export async function statusReader(context: Context): Promise<() => Promise<FleetStatus>> {
+  const limiters: Limiter[] = [];
+  for (const name of context.names) limiters.push((await openLimiter(context, name)).limiter);
+  const queue = await openQueue(context);
+  const statsKey = queueKeys(context.queue).fleetStats;
+  return async () => {
+    const [snapshots, counts, totals] = await Promise.all([
+      Promise.all(limiters.map((limiter) => limiter.snapshot())),
+      jobCounts(context, queue),
+      withDeadline(readFleetStats(context.redis, statsKey), context.timeoutMs, 'fleet stats'),
+    ]);
+    return {
+      atMs: snapshots[0]?.nowMs ?? Date.now(),
+      limiters: snapshots.map((snapshot, i) => ({
+        name: limiters[i]?.name ?? '',
+        pool: DEFAULT_POOL,
+        inFlight: snapshot.inFlight,
+        concurrency: snapshot.concurrency,
+        concurrencyConfigured: snapshot.concurrencyConfigured,
+        waiting: snapshot.waiting,
+        pausedForMs: Math.max(0, snapshot.pausedUntilMs - snapshot.nowMs),
+        buckets: snapshot.buckets,
+      })),
+      queue: { name: context.queue, counts, totals },
+    };
+  };
+}
+
+const number = (value: number) => (Number.isInteger(value) ? String(value) : value.toFixed(1));
+
+/** The one-screen view. */
+export function renderStatus(status: FleetStatus): string {
+  const lines = [`tollgate status at ${new Date(status.atMs).toISOString()} (Redis time)`, ''];
+  for (const limiter of status.limiters) {
+    lines.push(`limiter ${limiter.name} (pool ${limiter.pool})`);
+    if (limiter.concurrency === null) lines.push(`  in flight    ${limiter.inFlight} (no concurrency limit)`);
+    else {
+      const adaptive = limiter.concurrency < (limiter.concurrencyConfigured ?? limiter.concurrency) ? `, adaptive concurrency holds it below the configured ${limiter.concurrencyConfigured}` : '';
+      lines.push(`  in flight    ${limiter.inFlight} / ${limiter.concurrency}${adaptive}`);
+    }
+    lines.push(`  waiting      ${limiter.waiting}`);
+    lines.push(`  paused       ${limiter.pausedForMs > 0 ? `yes, ${formatDuration(limiter.pausedForMs)} left` : 'no'}`);
+    const buckets = Object.entries(limiter.buckets);
+    const width = Math.max(0, ...buckets.map(([dimension]) => dimension.length));
+    buckets.forEach(([dimension, bucket], i) => {
+      const level = `${number(bucket.tokens)} / ${number(bucket.capacity)}`;
+      lines.push(`  ${i === 0 ? 'buckets ' : '        '}     ${dimension.padEnd(width)}  ${level.padEnd(20)} refills ${number(bucket.refillPerSecond * 60)}/min`);
+    });
+    lines.push('');
+  }
+  const { counts, totals } = status.queue;
+  lines.push(`queue ${status.queue.name}`);
+  lines.push(`  waiting      ${counts.waiting + counts.prioritized} (prioritized ${counts.prioritized}), delayed ${counts.delayed}`);
+  lines.push(`  active       ${counts.active}`);
+  lines.push(`  finished     completed ${counts.completed}, failed ${counts.failed}`);
+  const rateLimited = Object.entries(totals).filter(([field]) => field.startsWith('rate_limited:'));
+  lines.push(`  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`);
+  return lines.join('\n');
+}
+
+/** `status`: prints once, or with `--watch` every `intervalMs` until interrupted (one JSON line per refresh with `--json`). */
+export async function statusCommand(context: Context, options: { watch: boolean; intervalMs: number }): Promise<void> {
+  const read = await statusReader(context);
+  const show = (status: FleetStatus) => context.print(context.json ? JSON.stringify(status) : renderStatus(status));
+  if (!options.watch) {
+    show(await read());
+    return;
+  }
+  const clear = !context.json && process.stdout.isTTY ? '\u001b[2J\u001b[H' : '';
+  while (!context.signal.aborted) {
+    const status = await read();
+    if (clear !== '') process.stdout.write(clear);
+    show(status);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, options.intervalMs);
+      context.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    });
+  }
+}

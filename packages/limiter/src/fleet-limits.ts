@@ -1,0 +1,37 @@
+import type { Cluster, Redis } from 'ioredis';
+import { limiterKeys } from './keys.js';
+import { parseFleetLimits, type FleetLimits } from './limits.js';
+import type { LimiterOptions } from './options.js';
+
+/** The fleet's limits in force as Redis holds them, read without joining the fleet. */
+export interface FleetLimitsReading {
+  limits: FleetLimits;
+  /** The revision: rises with every write of the limits. */
+  version: string;
+  /** The effective concurrency limit now (adaptive control may hold it below `limits.concurrency`); null: none. */
+  effectiveConcurrency: number | null;
+}
+
+/**
+ * Reads the limits of limiter `name` from Redis and writes nothing (a limiter's `ready()` would create them on a
+ * first boot); undefined when no process of that name has started on this Redis. For tools such as the CLI.
+ */
+export async function readFleetLimits(redis: Redis | Cluster, name: string): Promise<FleetLimitsReading | undefined> {
+  const [epoch, json, version, effective] = await redis.hmget(limiterKeys(name).config, 'epoch', 'limits', 'version', 'effective');
+  if (!epoch || !json) return undefined; // no limiter of this name has started here
+  const limits = parseFleetLimits(json, name);
+  return { limits, version: version ?? '', effectiveConcurrency: limits.concurrency === null ? null : Number(effective ?? limits.concurrency) };
+}
+
+/** Limiter options that state exactly `limits` (so a limiter built from them joins the fleet without a warning). */
+export function limiterOptionsFor(limits: FleetLimits, redis: Redis | Cluster, name: string): LimiterOptions {
+  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]));
+  return {
+    redis,
+    name,
+    ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
+    ...(Object.keys(rates).length === 0 ? {} : { rates }),
+    reserve: limits.reserve,
+    leaseTtlMs: limits.leaseTtlMs,
+  };
+}
