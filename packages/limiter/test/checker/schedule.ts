@@ -1,0 +1,96 @@
+import { seededRandom } from '@tollgate/test-support';
+import type { AcquireSpec, CheckerLimits } from './protocol.js';
+
+/** Every fault the checker injects (DESIGN §10). */
+export const FAULT_KINDS = ['stall', 'pauseWrites', 'flushall', 'freeze', 'restartKeep', 'restartEmpty', 'killProcess'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export type ScheduledOp =
+  | ({ kind: 'acquire'; atMs: number } & AcquireSpec)
+  | { kind: 'pause'; atMs: number; client: number; ms: number }
+  | { kind: 'setConcurrency'; atMs: number; client: number; concurrency: number }
+  | { kind: 'apply'; atMs: number; client: number; limits: CheckerLimits }
+  | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number };
+
+export interface ScheduleOptions {
+  seed: number;
+  operations: number;
+  processes: number;
+  clientsPerProcess: number;
+  limits: CheckerLimits;
+  leaseTtlMs: number;
+  /** Fault kinds to draw from; none: no faults. */
+  faults: readonly FaultKind[];
+  /** Mean time between two operations. */
+  meanGapMs: number;
+}
+
+/** Largest cost of one acquire; every capacity an apply chooses is at least this, or below it on purpose. */
+export const TOKENS_COST_MAX = 12;
+/** Capacities an apply may choose (10 is below the largest cost: a queued waiter may no longer fit). */
+const APPLY_TOKEN_LIMITS = [10, 40, 60, 120] as const;
+/** Quiet time after one fault ends before the next may start, so faults rarely pile up unseen. */
+const FAULT_GAP_MS = 150;
+/** Out-of-range deadlines a caller might send (DESIGN §10: absurd `timeoutMs` values). */
+const ABSURD_TIMEOUTS_MS = [2 ** 31 + 5, 1e14] as const;
+
+/**
+ * The whole run, drawn from one seeded PRNG before anything starts: the same seed gives the same
+ * operations with the same arguments at the same offsets, whatever the timing of the run itself.
+ */
+export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
+  const random = seededRandom(options.seed);
+  const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+  const clients = options.processes * options.clientsPerProcess;
+  const ops: ScheduledOp[] = [];
+  let atMs = 0;
+  let nextFaultAt = 500; // let every process settle in first
+  for (let index = 0; index < options.operations; index++) {
+    atMs += Math.round(random() * 2 * options.meanGapMs);
+    const client = int(0, clients - 1);
+    const roll = random();
+    if (roll < 0.15 && options.faults.length > 0 && atMs >= nextFaultAt) {
+      const fault = pick(options.faults);
+      const durationMs = faultDuration(fault, options.leaseTtlMs, int);
+      ops.push({ kind: 'fault', atMs, fault, durationMs, process: int(0, options.processes - 1) });
+      nextFaultAt = atMs + durationMs + FAULT_GAP_MS;
+    } else if (roll < 0.17) {
+      ops.push({ kind: 'pause', atMs, client, ms: int(20, 500) });
+    } else if (roll < 0.22) {
+      ops.push({ kind: 'setConcurrency', atMs, client, concurrency: int(1, options.limits.concurrency + 1) });
+    } else if (roll < 0.25) {
+      const limits = { ...options.limits, concurrency: int(1, options.limits.concurrency + 2), tokensLimit: pick(APPLY_TOKEN_LIMITS) };
+      ops.push({ kind: 'apply', atMs, client, limits });
+    } else {
+      const tokens = int(0, TOKENS_COST_MAX);
+      const deadline = random();
+      const timeoutMs = deadline < 0.55 ? int(20, 1_500) : deadline < 0.57 ? pick(ABSURD_TIMEOUTS_MS) : undefined;
+      const abort = random();
+      const abortAfterMs = abort < 0.08 ? 0 : abort < 0.16 ? int(1, 10) : abort < 0.26 ? int(10, 800) : undefined;
+      const use = random();
+      const used = use < 0.3 ? undefined : use < 0.45 ? 0 : int(0, tokens + 4);
+      ops.push({ kind: 'acquire', atMs, client, tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs: int(2, 150), used });
+    }
+  }
+  return ops;
+}
+
+/** Half of the stalls and freezes are short (past redisTimeoutMs, within the lease), half run past the lease. */
+function faultDuration(fault: FaultKind, leaseTtlMs: number, int: (min: number, max: number) => number): number {
+  const long = int(0, 1) === 1;
+  switch (fault) {
+    case 'stall':
+      return long ? int(leaseTtlMs / 2, leaseTtlMs + 500) : int(150, 500);
+    case 'pauseWrites':
+      return int(150, 800);
+    case 'freeze':
+      return long ? int(leaseTtlMs, 2 * leaseTtlMs) : int(200, 800);
+    case 'restartKeep':
+    case 'restartEmpty':
+      return 600; // about how long a restart takes; the driver waits for it anyway
+    case 'flushall':
+    case 'killProcess':
+      return 100;
+  }
+}
