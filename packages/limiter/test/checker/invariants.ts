@@ -86,6 +86,8 @@ export interface DrainResult {
   /** Live leases at the end of the wait. */
   inFlightLeft: number;
   fresh: Array<{ calledAt: number; settledAt: number | undefined; granted: boolean; error?: ErrorInfo | undefined }>;
+  /** What Redis still held when something was left over (live leases, queued waiters), for the trace. */
+  leftover: string[];
 }
 
 export interface History {
@@ -302,6 +304,9 @@ export function checkDrain(history: History): Violation[] {
           : `leases took ${(drain.zeroAt - drain.quietAt).toFixed(0)} ms to return after every caller released (leaseTtlMs ${leaseTtlMs})`,
       ops: [],
     });
+  }
+  if (violations.length > 0 || drain.fresh.some((fresh) => !fresh.granted)) {
+    violations.push({ invariant: 3, atMs: drain.quietAt, message: `left in Redis after the run: ${drain.leftover.join('; ') || 'nothing'}`, ops: [] });
   }
   for (const fresh of drain.fresh) {
     const took = fresh.settledAt === undefined ? Infinity : fresh.settledAt - fresh.calledAt;

@@ -12,6 +12,13 @@ export type ScheduledOp =
   | { kind: 'apply'; atMs: number; client: number; limits: CheckerLimits }
   | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number };
 
+/**
+ * Parts of the mix a run may leave out, to look past a known bug: the PRNG draws them anyway, so
+ * every other operation keeps its arguments and time.
+ */
+export const OMITTABLE = ['limitChanges', 'absurdTimeouts', 'aborts'] as const;
+export type Omittable = (typeof OMITTABLE)[number];
+
 export interface ScheduleOptions {
   seed: number;
   operations: number;
@@ -23,6 +30,7 @@ export interface ScheduleOptions {
   faults: readonly FaultKind[];
   /** Mean time between two operations. */
   meanGapMs: number;
+  without: readonly Omittable[];
 }
 
 /** Largest cost of one acquire; every capacity an apply chooses is at least this, or below it on purpose. */
@@ -58,16 +66,20 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
     } else if (roll < 0.17) {
       ops.push({ kind: 'pause', atMs, client, ms: int(20, 500) });
     } else if (roll < 0.22) {
-      ops.push({ kind: 'setConcurrency', atMs, client, concurrency: int(1, options.limits.concurrency + 1) });
+      const concurrency = int(1, options.limits.concurrency + 1);
+      if (!options.without.includes('limitChanges')) ops.push({ kind: 'setConcurrency', atMs, client, concurrency });
     } else if (roll < 0.25) {
       const limits = { ...options.limits, concurrency: int(1, options.limits.concurrency + 2), tokensLimit: pick(APPLY_TOKEN_LIMITS) };
-      ops.push({ kind: 'apply', atMs, client, limits });
+      if (!options.without.includes('limitChanges')) ops.push({ kind: 'apply', atMs, client, limits });
     } else {
       const tokens = int(0, TOKENS_COST_MAX);
       const deadline = random();
-      const timeoutMs = deadline < 0.55 ? int(20, 1_500) : deadline < 0.57 ? pick(ABSURD_TIMEOUTS_MS) : undefined;
+      const absurd = pick(ABSURD_TIMEOUTS_MS);
+      const timeoutMs = deadline < 0.55 ? int(20, 1_500) : deadline < 0.57 && !options.without.includes('absurdTimeouts') ? absurd : undefined;
       const abort = random();
-      const abortAfterMs = abort < 0.08 ? 0 : abort < 0.16 ? int(1, 10) : abort < 0.26 ? int(10, 800) : undefined;
+      const abortAt = int(1, 800);
+      const drawn = abort < 0.08 ? 0 : abort < 0.16 ? Math.ceil(abortAt / 80) : abort < 0.26 ? abortAt : undefined;
+      const abortAfterMs = options.without.includes('aborts') ? undefined : drawn;
       const use = random();
       const used = use < 0.3 ? undefined : use < 0.45 ? 0 : int(0, tokens + 4);
       ops.push({ kind: 'acquire', atMs, client, tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs: int(2, 150), used });

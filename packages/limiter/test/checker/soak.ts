@@ -1,11 +1,11 @@
 /**
- * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--broken-process]`
+ * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--without limitChanges,absurdTimeouts,aborts] [--broken-process]`
  *   --seed S alone: one run of seed S (a replay). --minutes N: runs seeds until the time is up
  *   (from S, or from a random seed), printing each seed's operation and fault counts, then a summary.
  *   Exits 1 on any violation, naming each failing seed and the command that replays it.
  */
 import { parseArgs } from 'node:util';
-import { FAULT_KINDS, type FaultKind } from './schedule.js';
+import { FAULT_KINDS, OMITTABLE, type FaultKind, type Omittable } from './schedule.js';
 import { runChecker, type CheckerOptions, type CheckerResult } from './driver.js';
 import { INVARIANT_NAMES, type InvariantId } from './invariants.js';
 import { monotonicMs } from './protocol.js';
@@ -19,6 +19,7 @@ const { values } = parseArgs({
     seed: { type: 'string' },
     operations: { type: 'string' },
     faults: { type: 'string' },
+    without: { type: 'string' },
     'broken-process': { type: 'boolean', default: false },
   },
 });
@@ -31,6 +32,15 @@ function faultsFrom(text: string | undefined): readonly FaultKind[] {
     if (!(FAULT_KINDS as readonly string[]).includes(kind)) throw new Error(`--faults: unknown fault "${kind}" (known: ${FAULT_KINDS.join(', ')}, or none)`);
   }
   return kinds as FaultKind[];
+}
+
+function omitted(text: string | undefined): readonly Omittable[] {
+  if (text === undefined) return [];
+  const parts = text.split(',');
+  for (const part of parts) {
+    if (!(OMITTABLE as readonly string[]).includes(part)) throw new Error(`--without: unknown part "${part}" (known: ${OMITTABLE.join(', ')})`);
+  }
+  return parts as Omittable[];
 }
 
 function positiveInteger(name: string, text: string | undefined): number | undefined {
@@ -58,6 +68,7 @@ const firstSeed = positiveInteger('seed', values.seed) ?? Math.floor(Math.random
 const base: Omit<CheckerOptions, 'seed'> = {
   operations: positiveInteger('operations', values.operations) ?? SOAK_OPERATIONS,
   faults: faultsFrom(values.faults),
+  without: omitted(values.without),
   brokenProcess: values['broken-process'],
 };
 
