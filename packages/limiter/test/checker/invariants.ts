@@ -25,7 +25,7 @@ import type { WitnessCall } from './witness-server.js';
 
 export const SCHEDULING_SLACK_MS = 500;
 export const CLOCK_SLACK_MS = 5;
-/** Violations reported per invariant; the rest are counted. */
+/** Violations reported per invariant (and per witness); the rest are counted. */
 const VIOLATIONS_SHOWN_MAX = 5;
 
 export type InvariantId = 1 | 2 | 3 | 4 | 5;
@@ -44,6 +44,8 @@ export interface Violation {
   message: string;
   /** The acquire operations involved. */
   ops: number[];
+  /** Invariant 1 is checked from two witnesses: which one saw it. */
+  witness?: 'callers' | 'server' | undefined;
 }
 
 /** One acquire: what was asked, and what its caller saw. */
@@ -115,9 +117,12 @@ export function checkInvariants(history: History): InvariantReport {
   const all = [...checkConcurrency(history), ...checkSettling(history), ...checkDrain(history), ...checkTokens(history), ...checkFences(history)];
   const counts: Record<InvariantId, number> = { 1: 0, 2: 0, 3: 0, 4: 0, 5: 0 };
   const violations: Violation[] = [];
+  const shown = new Map<string, number>();
   for (const violation of all) {
     counts[violation.invariant]++;
-    if (counts[violation.invariant] <= VIOLATIONS_SHOWN_MAX) violations.push(violation);
+    const key = `${violation.invariant}${violation.witness ?? ''}`;
+    shown.set(key, (shown.get(key) ?? 0) + 1);
+    if ((shown.get(key) ?? 0) <= VIOLATIONS_SHOWN_MAX) violations.push(violation);
   }
   return { violations, counts };
 }
@@ -225,6 +230,7 @@ function concurrencyFrom(history: History, witness: 'callers' | 'server'): Viola
           atMs: event.at,
           message: `${live.size} permits live at once (seen by the ${witness === 'callers' ? 'callers' : 'witness server'}), concurrency in force ${bound}`,
           ops,
+          witness,
         });
       }
       inEpisode = true;
