@@ -25,6 +25,8 @@ export interface ClientSettings {
   limits: CheckerLimits;
   timings: CheckerTimings;
   witnessUrl: string;
+  /** Load, then wait for the driver's `start` before connecting (a warm spare, to start as fast as a real process). */
+  standby: boolean;
 }
 
 const settings = JSON.parse(process.env.CHECKER_CLIENT ?? '{}') as ClientSettings;
@@ -91,7 +93,7 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
   );
 }
 
-async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'close' }>, limiter: Limiter): Promise<void> {
+async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'close' | 'start' }>, limiter: Limiter): Promise<void> {
   const calledAt = monotonicMs();
   try {
     let value: number | undefined;
@@ -126,6 +128,18 @@ async function start(limiter: Limiter): Promise<void> {
   }
 }
 
+if (settings.standby) {
+  await new Promise<void>((resolve) => {
+    const onStart = (command: DriverCommand) => {
+      if (command.type !== 'start') return;
+      process.off('message', onStart);
+      resolve();
+    };
+    process.on('message', onStart);
+    send({ type: 'standing' });
+  });
+}
+
 try {
   await Promise.all(limiters.map(start));
   send({ type: 'ready', pid: process.pid, ownerIds: limiters.map((limiter) => limiter.ownerId) });
@@ -134,6 +148,7 @@ try {
 }
 
 process.on('message', (command: DriverCommand) => {
+  if (command.type === 'start') return;
   if (command.type === 'close') {
     void Promise.all(limiters.map((limiter) => limiter.close())).finally(() => process.exit(0));
     return;

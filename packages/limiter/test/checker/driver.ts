@@ -80,12 +80,20 @@ export interface CheckerResult {
   durationMs: number;
 }
 
+interface ClientProcess {
+  child: ChildProcess;
+  stderr: string;
+  /** A standby process has loaded and waits for `start`. */
+  standing: boolean;
+  ready: Promise<void>;
+}
+
 interface Slot {
   index: number;
   gen: number;
   child: ChildProcess | undefined;
+  process: ClientProcess | undefined;
   ready: boolean;
-  stderr: string;
   starting: Promise<void> | undefined;
 }
 
@@ -145,6 +153,8 @@ class CheckerRun {
   #offsetMs = 0;
   #t0 = 0;
   #faultChain: Promise<void> = Promise.resolve();
+  /** One process loaded and waiting, so a "new process" can start as fast as a real one would. */
+  #standby: ClientProcess | undefined;
 
   constructor(options: CheckerOptions) {
     this.#options = {
@@ -179,8 +189,9 @@ class CheckerRun {
     this.#admin.on('error', () => {}); // Redis restarts are part of the run
     this.#witness = await startWitnessServer();
     this.#offsetMs = await this.#measureOffset();
-    for (let index = 0; index < options.processes; index++) this.#slots.push({ index, gen: -1, child: undefined, ready: false, stderr: '', starting: undefined });
-    await Promise.all(this.#slots.map((slot) => this.#spawn(slot)));
+    for (let index = 0; index < options.processes; index++) this.#slots.push({ index, gen: -1, child: undefined, process: undefined, ready: false, starting: undefined });
+    await Promise.all(this.#slots.map((slot) => this.#spawn(slot, { useStandby: false })));
+    if (options.faults.includes('killProcess') || options.faults.includes('flushall') || options.faults.includes('restartEmpty')) this.#standby = this.#fork(this.#name, true);
 
     this.#t0 = monotonicMs();
     for (const [index, op] of schedule.entries()) {
@@ -215,6 +226,7 @@ class CheckerRun {
   }
 
   async close(): Promise<void> {
+    this.#standby?.child.kill('SIGKILL');
     await Promise.all(
       this.#slots.map(async (slot) => {
         const child = slot.child;
@@ -258,50 +270,80 @@ class CheckerRun {
     return offset;
   }
 
-  #spawn(slot: Slot): Promise<void> {
-    slot.gen++;
-    slot.ready = false;
+  /** Forks a client process; a standby one loads everything, then waits for `start` before it connects. */
+  #fork(limiterName: string, standby: boolean): ClientProcess {
     const settings: ClientSettings = {
       redisUrl: this.#redis!.url,
-      limiterName: this.#options.brokenProcess && slot.index === 0 ? `${this.#name}-other` : this.#name,
+      limiterName,
       fleetName: this.#name,
       clients: this.#options.clientsPerProcess,
       limits: CHECKER_LIMITS, // what a process is started with (its environment), whatever was applied since
       timings: CHECKER_TIMINGS,
       witnessUrl: this.#witness!.url,
+      standby,
     };
     const child = fork(CLIENT, [], {
       execArgv: ['--conditions=tollgate-source', '--import', 'tsx'],
       env: { ...process.env, CHECKER_CLIENT: JSON.stringify(settings) },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });
-    slot.child = child;
-    const proc = this.#proc(slot);
-    child.stderr?.on('data', (chunk: Buffer) => (slot.stderr = (slot.stderr + chunk.toString()).slice(-STDERR_TAIL_CHARS)));
-    slot.starting = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`client process ${proc} did not start within ${PROCESS_START_MS} ms: ${slot.stderr}`)), PROCESS_START_MS);
+    const started: ClientProcess = { child, stderr: '', standing: false, ready: undefined as unknown as Promise<void> };
+    child.stderr?.on('data', (chunk: Buffer) => (started.stderr = (started.stderr + chunk.toString()).slice(-STDERR_TAIL_CHARS)));
+    started.ready = new Promise<void>((resolve, reject) => {
+      let ready = false;
       child.on('message', (message: ClientMessage) => {
-        if (message.type === 'ready') {
-          clearTimeout(timer);
-          slot.ready = true;
+        if (message.type === 'standing') started.standing = true;
+        else if (message.type === 'ready') {
+          ready = true;
           resolve();
-        } else if (message.type === 'startFailed') {
-          clearTimeout(timer);
-          reject(new Error(`client process ${proc} could not start: ${message.error.message}`));
-        } else {
-          this.#onMessage(message);
-        }
+        } else if (message.type === 'startFailed') reject(new Error(`client process could not start: ${message.error.message}`));
+        else this.#onMessage(message);
       });
       child.once('exit', (code, signal) => {
-        clearTimeout(timer);
-        if (!slot.ready) reject(new Error(`client process ${proc} exited at start (${String(code ?? signal)}): ${slot.stderr}`));
+        if (!ready) reject(new Error(`client process exited at start (${String(code ?? signal)}): ${started.stderr}`));
       });
-    }).finally(() => (slot.starting = undefined));
+    });
+    started.ready.catch(() => {}); // a standby killed at the end never becomes ready
+    return started;
+  }
+
+  /**
+   * Starts the slot's next process: the warm standby when it is waiting (it connects within a few
+   * ms, as a new process would right after a deploy), else a fresh fork; then warms a new standby.
+   */
+  #spawn(slot: Slot, { useStandby }: { useStandby: boolean }): Promise<void> {
+    slot.gen++;
+    slot.ready = false;
+    const proc = this.#proc(slot);
+    const standby = this.#standby;
+    let started: ClientProcess;
+    if (useStandby && standby?.standing && standby.child.connected) {
+      this.#standby = undefined;
+      standby.child.send({ type: 'start' } satisfies DriverCommand);
+      started = standby;
+      this.#standby = this.#fork(this.#name, true);
+    } else {
+      started = this.#fork(this.#options.brokenProcess && slot.index === 0 ? `${this.#name}-other` : this.#name, false);
+    }
+    slot.child = started.child;
+    slot.process = started;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`client process ${proc} did not start within ${PROCESS_START_MS} ms: ${started.stderr}`)), PROCESS_START_MS);
+    });
+    slot.starting = Promise.race([started.ready, timeout])
+      .then(() => {
+        slot.ready = true;
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        slot.starting = undefined;
+      });
     return slot.starting;
   }
 
   #onMessage(message: ClientMessage): void {
-    if (message.type === 'ready' || message.type === 'startFailed') return;
+    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing') return;
     if (message.type === 'done') {
       const control = this.#controls.get(message.op);
       if (control === undefined) return;
@@ -404,6 +446,7 @@ class CheckerRun {
           } finally {
             this.#dataLoss.push({ from, to: monotonicMs() });
           }
+          if (op.newProcess) record.detail += `, then ${await this.#replaceProcess(slot)}`;
           break;
         }
         case 'restartKeep':
@@ -419,6 +462,7 @@ class CheckerRun {
           } finally {
             this.#dataLoss.push({ from, to: monotonicMs() });
           }
+          if (op.newProcess) record.detail += `, then ${await this.#replaceProcess(slot)}`;
           break;
         }
         case 'freeze': {
@@ -433,31 +477,35 @@ class CheckerRun {
           this.#frozen.push({ proc: this.#proc(slot), from, to });
           break;
         }
-        case 'killProcess': {
-          const child = slot.child;
-          if (!slot.ready || child === undefined) break;
-          const proc = this.#proc(slot);
-          record.detail = `kill -9 ${proc}, start a new process`;
-          slot.ready = false;
-          const exited = new Promise((resolve) => child.once('exit', resolve));
-          child.kill('SIGKILL');
-          const killedAt = monotonicMs();
-          for (const acquire of this.#acquires.values()) if (acquire.proc === proc) acquire.killedAt ??= killedAt;
-          await exited;
-          const spawnedAt = monotonicMs();
-          try {
-            await this.#spawn(slot);
-          } finally {
-            this.#restarts.push({ from: spawnedAt, to: monotonicMs() });
-          }
+        case 'killProcess':
+          record.detail = await this.#replaceProcess(slot);
           break;
-        }
       }
     } catch (error) {
       record.error = error instanceof Error ? error.message : String(error);
     } finally {
       record.to = monotonicMs();
     }
+  }
+
+  /** kill -9 of the slot's process, and a new process in its place (the standby, when one is waiting). */
+  async #replaceProcess(slot: Slot): Promise<string> {
+    const child = slot.child;
+    if (!slot.ready || child === undefined) return 'no process to kill (still starting)';
+    const proc = this.#proc(slot);
+    slot.ready = false;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    const killedAt = monotonicMs();
+    for (const acquire of this.#acquires.values()) if (acquire.proc === proc) acquire.killedAt ??= killedAt;
+    await exited;
+    const spawnedAt = monotonicMs();
+    try {
+      await this.#spawn(slot, { useStandby: true });
+    } finally {
+      this.#restarts.push({ from: spawnedAt, to: monotonicMs() });
+    }
+    return `kill -9 ${proc}, new process ${this.#proc(slot)} ready after ${(monotonicMs() - spawnedAt).toFixed(0)} ms`;
   }
 
   /** Every acquire sent to a live process has settled, and every granted one was released. */
@@ -471,8 +519,7 @@ class CheckerRun {
   }
 
   async #liveLeases(): Promise<number> {
-    const [seconds, micros] = await this.#admin!.time();
-    const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const nowMs = await this.#redisNowMs();
     return this.#admin!.zcount(limiterKeys(this.#name).leases, `(${nowMs}`, '+inf');
   }
 
@@ -497,6 +544,7 @@ class CheckerRun {
     }
     const leftover = zeroAt === undefined ? (await this.#leftover()).map((line) => `at the lease deadline: ${line}`) : [];
     await this.#waitForDebt();
+    await this.#waitForPause();
     // one fresh acquire per process: granted at once, now that nothing is held
     const fresh: number[] = [];
     for (const slot of this.#slots) {
@@ -525,14 +573,29 @@ class CheckerRun {
 
   async #readLeftover(): Promise<string[]> {
     const keys = limiterKeys(this.#name);
-    const [seconds, micros] = await this.#admin!.time();
-    const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    const nowMs = await this.#redisNowMs();
     const leases = await this.#admin!.zrangebyscore(keys.leases, `(${nowMs}`, '+inf', 'WITHSCORES', 'LIMIT', 0, LEFTOVER_SHOWN_MAX);
     const waiting = await this.#admin!.zrange(keys.waiting, '0', String(LEFTOVER_SHOWN_MAX - 1));
     const lines: string[] = [];
     for (let index = 0; index < leases.length; index += 2) lines.push(`lease ${leases[index]} expires in ${Number(leases[index + 1]) - nowMs} ms`);
     for (const member of waiting) lines.push(`waiter '${member}'`);
+    const [pausedUntil, tokens] = await Promise.all([this.#admin!.hget(keys.config, 'pausedUntil'), this.#admin!.hget(keys.bucket(TOKENS), 't')]);
+    if (Number(pausedUntil ?? 0) > nowMs) lines.push(`paused for ${Number(pausedUntil) - nowMs} ms more`);
+    lines.push(`bucket ${TOKENS}: ${tokens ?? 'none'} tokens`);
     return lines;
+  }
+
+  /** Redis TIME in ms. */
+  async #redisNowMs(): Promise<number> {
+    const [seconds, micros] = await this.#admin!.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  }
+
+  /** A fleet-wide pause (a `pause` op, or the grace pause after data loss) may still run: not a leak, so wait it out. */
+  async #waitForPause(): Promise<void> {
+    const pausedUntil = Number((await this.#admin!.hget(limiterKeys(this.#name).config, 'pausedUntil').catch(() => null)) ?? 0);
+    const nowMs = await this.#redisNowMs().catch(() => pausedUntil);
+    if (pausedUntil > nowMs) await sleep(Math.min(SETTLE_WAIT_MS, pausedUntil - nowMs + DRAIN_POLL_MS));
   }
 
   /** A bucket in debt (actual use above the reservation) is paid back before anyone is granted: wait for that first. */

@@ -48,6 +48,8 @@ export type DriverCommand =
   | { type: 'pause'; op: number; client: number; ms: number }
   | { type: 'setConcurrency'; op: number; client: number; concurrency: number }
   | { type: 'apply'; op: number; client: number; limits: CheckerLimits }
+  /** A standby process: connect now. */
+  | { type: 'start' }
   | { type: 'close' };
 
 export interface ErrorInfo {
@@ -58,6 +60,8 @@ export interface ErrorInfo {
 }
 
 export type ClientMessage =
+  /** A standby process has loaded and waits for `start`. */
+  | { type: 'standing' }
   | { type: 'ready'; pid: number; ownerIds: string[] }
   | { type: 'startFailed'; error: ErrorInfo }
   | {

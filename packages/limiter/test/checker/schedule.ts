@@ -10,7 +10,8 @@ export type ScheduledOp =
   | { kind: 'pause'; atMs: number; client: number; ms: number }
   | { kind: 'setConcurrency'; atMs: number; client: number; concurrency: number }
   | { kind: 'apply'; atMs: number; client: number; limits: CheckerLimits }
-  | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number };
+  /** `newProcess`: after a data loss, kill -9 `process` and start a new one at once (old and new processes). */
+  | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number; newProcess: boolean };
 
 /**
  * Parts of the mix a run may leave out, to look past a known bug: the PRNG draws them anyway, so
@@ -39,6 +40,10 @@ export const TOKENS_COST_MAX = 12;
 const APPLY_TOKEN_LIMITS = [10, 40, 60, 120] as const;
 /** Quiet time after one fault ends before the next may start, so faults rarely pile up unseen. */
 const FAULT_GAP_MS = 150;
+/** Seed of the second PRNG stream (any odd constant). */
+const EXTRA_STREAM = 0x9e3779b9;
+/** Share of data losses followed at once by a brand-new process. */
+const NEW_PROCESS_AFTER_DATA_LOSS = 0.5;
 /** Out-of-range deadlines a caller might send (DESIGN §10: absurd `timeoutMs` values). */
 const ABSURD_TIMEOUTS_MS = [2 ** 31 + 5, 1e14] as const;
 
@@ -48,6 +53,8 @@ const ABSURD_TIMEOUTS_MS = [2 ** 31 + 5, 1e14] as const;
  */
 export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
   const random = seededRandom(options.seed);
+  // choices added after schedules were first published come from a second stream, so a seed keeps its schedule
+  const extra = seededRandom(options.seed ^ EXTRA_STREAM);
   const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
   const clients = options.processes * options.clientsPerProcess;
@@ -61,7 +68,8 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
     if (roll < 0.15 && options.faults.length > 0 && atMs >= nextFaultAt) {
       const fault = pick(options.faults);
       const durationMs = faultDuration(fault, options.leaseTtlMs, int);
-      ops.push({ kind: 'fault', atMs, fault, durationMs, process: int(0, options.processes - 1) });
+      const newProcess = (fault === 'flushall' || fault === 'restartEmpty') && extra() < NEW_PROCESS_AFTER_DATA_LOSS;
+      ops.push({ kind: 'fault', atMs, fault, durationMs, process: int(0, options.processes - 1), newProcess });
       nextFaultAt = atMs + durationMs + FAULT_GAP_MS;
     } else if (roll < 0.17) {
       ops.push({ kind: 'pause', atMs, client, ms: int(20, 500) });
