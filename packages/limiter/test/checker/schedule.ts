@@ -44,6 +44,10 @@ const FAULT_GAP_MS = 150;
 const EXTRA_STREAM = 0x9e3779b9;
 /** Share of data losses followed at once by a brand-new process. */
 const NEW_PROCESS_AFTER_DATA_LOSS = 0.5;
+/** Share of acquires whose caller holds the permit long (LONG_HOLD_MS_MIN..MAX). */
+const LONG_HOLD_SHARE = 0.1;
+const LONG_HOLD_MS_MIN = 300;
+const LONG_HOLD_MS_MAX = 2_500;
 /** Out-of-range deadlines a caller might send (DESIGN §10: absurd `timeoutMs` values). */
 const ABSURD_TIMEOUTS_MS = [2 ** 31 + 5, 1e14] as const;
 
@@ -90,7 +94,10 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
       const abortAfterMs = options.without.includes('aborts') ? undefined : drawn;
       const use = random();
       const used = use < 0.3 ? undefined : use < 0.45 ? 0 : int(0, tokens + 4);
-      ops.push({ kind: 'acquire', atMs, client, tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs: int(2, 150), used });
+      const shortHoldMs = int(2, 150);
+      // some holds outlast a heartbeat or the lease: old processes still hold permits when Redis loses its data
+      const holdMs = extra() < LONG_HOLD_SHARE ? LONG_HOLD_MS_MIN + Math.floor(extra() * (LONG_HOLD_MS_MAX - LONG_HOLD_MS_MIN)) : shortHoldMs;
+      ops.push({ kind: 'acquire', atMs, client, tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs, used });
     }
   }
   return ops;
