@@ -19,8 +19,6 @@ export interface ClientSettings {
   redisUrl: string;
   /** The name this process's limiters use (the fleet's name, unless a self-test breaks it). */
   limiterName: string;
-  /** The fleet's name, for apply. */
-  fleetName: string;
   clients: number;
   limits: CheckerLimits;
   timings: CheckerTimings;
@@ -99,7 +97,7 @@ async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'clos
     let value: number | undefined;
     if (command.type === 'pause') await limiter.pause(command.ms, 'checker');
     else if (command.type === 'setConcurrency') value = await limiter.setConcurrency(command.concurrency);
-    else await applyLimits(settings.redisUrl, settings.fleetName, command.limits, settings.timings);
+    else await applyLimits(limiter, command.limits, settings.timings);
     send({ type: 'done', op: command.op, calledAt, settledAt: monotonicMs(), value });
   } catch (error) {
     send({ type: 'done', op: command.op, calledAt, settledAt: monotonicMs(), error: errorInfo(error) });

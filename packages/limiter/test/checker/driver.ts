@@ -275,7 +275,6 @@ class CheckerRun {
     const settings: ClientSettings = {
       redisUrl: this.#redis!.url,
       limiterName,
-      fleetName: this.#name,
       clients: this.#options.clientsPerProcess,
       limits: CHECKER_LIMITS, // what a process is started with (its environment), whatever was applied since
       timings: CHECKER_TIMINGS,

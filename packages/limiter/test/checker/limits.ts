@@ -1,4 +1,4 @@
-import { createLimiter, type LimiterOptions } from '../../src/index.js';
+import { createLimiter, type Limiter, type LimiterOptions } from '../../src/index.js';
 import type { CheckerLimits, CheckerTimings } from './protocol.js';
 
 /** The checker's one rate dimension. */
@@ -17,17 +17,27 @@ export function limiterOptions(redis: string, name: string, limits: CheckerLimit
   };
 }
 
+/** The explicit apply of DESIGN §8 (`limiter.applyLimits(limits)`), on a branch that has it. */
+type ApplyLimits = (limits: Omit<LimiterOptions, 'redis' | 'name'>) => Promise<unknown>;
+
 /**
- * Changes the fleet's limits. The one place the checker does so: this branch's limiter has no
- * explicit apply API, so a limiter started with the new limits writes them (its `ready()`), as a
- * redeployed process would, and closes again.
+ * Changes the fleet's limits: the one place the checker does so. With the explicit apply API of
+ * DESIGN §8 it calls `limiter.applyLimits`; a limiter without one (main before issue 12) has its
+ * limits written by whichever process starts last, so there a limiter started with the new limits
+ * writes them (its `ready()`), as a redeployed process would, and closes again.
  */
-export async function applyLimits(redis: string, name: string, limits: CheckerLimits, timings: CheckerTimings): Promise<void> {
-  const limiter = createLimiter(limiterOptions(redis, name, limits, timings));
-  limiter.on('redisError', () => {}); // faults are the point of the checker
+export async function applyLimits(limiter: Limiter, limits: CheckerLimits, timings: CheckerTimings): Promise<void> {
+  const { redis, name, ...rest } = limiterOptions(String(limiter.options.redis), limiter.name, limits, timings);
+  const explicit = (limiter as unknown as { applyLimits?: ApplyLimits }).applyLimits;
+  if (typeof explicit === 'function') {
+    await explicit.call(limiter, rest);
+    return;
+  }
+  const writer = createLimiter({ redis, name, ...rest });
+  writer.on('redisError', () => {}); // faults are the point of the checker
   try {
-    await limiter.ready();
+    await writer.ready();
   } finally {
-    await limiter.close();
+    await writer.close();
   }
 }
