@@ -91,7 +91,16 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
   );
 }
 
-async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'close' | 'start' }>, limiter: Limiter): Promise<void> {
+async function snapshot(op: number, limiter: Limiter): Promise<void> {
+  try {
+    const state = await limiter.snapshot();
+    send({ type: 'snapshot', op, nowMs: state.nowMs, inFlight: state.inFlight, waiting: state.waiting, pausedUntilMs: state.pausedUntilMs, tokens: state.buckets[TOKENS]?.tokens ?? 0 });
+  } catch (error) {
+    send({ type: 'snapshot', op, nowMs: 0, inFlight: 0, waiting: 0, pausedUntilMs: 0, tokens: 0, error: errorInfo(error) });
+  }
+}
+
+async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'close' | 'start' | 'snapshot' }>, limiter: Limiter): Promise<void> {
   const calledAt = monotonicMs();
   try {
     let value: number | undefined;
@@ -149,6 +158,10 @@ process.on('message', (command: DriverCommand) => {
   if (command.type === 'start') return;
   if (command.type === 'close') {
     void Promise.all(limiters.map((limiter) => limiter.close())).finally(() => process.exit(0));
+    return;
+  }
+  if (command.type === 'snapshot') {
+    if (limiters[0] !== undefined) void snapshot(command.op, limiters[0]);
     return;
   }
   const limiter = limiters[command.client % limiters.length];

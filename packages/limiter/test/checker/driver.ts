@@ -23,7 +23,6 @@ import {
   type TokenLimit,
   type Violation,
 } from './invariants.js';
-import { TOKENS } from './limits.js';
 import { monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
 import { FAULT_KINDS, makeSchedule, type FaultKind, type Omittable, type ScheduledOp } from './schedule.js';
 import { startWitnessServer, type WitnessServer } from './witness-server.js';
@@ -50,6 +49,10 @@ const TRACE_LINES_MAX = 40;
 const STDERR_TAIL_CHARS = 4_000;
 /** Leases and waiters listed when the drain finds some left over. */
 const LEFTOVER_SHOWN_MAX = 5;
+/** How long the driver waits for a process's snapshot. */
+const SNAPSHOT_WAIT_MS = 2_000;
+/** Op numbers of snapshot requests start here. */
+const SNAPSHOT_OP_BASE = 2_000_000;
 /** Op numbers of the drain's fresh acquires start here. */
 const FRESH_OP_BASE = 1_000_000;
 
@@ -153,6 +156,8 @@ class CheckerRun {
   #offsetMs = 0;
   #t0 = 0;
   #faultChain: Promise<void> = Promise.resolve();
+  readonly #snapshotWaiters = new Map<number, (snapshot: Extract<ClientMessage, { type: 'snapshot' }> | undefined) => void>();
+  #nextSnapshotOp = SNAPSHOT_OP_BASE;
   /** One process loaded and waiting, so a "new process" can start as fast as a real one would. */
   #standby: ClientProcess | undefined;
 
@@ -343,6 +348,10 @@ class CheckerRun {
 
   #onMessage(message: ClientMessage): void {
     if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing') return;
+    if (message.type === 'snapshot') {
+      this.#snapshotWaiters.get(message.op)?.(message);
+      return;
+    }
     if (message.type === 'done') {
       const control = this.#controls.get(message.op);
       if (control === undefined) return;
@@ -542,8 +551,7 @@ class CheckerRun {
       await sleep(DRAIN_POLL_MS);
     }
     const leftover = zeroAt === undefined ? (await this.#leftover()).map((line) => `at the lease deadline: ${line}`) : [];
-    await this.#waitForDebt();
-    await this.#waitForPause();
+    await this.#waitForPauseAndDebt();
     // one fresh acquire per process: granted at once, now that nothing is held
     const fresh: number[] = [];
     for (const slot of this.#slots) {
@@ -578,9 +586,9 @@ class CheckerRun {
     const lines: string[] = [];
     for (let index = 0; index < leases.length; index += 2) lines.push(`lease ${leases[index]} expires in ${Number(leases[index + 1]) - nowMs} ms`);
     for (const member of waiting) lines.push(`waiter '${member}'`);
-    const [pausedUntil, tokens] = await Promise.all([this.#admin!.hget(keys.config, 'pausedUntil'), this.#admin!.hget(keys.bucket(TOKENS), 't')]);
-    if (Number(pausedUntil ?? 0) > nowMs) lines.push(`paused for ${Number(pausedUntil) - nowMs} ms more`);
-    lines.push(`bucket ${TOKENS}: ${tokens ?? 'none'} tokens`);
+    const snapshot = await this.#snapshot();
+    if (snapshot === undefined) lines.push('(no snapshot: no process answered)');
+    else lines.push(`snapshot: ${JSON.stringify(snapshot)}`);
     return lines;
   }
 
@@ -590,20 +598,35 @@ class CheckerRun {
     return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
   }
 
-  /** A fleet-wide pause (a `pause` op, or the grace pause after data loss) may still run: not a leak, so wait it out. */
-  async #waitForPause(): Promise<void> {
-    const pausedUntil = Number((await this.#admin!.hget(limiterKeys(this.#name).config, 'pausedUntil').catch(() => null)) ?? 0);
-    const nowMs = await this.#redisNowMs().catch(() => pausedUntil);
-    if (pausedUntil > nowMs) await sleep(Math.min(SETTLE_WAIT_MS, pausedUntil - nowMs + DRAIN_POLL_MS));
+  /** `limiter.snapshot()` in one of the processes (the public API: the data model differs between branches). */
+  async #snapshot(): Promise<Extract<ClientMessage, { type: 'snapshot' }> | undefined> {
+    const slot = this.#slots.find((candidate) => candidate.ready);
+    if (slot?.child === undefined) return undefined;
+    const op = this.#nextSnapshotOp++;
+    const answer = new Promise<Extract<ClientMessage, { type: 'snapshot' }> | undefined>((resolve) => this.#snapshotWaiters.set(op, resolve));
+    if (!this.#send(slot, { type: 'snapshot', op })) return undefined;
+    const timer = setTimeout(() => this.#snapshotWaiters.get(op)?.(undefined), SNAPSHOT_WAIT_MS);
+    try {
+      return await answer;
+    } finally {
+      clearTimeout(timer);
+      this.#snapshotWaiters.delete(op);
+    }
   }
 
-  /** A bucket in debt (actual use above the reservation) is paid back before anyone is granted: wait for that first. */
-  async #waitForDebt(): Promise<void> {
-    const values = await this.#admin!.hmget(limiterKeys(this.#name).bucket(TOKENS), 't').catch(() => [null]);
-    const tokens = Number(values[0] ?? 0);
-    if (tokens >= 0) return;
+  /**
+   * What a fresh acquire may legitimately wait for after the run: a fleet-wide pause (a `pause` op,
+   * or the grace pause after data loss), or a bucket in debt (actual use above the reservation is
+   * paid back before anyone is granted). Neither is a leak: wait them out first.
+   */
+  async #waitForPauseAndDebt(): Promise<void> {
+    const snapshot = await this.#snapshot();
+    if (snapshot === undefined || snapshot.error !== undefined) return;
+    const pausedMs = Math.max(0, snapshot.pausedUntilMs - snapshot.nowMs);
     const refillPerMs = Math.min(...this.#tokenSegments().map((segment) => segment.value.refillPerMs));
-    await sleep(Math.min(SETTLE_WAIT_MS, -tokens / refillPerMs + DRAIN_POLL_MS));
+    const debtMs = snapshot.tokens < 0 ? -snapshot.tokens / refillPerMs : 0;
+    const waitMs = Math.max(pausedMs, debtMs);
+    if (waitMs > 0) await sleep(Math.min(SETTLE_WAIT_MS, waitMs + DRAIN_POLL_MS));
   }
 
   /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */

@@ -48,6 +48,8 @@ export type DriverCommand =
   | { type: 'pause'; op: number; client: number; ms: number }
   | { type: 'setConcurrency'; op: number; client: number; concurrency: number }
   | { type: 'apply'; op: number; client: number; limits: CheckerLimits }
+  /** Answer with `limiter.snapshot()` of the process's first limiter. */
+  | { type: 'snapshot'; op: number }
   /** A standby process: connect now. */
   | { type: 'start' }
   | { type: 'close' };
@@ -80,6 +82,7 @@ export type ClientMessage =
   /** The guarded work ended (before release was called). */
   | { type: 'ended'; op: number; endedAt: number }
   | { type: 'released'; op: number; calledAt: number; settledAt: number; leaseLost?: boolean | undefined; error?: ErrorInfo | undefined }
+  | { type: 'snapshot'; op: number; nowMs: number; inFlight: number; waiting: number; pausedUntilMs: number; tokens: number; error?: ErrorInfo | undefined }
   | { type: 'done'; op: number; calledAt: number; settledAt: number; error?: ErrorInfo | undefined; value?: number | undefined };
 
 export function errorInfo(error: unknown): ErrorInfo {
