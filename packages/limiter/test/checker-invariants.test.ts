@@ -4,7 +4,7 @@
  * self-test with a double-granting process is in checker.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
+import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, freezeMayLoseLease, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
 
 const timings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
 const OFFSET = 1_000_000; // Redis ms = monotonic ms + OFFSET
@@ -65,6 +65,11 @@ describe('checker invariant 1: concurrency', () => {
     const resumedFor = 2_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS;
     expect(checkConcurrency(history([held(1, 100, resumedFor - 1), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toEqual([]);
     expect(checkConcurrency(history([held(1, 100, resumedFor + 200), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
+  });
+
+  it('counts a process frozen too briefly to lose its lease all the time', () => {
+    const frozen = [{ proc: 'p0.0', from: 150, to: 150 + freezeMayLoseLease(timings) - 1 }];
+    expect(checkConcurrency(history([held(1, 100, 1_000), held(2, 200, 400, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
   });
 
   it('takes the larger limit while a change is in flight, and the new one after', () => {

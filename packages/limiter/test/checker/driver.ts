@@ -474,6 +474,10 @@ class CheckerRun {
           break;
         }
         case 'freeze': {
+          if (op.fleetFreeze) {
+            record.detail = await this.#fleetFreeze(slot, op.durationMs);
+            break;
+          }
           const child = slot.child;
           if (!slot.ready || child === undefined) break;
           record.detail = `SIGSTOP ${this.#proc(slot)} for ${op.durationMs} ms`;
@@ -494,6 +498,27 @@ class CheckerRun {
     } finally {
       record.to = monotonicMs();
     }
+  }
+
+  /** Freezes every process, FLUSHALL, a new process in place of the slot's, then resumes the others after `durationMs`. */
+  async #fleetFreeze(replaced: Slot, durationMs: number): Promise<string> {
+    const frozen = this.#slots.filter((slot) => slot.ready && slot.child !== undefined && slot !== replaced);
+    const from = monotonicMs();
+    for (const slot of frozen) slot.child!.kill('SIGSTOP');
+    const lossFrom = monotonicMs();
+    try {
+      await this.#admin!.flushall();
+    } finally {
+      this.#dataLoss.push({ from: lossFrom, to: monotonicMs() });
+    }
+    const replacement = await this.#replaceProcess(replaced);
+    await sleep(Math.max(0, from + durationMs - monotonicMs()));
+    const to = monotonicMs();
+    for (const slot of frozen) {
+      slot.child!.kill('SIGCONT');
+      this.#frozen.push({ proc: this.#proc(slot), from, to });
+    }
+    return `SIGSTOP ${frozen.map((slot) => this.#proc(slot)).join(', ')}, FLUSHALL, ${replacement}; SIGCONT after ${(to - from).toFixed(0)} ms`;
   }
 
   /** kill -9 of the slot's process, and a new process in its place (the standby, when one is waiting). */

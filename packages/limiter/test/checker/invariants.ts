@@ -9,7 +9,8 @@
  * - The frozen-process window (G7): a permit whose lease was lost may still be held by its caller
  *   for one heartbeat (+ slack) after Redis dropped the lease; so a lost permit counts as live only
  *   until one heartbeat + slack before its signal aborted (or its work ended), and a permit of a
- *   process frozen by SIGSTOP does not count from the stop until one heartbeat + slack after SIGCONT.
+ *   process frozen by SIGSTOP long enough to lose its lease (freezeMayLoseLease) does not count from
+ *   the stop until one heartbeat + slack after SIGCONT; a shorter freeze is no excuse.
  *   A permit whose signal aborts later than that overlaps what Redis granted meanwhile: a violation.
  * - CLOCK_SLACK_MS: Redis TIME (ms, floored) mapped onto the monotonic clock through an offset
  *   measured at start (min round trip).
@@ -146,12 +147,21 @@ function leaseWasLost(record: AcquireRecord): boolean {
   return record.lostAt !== undefined || record.release?.leaseLost === true || record.release?.error !== undefined;
 }
 
+/**
+ * The shortest freeze that may cost a process its leases: its last renewal was up to one heartbeat
+ * (+ slack) before the stop, the next one up to one heartbeat after SIGCONT. A shorter freeze is no
+ * excuse (DESIGN §1: the exception is a process frozen longer than its lease).
+ */
+export function freezeMayLoseLease(timings: CheckerTimings): number {
+  return timings.leaseTtlMs - 2 * timings.heartbeatMs - SCHEDULING_SLACK_MS;
+}
+
 /** Cuts [from, to) into the pieces outside the process's frozen windows (each widened by the G7 window). */
 function outsideFrozen(history: History, proc: string, from: number, to: number): Array<[number, number]> {
   const g7 = history.timings.heartbeatMs + SCHEDULING_SLACK_MS;
   let pieces: Array<[number, number]> = [[from, to]];
   for (const window of history.frozen) {
-    if (window.proc !== proc) continue;
+    if (window.proc !== proc || window.to - window.from < freezeMayLoseLease(history.timings)) continue;
     const cutFrom = window.from;
     const cutTo = window.to + g7;
     pieces = pieces.flatMap(([a, b]): Array<[number, number]> => {

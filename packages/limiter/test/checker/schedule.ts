@@ -10,8 +10,13 @@ export type ScheduledOp =
   | { kind: 'pause'; atMs: number; client: number; ms: number }
   | { kind: 'setConcurrency'; atMs: number; client: number; concurrency: number }
   | { kind: 'apply'; atMs: number; client: number; limits: CheckerLimits }
-  /** `newProcess`: after a data loss, kill -9 `process` and start a new one at once (old and new processes). */
-  | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number; newProcess: boolean };
+  /**
+   * `newProcess`: after a data loss, kill -9 `process` and start a new one at once (old and new processes).
+   * `fleetFreeze` (freeze only): freeze every process, FLUSHALL, start a new process in place of
+   * `process`, and resume the others after `durationMs` (shorter than a lease): the new process is
+   * the first to see the empty dataset while the old ones hold permits.
+   */
+  | { kind: 'fault'; atMs: number; fault: FaultKind; durationMs: number; process: number; newProcess: boolean; fleetFreeze: boolean };
 
 /**
  * Parts of the mix a run may leave out, to look past a known bug: the PRNG draws them anyway, so
@@ -44,6 +49,10 @@ const FAULT_GAP_MS = 150;
 const EXTRA_STREAM = 0x9e3779b9;
 /** Share of data losses followed at once by a brand-new process. */
 const NEW_PROCESS_AFTER_DATA_LOSS = 0.5;
+/** Share of freezes that freeze the whole fleet around a data loss and a new process, and how long. */
+const FLEET_FREEZE_SHARE = 0.4;
+const FLEET_FREEZE_MS_MIN = 150;
+const FLEET_FREEZE_MS_MAX = 380;
 /** Share of acquires whose caller holds the permit long (LONG_HOLD_MS_MIN..MAX). */
 const LONG_HOLD_SHARE = 0.1;
 const LONG_HOLD_MS_MIN = 300;
@@ -73,7 +82,9 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
       const fault = pick(options.faults);
       const durationMs = faultDuration(fault, options.leaseTtlMs, int);
       const newProcess = (fault === 'flushall' || fault === 'restartEmpty') && extra() < NEW_PROCESS_AFTER_DATA_LOSS;
-      ops.push({ kind: 'fault', atMs, fault, durationMs, process: int(0, options.processes - 1), newProcess });
+      const fleetFreeze = fault === 'freeze' && extra() < FLEET_FREEZE_SHARE;
+      const fleetFreezeMs = FLEET_FREEZE_MS_MIN + Math.floor(extra() * (FLEET_FREEZE_MS_MAX - FLEET_FREEZE_MS_MIN));
+      ops.push({ kind: 'fault', atMs, fault, durationMs: fleetFreeze ? fleetFreezeMs : durationMs, process: int(0, options.processes - 1), newProcess, fleetFreeze });
       nextFaultAt = atMs + durationMs + FAULT_GAP_MS;
     } else if (roll < 0.17) {
       ops.push({ kind: 'pause', atMs, client, ms: int(20, 500) });
