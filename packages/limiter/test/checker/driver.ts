@@ -30,7 +30,7 @@ import type { ClientSettings } from './client-process.js';
 
 const CLIENT = fileURLToPath(new URL('./client-process.ts', import.meta.url));
 
-export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 60, tokensIntervalMs: 1_000 };
+export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000 }; // tokens bind less than concurrency
 export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
 
 /** How long the drain waits for every acquire to settle and every release to answer. */
@@ -502,6 +502,12 @@ class CheckerRun {
 
   /** Freezes every process, FLUSHALL, a new process in place of the slot's, then resumes the others after `durationMs`. */
   async #fleetFreeze(replaced: Slot, durationMs: number): Promise<string> {
+    // the new process must be the first to see the empty dataset: wait until the standby is loaded
+    const standbyBy = monotonicMs() + PROCESS_START_MS;
+    while (this.#standby?.standing !== true && monotonicMs() < standbyBy) {
+      this.#standby ??= this.#fork(this.#name, true);
+      await sleep(DRAIN_POLL_MS);
+    }
     const frozen = this.#slots.filter((slot) => slot.ready && slot.child !== undefined && slot !== replaced);
     const from = monotonicMs();
     for (const slot of frozen) slot.child!.kill('SIGSTOP');
@@ -511,13 +517,14 @@ class CheckerRun {
     } finally {
       this.#dataLoss.push({ from: lossFrom, to: monotonicMs() });
     }
-    const replacement = await this.#replaceProcess(replaced);
+    const replacing = this.#replaceProcess(replaced);
     await sleep(Math.max(0, from + durationMs - monotonicMs()));
     const to = monotonicMs();
     for (const slot of frozen) {
       slot.child!.kill('SIGCONT');
       this.#frozen.push({ proc: this.#proc(slot), from, to });
     }
+    const replacement = await replacing;
     return `SIGSTOP ${frozen.map((slot) => this.#proc(slot)).join(', ')}, FLUSHALL, ${replacement}; SIGCONT after ${(to - from).toFixed(0)} ms`;
   }
 
