@@ -49,6 +49,12 @@ const TRACE_LINES_MAX = 40;
 const STDERR_TAIL_CHARS = 4_000;
 /** Leases and waiters listed when the drain finds some left over. */
 const LEFTOVER_SHOWN_MAX = 5;
+/**
+ * The drain's fresh acquires start no sooner than this after the last fault ended: ioredis
+ * reconnects with a backoff (50 ms × attempt) after a restart, and until then the limiter fails
+ * closed, which is right (G8), not a leak.
+ */
+const RECONNECT_GRACE_MS = 1_000;
 /** How long the driver waits for a process's snapshot. */
 const SNAPSHOT_WAIT_MS = 2_000;
 /** Op numbers of snapshot requests start here. */
@@ -584,6 +590,9 @@ class CheckerRun {
     }
     const leftover = zeroAt === undefined ? (await this.#leftover()).map((line) => `at the lease deadline: ${line}`) : [];
     await this.#waitForPauseAndDebt();
+    // a connection that Redis dropped reconnects with a backoff, failing closed meanwhile (G8, as it should)
+    const lastFaultEnd = Math.max(0, ...this.#faultLog.map((fault) => fault.to ?? 0));
+    await sleep(Math.max(0, lastFaultEnd + RECONNECT_GRACE_MS - monotonicMs()));
     // one fresh acquire per process: granted at once, now that nothing is held
     const fresh: number[] = [];
     for (const slot of this.#slots) {
