@@ -14,6 +14,7 @@ import { limiterKeys } from '../../src/index.js';
 import {
   checkInvariants,
   INVARIANT_NAMES,
+  maxIn,
   SCHEDULING_SLACK_MS,
   type AcquireRecord,
   type DrainResult,
@@ -670,6 +671,21 @@ class CheckerRun {
     if (waitMs > 0) await sleep(Math.min(SETTLE_WAIT_MS, waitMs + DRAIN_POLL_MS));
   }
 
+  /**
+   * Limits that some process may still have held as the fleet's when Redis lost its data, and so
+   * may write back: those in force within one heartbeat (+ slack) before the loss, or before the
+   * freeze of a process frozen across it. An apply answered just before a data loss can be undone
+   * by it (Redis lost the only copy); see FINDINGS for the question this leaves.
+   */
+  #heardBefore(loss: { calledAt: number; settledAt: number }): [number, number] {
+    const hearing = CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS;
+    let from = loss.calledAt - hearing;
+    for (const window of this.#frozen) {
+      if (window.from <= loss.settledAt && window.to >= loss.calledAt - hearing) from = Math.min(from, window.from - hearing);
+    }
+    return [from, loss.settledAt];
+  }
+
   /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */
   #concurrencySegments(): Array<Segment<number>> {
     const segments: Array<Segment<number> & { settleBy: number }> = [{ from: 0, to: undefined, value: CHECKER_LIMITS.concurrency, settleBy: 0 }];
@@ -687,7 +703,9 @@ class CheckerRun {
       let value: number;
       if (event.kind === 'dataLoss') {
         lostSinceApply = true;
-        value = configured; // the effective limit may be back at the configured one
+        const [recentFrom, recentTo] = this.#heardBefore(event);
+        value = Math.max(configured, maxIn(segments, recentFrom, recentTo, (limit) => limit)); // back at the configured one, or one not everyone had heard was replaced
+        configured = value;
         segments.push({ from, to: undefined, value, settleBy });
         continue;
       }
@@ -726,6 +744,10 @@ class CheckerRun {
       const settleBy = answered ? event.settledAt! : event.settledAt! + LOST_REPLY_RUNS_WITHIN_MS;
       if (event.kind === 'dataLoss') {
         lostSinceApply = true;
+        const [recentFrom, recentTo] = this.#heardBefore(event);
+        const capacity = maxIn(segments, recentFrom, recentTo, (limit) => limit.capacity);
+        const refillPerMs = maxIn(segments, recentFrom, recentTo, (limit) => limit.refillPerMs);
+        segments.push({ from: event.calledAt, to: undefined, value: { capacity, refillPerMs }, settleBy });
         continue;
       }
       if (event.kind === 'processStart') {

@@ -128,7 +128,8 @@ export function checkInvariants(history: History): InvariantReport {
   return { violations, counts };
 }
 
-function maxIn<T>(segments: ReadonlyArray<Segment<T>>, from: number, to: number, value: (item: T) => number): number {
+/** The largest value in force at any moment of [from, to]; -Infinity when none. */
+export function maxIn<T>(segments: ReadonlyArray<Segment<T>>, from: number, to: number, value: (item: T) => number): number {
   let best = Number.NEGATIVE_INFINITY;
   for (const segment of segments) {
     if (segment.from <= to && (segment.to === undefined || segment.to >= from)) best = Math.max(best, value(segment.value));
