@@ -116,7 +116,8 @@ class LimitedRunner {
   readonly client: Anthropic;
   readonly limiter: Limiter;
   readonly #options: ResolvedLimitAnthropicOptions;
-  readonly #dimensions: ReadonlySet<AnthropicDimension>;
+  /** The Anthropic dimensions the fleet limits, cached per list the limiter reports (its fleet's, once ready). */
+  #dimensionsFor: { from: readonly string[]; set: ReadonlySet<AnthropicDimension> } | undefined;
   readonly #logger: Logger | undefined;
   readonly #adaptive: AdaptiveConcurrency | undefined;
   /** Callers of this process waiting for a permit right now. */
@@ -138,11 +139,18 @@ class LimitedRunner {
     this.client = client;
     this.limiter = limiter;
     this.#options = options;
-    const rates = limiter.options.rates ?? {};
-    this.#dimensions = new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => rates[dimension] !== undefined));
     this.#logger = options.logger?.child({ component: 'tollgate-anthropic', limiter: limiter.name }, { redact: REDACTED_LOG_PATHS });
     const adaptive = options.adaptiveConcurrency;
     this.#adaptive = adaptive !== false && limiter.options.concurrency !== undefined ? new AdaptiveConcurrency(limiter, adaptive, this.#logger) : undefined;
+  }
+
+  /** The dimensions costs are charged to: the fleet's limits, which may differ from this process's options (DESIGN §8). */
+  get #dimensions(): ReadonlySet<AnthropicDimension> {
+    const from = this.limiter.rateDimensions;
+    if (this.#dimensionsFor?.from.join() !== from.join()) {
+      this.#dimensionsFor = { from, set: new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => from.includes(dimension))) };
+    }
+    return this.#dimensionsFor.set;
   }
 
   stats(): LimitedAnthropicStats {

@@ -6,6 +6,7 @@ export type TollgateErrorCode =
   | 'COST_EXCEEDS_CAPACITY'
   | 'INVALID_CONFIG'
   | 'INVALID_COST'
+  | 'INVALID_ARGUMENT'
   | 'LEASE_LOST'
   | 'LIMITER_CLOSED';
 
@@ -66,6 +67,34 @@ export class InvalidConfigError extends TollgateError {
 export class InvalidCostError extends TollgateError {
   constructor(message: string) {
     super('INVALID_COST', message);
+  }
+}
+
+/** Longest text of a caller's value quoted in an error message. */
+const QUOTED_VALUE_CHARS_MAX = 200;
+
+/** A caller's value for an error message: numbers and strings as they are, cut to a bounded length. */
+export function quoteValue(value: unknown): string {
+  let text: string;
+  if (typeof value === 'string') text = JSON.stringify(value);
+  else if (typeof value === 'bigint') text = `${value}n`;
+  else if (value === null || typeof value !== 'object') text = String(value);
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = Object.prototype.toString.call(value);
+    }
+  }
+  return text.length > QUOTED_VALUE_CHARS_MAX ? `${text.slice(0, QUOTED_VALUE_CHARS_MAX)}…` : text;
+}
+
+/** An option passed to a limiter method is out of range (priority, timeoutMs, a pause, a concurrency); names the field and the value. */
+export class InvalidArgumentError extends TollgateError {
+  readonly field: string;
+  constructor(field: string, value: unknown, expected: string) {
+    super('INVALID_ARGUMENT', `${field}: expected ${expected} (got ${quoteValue(value)})`);
+    this.field = field;
   }
 }
 

@@ -1,9 +1,10 @@
-export { createLimiter, Limiter, type AcquireOptions, type BucketSnapshot, type LimiterEvents, type LimiterSnapshot } from './limiter.js';
+export { createLimiter, Limiter, TIMEOUT_MS_MAX, type AcquireOptions, type BucketSnapshot, type LimiterEvents, type LimiterSnapshot } from './limiter.js';
 export { Permit, type Cost, type ReleaseOptions, type ReleaseResult } from './permit.js';
 export {
   AcquireAbortedError,
   AcquireTimeoutError,
   CostExceedsCapacityError,
+  InvalidArgumentError,
   InvalidConfigError,
   InvalidCostError,
   LeaseLostError,
@@ -26,4 +27,4 @@ export {
   type RateOptions,
   type ResolvedLimiterOptions,
 } from './options.js';
-export { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
+export { DATASETS_KEY, LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';

@@ -4,22 +4,44 @@ import { strict as assert } from 'node:assert';
 export const LIMITER_NAME_PATTERN = /^[A-Za-z0-9:._-]{1,200}$/;
 
 /**
- * The one place a key prefix is spelled. Every key of one limiter shares the hash tag
- * `{tollgate:<name>}`, so every script touches one Redis Cluster slot. Scripts receive only
- * the prefix (KEYS[1]) and derive sibling keys from it (see lua/prelude.lua for the list).
+ * The one place a key is spelled. Every key of one limiter shares the hash tag `{tollgate:<name>}`,
+ * so every function touches one Redis Cluster slot, and every function declares all of them
+ * (`functionKeys`, in the order lua/prelude.lua reads them), so that a slot migration redirects a
+ * call (ASK, TRYAGAIN) instead of running it on a node that holds only some of them.
  */
 export function limiterKeys(name: string) {
   assert(LIMITER_NAME_PATTERN.test(name), `invalid limiter name ${JSON.stringify(name)}`);
   const prefix = `{tollgate:${name}}`;
-  return {
-    prefix,
+  const keys = {
     config: `${prefix}:config`,
     leases: `${prefix}:leases`,
     waiting: `${prefix}:waiting`,
-    grants: (ownerId: string) => `${prefix}:grants:${ownerId}`,
-    owner: (ownerId: string) => `${prefix}:owner:${ownerId}`,
-    bucket: (dimension: string) => `${prefix}:bucket:${dimension}`,
+    seq: `${prefix}:seq`,
+    fence: `${prefix}:fence`,
+    /** Every bucket: fields `t:<dimension>` (tokens) and `ts:<dimension>` (Redis ms of t). */
+    buckets: `${prefix}:buckets`,
+    /** ownerId → Redis ms until which the process counts as alive. */
+    owners: `${prefix}:owners`,
+    /** waiterId → a grant the pump made, kept until released (for a process that missed its message). */
+    granted: `${prefix}:granted`,
+    /** permitId → expiry: leases reclaimed after expiry and not released yet, so that a late release settles once. */
+    expired: `${prefix}:expired`,
+  } as const;
+  return {
+    prefix,
+    ...keys,
+    functionKeys: [keys.config, keys.leases, keys.waiting, keys.seq, keys.fence, keys.buckets, keys.owners, keys.granted, keys.expired] as readonly string[],
+    /** The Pub/Sub channel a process's grants are published on (a channel, not a key). */
+    grantsChannel: (ownerId: string) => `${prefix}:grants:${ownerId}`,
   } as const;
 }
 
 export type LimiterKeys = ReturnType<typeof limiterKeys>;
+
+/**
+ * One key per Redis database, shared by every limiter (configure.v2.lua sets it once): while it
+ * exists the database has not lost its data, so a limiter name configured for the first time needs
+ * no grace pause. Not used on a Cluster (a script may touch only its own slot), where every new
+ * dataset pauses.
+ */
+export const DATASETS_KEY = 'tollgate:datasets';

@@ -19,6 +19,13 @@ export const DIMENSION_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
 /** The dimension that gets an implicit cost of 1 per acquire, when it is configured. */
 export const REQUESTS_DIMENSION = 'requests';
 
+/**
+ * How a process treats the fleet's limits at start (DESIGN §8): 'if-absent' writes its own limits only
+ * when Redis has none (first boot), else runs with the fleet's; 'force' writes its own.
+ */
+export const APPLY_LIMITS_MODES = ['if-absent', 'force'] as const;
+export type ApplyLimitsMode = (typeof APPLY_LIMITS_MODES)[number];
+
 const rateSchema = z.strictObject({
   /** Tokens granted per `intervalMs`, refilled continuously. */
   limit: z.number().positive().finite(),
@@ -50,6 +57,8 @@ export const limiterOptionsSchema = z
     /** How often one process renews all of its leases; at most a third of `leaseTtlMs` by default. */
     heartbeatMs: z.number().int().min(50).max(LEASE_TTL_MS_MAX).optional(),
     redisTimeoutMs: z.number().int().min(10).max(REDIS_TIMEOUT_MS_MAX).default(REDIS_TIMEOUT_MS_DEFAULT),
+    /** 'if-absent' (default): the fleet's limits win; 'force': this process's limits replace them at start. */
+    applyLimits: z.enum(APPLY_LIMITS_MODES).default('if-absent'),
   })
   .superRefine((options, context) => {
     if (options.concurrency === undefined && (options.rates === undefined || Object.keys(options.rates).length === 0)) {
@@ -122,6 +131,15 @@ function formatValue(value: unknown): string {
   } catch {
     return typeof value;
   }
+}
+
+/**
+ * The heartbeat period this process uses under the fleet's `leaseTtlMs`: its own when the lease TTLs
+ * agree, else no more than a third of the fleet's (Redis enforces the fleet's TTL, not this process's).
+ */
+export function heartbeatMsFor(options: ResolvedLimiterOptions, fleetLeaseTtlMs: number): number {
+  if (fleetLeaseTtlMs === options.leaseTtlMs) return options.heartbeatMs;
+  return Math.max(1, Math.min(options.heartbeatMs, Math.floor(fleetLeaseTtlMs / 3)));
 }
 
 /** Parses limiter options, throwing {@link InvalidConfigError} that names each bad field and its value. */

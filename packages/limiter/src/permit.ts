@@ -16,10 +16,22 @@ export interface ReleaseResult {
   leaseLost: boolean;
 }
 
-/** What a Permit needs from its limiter; kept narrow so the two classes stay loosely coupled. */
-export interface PermitOwner {
-  releasePermit(permit: Permit, used: Cost | undefined): Promise<ReleaseResult>;
+/** Ends a permit's lease in Redis (the lease keeper's release); given to each Permit by its limiter. */
+export type ReleaseLease = (permit: Permit, used: Cost | undefined) => Promise<ReleaseResult>;
+
+/**
+ * Package-internal access to a permit's lease state, for the lease keeper: not exported from
+ * index.ts, so a caller can neither move `renewedUntil` nor mark a lease lost.
+ */
+export interface PermitLeaseAccess {
+  /** `performance.now()` until which the lease is known to be held (updated by heartbeats). */
+  renewedUntil(permit: Permit): number;
+  renew(permit: Permit, renewedUntil: number): void;
+  /** Marks the lease lost and aborts the guarded work through `signal`. */
+  lose(permit: Permit): void;
 }
+
+export let permitLease!: PermitLeaseAccess; // assigned by Permit's static block, which alone reaches its private fields
 
 /**
  * One granted permit: a fleet-wide concurrency slot plus the reserved cost from every bucket.
@@ -37,21 +49,31 @@ export class Permit implements AsyncDisposable {
   /** What was reserved from each bucket. */
   readonly cost: Cost;
 
-  /** `performance.now()` until which the lease is known to be held (updated by heartbeats). */
-  renewedUntil: number;
-  readonly #owner: PermitOwner;
+  #renewedUntil: number;
+  readonly #releaseLease: ReleaseLease;
   #controller: AbortController | undefined; // made on first use: most permits never need one
   #lost: LeaseLostError | undefined;
   #release: Promise<ReleaseResult> | undefined;
 
-  constructor(owner: PermitOwner, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; renewedUntil: number }) {
-    this.#owner = owner;
+  static {
+    permitLease = {
+      renewedUntil: (permit) => permit.#renewedUntil,
+      renew: (permit, renewedUntil) => {
+        permit.#renewedUntil = renewedUntil;
+      },
+      lose: (permit) => permit.#loseLease(),
+    };
+  }
+
+  /** Made by the limiter when a grant arrives; a Permit made by hand releases through `releaseLease`. */
+  constructor(releaseLease: ReleaseLease, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; renewedUntil: number }) {
+    this.#releaseLease = releaseLease;
     this.id = init.id;
     this.fence = init.fence;
     this.grantedAtMs = init.grantedAtMs;
     this.waitedMs = init.waitedMs;
     this.cost = init.cost;
-    this.renewedUntil = init.renewedUntil;
+    this.#renewedUntil = init.renewedUntil;
   }
 
   /** Aborted with a {@link LeaseLostError} when the lease is lost (expired, or its renewal failed). */
@@ -74,12 +96,11 @@ export class Permit implements AsyncDisposable {
 
   /** Ends the lease and settles tokens. Idempotent: later calls return the first call's result. */
   release(options: ReleaseOptions = {}): Promise<ReleaseResult> {
-    this.#release ??= this.#owner.releasePermit(this, options.used);
+    this.#release ??= this.#releaseLease(this, options.used);
     return this.#release;
   }
 
-  /** Marks the lease lost and aborts the guarded work through `signal`. */
-  loseLease(): void {
+  #loseLease(): void {
     if (this.#lost) return;
     this.#lost = new LeaseLostError(this.id);
     this.#controller?.abort(this.#lost);

@@ -6,6 +6,7 @@ import {
   AcquireAbortedError,
   AcquireTimeoutError,
   CostExceedsCapacityError,
+  InvalidArgumentError,
   InvalidConfigError,
   InvalidCostError,
   LeaseLostError,
@@ -83,7 +84,7 @@ describe('options', () => {
     const limiter = await limiterFor({ rates: { inputTokens: { limit: 100, intervalMs: 60_000 } } });
     await expect(limiter.acquire({ cost: { outputTokens: 5 } })).rejects.toThrow(InvalidCostError);
     await expect(limiter.acquire({ cost: { inputTokens: -1 } })).rejects.toThrow(InvalidCostError);
-    await expect(limiter.acquire({ priority: 10 })).rejects.toThrow(InvalidCostError);
+    await expect(limiter.acquire({ priority: 10 })).rejects.toThrow(InvalidArgumentError);
   });
 });
 

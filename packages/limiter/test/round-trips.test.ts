@@ -4,10 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLimiter, type Limiter, type Permit } from '../src/index.js';
 
 /** Commands a client sends that a script never calls, so INFO commandstats counts them exactly. */
-const CLIENT_COMMANDS = ['fcall', 'evalsha', 'eval', 'blpop', 'blmpop'] as const;
+const CLIENT_COMMANDS = ['fcall', 'evalsha', 'eval', 'blpop', 'blmpop', 'subscribe'] as const;
 const CALLS = 200;
-/** Each process keeps one blocking read waiting on its grants list; it is counted once, not per call. */
-const STANDING_READS_PER_PROCESS = 1;
+/** Each process subscribes once to its grants channel (at start, and after a reconnect), not per call. */
+const STANDING_SUBSCRIPTIONS_PER_PROCESS = 1;
 
 let redis: TestRedis;
 let admin: Redis;
@@ -57,11 +57,11 @@ describe('Redis round trips per call', () => {
     const counts = await clientCommands();
     console.log(`uncontended, ${CALLS} calls:`, counts);
     expect(counts.fcall).toBe(2 * CALLS);
-    // the one blocking read each process keeps standing is not per call
-    expect(total(counts) - 2 * CALLS).toBeLessThanOrEqual(STANDING_READS_PER_PROCESS);
+    // the one subscription each process keeps is not per call
+    expect(total(counts) - 2 * CALLS).toBeLessThanOrEqual(STANDING_SUBSCRIPTIONS_PER_PROCESS);
   });
 
-  it('contended: a waiter served through its grants list costs 3 (acquire, one blocking read, release)', async () => {
+  it('contended: a waiter served through its grants channel costs 2 (acquire, release; the grant arrives as a message)', async () => {
     const name = uniqueName('trips');
     const holder = await limiterFor(name, 1);
     const waiter = await limiterFor(name, 1);
@@ -70,7 +70,7 @@ describe('Redis round trips per call', () => {
     for (let index = 0; index < CALLS; index++) {
       const pending = waiter.acquire(); // queued behind `held`
       while ((await admin.zcard(`{tollgate:${name}}:waiting`)) === 0) await new Promise((resolve) => setImmediate(resolve)); // not an fcall
-      await held.release(); // the release script grants the waiter and pushes to its list
+      await held.release(); // the release script grants the waiter and publishes the grant on its channel
       const permit = await pending;
       await permit.release();
       held = await holder.acquire();
@@ -78,13 +78,12 @@ describe('Redis round trips per call', () => {
     const counts = await clientCommands();
     console.log(`contended, ${CALLS} hand-offs:`, counts);
     // per hand-off: the holder's release + acquire (2 fcalls), the waiter's acquire + release
-    // (2 fcalls) and one blocking read that delivers the grant
+    // (2 fcalls); the grant reaches the waiter as a Pub/Sub message, which is no command
     expect(counts.fcall).toBe(4 * CALLS);
-    const reads = counts.blmpop ?? 0;
-    expect(reads).toBeGreaterThanOrEqual(CALLS);
-    expect(reads - CALLS).toBeLessThanOrEqual(2 * STANDING_READS_PER_PROCESS); // two processes
+    expect((counts.blmpop ?? 0) + (counts.blpop ?? 0)).toBe(0);
+    expect(counts.subscribe ?? 0).toBeLessThanOrEqual(2 * STANDING_SUBSCRIPTIONS_PER_PROCESS); // two processes
     const waiterCommandsPerCall = Math.round((total(counts) - 2 * CALLS) / CALLS);
-    expect(waiterCommandsPerCall).toBe(3);
+    expect(waiterCommandsPerCall).toBe(2);
     await held.release();
   });
 });

@@ -37,6 +37,11 @@ export const tollgateEnvSchema = z.object({
   /** A dead process's permits come back after this long (small in tests). */
   TOLLGATE_LEASE_TTL_MS: envInt(500, 10 * MINUTE_MS).optional(),
   TOLLGATE_HEARTBEAT_MS: envInt(50, 10 * MINUTE_MS).optional(),
+  /**
+   * `1`: this process writes its limits as the fleet's at start (DESIGN §8). Unset or `0`: it writes
+   * them only when Redis has none (first boot) and otherwise runs with the fleet's, warning about any difference.
+   */
+  TOLLGATE_APPLY_LIMITS: z.enum(['0', '1'], { message: 'expected 0 or 1' }).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -99,7 +104,10 @@ export function redisFromEnv(env: TollgateEnv): EnvRedis {
   return { input: cluster, close: () => cluster.disconnect() };
 }
 
-/** The limiter options the environment describes (the same in every process of a fleet). */
+/**
+ * The limiter options the environment describes. They become the fleet's limits only on first boot or
+ * with `TOLLGATE_APPLY_LIMITS=1`; a process whose environment differs runs with the fleet's.
+ */
 export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.REDIS_URL): LimiterOptions {
   const perMinute = (limit: number | undefined) => (limit === undefined ? undefined : { limit, intervalMs: MINUTE_MS });
   const rates = Object.fromEntries(
@@ -112,5 +120,6 @@ export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.
     ...(Object.keys(rates).length === 0 ? {} : { rates }),
     ...(env.TOLLGATE_LEASE_TTL_MS === undefined ? {} : { leaseTtlMs: env.TOLLGATE_LEASE_TTL_MS }),
     ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
+    ...(env.TOLLGATE_APPLY_LIMITS === '1' ? { applyLimits: 'force' as const } : {}),
   };
 }

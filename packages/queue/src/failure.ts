@@ -62,7 +62,7 @@ export function describeFailure(error: unknown): JobFailure {
     return { status: error.status, retryable: !final, body };
   }
   if (error instanceof TollgateError) {
-    if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST') return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };
+    if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT') return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };
     return { status: UNAVAILABLE_STATUS, retryable: true, body: errorBody('api_error', error.message) };
   }
   const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);

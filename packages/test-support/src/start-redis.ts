@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { RedisServerProcess, freePort } from './redis-server.js';
 
 /** A real Redis for one test file, from `REDIS_URL`, a Docker container or a local `redis-server`. */
@@ -47,13 +48,32 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   if (fromEnv && !options.dedicated) return externalRedis(fromEnv);
   if (dockerReachable()) {
     try {
-      return await containerRedis(options);
+      return await markedAsNotNew(await containerRedis(options));
     } catch (error) {
       if (process.env.DOCKER_HOST) throw error;
       // a stale socket file without an engine behind it: fall through to the local binary
     }
   }
-  return processRedis(options);
+  return markedAsNotNew(await processRedis(options));
+}
+
+/**
+ * The limiter's marker of a database that has not lost its data (`DATASETS_KEY` in
+ * packages/limiter/src/keys.ts). A fresh test server has no earlier limiter processes, so the first
+ * limiter on it needs no grace pause for their re-registration; a FLUSHALL or a restart without
+ * data removes the marker, and the limiter then pauses as after any data loss.
+ */
+const LIMITER_DATASETS_KEY = 'tollgate:datasets';
+
+async function markedAsNotNew(redis: TestRedis): Promise<TestRedis> {
+  const admin = new Redis(redis.url, { lazyConnect: true });
+  try {
+    await admin.connect();
+    await admin.set(LIMITER_DATASETS_KEY, 'test-support');
+  } finally {
+    admin.disconnect();
+  }
+  return redis;
 }
 
 function externalRedis(url: string): TestRedis {

@@ -36,8 +36,15 @@ describe('worker environment', () => {
     [{ ANTHROPIC_BASE_URL: 'ftp://x' }, /^ANTHROPIC_BASE_URL="ftp:\/\/x" is invalid: /],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud" is invalid: /],
     [{ TOLLGATE_NAME: 'has space' }, /^TOLLGATE_NAME="has space" is invalid: /],
+    [{ TOLLGATE_APPLY_LIMITS: 'yes' }, /^TOLLGATE_APPLY_LIMITS="yes" is invalid: expected 0 or 1/],
   ])('%o stops the start with a message naming the variable', (override, message) => {
     expect(envError({ ...VALID, ...override })).toMatch(message);
+  });
+
+  it('TOLLGATE_APPLY_LIMITS=1 makes the process write its limits as the fleet\'s at start; unset or 0 adopts the fleet\'s', () => {
+    expect(limiterOptionsFromEnv(parseWorkerEnv({ ...VALID, TOLLGATE_APPLY_LIMITS: '1' }))).toMatchObject({ applyLimits: 'force' });
+    expect(limiterOptionsFromEnv(parseWorkerEnv({ ...VALID, TOLLGATE_APPLY_LIMITS: '0' }))).not.toHaveProperty('applyLimits');
+    expect(limiterOptionsFromEnv(parseWorkerEnv(VALID))).not.toHaveProperty('applyLimits');
   });
 
   it('requires the API key and at least one limit, and never shows the key', () => {

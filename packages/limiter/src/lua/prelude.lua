@@ -1,61 +1,96 @@
 --[[ prelude.lua: the shared part of the Tollgate function library. scripts.ts puts it first, then
-  every <name>.v1.lua file, under one `#!lua name=tollgate_<hash>` header; the hash of the whole text
+  every <name>.v<N>.lua file, under one `#!lua name=tollgate_<hash>` header; the hash of the whole text
   names the library and suffixes each function, so old and new workers can share Redis mid-deploy.
-  Every function gets KEYS[1] = the limiter's key prefix '{tollgate:<name>}'; sibling keys are derived
-  from it, and all share its hash tag, so every key lives in one Redis Cluster slot:
-    <p>:config        hash   epoch, version, concurrency, effective, leaseTtlMs, dims, cap:<dim>,
-                             rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil (Redis ms)
-    <p>:leases        zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
-    <p>:bucket:<dim>  hash   t (tokens, may be negative), ts (Redis ms of t)
-    <p>:waiting       zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline 0 = none)
-                             -> priority * 2^44 + sequence; the owner is the waiterId's prefix
-    <p>:grants:<own>  list   'waiterId fence expiresAtMs grantedAtMs' for a waiting process; pexpire leaseTtlMs
-    <p>:owner:<own>   string '1' with pexpire leaseTtlMs: the process is alive
-    <p>:seq, <p>:fence counters: waiter order, fencing numbers
+  Every function declares every key it touches, in this order (keys.ts functionKeys), all under the
+  hash tag of the prefix <p> = '{tollgate:<name>}', so they live in one Redis Cluster slot and a slot
+  migration sees them all (a call meets TRYAGAIN or ASK while they move; it never runs on a node that
+  holds only some of them). No key is derived from another or from a process's id:
+    KEYS[1] <p>:config   hash   epoch, version (the limits' revision), limits (the fleet's limits as
+                                canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
+                                cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
+                                (Redis ms)
+    KEYS[2] <p>:leases   zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
+    KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline
+                                0 = none; integers in plain decimal, never exponent form)
+                                -> priority * 2^44 + sequence; the owner is the waiterId's prefix
+    KEYS[4] <p>:seq      string waiter order
+    KEYS[5] <p>:fence    string fencing numbers (a new dataset's fence starts at Redis TIME in µs, or
+                                above the highest fence a process re-registering has seen, so fences
+                                rise across data loss)
+    KEYS[6] <p>:buckets  hash   t:<dim> (tokens, may be negative), ts:<dim> (Redis ms of t)
+    KEYS[7] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
+                                heartbeat moves it leaseTtlMs ahead)
+    KEYS[8] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made,
+                                until the permit is released, cancelled or reclaimed: the durable
+                                copy of a grant whose message (below) a process missed; its heartbeat
+                                collects it
+    KEYS[9] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
+                                released yet (kept 1 h), so that a late release settles once
+  A pump's grant reaches its process as a message 'waiterId fence expiresAtMs grantedAtMs' (or
+  'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity): in the reply
+  when the caller is its owner, else PUBLISHed on channel '<p>:grants:<ownerId>' (a channel is no key,
+  so it needs no declaring and never migrates).
+    tollgate:datasets string (configure only, KEYS[10] on a single Redis; absent on a Cluster): set once
+                             per Redis database; while it exists the database has not lost its data
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
   Time is Redis TIME only (clients send durations, never timestamps). Every loop has a named limit.
   begin() returns a reply to send back as is when the dataset was lost or replaced (epoch mismatch):
-  {-1, currentEpoch or ''}; the client then re-registers (configure.v1.lua) and tries again.
+  {-1, currentEpoch or ''}; the client then re-registers (configure.v2.lua) and tries again.
   Per-call state lives in library-level locals that start() resets at the top of every call; the
-  parsed static config is cached per limiter and checked against the config's `version` every call.
+  parsed static config is cached per key prefix and checked against the config's `epoch` and `version`
+  every call (both read by the HMGET every call makes anyway), so the cache never serves the limits of
+  another dataset: another database of the same server (SELECT), or the same name after FLUSHALL.
+  Numbers written into strings go through int() (plain decimal): Lua's tostring uses %.14g, so a
+  deadline or fence of 15 digits or more would be written in exponent form and could not be parsed.
+  A clock step backwards (Redis TIME earlier than a bucket's ts) never drains a bucket nor refills it
+  twice: a bucket's time only moves forward.
 ]]
 local STATUS_RESYNC = -1
 local PRIORITY_SCALE = 17592186044416 -- 2^44: sequence numbers below it, priority above
 local PUMP_GRANTS_MAX = 64            -- grants one call may hand out; more → wake again at once
 local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the head of the queue
 local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
+local TIMEOUT_MS_MAX = 2147483647     -- a waiter's deadline, ms from now (2^31 − 1, about 24.8 days)
+local REJECTED = '!'                  -- the fence field of a grants message that rejects the waiter
+local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
+local FUNCTION_KEYS = 9               -- KEYS every function declares (configure may add the marker)
 
-local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE -- this call's keys
+local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
+local NOW_US           -- Redis µs (an integer)
 local CFG = nil        -- config: the cached static part plus this call's effective and pausedUntil
 local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
+local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 
-local function kBucket(dim) return PREFIX .. ':bucket:' .. dim end
-local function kOwner(owner) return PREFIX .. ':owner:' .. owner end
-local function kGrants(owner) return PREFIX .. ':grants:' .. owner end
+local function grantsChannel(owner) return PREFIX .. ':grants:' .. owner end
 
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
-  PREFIX = keys[1]
-  K_CONFIG, K_LEASES, K_WAITING = PREFIX .. ':config', PREFIX .. ':leases', PREFIX .. ':waiting'
-  K_SEQ, K_FENCE = PREFIX .. ':seq', PREFIX .. ':fence'
+  if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
+  K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
+  PREFIX = string.sub(K_CONFIG, 1, -8) -- '<p>:config' less ':config'
   ARGV = args
   local time = redis.call('TIME')
   NOW = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
   NOW_MS = math.floor(NOW)
-  CFG, INFLIGHT, BUCKETS = nil, nil, {}
+  NOW_US = tonumber(time[1]) * 1000000 + tonumber(time[2])
+  CFG, INFLIGHT, BUCKETS, BUCKET_TS = nil, nil, {}, {}
 end
 
+-- An integer as plain decimal digits (never exponent form).
+local function int(value) return string.format('%d', value) end
+
 -- Parses the static part of the config (changed only by configure, which bumps `version`).
-local function loadStatic(version)
+local function loadStatic(epoch, version)
   local flat = redis.call('HGETALL', K_CONFIG)
   local raw = {}
   for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
   local cfg = {
+    epoch = epoch,
     version = version,
     concurrency = tonumber(raw.concurrency or '0'),
     leaseTtlMs = tonumber(raw.leaseTtlMs),
@@ -72,25 +107,35 @@ local function loadStatic(version)
   return cfg
 end
 
--- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
-local function begin(keys, args)
-  start(keys, args)
-  local live = redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'effective', 'pausedUntil')
-  if not live[1] or live[1] ~= ARGV[1] then
-    return { STATUS_RESYNC, live[1] or '' }
-  end
+-- Reads this call's config: the static part from the cache when its epoch and version still match.
+-- `live` is HMGET config epoch version effective pausedUntil.
+local function useConfig(live)
   local cached = CONFIG_CACHE[PREFIX]
-  if cached == nil or cached.version ~= live[2] then
+  if cached == nil or cached.epoch ~= live[1] or cached.version ~= live[2] then
     if cached == nil then
       if CONFIG_CACHE_SIZE >= CONFIG_CACHE_MAX then CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0 end
       CONFIG_CACHE_SIZE = CONFIG_CACHE_SIZE + 1
     end
-    cached = loadStatic(live[2])
+    cached = loadStatic(live[1], live[2])
     CONFIG_CACHE[PREFIX] = cached
   end
   CFG = cached
   CFG.effective = tonumber(live[3] or CFG.concurrency)
   CFG.pausedUntil = tonumber(live[4] or '0')
+end
+
+local function readLive()
+  return redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'effective', 'pausedUntil')
+end
+
+-- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
+local function begin(keys, args)
+  start(keys, args)
+  local live = readLive()
+  if not live[1] or live[1] ~= ARGV[1] then
+    return { STATUS_RESYNC, live[1] or '' }
+  end
+  useConfig(live)
   return nil
 end
 
@@ -99,9 +144,25 @@ local function inFlight()
   return INFLIGHT
 end
 
--- Expired leases come back by themselves: dropped here, by every script that finds them in its way.
+-- Expired leases come back by themselves: dropped here (with their grant copies), by every script
+-- that finds them in its way; at most RECLAIM_MAX per call (more: the next calls take them).
+-- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
+-- its late release still settles its tokens, once (release.v2.lua). A release of a lease that is in
+-- neither zset settles nothing: it was settled already (a release sent twice, e.g. resent on reconnect).
+local EXPIRED_REMEMBER_MS = 3600000     -- how long an expired lease's late release may still settle (1 h)
 local function reclaim()
-  redis.call('ZREMRANGEBYSCORE', K_LEASES, '-inf', NOW)
+  local expired = redis.call('ZRANGE', K_LEASES, '-inf', NOW, 'BYSCORE', 'LIMIT', 0, RECLAIM_MAX, 'WITHSCORES')
+  if #expired > 0 then
+    local scored, ids = {}, {}
+    for i = 1, #expired, 2 do
+      table.insert(scored, expired[i + 1]); table.insert(scored, expired[i])
+      table.insert(ids, expired[i])
+    end
+    redis.call('ZADD', K_EXPIRED, unpack(scored))
+    redis.call('ZREMRANGEBYSCORE', K_EXPIRED, '-inf', NOW - EXPIRED_REMEMBER_MS)
+    redis.call('ZREM', K_LEASES, unpack(ids))
+    redis.call('HDEL', K_GRANTED, unpack(ids))
+  end
   INFLIGHT = redis.call('ZCARD', K_LEASES)
 end
 
@@ -121,19 +182,22 @@ local function bucketTokens(dim)
   local cached = BUCKETS[dim]
   if cached ~= nil then return cached end
   local cap = CFG.cap[dim]
-  local stored = redis.call('HMGET', kBucket(dim), 't', 'ts')
-  local tokens = cap
+  local stored = redis.call('HMGET', K_BUCKETS, 't:' .. dim, 'ts:' .. dim)
+  local tokens, ts = cap, NOW
   if stored[1] then
-    tokens = tonumber(stored[1]) + (NOW - tonumber(stored[2])) * CFG.rate[dim]
+    tokens = tonumber(stored[1])
+    local storedTs = tonumber(stored[2])
+    if storedTs > NOW then ts = storedTs -- the clock stepped back: no refill until it is past ts again
+    else tokens = tokens + (NOW - storedTs) * CFG.rate[dim] end
     if tokens > cap then tokens = cap end
   end
-  BUCKETS[dim] = tokens
+  BUCKETS[dim], BUCKET_TS[dim] = tokens, ts
   return tokens
 end
 
 local function setTokens(dim, tokens)
   BUCKETS[dim] = tokens
-  redis.call('HSET', kBucket(dim), 't', tokens, 'ts', NOW)
+  redis.call('HSET', K_BUCKETS, 't:' .. dim, tokens, 'ts:' .. dim, BUCKET_TS[dim] or NOW)
 end
 
 -- Adds `amount` to a bucket, capped at its capacity (settle, refunds).
@@ -176,7 +240,7 @@ local function blockedUntil(priority, cost)
     local need = cost[dim] or 0
     local tokens = bucketTokens(dim)
     if tokens < need then -- also blocks a zero cost while the bucket is in debt
-      local ready = NOW + (need - tokens) / CFG.rate[dim]
+      local ready = BUCKET_TS[dim] + (need - tokens) / CFG.rate[dim]
       if ready > wake then wake = ready end
     end
   end
@@ -197,30 +261,81 @@ end
 
 -- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs dim=amount …'.
 local function waiterMember(waiterId, priority, deadline, costFrom, costCount)
-  local parts = { waiterId, priority, deadline, NOW_MS }
+  local parts = { waiterId, int(priority), int(deadline), int(NOW_MS) }
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
   end
   return table.concat(parts, ' ')
 end
 
+-- Returns nil for a member it cannot read (the pump drops it rather than fail for every process).
 local function parseWaiter(member)
   local waiterId, priority, deadline, enqueuedAt, rest = string.match(member, '^(%S+) (%d+) (%d+) (%d+)(.*)$')
+  if waiterId == nil then return nil end
+  local owner = string.match(waiterId, '^([^:]+):')
+  if owner == nil then return nil end
   local cost = {}
-  for dim, amount in string.gmatch(rest, ' ([^=]+)=(%S+)') do cost[dim] = tonumber(amount) end
-  return waiterId, string.match(waiterId, '^([^:]+):'), tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost
+  for dim, amount in string.gmatch(rest, ' ([^=]+)=(%S+)') do
+    local value = tonumber(amount)
+    if value == nil then return nil end
+    cost[dim] = value
+  end
+  return waiterId, owner, tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost
 end
 
--- Is the waiter's process gone? Its owner key was refreshed at most heartbeatMs ≤ leaseTtlMs / 2
--- before it enqueued (options enforce that bound), so a younger waiter's owner key still exists:
--- the EXISTS call is needed only for waiters older than half a lease.
+-- The first dimension of `cost` that the config cannot hold (not configured, or above its capacity):
+-- dim, capacity (0 when not configured); nil when every amount fits some day.
+local function exceedsCapacity(cost)
+  for dim, amount in pairs(cost) do
+    local cap = CFG.cap[dim]
+    if cap == nil then return dim, 0 end
+    if amount > cap then return dim, cap end
+  end
+  return nil
+end
+
+-- Sends a waiter its grant or rejection message: in the caller's reply when it is the caller's own,
+-- else on its owner's channel.
+local function notify(owner, caller, own, message)
+  if owner == caller then
+    table.insert(own, message)
+  else
+    redis.call('PUBLISH', grantsChannel(owner), message)
+  end
+end
+
+-- The owner's channel may miss a message (its subscription was down): the grant stays here until the
+-- permit is released, cancelled or reclaimed, and the owner's heartbeat collects it.
+local function keepGrant(waiterId, fence, expiresAt)
+  local message = int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS)
+  redis.call('HSET', K_GRANTED, waiterId, message)
+  return waiterId .. ' ' .. message
+end
+
+-- Marks a process alive until `untilMs`; returns whether it was alive (its mark not yet passed).
+local function markAlive(owner, untilMs)
+  local was = redis.call('ZSCORE', K_OWNERS, owner)
+  redis.call('ZADD', K_OWNERS, untilMs, owner)
+  return was ~= false and tonumber(was) > NOW
+end
+
+-- 'waiterId ! dimension capacity': the waiter left the queue because its cost can never fit.
+local function rejection(waiterId, dim, cap)
+  return waiterId .. ' ' .. REJECTED .. ' ' .. dim .. ' ' .. tostring(cap)
+end
+
+-- Is the waiter's process gone? Its mark was moved at most heartbeatMs ≤ leaseTtlMs / 2 before it
+-- enqueued (options enforce that bound), so a younger waiter's mark has not passed: the ZSCORE is
+-- needed only for waiters older than half a lease.
 local function ownerGone(owner, enqueuedAt)
   if NOW - enqueuedAt < CFG.leaseTtlMs / 2 then return false end
-  return redis.call('EXISTS', kOwner(owner)) == 0
+  local aliveUntil = redis.call('ZSCORE', K_OWNERS, owner)
+  return aliveUntil == false or tonumber(aliveUntil) <= NOW
 end
 
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
--- waiters is returned (no list round trip); others are pushed to their owner's grants list.
+-- waiters is returned (no extra round trip); others are published on their owner's channel. Every
+-- grant is also kept in <p>:granted until released, for an owner that missed its message.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
 local function pump(caller, capacityFirst)
   local own = {}
@@ -242,22 +357,21 @@ local function pump(caller, capacityFirst)
     end
     local member = head[1]
     local waiterId, owner, priority, deadline, enqueuedAt, cost = parseWaiter(member)
-    if (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
-      redis.call('ZREM', K_WAITING, member) -- deadline passed, or its process is gone
+    local tooBig, cap = nil, nil
+    if waiterId ~= nil then tooBig, cap = exceedsCapacity(cost) end
+    if waiterId == nil or (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
+      redis.call('ZREM', K_WAITING, member) -- unreadable, deadline passed, or its process is gone
+      dropped = dropped + 1
+    elseif tooBig ~= nil then -- the limits were lowered under it: it can never be granted
+      redis.call('ZREM', K_WAITING, member)
+      notify(owner, caller, own, rejection(waiterId, tooBig, cap))
       dropped = dropped + 1
     else
       local wake = blockedUntil(priority, cost)
       if wake > 0 then return math.ceil(wake), own end
       redis.call('ZREM', K_WAITING, member)
       local fence, expiresAt = grant(waiterId, cost)
-      local message = waiterId .. ' ' .. fence .. ' ' .. expiresAt .. ' ' .. NOW_MS
-      if owner == caller then
-        table.insert(own, message)
-      else
-        local list = kGrants(owner)
-        redis.call('RPUSH', list, message)
-        redis.call('PEXPIRE', list, CFG.leaseTtlMs)
-      end
+      notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
       granted = granted + 1
     end
   end

@@ -1,12 +1,12 @@
---[[ set-concurrency.v1.lua (function tollgate_set_concurrency_v1_<hash>): sets the effective concurrency limit (adaptive control), clamped to
+--[[ set-concurrency.v2.lua (function tollgate_set_concurrency_v2_<hash>): sets the effective concurrency limit (adaptive control), clamped to
   1..configured, then pumps so that a raise lets waiters in at once.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   ARGV[3]  concurrency    integer ≥ 1
   Returns  {effective, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
 ]]
-local function set_concurrency_v1(keys, args)
+local function set_concurrency_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -18,4 +18,4 @@ local function set_concurrency_v1(keys, args)
   local wake, own = pump(ARGV[2])
   return { effective, wake, NOW_MS, own }
 end
-redis.register_function('tollgate_set_concurrency_v1_{{hash}}', set_concurrency_v1)
+redis.register_function('tollgate_set_concurrency_v2_{{hash}}', set_concurrency_v2)

@@ -1,6 +1,6 @@
---[[ cancel.v1.lua (function tollgate_cancel_v1_<hash>): a waiter leaves the queue (abort, timeout). If it was granted in the meantime,
+--[[ cancel.v2.lua (function tollgate_cancel_v2_<hash>): a waiter leaves the queue (abort, timeout). If it was granted in the meantime,
   that grant is released here with its whole cost refunded (nothing was sent on it).
-  KEYS[1]  '{tollgate:<name>}' key prefix
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   ARGV[3]  waiterId       string
@@ -11,7 +11,7 @@
                                                   2 = was granted and is now released
            {-1, epoch}
 ]]
-local function cancel_v1(keys, args)
+local function cancel_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -20,6 +20,7 @@ local function cancel_v1(keys, args)
   if member ~= '' and redis.call('ZREM', K_WAITING, member) == 1 then
     state = 1
   elseif redis.call('ZREM', K_LEASES, waiterId) == 1 then
+    redis.call('HDEL', K_GRANTED, waiterId)
     INFLIGHT = nil
     local cost = readCost(6, tonumber(ARGV[5]))
     for _, dim in ipairs(CFG.dims) do refund(dim, cost[dim] or 0) end
@@ -28,4 +29,4 @@ local function cancel_v1(keys, args)
   local wake, own = pump(owner)
   return { state, wake, NOW_MS, own }
 end
-redis.register_function('tollgate_cancel_v1_{{hash}}', cancel_v1)
+redis.register_function('tollgate_cancel_v2_{{hash}}', cancel_v2)

@@ -1,10 +1,10 @@
---[[ pause.v1.lua (function tollgate_pause_v1_<hash>): a fleet-wide cool-down. Extends a pause, never shortens it.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+--[[ pause.v2.lua (function tollgate_pause_v2_<hash>): a fleet-wide cool-down. Extends a pause, never shortens it.
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  pauseMs        integer ≥ 0
   Returns  {pausedUntilMs, nowMs} | {-1, epoch}
 ]]
-local function pause_v1(keys, args)
+local function pause_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -15,4 +15,4 @@ local function pause_v1(keys, args)
   end
   return { math.floor(CFG.pausedUntil), NOW_MS }
 end
-redis.register_function('tollgate_pause_v1_{{hash}}', pause_v1)
+redis.register_function('tollgate_pause_v2_{{hash}}', pause_v2)

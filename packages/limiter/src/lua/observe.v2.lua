@@ -1,11 +1,11 @@
---[[ observe.v1.lua (function tollgate_observe_v1_<hash>): lowers buckets to what the upstream says remains; never raises one.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+--[[ observe.v2.lua (function tollgate_observe_v2_<hash>): lowers buckets to what the upstream says remains; never raises one.
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  count          integer ≥ 0, number of (dimension, remaining) pairs that follow
   ARGV[3…] dimension, remaining   remaining a number ≥ 0; unknown dimensions are ignored
   Returns  {loweredCount, nowMs} | {-1, epoch}
 ]]
-local function observe_v1(keys, args)
+local function observe_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -20,4 +20,4 @@ local function observe_v1(keys, args)
   end
   return { lowered, NOW_MS }
 end
-redis.register_function('tollgate_observe_v1_{{hash}}', observe_v1)
+redis.register_function('tollgate_observe_v2_{{hash}}', observe_v2)

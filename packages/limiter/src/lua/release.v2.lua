@@ -1,25 +1,31 @@
---[[ release.v1.lua (function tollgate_release_v1_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+--[[ release.v2.lua (function tollgate_release_v2_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
   ARGV[3]  permitId       string
   ARGV[4]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow
   ARGV[5…] dimension, reserved, used   numbers ≥ 0; the bucket gets reserved − used back (capped at
                                        its capacity; a negative refund is a debt). Settled even when
-                                       the lease had already expired.
+                                       the lease had already expired, and exactly once: a second
+                                       release of the same permit settles nothing.
   Returns  {leaseWasLive 0|1, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
 ]]
-local function release_v1(keys, args)
+local function release_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
   local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local live = redis.call('ZREM', K_LEASES, permitId) -- 0: reclaimed after expiry (the client also
                                                        -- knows a lease it could not renew in time)
-  for i = 0, settleCount - 1 do
-    refund(ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i]))
+  redis.call('HDEL', K_GRANTED, permitId)
+  -- settled once: a live lease, or one reclaimed unreleased; a second release (resent after a lost
+  -- reply) finds it in neither and settles nothing
+  if live == 1 or redis.call('ZREM', K_EXPIRED, permitId) == 1 then
+    for i = 0, settleCount - 1 do
+      refund(ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i]))
+    end
   end
   local wake, own = pump(owner)
   return { live, wake, NOW_MS, own }
 end
-redis.register_function('tollgate_release_v1_{{hash}}', release_v1)
+redis.register_function('tollgate_release_v2_{{hash}}', release_v2)

@@ -1,13 +1,13 @@
---[[ snapshot.v1.lua (function tollgate_snapshot_v1_<hash>): reads the limiter's state (for dashboards, metrics and tests). Writes nothing
+--[[ snapshot.v2.lua (function tollgate_snapshot_v2_<hash>): reads the limiter's state (for dashboards, metrics and tests). Writes nothing
   but the reclaim of expired leases that every script does.
-  KEYS[1]  '{tollgate:<name>}' key prefix
+  KEYS[1…9] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  leasesMax      integer ≥ 0, how many leases to list (soonest expiry first)
   Returns  {nowMs, inFlight, concurrency, effective, waiting, pausedUntilMs,
             {dim, tokens (string), capacity (string), refillPerMs (string)}…, {permitId, expiresAtMs}…}
            | {-1, epoch}
 ]]
-local function snapshot_v1(keys, args)
+local function snapshot_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
@@ -22,4 +22,4 @@ local function snapshot_v1(keys, args)
   return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),
            math.floor(CFG.pausedUntil), buckets, leases }
 end
-redis.register_function('tollgate_snapshot_v1_{{hash}}', snapshot_v1)
+redis.register_function('tollgate_snapshot_v2_{{hash}}', snapshot_v2)

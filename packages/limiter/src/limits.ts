@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { InvalidConfigError } from './errors.js';
+import {
+  CONCURRENCY_MAX,
+  DIMENSION_PATTERN,
+  INTERVAL_MS_MAX,
+  LEASE_TTL_MS_MAX,
+  LEASE_TTL_MS_MIN,
+  PRIORITY_MAX,
+  PRIORITY_MIN,
+  bucketSpecs,
+  describeZodError,
+  type BucketSpec,
+  type ResolvedLimiterOptions,
+} from './options.js';
+
+/**
+ * The fleet's limits (DESIGN §8): what every process of one limiter name runs with, kept in Redis
+ * (the config hash's `limits` field, canonical JSON, with `limitsHash` and a rising `version`, the
+ * revision). Only an explicit apply writes them; a process whose own options differ warns and runs
+ * with these. `schema` leaves room for the accounts/pools document of a later release.
+ */
+export const fleetLimitsSchema = z.strictObject({
+  schema: z.literal(1),
+  /** null: no concurrency limit. */
+  concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).nullable(),
+  rates: z.record(
+    z.string().regex(DIMENSION_PATTERN),
+    z.strictObject({ limit: z.number().positive().finite(), intervalMs: z.number().int().min(1).max(INTERVAL_MS_MAX), burst: z.number().positive().finite().nullable() }),
+  ),
+  reserve: z.array(z.strictObject({ maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX), concurrency: z.number().int().min(1).max(CONCURRENCY_MAX) })),
+  /** Enforced by Redis (lease expiry, owner liveness); every process times its heartbeats by it. */
+  leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX),
+});
+
+export type FleetLimits = z.infer<typeof fleetLimitsSchema>;
+
+/** The fleet's limits in force, as this process knows them. */
+export interface FleetLimitsState {
+  limits: FleetLimits;
+  /** The revision: rises with every write of the limits. */
+  version: string;
+  hash: string;
+}
+
+const LIMITS_HASH_CHARS = 16;
+
+/** A process's own limits (from its options) as a fleet limits document. */
+export function limitsFromOptions(options: ResolvedLimiterOptions): FleetLimits {
+  const rates: FleetLimits['rates'] = {};
+  for (const dimension of Object.keys(options.rates ?? {}).sort()) {
+    const rate = options.rates?.[dimension];
+    if (rate) rates[dimension] = { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null };
+  }
+  return {
+    schema: 1,
+    concurrency: options.concurrency ?? null,
+    rates,
+    reserve: [...options.reserve].sort((a, b) => a.maxPriority - b.maxPriority).map((channel) => ({ maxPriority: channel.maxPriority, concurrency: channel.concurrency })),
+    leaseTtlMs: options.leaseTtlMs,
+  };
+}
+
+/** Canonical JSON (fixed key order, rates sorted by name) and its hash: equal limits, equal text. */
+export function canonicalLimits(limits: FleetLimits): { json: string; hash: string } {
+  const rates = Object.fromEntries(
+    Object.keys(limits.rates)
+      .sort()
+      .map((dimension) => {
+        const rate = limits.rates[dimension];
+        return [dimension, { limit: rate?.limit, intervalMs: rate?.intervalMs, burst: rate?.burst ?? null }];
+      }),
+  );
+  const json = JSON.stringify({
+    schema: limits.schema,
+    concurrency: limits.concurrency,
+    rates,
+    reserve: limits.reserve.map((channel) => ({ maxPriority: channel.maxPriority, concurrency: channel.concurrency })),
+    leaseTtlMs: limits.leaseTtlMs,
+  });
+  return { json, hash: createHash('sha256').update(json).digest('hex').slice(0, LIMITS_HASH_CHARS) };
+}
+
+/** Parses the fleet's limits as Redis holds them; a document that does not parse is an InvalidConfigError. */
+export function parseFleetLimits(json: string, limiterName: string): FleetLimits {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (cause) {
+    throw new InvalidConfigError(`limiter ${limiterName}: the fleet limits in Redis are not JSON`, { cause });
+  }
+  const result = fleetLimitsSchema.safeParse(value);
+  if (!result.success) throw new InvalidConfigError(`limiter ${limiterName}: invalid fleet limits in Redis: ${describeZodError(result.error, value)}`, { cause: result.error });
+  return result.data;
+}
+
+/** The buckets a limits document defines, as the scripts see them. */
+export function limitsBuckets(limits: FleetLimits): BucketSpec[] {
+  return bucketSpecs(Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? undefined }])));
+}
+
+/** One line per field where `own` differs from `fleet`, e.g. `concurrency: 4 here, 8 in the fleet`. */
+export function limitsDifferences(own: FleetLimits, fleet: FleetLimits): string[] {
+  const differences: string[] = [];
+  const show = (value: unknown) => (value === null || value === undefined ? 'none' : JSON.stringify(value));
+  if (own.concurrency !== fleet.concurrency) differences.push(`concurrency: ${show(own.concurrency)} here, ${show(fleet.concurrency)} in the fleet`);
+  if (own.leaseTtlMs !== fleet.leaseTtlMs) differences.push(`leaseTtlMs: ${own.leaseTtlMs} here, ${fleet.leaseTtlMs} in the fleet`);
+  if (JSON.stringify(own.reserve) !== JSON.stringify(fleet.reserve)) differences.push(`reserve: ${show(own.reserve)} here, ${show(fleet.reserve)} in the fleet`);
+  for (const dimension of new Set([...Object.keys(own.rates), ...Object.keys(fleet.rates)])) {
+    const mine = own.rates[dimension];
+    const theirs = fleet.rates[dimension];
+    if (JSON.stringify(mine) !== JSON.stringify(theirs)) differences.push(`rates.${dimension}: ${show(mine)} here, ${show(theirs)} in the fleet`);
+  }
+  return differences;
+}
+
+/** The ARGV tail of configure for a limits document: concurrency, leaseTtlMs, reserve, dims. */
+export function limitsArgs(limits: FleetLimits): Array<string | number> {
+  const buckets = limitsBuckets(limits);
+  return [
+    limits.concurrency ?? 0,
+    limits.leaseTtlMs,
+    limits.reserve.map((channel) => `${channel.maxPriority}:${channel.concurrency}`).join(';'),
+    buckets.length,
+    ...buckets.flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]),
+  ];
+}

@@ -1,0 +1,80 @@
+--[[ acquire.v2.lua (function tollgate_acquire_v2_<hash>): grants a permit now, or queues the waiter in (priority, arrival) order.
+  KEYS[1…9] the limiter's keys (prelude.lua)
+  ARGV[1]  epoch          string, the dataset epoch the client knows
+  ARGV[2]  ownerId        string, the calling process
+  ARGV[3]  waiterId       string, '<ownerId>:<n>', unique per attempt; becomes the permit id
+  ARGV[4]  priority       integer 0..9 (0 first)
+  ARGV[5]  timeoutMs      integer 0..2^31−1, 0 = no server-side deadline
+  ARGV[6]  previous       string, the waiter's queue member when this is a re-submission, else ''
+  ARGV[7]  costCount      integer 0..64, number of (dimension, amount) pairs that follow
+  ARGV[8…] dimension, amount   amount a finite number ≥ 0
+  Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
+  caller sends can leave an entry that other processes' pumps fail on.
+  Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
+                                                         granted already: the same lease, a new fence)
+           {0, wakeAtMs, nowMs, {ownGrant…}, member}     queued; wakeAtMs 0 = only a release can help;
+                                                         ownGrant 'waiterId fence expiresAtMs grantedAtMs'
+                                                         (may include this waiter, granted by the pump);
+                                                         member: the queue entry, for cancel
+           {-1, epoch}                                   resync needed (prelude)
+           {-2, dimension, capacity}                     cost exceeds the bucket's capacity: never grantable
+           {-3, dimension}                               dimension not configured
+           {-4, field}                                   an argument out of range: 'priority',
+                                                         'timeoutMs', 'cost' or 'waiterId'
+]]
+local COST_DIMENSIONS_MAX = 64
+
+-- nil when the arguments are in range, else the name of the first field that is not.
+local function badAcquireArgument(waiterId, priority, timeoutMs, costCount)
+  if not string.match(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
+  if priority == nil or priority ~= math.floor(priority) or priority < 0 or priority > 9 then return 'priority' end
+  if timeoutMs == nil or timeoutMs ~= math.floor(timeoutMs) or timeoutMs < 0 or timeoutMs > TIMEOUT_MS_MAX then return 'timeoutMs' end
+  if costCount == nil or costCount ~= math.floor(costCount) or costCount < 0 or costCount > COST_DIMENSIONS_MAX then return 'cost' end
+  for i = 0, costCount - 1 do
+    local text = ARGV[9 + 2 * i]
+    local amount = tonumber(text)
+    -- a plain number (it is copied into the queue member as sent); amount ~= amount: NaN; an
+    -- infinite amount is caught by the capacity check
+    if amount == nil or amount ~= amount or amount < 0 or not string.match(text, '^[%d.eE+-]+$') then return 'cost' end
+  end
+  return nil
+end
+local function acquire_v2(keys, args)
+  local failure = begin(keys, args)
+  if failure then return failure end
+
+  local owner, waiterId, priority, timeoutMs, previous = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+  local costCount = tonumber(ARGV[7])
+  local bad = badAcquireArgument(waiterId, priority, timeoutMs, costCount)
+  if bad then return { -4, bad } end
+  local cost = readCost(8, costCount)
+  for dim, amount in pairs(cost) do
+    local cap = CFG.cap[dim]
+    if cap == nil then return { -3, dim } end
+    if amount > cap then return { -2, dim, tostring(cap) } end
+  end
+
+  if previous ~= '' then
+    local expiresAt = redis.call('ZSCORE', K_LEASES, waiterId)
+    -- granted earlier: its grant may have been lost with a reply (or is on the grants list), so it is
+    -- answered again, with a new fence (fences only rise); the client keeps whichever copy comes first
+    if expiresAt then return { 1, redis.call('INCR', K_FENCE), tonumber(expiresAt), NOW_MS } end
+    if redis.call('ZSCORE', K_WAITING, previous) then
+      local wake, own = pump(owner)
+      return { 0, wake, NOW_MS, own, previous }
+    end
+  end
+
+  if redis.call('ZCARD', K_WAITING) == 0 and blockedUntil(priority, cost) == 0 then
+    local fence, expiresAt = grant(waiterId, cost)
+    return { 1, fence, expiresAt, NOW_MS }
+  end
+
+  local deadline = 0
+  if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
+  local member = waiterMember(waiterId, priority, deadline, 8, costCount)
+  redis.call('ZADD', K_WAITING, priority * PRIORITY_SCALE + redis.call('INCR', K_SEQ), member)
+  local wake, own = pump(owner, true)
+  return { 0, wake, NOW_MS, own, member }
+end
+redis.register_function('tollgate_acquire_v2_{{hash}}', acquire_v2)

@@ -1,0 +1,113 @@
+--[[ configure.v2.lua (function tollgate_configure_v2_<hash>): joins a process to the fleet's limits (at ready(), on a resync, on
+  an explicit apply), and re-registers the leases it holds when Redis lost its data.
+  The fleet's limits change only by an explicit apply (DESIGN §8): mode 'adopt' writes the process's
+  limits only when the dataset has none (first boot, or after data loss); mode 'apply' writes them
+  whatever the fleet has. Either way the reply carries the fleet's limits, which the process runs with.
+  A dataset created in a database that lost its data (no `tollgate:datasets` marker; on a Cluster
+  always) starts with grants paused for `graceMs`, whoever creates it, so that processes still holding
+  permits from before the loss re-register them before anyone else is granted (G1 across data loss).
+  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[9]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
+  ARGV[1]  newEpoch       string, used only when the dataset has none yet
+  ARGV[2]  mode           'adopt' | 'apply'
+  ARGV[3]  ownerId        string
+  ARGV[4]  fenceFloor     integer ≥ 0, the highest fence this process has seen: fences continue above it
+  ARGV[5]  graceMs        integer ≥ 0, the pause of a dataset created after data loss (the fleet's
+                          re-registration window: RESYNC_PAUSE_HEARTBEATS × heartbeatMs)
+  ARGV[6]  limitsJson     string, the process's limits as canonical JSON (stored as the fleet's when written)
+  ARGV[7]  limitsHash     string, a hash of limitsJson (two processes with equal limits send equal hashes)
+  ARGV[8]  concurrency    integer ≥ 0 (0 = no concurrency limit)
+  ARGV[9]  leaseTtlMs     integer ≥ 1
+  ARGV[10] reserve        string 'maxPriority:slots;…' ('' = none)
+  ARGV[11] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
+  ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
+  Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}}
+           version: the fleet limits' revision (rises with every write); limitsJson/limitsHash: the
+           fleet's limits in force; wakeAtMs/ownGrant as pump (after an apply, waiters whose cost no
+           longer fits a lowered capacity are rejected and a raise admits waiters at once)
+]]
+local APPLY_SCAN_MAX = 1000 -- queued waiters an apply checks against lowered capacities (the pump checks the rest at the head)
+
+-- Rejects queued waiters whose cost a lowered capacity can never hold (the first APPLY_SCAN_MAX).
+local function rejectOversized(caller, own)
+  local members = redis.call('ZRANGE', K_WAITING, 0, APPLY_SCAN_MAX - 1)
+  for _, member in ipairs(members) do
+    local waiterId, owner, _, _, _, cost = parseWaiter(member)
+    if waiterId ~= nil then
+      local dim, cap = exceedsCapacity(cost)
+      if dim ~= nil then
+        redis.call('ZREM', K_WAITING, member)
+        notify(owner, caller, own, rejection(waiterId, dim, cap))
+      end
+    end
+  end
+end
+
+local function writeLimits()
+  local concurrency = tonumber(ARGV[8])
+  local effective = tonumber(redis.call('HGET', K_CONFIG, 'effective') or concurrency)
+  local previous = tonumber(redis.call('HGET', K_CONFIG, 'concurrency') or concurrency)
+  if effective >= previous or effective > concurrency then effective = concurrency end -- keep an adaptive decrease
+  local dimCount = tonumber(ARGV[11])
+  local dims = {}
+  local fields = { 'concurrency', concurrency, 'effective', effective, 'leaseTtlMs', ARGV[9], 'reserve', ARGV[10],
+                   'limits', ARGV[6], 'limitsHash', ARGV[7] }
+  for i = 0, dimCount - 1 do
+    local dim = ARGV[12 + 3 * i]
+    table.insert(dims, dim)
+    table.insert(fields, 'cap:' .. dim); table.insert(fields, ARGV[13 + 3 * i])
+    table.insert(fields, 'rate:' .. dim); table.insert(fields, ARGV[14 + 3 * i])
+  end
+  table.insert(fields, 'dims'); table.insert(fields, table.concat(dims, ','))
+  redis.call('HSET', K_CONFIG, unpack(fields))
+  redis.call('HINCRBY', K_CONFIG, 'version', 1) -- every process re-parses the static config
+  return 12 + 3 * dimCount
+end
+
+local function configure_v2(keys, args)
+  start(keys, args)
+  local owner, mode = ARGV[3], ARGV[2]
+  local stored = redis.call('HMGET', K_CONFIG, 'epoch', 'limitsHash')
+  local created, applied = 0, 0
+  if not stored[1] then
+    created = 1
+    redis.call('HSET', K_CONFIG, 'epoch', ARGV[1])
+    local marker = keys[FUNCTION_KEYS + 1]
+    local databaseIsNew = marker == nil or redis.call('SET', marker, ARGV[1], 'NX') ~= false
+    local graceMs = tonumber(ARGV[5])
+    if databaseIsNew and graceMs > 0 then redis.call('HSET', K_CONFIG, 'pausedUntil', int(NOW_MS + graceMs)) end
+  elseif keys[FUNCTION_KEYS + 1] ~= nil then
+    redis.call('SET', keys[FUNCTION_KEYS + 1], stored[1], 'NX') -- a database that predates the marker
+  end
+
+  local first = 12 + 3 * tonumber(ARGV[11])
+  if created == 1 or not stored[2] or (mode == 'apply' and stored[2] ~= ARGV[7]) then
+    first = writeLimits()
+    applied = 1
+  end
+
+  -- fences rise across data loss: a new dataset starts at Redis time in µs (more than any dataset
+  -- before it could have counted to, at less than one grant per µs), and never below a fence seen
+  local fence = tonumber(redis.call('GET', K_FENCE) or '0')
+  local floor = tonumber(ARGV[4])
+  if created == 1 and NOW_US > floor then floor = NOW_US end
+  if floor > fence then redis.call('SET', K_FENCE, int(floor)) end
+
+  useConfig(readLive())
+  markAlive(owner, NOW_MS + CFG.leaseTtlMs)
+  for i = first, #ARGV - 1, 2 do
+    redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
+  end
+  INFLIGHT = nil
+
+  local wake, own = 0, {}
+  if applied == 1 and created == 0 then
+    rejectOversized(owner, own)
+    local pumpedOwn
+    wake, pumpedOwn = pump(owner)
+    for _, message in ipairs(pumpedOwn) do table.insert(own, message) end
+  end
+  local fleet = redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'limits', 'limitsHash')
+  return { fleet[1], NOW_MS, created, applied, fleet[2], fleet[3], fleet[4], wake, NOW_MS, own }
+end
+redis.register_function('tollgate_configure_v2_{{hash}}', configure_v2)

@@ -1,0 +1,362 @@
+import { strict as assert } from 'node:assert';
+import { CostExceedsCapacityError, InvalidCostError } from '../errors.js';
+import type { LimiterKeys } from '../keys.js';
+import { canonicalLimits, limitsArgs, type FleetLimits } from '../limits.js';
+import type { Cost } from '../permit.js';
+import type { BucketSnapshot, LimiterSnapshot } from '../types.js';
+import { callFunction, type RawReply, type RedisLike, type ScriptName } from './library.js';
+
+/**
+ * One typed wrapper per Lua function. Each owns its function's ARGV order and reply layout (the
+ * contract in the .lua file's header) and returns a discriminated union; nothing outside this file
+ * reads a raw reply by index. Status numbers are named in {@link Status}, and {@link scriptError}
+ * is the one place an error status becomes a TollgateError.
+ */
+
+/** Every status number a function replies with, named once. */
+export const Status = {
+  /** `{-1, epoch}` from any function but configure: the dataset has no epoch or a different one. */
+  resync: -1,
+  /** acquire: the waiter is queued. */
+  queued: 0,
+  /** acquire: granted now. */
+  granted: 1,
+  /** acquire: a re-submitted waiter that was granted already (the grant is on its way through the list). */
+  grantedEarlier: 2,
+  /** acquire: the cost exceeds a bucket's capacity; it can never be granted. */
+  costExceedsCapacity: -2,
+  /** acquire: the cost names a dimension Redis does not know. */
+  dimensionNotConfigured: -3,
+  /** acquire: an argument out of range (`{-4, field}`); the client's own checks should have caught it. */
+  invalidArgument: -4,
+} as const;
+
+/** cancel's first element. */
+const CancelState = { absent: 0, dequeued: 1, grantReleased: 2 } as const;
+
+/** A grant as scripts send it: 'waiterId fence expiresAtMs grantedAtMs'. */
+export interface GrantMessage {
+  waiterId: string;
+  fence: number;
+  expiresAtMs: number;
+  grantedAtMs: number;
+  /** Set for 'waiterId ! dimension capacity': the waiter left the queue, its cost no longer fits a lowered capacity. */
+  rejected?: { dimension: string; capacity: number };
+}
+
+/** What every function that pumps answers: the next wake time, Redis time, and the caller's own grants. */
+export interface Pumped {
+  /** Redis ms at which a pump could grant more; 0: only a release can help. */
+  wakeAtMs: number;
+  nowMs: number;
+  /** Grants to the calling process's own waiters (not pushed to its grants list). */
+  ownGrants: GrantMessage[];
+}
+
+export interface Resync {
+  kind: 'resync';
+  /** The dataset's current epoch; '' when it has none (Redis lost its data). */
+  epoch: string;
+}
+
+export type AcquireReply =
+  | { kind: 'granted'; grant: GrantMessage }
+  | { kind: 'queued'; member: string; pumped: Pumped }
+  | { kind: 'grantedEarlier' }
+  | Resync;
+export type ReleaseReply = { kind: 'released'; leaseWasLive: boolean; pumped: Pumped } | Resync;
+export type CancelReply = { kind: 'cancelled'; state: keyof typeof CancelState; pumped: Pumped } | Resync;
+export type PumpReply = { kind: 'pumped'; pumped: Pumped } | Resync;
+export type HeartbeatReply =
+  | {
+      kind: 'renewed';
+      wasAlive: boolean;
+      lostPermitIds: string[];
+      pumped: Pumped;
+      /** The fleet limits' revision, and their JSON when it differs from the one the process sent (else ''). */
+      limitsVersion: string;
+      limitsJson: string;
+    }
+  | Resync;
+export type PauseReply = { kind: 'paused'; pausedUntilMs: number; nowMs: number } | Resync;
+export type ObserveReply = { kind: 'observed'; lowered: number; nowMs: number } | Resync;
+export type SetConcurrencyReply = { kind: 'concurrencySet'; effective: number; pumped: Pumped } | Resync;
+export type SnapshotReply = { kind: 'snapshot'; snapshot: LimiterSnapshot } | Resync;
+export interface ConfigureReply {
+  epoch: string;
+  nowMs: number;
+  created: boolean;
+  /** This call wrote its limits (first boot, data loss, or an apply that changed them). */
+  applied: boolean;
+  /** The fleet's limits in force: revision, canonical JSON, hash. */
+  limitsVersion: string;
+  limitsJson: string;
+  limitsHash: string;
+  pumped: Pumped;
+}
+
+export interface AcquireArgs {
+  waiterId: string;
+  priority: number;
+  /** Server-side deadline, ms from now; 0 = none. */
+  timeoutMs: number;
+  /** The waiter's queue member when this is a re-submission, else ''. */
+  previousMember: string;
+  cost: Cost;
+}
+
+export interface CancelArgs {
+  waiterId: string;
+  /** The queue entry acquire returned ('' if it never got one). */
+  member: string;
+  /** Refunded in full when the waiter had been granted meanwhile. */
+  cost: Cost;
+}
+
+/** One dimension of a release's settlement: the bucket gets `reserved − used` back. */
+export interface Settlement {
+  dimension: string;
+  reserved: number;
+  used: number;
+}
+
+export interface ConfigureArgs {
+  /** Used only when the dataset has no epoch yet. */
+  newEpoch: string;
+  /** 'adopt': write `limits` only when Redis has none; 'apply': write them whatever the fleet has. */
+  mode: 'adopt' | 'apply';
+  /** The highest fence this process has seen: a new dataset's fences continue above it. */
+  fenceFloor: number;
+  /** The grace pause of a dataset created after data loss (the fleet's re-registration window). */
+  graceMs: number;
+  limits: FleetLimits;
+  /** Leases this process holds, to re-register. */
+  leases: ReadonlyArray<{ permitId: string; remainingTtlMs: number }>;
+  /** Also declare the database marker (single Redis; a Cluster script may touch only its own slot). */
+  datasetsKey: string | undefined;
+}
+
+/** The functions of one limiter, called by one process (`ownerId`). */
+export class LimiterScripts {
+  readonly #redis: RedisLike;
+  readonly #limiterName: string;
+  readonly #ownerId: string;
+  readonly #keys: readonly string[];
+
+  constructor(redis: RedisLike, limiterName: string, keys: LimiterKeys, ownerId: string) {
+    this.#redis = redis;
+    this.#limiterName = limiterName;
+    this.#ownerId = ownerId;
+    this.#keys = keys.functionKeys;
+  }
+
+  #call(script: ScriptName, args: ReadonlyArray<string | number>, keys: readonly string[] = this.#keys): Promise<RawReply> {
+    return callFunction(this.#redis, script, keys, args);
+  }
+
+  /**
+   * @throws {@link CostExceedsCapacityError} / {@link InvalidCostError} for the statuses that say the
+   * cost can never be granted.
+   */
+  async acquire(epoch: string, args: AcquireArgs): Promise<AcquireReply> {
+    const raw = await this.#call('acquire', [
+      epoch,
+      this.#ownerId,
+      args.waiterId,
+      args.priority,
+      args.timeoutMs,
+      args.previousMember,
+      ...costArgs(args.cost),
+    ]);
+    switch (raw[0]) {
+      case Status.granted:
+        return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]) } };
+      case Status.queued:
+        return { kind: 'queued', pumped: pumpedAt(raw, 1), member: text(raw[4]) };
+      case Status.grantedEarlier:
+        return { kind: 'grantedEarlier' };
+      default:
+        return resyncOr(raw, () => {
+          throw scriptError('acquire', this.#limiterName, raw, args.cost);
+        });
+    }
+  }
+
+  async release(epoch: string, permitId: string, settlements: readonly Settlement[]): Promise<ReleaseReply> {
+    const settle = settlements.flatMap((entry) => [entry.dimension, entry.reserved, entry.used]);
+    const raw = await this.#call('release', [epoch, this.#ownerId, permitId, settlements.length, ...settle]);
+    return resyncOr(raw, () => ({ kind: 'released', leaseWasLive: oneOf(raw[0], [0, 1]) === 1, pumped: pumpedAt(raw, 1) }));
+  }
+
+  async cancel(epoch: string, args: CancelArgs): Promise<CancelReply> {
+    const raw = await this.#call('cancel', [epoch, this.#ownerId, args.waiterId, args.member, ...costArgs(args.cost)]);
+    return resyncOr(raw, () => ({ kind: 'cancelled', state: cancelState(raw[0]), pumped: pumpedAt(raw, 1) }));
+  }
+
+  async pump(epoch: string): Promise<PumpReply> {
+    const raw = await this.#call('pump', [epoch, this.#ownerId]);
+    return resyncOr(raw, () => ({ kind: 'pumped', pumped: pumpedAt(raw, 0) }));
+  }
+
+  /**
+   * `knownVersion`: the limits revision this process runs with; the reply carries the fleet's JSON when it differs.
+   * `waiterIds`: this process's waiters still waiting; grants kept for them (messages it missed) come back in `pumped.ownGrants`.
+   */
+  async heartbeat(epoch: string, knownVersion: string, permitIds: readonly string[], waiterIds: readonly string[]): Promise<HeartbeatReply> {
+    const raw = await this.#call('heartbeat', [epoch, this.#ownerId, knownVersion, permitIds.length, ...permitIds, ...waiterIds]);
+    return resyncOr(raw, () => ({
+      kind: 'renewed',
+      wasAlive: oneOf(raw[0], [0, 1]) === 1,
+      pumped: pumpedAt(raw, 1),
+      lostPermitIds: list(raw[4]).map(text),
+      limitsVersion: text(raw[5]),
+      limitsJson: text(raw[6]),
+    }));
+  }
+
+  async pause(epoch: string, pauseMs: number): Promise<PauseReply> {
+    const raw = await this.#call('pause', [epoch, pauseMs]);
+    return resyncOr(raw, () => ({ kind: 'paused', pausedUntilMs: integer(raw[0]), nowMs: integer(raw[1]) }));
+  }
+
+  /** `remaining`: (dimension, remaining) pairs; unknown dimensions are ignored by the script. */
+  async observe(epoch: string, remaining: ReadonlyArray<readonly [string, number]>): Promise<ObserveReply> {
+    const raw = await this.#call('observe', [epoch, remaining.length, ...remaining.flat()]);
+    return resyncOr(raw, () => ({ kind: 'observed', lowered: integer(raw[0]), nowMs: integer(raw[1]) }));
+  }
+
+  async setConcurrency(epoch: string, concurrency: number): Promise<SetConcurrencyReply> {
+    const raw = await this.#call('set_concurrency', [epoch, this.#ownerId, concurrency]);
+    return resyncOr(raw, () => ({ kind: 'concurrencySet', effective: integer(raw[0]), pumped: pumpedAt(raw, 1) }));
+  }
+
+  async snapshot(epoch: string, leasesMax: number): Promise<SnapshotReply> {
+    const raw = await this.#call('snapshot', [epoch, leasesMax]);
+    return resyncOr(raw, () => ({ kind: 'snapshot', snapshot: decodeSnapshot(raw) }));
+  }
+
+  async configure(args: ConfigureArgs): Promise<ConfigureReply> {
+    const { json, hash } = canonicalLimits(args.limits);
+    const raw = await this.#call(
+      'configure',
+      [
+        args.newEpoch,
+        args.mode,
+        this.#ownerId,
+        args.fenceFloor,
+        args.graceMs,
+        json,
+        hash,
+        ...limitsArgs(args.limits),
+        ...args.leases.flatMap((lease) => [lease.permitId, lease.remainingTtlMs]),
+      ],
+      args.datasetsKey === undefined ? this.#keys : [...this.#keys, args.datasetsKey],
+    );
+    return {
+      epoch: text(raw[0]),
+      nowMs: integer(raw[1]),
+      created: oneOf(raw[2], [0, 1]) === 1,
+      applied: oneOf(raw[3], [0, 1]) === 1,
+      limitsVersion: text(raw[4]),
+      limitsJson: text(raw[5]),
+      limitsHash: text(raw[6]),
+      pumped: pumpedAt(raw, 7),
+    };
+  }
+}
+
+/** The one place a function's error status (or an unknown one) becomes an error. */
+function scriptError(script: ScriptName, limiterName: string, raw: RawReply, cost: Cost): Error {
+  switch (raw[0]) {
+    case Status.costExceedsCapacity: {
+      const dimension = text(raw[1]);
+      return new CostExceedsCapacityError(limiterName, dimension, cost[dimension] ?? 0, Number(text(raw[2])));
+    }
+    case Status.dimensionNotConfigured:
+      return new InvalidCostError(`limiter ${limiterName}: dimension "${text(raw[1])}" is not configured in Redis`);
+    case Status.invalidArgument:
+      return new InvalidCostError(`limiter ${limiterName}: Redis refused the ${script}'s ${text(raw[1])} as out of range`);
+    default:
+      return new assert.AssertionError({ message: `${script} replied with an unknown status: ${JSON.stringify(raw)}` }); // our contract is broken
+  }
+}
+
+/** `{-1, epoch}` (exactly two elements) is a resync; anything else is decoded by `decode`. */
+function resyncOr<T>(raw: RawReply, decode: () => T): T | Resync {
+  if (raw[0] === Status.resync && raw.length === 2) return { kind: 'resync', epoch: text(raw[1]) };
+  return decode();
+}
+
+/** The `…, wakeAtMs, nowMs, {ownGrant…}` part of a reply, starting at index `at`. */
+function pumpedAt(raw: RawReply, at: number): Pumped {
+  return { wakeAtMs: integer(raw[at]), nowMs: integer(raw[at + 1]), ownGrants: list(raw[at + 2]).map((message) => parseGrant(text(message))) };
+}
+
+function decodeSnapshot(raw: RawReply): LimiterSnapshot {
+  const hasConcurrency = integer(raw[2]) > 0;
+  const buckets: Record<string, BucketSnapshot> = {};
+  for (const entry of list(raw[6])) {
+    const [dimension, tokens, capacity, refillPerMs] = list(entry).map(text);
+    buckets[dimension ?? ''] = { tokens: Number(tokens), capacity: Number(capacity), refillPerSecond: Number(refillPerMs) * 1000 };
+  }
+  return {
+    nowMs: integer(raw[0]),
+    inFlight: integer(raw[1]),
+    concurrency: hasConcurrency ? integer(raw[3]) : null,
+    concurrencyConfigured: hasConcurrency ? integer(raw[2]) : null,
+    waiting: integer(raw[4]),
+    buckets,
+    pausedUntilMs: integer(raw[5]),
+    leases: list(raw[7]).map((entry) => {
+      const [id, expiresAtMs] = list(entry);
+      return { id: text(id), expiresAtMs: integer(expiresAtMs) };
+    }),
+  };
+}
+
+function cancelState(value: RawReply[number] | undefined): keyof typeof CancelState {
+  const state = oneOf(value, Object.values(CancelState));
+  return (Object.keys(CancelState) as Array<keyof typeof CancelState>).find((key) => CancelState[key] === state) ?? 'absent';
+}
+
+/** Flattens a cost into (dimension, amount) ARGV pairs, prefixed with their count. */
+function costArgs(cost: Cost): Array<string | number> {
+  const entries = Object.entries(cost);
+  return [entries.length, ...entries.flat()];
+}
+
+// ---- reply parsing: assertions guard the contract of each script's header ----
+
+/** The fence field of a message that rejects its waiter: 'waiterId ! dimension capacity'. */
+const REJECTED = '!';
+
+/** Parses a grant (or rejection) message, from a reply or from the grants list. */
+export function parseGrant(message: string): GrantMessage {
+  const [waiterId, fence, expiresAtMs, grantedAtMs] = message.split(' ');
+  assert(waiterId !== undefined && fence !== undefined && expiresAtMs !== undefined && grantedAtMs !== undefined, `bad grant message ${message}`);
+  if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
+  const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
+  assert(Number.isSafeInteger(grant.fence) && Number.isSafeInteger(grant.expiresAtMs) && Number.isSafeInteger(grant.grantedAtMs), `bad grant message ${message}`);
+  return grant;
+}
+
+function integer(value: RawReply[number] | undefined): number {
+  assert(typeof value === 'number' && Number.isSafeInteger(value), `expected an integer in a script reply, got ${String(value)}`);
+  return value;
+}
+
+function oneOf(value: RawReply[number] | undefined, allowed: readonly number[]): number {
+  const number = integer(value);
+  assert(allowed.includes(number), `expected one of ${allowed.join(', ')} in a script reply, got ${number}`);
+  return number;
+}
+
+function text(value: RawReply[number] | undefined): string {
+  assert(typeof value === 'string', `expected a string in a script reply, got ${String(value)}`);
+  return value;
+}
+
+function list(value: RawReply[number] | undefined): RawReply {
+  assert(Array.isArray(value), `expected an array in a script reply, got ${String(value)}`);
+  return value as RawReply;
+}

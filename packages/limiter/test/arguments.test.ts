@@ -1,0 +1,106 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AcquireAbortedError, InvalidArgumentError, createLimiter, limiterKeys, type Limiter, type Permit } from '../src/index.js';
+import { tollgateLibrary } from '../src/scripts/library.js';
+
+/**
+ * Case 9 of issue 12: what one caller sends can never break another process. Out-of-range
+ * arguments are refused naming the field (by zod in the client, and by the function itself for a
+ * caller that is not this client); an in-range one is honoured exactly.
+ */
+let redis: TestRedis;
+let admin: Redis;
+const open: Limiter[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  await Promise.all(open.map((limiter) => limiter.close()));
+  admin.disconnect();
+  await redis.close();
+});
+
+async function limiterFor(name: string): Promise<Limiter> {
+  const limiter = createLimiter({ redis: redis.url, name, concurrency: 1 });
+  open.push(limiter);
+  await limiter.ready();
+  return limiter;
+}
+
+/** Sends acquire straight to the function, as a caller that is not this client could. */
+async function rawAcquire(name: string, timeoutMs: string): Promise<unknown> {
+  const { functionKeys, config } = limiterKeys(name);
+  const epoch = await admin.hget(config, 'epoch');
+  return admin.fcall(tollgateLibrary().functionName('acquire'), functionKeys.length, ...functionKeys, epoch ?? '', 'rogue', 'rogue:1', 5, timeoutMs, '', 0);
+}
+
+describe('timeoutMs', () => {
+  it('above 2^31 − 1 ms is refused naming the field, not turned into a deadline that fires after 1 ms', async () => {
+    const limiter = await limiterFor(uniqueName('timeout-max'));
+    await expect(limiter.acquire({ timeoutMs: 2 ** 31 })).rejects.toThrow(InvalidArgumentError);
+    await expect(limiter.acquire({ timeoutMs: 1e14 })).rejects.toThrow(/timeoutMs: .*\(got 100000000000000\)/);
+  });
+
+  it('of 2^31 − 1 ms is honoured: the waiter keeps waiting and is granted on the next release', async () => {
+    const name = uniqueName('timeout-long');
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name);
+    const held = await holder.acquire();
+    let settled: Permit | unknown;
+    const pending = waiter.acquire({ timeoutMs: 2 ** 31 - 1 }).then(
+      (permit) => (settled = permit),
+      (error: unknown) => (settled = error),
+    );
+    await sleep(100); // a timer that fires after 1 ms would have fired by now
+    expect(settled).toBeUndefined();
+    await held.release();
+    await pending;
+    expect(settled).toBeInstanceOf(Object);
+    expect(settled).not.toBeInstanceOf(Error);
+    await (settled as Permit).release();
+  });
+
+  it('a deadline of about 1e14 ms sent straight to Redis is refused, and every other process keeps working', async () => {
+    const name = uniqueName('timeout-rogue');
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name);
+    const held = await holder.acquire(); // the rogue call would be queued, not granted
+    expect(await rawAcquire(name, '100000000000000')).toEqual([-4, 'timeoutMs']);
+    const queued = waiter.acquire({ timeoutMs: 10_000 });
+    await held.release(); // pumps the queue: it must still be readable
+    await (await queued).release();
+    expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
+  });
+});
+
+describe('the queue', () => {
+  it('an entry no function can read is dropped by the pump instead of failing every process', async () => {
+    const name = uniqueName('unreadable');
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name);
+    const held = await holder.acquire();
+    await admin.zadd(limiterKeys(name).waiting, 0, 'rogue:1 5 1.0017e+14 1764000000000'); // an exponent-form deadline, as v1 wrote it
+    const queued = waiter.acquire({ timeoutMs: 10_000 });
+    await held.release();
+    await (await queued).release();
+    expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
+  });
+
+  it('an abort still works for a waiter with the longest deadline', async () => {
+    const name = uniqueName('timeout-abort');
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name);
+    const held = await holder.acquire();
+    const controller = new AbortController();
+    const pending = waiter.acquire({ timeoutMs: 2 ** 31 - 1, signal: controller.signal });
+    await sleep(50);
+    controller.abort();
+    await expect(pending).rejects.toBeInstanceOf(AcquireAbortedError);
+    await held.release();
+  });
+});
