@@ -60,6 +60,9 @@ const RECONNECT_GRACE_MS = 1_000;
 const SNAPSHOT_WAIT_MS = 2_000;
 /** Op numbers of snapshot requests start here. */
 const SNAPSHOT_OP_BASE = 2_000_000;
+/** Fresh acquires per process at the end, and the pause between them (only LIMITER_UNAVAILABLE is tried again). */
+const FRESH_ATTEMPTS = 3;
+const FRESH_RETRY_MS = 200;
 /** Op numbers of the drain's fresh acquires start here. */
 const FRESH_OP_BASE = 1_000_000;
 
@@ -594,21 +597,33 @@ class CheckerRun {
     // a connection that Redis dropped reconnects with a backoff, failing closed meanwhile (G8, as it should)
     const lastFaultEnd = Math.max(0, ...this.#faultLog.map((fault) => fault.to ?? 0));
     await sleep(Math.max(0, lastFaultEnd + RECONNECT_GRACE_MS - monotonicMs()));
-    // one fresh acquire per process: granted at once, now that nothing is held
-    const fresh: number[] = [];
-    for (const slot of this.#slots) {
-      const op = FRESH_OP_BASE + slot.index;
-      this.#acquires.set(op, { op, proc: this.#proc(slot), client: 0, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 });
-      if (this.#send(slot, { type: 'acquire', op, client: 0, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 })) fresh.push(op);
+    // one fresh acquire per process: granted at once, now that nothing is held. A round trip slower
+    // than redisTimeoutMs on a loaded machine fails closed (LIMITER_UNAVAILABLE): only that is tried again
+    const fresh = new Map<Slot, number>();
+    for (let attempt = 0; attempt < FRESH_ATTEMPTS; attempt++) {
+      const sent: number[] = [];
+      for (const slot of this.#slots) {
+        const previous = fresh.get(slot);
+        if (previous !== undefined && this.#acquires.get(previous)?.error?.code !== 'LIMITER_UNAVAILABLE') continue;
+        const op = FRESH_OP_BASE + attempt * this.#slots.length + slot.index;
+        const spec = { client: 0, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 };
+        this.#acquires.set(op, { op, proc: this.#proc(slot), ...spec });
+        if (this.#send(slot, { type: 'acquire', op, ...spec })) {
+          fresh.set(slot, op);
+          sent.push(op);
+        }
+      }
+      if (sent.length === 0) break;
+      const freshBy = monotonicMs() + SETTLE_WAIT_MS;
+      while (!this.#allSettled() && monotonicMs() < freshBy) await sleep(DRAIN_POLL_MS);
+      await sleep(FRESH_RETRY_MS);
     }
-    const freshBy = monotonicMs() + SETTLE_WAIT_MS;
-    while (!this.#allSettled() && monotonicMs() < freshBy) await sleep(DRAIN_POLL_MS);
     return {
       quietAt,
       zeroAt,
       inFlightLeft,
-      leftover: fresh.every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
-      fresh: fresh.map((op) => {
+      leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
+      fresh: [...fresh.values()].map((op) => {
         const record = this.#acquires.get(op)!;
         return { calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
       }),
