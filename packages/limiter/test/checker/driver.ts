@@ -782,7 +782,8 @@ class CheckerRun {
   #trace(violation: Violation): string[] {
     const at = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms - this.#t0).toFixed(0)}`);
     const involved = violation.ops.map((op) => this.#acquires.get(op)).filter((record) => record !== undefined);
-    const from = Math.min(violation.atMs, ...involved.map((record) => record.calledAt ?? violation.atMs)) - 500;
+    // a leak found by the drain may come from anywhere in the run: list every fault then
+    const from = violation.invariant === 3 ? this.#t0 : Math.min(violation.atMs, ...involved.map((record) => record.calledAt ?? violation.atMs)) - 500;
     const lines = [`@${at(violation.atMs)} ms: invariant ${violation.invariant} (${INVARIANT_NAMES[violation.invariant]}): ${violation.message}`];
     for (const record of involved.slice(0, TRACE_LINES_MAX)) {
       const outcome = record.outcome === 'granted' ? `granted ${record.permitId} fence ${record.fence}` : `${record.outcome ?? 'unsettled'} ${record.error?.code ?? record.error?.name ?? ''}`;
