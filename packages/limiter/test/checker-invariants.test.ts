@@ -1,0 +1,152 @@
+/**
+ * The fault checker's invariants must be able to fail: each is fed a small hand-made history that
+ * breaks it (and one at the edge of its tolerance that does not). The checker's end-to-end
+ * self-test with a double-granting process is in checker.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, freezeMayLoseLease, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
+
+const timings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
+const OFFSET = 1_000_000; // Redis ms = monotonic ms + OFFSET
+
+function history(acquires: AcquireRecord[], overrides: Partial<History> = {}): History {
+  return {
+    timings,
+    redisOffsetMs: OFFSET,
+    acquires,
+    witnessCalls: [],
+    frozen: [],
+    concurrency: [{ from: 0, to: undefined, value: 1 }],
+    tokens: [{ from: 0, to: undefined, value: { capacity: 10, refillPerMs: 0.01 } }],
+    dataLoss: [],
+    drain: undefined,
+    ...overrides,
+  };
+}
+
+/** A permit granted at `from` (called 1 ms before), held until `to`, released at once. */
+function held(op: number, from: number, to: number, extra: Partial<AcquireRecord> = {}): AcquireRecord {
+  return {
+    op,
+    proc: 'p0.0',
+    client: 0,
+    tokens: 1,
+    priority: 5,
+    holdMs: to - from,
+    calledAt: from - 1,
+    settledAt: from,
+    outcome: 'granted',
+    permitId: `owner:${op}`,
+    fence: op,
+    grantedAtMs: from + OFFSET,
+    endedAt: to,
+    release: { calledAt: to, settledAt: to + 1, leaseLost: false },
+    ...extra,
+  };
+}
+
+describe('checker invariant 1: concurrency', () => {
+  it('reports two permits live at once under concurrency 1', () => {
+    const violations = checkConcurrency(history([held(1, 100, 300), held(2, 200, 400, { proc: 'p1.0' })]));
+    expect(violations).toHaveLength(1);
+    expect(violations[0]?.ops).toEqual([1, 2]);
+  });
+
+  it('allows back-to-back permits and the G7 window of a lost lease, but not an abort later than one heartbeat', () => {
+    expect(checkConcurrency(history([held(1, 100, 300), held(2, 300, 400)]))).toEqual([]);
+    const lostAt = 200 + timings.heartbeatMs + SCHEDULING_SLACK_MS - 10; // aborted within one heartbeat (+ slack) of the other grant
+    expect(checkConcurrency(history([held(1, 100, lostAt, { lostAt }), held(2, 200, 400, { proc: 'p1.0' })]))).toEqual([]);
+    const lateLostAt = 200 + timings.heartbeatMs + SCHEDULING_SLACK_MS + 100;
+    expect(checkConcurrency(history([held(1, 100, lateLostAt, { lostAt: lateLostAt }), held(2, 200, 400, { proc: 'p1.0' })]))).toHaveLength(1);
+  });
+
+  it('does not count a frozen process until one heartbeat after SIGCONT, and counts it after that', () => {
+    const frozen = [{ proc: 'p0.0', from: 150, to: 2_000 }];
+    const resumedFor = 2_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS;
+    expect(checkConcurrency(history([held(1, 100, resumedFor - 1), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toEqual([]);
+    expect(checkConcurrency(history([held(1, 100, resumedFor + 200), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
+  });
+
+  it('counts a process frozen too briefly to lose its lease all the time', () => {
+    const frozen = [{ proc: 'p0.0', from: 150, to: 150 + freezeMayLoseLease(timings) - 1 }];
+    expect(checkConcurrency(history([held(1, 100, 1_000), held(2, 200, 400, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
+  });
+
+  it('takes the larger limit while a change is in flight, and the new one after', () => {
+    const concurrency = [
+      { from: 0, to: 250, value: 2 },
+      { from: 240, to: undefined, value: 1 },
+    ];
+    expect(checkConcurrency(history([held(1, 100, 600), held(2, 245, 600, { proc: 'p1.0' })], { concurrency }))).toEqual([]);
+    expect(checkConcurrency(history([held(1, 100, 600), held(2, 300, 600, { proc: 'p1.0' })], { concurrency }))).toHaveLength(1);
+  });
+
+  it('counts the witness server calls too', () => {
+    const acquires = [held(1, 100, 300), held(2, 350, 500, { proc: 'p1.0' })];
+    const witnessCalls = [
+      { op: 1, pid: 1, startAt: 101, endAt: 400, closedEarly: false }, // the upstream saw the first call still running
+      { op: 2, pid: 2, startAt: 351, endAt: 450, closedEarly: false },
+    ];
+    const violations = checkConcurrency(history(acquires, { witnessCalls }));
+    expect(violations.map((violation) => violation.message)).toEqual([expect.stringContaining('witness server')]);
+  });
+});
+
+describe('checker invariant 2: settling', () => {
+  it('reports an acquire that never settled, one granted after its abort, one settled late, one timed out early', () => {
+    const never: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0 };
+    const afterAbort = held(2, 500, 600, { calledAt: 100, abortedAt: 101 });
+    const late = held(3, 100 + 50 + timings.redisTimeoutMs + SCHEDULING_SLACK_MS + 10, 2_000, { calledAt: 100, timeoutMs: 50 });
+    const early: AcquireRecord = { op: 4, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 5, outcome: 'rejected', timeoutMs: 1e14, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const violations = checkSettling(history([never, afterAbort, late, early]));
+    expect(violations.map((violation) => violation.ops[0])).toEqual([1, 2, 3, 4]);
+  });
+
+  it('accepts a rejection within the deadline plus one redisTimeoutMs, and excuses the time its process was frozen', () => {
+    const inTime: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 50 + timings.redisTimeoutMs, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const frozenLate = { ...inTime, op: 2, settledAt: 3_000 };
+    expect(checkSettling(history([inTime, frozenLate], { frozen: [{ proc: 'p0.0', from: 10, to: 2_900 }] }))).toEqual([]);
+  });
+
+  it('reports a rejection that is not a TollgateError', () => {
+    const record: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 5, outcome: 'rejected', error: { name: 'ReplyError', code: undefined, message: 'ERR' } };
+    expect(checkSettling(history([record]))).toHaveLength(1);
+  });
+});
+
+describe('checker invariant 3: nothing leaks', () => {
+  it('reports leases that never came back, and a fresh acquire that was refused', () => {
+    const drain = { quietAt: 0, zeroAt: undefined, inFlightLeft: 2, leftover: ['lease a:1'], fresh: [{ calledAt: 10, settledAt: 20, granted: false, error: { name: 'x', code: 'LIMITER_UNAVAILABLE', message: '' } }] };
+    expect(checkDrain(history([], { drain })).map((violation) => violation.message)).toEqual([
+      expect.stringContaining('2 leases still live'),
+      expect.stringContaining('lease a:1'),
+      expect.stringContaining('LIMITER_UNAVAILABLE'),
+    ]);
+    const clean = { quietAt: 0, zeroAt: timings.leaseTtlMs, inFlightLeft: 0, leftover: [], fresh: [{ calledAt: 10, settledAt: 20, granted: true }] };
+    expect(checkDrain(history([], { drain: clean }))).toEqual([]);
+  });
+});
+
+describe('checker invariant 4: tokens', () => {
+  it('reports more tokens than capacity + refill·Δ, and counts a refund once', () => {
+    const grants = [held(1, 100, 110, { tokens: 8 }), held(2, 200, 210, { tokens: 8 })];
+    expect(checkTokens(history(grants))).toHaveLength(1); // 16 > 10 + 0.01·100
+    const refunded = [held(1, 100, 110, { tokens: 8, used: 1 }), held(2, 200, 210, { tokens: 8 })];
+    expect(checkTokens(history(refunded))).toEqual([]); // 16 ≤ 10 + 1 + refund 7
+    const twice = [held(1, 100, 110, { tokens: 8, used: 1 }), held(2, 200, 210, { tokens: 8 }), held(3, 300, 310, { tokens: 8 })];
+    expect(checkTokens(history(twice))).toHaveLength(1); // 24 > 10 + 2 + 7: the refund does not pay twice
+  });
+
+  it('does not carry a window across data loss (the bucket starts full again)', () => {
+    const grants = [held(1, 100, 110, { tokens: 8 }), held(2, 200, 210, { tokens: 8 })];
+    expect(checkTokens(history(grants, { dataLoss: [{ from: 150, to: 160 }] }))).toEqual([]);
+  });
+});
+
+describe('checker invariant 5: fences', () => {
+  it('reports a fence that goes backwards for a later acquire, and a fence granted twice', () => {
+    expect(checkFences(history([held(5, 100, 200, { fence: 5 }), held(6, 300, 400, { fence: 1 })]))).toHaveLength(1);
+    expect(checkFences(history([held(5, 100, 200, { fence: 5 }), held(6, 300, 400, { fence: 5 })]))).toHaveLength(2);
+    expect(checkFences(history([held(5, 100, 200, { fence: 5 }), held(6, 300, 400, { fence: 6 })]))).toEqual([]);
+  });
+});

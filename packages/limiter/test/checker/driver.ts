@@ -1,0 +1,811 @@
+/**
+ * The randomized fault checker (DESIGN §10). One run: start a Redis of its own (with
+ * `--enable-debug-command local` and AOF), a witness server, and several client processes; play a
+ * seeded schedule of acquires, releases, aborts, pauses, concurrency changes, limit applies and
+ * faults; let everything drain; then check the five invariants from what the witnesses saw.
+ * `runChecker({ seed })` replays a run: the schedule depends on the seed only.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { limiterKeys } from '../../src/index.js';
+import {
+  checkInvariants,
+  INVARIANT_NAMES,
+  maxIn,
+  SCHEDULING_SLACK_MS,
+  type AcquireRecord,
+  type DrainResult,
+  type History,
+  type InvariantId,
+  type Segment,
+  type TokenLimit,
+  type Violation,
+} from './invariants.js';
+import { monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
+import { FAULT_KINDS, makeSchedule, type FaultKind, type Omittable, type ScheduledOp } from './schedule.js';
+import { startWitnessServer, type WitnessServer } from './witness-server.js';
+import type { ClientSettings } from './client-process.js';
+
+const CLIENT = fileURLToPath(new URL('./client-process.ts', import.meta.url));
+
+export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000 }; // tokens bind less than concurrency
+export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
+
+/** How long the drain waits for every acquire to settle and every release to answer. */
+const SETTLE_WAIT_MS = 2 * CHECKER_TIMINGS.leaseTtlMs + 3_000;
+/** A change whose answer was lost may still run this long after its caller gave up (a stall ends). */
+const LOST_REPLY_RUNS_WITHIN_MS = 3_000;
+/** Longest wait for a process to start (tsx compiles on the fly; 2 busy cores). */
+const PROCESS_START_MS = 30_000;
+/** Polling of Redis during the drain. */
+const DRAIN_POLL_MS = 25;
+/** Offset samples of Redis TIME against the monotonic clock (the fastest round trip wins). */
+const CLOCK_SAMPLES = 15;
+/** Trace lines kept per violation. */
+const TRACE_LINES_MAX = 40;
+/** Process stderr kept for diagnostics. */
+const STDERR_TAIL_CHARS = 4_000;
+/** Leases and waiters listed when the drain finds some left over. */
+const LEFTOVER_SHOWN_MAX = 5;
+/**
+ * The drain's fresh acquires start no sooner than this after the last fault ended: ioredis
+ * reconnects with a backoff (50 ms × attempt) after a restart, and until then the limiter fails
+ * closed, which is right (G8), not a leak.
+ */
+const RECONNECT_GRACE_MS = 1_000;
+/** How long the driver waits for a process's snapshot. */
+const SNAPSHOT_WAIT_MS = 2_000;
+/** Op numbers of snapshot requests start here. */
+const SNAPSHOT_OP_BASE = 2_000_000;
+/** Fresh acquires per process at the end, and the pause between them (only LIMITER_UNAVAILABLE is tried again). */
+const FRESH_ATTEMPTS = 3;
+const FRESH_RETRY_MS = 200;
+/** Op numbers of the drain's fresh acquires start here. */
+const FRESH_OP_BASE = 1_000_000;
+
+export interface CheckerOptions {
+  seed: number;
+  /** Scheduled operations (faults included). */
+  operations?: number;
+  processes?: number;
+  clientsPerProcess?: number;
+  faults?: readonly FaultKind[];
+  meanGapMs?: number;
+  /** Parts of the mix to leave out (to look past a known bug). */
+  without?: readonly Omittable[];
+  /** Self-test: the first process's limiters use another limiter name, a configuration that double-grants. */
+  brokenProcess?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface CheckerResult {
+  seed: number;
+  replay: string;
+  operations: Record<string, number>;
+  faults: Record<string, number>;
+  violations: Violation[];
+  counts: Record<InvariantId, number>;
+  /** Per shown violation: the events around it, times in ms from the start of the schedule. */
+  traces: string[][];
+  durationMs: number;
+}
+
+interface ClientProcess {
+  child: ChildProcess;
+  stderr: string;
+  /** A standby process has loaded and waits for `start`. */
+  standing: boolean;
+  ready: Promise<void>;
+}
+
+interface Slot {
+  index: number;
+  gen: number;
+  child: ChildProcess | undefined;
+  process: ClientProcess | undefined;
+  ready: boolean;
+  starting: Promise<void> | undefined;
+}
+
+interface ControlRecord {
+  op: number;
+  kind: 'pause' | 'setConcurrency' | 'apply';
+  proc: string;
+  value: number;
+  limits?: CheckerLimits | undefined;
+  calledAt?: number | undefined;
+  settledAt?: number | undefined;
+  error?: ErrorInfo | undefined;
+}
+
+interface FaultRecord {
+  kind: FaultKind;
+  detail: string;
+  from: number;
+  to: number | undefined;
+  error?: string | undefined;
+}
+
+export function replayCommand(options: CheckerOptions): string {
+  const parts = [`npm run soak -- --seed ${options.seed}`];
+  if (options.operations !== undefined) parts.push(`--operations ${options.operations}`);
+  if (options.faults !== undefined && options.faults.length !== FAULT_KINDS.length) parts.push(`--faults ${options.faults.join(',') || 'none'}`);
+  if (options.without !== undefined && options.without.length > 0) parts.push(`--without ${options.without.join(',')}`);
+  if (options.brokenProcess) parts.push('--broken-process');
+  return parts.join(' ');
+}
+
+export async function runChecker(options: CheckerOptions): Promise<CheckerResult> {
+  const run = new CheckerRun(options);
+  try {
+    return await run.play();
+  } finally {
+    await run.close();
+  }
+}
+
+class CheckerRun {
+  readonly #options: Required<Omit<CheckerOptions, 'log'>> & { log: (line: string) => void };
+  readonly #name = uniqueName('checker');
+  readonly #acquires = new Map<number, AcquireRecord>();
+  readonly #controls = new Map<number, ControlRecord>();
+  readonly #faultLog: FaultRecord[] = [];
+  readonly #frozen: Array<{ proc: string; from: number; to: number }> = [];
+  readonly #dataLoss: Array<{ from: number; to: number }> = [];
+  readonly #opCounts: Record<string, number> = {};
+  readonly #faultCounts: Record<string, number> = {};
+  readonly #slots: Slot[] = [];
+  /** Processes started after the first ones (replacements of killed ones): [spawned, ready]. */
+  readonly #restarts: Array<{ from: number; to: number }> = [];
+  #redis: RedisServerProcess | undefined;
+  #admin: Redis | undefined;
+  #witness: WitnessServer | undefined;
+  #offsetMs = 0;
+  #t0 = 0;
+  #faultChain: Promise<void> = Promise.resolve();
+  readonly #snapshotWaiters = new Map<number, (snapshot: Extract<ClientMessage, { type: 'snapshot' }> | undefined) => void>();
+  #nextSnapshotOp = SNAPSHOT_OP_BASE;
+  /** One process loaded and waiting, so a "new process" can start as fast as a real one would. */
+  #standby: ClientProcess | undefined;
+
+  constructor(options: CheckerOptions) {
+    this.#options = {
+      operations: 200,
+      processes: 3,
+      clientsPerProcess: 2,
+      faults: FAULT_KINDS,
+      meanGapMs: 25,
+      brokenProcess: false,
+      without: [],
+      log: () => {},
+      ...options,
+    };
+  }
+
+  async play(): Promise<CheckerResult> {
+    const startedAt = monotonicMs();
+    const options = this.#options;
+    const schedule = makeSchedule({
+      seed: options.seed,
+      operations: options.operations,
+      processes: options.processes,
+      clientsPerProcess: options.clientsPerProcess,
+      limits: CHECKER_LIMITS,
+      leaseTtlMs: CHECKER_TIMINGS.leaseTtlMs,
+      faults: options.faults,
+      meanGapMs: options.meanGapMs,
+      without: options.without,
+    });
+    this.#redis = await RedisServerProcess.start({ appendonly: true, args: ['--enable-debug-command', 'local'] });
+    this.#admin = new Redis(this.#redis.url, { maxRetriesPerRequest: 2 });
+    this.#admin.on('error', () => {}); // Redis restarts are part of the run
+    this.#witness = await startWitnessServer();
+    this.#offsetMs = await this.#measureOffset();
+    for (let index = 0; index < options.processes; index++) this.#slots.push({ index, gen: -1, child: undefined, process: undefined, ready: false, starting: undefined });
+    await Promise.all(this.#slots.map((slot) => this.#spawn(slot, { useStandby: false })));
+    if (options.faults.includes('killProcess') || options.faults.includes('flushall') || options.faults.includes('restartEmpty')) this.#standby = this.#fork(this.#name, true);
+
+    this.#t0 = monotonicMs();
+    for (const [index, op] of schedule.entries()) {
+      const wait = this.#t0 + op.atMs - monotonicMs();
+      if (wait > 0) await sleep(wait);
+      this.#dispatch(index, op);
+    }
+    const drain = await this.#drain();
+    const history: History = {
+      timings: CHECKER_TIMINGS,
+      redisOffsetMs: this.#offsetMs,
+      acquires: [...this.#acquires.values()],
+      witnessCalls: [...this.#witness.calls.values()],
+      frozen: this.#frozen,
+      concurrency: this.#concurrencySegments(),
+      tokens: this.#tokenSegments(),
+      dataLoss: this.#dataLoss,
+      drain,
+    };
+    const report = checkInvariants(history);
+    const result: CheckerResult = {
+      seed: options.seed,
+      replay: replayCommand(options),
+      operations: this.#opCounts,
+      faults: this.#faultCounts,
+      violations: report.violations,
+      counts: report.counts,
+      traces: report.violations.map((violation) => this.#trace(violation)),
+      durationMs: monotonicMs() - startedAt,
+    };
+    return result;
+  }
+
+  async close(): Promise<void> {
+    this.#standby?.child.kill('SIGKILL');
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        const child = slot.child;
+        if (child === undefined || child.exitCode !== null) return;
+        child.kill('SIGCONT');
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        try {
+          child.send({ type: 'close' } satisfies DriverCommand);
+        } catch {
+          // already gone
+        }
+        await Promise.race([exited, sleep(2_000)]);
+        child.kill('SIGKILL');
+      }),
+    );
+    this.#admin?.disconnect();
+    await this.#witness?.close();
+    await this.#redis?.close();
+  }
+
+  #proc(slot: Slot): string {
+    return `p${slot.index}.${slot.gen}`;
+  }
+
+  #count(table: Record<string, number>, key: string): void {
+    table[key] = (table[key] ?? 0) + 1;
+  }
+
+  async #measureOffset(): Promise<number> {
+    let best = Infinity;
+    let offset = 0;
+    for (let sample = 0; sample < CLOCK_SAMPLES; sample++) {
+      const before = monotonicMs();
+      const [seconds, micros] = await this.#admin!.time();
+      const after = monotonicMs();
+      if (after - before < best) {
+        best = after - before;
+        offset = Number(seconds) * 1000 + Number(micros) / 1000 - (before + after) / 2;
+      }
+    }
+    return offset;
+  }
+
+  /** Forks a client process; a standby one loads everything, then waits for `start` before it connects. */
+  #fork(limiterName: string, standby: boolean): ClientProcess {
+    const settings: ClientSettings = {
+      redisUrl: this.#redis!.url,
+      limiterName,
+      clients: this.#options.clientsPerProcess,
+      limits: CHECKER_LIMITS, // what a process is started with (its environment), whatever was applied since
+      timings: CHECKER_TIMINGS,
+      witnessUrl: this.#witness!.url,
+      standby,
+    };
+    const child = fork(CLIENT, [], {
+      execArgv: ['--conditions=tollgate-source', '--import', 'tsx'],
+      env: { ...process.env, CHECKER_CLIENT: JSON.stringify(settings) },
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    const started: ClientProcess = { child, stderr: '', standing: false, ready: undefined as unknown as Promise<void> };
+    child.stderr?.on('data', (chunk: Buffer) => (started.stderr = (started.stderr + chunk.toString()).slice(-STDERR_TAIL_CHARS)));
+    started.ready = new Promise<void>((resolve, reject) => {
+      let ready = false;
+      child.on('message', (message: ClientMessage) => {
+        if (message.type === 'standing') started.standing = true;
+        else if (message.type === 'ready') {
+          ready = true;
+          resolve();
+        } else if (message.type === 'startFailed') reject(new Error(`client process could not start: ${message.error.message}`));
+        else this.#onMessage(message);
+      });
+      child.once('exit', (code, signal) => {
+        if (!ready) reject(new Error(`client process exited at start (${String(code ?? signal)}): ${started.stderr}`));
+      });
+    });
+    started.ready.catch(() => {}); // a standby killed at the end never becomes ready
+    return started;
+  }
+
+  /**
+   * Starts the slot's next process: the warm standby when it is waiting (it connects within a few
+   * ms, as a new process would right after a deploy), else a fresh fork; then warms a new standby.
+   */
+  #spawn(slot: Slot, { useStandby }: { useStandby: boolean }): Promise<void> {
+    slot.gen++;
+    slot.ready = false;
+    const proc = this.#proc(slot);
+    const standby = this.#standby;
+    let started: ClientProcess;
+    if (useStandby && standby?.standing && standby.child.connected) {
+      this.#standby = undefined;
+      standby.child.send({ type: 'start' } satisfies DriverCommand);
+      started = standby;
+      this.#standby = this.#fork(this.#name, true);
+    } else {
+      started = this.#fork(this.#options.brokenProcess && slot.index === 0 ? `${this.#name}-other` : this.#name, false);
+    }
+    slot.child = started.child;
+    slot.process = started;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`client process ${proc} did not start within ${PROCESS_START_MS} ms: ${started.stderr}`)), PROCESS_START_MS);
+    });
+    slot.starting = Promise.race([started.ready, timeout])
+      .then(() => {
+        slot.ready = true;
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        slot.starting = undefined;
+      });
+    return slot.starting;
+  }
+
+  #onMessage(message: ClientMessage): void {
+    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing') return;
+    if (message.type === 'snapshot') {
+      this.#snapshotWaiters.get(message.op)?.(message);
+      return;
+    }
+    if (message.type === 'done') {
+      const control = this.#controls.get(message.op);
+      if (control === undefined) return;
+      control.calledAt = message.calledAt;
+      control.settledAt = message.settledAt;
+      control.error = message.error;
+      return;
+    }
+    const record = this.#acquires.get(message.op);
+    if (record === undefined) return;
+    switch (message.type) {
+      case 'granted':
+        Object.assign(record, { outcome: 'granted', calledAt: message.calledAt, settledAt: message.settledAt, abortedAt: message.abortedAt });
+        Object.assign(record, { permitId: message.permitId, fence: message.fence, grantedAtMs: message.grantedAtMs });
+        break;
+      case 'rejected':
+        Object.assign(record, { outcome: 'rejected', calledAt: message.calledAt, settledAt: message.settledAt, abortedAt: message.abortedAt, error: message.error });
+        break;
+      case 'lost':
+        record.lostAt = message.lostAt;
+        break;
+      case 'ended':
+        record.endedAt = message.endedAt;
+        break;
+      case 'released':
+        record.release = { calledAt: message.calledAt, settledAt: message.settledAt, leaseLost: message.leaseLost, error: message.error };
+        break;
+    }
+  }
+
+  #send(slot: Slot, command: DriverCommand): boolean {
+    if (!slot.ready || slot.child === undefined || !slot.child.connected) return false;
+    try {
+      slot.child.send(command);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #dispatch(op: number, scheduled: ScheduledOp): void {
+    if (scheduled.kind === 'fault') {
+      this.#count(this.#opCounts, 'fault');
+      this.#faultChain = this.#faultChain.then(() => this.#fault(scheduled));
+      return;
+    }
+    const slot = this.#slots[Math.floor(scheduled.client / this.#options.clientsPerProcess)]!;
+    const client = scheduled.client % this.#options.clientsPerProcess;
+    const proc = this.#proc(slot);
+    if (!slot.ready) {
+      this.#count(this.#opCounts, 'skipped (process restarting)');
+      return;
+    }
+    this.#count(this.#opCounts, scheduled.kind);
+    if (scheduled.kind === 'acquire') {
+      const { atMs: _atMs, kind: _kind, ...rest } = scheduled;
+      this.#acquires.set(op, { op, proc, ...rest, client });
+      this.#send(slot, { type: 'acquire', op, ...rest, client });
+    } else if (scheduled.kind === 'pause') {
+      this.#controls.set(op, { op, kind: 'pause', proc, value: scheduled.ms });
+      this.#send(slot, { type: 'pause', op, client, ms: scheduled.ms });
+    } else if (scheduled.kind === 'setConcurrency') {
+      this.#controls.set(op, { op, kind: 'setConcurrency', proc, value: scheduled.concurrency });
+      this.#send(slot, { type: 'setConcurrency', op, client, concurrency: scheduled.concurrency });
+    } else {
+      this.#controls.set(op, { op, kind: 'apply', proc, value: scheduled.limits.concurrency, limits: scheduled.limits });
+      this.#send(slot, { type: 'apply', op, client, limits: scheduled.limits });
+    }
+  }
+
+  async #fault(op: Extract<ScheduledOp, { kind: 'fault' }>): Promise<void> {
+    const redis = this.#redis!;
+    const slot = this.#slots[op.process]!;
+    const record: FaultRecord = { kind: op.fault, detail: '', from: monotonicMs(), to: undefined };
+    this.#faultLog.push(record);
+    this.#count(this.#faultCounts, op.fault);
+    try {
+      switch (op.fault) {
+        case 'stall': {
+          record.detail = `DEBUG SLEEP ${op.durationMs} ms`;
+          const connection = new Redis(redis.url, { maxRetriesPerRequest: 0 });
+          connection.on('error', () => {});
+          try {
+            await connection.call('DEBUG', 'SLEEP', (op.durationMs / 1000).toFixed(3));
+          } finally {
+            connection.disconnect();
+          }
+          break;
+        }
+        case 'pauseWrites':
+          record.detail = `CLIENT PAUSE ${op.durationMs} WRITE`;
+          await this.#admin!.call('CLIENT', 'PAUSE', op.durationMs, 'WRITE');
+          await sleep(op.durationMs);
+          break;
+        case 'flushall': {
+          record.detail = 'FLUSHALL';
+          const from = monotonicMs();
+          try {
+            await this.#admin!.flushall();
+          } finally {
+            this.#dataLoss.push({ from, to: monotonicMs() });
+          }
+          if (op.newProcess) record.detail += `, then ${await this.#replaceProcess(slot)}`;
+          break;
+        }
+        case 'restartKeep':
+          record.detail = 'kill -9 of Redis, restart with its AOF';
+          await redis.kill();
+          await redis.start();
+          break;
+        case 'restartEmpty': {
+          record.detail = 'kill -9 of Redis, restart without data';
+          const from = monotonicMs();
+          try {
+            await redis.restart({ keepData: false });
+          } finally {
+            this.#dataLoss.push({ from, to: monotonicMs() });
+          }
+          if (op.newProcess) record.detail += `, then ${await this.#replaceProcess(slot)}`;
+          break;
+        }
+        case 'freeze': {
+          if (op.fleetFreeze) {
+            record.detail = await this.#fleetFreeze(slot, op.durationMs);
+            break;
+          }
+          const child = slot.child;
+          if (!slot.ready || child === undefined) break;
+          record.detail = `SIGSTOP ${this.#proc(slot)} for ${op.durationMs} ms`;
+          const from = monotonicMs();
+          child.kill('SIGSTOP');
+          await sleep(op.durationMs);
+          const to = monotonicMs();
+          child.kill('SIGCONT');
+          this.#frozen.push({ proc: this.#proc(slot), from, to });
+          break;
+        }
+        case 'killProcess':
+          record.detail = await this.#replaceProcess(slot);
+          break;
+      }
+    } catch (error) {
+      record.error = error instanceof Error ? error.message : String(error);
+    } finally {
+      record.to = monotonicMs();
+    }
+  }
+
+  /** Freezes every process, FLUSHALL, a new process in place of the slot's, then resumes the others after `durationMs`. */
+  async #fleetFreeze(replaced: Slot, durationMs: number): Promise<string> {
+    // the new process must be the first to see the empty dataset: wait until the standby is loaded
+    const standbyBy = monotonicMs() + PROCESS_START_MS;
+    while (this.#standby?.standing !== true && monotonicMs() < standbyBy) {
+      this.#standby ??= this.#fork(this.#name, true);
+      await sleep(DRAIN_POLL_MS);
+    }
+    const frozen = this.#slots.filter((slot) => slot.ready && slot.child !== undefined && slot !== replaced);
+    const from = monotonicMs();
+    for (const slot of frozen) slot.child!.kill('SIGSTOP');
+    const lossFrom = monotonicMs();
+    try {
+      await this.#admin!.flushall();
+    } finally {
+      this.#dataLoss.push({ from: lossFrom, to: monotonicMs() });
+    }
+    const replacing = this.#replaceProcess(replaced);
+    await sleep(Math.max(0, from + durationMs - monotonicMs()));
+    const to = monotonicMs();
+    for (const slot of frozen) {
+      slot.child!.kill('SIGCONT');
+      this.#frozen.push({ proc: this.#proc(slot), from, to });
+    }
+    const replacement = await replacing;
+    return `SIGSTOP ${frozen.map((slot) => this.#proc(slot)).join(', ')}, FLUSHALL, ${replacement}; SIGCONT after ${(to - from).toFixed(0)} ms`;
+  }
+
+  /** kill -9 of the slot's process, and a new process in its place (the standby, when one is waiting). */
+  async #replaceProcess(slot: Slot): Promise<string> {
+    const child = slot.child;
+    if (!slot.ready || child === undefined) return 'no process to kill (still starting)';
+    const proc = this.#proc(slot);
+    slot.ready = false;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    const killedAt = monotonicMs();
+    for (const acquire of this.#acquires.values()) if (acquire.proc === proc) acquire.killedAt ??= killedAt;
+    await exited;
+    const spawnedAt = monotonicMs();
+    try {
+      await this.#spawn(slot, { useStandby: true });
+    } finally {
+      this.#restarts.push({ from: spawnedAt, to: monotonicMs() });
+    }
+    return `kill -9 ${proc}, new process ${this.#proc(slot)} ready after ${(monotonicMs() - spawnedAt).toFixed(0)} ms`;
+  }
+
+  /** Every acquire sent to a live process has settled, and every granted one was released. */
+  #allSettled(): boolean {
+    for (const record of this.#acquires.values()) {
+      if (record.killedAt !== undefined) continue;
+      if (record.settledAt === undefined) return false;
+      if (record.outcome === 'granted' && record.release === undefined) return false;
+    }
+    return true;
+  }
+
+  async #liveLeases(): Promise<number> {
+    const nowMs = await this.#redisNowMs();
+    return this.#admin!.zcount(limiterKeys(this.#name).leases, `(${nowMs}`, '+inf');
+  }
+
+  async #drain(): Promise<DrainResult> {
+    await this.#faultChain;
+    for (const slot of this.#slots) slot.child?.kill('SIGCONT');
+    await Promise.all(this.#slots.map((slot) => slot.starting?.catch(() => {})));
+    const settleBy = monotonicMs() + SETTLE_WAIT_MS;
+    while (!this.#allSettled() && monotonicMs() < settleBy) await sleep(DRAIN_POLL_MS);
+    const quietAt = monotonicMs();
+    const zeroBy = quietAt + CHECKER_TIMINGS.leaseTtlMs + SCHEDULING_SLACK_MS;
+    let zeroAt: number | undefined;
+    let inFlightLeft: number;
+    for (;;) {
+      inFlightLeft = await this.#liveLeases().catch(() => -1);
+      if (inFlightLeft === 0) {
+        zeroAt = monotonicMs();
+        break;
+      }
+      if (monotonicMs() > zeroBy) break;
+      await sleep(DRAIN_POLL_MS);
+    }
+    const leftover = zeroAt === undefined ? (await this.#leftover()).map((line) => `at the lease deadline: ${line}`) : [];
+    await this.#waitForPauseAndDebt();
+    // a connection that Redis dropped reconnects with a backoff, failing closed meanwhile (G8, as it should)
+    const lastFaultEnd = Math.max(0, ...this.#faultLog.map((fault) => fault.to ?? 0));
+    await sleep(Math.max(0, lastFaultEnd + RECONNECT_GRACE_MS - monotonicMs()));
+    // one fresh acquire per process: granted at once, now that nothing is held. A round trip slower
+    // than redisTimeoutMs on a loaded machine fails closed (LIMITER_UNAVAILABLE): only that is tried again
+    const fresh = new Map<Slot, number>();
+    for (let attempt = 0; attempt < FRESH_ATTEMPTS; attempt++) {
+      const sent: number[] = [];
+      for (const slot of this.#slots) {
+        const previous = fresh.get(slot);
+        if (previous !== undefined && this.#acquires.get(previous)?.error?.code !== 'LIMITER_UNAVAILABLE') continue;
+        const op = FRESH_OP_BASE + attempt * this.#slots.length + slot.index;
+        const spec = { client: 0, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 };
+        this.#acquires.set(op, { op, proc: this.#proc(slot), ...spec });
+        if (this.#send(slot, { type: 'acquire', op, ...spec })) {
+          fresh.set(slot, op);
+          sent.push(op);
+        }
+      }
+      if (sent.length === 0) break;
+      const freshBy = monotonicMs() + SETTLE_WAIT_MS;
+      while (!this.#allSettled() && monotonicMs() < freshBy) await sleep(DRAIN_POLL_MS);
+      await sleep(FRESH_RETRY_MS);
+    }
+    return {
+      quietAt,
+      zeroAt,
+      inFlightLeft,
+      leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
+      fresh: [...fresh.values()].map((op) => {
+        const record = this.#acquires.get(op)!;
+        return { calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
+      }),
+    };
+  }
+
+  /** Live leases and queued waiters in Redis now (the first few of each). */
+  async #leftover(): Promise<string[]> {
+    return this.#readLeftover().catch((error: unknown) => [`(could not read Redis: ${String(error)})`]);
+  }
+
+  async #readLeftover(): Promise<string[]> {
+    const keys = limiterKeys(this.#name);
+    const nowMs = await this.#redisNowMs();
+    const leases = await this.#admin!.zrangebyscore(keys.leases, `(${nowMs}`, '+inf', 'WITHSCORES', 'LIMIT', 0, LEFTOVER_SHOWN_MAX);
+    const waiting = await this.#admin!.zrange(keys.waiting, '0', String(LEFTOVER_SHOWN_MAX - 1));
+    const lines: string[] = [];
+    for (let index = 0; index < leases.length; index += 2) lines.push(`lease ${leases[index]} expires in ${Number(leases[index + 1]) - nowMs} ms`);
+    for (const member of waiting) lines.push(`waiter '${member}'`);
+    const snapshot = await this.#snapshot();
+    if (snapshot === undefined) lines.push('(no snapshot: no process answered)');
+    else lines.push(`snapshot: ${JSON.stringify(snapshot)}`);
+    return lines;
+  }
+
+  /** Redis TIME in ms. */
+  async #redisNowMs(): Promise<number> {
+    const [seconds, micros] = await this.#admin!.time();
+    return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+  }
+
+  /** `limiter.snapshot()` in one of the processes (the public API: the data model differs between branches). */
+  async #snapshot(): Promise<Extract<ClientMessage, { type: 'snapshot' }> | undefined> {
+    const slot = this.#slots.find((candidate) => candidate.ready);
+    if (slot?.child === undefined) return undefined;
+    const op = this.#nextSnapshotOp++;
+    const answer = new Promise<Extract<ClientMessage, { type: 'snapshot' }> | undefined>((resolve) => this.#snapshotWaiters.set(op, resolve));
+    if (!this.#send(slot, { type: 'snapshot', op })) return undefined;
+    const timer = setTimeout(() => this.#snapshotWaiters.get(op)?.(undefined), SNAPSHOT_WAIT_MS);
+    try {
+      return await answer;
+    } finally {
+      clearTimeout(timer);
+      this.#snapshotWaiters.delete(op);
+    }
+  }
+
+  /**
+   * What a fresh acquire may legitimately wait for after the run: a fleet-wide pause (a `pause` op,
+   * or the grace pause after data loss), or a bucket in debt (actual use above the reservation is
+   * paid back before anyone is granted). Neither is a leak: wait them out first.
+   */
+  async #waitForPauseAndDebt(): Promise<void> {
+    const snapshot = await this.#snapshot();
+    if (snapshot === undefined || snapshot.error !== undefined) return;
+    const pausedMs = Math.max(0, snapshot.pausedUntilMs - snapshot.nowMs);
+    const refillPerMs = Math.min(...this.#tokenSegments().map((segment) => segment.value.refillPerMs));
+    const debtMs = snapshot.tokens < 0 ? -snapshot.tokens / refillPerMs : 0;
+    const waitMs = Math.max(pausedMs, debtMs);
+    if (waitMs > 0) await sleep(Math.min(SETTLE_WAIT_MS, waitMs + DRAIN_POLL_MS));
+  }
+
+  /**
+   * Limits that some process may still have held as the fleet's when Redis lost its data, and so
+   * may write back: those in force within one heartbeat (+ slack) before the loss, or before the
+   * freeze of a process frozen across it. An apply answered just before a data loss can be undone
+   * by it (Redis lost the only copy); see FINDINGS for the question this leaves.
+   */
+  #heardBefore(loss: { calledAt: number; settledAt: number }): [number, number] {
+    const hearing = CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS;
+    let from = loss.calledAt - hearing;
+    for (const window of this.#frozen) {
+      if (window.from <= loss.settledAt && window.to >= loss.calledAt - hearing) from = Math.min(from, window.from - hearing);
+    }
+    return [from, loss.settledAt];
+  }
+
+  /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */
+  #concurrencySegments(): Array<Segment<number>> {
+    const segments: Array<Segment<number> & { settleBy: number }> = [{ from: 0, to: undefined, value: CHECKER_LIMITS.concurrency, settleBy: 0 }];
+    let configured = CHECKER_LIMITS.concurrency;
+    const events = [
+      ...[...this.#controls.values()].filter((control) => control.kind !== 'pause' && control.calledAt !== undefined),
+      ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, value: 0, error: undefined })),
+      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, value: CHECKER_LIMITS.concurrency, error: undefined })),
+    ].sort((a, b) => a.calledAt! - b.calledAt!);
+    let lostSinceApply = false;
+    for (const event of events) {
+      const from = event.calledAt!;
+      const answered = event.error === undefined;
+      const settleBy = answered ? event.settledAt! : event.settledAt! + LOST_REPLY_RUNS_WITHIN_MS;
+      let value: number;
+      if (event.kind === 'dataLoss') {
+        lostSinceApply = true;
+        const [recentFrom, recentTo] = this.#heardBefore(event);
+        value = Math.max(configured, maxIn(segments, recentFrom, recentTo, (limit) => limit)); // back at the configured one, or one not everyone had heard was replaced
+        configured = value;
+        segments.push({ from, to: undefined, value, settleBy });
+        continue;
+      }
+      if (event.kind === 'processStart') {
+        // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
+        if (lostSinceApply) {
+          configured = Math.max(configured, event.value);
+          segments.push({ from, to: undefined, value: event.value, settleBy });
+        }
+        continue;
+      }
+      if (event.kind === 'apply' && answered) lostSinceApply = false;
+      if (event.kind === 'apply') {
+        configured = answered ? event.value : Math.max(configured, event.value);
+        value = event.value;
+      } else {
+        value = Math.min(Math.max(event.value, 1), configured);
+      }
+      if (answered) for (const segment of segments) if (segment.to === undefined) segment.to = Math.max(settleBy, segment.settleBy);
+      segments.push({ from, to: undefined, value, settleBy });
+    }
+    return segments.map(({ from, to, value }) => ({ from, to, value }));
+  }
+
+  #tokenSegments(): Array<Segment<TokenLimit>> {
+    const limit = (limits: CheckerLimits): TokenLimit => ({ capacity: limits.tokensLimit, refillPerMs: limits.tokensLimit / limits.tokensIntervalMs });
+    const segments: Array<Segment<TokenLimit> & { settleBy: number }> = [{ from: 0, to: undefined, value: limit(CHECKER_LIMITS), settleBy: 0 }];
+    const events = [
+      ...[...this.#controls.values()].filter((control) => control.kind === 'apply' && control.calledAt !== undefined).map((apply) => ({ ...apply, kind: 'apply' as const })),
+      ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, limits: undefined, error: undefined })),
+      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, limits: CHECKER_LIMITS, error: undefined })),
+    ].sort((a, b) => a.calledAt! - b.calledAt!);
+    let lostSinceApply = false;
+    for (const event of events) {
+      const answered = event.error === undefined;
+      const settleBy = answered ? event.settledAt! : event.settledAt! + LOST_REPLY_RUNS_WITHIN_MS;
+      if (event.kind === 'dataLoss') {
+        lostSinceApply = true;
+        const [recentFrom, recentTo] = this.#heardBefore(event);
+        const capacity = maxIn(segments, recentFrom, recentTo, (limit) => limit.capacity);
+        const refillPerMs = maxIn(segments, recentFrom, recentTo, (limit) => limit.refillPerMs);
+        segments.push({ from: event.calledAt, to: undefined, value: { capacity, refillPerMs }, settleBy });
+        continue;
+      }
+      if (event.kind === 'processStart') {
+        if (lostSinceApply) segments.push({ from: event.calledAt!, to: undefined, value: limit(event.limits), settleBy }); // a first boot (see above)
+        continue;
+      }
+      if (answered) {
+        lostSinceApply = false;
+        for (const segment of segments) if (segment.to === undefined) segment.to = Math.max(settleBy, segment.settleBy);
+      }
+      segments.push({ from: event.calledAt!, to: undefined, value: limit(event.limits!), settleBy });
+    }
+    return segments.map(({ from, to, value }) => ({ from, to, value }));
+  }
+
+  /** The violation, the acquires involved, and the faults and limit changes around it. */
+  #trace(violation: Violation): string[] {
+    const at = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms - this.#t0).toFixed(0)}`);
+    const involved = violation.ops.map((op) => this.#acquires.get(op)).filter((record) => record !== undefined);
+    // a leak found by the drain may come from anywhere in the run: list every fault then
+    const from = violation.invariant === 3 ? this.#t0 : Math.min(violation.atMs, ...involved.map((record) => record.calledAt ?? violation.atMs)) - 500;
+    const lines = [`@${at(violation.atMs)} ms: invariant ${violation.invariant} (${INVARIANT_NAMES[violation.invariant]}): ${violation.message}`];
+    for (const record of involved.slice(0, TRACE_LINES_MAX)) {
+      const outcome = record.outcome === 'granted' ? `granted ${record.permitId} fence ${record.fence}` : `${record.outcome ?? 'unsettled'} ${record.error?.code ?? record.error?.name ?? ''}`;
+      lines.push(
+        `  op ${record.op} ${record.proc}/c${record.client} acquire(tokens ${record.tokens}, priority ${record.priority}, timeoutMs ${String(record.timeoutMs)}, abort ${String(record.abortAfterMs)}): ` +
+          `called @${at(record.calledAt)} ${outcome} @${at(record.settledAt)}${record.abortedAt === undefined ? '' : ` aborted @${at(record.abortedAt)}`}` +
+          `${record.lostAt === undefined ? '' : ` lost @${at(record.lostAt)}`} ended @${at(record.endedAt)} released @${at(record.release?.calledAt)}→${at(record.release?.settledAt)}` +
+          `${record.release?.leaseLost ? ' (leaseLost)' : ''}${record.release?.error ? ` (release failed ${record.release.error.code ?? record.release.error.name})` : ''}${record.killedAt === undefined ? '' : ` killed @${at(record.killedAt)}`}`,
+      );
+    }
+    for (const fault of this.#faultLog) {
+      if ((fault.to ?? Infinity) >= from && fault.from <= violation.atMs) lines.push(`  fault ${fault.kind}: ${fault.detail} @${at(fault.from)}→${at(fault.to)}${fault.error ? ` (${fault.error})` : ''}`);
+    }
+    for (const control of this.#controls.values()) {
+      if (control.kind === 'pause' || control.calledAt === undefined) continue;
+      if ((control.settledAt ?? Infinity) >= from - (violation.invariant === 1 ? 2_000 : 0) && control.calledAt <= violation.atMs) {
+        lines.push(`  op ${control.op} ${control.proc} ${control.kind}(${control.value}) @${at(control.calledAt)}→${at(control.settledAt)}${control.error ? ` failed ${control.error.code ?? control.error.name}` : ''}`);
+      }
+    }
+    for (const window of this.#frozen) {
+      if (window.to >= from && window.from <= violation.atMs) lines.push(`  frozen ${window.proc} @${at(window.from)}→${at(window.to)}`);
+    }
+    return lines;
+  }
+}

@@ -1,0 +1,43 @@
+import { createLimiter, type Limiter, type LimiterOptions } from '../../src/index.js';
+import type { CheckerLimits, CheckerTimings } from './protocol.js';
+
+/** The checker's one rate dimension. */
+export const TOKENS = 'tokens';
+
+/** Limiter options for a checker client: its limits as a process would be started with them. */
+export function limiterOptions(redis: string, name: string, limits: CheckerLimits, timings: CheckerTimings): LimiterOptions {
+  return {
+    redis,
+    name,
+    concurrency: limits.concurrency,
+    rates: { [TOKENS]: { limit: limits.tokensLimit, intervalMs: limits.tokensIntervalMs } },
+    leaseTtlMs: timings.leaseTtlMs,
+    heartbeatMs: timings.heartbeatMs,
+    redisTimeoutMs: timings.redisTimeoutMs,
+  };
+}
+
+/** The explicit apply of DESIGN §8 (`limiter.applyLimits(limits)`), on a branch that has it. */
+type ApplyLimits = (limits: Omit<LimiterOptions, 'redis' | 'name'>) => Promise<unknown>;
+
+/**
+ * Changes the fleet's limits: the one place the checker does so. With the explicit apply API of
+ * DESIGN §8 it calls `limiter.applyLimits`; a limiter without one (main before issue 12) has its
+ * limits written by whichever process starts last, so there a limiter started with the new limits
+ * writes them (its `ready()`), as a redeployed process would, and closes again.
+ */
+export async function applyLimits(limiter: Limiter, limits: CheckerLimits, timings: CheckerTimings): Promise<void> {
+  const { redis, name, ...rest } = limiterOptions(String(limiter.options.redis), limiter.name, limits, timings);
+  const explicit = (limiter as unknown as { applyLimits?: ApplyLimits }).applyLimits;
+  if (typeof explicit === 'function') {
+    await explicit.call(limiter, rest);
+    return;
+  }
+  const writer = createLimiter({ redis, name, ...rest });
+  writer.on('redisError', () => {}); // faults are the point of the checker
+  try {
+    await writer.ready();
+  } finally {
+    await writer.close();
+  }
+}
