@@ -4,6 +4,7 @@ export {
   JOB_ATTEMPTS_DEFAULT,
   JOB_ATTEMPTS_MAX,
   JOB_BACKOFF_MS,
+  COUNT_TOKENS_JOB_NAME,
   MESSAGES_JOB_NAME,
   Producer,
   WAIT_MS_DEFAULT,
@@ -18,6 +19,7 @@ export {
 } from './producer.js';
 export {
   DRAIN_TIMEOUT_MS_DEFAULT,
+  JOB_UPSTREAM_EVENT,
   LOCK_DURATION_MS_DEFAULT,
   LOCK_LOST_REASON,
   MAX_STALLED_COUNT_DEFAULT,
@@ -31,22 +33,35 @@ export {
   type WorkerOptions,
 } from './worker.js';
 export {
+  API_HEADER_LENGTH_MAX,
+  API_HEADER_NAMES,
   JOB_DATA_VERSION,
   JOB_ID_PATTERN,
+  JOB_ROUTES,
   MAX_TOKENS_MAX,
+  MESSAGES_MAX,
+  MODEL_NAME_LENGTH_MAX,
+  RequestBody,
   TENANT_PATTERN,
+  apiHeadersSchema,
+  countTokensParamsSchema,
   jobDataSchema,
   messageParamsSchema,
   parseJobData,
   validateMessageParams,
+  type ApiHeaders,
+  type CountTokensParams,
   type JobData,
+  type JobRoute,
   type MessageParams,
+  type ParsedJob,
 } from './schema.js';
+export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema, type JobResult, type UpstreamMeta } from './upstream.js';
 export { InvalidRequestError, JobWaitTimeoutError, QueueUnavailableError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
 export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
 export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, type JobEvent } from './job-events.js';
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
 export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-export { EnvError, MINUTE_MS, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
+export { COUNT_TOKENS_LIMITER_SUFFIX, EnvError, MINUTE_MS, countTokensLimiterOptionsFromEnv, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';

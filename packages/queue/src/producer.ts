@@ -8,7 +8,8 @@ import { decodeFailure, type JobFailure } from './failure.js';
 import { queueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
 import { blockingConnection, commandConnection, REDIS_TIMEOUT_MS_DEFAULT, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-import { JOB_DATA_VERSION, JOB_ID_PATTERN, TENANT_PATTERN, prioritySchema, validateMessageParams, type JobData } from './schema.js';
+import { JOB_DATA_VERSION, JOB_ID_PATTERN, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
+import { decodeResult, type JobResult } from './upstream.js';
 
 /** Attempts per job unless the caller says otherwise (the client retries inside each attempt too). */
 export const JOB_ATTEMPTS_DEFAULT = 3;
@@ -23,6 +24,8 @@ export const FAILED_RETENTION_SECONDS = 7 * 24 * 60 * 60;
 export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
 /** The BullMQ job name of every Messages job. */
 export const MESSAGES_JOB_NAME = 'messages';
+/** The BullMQ job name of a count_tokens job. */
+export const COUNT_TOKENS_JOB_NAME = 'count_tokens';
 
 const producerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
@@ -41,6 +44,8 @@ const enqueueOptionsSchema = z.strictObject({
   /** Makes enqueue idempotent: a second enqueue with the same id returns the existing job. */
   jobId: z.string().regex(JOB_ID_PATTERN, 'letters, digits and ._- only, 1 to 128 characters, not all digits').optional(),
   attempts: z.number().int().min(1).max(JOB_ATTEMPTS_MAX).default(JOB_ATTEMPTS_DEFAULT),
+  /** `anthropic-beta` / `anthropic-version` for the upstream call (the SDK's `betas` become `anthropic-beta`). */
+  headers: apiHeadersSchema.default({}),
 });
 
 export type EnqueueOptions = z.input<typeof enqueueOptionsSchema>;
@@ -62,7 +67,7 @@ export interface JobView {
   attemptsMade: number;
   createdAtMs: number;
   finishedAtMs: number | null;
-  /** The answer, once completed. */
+  /** The answer, once completed: a Message (or `{ input_tokens }` for a count_tokens job). */
   result: Anthropic.Message | null;
   /** The final error, once failed: status and Anthropic's error body. */
   error: JobFailure | null;
@@ -110,19 +115,22 @@ export class Producer {
   }
 
   /**
-   * Validates and enqueues one Messages request; returns the job id.
+   * Validates and enqueues one Messages request; returns the job id. `params` is the request object (sent upstream
+   * as `JSON.stringify` writes it, in its own key order) or a {@link RequestBody} (its text is sent byte for byte).
+   * Only what Tollgate reads is checked (`model`, `max_tokens`, `messages`, `stream`); any other field is the
+   * upstream's to judge.
    * @throws {@link InvalidRequestError} naming the field; nothing is enqueued.
    * @throws {@link QueueUnavailableError} when Redis does not answer within `redisTimeoutMs`; BullMQ adds a job in one
    * script, so the job then either exists whole or not at all.
    */
   async enqueue(params: unknown, options: EnqueueOptions = {}): Promise<string> {
-    const validParams = validateMessageParams(params);
+    const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw new InvalidRequestError(`invalid enqueue options: ${describeZodError(parsed.error, options)}`);
-    const { priority, tenant, jobId, attempts } = parsed.data;
-    const data: JobData = { v: JOB_DATA_VERSION, params: validParams, tenant: tenant ?? null, priority };
+    const { priority, tenant, jobId, attempts, headers } = parsed.data;
+    const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const job = await withDeadline(
-      this.queue.add(MESSAGES_JOB_NAME, data, {
+      this.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
         ...(jobId === undefined ? {} : { jobId }),
         priority: bullmqPriority(priority),
         attempts,
@@ -152,11 +160,19 @@ export class Producer {
 
   /** Waits for a job already enqueued. Same results and errors as {@link Producer.enqueueAndWait}. */
   async wait(jobId: string, options: WaitOptions = {}): Promise<Anthropic.Message> {
+    return (await this.waitForResult(jobId, options)).answer as Anthropic.Message;
+  }
+
+  /**
+   * Waits for a job already enqueued and returns the whole result: the upstream's answer, its relayed headers and
+   * the worker's timings. Errors as {@link Producer.enqueueAndWait}.
+   */
+  async waitForResult(jobId: string, options: WaitOptions = {}): Promise<JobResult> {
     const timeoutMs = options.timeoutMs ?? WAIT_MS_DEFAULT;
     // per-job event names (`completed:<id>`) are emitted by QueueEvents but not in its listener type
     const events = (await this.#queueEvents()) as unknown as EventEmitter;
-    return new Promise<Anthropic.Message>((resolve, reject) => {
-      const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(args.returnvalue as Anthropic.Message));
+    return new Promise<JobResult>((resolve, reject) => {
+      const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(decodeResult(args.returnvalue)));
       const onFailed = (args: { failedReason: string }) => finish(() => reject(this.#upstreamError(jobId, args.failedReason)));
       const timer = setTimeout(() => finish(() => reject(new JobWaitTimeoutError(jobId, timeoutMs))), timeoutMs);
       let done = false;
@@ -170,7 +186,7 @@ export class Producer {
             if (state !== 'completed' && state !== 'failed') return;
             const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait');
             if (job === undefined) return; // removed by retention meanwhile: the events decide, or the deadline
-            if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
+            if (state === 'completed') finish(() => resolve(decodeResult(job.returnvalue)));
             else finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
           })
           .catch(() => {
@@ -202,7 +218,7 @@ export class Producer {
   /** The job's state, tenant, answer or error; undefined when there is no such job. */
   async getJob(jobId: string): Promise<JobView | undefined> {
     if (!JOB_ID_PATTERN.test(jobId) && !/^\d+$/.test(jobId)) return undefined;
-    const job = await withDeadline(Job.fromId<JobData, Anthropic.Message>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
+    const job = await withDeadline(Job.fromId<JobData, unknown>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
     if (job === undefined) return undefined;
     const state = (await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'getJob')) as JobState;
     const data = job.data as Partial<JobData>;
@@ -214,7 +230,7 @@ export class Producer {
       attemptsMade: job.attemptsMade,
       createdAtMs: job.timestamp,
       finishedAtMs: job.finishedOn ?? null,
-      result: state === 'completed' ? job.returnvalue : null,
+      result: state === 'completed' ? (decodeResult(job.returnvalue).answer as Anthropic.Message) : null,
       error: state === 'failed' ? decodeFailure(job.failedReason) : null,
     };
   }
@@ -265,7 +281,7 @@ export class Producer {
 
   #upstreamError(jobId: string, failedReason: string | undefined): UpstreamError {
     const failure = decodeFailure(failedReason);
-    return new UpstreamError(jobId, failure.status, failure.body);
+    return new UpstreamError(jobId, failure.status, failure.body, failure.headers);
   }
 
   /** After `client` reconnects (not at its first connect), every waiting call reads its job's state again. */

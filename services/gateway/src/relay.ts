@@ -1,4 +1,4 @@
-import { JOB_FAILED_EVENT, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, readJobEvents, type Producer } from '@tollgate/queue';
+import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, readJobEvents, type Producer } from '@tollgate/queue';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Cluster, Redis } from 'ioredis';
 
@@ -63,6 +63,7 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
         fail(failure.status, failure.body);
         break;
       }
+      if (event.name === JOB_UPSTREAM_EVENT) continue; // the upstream's headers: not an SSE event of the answer
       if (attempt !== undefined && event.attempt !== attempt) {
         fail(529, anthropicError(529, 'the worker running this answer stopped; the answer was cut', request.id));
         break;

@@ -1,7 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, type FleetStats } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -51,6 +51,10 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const redis = redisFromEnv(env);
   const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
   await limiter.ready();
+  // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
+  const countTokensOptions = countTokensLimiterOptionsFromEnv(env, redis.input);
+  const countTokensLimiter = countTokensOptions === undefined ? undefined : createLimiter(countTokensOptions);
+  await countTokensLimiter?.ready();
   const metrics = new ServiceMetrics(limiter);
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
@@ -75,6 +79,8 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     lockDurationMs: env.WORKER_LOCK_DURATION_MS,
     stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
     logger,
+    account: env.TOLLGATE_NAME,
+    ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
   });
   const bump = (field: string) => {
     totals[field] = (totals[field] ?? 0) + 1;
@@ -122,6 +128,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
         clearInterval(flushTimer);
         await flush();
         await limiter.close(); // releases any permit still held
+        await countTokensLimiter?.close();
         await server.close();
         if (fleet.owned) fleet.client.disconnect();
         redis.close();
