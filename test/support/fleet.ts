@@ -29,6 +29,8 @@ export interface FleetOptions {
   /** Extra worker variables. */
   workerEnv?: Record<string, string>;
   gateway?: boolean;
+  /** Extra gateway variables (they win over the defaults, `GATEWAY_TOKENS` included). */
+  gatewayEnv?: Record<string, string>;
   /** Redis with an append-only file (fsync always), so that a restart keeps the data. */
   appendonly?: boolean;
 }
@@ -92,7 +94,7 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     return worker;
   };
   const [gateway] = await Promise.all([
-    options.gateway ? startWithEnv('gateway', GATEWAY_ENTRY, { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: `${GATEWAY_TENANT}:${GATEWAY_TOKEN}` }) : undefined,
+    options.gateway ? startWithEnv('gateway', GATEWAY_ENTRY, { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: `${GATEWAY_TENANT}:${GATEWAY_TOKEN}`, ...options.gatewayEnv }) : undefined,
     ...Array.from({ length: options.workers ?? 4 }, () => startWorker()),
   ]);
   const producer = createProducer({ redis: redis.url, queue });

@@ -3,7 +3,7 @@ import { APIError, APIUserAbortError } from '@anthropic-ai/sdk';
 import { Stream } from '@anthropic-ai/sdk/core/streaming';
 import { MessageStream } from '@anthropic-ai/sdk/lib/MessageStream';
 import type { MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages/messages';
-import { describeZodError, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Cost, type Limiter, type Permit } from '@tollgate/limiter';
+import { describeZodError, formatValue, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Cost, type Limiter, type Permit } from '@tollgate/limiter';
 import type { Logger } from 'pino';
 import { AdaptiveConcurrency } from './adaptive.js';
 import { LimitedAPIPromise, type WithResponse } from './api-promise.js';
@@ -466,7 +466,7 @@ function limitedView(runner: LimitedRunner, priority: number | undefined): Limit
     stats: () => runner.stats(),
     withPriority: (other) => {
       if (!Number.isInteger(other) || other < PRIORITY_MIN || other > PRIORITY_MAX) {
-        throw new InvalidConfigError(`withPriority: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (got ${String(other)})`);
+        throw new InvalidConfigError(`withPriority: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (got ${formatValue(other)})`);
       }
       return limitedView(runner, other);
     },

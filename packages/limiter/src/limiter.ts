@@ -18,6 +18,7 @@ import {
   PRIORITY_MIN,
   REQUESTS_DIMENSION,
   bucketSpecs,
+  formatValue,
   parseLimiterOptions,
   type BucketSpec,
   type LimiterOptions,
@@ -199,11 +200,11 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
     const cost = this.#normalizeCost(options.cost);
     const priority = options.priority ?? PRIORITY_DEFAULT;
     if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
-      throw new InvalidCostError(`priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${String(priority)}`);
+      throw new InvalidCostError(`priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${formatValue(priority)}`);
     }
     const { signal, timeoutMs } = options;
     if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs < 0)) {
-      throw new InvalidCostError(`timeoutMs must be a number ≥ 0, got ${String(timeoutMs)}`);
+      throw new InvalidCostError(`timeoutMs must be a number ≥ 0, got ${formatValue(timeoutMs)}`);
     }
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
@@ -370,7 +371,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
 
   /** A fleet-wide cool-down of `ms` (e.g. an upstream 429's retry-after). Extends, never shortens. */
   async pause(ms: number, reason?: string): Promise<{ pausedUntilMs: number }> {
-    if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${String(ms)}`);
+    if (!Number.isFinite(ms) || ms < 0) throw new InvalidCostError(`pause needs a duration ≥ 0 ms, got ${formatValue(ms)}`);
     await this.ready();
     const reply = await this.#run((scripts) => scripts.pause(this.#keys.prefix, this.#epoch, Math.ceil(ms)));
     const pausedUntilMs = integer(reply[0]);
@@ -397,7 +398,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
   /** Sets the effective concurrency limit (clamped to 1…configured), fleet-wide; a raise admits waiters at once. */
   async setConcurrency(concurrency: number): Promise<number> {
     if (this.options.concurrency === undefined) throw new InvalidCostError(`limiter ${this.name} has no concurrency limit to set`);
-    if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${String(concurrency)}`);
+    if (!Number.isInteger(concurrency)) throw new InvalidCostError(`concurrency must be an integer, got ${formatValue(concurrency)}`);
     await this.ready();
     const reply = await this.#run((scripts) => scripts.set_concurrency(this.#keys.prefix, this.#epoch, this.ownerId, concurrency));
     this.#afterPump(reply, 1);
@@ -472,7 +473,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements PermitOwner,
       if (bucket === undefined) {
         throw new InvalidCostError(`limiter ${this.name}: cost names "${dimension}", which is not a configured rate (${[...this.#buckets.keys()].join(', ') || 'none'})`);
       }
-      if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${String(amount)}`);
+      if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${formatValue(amount)}`);
       if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, dimension, amount, bucket.capacityTokens);
       cost[dimension] = amount;
     }

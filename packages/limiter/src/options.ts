@@ -96,13 +96,18 @@ export function bucketSpecs(rates: ResolvedLimiterOptions['rates']): BucketSpec[
  * `concurrency: Too small: expected number to be >=1 (got 0)`.
  */
 export function describeZodError(error: z.ZodError, input: unknown): string {
-  return error.issues
-    .map((issue) => {
-      const path = issue.path.map(String).join('.') || '(root)';
-      return `${path}: ${issue.message} (got ${formatValue(valueAt(input, issue.path))})`;
-    })
-    .join('; ');
+  const shown = error.issues.slice(0, ISSUES_SHOWN_MAX).map((issue) => {
+    const path = cutText(issue.path.map(String).join('.') || '(root)');
+    // an unknown key's issue sits at its parent: echo the key, not the whole parent (the caller's body)
+    const value = issue.code === 'unrecognized_keys' ? '' : ` (got ${formatValue(valueAt(input, issue.path))})`;
+    return `${path}: ${cutText(issue.message)}${value}`;
+  });
+  const more = error.issues.length - shown.length;
+  return shown.join('; ') + (more > 0 ? `; and ${more} more problems` : '');
 }
+
+/** Problems named in one message; the rest are counted. */
+const ISSUES_SHOWN_MAX = 10;
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let value = input;
@@ -113,15 +118,67 @@ function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   return value;
 }
 
-function formatValue(value: unknown): string {
+/** Longest piece of a caller's value that an error message echoes, in characters. */
+export const ECHO_CHARS_MAX = 200;
+
+/** `text` cut to `max` characters, saying how much was left out: an error never grows with the input. */
+export function cutText(text: string, max: number = ECHO_CHARS_MAX): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`;
+}
+
+/**
+ * A value as an error message shows it: JSON, passwords in URLs masked, cut to {@link ECHO_CHARS_MAX} characters.
+ * Objects are written only up to that length (a 30 MiB body is never serialized whole for an error message).
+ */
+export function formatValue(value: unknown): string {
   if (value instanceof Redis || value instanceof Cluster) return 'an ioredis client';
-  if (typeof value === 'string') return JSON.stringify(value.replace(/\/\/[^@/]*@/, '//***@')); // no passwords in messages
+  if (typeof value === 'string') return cutText(JSON.stringify(maskPassword(value)));
   if (value === undefined || typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
-  try {
-    return JSON.stringify(value);
-  } catch {
-    return typeof value;
-  }
+  if (typeof value !== 'object') return typeof value;
+  return boundedJson(value, ECHO_CHARS_MAX);
+}
+
+/** Nesting shown in an echoed value; deeper parts print as `…`. */
+const ECHO_DEPTH_MAX = 8;
+
+const maskPassword = (text: string) => text.replace(/\/\/[^@/]*@/, '//***@'); // no passwords in messages
+
+/** JSON of `value`, written piece by piece and stopped once `budget` characters are out. */
+function boundedJson(value: object, budget: number): string {
+  const parts: string[] = [];
+  let length = 0;
+  const push = (part: string) => {
+    parts.push(part);
+    length += part.length;
+  };
+  const walk = (item: unknown, depth: number): void => {
+    if (length > budget) return;
+    if (typeof item === 'string') return push(JSON.stringify(maskPassword(item.length > budget ? item.slice(0, budget) : item)));
+    if (item === null || typeof item !== 'object') return push(JSON.stringify(item) ?? 'null');
+    if (depth >= ECHO_DEPTH_MAX) return push('…');
+    if (Array.isArray(item)) {
+      push('[');
+      for (let i = 0; i < item.length && length <= budget; i += 1) {
+        if (i > 0) push(',');
+        walk(item[i], depth + 1);
+      }
+      return push(']');
+    }
+    push('{');
+    let first = true;
+    for (const key in item) {
+      if (length > budget) break;
+      if (!Object.hasOwn(item, key)) continue;
+      if (!first) push(',');
+      first = false;
+      push(`${JSON.stringify(key.length > budget ? key.slice(0, budget) : key)}:`);
+      walk((item as Record<string, unknown>)[key], depth + 1);
+    }
+    push('}');
+  };
+  walk(value, 0);
+  const text = parts.join('');
+  return text.length <= budget ? text : `${text.slice(0, budget)}… (cut)`;
 }
 
 /** Parses limiter options, throwing {@link InvalidConfigError} that names each bad field and its value. */

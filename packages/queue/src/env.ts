@@ -8,7 +8,7 @@ import type { RedisInput } from './redis.js';
 export const MINUTE_MS = 60_000;
 export const PORT_MAX = 65_535;
 /** Variables never echoed in an error message. */
-export const SECRET_ENV_VARIABLES: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'GATEWAY_TOKENS']);
+export const SECRET_ENV_VARIABLES: ReadonlySet<string> = new Set(['ANTHROPIC_API_KEY', 'GATEWAY_TOKENS', 'GATEWAY_ADMIN_TOKEN', 'GATEWAY_METRICS_TOKEN']);
 
 /** A whole number in an environment variable. */
 export const envInt = (min: number, max: number = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);

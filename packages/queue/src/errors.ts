@@ -63,3 +63,43 @@ export class QueueUnavailableError extends Error {
     this.name = 'QueueUnavailableError';
   }
 }
+
+/** The same `Idempotency-Key` came back with a different request body: the first job stands, nothing was enqueued. */
+export class IdempotencyConflictError extends Error {
+  readonly status = 409;
+  readonly type = 'invalid_request_error';
+  readonly jobId: string;
+  constructor(jobId: string) {
+    super('Idempotency-Key reused with a different body');
+    this.name = 'IdempotencyConflictError';
+    this.jobId = jobId;
+  }
+}
+
+/** A tenant has as many unfinished jobs as it may; nothing was enqueued. */
+export class TenantQueueFullError extends Error {
+  readonly status = 429;
+  readonly type = 'rate_limit_error';
+  readonly tenant: string;
+  readonly max: number;
+  constructor(tenant: string, max: number) {
+    super(`tenant ${tenant} has ${max} unfinished jobs, the most it may have queued; retry when some have finished`);
+    this.name = 'TenantQueueFullError';
+    this.tenant = tenant;
+    this.max = max;
+  }
+}
+
+/**
+ * A waited-for job is gone while it had not finished: Redis lost its data (a restart without persistence, a flush,
+ * a failover to an empty replica) or the job was removed. Sending the request again is safe and is what to do.
+ */
+export class JobLostError extends Error {
+  readonly status = 503;
+  readonly jobId: string;
+  constructor(jobId: string) {
+    super(`job ${jobId} was lost with the queue's data; retry`);
+    this.name = 'JobLostError';
+    this.jobId = jobId;
+  }
+}

@@ -1,6 +1,10 @@
 export {
+  COMPLETED_RETENTION_JOBS,
   COMPLETED_RETENTION_SECONDS,
+  DATA_LOSS_CHECK_MS_DEFAULT,
+  FAILED_RETENTION_JOBS,
   FAILED_RETENTION_SECONDS,
+  TENANT_QUEUED_MAX,
   JOB_ATTEMPTS_DEFAULT,
   JOB_ATTEMPTS_MAX,
   JOB_BACKOFF_MS,
@@ -36,7 +40,6 @@ export {
   API_HEADER_LENGTH_MAX,
   API_HEADER_NAMES,
   JOB_DATA_VERSION,
-  JOB_ID_PATTERN,
   JOB_ROUTES,
   MAX_TOKENS_MAX,
   MESSAGES_MAX,
@@ -57,9 +60,11 @@ export {
   type ParsedJob,
 } from './schema.js';
 export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema, type JobResult, type UpstreamMeta } from './upstream.js';
-export { InvalidRequestError, JobWaitTimeoutError, QueueUnavailableError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
+export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
+export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
+export { RESERVE_GRACE_MS } from './tenant-cap.js';
 export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
-export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, type JobEvent } from './job-events.js';
+export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
 export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';

@@ -56,7 +56,8 @@ export class JobEventPublisher {
 
 type StreamReply = Array<[string, Array<[string, string[]]>]> | null;
 
-function toEvent(fields: readonly string[]): JobEvent {
+/** One stream entry's fields as a {@link JobEvent}. */
+export function toJobEvent(fields: readonly string[]): JobEvent {
   const record: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) record[fields[i] ?? ''] = fields[i + 1] ?? '';
   return { attempt: Number(record.a ?? 0), name: record.e ?? '', data: record.d ?? 'null' };
@@ -73,7 +74,7 @@ export async function* readJobEvents(redis: Redis | Cluster, key: string, signal
     for (const [, entries] of reply ?? []) {
       for (const [id, fields] of entries) {
         lastId = id;
-        yield toEvent(fields);
+        yield toJobEvent(fields);
       }
     }
   }

@@ -1,4 +1,5 @@
 import { LIMITER_NAME_PATTERN } from '@tollgate/limiter';
+import { TENANT_PATTERN } from './schema.js';
 
 /** Queue names share the limiter's alphabet minus `:` (BullMQ splits its keys on it). */
 export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
@@ -14,6 +15,19 @@ export function queueKeys(queue: string) {
     queueEvents: `${prefix}:${queue}:events`,
     /** The stream a streaming job's SSE events are published to. */
     jobEvents: (jobId: string) => `${prefix}:${queue}:events:${jobId}`,
+    /** BullMQ's hash of one job (the id is one this package made: see job-ids.ts). */
+    job: (jobId: string) => `${prefix}:${queue}:${jobId}`,
+    /** BullMQ's job hashes are this plus the id (for the tenant-cap script). */
+    jobPrefix: `${prefix}:${queue}:`,
+    /** The unfinished jobs of one tenant (configured names only, never a caller's string), for the queued-jobs cap. */
+    tenantOpen: (tenant: string) => {
+      if (!TENANT_PATTERN.test(tenant)) throw new Error('invalid tenant name');
+      return `${prefix}:${queue}:tenant-open:${tenant}`;
+    },
+    /** Set once per Redis dataset by producers; a missing or changed value means Redis lost its data. */
+    epoch: `${prefix}:${queue}:epoch`,
+    /** A gateway reader's wake stream is this plus the reader's random id. */
+    relayWakePrefix: `${prefix}:${queue}:relay-wake:`,
     /** Fleet-wide counters the workers add to (upstream 429s by kind). */
     fleetStats: `${prefix}:${queue}:fleet-stats`,
   } as const;

@@ -1,14 +1,17 @@
 import type { EventEmitter } from 'node:events';
 import type Anthropic from '@anthropic-ai/sdk';
-import { PRIORITY_DEFAULT, describeZodError } from '@tollgate/limiter';
+import { PRIORITY_DEFAULT, describeZodError, formatValue } from '@tollgate/limiter';
 import { Job, Queue, QueueEvents } from 'bullmq';
 import { z } from 'zod';
-import { InvalidRequestError, JobWaitTimeoutError, QueueUnavailableError, UpstreamError } from './errors.js';
+import { randomBytes } from 'node:crypto';
+import { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError } from './errors.js';
+import { IDEMPOTENCY_KEY_LENGTH_MAX, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
+import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { queueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
 import { blockingConnection, commandConnection, REDIS_TIMEOUT_MS_DEFAULT, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-import { JOB_DATA_VERSION, JOB_ID_PATTERN, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
+import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
 import { decodeResult, type JobResult } from './upstream.js';
 
 /** Attempts per job unless the caller says otherwise (the client retries inside each attempt too). */
@@ -18,8 +21,16 @@ export const JOB_ATTEMPTS_MAX = 20;
 export const JOB_BACKOFF_MS = 1_000;
 /** Completed jobs (and their answers) are kept this long for `GET /v1/jobs/:id`, in seconds. */
 export const COMPLETED_RETENTION_SECONDS = 24 * 60 * 60;
+/** At most this many completed jobs are kept (the oldest go first): Redis memory stays bounded under any load. */
+export const COMPLETED_RETENTION_JOBS = 10_000;
 /** Failed jobs, with their error bodies, are kept this long, in seconds. */
 export const FAILED_RETENTION_SECONDS = 7 * 24 * 60 * 60;
+/** At most this many failed jobs are kept. */
+export const FAILED_RETENTION_JOBS = 10_000;
+/** Largest per-tenant cap on unfinished jobs (the cap's script looks at each member when the cap is reached). */
+export const TENANT_QUEUED_MAX = 100_000;
+/** While calls wait, how often the producer checks that Redis still holds its data, in ms. */
+export const DATA_LOSS_CHECK_MS_DEFAULT = 2_000;
 /** Default wait of `enqueueAndWait`. */
 export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
 /** The BullMQ job name of every Messages job. */
@@ -32,6 +43,19 @@ const producerOptionsSchema = z.strictObject({
   queue: z.string().min(1),
   /** Longest wait for Redis per call, in ms; then {@link QueueUnavailableError}. */
   redisTimeoutMs: z.number().int().min(10).max(60_000).default(REDIS_TIMEOUT_MS_DEFAULT),
+  /** Most unfinished jobs (waiting, delayed or running) one tenant may have; unset: no cap. */
+  tenantQueuedMax: z.number().int().min(1).max(TENANT_QUEUED_MAX).optional(),
+  /** How long, and how many, finished jobs are kept with their payloads and answers (BullMQ removeOnComplete/Fail). */
+  retention: z
+    .strictObject({
+      completedSeconds: z.number().int().min(1).default(COMPLETED_RETENTION_SECONDS),
+      completedJobs: z.number().int().min(0).default(COMPLETED_RETENTION_JOBS),
+      failedSeconds: z.number().int().min(1).default(FAILED_RETENTION_SECONDS),
+      failedJobs: z.number().int().min(0).default(FAILED_RETENTION_JOBS),
+    })
+    .prefault({}),
+  /** While calls wait, how often to check that Redis did not lose its data (then they answer {@link JobLostError}). */
+  dataLossCheckMs: z.number().int().min(50).max(60_000).default(DATA_LOSS_CHECK_MS_DEFAULT),
 });
 
 export type ProducerOptions = z.input<typeof producerOptionsSchema>;
@@ -41,8 +65,11 @@ const enqueueOptionsSchema = z.strictObject({
   priority: prioritySchema.default(PRIORITY_DEFAULT),
   /** Who asked; kept on the job, shown in logs and used by the gateway to scope job lookups. */
   tenant: z.string().regex(TENANT_PATTERN, 'letters, digits and ._- only, 1 to 64 characters').optional(),
-  /** Makes enqueue idempotent: a second enqueue with the same id returns the existing job. */
-  jobId: z.string().regex(JOB_ID_PATTERN, 'letters, digits and ._- only, 1 to 128 characters, not all digits').optional(),
+  /**
+   * Makes enqueue idempotent within the tenant: the same key with the same request returns the existing job; with a
+   * different request it throws {@link IdempotencyConflictError}. The key is hashed into the job id, never used raw.
+   */
+  idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_LENGTH_MAX).optional(),
   attempts: z.number().int().min(1).max(JOB_ATTEMPTS_MAX).default(JOB_ATTEMPTS_DEFAULT),
   /** `anthropic-beta` / `anthropic-version` for the upstream call (the SDK's `betas` become `anthropic-beta`). */
   headers: apiHeadersSchema.default({}),
@@ -94,7 +121,11 @@ export class Producer {
   readonly name: string;
   readonly #options: z.output<typeof producerOptionsSchema>;
   readonly #redis: OwnedRedis;
+  readonly #keys: ReturnType<typeof queueKeys>;
   #events: QueueEventsEntry | undefined;
+  /** The dataset's epoch as this producer last saw it, and the timer that checks it while calls wait. */
+  #epoch: string | undefined;
+  #lossTimer: NodeJS.Timeout | undefined;
   /**
    * State checks of the calls waiting now. Events emitted while the event reader was cut off (a Redis restart) are
    * not replayed to it, so every waiting call reads its job's state again when the reader's connection is back.
@@ -107,7 +138,9 @@ export class Producer {
     this.#options = parsed.data;
     this.name = parsed.data.queue;
     const keys = queueKeys(this.name);
+    this.#keys = keys;
     this.#redis = commandConnection(parsed.data.redis, parsed.data.redisTimeoutMs);
+    defineTenantReserve(this.#redis.client);
     this.#redis.client.on('error', () => {}); // connection errors surface as rejected calls; ioredis reconnects by itself
     this.#recheckWhenReconnected(this.#redis.client); // the state reads of waiting calls need this connection back too
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
@@ -127,22 +160,32 @@ export class Producer {
     const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw new InvalidRequestError(`invalid enqueue options: ${describeZodError(parsed.error, options)}`);
-    const { priority, tenant, jobId, attempts, headers } = parsed.data;
+    const { priority, tenant, idempotencyKey, attempts, headers } = parsed.data;
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
-    const job = await withDeadline(
+    const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
+    const { tenantQueuedMax, retention, redisTimeoutMs } = this.#options;
+    if (tenant !== undefined && tenantQueuedMax !== undefined) {
+      const reserved = await withDeadline(reserveTenantPlace(this.#redis.client, this.#keys.tenantOpen(tenant), jobId, tenantQueuedMax, this.#keys.jobPrefix), redisTimeoutMs, 'enqueue');
+      if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
+    }
+    await withDeadline(
       this.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
-        ...(jobId === undefined ? {} : { jobId }),
+        jobId, // never BullMQ's incrementing ids: they would tell one tenant how many jobs the others sent
         priority: bullmqPriority(priority),
         attempts,
         backoff: { type: 'exponential', delay: JOB_BACKOFF_MS },
-        removeOnComplete: { age: COMPLETED_RETENTION_SECONDS },
-        removeOnFail: { age: FAILED_RETENTION_SECONDS },
+        removeOnComplete: { age: retention.completedSeconds, count: retention.completedJobs },
+        removeOnFail: { age: retention.failedSeconds, count: retention.failedJobs },
       }),
-      this.#options.redisTimeoutMs,
+      redisTimeoutMs,
       'enqueue',
     );
-    if (job.id === undefined) throw new Error('BullMQ returned a job without an id');
-    return job.id;
+    // BullMQ answers an existing id with that job, untouched: it must carry this very request
+    if (idempotencyKey !== undefined) {
+      const stored = await withDeadline(this.#redis.client.hget(this.#keys.job(jobId), 'data'), redisTimeoutMs, 'enqueue');
+      if (stored !== null && !sameRequest(JSON.parse(stored) as Partial<JobData>, data)) throw new IdempotencyConflictError(jobId);
+    }
+    return jobId;
   }
 
   /**
@@ -169,6 +212,7 @@ export class Producer {
    */
   async waitForResult(jobId: string, options: WaitOptions = {}): Promise<JobResult> {
     const timeoutMs = options.timeoutMs ?? WAIT_MS_DEFAULT;
+    if (!isJobId(jobId)) throw new InvalidRequestError(`wait: not a job id of this queue (got ${formatValue(jobId)})`);
     // per-job event names (`completed:<id>`) are emitted by QueueEvents but not in its listener type
     const events = (await this.#queueEvents()) as unknown as EventEmitter;
     return new Promise<JobResult>((resolve, reject) => {
@@ -182,7 +226,8 @@ export class Producer {
         // the active job's, without the answer, followed by a state read that already says completed
         withDeadline(this.queue.getJobState(jobId), this.#options.redisTimeoutMs, 'wait')
           .then(async (state) => {
-            if (state === 'unknown') return finish(() => reject(new UpstreamError(jobId, 404, { type: 'error', error: { type: 'not_found_error', message: `job ${jobId} not found` } })));
+            // gone before it finished: Redis lost its data (or someone removed it); the SDK retries a 503
+            if (state === 'unknown') return finish(() => reject(new JobLostError(jobId)));
             if (state !== 'completed' && state !== 'failed') return;
             const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait');
             if (job === undefined) return; // removed by retention meanwhile: the events decide, or the deadline
@@ -200,11 +245,13 @@ export class Producer {
         events.off(`completed:${jobId}`, onCompleted);
         events.off(`failed:${jobId}`, onFailed);
         this.#recheckOnReconnect.delete(checkState);
+        this.#watchForDataLoss();
         settle();
       };
       events.on(`completed:${jobId}`, onCompleted);
       events.on(`failed:${jobId}`, onFailed);
       this.#recheckOnReconnect.add(checkState);
+      this.#watchForDataLoss();
       checkState();
     });
   }
@@ -217,7 +264,7 @@ export class Producer {
 
   /** The job's state, tenant, answer or error; undefined when there is no such job. */
   async getJob(jobId: string): Promise<JobView | undefined> {
-    if (!JOB_ID_PATTERN.test(jobId) && !/^\d+$/.test(jobId)) return undefined;
+    if (!isJobId(jobId)) return undefined; // a caller's string never reaches Redis as a key
     const job = await withDeadline(Job.fromId<JobData, unknown>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
     if (job === undefined) return undefined;
     const state = (await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'getJob')) as JobState;
@@ -237,6 +284,7 @@ export class Producer {
 
   /** Removes a job that has not started. An active job is left running (`active`); a finished one is kept (`finished`). */
   async cancel(jobId: string): Promise<CancelOutcome> {
+    if (!isJobId(jobId)) return 'missing';
     const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'cancel');
     if (job === undefined) return 'missing';
     const state = await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'cancel');
@@ -244,6 +292,8 @@ export class Producer {
     if (state === 'active') return 'active';
     try {
       await withDeadline(job.remove(), this.#options.redisTimeoutMs, 'cancel');
+      const tenant = (job.data as Partial<JobData>).tenant;
+      if (typeof tenant === 'string') await withDeadline(releaseTenantPlace(this.#redis.client, this.#keys.tenantOpen(tenant), jobId), this.#options.redisTimeoutMs, 'cancel');
       return 'cancelled';
     } catch (error) {
       // a worker took it between the state read and the removal: BullMQ refuses to remove a locked job
@@ -267,6 +317,8 @@ export class Producer {
 
   /** Closes the queue and the connections this producer opened. Idempotent. */
   async close(): Promise<void> {
+    clearInterval(this.#lossTimer);
+    this.#lossTimer = undefined;
     const events = this.#events;
     this.#events = undefined;
     await events?.events?.close().catch(() => {});
@@ -282,6 +334,35 @@ export class Producer {
   #upstreamError(jobId: string, failedReason: string | undefined): UpstreamError {
     const failure = decodeFailure(failedReason);
     return new UpstreamError(jobId, failure.status, failure.body, failure.headers);
+  }
+
+  /**
+   * While calls wait, checks every `dataLossCheckMs` that Redis still holds this dataset's epoch (one command,
+   * whatever the number of waits). A flush or a restart without persistence drops no connection, so without this a
+   * wait for a job that no longer exists would last until its deadline; with it, every waiting call reads its job's
+   * state again and a vanished job answers {@link JobLostError}.
+   */
+  #watchForDataLoss(): void {
+    if (this.#recheckOnReconnect.size === 0) {
+      clearInterval(this.#lossTimer);
+      this.#lossTimer = undefined;
+      return;
+    }
+    if (this.#lossTimer !== undefined) return;
+    const check = () => void this.#checkEpoch().catch(() => {}); // Redis away: the reconnect re-check covers it
+    this.#lossTimer = setInterval(check, this.#options.dataLossCheckMs);
+    this.#lossTimer.unref();
+    check();
+  }
+
+  async #checkEpoch(): Promise<void> {
+    const candidate = randomBytes(8).toString('hex');
+    // SET NX GET: creates the epoch if it is missing, and answers the value that was there (null: none was)
+    const previous = (await withDeadline(this.#redis.client.call('SET', this.#keys.epoch, candidate, 'NX', 'GET'), this.#options.redisTimeoutMs, 'epoch')) as string | null;
+    const current = previous ?? candidate;
+    const lost = this.#epoch !== undefined && current !== this.#epoch;
+    this.#epoch = current;
+    if (lost) for (const checkState of this.#recheckOnReconnect) checkState();
   }
 
   /** After `client` reconnects (not at its first connect), every waiting call reads its job's state again. */
@@ -332,6 +413,11 @@ export class Producer {
     return current.events;
   }
 
+}
+
+/** Whether a stored job carries this very request: the same route, body bytes and API headers. */
+function sameRequest(stored: Partial<JobData>, data: JobData): boolean {
+  return stored.route === data.route && stored.body === data.body && API_HEADER_NAMES.every((name) => stored.headers?.[name] === data.headers[name]);
 }
 
 /**

@@ -11,8 +11,6 @@ export const MAX_TOKENS_MAX = 128_000;
 export const MESSAGES_MAX = 100_000;
 /** Tenant names go into logs and job data: keep them plain. */
 export const TENANT_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
-/** BullMQ job ids: no `:` (it splits keys), and not all digits (BullMQ refuses integer-like custom ids). */
-export const JOB_ID_PATTERN = /^(?!\d+$)[A-Za-z0-9._-]{1,128}$/;
 /** The version of the job payload; a changed shape gets a new number so old and new workers can share a queue. */
 export const JOB_DATA_VERSION = 2;
 

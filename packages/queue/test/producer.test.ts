@@ -1,6 +1,6 @@
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidRequestError, RequestBody, UpstreamError, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
+import { IdempotencyConflictError, InvalidRequestError, JOB_ID_PATTERN, JobLostError, RequestBody, randomJobId, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
 import { MODEL, rawJob, request, thrown } from './support.js';
 
 let redis: TestRedis;
@@ -43,8 +43,8 @@ describe('enqueue validates the Messages request; nothing invalid enters the que
     for (const [options, field] of [
       [{ priority: 10 }, /^priority: /],
       [{ tenant: 'has space' }, /^tenant: /],
-      [{ jobId: '123' }, /^jobId: /],
-      [{ jobId: 'a:b' }, /^jobId: /],
+      [{ idempotencyKey: '' }, /^idempotencyKey: /],
+      [{ idempotencyKey: 'k'.repeat(257) }, /^idempotencyKey: /],
       [{ attempts: 0 }, /^attempts: /],
     ] as const) {
       const error = await thrown(() => producer.enqueue(request(1), options));
@@ -88,13 +88,22 @@ describe('enqueue', () => {
     expect((error as Error).message).toMatch(/^invalid enqueue options: headers\.anthropic-beta: /);
   });
 
-  it('is idempotent by jobId: a second enqueue returns the same job and adds nothing', async () => {
+  it('is idempotent by key within a tenant: the same request returns the same job; another body is refused; ids are derived', async () => {
     const before = await totalJobs();
-    const first = await producer.enqueue(request('idem'), { jobId: 'idem-1' });
-    const second = await producer.enqueue(request('other text'), { jobId: 'idem-1' });
+    const first = await producer.enqueue(request('idem'), { idempotencyKey: 'idem-1', tenant: 'web' });
+    const second = await producer.enqueue(request('idem'), { idempotencyKey: 'idem-1', tenant: 'web' });
     expect(second).toBe(first);
-    expect(await totalJobs()).toBe(before + 1);
+    expect(first).toMatch(JOB_ID_PATTERN);
+    expect(first).not.toContain('idem-1');
+    const conflict = await thrown(() => producer.enqueue(request('other text'), { idempotencyKey: 'idem-1', tenant: 'web' }));
+    expect(conflict).toBeInstanceOf(IdempotencyConflictError);
+    const otherTenant = await producer.enqueue(request('other text'), { idempotencyKey: 'idem-1', tenant: 'batch' });
+    expect(otherTenant).not.toBe(first);
+    expect(await totalJobs()).toBe(before + 2);
     expect(JSON.parse((await rawJob(producer.queue, first))?.data.body).messages[0].content).toBe('question idem');
+    // the same body with other API headers is another request
+    const otherHeaders = await thrown(() => producer.enqueue(request('idem'), { idempotencyKey: 'idem-1', tenant: 'web', headers: { 'anthropic-beta': 'b-1' } }));
+    expect(otherHeaders).toBeInstanceOf(IdempotencyConflictError);
   });
 
   it('maps priorities 0..9 onto BullMQ priorities in the same order, all in one ordered set', () => {
@@ -123,10 +132,12 @@ describe('enqueue', () => {
     }
   });
 
-  it('wait on a job that does not exist fails at once with a 404, not at its deadline', async () => {
-    const error = await thrown(() => producer.wait('no-such-job', { timeoutMs: 60_000 }));
-    expect(error).toBeInstanceOf(UpstreamError);
-    expect(error).toMatchObject({ status: 404, type: 'not_found_error', message: 'job no-such-job not found' });
+  it('wait on a job that does not exist fails at once as lost (503, retry), not at its deadline; a malformed id is refused', async () => {
+    const id = randomJobId();
+    const error = await thrown(() => producer.wait(id, { timeoutMs: 60_000 }));
+    expect(error).toBeInstanceOf(JobLostError);
+    expect(error).toMatchObject({ status: 503, message: `job ${id} was lost with the queue's data; retry` });
+    expect(await thrown(() => producer.wait('wait', { timeoutMs: 60_000 }))).toBeInstanceOf(InvalidRequestError);
   });
 
   it('cancel removes a waiting job; an unknown one is missing', async () => {

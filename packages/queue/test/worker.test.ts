@@ -10,9 +10,11 @@ import {
   JOB_UPSTREAM_EVENT,
   RequestBody,
   UpstreamError,
+  randomJobId,
   createProducer,
   createWorker,
   decodeFailure,
+  idempotentJobId,
   queueKeys,
   readJobEvents,
   type MessagesClient,
@@ -185,7 +187,7 @@ describe('the upstream call carries the job as the caller sent it', () => {
 
   it('still runs a job of the first payload version (an old producer mid-deploy)', async () => {
     worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 1 });
-    const job = await producer.queue.add('messages', { v: 1, params: request('old'), tenant: null, priority: 5 });
+    const job = await producer.queue.add('messages', { v: 1, params: request('old'), tenant: null, priority: 5 }, { jobId: randomJobId() });
     expect((await producer.wait(job.id ?? '')).type).toBe('message');
   });
 });
@@ -193,11 +195,11 @@ describe('the upstream call carries the job as the caller sent it', () => {
 describe('failures', () => {
   it('a non-retryable upstream error fails the job at once, the upstream body kept in the failed set', async () => {
     worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 2 });
-    const error = await thrown(() => producer.enqueueAndWait({ ...request('x'), model: 'claude-unknown-9' }, { jobId: 'unknown-model', attempts: 5 }));
+    const error = await thrown(() => producer.enqueueAndWait({ ...request('x'), model: 'claude-unknown-9' }, { idempotencyKey: 'unknown-model', attempts: 5 }));
     expect(error).toBeInstanceOf(UpstreamError);
     expect(error).toMatchObject({ status: 404, type: 'not_found_error', message: 'model: claude-unknown-9' });
     expect((error as UpstreamError).requestId).toMatch(/^req_/);
-    const job = await rawJob(producer.queue, 'unknown-model');
+    const job = await rawJob(producer.queue, idempotentJobId(null, 'unknown-model'));
     expect(job?.attemptsMade).toBe(1); // not retried although 5 attempts were allowed
     const failure = decodeFailure(job?.failedReason);
     expect(failure).toMatchObject({ status: 404, retryable: false, body: { type: 'error', error: { type: 'not_found_error', message: 'model: claude-unknown-9' } } });

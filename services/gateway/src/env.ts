@@ -1,4 +1,4 @@
-import { PORT_MAX, TENANT_PATTERN, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue';
+import { COMPLETED_RETENTION_JOBS, COMPLETED_RETENTION_SECONDS, FAILED_RETENTION_JOBS, FAILED_RETENTION_SECONDS, PORT_MAX, TENANT_PATTERN, TENANT_QUEUED_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue';
 import { z } from 'zod';
 
 export const PORT_DEFAULT = 8080;
@@ -16,6 +16,25 @@ export const GATEWAY_REDIS_TIMEOUT_MS_DEFAULT = 500;
 export const GATEWAY_REDIS_OP_TIMEOUT_MS_DEFAULT = 700;
 /** Tokens shorter than this are refused: they could be guessed. */
 export const TOKEN_LENGTH_MIN = 16;
+/** Longest the gateway waits for a request's headers, in ms (Node's `headersTimeout`; slow-loris bound). */
+export const HEADERS_TIMEOUT_MS_DEFAULT = 10_000;
+/** Longest the gateway waits for a whole request, headers and body, in ms (`requestTimeout`; slow-body bound). */
+export const REQUEST_TIMEOUT_MS_DEFAULT = 60_000;
+/** How often Node checks the two deadlines above, in ms: a deadline is enforced within this much of its end. */
+export const TIMEOUT_CHECK_INTERVAL_MS_DEFAULT = 1_000;
+
+/** Deepest nesting of a JSON body; far above any real request (tool schemas nest a few levels). */
+export const JSON_DEPTH_MAX_DEFAULT = 128;
+
+/** Unfinished jobs one tenant may have in the queue (waiting, delayed, running). */
+export const TENANT_QUEUED_MAX_DEFAULT = 1_000;
+/** Streaming answers one gateway process relays at once, all tenants together (then 529 overloaded). */
+export const STREAMS_MAX_DEFAULT = 1_000;
+/** Streaming answers one gateway process relays at once for one tenant (then 429). */
+export const TENANT_STREAMS_MAX_DEFAULT = 100;
+
+/** A secret that opens the admin surfaces (dashboard, metrics); never echoed. */
+const adminTokenSchema = z.string().min(TOKEN_LENGTH_MIN, `expected at least ${TOKEN_LENGTH_MIN} characters`).optional();
 
 /** `tenant:token,tenant:token` → token → tenant. */
 const tokensSchema = z.string().transform((value, context) => {
@@ -43,8 +62,37 @@ export const gatewayEnvSchema = requireLimit(
     GATEWAY_WAIT_MS: envInt(100, 24 * 60 * 60 * 1000).default(WAIT_MS_DEFAULT),
     GATEWAY_REDIS_TIMEOUT_MS: envInt(10, 10_000).default(GATEWAY_REDIS_TIMEOUT_MS_DEFAULT),
     GATEWAY_REDIS_OP_TIMEOUT_MS: envInt(10, 60_000).default(GATEWAY_REDIS_OP_TIMEOUT_MS_DEFAULT),
+    /** Opens `/`, `/dashboard/events` and `/metrics` on the main port (bearer, `x-api-key`, or the dashboard's cookie). */
+    GATEWAY_ADMIN_TOKEN: adminTokenSchema,
+    /** A scraper's token: opens `/metrics` on the main port only. */
+    GATEWAY_METRICS_TOKEN: adminTokenSchema,
+    /** `token`: the dashboard needs `GATEWAY_ADMIN_TOKEN`; `public`: anyone who reaches the port sees it; `off`: 404. */
+    GATEWAY_DASHBOARD: z.enum(['token', 'public', 'off']).default('token'),
+    /** A second listener that serves only `GET /metrics`, without a token; unset: none. */
+    METRICS_PORT: envInt(0, PORT_MAX).optional(),
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    GATEWAY_TENANT_QUEUED_MAX: envInt(1, TENANT_QUEUED_MAX).default(TENANT_QUEUED_MAX_DEFAULT),
+    GATEWAY_STREAMS_MAX: envInt(1, 1_000_000).default(STREAMS_MAX_DEFAULT),
+    GATEWAY_TENANT_STREAMS_MAX: envInt(1, 1_000_000).default(TENANT_STREAMS_MAX_DEFAULT),
+    /** Finished jobs, with their payloads and answers, are kept this long and at most this many (oldest go first). */
+    GATEWAY_KEEP_COMPLETED_SECONDS: envInt(1).default(COMPLETED_RETENTION_SECONDS),
+    GATEWAY_KEEP_COMPLETED_JOBS: envInt(0).default(COMPLETED_RETENTION_JOBS),
+    GATEWAY_KEEP_FAILED_SECONDS: envInt(1).default(FAILED_RETENTION_SECONDS),
+    GATEWAY_KEEP_FAILED_JOBS: envInt(0).default(FAILED_RETENTION_JOBS),
+    GATEWAY_JSON_DEPTH_MAX: envInt(8, 10_000).default(JSON_DEPTH_MAX_DEFAULT),
+    GATEWAY_HEADERS_TIMEOUT_MS: envInt(100, 10 * 60 * 1000).default(HEADERS_TIMEOUT_MS_DEFAULT),
+    GATEWAY_REQUEST_TIMEOUT_MS: envInt(100, 60 * 60 * 1000).default(REQUEST_TIMEOUT_MS_DEFAULT),
+    GATEWAY_TIMEOUT_CHECK_INTERVAL_MS: envInt(100, 60_000).default(TIMEOUT_CHECK_INTERVAL_MS_DEFAULT),
   }),
-);
+).superRefine((env, context) => {
+  for (const name of ['GATEWAY_ADMIN_TOKEN', 'GATEWAY_METRICS_TOKEN'] as const) {
+    const token = env[name];
+    if (token !== undefined && env.GATEWAY_TOKENS.has(token)) context.addIssue({ code: 'custom', path: [name], message: 'must differ from every tenant token' });
+  }
+  if (env.GATEWAY_HEADERS_TIMEOUT_MS > env.GATEWAY_REQUEST_TIMEOUT_MS) {
+    context.addIssue({ code: 'custom', path: ['GATEWAY_HEADERS_TIMEOUT_MS'], message: 'must not exceed GATEWAY_REQUEST_TIMEOUT_MS' });
+  }
+});
 
 export type GatewayEnv = z.output<typeof gatewayEnvSchema>;
 

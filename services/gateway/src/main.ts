@@ -18,9 +18,8 @@ async function main(): Promise<void> {
   }
   const logger = pino({ level: env.LOG_LEVEL, base: { service: 'tollgate-gateway', pid: process.pid }, redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] });
   const gateway = await buildGateway(env, logger);
-  const address = await gateway.app.listen({ port: env.PORT, host: env.HOST });
-  const url = address.replace('0.0.0.0', '127.0.0.1');
-  process.stdout.write(`${JSON.stringify({ event: 'ready', service: 'tollgate-gateway', pid: process.pid, url })}\n`);
+  const urls = await gateway.listen();
+  process.stdout.write(`${JSON.stringify({ event: 'ready', service: 'tollgate-gateway', pid: process.pid, ...urls })}\n`);
   const stop = (signal: NodeJS.Signals) => {
     logger.info({ signal }, 'shutting down');
     setTimeout(() => process.exit(1), CLOSE_TIMEOUT_MS).unref();

@@ -1,6 +1,5 @@
-import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, readJobEvents, type Producer } from '@tollgate/queue';
+import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, JobLostError, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, type JobEvent, type Producer } from '@tollgate/queue';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Cluster, Redis } from 'ioredis';
 
 /** SSE events after which the answer is over (anthropic-api.md §1.3). */
 const TERMINAL_EVENTS: ReadonlySet<string> = new Set(['message_stop', 'error']);
@@ -12,11 +11,8 @@ export interface RelayOptions {
   reply: FastifyReply;
   producer: Producer;
   jobId: string;
-  streamKey: string;
-  /** A connection of this relay's own (a blocking read holds it) while the relay runs. */
-  reader: Redis | Cluster;
-  /** Called once at the end with the reader; `idle`: no command of the relay is pending on it (it may be reused). */
-  giveBack: (reader: Redis | Cluster, idle: boolean) => void;
+  /** The job's events from the start of its stream, until `signal` aborts (a shared reader's subscription). */
+  follow: (signal: AbortSignal) => AsyncIterable<JobEvent>;
   waitMs: number;
 }
 
@@ -27,8 +23,7 @@ export interface RelayOptions {
  * event (the client never sees two answers spliced together).
  */
 export async function relayJobEvents(options: RelayOptions): Promise<void> {
-  const { request, reply, producer, jobId, streamKey, reader, giveBack, waitMs } = options;
-  let idle = false;
+  const { request, reply, producer, jobId, follow, waitMs } = options;
   const stop = new AbortController();
   const raw = reply.raw;
   let attempt: number | undefined;
@@ -51,12 +46,13 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
   // The job may fail without writing to its stream (e.g. stalled too often) or not finish in time: watch it too.
   const watched = producer.wait(jobId, { timeoutMs: waitMs }).catch((error: unknown) => {
     if (error instanceof UpstreamError) fail(error.status, { ...error.body, request_id: error.requestId ?? request.id });
+    else if (error instanceof JobLostError) fail(503, anthropicError(503, error.message, request.id));
     else if (error instanceof JobWaitTimeoutError) fail(504, anthropicError(504, `no answer within ${waitMs} ms (job ${jobId} continues)`, request.id));
     else fail(503, anthropicError(503, 'the queue is unavailable', request.id));
   });
 
   try {
-    for await (const event of readJobEvents(reader, streamKey, stop.signal)) {
+    for await (const event of follow(stop.signal)) {
       if (done) break;
       if (event.name === JOB_FAILED_EVENT) {
         const failure = decodeFailure(event.data);
@@ -79,12 +75,10 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
         break;
       }
     }
-    idle = true; // the loop ended between reads: a break at an event, or a read that returned after the abort
   } catch (error) {
     if (!done && !stop.signal.aborted) fail(503, anthropicError(503, `the event stream broke: ${error instanceof Error ? error.message : String(error)}`, request.id));
   } finally {
     stop.abort();
-    giveBack(reader, idle);
     if (!done && !raw.writableEnded) raw.end();
     void watched;
   }

@@ -5,7 +5,7 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../src/index.js';
-import { request, startGateway } from './support.js';
+import { ADMIN_TOKEN, request, startGateway } from './support.js';
 
 const OUTPUT_DIR = fileURLToPath(new URL('../test-output/', import.meta.url));
 /** Debian's chromium (what CI installs); elsewhere point CHROMIUM_PATH at a Chromium or Chrome binary. */
@@ -53,8 +53,11 @@ afterAll(async () => {
 
 describe('the dashboard', () => {
   it('shows in-flight and limit values that match limiter.snapshot(), and the queue and buckets', async () => {
+    expect((await fetch(`${url}/`)).status).toBe(401); // GATEWAY_DASHBOARD=token (the default) without the token
+    expect((await fetch(`${url}/dashboard/events`)).status).toBe(401);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    await page.goto(url);
+    await page.goto(`${url}/?token=${ADMIN_TOKEN}`); // the sign-in link: a cookie, then the page without the token in its URL
+    expect(new URL(page.url()).search).toBe('');
     // page-side expressions as strings: this package compiles without the DOM library
     await page.waitForFunction(`document.querySelector('[data-testid="in-flight"]')?.textContent === '${PERMITS_HELD}'`, undefined, { timeout: PAGE_DEADLINE_MS });
     const snapshot = await limiter.snapshot();

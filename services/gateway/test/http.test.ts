@@ -1,8 +1,9 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JOB_ID_PATTERN } from '@tollgate/queue';
 import type { Gateway } from '../src/index.js';
-import { MODEL, TOKEN_A, TOKEN_B, request, startGateway } from './support.js';
+import { ADMIN_TOKEN, MODEL, TOKEN_A, TOKEN_B, request, startGateway } from './support.js';
 
 const MAX_BODY_BYTES = 4_096;
 let redis: TestRedis;
@@ -69,27 +70,31 @@ describe('jobs API', () => {
   it('POST /v1/jobs → 202 with an id; GET shows it to its tenant only; DELETE cancels a waiting job', async () => {
     const created = await post('/v1/jobs', JSON.stringify(request('job')), { 'tollgate-priority': '3', 'idempotency-key': 'job-abc' });
     expect(created.status).toBe(202);
-    expect(created.body).toEqual({ id: 'job-abc', state: 'queued' });
+    const id = String(created.body.id);
+    expect(id).toMatch(JOB_ID_PATTERN); // derived from the tenant and the key, never the key itself
+    expect(created.body).toEqual({ id, state: 'queued' });
     const again = await post('/v1/jobs', JSON.stringify(request('job')), { 'idempotency-key': 'job-abc' });
-    expect(again.body.id).toBe('job-abc');
-    const mine = await fetch(`${url}/v1/jobs/job-abc`, { headers: { authorization: `Bearer ${TOKEN_A}` } });
+    expect(again.status).toBe(202);
+    expect(again.body.id).toBe(id);
+    const mine = await fetch(`${url}/v1/jobs/${id}`, { headers: { authorization: `Bearer ${TOKEN_A}` } });
     expect(mine.status).toBe(200);
-    expect(await mine.json()).toMatchObject({ id: 'job-abc', state: 'prioritized', tenant: 'team-a', priority: 3, result: null });
-    const theirs = await fetch(`${url}/v1/jobs/job-abc`, { headers: { authorization: `Bearer ${TOKEN_B}` } });
+    expect(await mine.json()).toMatchObject({ id, state: 'prioritized', tenant: 'team-a', priority: 3, result: null });
+    const theirs = await fetch(`${url}/v1/jobs/${id}`, { headers: { authorization: `Bearer ${TOKEN_B}` } });
     expect(theirs.status).toBe(404);
-    const deletedByOther = await fetch(`${url}/v1/jobs/job-abc`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN_B}` } });
+    const deletedByOther = await fetch(`${url}/v1/jobs/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN_B}` } });
     expect(deletedByOther.status).toBe(404);
-    const deleted = await fetch(`${url}/v1/jobs/job-abc`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN_A}` } });
-    expect(await deleted.json()).toEqual({ id: 'job-abc', cancelled: true });
-    const gone = await fetch(`${url}/v1/jobs/job-abc`, { headers: { authorization: `Bearer ${TOKEN_A}` } });
+    const deleted = await fetch(`${url}/v1/jobs/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${TOKEN_A}` } });
+    expect(await deleted.json()).toEqual({ id, cancelled: true });
+    const gone = await fetch(`${url}/v1/jobs/${id}`, { headers: { authorization: `Bearer ${TOKEN_A}` } });
     expect(gone.status).toBe(404);
     expect(((await gone.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
   });
 
-  it('GET /health answers 200 while Redis is up; GET /metrics has the fleet gauges', async () => {
+  it('GET /health answers 200 while Redis is up; GET /metrics (admin token) has the fleet gauges', async () => {
     const health = await fetch(`${url}/health`);
     expect(health.status).toBe(200);
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
     expect(metrics).toContain('tollgate_concurrency_limit 4');
     expect(metrics).toContain('tollgate_permits_in_flight 0');
     expect(metrics).toContain('tollgate_queue_jobs{state="completed"}');

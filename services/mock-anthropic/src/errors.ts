@@ -31,16 +31,21 @@ export const REQUEST_TOO_LARGE_BODY = {
   error: { type: 'request_too_large', message: 'Request exceeds the maximum size' },
 } as const;
 
+/** Longest error message, in characters: messages echo a caller's field names and values, which can be huge. */
+export const MESSAGE_CHARS_MAX = 400;
+
+const bounded = (message: string) => (message.length <= MESSAGE_CHARS_MAX ? message : `${message.slice(0, MESSAGE_CHARS_MAX)}…`);
+
 export function invalidRequest(message: string): ApiErrorSpec {
-  return { status: 400, type: 'invalid_request_error', message };
+  return { status: 400, type: 'invalid_request_error', message: bounded(message) };
 }
 
 export function authenticationError(message: string): ApiErrorSpec {
-  return { status: 401, type: 'authentication_error', message };
+  return { status: 401, type: 'authentication_error', message: bounded(message) };
 }
 
 export function notFound(message: string): ApiErrorSpec {
-  return { status: 404, type: 'not_found_error', message };
+  return { status: 404, type: 'not_found_error', message: bounded(message) };
 }
 
 /** Documented [DOC] message of Anthropic's 403. */

@@ -61,7 +61,7 @@ function request(i: number) {
 }
 
 async function enqueueMany(count: number, tag: string): Promise<string[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => producer.enqueue(request(i), { jobId: `${tag}-${i}` })));
+  return Promise.all(Array.from({ length: count }, (_, i) => producer.enqueue(request(i), { idempotencyKey: `${tag}-${i}` })));
 }
 
 async function waitAll(ids: readonly string[]): Promise<void> {
