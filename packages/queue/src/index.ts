@@ -13,6 +13,7 @@ export {
   Producer,
   WAIT_MS_DEFAULT,
   createProducer,
+  type AbandonOutcome,
   type CancelOutcome,
   type EnqueueOptions,
   type JobState,
@@ -22,6 +23,8 @@ export {
   type WaitOptions,
 } from './producer.js';
 export {
+  CALLER_GONE_REASON,
+  CALLER_GONE_STATUS,
   DRAIN_TIMEOUT_MS_DEFAULT,
   JOB_UPSTREAM_EVENT,
   LOCK_DURATION_MS_DEFAULT,
@@ -50,6 +53,7 @@ export {
   countTokensParamsSchema,
   jobDataSchema,
   messageParamsSchema,
+  modelsParamsSchema,
   parseJobData,
   validateMessageParams,
   type ApiHeaders,
@@ -57,6 +61,7 @@ export {
   type JobData,
   type JobRoute,
   type MessageParams,
+  type ModelsParams,
   type ParsedJob,
 } from './schema.js';
 export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema, type JobResult, type UpstreamMeta } from './upstream.js';

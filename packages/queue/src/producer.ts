@@ -31,6 +31,8 @@ export const FAILED_RETENTION_JOBS = 10_000;
 export const TENANT_QUEUED_MAX = 100_000;
 /** While calls wait, how often the producer checks that Redis still holds its data, in ms. */
 export const DATA_LOSS_CHECK_MS_DEFAULT = 2_000;
+/** Bytes per ms a Redis write of a job is given beyond `redisTimeoutMs` (50 MB/s): a 30 MiB body is not an outage. */
+export const ENQUEUE_BYTES_PER_MS = 50_000;
 /** Default wait of `enqueueAndWait`. */
 export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
 /** The BullMQ job name of every Messages job. */
@@ -80,7 +82,12 @@ export type EnqueueOptions = z.input<typeof enqueueOptionsSchema>;
 export interface WaitOptions {
   /** Longest wait for the job to finish, in ms. */
   timeoutMs?: number;
+  /** Stops waiting (rejects with the signal's reason); the job itself goes on. */
+  signal?: AbortSignal;
 }
+
+/** What `abandon` did: removed a queued job, asked the worker running it to abort, or found it done or gone. */
+export type AbandonOutcome = 'cancelled' | 'aborting' | 'running' | 'finished' | 'missing';
 
 /** BullMQ's job states plus `missing`. */
 export type JobState = 'waiting' | 'prioritized' | 'delayed' | 'active' | 'completed' | 'failed' | 'waiting-children' | 'unknown';
@@ -177,7 +184,7 @@ export class Producer {
         removeOnComplete: { age: retention.completedSeconds, count: retention.completedJobs },
         removeOnFail: { age: retention.failedSeconds, count: retention.failedJobs },
       }),
-      redisTimeoutMs,
+      redisTimeoutMs + Math.ceil(body.text.length / ENQUEUE_BYTES_PER_MS),
       'enqueue',
     );
     // BullMQ answers an existing id with that job, untouched: it must carry this very request
@@ -219,6 +226,8 @@ export class Producer {
       const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(decodeResult(args.returnvalue)));
       const onFailed = (args: { failedReason: string }) => finish(() => reject(this.#upstreamError(jobId, args.failedReason)));
       const timer = setTimeout(() => finish(() => reject(new JobWaitTimeoutError(jobId, timeoutMs))), timeoutMs);
+      const onAbort = () => finish(() => reject(options.signal?.reason));
+      options.signal?.addEventListener('abort', onAbort, { once: true });
       let done = false;
       // The job may have finished before the listeners were set (or while the reader was cut off): read its state.
       const checkState = () => {
@@ -242,6 +251,7 @@ export class Producer {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
         events.off(`completed:${jobId}`, onCompleted);
         events.off(`failed:${jobId}`, onFailed);
         this.#recheckOnReconnect.delete(checkState);
@@ -300,6 +310,18 @@ export class Producer {
       if (error instanceof Error && /locked/i.test(error.message)) return 'active';
       throw error;
     }
+  }
+
+  /**
+   * The caller of a job went away: a job still queued is removed; with `abortRunning`, a running one is aborted by
+   * its worker (through the queue's abort channel), which releases its permit as the call ends.
+   */
+  async abandon(jobId: string, options: { abortRunning: boolean }): Promise<AbandonOutcome> {
+    const outcome = await this.cancel(jobId);
+    if (outcome !== 'active') return outcome;
+    if (!options.abortRunning) return 'running'; // left to finish: its answer is kept for GET /v1/jobs/:id
+    await withDeadline(this.#redis.client.publish(queueKeys(this.name).abortChannel, jobId), this.#options.redisTimeoutMs, 'abandon');
+    return 'aborting';
   }
 
   /** Jobs per state, fleet-wide. */

@@ -37,8 +37,15 @@ export const countTokensParamsSchema = z.looseObject({
 export type MessageParams = Anthropic.MessageCreateParams;
 export type CountTokensParams = Anthropic.MessageCountTokensParams;
 
+/** A models request: one model (`id`) or the list (`query`: `limit`, `after_id`, `before_id` as sent). */
+export const modelsParamsSchema = z.strictObject({
+  id: z.string().min(1).max(MODEL_NAME_LENGTH_MAX).nullable(),
+  query: z.partialRecord(z.enum(['limit', 'after_id', 'before_id']), z.string().max(MODEL_NAME_LENGTH_MAX)),
+});
+export type ModelsParams = z.infer<typeof modelsParamsSchema>;
+
 /** The upstream endpoints a job can call. */
-export const JOB_ROUTES = ['messages', 'count_tokens'] as const;
+export const JOB_ROUTES = ['messages', 'count_tokens', 'models'] as const;
 export type JobRoute = (typeof JOB_ROUTES)[number];
 
 /** Longest API header value carried (`anthropic-beta` lists a few names; real ones are far shorter). */
@@ -98,7 +105,7 @@ function invalid(prefix: string, error: z.ZodError, input: unknown): InvalidRequ
 
 /** Checks the fields Tollgate reads for `route`. @throws {@link InvalidRequestError} naming the field. */
 function checkParams(route: JobRoute, input: unknown, prefix = ''): Record<string, unknown> {
-  const schema = route === 'messages' ? messageParamsSchema : countTokensParamsSchema;
+  const schema = route === 'messages' ? messageParamsSchema : route === 'count_tokens' ? countTokensParamsSchema : modelsParamsSchema;
   const result = schema.safeParse(input);
   if (!result.success) throw invalid(prefix, result.error, input);
   return input as Record<string, unknown>; // validated above; the caller's own object, not zod's copy
@@ -127,6 +134,11 @@ export class RequestBody {
     } catch (error) {
       throw new InvalidRequestError(`body: invalid JSON (${error instanceof Error ? error.message : String(error)})`, { cause: error });
     }
+    return new RequestBody(route, text, checkParams(route, parsed));
+  }
+
+  /** Text and the value `JSON.parse(text)` gave (a gateway's body parser): checks the value, keeps the text. @throws {@link InvalidRequestError}. */
+  static fromParsed(text: string, parsed: unknown, route: JobRoute = 'messages'): RequestBody {
     return new RequestBody(route, text, checkParams(route, parsed));
   }
 

@@ -11,7 +11,7 @@ import { anthropicError, describeFailure, encodeFailure, type JobFailure } from 
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
-import { parseJobData, type ApiHeaders, type ParsedJob } from './schema.js';
+import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
 import { relayedHeaders, type JobResult, type UpstreamMeta } from './upstream.js';
 
 /** The event a streaming job writes before the upstream's first SSE event: its {@link UpstreamMeta}. */
@@ -28,6 +28,10 @@ export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
 export const WORKER_CONCURRENCY_MAX = 10_000;
 /** `signal.reason` of a call aborted by shutdown: the job goes back to the queue, not to the failed set. */
 export const SHUTDOWN_REASON = 'tollgate: worker shutting down';
+/** `signal.reason` of a call aborted because its caller went away (the gateway's client disconnected). */
+export const CALLER_GONE_REASON = 'tollgate: the caller went away';
+/** Status of a job failed because its caller went away (nginx's "client closed request"; nobody reads the answer). */
+export const CALLER_GONE_STATUS = 499;
 /** `signal.reason` of a call aborted because this worker lost the job's lock (another worker may run it). */
 export const LOCK_LOST_REASON = 'tollgate: job lock renewal failed';
 
@@ -54,6 +58,8 @@ const workerOptionsSchema = z.strictObject({
   maxStalledCount: z.number().int().min(0).max(100).default(MAX_STALLED_COUNT_DEFAULT),
   drainTimeoutMs: z.number().int().min(0).max(60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
   logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', 'expected a pino logger').optional(),
+  /** Answers models jobs (`GET /v1/models…` through the SDK's `get`); absent: models jobs fail with a 404. */
+  modelsClient: z.custom<Pick<Anthropic, 'get'>>((value) => typeof value === 'object' && value !== null && typeof (value as { get?: unknown }).get === 'function', 'expected an Anthropic client').optional(),
   /** Named in each answer's `tollgate-account` (the Messages limiter's name). */
   account: z.string().min(1).optional(),
   /** count_tokens jobs take one `requests` token from this limiter before their call (its own RPM); absent: not limited here. */
@@ -80,6 +86,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   readonly #keys: QueueKeys;
   readonly #blocking: OwnedRedis;
   readonly #commands: OwnedRedis;
+  /** Subscribed to the queue's abort channel. */
+  readonly #aborts: OwnedRedis;
   #closing: Promise<void> | undefined;
 
   constructor(input: WorkerOptions) {
@@ -90,7 +98,14 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     this.#keys = queueKeys(parsed.data.queue);
     this.#blocking = blockingConnection(parsed.data.redis);
     this.#commands = blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
-    for (const { client } of [this.#blocking, this.#commands]) client.on('error', (error: Error) => this.#error(error));
+    this.#aborts = blockingConnection(parsed.data.redis);
+    for (const { client } of [this.#blocking, this.#commands, this.#aborts]) client.on('error', (error: Error) => this.#error(error));
+    // one subscription per process: a caller that went away names its job, and the worker running it aborts the call
+    // (its permit is released as the call ends); other workers ignore the id
+    void this.#aborts.client.subscribe(this.#keys.abortChannel).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+    this.#aborts.client.on('message', (channel: string, jobId: string) => {
+      if (channel === this.#keys.abortChannel) this.bullmq.cancelJob(jobId, CALLER_GONE_REASON);
+    });
     const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => this.#process(job, token, signal);
     this.bullmq = new Worker(parsed.data.queue, processor, {
       connection: this.#blocking.client,
@@ -134,7 +149,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       await this.bullmq.close();
     } finally {
       clearTimeout(timer);
-      for (const owned of [this.#blocking, this.#commands]) if (owned.owned) owned.client.disconnect();
+      for (const owned of [this.#blocking, this.#commands, this.#aborts]) if (owned.owned) owned.client.disconnect();
     }
   }
 
@@ -184,7 +199,9 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const failure: JobFailure =
         signal?.aborted === true && signal.reason === LOCK_LOST_REASON
           ? { status: 503, retryable: true, body: anthropicError(503, 'the worker lost the job lock; the job is retried') }
-          : describeFailure(error);
+          : signal?.aborted === true && signal.reason === CALLER_GONE_REASON
+            ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
+            : describeFailure(error);
       // output already reached a reader: a retry would repeat it, so the stream ends with the error instead
       const outputSent = publisher !== undefined && publisher.written > 1; // the first event is the upstream's headers
       const retriesLeft = attempt < (job.opts.attempts ?? 1);
@@ -216,6 +233,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     const requestOptions = { ...(signal === undefined ? {} : { signal }), body: job.body, headers: sdkHeaders(job.headers), middleware: [stamp] };
     // The params are the caller's; the SDK's params type is narrower than what the API (and so the gateway) accepts.
     if (job.route === 'count_tokens') return this.#countTokens(client, job, requestOptions, signal, meta);
+    if (job.route === 'models') return this.#models(job, signal, meta);
     if (publisher === undefined) {
       const { data, response } = await client.messages.create(job.params as unknown as Anthropic.MessageCreateParamsNonStreaming, requestOptions).withResponse();
       return { v: 2, answer: data, upstream: meta(response.headers) };
@@ -242,6 +260,17 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     if (signal?.aborted === true) throw signal.reason;
     await publisher.finish();
     return { v: 2, answer: message, upstream: upstream ?? meta(stream.response?.headers) };
+  }
+
+  /** `GET /v1/models` or `/v1/models/{id}` through the SDK; the upstream's JSON as it is. */
+  async #models(job: ParsedJob, signal: AbortSignal | undefined, meta: (headers: Headers | null | undefined) => UpstreamMeta): Promise<JobResult> {
+    const models = this.#options.modelsClient;
+    if (models === undefined) throw new InvalidRequestError('this worker has no models client');
+    const { id, query } = job.params as ModelsParams;
+    const path = id === null ? '/v1/models' : `/v1/models/${encodeURIComponent(id)}`;
+    const options = { query, headers: sdkHeaders(job.headers), ...(signal === undefined ? {} : { signal }) };
+    const { data, response } = await models.get<unknown>(path, options).withResponse();
+    return { v: 2, answer: data, upstream: meta(response.headers) };
   }
 
   /** A count_tokens call: one token of the count_tokens limiter (if any) first; a 429 with `retry-after` pauses it fleet-wide. */

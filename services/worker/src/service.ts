@@ -80,6 +80,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
     logger,
     account: env.TOLLGATE_NAME,
+    modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
     ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
   });
   const bump = (field: string) => {
