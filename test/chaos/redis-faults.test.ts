@@ -17,7 +17,7 @@ const QUIET_WATCH_MS = 2_000;
 let fleet: Fleet;
 
 async function enqueueJobs(tag: string, count = JOBS): Promise<string[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { maxTokens: 8 }), { jobId: `${tag}-${i}`, priority: i % 10 })));
+  return Promise.all(Array.from({ length: count }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { maxTokens: 8 }), { idempotencyKey: `${tag}-${i}`, priority: i % 10 })));
 }
 
 /** The producer (an app) fails fast while its connection comes back after a Redis fault; wait until it is back. */

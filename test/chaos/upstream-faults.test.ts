@@ -35,7 +35,7 @@ describe('upstream faults (DESIGN §7 row 6)', () => {
     await fleet.mockAdmin('reset');
     const tag = kind.replace(/\W+/g, '-');
     const ids = await Promise.all(
-      Array.from({ length: JOBS }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { stream: i % 2 === 0, maxTokens: 16 }), { jobId: `${tag}-${i}`, priority: i % 10 })),
+      Array.from({ length: JOBS }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { stream: i % 2 === 0, maxTokens: 16 }), { idempotencyKey: `${tag}-${i}`, priority: i % 10 })),
     );
     const outcomes = await settle(fleet.producer, ids);
     const stats = await fleet.mockStats();

@@ -23,7 +23,7 @@ let fleet: Fleet;
 const ownerOf = (leaseId: string) => leaseId.slice(0, leaseId.lastIndexOf(':'));
 
 async function enqueueJobs(tag: string, count: number): Promise<string[]> {
-  return Promise.all(Array.from({ length: count }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { maxTokens: 8 }), { jobId: `${tag}-${i}`, priority: i % 10 })));
+  return Promise.all(Array.from({ length: count }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { maxTokens: 8 }), { idempotencyKey: `${tag}-${i}`, priority: i % 10 })));
 }
 
 async function waitUntilHolding(worker: ServiceProcess): Promise<number> {

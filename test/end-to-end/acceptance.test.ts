@@ -28,7 +28,7 @@ describe('the fleet under a mixed load (DESIGN §1, issue 6)', () => {
   it(`completes ${QUEUE_JOBS + GATEWAY_REQUESTS} mixed jobs inside the limit with no 429, priority 0 before 9`, { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     const startedMs = performance.now();
     const jobs = Array.from({ length: QUEUE_JOBS }, (_, i) => ({ i, priority: i % PRIORITIES, stream: i % 2 === 1, maxTokens: MAX_TOKENS[i % MAX_TOKENS.length] ?? MAX_TOKENS[0] }));
-    const ids = await Promise.all(jobs.map((job) => fleet.producer.enqueue(messagesRequest(job.i, job), { priority: job.priority, jobId: `accept-${job.i}` })));
+    const ids = await Promise.all(jobs.map((job) => fleet.producer.enqueue(messagesRequest(job.i, job), { priority: job.priority, idempotencyKey: `accept-${job.i}` })));
     const client = new Anthropic({ baseURL: fleet.gatewayUrl, apiKey: GATEWAY_TOKEN, maxRetries: 0, timeout: SETTLE_TIMEOUT_MS });
     const viaGateway = Promise.all(
       Array.from({ length: GATEWAY_REQUESTS }, async (_, i) => {
@@ -40,7 +40,7 @@ describe('the fleet under a mixed load (DESIGN §1, issue 6)', () => {
     const [outcomes, gatewayAnswers] = await Promise.all([settle(fleet.producer, ids), viaGateway]);
     const wallMs = performance.now() - startedMs;
 
-    const records = await Promise.all(jobs.map(async (job) => ({ ...job, ...(await jobRecord(fleet.producer, `accept-${job.i}`)) })));
+    const records = await Promise.all(jobs.map(async (job, index) => ({ ...job, ...(await jobRecord(fleet.producer, ids[index] ?? '')) })));
     const meanLatencyMs = (priority: number) => {
       const mine = records.filter((record) => record.priority === priority);
       return mine.reduce((sum, record) => sum + (record.finishedAtMs - record.createdAtMs), 0) / mine.length;

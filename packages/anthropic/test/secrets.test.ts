@@ -1,16 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limitAnthropic } from '../src/index.js';
-import { thrown } from '@tollgate/test-support';
+import { dumpRedis, thrown } from '@tollgate/test-support';
 import { clientFor, limiterFor, request, startStack, type Stack } from './support.js';
 
 const CANARY_KEY = `sk-ant-canary-${randomBytes(12).toString('hex')}`;
 const PROMPT_CANARY = `prompt-canary-${randomBytes(8).toString('hex')}`;
 const RATE = { limit: 1_000_000, intervalMs: 60_000 };
-const SCAN_BATCH = 500;
 
 let stack: Stack;
 
@@ -18,33 +16,6 @@ beforeAll(async () => {
   stack = await startStack({ apiKeys: [CANARY_KEY] });
 });
 afterAll(() => stack.close());
-
-/** Every key of the test's Redis with its value, whatever the type, as text. */
-async function dumpRedis(url: string): Promise<string> {
-  const connection = new Redis(url);
-  const parts: string[] = [];
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await connection.scan(cursor, 'COUNT', SCAN_BATCH);
-      cursor = next;
-      for (const key of keys) {
-        const type = await connection.type(key);
-        let value: unknown;
-        if (type === 'string') value = await connection.get(key);
-        else if (type === 'hash') value = await connection.hgetall(key);
-        else if (type === 'zset') value = await connection.zrange(key, '0', '-1', 'WITHSCORES');
-        else if (type === 'list') value = await connection.lrange(key, 0, -1);
-        else if (type === 'set') value = await connection.smembers(key);
-        else value = type;
-        parts.push(`${key} ${JSON.stringify(value)}`);
-      }
-    } while (cursor !== '0');
-  } finally {
-    connection.disconnect();
-  }
-  return parts.join('\n');
-}
 
 describe('secrets stay out of logs and Redis', () => {
   it('a canary API key (and the prompt) never appear in captured logs or in any Redis value', async () => {

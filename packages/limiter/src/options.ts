@@ -98,9 +98,7 @@ export function bucketSpecs(rates: ResolvedLimiterOptions['rates']): BucketSpec[
 export function describeZodError(error: z.ZodError, input: unknown): string {
   const shown = error.issues.slice(0, ISSUES_SHOWN_MAX).map((issue) => {
     const path = cutText(issue.path.map(String).join('.') || '(root)');
-    // an unknown key's issue sits at its parent: echo the key, not the whole parent (the caller's body)
-    const value = issue.code === 'unrecognized_keys' ? '' : ` (got ${formatValue(valueAt(input, issue.path))})`;
-    return `${path}: ${cutText(issue.message)}${value}`;
+    return `${path}: ${cutText(issue.message)} (got ${formatValue(offendingValue(issue, input))})`;
   });
   const more = error.issues.length - shown.length;
   return shown.join('; ') + (more > 0 ? `; and ${more} more problems` : '');
@@ -108,6 +106,15 @@ export function describeZodError(error: z.ZodError, input: unknown): string {
 
 /** Problems named in one message; the rest are counted. */
 const ISSUES_SHOWN_MAX = 10;
+
+/** What an issue is about: an unknown key's issue sits at its parent, so it shows the unknown keys' values only (never the whole parent, e.g. the caller's whole body). */
+function offendingValue(issue: z.core.$ZodIssue, input: unknown): unknown {
+  const value = valueAt(input, issue.path);
+  if (issue.code !== 'unrecognized_keys' || value === null || typeof value !== 'object') return value;
+  const keys = issue.keys.slice(0, ISSUES_SHOWN_MAX);
+  if (keys.length === 1) return (value as Record<string, unknown>)[keys[0] ?? ''];
+  return Object.fromEntries(keys.map((key) => [key, (value as Record<string, unknown>)[key]]));
+}
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   let value = input;

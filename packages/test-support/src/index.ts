@@ -3,6 +3,7 @@ export { RedisServerProcess, freePort, type RedisServerOptions } from './redis-s
 export { uniqueName } from './names.js';
 export { seededRandom } from './random.js';
 export { thrown } from './thrown.js';
+export { dumpRedis } from './dump-redis.js';
 export {
   startOverlapServer,
   OVERLAP_HOLD_MS_DEFAULT,

@@ -243,12 +243,14 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     if (access === 'tenant') {
       request.tenant = tokens.tenantOf(request.headers);
       if (request.tenant !== undefined) return;
+      void reply.header('connection', 'close'); // the body (perhaps a slow one) is not read: do not wait for it
       return sendError(request, reply, 401, token === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
     }
     const query = request.query as Record<string, unknown> | undefined;
     const queryToken = request.routeOptions.config.queryToken === true && typeof query?.token === 'string' ? query.token : undefined;
     const role = admins.lookup(token ?? queryToken ?? cookieOf(request.headers, ADMIN_COOKIE));
     if (role === 'admin' || (role === 'metrics' && access === 'metrics')) return;
+    void reply.header('connection', 'close');
     return sendError(request, reply, 401, access === 'metrics' ? 'GET /metrics needs GATEWAY_ADMIN_TOKEN or GATEWAY_METRICS_TOKEN' : 'the dashboard needs GATEWAY_ADMIN_TOKEN');
   });
   app.setErrorHandler((error: { code?: string; statusCode?: number; message: string }, request, reply) => {

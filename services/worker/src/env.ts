@@ -14,7 +14,8 @@ export const workerEnvSchema = requireLimit(
     WORKER_CONCURRENCY: envInt(1, 10_000).default(WORKER_CONCURRENCY_DEFAULT),
     /** 0 picks a free port (printed in the ready line). */
     METRICS_PORT: envInt(0, PORT_MAX).default(METRICS_PORT_DEFAULT),
-    METRICS_HOST: z.string().min(1).default('0.0.0.0'),
+    /** Where the metrics listen: this host only by default (a fleet's business data); compose widens it inside its network. */
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     /** On SIGTERM, running calls get this long before they are aborted and handed back. */
     WORKER_DRAIN_TIMEOUT_MS: envInt(0, 60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
     /** BullMQ lock of a running job; a dead worker's jobs are retried after about this long. */
