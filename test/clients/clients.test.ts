@@ -198,6 +198,7 @@ describe('the gateway passes what it does not read through, untouched', () => {
     expect(wrongMethod.status).toBe(405);
     expect(wrongMethod.headers.get('allow')).toBe('POST');
     expect(await wrongMethod.json()).toMatchObject({ type: 'error', error: { type: 'api_error', message: expect.stringMatching(/^Method not allowed/) } });
+    expect((await fetch(`${fleet.gatewayUrl}/v1/messages`, { method: 'GET' })).status).toBe(401); // only a tenant learns the methods
     for (const [method, path] of [['GET', '/v1/models'], ['GET', `/v1/models/${MODEL}`], ['POST', '/v1/messages/count_tokens']] as const) {
       const response = await fetch(`${fleet.gatewayUrl}${path}`, { method, ...(method === 'POST' ? { body: '{}', headers: { 'content-type': 'application/json' } } : {}) });
       expect(response.status).toBe(401);

@@ -260,7 +260,11 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0] ?? '';
     const known = API_ROUTES.find((route) => route.path.test(path));
-    if (known !== undefined) return sendError(request, reply.header('allow', known.methods.join(', ')), 405, `Method not allowed: ${request.method} ${cutText(path)}`);
+    if (known !== undefined) {
+      // deny by default here too: only a tenant learns which methods a path has
+      if (tokens.tenantOf(request.headers) === undefined) return sendError(request, reply, 401, tokenOf(request.headers) === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
+      return sendError(request, reply.header('allow', known.methods.join(', ')), 405, `Method not allowed: ${request.method} ${cutText(path)}`);
+    }
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
   });
 
