@@ -253,6 +253,22 @@ describe('aborts', () => {
     expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never completed
   });
 
+  it('abandon: a queued job is removed; a running one is left alone, or aborted by its worker with its permit released', async () => {
+    const queuedId = await producer.enqueue(request('nobody runs me yet'));
+    expect(await producer.abandon(queuedId, { abortRunning: false })).toBe('cancelled');
+    expect(await producer.getJob(queuedId)).toBeUndefined();
+    mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
+    worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 1 });
+    const jobId = await producer.enqueue({ ...request('abandoned'), stream: true });
+    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 1);
+    expect(await producer.abandon(jobId, { abortRunning: false })).toBe('running');
+    expect(await producer.abandon(jobId, { abortRunning: true })).toBe('aborting');
+    const error = await thrown(() => producer.wait(jobId));
+    expect(error).toMatchObject({ status: 499 });
+    expect((await limiter.snapshot()).inFlight).toBe(0); // released as the call ended, not at its lease's expiry
+    expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never answered
+  });
+
   it('close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {
     mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
     worker = createWorker({ redis: redis.url, queue, client: sdkClient(mock.url), concurrency: 1 });
