@@ -11,8 +11,11 @@ export interface AdaptiveSettings {
  * `decreaseFactor` (floor 1); `raiseAfterCleanCalls` clean calls made while this process had callers waiting for a
  * permit raise it by one, never above the configured limit. Both read the current value from Redis first, so
  * processes act on the fleet's value, not a stale local one. Calls that started before this process's last decrease
- * (a lower permit fence) do not decrease it again: one overload episode costs one step here. Other processes may
- * each take one step for the same episode; the limit then lands lower and climbs back one by one.
+ * (a lower permit fence) do not decrease it again: one overload episode costs one step here, and they do not count
+ * towards a raise either: they ran under the old, higher limit, so they say nothing for the new one. A raise decided
+ * before a decrease is dropped when the decrease comes first. So within a process the limit never rises on evidence
+ * older than its last decrease. Other processes may each take one step for the same episode; the limit then lands
+ * lower and climbs back one by one.
  */
 export class AdaptiveConcurrency {
   readonly #limiter: Limiter;
@@ -38,13 +41,18 @@ export class AdaptiveConcurrency {
     if (fence > this.#highestFence) this.#highestFence = fence;
   }
 
-  /** A call ended without a concurrency 429; `saturated`: this process had callers waiting for a permit. */
-  clean(saturated: boolean): Promise<void> {
-    if (!saturated) return Promise.resolve();
+  /**
+   * A call on a permit with this fence ended without a concurrency 429; `saturated`: this process had callers waiting
+   * for a permit.
+   */
+  clean(saturated: boolean, fence: number): Promise<void> {
+    if (!saturated || fence <= this.#decreasedAtFence) return Promise.resolve(); // admitted before our last decrease
     this.#cleanCalls += 1;
     if (this.#cleanCalls < this.#settings.raiseAfterCleanCalls) return Promise.resolve();
     this.#cleanCalls = 0;
+    const decidedAfter = this.#decreasedAtFence;
     return this.#serial(async () => {
+      if (this.#decreasedAtFence !== decidedAfter) return; // a decrease came in between: its 429 is newer news
       const { concurrency, concurrencyConfigured } = await this.#limiter.snapshot();
       if (concurrency === null || concurrencyConfigured === null || concurrency >= concurrencyConfigured) return;
       const effective = await this.#limiter.setConcurrency(concurrency + 1);
@@ -56,11 +64,12 @@ export class AdaptiveConcurrency {
   /** A concurrency 429 on a permit with this fence. */
   limited(fence: number): Promise<void> {
     this.#cleanCalls = 0;
+    if (fence <= this.#decreasedAtFence) return Promise.resolve(); // admitted before our last decrease: already answered
+    // at once, not in the queue: clean calls and raises decided from now on see this decrease
+    this.#decreasedAtFence = this.#highestFence;
     return this.#serial(async () => {
-      if (fence <= this.#decreasedAtFence) return; // admitted before our last decrease: already answered
       const { concurrency } = await this.#limiter.snapshot();
       if (concurrency === null) return;
-      this.#decreasedAtFence = this.#highestFence;
       const target = Math.max(1, Math.floor(concurrency * this.#settings.decreaseFactor));
       if (target >= concurrency) return;
       const effective = await this.#limiter.setConcurrency(target);

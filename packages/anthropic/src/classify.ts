@@ -1,5 +1,3 @@
-import { APIConnectionError, APIError, APIUserAbortError } from '@anthropic-ai/sdk';
-
 /** The start of the concurrency 429's message (anthropic-api.md §2); the API gives it no error code of its own. */
 export const CONCURRENCY_MESSAGE_PREFIX = 'Number of concurrent connections';
 const SPEND_LIMIT_ERROR_CODE = 'enforced_spend_limit_reached';
@@ -60,27 +58,80 @@ export function serverWaitMs(headers: Headers | undefined, nowMs: number = Date.
   return inRange(Date.parse(retryAfter) - nowMs);
 }
 
+/** What the classifier reads off an error of the SDK. */
+export interface SdkErrorShape {
+  /** `api`: an answer (a status) or a mid-stream `event: error` (no status); `abort`: the request was aborted. */
+  kind: 'api' | 'abort' | 'connection';
+  status: number | undefined;
+  headers: Headers | undefined;
+  /** The body's `error.type`, e.g. `overloaded_error`. */
+  type: string | null;
+  /** The body's `error.details.error_code`, e.g. `enforced_spend_limit_reached`. */
+  errorCode: string | null;
+  /** The body's `error.message`. */
+  apiMessage: string | null;
+}
+
+/** Names of the classes an error was built from, most derived first (`StreamIdleTimeoutError`, …, `APIError`, `Error`). */
+function classNames(error: object): Set<string> {
+  const names = new Set<string>();
+  for (let proto: unknown = Object.getPrototypeOf(error); proto !== null && proto !== Object.prototype; proto = Object.getPrototypeOf(proto)) {
+    const constructor = (proto as { constructor?: unknown }).constructor;
+    if (typeof constructor === 'function') names.add(constructor.name);
+  }
+  return names;
+}
+
+function isHeaders(value: unknown): value is Headers {
+  return typeof value === 'object' && value !== null && typeof (value as { get?: unknown }).get === 'function';
+}
+
+const stringOrNull = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+
 /**
- * Classifies an attempt's failure. `leaseLost` says the permit's lease was lost, which aborted the call: that
- * attempt is retried with a fresh permit. A caller's abort is always fatal.
+ * Reads an SDK error by its shape, not its class: the SDK ships an ESM and a CommonJS build, each with its own copy
+ * of every class, and a client made from the one throws errors that fail `instanceof` against the other (STYLE 19).
+ * Undefined when `error` is not an `APIError` of either build.
+ */
+export function sdkError(error: unknown): SdkErrorShape | undefined {
+  if (!(error instanceof Error)) return undefined;
+  // every APIError sets these own fields, undefined where there is no answer (abort, connection error)
+  if (!('status' in error && 'headers' in error && 'error' in error)) return undefined;
+  const { status, headers } = error as { status: unknown; headers: unknown };
+  const names = classNames(error);
+  const fields = error as { type?: unknown; errorCode?: unknown; apiMessage?: unknown };
+  return {
+    kind: status === undefined && names.has('APIUserAbortError') ? 'abort' : status === undefined && names.has('APIConnectionError') ? 'connection' : 'api',
+    status: typeof status === 'number' ? status : undefined,
+    headers: isHeaders(headers) ? headers : undefined,
+    type: stringOrNull(fields.type),
+    errorCode: stringOrNull(fields.errorCode),
+    apiMessage: stringOrNull(fields.apiMessage),
+  };
+}
+
+/**
+ * Classifies an attempt's failure, from either build of the SDK alike. `leaseLost` says the permit's lease was lost,
+ * which aborted the call: that attempt is retried with a fresh permit. A caller's abort is always fatal.
  */
 export function classifyFailure(error: unknown, leaseLost: boolean): Failure {
-  if (error instanceof APIUserAbortError) return leaseLost ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
-  if (error instanceof APIConnectionError) return { kind: 'transient', serverWaitMs: undefined };
-  if (!(error instanceof APIError)) return leaseLost || isNetworkError(error) ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
-  const headers = error.headers;
-  if (error.status === undefined) {
+  const sdk = sdkError(error);
+  if (sdk === undefined) return leaseLost || isNetworkError(error) ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
+  if (sdk.kind === 'abort') return leaseLost ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' }; // ours: retry; the caller's: stop
+  if (sdk.kind === 'connection') return { kind: 'transient', serverWaitMs: undefined }; // no answer: worth another attempt
+  if (sdk.status === undefined) {
     // an `event: error` inside a 200 stream: no status, only the body's type
-    return error.type !== null && RETRYABLE_STREAM_ERROR_TYPES.has(error.type) ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
+    return sdk.type !== null && RETRYABLE_STREAM_ERROR_TYPES.has(sdk.type) ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'fatal' };
   }
-  if (headers?.get('x-should-retry') === 'false' || error.errorCode === SPEND_LIMIT_ERROR_CODE) return { kind: 'fatal' };
-  const waitMs = serverWaitMs(headers);
-  if (error.status === 429) {
-    if (error.apiMessage?.startsWith(CONCURRENCY_MESSAGE_PREFIX) === true) return { kind: 'concurrency' };
+  if (sdk.headers?.get('x-should-retry') === 'false' || sdk.errorCode === SPEND_LIMIT_ERROR_CODE) return { kind: 'fatal' }; // the server said so
+  const waitMs = serverWaitMs(sdk.headers);
+  if (sdk.status === 429) {
+    if (sdk.apiMessage?.startsWith(CONCURRENCY_MESSAGE_PREFIX) === true) return { kind: 'concurrency' }; // too many in flight: shrink
+    // a bucket is empty: the whole fleet waits; without retry-after we cannot tell how long, so back off alone
     return waitMs === undefined ? { kind: 'transient', serverWaitMs: undefined } : { kind: 'rate_limited', pauseMs: waitMs };
   }
-  if (error.status >= 500 || RETRYABLE_STATUSES.has(error.status)) return { kind: 'transient', serverWaitMs: waitMs };
-  return { kind: 'fatal' }; // 400, 401, 403, 404, 413, 422, …
+  if (sdk.status >= 500 || RETRYABLE_STATUSES.has(sdk.status)) return { kind: 'transient', serverWaitMs: waitMs }; // transient on their side
+  return { kind: 'fatal' }; // 400, 401, 403, 404, 413, 422, …: the request itself is wrong
 }
 
 /** Full jitter: a uniform draw in [0, min(base · 2^(retry − 1), max)] ms, `retry` counting from 1. */

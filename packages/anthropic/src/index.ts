@@ -1,4 +1,6 @@
-export { limitAnthropic, REDACTED_LOG_PATHS, type LimitedAnthropic, type LimitedAnthropicStats, type LimitedMessages } from './limit-anthropic.js';
+export { limitAnthropic, type LimitedAnthropic, type LimitedMessages } from './limit-anthropic.js';
+export { REDACTED_LOG_PATHS } from './attempts.js';
+export type { LimitedAnthropicStats } from './stats.js';
 export { LimitedAPIPromise, type WithResponse } from './api-promise.js';
 export {
   BACKOFF_BASE_MS_DEFAULT,

@@ -1,17 +1,23 @@
 import { APIConnectionTimeoutError } from '@anthropic-ai/sdk';
 
 /**
- * A stream that sent no event for `idleMs` while the caller was waiting for one: the request was aborted and its
- * permit released. The SDK's own `timeout` stops counting once the headers arrive, so a stalled body would
- * otherwise hold its permit forever. It is the SDK's {@link APIConnectionTimeoutError}, so code that handles the
- * SDK's timeouts handles it too; branch on `code` to tell it apart.
+ * A stream that sent no event for `idleMs` while the caller was waiting for one (`waitingFor: 'upstream'`), or that
+ * its caller did not start reading within `idleMs` of its headers (`waitingFor: 'caller'`): the request was aborted
+ * and its permit released. The SDK's own `timeout` stops counting once the headers arrive, so a stalled body, or a
+ * stream nobody reads, would otherwise hold its permit forever. It is the SDK's {@link APIConnectionTimeoutError},
+ * so code that handles the SDK's timeouts handles it too; branch on `code` to tell it apart.
  */
 export class StreamIdleTimeoutError extends APIConnectionTimeoutError {
   /** Stable: messages may change, codes never. */
   readonly code = 'STREAM_IDLE_TIMEOUT';
 
-  constructor(readonly idleMs: number) {
-    super({ message: `no stream event for ${idleMs} ms; the request was aborted` });
+  constructor(
+    readonly idleMs: number,
+    readonly waitingFor: 'upstream' | 'caller' = 'upstream',
+  ) {
+    super({
+      message: waitingFor === 'upstream' ? `no stream event for ${idleMs} ms; the request was aborted` : `the stream was not read within ${idleMs} ms of its headers; the request was aborted and its permit released`,
+    });
     this.name = 'StreamIdleTimeoutError';
   }
 }

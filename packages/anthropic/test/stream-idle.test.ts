@@ -2,7 +2,7 @@ import { APIConnectionTimeoutError } from '@anthropic-ai/sdk';
 import type { Limiter } from '@tollgate/limiter';
 import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { thrown } from '@tollgate/test-support';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { limitAnthropic, StreamIdleTimeoutError, type LimitedAnthropic } from '../src/index.js';
 import { clientFor, expectAllEnded, request, startStack, type Stack } from './support.js';
 
@@ -80,6 +80,43 @@ describe('a stream that stalls before any text', () => {
     expectIdleTimeout(await thrown(() => stream.finalMessage()));
     expect(mock.stats().messages).toBe(2);
     expect(once.stats().failures.stream_idle).toBe(2);
+    await expectAllEnded(limiter, mock);
+  });
+});
+
+/** Bound on waiting for an unread stream's permit to come back (a deadline, not a measurement). */
+const UNREAD_RELEASE_TIMEOUT_MS = 10 * STREAM_IDLE_TIMEOUT_MS;
+
+describe('a stream its caller never reads (issue 12, also: a stream nobody iterates or aborts)', () => {
+  it('create({ stream: true }): request ended and permit released after streamIdleTimeoutMs; a late read gets the error', async () => {
+    const before = anthropic.stats();
+    const stream = await anthropic.messages.create({ ...request(), stream: true }, { headers: LONG_ANSWER });
+    await vi.waitFor(async () => expect((await limiter.snapshot()).inFlight).toBe(0), { timeout: UNREAD_RELEASE_TIMEOUT_MS, interval: 50 });
+    const error = await thrown(async () => {
+      for await (const _event of stream) {
+        // nothing comes: the attempt was ended
+      }
+    });
+    expectIdleTimeout(error);
+    expect((error as StreamIdleTimeoutError).waitingFor).toBe('caller');
+    expect((anthropic.stats().failures.stream_unread ?? 0) - (before.failures.stream_unread ?? 0)).toBe(1);
+    expect(anthropic.stats().attempts - before.attempts).toBe(1);
+    await expectAllEnded(limiter, mock);
+  });
+
+  it('messages.stream(): the SDK reads it for the caller, so its permit is back when the answer ends, unread or not', async () => {
+    const stream = anthropic.messages.stream(request(), { headers: LONG_ANSWER });
+    await vi.waitFor(async () => expect((await limiter.snapshot()).inFlight).toBe(0), { timeout: UNREAD_RELEASE_TIMEOUT_MS, interval: 50 });
+    const message = await stream.finalMessage(); // read afterwards: the whole answer is there
+    expect(message.stop_reason).toBe('end_turn');
+    await expectAllEnded(limiter, mock);
+  });
+
+  it('a stream read before the deadline is not cut by it', async () => {
+    const stream = await anthropic.messages.create({ ...request(), stream: true }, { headers: LONG_ANSWER });
+    const types: string[] = [];
+    for await (const event of stream) types.push(event.type);
+    expect(types.at(-1)).toBe('message_stop');
     await expectAllEnded(limiter, mock);
   });
 });

@@ -4,6 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { RESULT_PREFIX, type WorkerConfig, type WorkerResult } from './protocol.js';
 
 const WORKER_SCRIPT = fileURLToPath(new URL('./worker.ts', import.meta.url));
+/** The same protocol from a CommonJS process: the SDK's CommonJS build, the packages through `require`. */
+export const CJS_WORKER_SCRIPT = fileURLToPath(new URL('./cjs-worker.cjs', import.meta.url));
 const SOURCE_CONDITION = 'tollgate-source';
 
 interface Worker {
@@ -12,8 +14,8 @@ interface Worker {
   result: Promise<WorkerResult>;
 }
 
-function startWorker(config: WorkerConfig): Worker {
-  const child = spawn(process.execPath, [`--conditions=${SOURCE_CONDITION}`, '--import', 'tsx', WORKER_SCRIPT], {
+function startWorker(config: WorkerConfig, script: string): Worker {
+  const child = spawn(process.execPath, [`--conditions=${SOURCE_CONDITION}`, '--import', 'tsx', script], {
     env: { ...process.env, TOLLGATE_WORKER_CONFIG: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -40,10 +42,10 @@ function startWorker(config: WorkerConfig): Worker {
 
 /**
  * Starts one child process per config, waits until every one has its limiter ready, then calls `beforeGo` and
- * starts them together. Returns each process's result, in order.
+ * starts them together. Returns each process's result, in order. `script`: the worker to run (worker.ts by default).
  */
-export async function runFleet(configs: WorkerConfig[], beforeGo: () => Promise<void> = async () => undefined): Promise<WorkerResult[]> {
-  const workers = configs.map(startWorker);
+export async function runFleet(configs: WorkerConfig[], beforeGo: () => Promise<void> = async () => undefined, script: string = WORKER_SCRIPT): Promise<WorkerResult[]> {
+  const workers = configs.map((config) => startWorker(config, script));
   try {
     await Promise.all(workers.map((worker) => worker.ready));
     await beforeGo();

@@ -1,0 +1,282 @@
+import type Anthropic from '@anthropic-ai/sdk';
+import { APIUserAbortError } from '@anthropic-ai/sdk';
+import type { Cost, Limiter, Permit } from '@tollgate/limiter';
+import type { Logger } from 'pino';
+import { AdaptiveConcurrency } from './adaptive.js';
+import type { WithResponse } from './api-promise.js';
+import { backoffMs, classifyFailure, sdkError, type Failure } from './classify.js';
+import { estimateInputTokens } from './estimate.js';
+import type { ResolvedLimitAnthropicOptions } from './options.js';
+import { ANTHROPIC_DIMENSIONS, readRateLimitHeaders, type AnthropicDimension } from './ratelimit-headers.js';
+import { CallStats, failureLabel, type LimitedAnthropicStats } from './stats.js';
+import { countedInputTokens, type KnownUsage } from './usage.js';
+
+export type SdkMessages = Anthropic['messages'];
+export type RequestOptions = NonNullable<Parameters<SdkMessages['countTokens']>[1]>;
+
+/** Log paths that could carry a secret; pino replaces them with "[Redacted]". */
+export const REDACTED_LOG_PATHS = [
+  'apiKey',
+  '*.apiKey',
+  'authorization',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  '*.headers.authorization',
+  '*.headers["x-api-key"]',
+];
+
+/** Per-call retry bookkeeping: attempts made and the time spent waiting between them. */
+export interface CallState {
+  readonly cost: Cost;
+  readonly priority: number | undefined;
+  readonly callerSignal: AbortSignal | undefined;
+  attempts: number;
+  retryWaitedMs: number;
+}
+
+/** The caller's client's own abort class: a CommonJS caller's `instanceof Anthropic.APIUserAbortError` holds too. */
+function abortErrorClass(client: Anthropic): typeof APIUserAbortError {
+  const own = (client.constructor as { APIUserAbortError?: unknown }).APIUserAbortError;
+  return typeof own === 'function' ? (own as typeof APIUserAbortError) : APIUserAbortError;
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined, AbortError: typeof APIUserAbortError): Promise<void> {
+  if (ms <= 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(new AbortError());
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new AbortError());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function anySignal(signals: ReadonlyArray<AbortSignal | null | undefined>): AbortSignal {
+  const present = signals.filter((signal): signal is AbortSignal => signal !== null && signal !== undefined);
+  return present.length === 1 && present[0] !== undefined ? present[0] : AbortSignal.any(present);
+}
+
+/**
+ * Runs the SDK's Messages calls under the limiter, one attempt per permit; one instance per wrapped client. The
+ * retrying stream (retrying-stream.ts) drives its attempts through the same steps.
+ */
+export class LimitedRunner {
+  readonly client: Anthropic;
+  readonly limiter: Limiter;
+  readonly options: ResolvedLimitAnthropicOptions;
+  readonly #dimensions: ReadonlySet<AnthropicDimension>;
+  readonly #logger: Logger | undefined;
+  readonly #adaptive: AdaptiveConcurrency | undefined;
+  readonly #stats = new CallStats();
+  readonly #abortError: typeof APIUserAbortError;
+  /** Callers of this process waiting for a permit right now. */
+  #waiting = 0;
+  #lastObserveAt = Number.NEGATIVE_INFINITY;
+  /** Dimensions whose last server figure was 0: the next 0 is no news, a 0 after a non-zero figure is. */
+  readonly #seenEmpty = new Set<AnthropicDimension>();
+
+  constructor(client: Anthropic, limiter: Limiter, options: ResolvedLimitAnthropicOptions) {
+    this.client = client;
+    this.limiter = limiter;
+    this.options = options;
+    this.#abortError = abortErrorClass(client);
+    const rates = limiter.options.rates ?? {};
+    this.#dimensions = new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => rates[dimension] !== undefined));
+    this.#logger = options.logger?.child({ component: 'tollgate-anthropic', limiter: limiter.name }, { redact: REDACTED_LOG_PATHS });
+    const adaptive = options.adaptiveConcurrency;
+    this.#adaptive = adaptive !== false && limiter.options.concurrency !== undefined ? new AdaptiveConcurrency(limiter, adaptive, this.#logger) : undefined;
+  }
+
+  stats(): LimitedAnthropicStats {
+    return this.#stats.snapshot(this.#adaptive);
+  }
+
+  // ---- the steps of one call ----
+
+  async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, priority: number | undefined): Promise<CallState> {
+    this.#stats.called();
+    const cost: Record<string, number> = {};
+    if (this.#dimensions.has('inputTokens')) cost.inputTokens = await this.#estimate(params, options);
+    if (this.#dimensions.has('outputTokens')) cost.outputTokens = params.max_tokens;
+    return { cost, priority, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
+  }
+
+  async #estimate(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined): Promise<number> {
+    const { estimate } = this.options;
+    if (typeof estimate === 'function') return estimate(params);
+    const figures = { imageTokens: this.options.imageTokens, documentTokens: this.options.documentTokens };
+    if (estimate === 'local') return estimateInputTokens(params, figures);
+    try {
+      const counted = await this.client.messages.countTokens(
+        {
+          model: params.model,
+          messages: params.messages,
+          ...(params.system === undefined ? {} : { system: params.system }),
+          ...(params.tools === undefined ? {} : { tools: params.tools }),
+          ...(params.tool_choice === undefined ? {} : { tool_choice: params.tool_choice }),
+          ...(params.thinking === undefined ? {} : { thinking: params.thinking }),
+        },
+        { maxRetries: 0, ...(options?.signal ? { signal: options.signal } : {}) },
+      );
+      return counted.input_tokens;
+    } catch (error) {
+      // count_tokens has its own rate limit; a failure there must not fail the call: the local estimate stands in
+      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'count_tokens failed; using the local estimate');
+      return estimateInputTokens(params, figures);
+    }
+  }
+
+  async acquire(state: CallState): Promise<Permit> {
+    this.#waiting += 1;
+    let permit: Permit;
+    try {
+      permit = await this.limiter.acquire({
+        cost: state.cost,
+        ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
+        ...(state.priority === undefined ? {} : { priority: state.priority }),
+        ...(this.options.acquireTimeoutMs === undefined ? {} : { timeoutMs: this.options.acquireTimeoutMs }),
+      });
+    } finally {
+      this.#waiting -= 1;
+    }
+    state.attempts += 1;
+    this.#stats.attempted();
+    this.#adaptive?.granted(permit.fence);
+    return permit;
+  }
+
+  /** The SDK's request options for one attempt: no SDK retries, aborted by the caller or a lost lease. */
+  sdkOptions(options: RequestOptions | undefined, permit: Permit, ...extra: AbortSignal[]): RequestOptions {
+    return { ...options, maxRetries: 0, signal: anySignal([options?.signal, permit.signal, ...extra]) };
+  }
+
+  /** Releases, settling `used` for the configured dimensions; a failed release is logged (the lease then expires). */
+  async release(permit: Permit, used: KnownUsage | undefined): Promise<void> {
+    const settle: Record<string, number> = {};
+    for (const dimension of ['inputTokens', 'outputTokens'] as const) {
+      const amount = used?.[dimension];
+      if (amount !== undefined && this.#dimensions.has(dimension)) settle[dimension] = amount;
+    }
+    try {
+      const { leaseLost } = await permit.release(used === undefined ? {} : { used: settle });
+      if (leaseLost) this.#logger?.warn({ permitId: permit.id }, 'permit released after its lease was lost');
+    } catch (error) {
+      // the call's outcome matters more than the release: the lease expires by itself within leaseTtlMs
+      this.#logger?.error({ permitId: permit.id, errorName: error instanceof Error ? error.name : typeof error }, 'permit release failed');
+    }
+  }
+
+  /**
+   * Sends the server's rate-limit figures to the limiter: always after a 429 and whenever a dimension has just run
+   * empty at the server, else at most once per interval. An empty server bucket resets the drift between the fleet's
+   * bucket and the server's (an outside client of the key, a burst guessed too large, the time a call spends between
+   * its grant and the server) before it turns into a 429.
+   */
+  async observe(headers: Headers | undefined, force: boolean): Promise<void> {
+    if (headers === undefined || this.#dimensions.size === 0) return;
+    const now = performance.now();
+    const observed = readRateLimitHeaders(headers, [...this.#dimensions]);
+    let emptied = false;
+    for (const dimension of Object.keys(observed) as AnthropicDimension[]) {
+      const empty = observed[dimension]?.remaining === 0;
+      if (empty && !this.#seenEmpty.has(dimension)) emptied = true;
+      if (empty) this.#seenEmpty.add(dimension);
+      else this.#seenEmpty.delete(dimension);
+    }
+    if (!force && !emptied && now - this.#lastObserveAt < this.options.observeIntervalMs) return;
+    if (Object.keys(observed).length === 0) return;
+    this.#lastObserveAt = now;
+    this.#stats.observed();
+    try {
+      await this.limiter.observe(observed);
+    } catch (error) {
+      // advisory only: the buckets stay as they are
+      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'observe failed');
+    }
+  }
+
+  /** A clean end: settle, release, feed the headers and the adaptive limit. */
+  async succeeded(permit: Permit, used: KnownUsage, headers: Headers): Promise<void> {
+    const saturated = this.#waiting > 0;
+    await Promise.all([this.release(permit, used), this.observe(headers, false)]);
+    await this.#adaptive?.clean(saturated, permit.fence).catch((error: unknown) => {
+      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'raising concurrency failed');
+    });
+  }
+
+  /**
+   * After a failed attempt: reacts (fleet pause, lower concurrency, observe headers), releases the permit, then
+   * either throws the SDK's error (not retryable, attempts or time used up) or waits and returns for the next one.
+   */
+  async failed(state: CallState, permit: Permit, error: unknown, used?: KnownUsage): Promise<void> {
+    const failure = classifyFailure(error, permit.leaseLost);
+    this.count(error, failure);
+    let fleetPaused = false;
+    try {
+      const observed = this.observe(sdkError(error)?.headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
+      // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner
+      if (failure.kind === 'rate_limited') {
+        await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after'), observed]);
+        fleetPaused = true;
+      } else await observed;
+      if (failure.kind === 'concurrency') await this.#adaptive?.limited(permit.fence);
+    } catch (reactionError) {
+      // Redis failed the pause or the decrease: the call's own outcome and its permit matter more (below)
+      const reaction = failure.kind === 'rate_limited' ? 'fleet pause failed; this call waits out retry-after alone' : 'lowering concurrency failed';
+      this.#logger?.warn({ permitId: permit.id, errorName: reactionError instanceof Error ? reactionError.name : typeof reactionError }, reaction);
+    } finally {
+      // after the pause and the decrease, so the freed slot obeys both; and whatever failed there, or the heartbeat
+      // would renew this lease for ever (release() itself never throws)
+      await this.release(permit, used);
+    }
+    const waitMs = this.#retryWaitMs(state, failure, fleetPaused);
+    this.#logger?.warn(
+      { permitId: permit.id, attempt: state.attempts, failure: failure.kind, status: failureLabel(error), retryInMs: waitMs ?? null },
+      waitMs === undefined ? 'upstream call failed; not retrying' : 'upstream call failed; retrying',
+    );
+    if (waitMs === undefined) throw error;
+    state.retryWaitedMs += failure.kind === 'rate_limited' ? failure.pauseMs : waitMs;
+    await sleep(waitMs, state.callerSignal, this.#abortError);
+  }
+
+  /** The wait before the next attempt, or undefined when there is none. `fleetPaused`: the limiter took the pause. */
+  #retryWaitMs(state: CallState, failure: Failure, fleetPaused: boolean): number | undefined {
+    if (failure.kind === 'fatal' || state.attempts >= this.options.maxAttempts) return undefined;
+    const { backoffBaseMs, backoffMaxMs, maxRetryMs } = this.options;
+    let waitMs: number;
+    if (failure.kind === 'rate_limited') waitMs = fleetPaused ? 0 : Math.ceil(failure.pauseMs); // the fleet-wide pause holds the next acquire
+    else if (failure.kind === 'transient' && failure.serverWaitMs !== undefined) waitMs = Math.ceil(failure.serverWaitMs);
+    else waitMs = backoffMs(state.attempts, backoffBaseMs, backoffMaxMs);
+    const budgetMs = failure.kind === 'rate_limited' ? failure.pauseMs : waitMs;
+    return state.retryWaitedMs + budgetMs > maxRetryMs ? undefined : waitMs;
+  }
+
+  count(error: unknown, failure: Failure): void {
+    this.#stats.failed(error, failure);
+  }
+
+  // ---- the attempt loop of a non-streaming call ----
+
+  async createMessage(params: Anthropic.MessageCreateParamsNonStreaming, options: RequestOptions | undefined, priority: number | undefined): Promise<WithResponse<Anthropic.Message>> {
+    const state = await this.begin(params, options, priority);
+    for (;;) {
+      const permit = await this.acquire(state);
+      let result: WithResponse<Anthropic.Message>;
+      try {
+        result = await this.client.messages.create(params, this.sdkOptions(options, permit)).withResponse();
+      } catch (error) {
+        await this.failed(state, permit, error);
+        continue;
+      }
+      const usage = result.data.usage;
+      const inputTokens = countedInputTokens(usage);
+      await this.succeeded(permit, inputTokens === undefined ? { outputTokens: usage.output_tokens } : { inputTokens, outputTokens: usage.output_tokens }, result.response.headers);
+      return result;
+    }
+  }
+}
