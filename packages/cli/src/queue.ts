@@ -1,5 +1,5 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { JOB_ID_PATTERN, decodeFailure, withDeadline, type JobData } from '@tollgate/queue';
+import { JOB_ID_PATTERN, decodeFailure, decodeResult, parseJobData, withDeadline, type ParsedJob } from '@tollgate/queue';
 import { Job } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';
@@ -58,18 +58,20 @@ export async function drainCommand(context: Context, options: { yes: boolean; de
 export async function jobsShowCommand(context: Context, jobId: string, showContent: boolean): Promise<void> {
   if (!JOB_ID_PATTERN.test(jobId)) throw new CliError(EXIT.usage, `job id ${shown(jobId)}: expected an id as enqueue returns it, job_ and 22 letters, digits, _ or -`);
   const queue = await openQueue(context);
-  const job = await withDeadline(Job.fromId<Partial<JobData>, Anthropic.Message | null>(queue, jobId), context.timeoutMs, 'job');
+  const job = await withDeadline(Job.fromId<unknown, unknown>(queue, jobId), context.timeoutMs, 'job');
   if (job === undefined) throw new CliError(EXIT.notFound, `no job ${shown(jobId)} in queue ${shown(context.queue)}`);
   const state = await withDeadline(job.getState(), context.timeoutMs, 'job state');
-  const result = state === 'completed' ? job.returnvalue : null;
+  const request = requestOf(job.data);
+  // a completed job returns { answer, upstream } (a first-version job, the bare Message)
+  const answer = state === 'completed' ? (decodeResult(job.returnvalue).answer as Partial<Anthropic.Message> | null) : null;
   const view = {
     id: jobId,
     queue: context.queue,
     state,
-    tenant: job.data.tenant ?? null,
-    priority: job.data.priority ?? null,
-    model: job.data.params?.model ?? null,
-    maxTokens: job.data.params?.max_tokens ?? null,
+    tenant: request.tenant,
+    priority: request.priority,
+    model: request.model,
+    maxTokens: request.maxTokens,
     attemptsMade: job.attemptsMade,
     attempts: job.opts.attempts ?? 1,
     createdAtMs: job.timestamp,
@@ -77,8 +79,8 @@ export async function jobsShowCommand(context: Context, jobId: string, showConte
     finishedAtMs: job.finishedOn ?? null,
     // a failed job's final error, or the last attempt's error of a job that BullMQ retries
     error: job.failedReason ? decodeFailure(job.failedReason) : null,
-    usage: result?.usage ?? null,
-    ...(showContent ? { request: job.data.params ?? null, answer: result?.content ?? null } : {}),
+    usage: answer?.usage ?? null,
+    ...(showContent ? { request: request.params, answer: answer?.content ?? answer ?? null } : {}),
   };
   if (context.json) {
     context.print(JSON.stringify(view));
@@ -97,4 +99,22 @@ export async function jobsShowCommand(context: Context, jobId: string, showConte
   if (showContent) lines.push(`  request      ${JSON.stringify(view.request)}`, `  answer       ${JSON.stringify(view.answer)}`);
   else lines.push('  (prompt and answer hidden; --show-content prints them)');
   context.print(lines.join('\n'));
+}
+
+/** What `jobs show` tells of a job's request, read from either payload version without trusting its shape. */
+function requestOf(data: unknown): { tenant: string | null; priority: number | null; model: string | null; maxTokens: number | null; params: unknown } {
+  let parsed: ParsedJob | undefined;
+  try {
+    parsed = parseJobData(data);
+  } catch {
+    parsed = undefined; // not a Tollgate job: show what is known, never fail the command on it
+  }
+  const params = parsed?.params ?? null;
+  return {
+    tenant: parsed?.tenant ?? null,
+    priority: parsed?.priority ?? null,
+    model: typeof params?.model === 'string' ? params.model : null,
+    maxTokens: typeof params?.max_tokens === 'number' ? params.max_tokens : null,
+    params,
+  };
 }

@@ -34,6 +34,8 @@ export const tollgateEnvSchema = z.object({
   TOLLGATE_ITPM: envInt(1).optional(),
   /** Output tokens per minute. */
   TOLLGATE_OTPM: envInt(1).optional(),
+  /** count_tokens requests per minute, fleet-wide: their own limit, apart from the Messages RPM. Unset: only the upstream limits them. */
+  TOLLGATE_COUNT_TOKENS_RPM: envInt(1).optional(),
   /** A dead process's permits come back after this long (small in tests). */
   TOLLGATE_LEASE_TTL_MS: envInt(500, 10 * MINUTE_MS).optional(),
   TOLLGATE_HEARTBEAT_MS: envInt(50, 10 * MINUTE_MS).optional(),
@@ -121,5 +123,20 @@ export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.
     ...(env.TOLLGATE_LEASE_TTL_MS === undefined ? {} : { leaseTtlMs: env.TOLLGATE_LEASE_TTL_MS }),
     ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
     ...(env.TOLLGATE_APPLY_LIMITS === '1' ? { applyLimits: 'force' as const } : {}),
+  };
+}
+
+/** The count_tokens limiter is a second limiter named after the Messages one, with this suffix. */
+export const COUNT_TOKENS_LIMITER_SUFFIX = ':count-tokens';
+
+/** The count_tokens limiter's options (one `requests` rate, no concurrency), or undefined when `TOLLGATE_COUNT_TOKENS_RPM` is unset. */
+export function countTokensLimiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.REDIS_URL): LimiterOptions | undefined {
+  if (env.TOLLGATE_COUNT_TOKENS_RPM === undefined) return undefined;
+  return {
+    redis,
+    name: `${env.TOLLGATE_NAME}${COUNT_TOKENS_LIMITER_SUFFIX}`,
+    rates: { requests: { limit: env.TOLLGATE_COUNT_TOKENS_RPM, intervalMs: MINUTE_MS } },
+    ...(env.TOLLGATE_LEASE_TTL_MS === undefined ? {} : { leaseTtlMs: env.TOLLGATE_LEASE_TTL_MS }),
+    ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
   };
 }

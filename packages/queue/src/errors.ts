@@ -30,8 +30,11 @@ export class UpstreamError extends Error {
   readonly body: ErrorBody;
   readonly requestId: string | null;
   readonly jobId: string;
-  constructor(jobId: string, status: number, body: ErrorBody) {
+  /** The upstream's relayed response headers (request id, rate-limit figures); empty when the upstream did not answer. */
+  readonly headers: Readonly<Record<string, string>>;
+  constructor(jobId: string, status: number, body: ErrorBody, headers: Readonly<Record<string, string>> = {}) {
     super(body.error.message);
+    this.headers = headers;
     this.name = 'UpstreamError';
     this.jobId = jobId;
     this.status = status;

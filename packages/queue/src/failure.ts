@@ -1,6 +1,7 @@
 import { TollgateError } from '@tollgate/limiter';
 import { z } from 'zod';
 import { errorBodySchema, type ErrorBody } from './errors.js';
+import { relayedHeaders } from './upstream.js';
 
 /** Upstream statuses that will fail the same way again: the job fails at once (anthropic-api.md §2). */
 export const NON_RETRYABLE_STATUSES: ReadonlySet<number> = new Set([400, 401, 403, 404, 413, 422]);
@@ -18,6 +19,8 @@ export const jobFailureSchema = z.strictObject({
   status: z.number().int().min(100).max(599),
   retryable: z.boolean(),
   body: errorBodySchema,
+  /** The upstream's relayed response headers (request id, rate-limit figures), when the upstream answered. */
+  headers: z.record(z.string(), z.string()).optional(),
 });
 
 export type JobFailure = z.infer<typeof jobFailureSchema>;
@@ -59,7 +62,8 @@ export function describeFailure(error: unknown): JobFailure {
       NON_RETRYABLE_STATUSES.has(error.status) ||
       error.headers?.get('x-should-retry') === 'false' ||
       (body.error as { details?: { error_code?: unknown } | null }).details?.error_code === SPEND_LIMIT_ERROR_CODE;
-    return { status: error.status, retryable: !final, body };
+    const headers = relayedHeaders(error.headers);
+    return { status: error.status, retryable: !final, body, ...(Object.keys(headers).length === 0 ? {} : { headers }) };
   }
   if (error instanceof TollgateError) {
     if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT') return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };

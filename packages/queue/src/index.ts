@@ -8,10 +8,12 @@ export {
   JOB_ATTEMPTS_DEFAULT,
   JOB_ATTEMPTS_MAX,
   JOB_BACKOFF_MS,
+  COUNT_TOKENS_JOB_NAME,
   MESSAGES_JOB_NAME,
   Producer,
   WAIT_MS_DEFAULT,
   createProducer,
+  type AbandonOutcome,
   type CancelOutcome,
   type EnqueueOptions,
   type JobState,
@@ -21,7 +23,10 @@ export {
   type WaitOptions,
 } from './producer.js';
 export {
+  CALLER_GONE_REASON,
+  CALLER_GONE_STATUS,
   DRAIN_TIMEOUT_MS_DEFAULT,
+  JOB_UPSTREAM_EVENT,
   LOCK_DURATION_MS_DEFAULT,
   LOCK_LOST_REASON,
   MAX_STALLED_COUNT_DEFAULT,
@@ -35,16 +40,31 @@ export {
   type WorkerOptions,
 } from './worker.js';
 export {
+  API_HEADER_LENGTH_MAX,
+  API_HEADER_NAMES,
   JOB_DATA_VERSION,
+  JOB_ROUTES,
   MAX_TOKENS_MAX,
+  MESSAGES_MAX,
+  MODEL_NAME_LENGTH_MAX,
+  RequestBody,
   TENANT_PATTERN,
+  apiHeadersSchema,
+  countTokensParamsSchema,
   jobDataSchema,
   messageParamsSchema,
+  modelsParamsSchema,
   parseJobData,
   validateMessageParams,
+  type ApiHeaders,
+  type CountTokensParams,
   type JobData,
+  type JobRoute,
   type MessageParams,
+  type ModelsParams,
+  type ParsedJob,
 } from './schema.js';
+export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema, type JobResult, type UpstreamMeta } from './upstream.js';
 export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 export { RESERVE_GRACE_MS } from './tenant-cap.js';
@@ -53,6 +73,6 @@ export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPubli
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
 export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-export { EnvError, MINUTE_MS, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
+export { COUNT_TOKENS_LIMITER_SUFFIX, EnvError, MINUTE_MS, countTokensLimiterOptionsFromEnv, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
 export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type FleetMetricsScope } from './fleet-metrics.js';

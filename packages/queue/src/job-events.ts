@@ -38,7 +38,12 @@ export class JobEventPublisher {
   }
 
   async publish(name: string, data: unknown): Promise<void> {
-    await this.#redis.xadd(this.#key, 'MAXLEN', '~', JOB_EVENTS_MAX, '*', 'a', this.#attempt, 'e', name, 'd', JSON.stringify(data));
+    await this.publishJson(name, JSON.stringify(data));
+  }
+
+  /** Writes an event already serialized (an SDK event must be serialized when it arrives: later events change its objects). */
+  async publishJson(name: string, json: string): Promise<void> {
+    await this.#redis.xadd(this.#key, 'MAXLEN', '~', JOB_EVENTS_MAX, '*', 'a', this.#attempt, 'e', name, 'd', json);
     this.#written += 1;
     if (this.#written === 1) await this.#redis.pexpire(this.#key, JOB_EVENTS_TTL_MS);
   }

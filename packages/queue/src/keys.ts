@@ -30,6 +30,8 @@ export function queueKeys(queue: string) {
     epoch: `${prefix}:${queue}:epoch`,
     /** A gateway reader's wake stream is this plus the reader's random id. */
     relayWakePrefix: `${prefix}:${queue}:relay-wake:`,
+    /** Pub/sub channel: a message is the id of a running job whose caller went away; its worker aborts the call. */
+    abortChannel: `${prefix}:${queue}:abort`,
     /** Fleet-wide counters the workers add to (upstream 429s by kind). */
     fleetStats: `${prefix}:${queue}:fleet-stats`,
   } as const;

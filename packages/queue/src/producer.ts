@@ -11,7 +11,8 @@ import { decodeFailure, type JobFailure } from './failure.js';
 import { queueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
 import { blockingConnection, commandConnection, REDIS_TIMEOUT_MS_DEFAULT, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-import { JOB_DATA_VERSION, TENANT_PATTERN, prioritySchema, validateMessageParams, type JobData } from './schema.js';
+import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
+import { decodeResult, type JobResult } from './upstream.js';
 
 /** Attempts per job unless the caller says otherwise (the client retries inside each attempt too). */
 export const JOB_ATTEMPTS_DEFAULT = 3;
@@ -30,10 +31,14 @@ export const FAILED_RETENTION_JOBS = 10_000;
 export const TENANT_QUEUED_MAX = 100_000;
 /** While calls wait, how often the producer checks that Redis still holds its data, in ms. */
 export const DATA_LOSS_CHECK_MS_DEFAULT = 2_000;
+/** Bytes per ms a Redis write of a job is given beyond `redisTimeoutMs` (50 MB/s): a 30 MiB body is not an outage. */
+export const ENQUEUE_BYTES_PER_MS = 50_000;
 /** Default wait of `enqueueAndWait`. */
 export const WAIT_MS_DEFAULT = 10 * 60 * 1000;
 /** The BullMQ job name of every Messages job. */
 export const MESSAGES_JOB_NAME = 'messages';
+/** The BullMQ job name of a count_tokens job. */
+export const COUNT_TOKENS_JOB_NAME = 'count_tokens';
 
 const producerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
@@ -68,6 +73,8 @@ const enqueueOptionsSchema = z.strictObject({
    */
   idempotencyKey: z.string().min(1).max(IDEMPOTENCY_KEY_LENGTH_MAX).optional(),
   attempts: z.number().int().min(1).max(JOB_ATTEMPTS_MAX).default(JOB_ATTEMPTS_DEFAULT),
+  /** `anthropic-beta` / `anthropic-version` for the upstream call (the SDK's `betas` become `anthropic-beta`). */
+  headers: apiHeadersSchema.default({}),
 });
 
 export type EnqueueOptions = z.input<typeof enqueueOptionsSchema>;
@@ -75,7 +82,12 @@ export type EnqueueOptions = z.input<typeof enqueueOptionsSchema>;
 export interface WaitOptions {
   /** Longest wait for the job to finish, in ms. */
   timeoutMs?: number;
+  /** Stops waiting (rejects with the signal's reason); the job itself goes on. */
+  signal?: AbortSignal;
 }
+
+/** What `abandon` did: removed a queued job, asked the worker running it to abort, or found it done or gone. */
+export type AbandonOutcome = 'cancelled' | 'aborting' | 'running' | 'finished' | 'missing';
 
 /** BullMQ's job states plus `missing`. */
 export type JobState = 'waiting' | 'prioritized' | 'delayed' | 'active' | 'completed' | 'failed' | 'waiting-children' | 'unknown';
@@ -89,7 +101,7 @@ export interface JobView {
   attemptsMade: number;
   createdAtMs: number;
   finishedAtMs: number | null;
-  /** The answer, once completed. */
+  /** The answer, once completed: a Message (or `{ input_tokens }` for a count_tokens job). */
   result: Anthropic.Message | null;
   /** The final error, once failed: status and Anthropic's error body. */
   error: JobFailure | null;
@@ -143,17 +155,20 @@ export class Producer {
   }
 
   /**
-   * Validates and enqueues one Messages request; returns the job id.
+   * Validates and enqueues one Messages request; returns the job id. `params` is the request object (sent upstream
+   * as `JSON.stringify` writes it, in its own key order) or a {@link RequestBody} (its text is sent byte for byte).
+   * Only what Tollgate reads is checked (`model`, `max_tokens`, `messages`, `stream`); any other field is the
+   * upstream's to judge.
    * @throws {@link InvalidRequestError} naming the field; nothing is enqueued.
    * @throws {@link QueueUnavailableError} when Redis does not answer within `redisTimeoutMs`; BullMQ adds a job in one
    * script, so the job then either exists whole or not at all.
    */
   async enqueue(params: unknown, options: EnqueueOptions = {}): Promise<string> {
-    const validParams = validateMessageParams(params);
+    const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw new InvalidRequestError(`invalid enqueue options: ${describeZodError(parsed.error, options)}`);
-    const { priority, tenant, idempotencyKey, attempts } = parsed.data;
-    const data: JobData = { v: JOB_DATA_VERSION, params: validParams, tenant: tenant ?? null, priority };
+    const { priority, tenant, idempotencyKey, attempts, headers } = parsed.data;
+    const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
     const { tenantQueuedMax, retention, redisTimeoutMs } = this.#options;
     if (tenant !== undefined && tenantQueuedMax !== undefined) {
@@ -161,7 +176,7 @@ export class Producer {
       if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
     }
     await withDeadline(
-      this.queue.add(MESSAGES_JOB_NAME, data, {
+      this.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
         jobId, // never BullMQ's incrementing ids: they would tell one tenant how many jobs the others sent
         priority: bullmqPriority(priority),
         attempts,
@@ -169,13 +184,13 @@ export class Producer {
         removeOnComplete: { age: retention.completedSeconds, count: retention.completedJobs },
         removeOnFail: { age: retention.failedSeconds, count: retention.failedJobs },
       }),
-      redisTimeoutMs,
+      redisTimeoutMs + Math.ceil(body.text.length / ENQUEUE_BYTES_PER_MS),
       'enqueue',
     );
     // BullMQ answers an existing id with that job, untouched: it must carry this very request
     if (idempotencyKey !== undefined) {
       const stored = await withDeadline(this.#redis.client.hget(this.#keys.job(jobId), 'data'), redisTimeoutMs, 'enqueue');
-      if (stored !== null && JSON.stringify((JSON.parse(stored) as Partial<JobData>).params) !== JSON.stringify(validParams)) throw new IdempotencyConflictError(jobId);
+      if (stored !== null && !sameRequest(JSON.parse(stored) as Partial<JobData>, data)) throw new IdempotencyConflictError(jobId);
     }
     return jobId;
   }
@@ -195,14 +210,24 @@ export class Producer {
 
   /** Waits for a job already enqueued. Same results and errors as {@link Producer.enqueueAndWait}. */
   async wait(jobId: string, options: WaitOptions = {}): Promise<Anthropic.Message> {
+    return (await this.waitForResult(jobId, options)).answer as Anthropic.Message;
+  }
+
+  /**
+   * Waits for a job already enqueued and returns the whole result: the upstream's answer, its relayed headers and
+   * the worker's timings. Errors as {@link Producer.enqueueAndWait}.
+   */
+  async waitForResult(jobId: string, options: WaitOptions = {}): Promise<JobResult> {
     const timeoutMs = options.timeoutMs ?? WAIT_MS_DEFAULT;
     if (!isJobId(jobId)) throw new InvalidRequestError(`wait: not a job id of this queue (got ${formatValue(jobId)})`);
     // per-job event names (`completed:<id>`) are emitted by QueueEvents but not in its listener type
     const events = (await this.#queueEvents()) as unknown as EventEmitter;
-    return new Promise<Anthropic.Message>((resolve, reject) => {
-      const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(args.returnvalue as Anthropic.Message));
+    return new Promise<JobResult>((resolve, reject) => {
+      const onCompleted = (args: { returnvalue: unknown }) => finish(() => resolve(decodeResult(args.returnvalue)));
       const onFailed = (args: { failedReason: string }) => finish(() => reject(this.#upstreamError(jobId, args.failedReason)));
       const timer = setTimeout(() => finish(() => reject(new JobWaitTimeoutError(jobId, timeoutMs))), timeoutMs);
+      const onAbort = () => finish(() => reject(options.signal?.reason));
+      options.signal?.addEventListener('abort', onAbort, { once: true });
       let done = false;
       // The job may have finished before the listeners were set (or while the reader was cut off): read its state.
       const checkState = () => {
@@ -215,7 +240,7 @@ export class Producer {
             if (state !== 'completed' && state !== 'failed') return;
             const job = await withDeadline(Job.fromId(this.queue, jobId), this.#options.redisTimeoutMs, 'wait');
             if (job === undefined) return; // removed by retention meanwhile: the events decide, or the deadline
-            if (state === 'completed') finish(() => resolve(job.returnvalue as Anthropic.Message));
+            if (state === 'completed') finish(() => resolve(decodeResult(job.returnvalue)));
             else finish(() => reject(this.#upstreamError(jobId, job.failedReason)));
           })
           .catch(() => {
@@ -226,6 +251,7 @@ export class Producer {
         if (done) return;
         done = true;
         clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
         events.off(`completed:${jobId}`, onCompleted);
         events.off(`failed:${jobId}`, onFailed);
         this.#recheckOnReconnect.delete(checkState);
@@ -249,7 +275,7 @@ export class Producer {
   /** The job's state, tenant, answer or error; undefined when there is no such job. */
   async getJob(jobId: string): Promise<JobView | undefined> {
     if (!isJobId(jobId)) return undefined; // a caller's string never reaches Redis as a key
-    const job = await withDeadline(Job.fromId<JobData, Anthropic.Message>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
+    const job = await withDeadline(Job.fromId<JobData, unknown>(this.queue, jobId), this.#options.redisTimeoutMs, 'getJob');
     if (job === undefined) return undefined;
     const state = (await withDeadline(job.getState(), this.#options.redisTimeoutMs, 'getJob')) as JobState;
     const data = job.data as Partial<JobData>;
@@ -261,7 +287,7 @@ export class Producer {
       attemptsMade: job.attemptsMade,
       createdAtMs: job.timestamp,
       finishedAtMs: job.finishedOn ?? null,
-      result: state === 'completed' ? job.returnvalue : null,
+      result: state === 'completed' ? (decodeResult(job.returnvalue).answer as Anthropic.Message) : null,
       error: state === 'failed' ? decodeFailure(job.failedReason) : null,
     };
   }
@@ -284,6 +310,18 @@ export class Producer {
       if (error instanceof Error && /locked/i.test(error.message)) return 'active';
       throw error;
     }
+  }
+
+  /**
+   * The caller of a job went away: a job still queued is removed; with `abortRunning`, a running one is aborted by
+   * its worker (through the queue's abort channel), which releases its permit as the call ends.
+   */
+  async abandon(jobId: string, options: { abortRunning: boolean }): Promise<AbandonOutcome> {
+    const outcome = await this.cancel(jobId);
+    if (outcome !== 'active') return outcome;
+    if (!options.abortRunning) return 'running'; // left to finish: its answer is kept for GET /v1/jobs/:id
+    await withDeadline(this.#redis.client.publish(queueKeys(this.name).abortChannel, jobId), this.#options.redisTimeoutMs, 'abandon');
+    return 'aborting';
   }
 
   /** Jobs per state, fleet-wide. */
@@ -317,7 +355,7 @@ export class Producer {
 
   #upstreamError(jobId: string, failedReason: string | undefined): UpstreamError {
     const failure = decodeFailure(failedReason);
-    return new UpstreamError(jobId, failure.status, failure.body);
+    return new UpstreamError(jobId, failure.status, failure.body, failure.headers);
   }
 
   /**
@@ -397,6 +435,11 @@ export class Producer {
     return current.events;
   }
 
+}
+
+/** Whether a stored job carries this very request: the same route, body bytes and API headers. */
+function sameRequest(stored: Partial<JobData>, data: JobData): boolean {
+  return stored.route === data.route && stored.body === data.body && API_HEADER_NAMES.every((name) => stored.headers?.[name] === data.headers[name]);
 }
 
 /**

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type Anthropic from '@anthropic-ai/sdk';
-import { describeZodError } from '@tollgate/limiter';
+import type { Middleware } from '@anthropic-ai/sdk';
+import { describeZodError, type Limiter } from '@tollgate/limiter';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -10,7 +11,11 @@ import { anthropicError, describeFailure, encodeFailure, type JobFailure } from 
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
-import { parseJobData, type MessageParams } from './schema.js';
+import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
+import { relayedHeaders, type JobResult, type UpstreamMeta } from './upstream.js';
+
+/** The event a streaming job writes before the upstream's first SSE event: its {@link UpstreamMeta}. */
+export const JOB_UPSTREAM_EVENT = 'tollgate_upstream';
 
 /** BullMQ's default lock: a job whose worker stops renewing it for this long is stalled, in ms. */
 export const LOCK_DURATION_MS_DEFAULT = 30_000;
@@ -23,12 +28,16 @@ export const DRAIN_TIMEOUT_MS_DEFAULT = 30_000;
 export const WORKER_CONCURRENCY_MAX = 10_000;
 /** `signal.reason` of a call aborted by shutdown: the job goes back to the queue, not to the failed set. */
 export const SHUTDOWN_REASON = 'tollgate: worker shutting down';
+/** `signal.reason` of a call aborted because its caller went away (the gateway's client disconnected). */
+export const CALLER_GONE_REASON = 'tollgate: the caller went away';
+/** Status of a job failed because its caller went away (nginx's "client closed request"; nobody reads the answer). */
+export const CALLER_GONE_STATUS = 499;
 /** `signal.reason` of a call aborted because this worker lost the job's lock (another worker may run it). */
 export const LOCK_LOST_REASON = 'tollgate: job lock renewal failed';
 
-/** The part of an Anthropic client the worker calls: the SDK's `messages.create` and `messages.stream`. */
+/** The part of an Anthropic client the worker calls: the SDK's `messages.create`, `messages.stream` and `messages.countTokens`. */
 export interface MessagesClient {
-  messages: Pick<Anthropic['messages'], 'create' | 'stream'>;
+  messages: Pick<Anthropic['messages'], 'create' | 'stream' | 'countTokens'>;
 }
 
 /** Picks the client for a job's priority (0 = first … 9 = last), so that its permit waits at that priority. */
@@ -49,14 +58,20 @@ const workerOptionsSchema = z.strictObject({
   maxStalledCount: z.number().int().min(0).max(100).default(MAX_STALLED_COUNT_DEFAULT),
   drainTimeoutMs: z.number().int().min(0).max(60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
   logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', 'expected a pino logger').optional(),
+  /** Answers models jobs (`GET /v1/models…` through the SDK's `get`); absent: models jobs fail with a 404. */
+  modelsClient: z.custom<Pick<Anthropic, 'get'>>((value) => typeof value === 'object' && value !== null && typeof (value as { get?: unknown }).get === 'function', 'expected an Anthropic client').optional(),
+  /** Named in each answer's `tollgate-account` (the Messages limiter's name). */
+  account: z.string().min(1).optional(),
+  /** count_tokens jobs take one `requests` token from this limiter before their call (its own RPM); absent: not limited here. */
+  countTokensLimiter: z.custom<Limiter>((value) => typeof value === 'object' && value !== null && typeof (value as { acquire?: unknown }).acquire === 'function', 'expected a limiter').optional(),
 });
 
 export type WorkerOptions = z.input<typeof workerOptionsSchema>;
 
 /** Typed events: listen with `worker.on('completed', (event) => …)`. */
 export interface WorkerEvents {
-  /** `usage`: the answer's token counts, for metrics (the prompt and answer stay in the job). */
-  completed: [{ jobId: string; durationMs: number; streamed: boolean; usage: Anthropic.Usage }];
+  /** `usage`: the answer's token counts, for metrics (absent for answers without usage: count_tokens, models). */
+  completed: [{ jobId: string; durationMs: number; streamed: boolean; usage?: Anthropic.Usage }];
   /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
   failed: [{ jobId: string; failure: JobFailure; final: boolean }];
   /** Shutdown aborted the job's call and put the job back in the queue. */
@@ -72,6 +87,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   readonly #keys: QueueKeys;
   readonly #blocking: OwnedRedis;
   readonly #commands: OwnedRedis;
+  /** Subscribed to the queue's abort channel. */
+  readonly #aborts: OwnedRedis;
   #closing: Promise<void> | undefined;
 
   constructor(input: WorkerOptions) {
@@ -82,7 +99,14 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     this.#keys = queueKeys(parsed.data.queue);
     this.#blocking = blockingConnection(parsed.data.redis);
     this.#commands = blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
-    for (const { client } of [this.#blocking, this.#commands]) client.on('error', (error: Error) => this.#error(error));
+    this.#aborts = blockingConnection(parsed.data.redis);
+    for (const { client } of [this.#blocking, this.#commands, this.#aborts]) client.on('error', (error: Error) => this.#error(error));
+    // one subscription per process: a caller that went away names its job, and the worker running it aborts the call
+    // (its permit is released as the call ends); other workers ignore the id
+    void this.#aborts.client.subscribe(this.#keys.abortChannel).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+    this.#aborts.client.on('message', (channel: string, jobId: string) => {
+      if (channel === this.#keys.abortChannel) this.bullmq.cancelJob(jobId, CALLER_GONE_REASON);
+    });
     const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => this.#process(job, token, signal);
     this.bullmq = new Worker(parsed.data.queue, processor, {
       connection: this.#blocking.client,
@@ -126,7 +150,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       await this.bullmq.close();
     } finally {
       clearTimeout(timer);
-      for (const owned of [this.#blocking, this.#commands]) if (owned.owned) owned.client.disconnect();
+      for (const owned of [this.#blocking, this.#commands, this.#aborts]) if (owned.owned) owned.client.disconnect();
     }
   }
 
@@ -141,31 +165,31 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     return typeof client === 'function' ? client(priority) : client;
   }
 
-  async #process(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<Anthropic.Message> {
+  async #process(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<JobResult> {
     const jobId = job.id ?? '';
     const startedAt = performance.now();
     const attempt = Math.max(1, job.attemptsStarted);
-    let params: MessageParams;
-    let priority: number;
-    let tenant: string | null;
+    let parsed: ParsedJob;
     try {
-      ({ params, priority, tenant } = parseJobData(job.data));
+      parsed = parseJobData(job.data);
     } catch (error) {
       // enqueue validates every job, so this is a job written by something else: never worth a retry
       const failure: JobFailure = { status: 400, retryable: false, body: anthropicError(400, error instanceof Error ? error.message : String(error)) };
       this.emit('failed', { jobId, failure, final: true });
       throw new UnrecoverableError(encodeFailure(failure));
     }
-    const log = this.#options.logger?.child({ jobId, attempt, priority, tenant });
-    const streamed = params.stream === true;
+    const { priority, tenant, params } = parsed;
+    const log = this.#options.logger?.child({ jobId, attempt, priority, tenant, route: parsed.route });
+    const streamed = parsed.route === 'messages' && params.stream === true;
     const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
     log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');
     try {
-      const message = await this.#call(this.#clientFor(priority), params, signal, publisher);
+      const result = await this.#call(this.#clientFor(priority), parsed, signal, publisher, startedAt);
       const durationMs = performance.now() - startedAt;
-      log?.info({ durationMs: Math.round(durationMs), inputTokens: message.usage.input_tokens, outputTokens: message.usage.output_tokens }, 'job completed');
-      this.emit('completed', { jobId, durationMs, streamed, usage: message.usage });
-      return message;
+      const usage = (result.answer as Partial<Anthropic.Message>).usage;
+      log?.info({ durationMs: Math.round(durationMs), inputTokens: usage?.input_tokens, outputTokens: usage?.output_tokens }, 'job completed');
+      this.emit('completed', { jobId, durationMs, streamed, ...(usage === undefined ? {} : { usage }) });
+      return result;
     } catch (error) {
       if (signal?.aborted === true && signal.reason === SHUTDOWN_REASON && token !== undefined) {
         await job.moveToWait(token); // back to the queue with its attempts untouched
@@ -176,9 +200,11 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const failure: JobFailure =
         signal?.aborted === true && signal.reason === LOCK_LOST_REASON
           ? { status: 503, retryable: true, body: anthropicError(503, 'the worker lost the job lock; the job is retried') }
-          : describeFailure(error);
+          : signal?.aborted === true && signal.reason === CALLER_GONE_REASON
+            ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
+            : describeFailure(error);
       // output already reached a reader: a retry would repeat it, so the stream ends with the error instead
-      const outputSent = publisher !== undefined && publisher.written > 0;
+      const outputSent = publisher !== undefined && publisher.written > 1; // the first event is the upstream's headers
       const retriesLeft = attempt < (job.opts.attempts ?? 1);
       const final = !failure.retryable || outputSent || !retriesLeft;
       if (publisher !== undefined && final) await publisher.publish(JOB_FAILED_EVENT, failure).catch(() => {});
@@ -189,17 +215,93 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  async #call(client: MessagesClient, params: MessageParams, signal: AbortSignal | undefined, publisher: JobEventPublisher | undefined): Promise<Anthropic.Message> {
-    const requestOptions = signal === undefined ? {} : { signal };
-    // The zod schema checked what the API checks; the SDK's params type is wider in places (content block unions).
-    if (publisher === undefined) return client.messages.create(params as unknown as Anthropic.MessageCreateParamsNonStreaming, requestOptions);
-    const stream = client.messages.stream(params as unknown as Anthropic.MessageStreamParams, requestOptions);
-    for await (const event of stream) await publisher.publish(event.type, event);
+  /**
+   * Makes the job's upstream call through the SDK: the body's exact bytes (`body` request option, with its
+   * content-type) and its API headers, so that nothing the caller sent is rebuilt or dropped. The parsed params still
+   * go to the client for what it reads itself (the estimate, `max_tokens`, `stream`).
+   */
+  async #call(client: MessagesClient, job: ParsedJob, signal: AbortSignal | undefined, publisher: JobEventPublisher | undefined, startedAt: number): Promise<JobResult> {
+    let sentAt = startedAt;
+    // runs for every attempt the limited client makes; the last one is the one that answered
+    const stamp: Middleware = (request, next) => {
+      sentAt = performance.now();
+      return next(request);
+    };
+    const meta = (headers: Headers | null | undefined): UpstreamMeta => {
+      const now = performance.now();
+      return { headers: relayedHeaders(headers), account: this.#options.account ?? null, elapsedMs: now - startedAt, waitedMs: Math.max(0, sentAt - startedAt) };
+    };
+    const requestOptions = { ...(signal === undefined ? {} : { signal }), body: job.body, headers: sdkHeaders(job.headers), middleware: [stamp] };
+    // The params are the caller's; the SDK's params type is narrower than what the API (and so the gateway) accepts.
+    if (job.route === 'count_tokens') return this.#countTokens(client, job, requestOptions, signal, meta);
+    if (job.route === 'models') return this.#models(job, signal, meta);
+    if (publisher === undefined) {
+      const { data, response } = await client.messages.create(job.params as unknown as Anthropic.MessageCreateParamsNonStreaming, requestOptions).withResponse();
+      return { v: 2, answer: data, upstream: meta(response.headers) };
+    }
+    const stream = client.messages.stream(job.params as unknown as Anthropic.MessageStreamParams, requestOptions);
+    let upstream: UpstreamMeta | undefined;
+    let published: Promise<void> = Promise.resolve();
+    stream.on('streamEvent', (event) => {
+      // Serialized now, in the stream's own emit: its message snapshot shares this event's objects (message_start's
+      // message, a block's start), and the events after it change them before a slower reader would get to them.
+      const json = JSON.stringify(event);
+      if (upstream === undefined) {
+        const first = (upstream = meta(stream.response?.headers));
+        published = published.then(() => publisher.publish(JOB_UPSTREAM_EVENT, first));
+      }
+      published = published.then(() => publisher.publishJson(event.type, json));
+    });
+    let message: Anthropic.Message;
+    try {
+      message = await stream.finalMessage();
+    } finally {
+      await published; // every event the stream emitted is written (in order) before the job ends or fails
+    }
     if (signal?.aborted === true) throw signal.reason;
-    const message = await stream.finalMessage();
     await publisher.finish();
-    return message;
+    return { v: 2, answer: message, upstream: upstream ?? meta(stream.response?.headers) };
   }
+
+  /** `GET /v1/models` or `/v1/models/{id}` through the SDK; the upstream's JSON as it is. */
+  async #models(job: ParsedJob, signal: AbortSignal | undefined, meta: (headers: Headers | null | undefined) => UpstreamMeta): Promise<JobResult> {
+    const models = this.#options.modelsClient;
+    if (models === undefined) throw new InvalidRequestError('this worker has no models client');
+    const { id, query } = job.params as ModelsParams;
+    const path = id === null ? '/v1/models' : `/v1/models/${encodeURIComponent(id)}`;
+    const options = { query, headers: sdkHeaders(job.headers), ...(signal === undefined ? {} : { signal }) };
+    const { data, response } = await models.get<unknown>(path, options).withResponse();
+    return { v: 2, answer: data, upstream: meta(response.headers) };
+  }
+
+  /** A count_tokens call: one token of the count_tokens limiter (if any) first; a 429 with `retry-after` pauses it fleet-wide. */
+  async #countTokens(
+    client: MessagesClient,
+    job: ParsedJob,
+    requestOptions: Parameters<MessagesClient['messages']['countTokens']>[1],
+    signal: AbortSignal | undefined,
+    meta: (headers: Headers | null | undefined) => UpstreamMeta,
+  ): Promise<JobResult> {
+    const limiter = this.#options.countTokensLimiter;
+    const permit = await limiter?.acquire({ priority: job.priority, ...(signal === undefined ? {} : { signal }) });
+    try {
+      const { data, response } = await client.messages.countTokens(job.params as unknown as Anthropic.MessageCountTokensParams, requestOptions).withResponse();
+      return { v: 2, answer: data, upstream: meta(response.headers) };
+    } catch (error) {
+      const retryAfterS = Number((error as { status?: unknown; headers?: Headers }).headers?.get?.('retry-after'));
+      if ((error as { status?: unknown }).status === 429 && retryAfterS > 0) await limiter?.pause(retryAfterS * 1_000, 'count_tokens 429 with retry-after').catch(() => {});
+      throw error;
+    } finally {
+      await permit?.release().catch(() => {}); // a rate only: nothing to settle, and a failed release expires by itself
+    }
+  }
+}
+
+/** The job's API headers as SDK request headers, with the content-type that makes the SDK send a string body as it is. */
+function sdkHeaders(headers: ApiHeaders): Record<string, string> {
+  const out: Record<string, string> = { 'content-type': 'application/json' };
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined) out[name] = value;
+  return out;
 }
 
 /**

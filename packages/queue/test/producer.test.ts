@@ -1,6 +1,6 @@
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConflictError, InvalidRequestError, JOB_ID_PATTERN, JobLostError, randomJobId, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
+import { IdempotencyConflictError, InvalidRequestError, JOB_ID_PATTERN, JobLostError, RequestBody, randomJobId, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
 import { MODEL, rawJob, request, thrown } from './support.js';
 
 let redis: TestRedis;
@@ -25,8 +25,8 @@ describe('enqueue validates the Messages request; nothing invalid enters the que
     ['max_tokens missing', { model: MODEL, messages: [{ role: 'user', content: 'hi' }] }, /^max_tokens: .*\(got undefined\)/],
     ['max_tokens zero', { ...request(1), max_tokens: 0 }, /^max_tokens: .*>=1 \(got 0\)/],
     ['no messages', { ...request(1), messages: [] }, /^messages: .*\(got \[\]\)/],
-    ['bad role', { ...request(1), messages: [{ role: 'system', content: 'hi' }] }, /^messages\.0\.role: .*\(got "system"\)/],
-    ['unknown field', { ...request(1), temperature: 0.5 }, /temperature/],
+    ['messages not a list', { ...request(1), messages: 'hi' }, /^messages: /],
+    ['stream not a boolean', { ...request(1), stream: 'yes' }, /^stream: /],
     ['not an object', 'hello', /^\(root\): /],
   ];
   it.each(cases)('%s → InvalidRequestError naming the field, queue unchanged', async (_name, params, message) => {
@@ -59,11 +59,33 @@ describe('enqueue', () => {
     const params = { messages: [{ role: 'user', content: 'order' }], max_tokens: 8, model: MODEL };
     const id = await producer.enqueue(params, { tenant: 'web', priority: 2 });
     const job = await rawJob(producer.queue, id);
-    expect(JSON.stringify(job?.data.params)).toBe(JSON.stringify(params));
-    expect(job?.data).toMatchObject({ tenant: 'web', priority: 2 });
+    expect(job?.data.body).toBe(JSON.stringify(params));
+    expect(job?.data).toMatchObject({ v: 2, route: 'messages', headers: {}, tenant: 'web', priority: 2 });
     expect(job?.opts.priority).toBe(bullmqPriority(2));
     const view = await producer.getJob(id);
     expect(view).toMatchObject({ id, state: 'prioritized', tenant: 'web', priority: 2, result: null, error: null });
+  });
+
+  it('passes every field Tollgate does not read through untouched: unknown fields, roles, blocks (the upstream judges them)', async () => {
+    const params = { zeta: { b: [1, { a: null }] }, ...request('loose'), temperature: 0.5, messages: [{ role: 'robot', content: [{ type: 'hologram', x: 1 }], extra: true }] };
+    const id = await producer.enqueue(params, { headers: { 'anthropic-beta': 'b-1,b-2', 'anthropic-version': '2023-06-01' } });
+    const job = await rawJob(producer.queue, id);
+    expect(job?.data.body).toBe(JSON.stringify(params));
+    expect(job?.data.headers).toEqual({ 'anthropic-beta': 'b-1,b-2', 'anthropic-version': '2023-06-01' });
+  });
+
+  it('keeps a RequestBody\'s text byte for byte (spacing, number spelling, escapes, integer-like keys)', async () => {
+    const text = '{ "model": "claude-haiku-4-5", "max_tokens": 8,\n "z": {"2": 1.50, "1": "\\u00e9"}, "messages": [{"role": "user", "content": "hi"}] }';
+    const id = await producer.enqueue(RequestBody.fromText(text));
+    expect((await rawJob(producer.queue, id))?.data.body).toBe(text);
+    expect(() => RequestBody.fromText('{"model": ')).toThrow(/^body: invalid JSON/);
+    expect(() => RequestBody.fromText(JSON.stringify({ model: 'm', messages: [{}] }), 'count_tokens')).not.toThrow();
+    expect(() => RequestBody.fromText(JSON.stringify({ model: 'm' }), 'count_tokens')).toThrow(/^messages: /);
+  });
+
+  it('refuses API headers that could split a header line', async () => {
+    const error = await thrown(() => producer.enqueue(request(1), { headers: { 'anthropic-beta': 'a\r\nx-evil: 1' } }));
+    expect((error as Error).message).toMatch(/^invalid enqueue options: headers\.anthropic-beta: /);
   });
 
   it('is idempotent by key within a tenant: the same request returns the same job; another body is refused; ids are derived', async () => {
@@ -78,7 +100,10 @@ describe('enqueue', () => {
     const otherTenant = await producer.enqueue(request('other text'), { idempotencyKey: 'idem-1', tenant: 'batch' });
     expect(otherTenant).not.toBe(first);
     expect(await totalJobs()).toBe(before + 2);
-    expect((await rawJob(producer.queue, first))?.data.params.messages[0].content).toBe('question idem');
+    expect(JSON.parse((await rawJob(producer.queue, first))?.data.body).messages[0].content).toBe('question idem');
+    // the same body with other API headers is another request
+    const otherHeaders = await thrown(() => producer.enqueue(request('idem'), { idempotencyKey: 'idem-1', tenant: 'web', headers: { 'anthropic-beta': 'b-1' } }));
+    expect(otherHeaders).toBeInstanceOf(IdempotencyConflictError);
   });
 
   it('maps priorities 0..9 onto BullMQ priorities in the same order, all in one ordered set', () => {

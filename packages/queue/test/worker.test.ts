@@ -7,7 +7,10 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   JOB_FAILED_EVENT,
+  JOB_UPSTREAM_EVENT,
+  RequestBody,
   UpstreamError,
+  randomJobId,
   createProducer,
   createWorker,
   decodeFailure,
@@ -125,11 +128,67 @@ describe('the worker runs jobs through the limited client', () => {
     } finally {
       reader.disconnect();
     }
-    expect(names[0]).toBe('message_start');
+    expect(names[0]).toBe(JOB_UPSTREAM_EVENT); // the upstream's headers, before its first SSE event
+    expect(names[1]).toBe('message_start');
     expect(names.at(-1)).toBe('message_stop');
     expect(text).toBe(textOf(message));
     const direct = await sdkClient(mock.url).messages.create(request('stream me', 64));
     expect(text).toBe(textOf(direct)); // the same request gives the same answer, streamed or not
+  });
+});
+
+describe('the upstream call carries the job as the caller sent it', () => {
+  const text = '{"model":"claude-haiku-4-5","zeta":{"b":[1,{"a":null}],"c":"\\u00e9"},"max_tokens":16,"messages":[{"role":"user","content":"raw bytes"}],"metadata":{"user_id":"u"}}';
+
+  it('sends the body byte for byte with its anthropic-beta and anthropic-version headers, and returns the upstream headers', async () => {
+    worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 2, account: 'acct-main' });
+    const headers = { 'anthropic-beta': 'context-management-2025-06-27', 'anthropic-version': '2023-06-01' };
+    const jobId = await producer.enqueue(RequestBody.fromText(text), { headers });
+    // an unknown top-level field is the upstream's to refuse: the mock answers 400 and the job fails with its body
+    const failure = await thrown(() => producer.waitForResult(jobId));
+    expect(failure).toBeInstanceOf(UpstreamError);
+    const [sent] = mock.requests();
+    expect(sent?.body).toBe(text);
+    expect(sent?.headers).toMatchObject(headers);
+    expect((failure as UpstreamError).body).toMatchObject({ error: { message: 'zeta: Extra inputs are not permitted' }, request_id: sent === undefined ? '' : expect.stringMatching(/^req_/) });
+    expect((failure as UpstreamError).headers['request-id']).toBe((failure as UpstreamError).requestId);
+  });
+
+  it('a streamed job sends its bytes too; its result names the account, the upstream request id and the waits', async () => {
+    worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 2, account: 'acct-main' });
+    const streamed = '{"stream":true, "model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"streamed bytes"}],"context_management":{"edits":[]}}';
+    const jobId = await producer.enqueue(RequestBody.fromText(streamed), { headers: { 'anthropic-beta': 'context-management-2025-06-27' } });
+    const result = await producer.waitForResult(jobId);
+    const [sent] = mock.requests();
+    expect(sent?.body).toBe(streamed);
+    expect(sent?.headers['anthropic-beta']).toBe('context-management-2025-06-27');
+    expect((result.answer as Anthropic.Message).type).toBe('message');
+    expect(result.upstream.account).toBe('acct-main');
+    expect(result.upstream.headers['request-id']).toMatch(/^req_/);
+    expect(result.upstream.waitedMs).toBeLessThanOrEqual(result.upstream.elapsedMs);
+  });
+
+  it('a count_tokens job is answered by the upstream within its own fleet-wide rate', async () => {
+    // the fleet's bucket a token below the server's: a grant reaches the server a few ms after the fleet's refill (README)
+    mock.setConfig({ limits: { concurrency: FLEET_CONCURRENCY, countTokensRpm: 60, burst: { countTokensRpm: 2 } } });
+    const countTokensLimiter = createLimiter({ redis: redis.url, name: uniqueName('count-tokens'), rates: { requests: { limit: 60, intervalMs: 60_000, burst: 1 } } });
+    await countTokensLimiter.ready();
+    try {
+      worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 8, countTokensLimiter });
+      const body = JSON.stringify({ model: 'claude-haiku-4-5', messages: [{ role: 'user', content: 'count these words please' }] });
+      const ids = await Promise.all(Array.from({ length: 4 }, () => producer.enqueue(RequestBody.fromText(body, 'count_tokens'))));
+      const results = await Promise.all(ids.map((id) => producer.waitForResult(id)));
+      for (const result of results) expect(result.answer).toEqual({ input_tokens: Math.ceil('count these words please'.length / 4) });
+      expect(mock.stats()).toMatchObject({ countTokens: 4, messages: 0, rateLimited: { count_tokens: 0 } });
+    } finally {
+      await countTokensLimiter.close();
+    }
+  });
+
+  it('still runs a job of the first payload version (an old producer mid-deploy)', async () => {
+    worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 1 });
+    const job = await producer.queue.add('messages', { v: 1, params: request('old'), tenant: null, priority: 5 }, { jobId: randomJobId() });
+    expect((await producer.wait(job.id ?? '')).type).toBe('message');
   });
 });
 
@@ -192,6 +251,22 @@ describe('aborts', () => {
     expect(failure.jobId).toBe(jobId);
     expect(failure.failure.body.error.message).toMatch(/lost the job lock/);
     expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never completed
+  });
+
+  it('abandon: a queued job is removed; a running one is left alone, or aborted by its worker with its permit released', async () => {
+    const queuedId = await producer.enqueue(request('nobody runs me yet'));
+    expect(await producer.abandon(queuedId, { abortRunning: false })).toBe('cancelled');
+    expect(await producer.getJob(queuedId)).toBeUndefined();
+    mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
+    worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 1 });
+    const jobId = await producer.enqueue({ ...request('abandoned'), stream: true });
+    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 1);
+    expect(await producer.abandon(jobId, { abortRunning: false })).toBe('running');
+    expect(await producer.abandon(jobId, { abortRunning: true })).toBe('aborting');
+    const error = await thrown(() => producer.wait(jobId));
+    expect(error).toMatchObject({ status: 499 });
+    expect((await limiter.snapshot()).inFlight).toBe(0); // released as the call ended, not at its lease's expiry
+    expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never answered
   });
 
   it('close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {

@@ -4,6 +4,7 @@ import {
   IdempotencyConflictError,
   InvalidRequestError,
   JobLostError,
+  RequestBody,
   JobWaitTimeoutError,
   TenantQueueFullError,
   QueueUnavailableError,
@@ -16,12 +17,15 @@ import {
   limiterOptionsFromEnv,
   queueKeys,
   redisFromEnv,
-  validateMessageParams,
   withDeadline,
+  type ApiHeaders,
   type EnqueueOptions,
   type FleetMetricsScope,
+  type JobRoute,
   type Producer,
+  type UpstreamMeta,
 } from '@tollgate/queue';
+import { performance } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
@@ -43,10 +47,66 @@ export const IDEMPOTENCY_HEADER = 'idempotency-key';
 /** Header carrying the job id of every answer. */
 export const JOB_ID_HEADER = 'tollgate-job-id';
 
+/** The gateway's own id of a request, beside the upstream's `request-id`. */
+export const REQUEST_ID_HEADER = 'tollgate-request-id';
+/** Milliseconds the request waited for capacity before its upstream call was sent (queue, permit, retries). */
+export const WAITED_MS_HEADER = 'tollgate-waited-ms';
+/** The account (limiter) whose permit the upstream call took. */
+export const ACCOUNT_HEADER = 'tollgate-account';
+/** `hit` when a models answer came from the gateway's cache. */
+export const CACHE_HEADER = 'tollgate-cache';
+/** Cached models answers at most (one per distinct query). */
+export const MODELS_CACHE_ENTRIES_MAX = 256;
+
+/** The API paths the gateway serves and their methods: another method gets a 405 (the rest a 404). */
+const API_ROUTES: ReadonlyArray<{ path: RegExp; methods: readonly string[] }> = [
+  { path: /^\/v1\/messages$/, methods: ['POST'] },
+  { path: /^\/v1\/messages\/count_tokens$/, methods: ['POST'] },
+  { path: /^\/v1\/models$/, methods: ['GET', 'HEAD'] },
+  { path: /^\/v1\/models\/[^/]+$/, methods: ['GET', 'HEAD'] },
+  { path: /^\/v1\/jobs$/, methods: ['POST'] },
+  { path: /^\/v1\/jobs\/[^/]+$/, methods: ['GET', 'HEAD', 'DELETE'] },
+];
+
 declare module 'fastify' {
   interface FastifyRequest {
     tenant: string | undefined;
+    /** A JSON body's text exactly as received (what the upstream gets). */
+    bodyText: string | undefined;
   }
+}
+
+/** The request's API headers, carried to the upstream call (`anthropic-beta` lists may arrive as several headers). */
+function apiHeaders(request: FastifyRequest): ApiHeaders {
+  const headers: ApiHeaders = {};
+  for (const name of ['anthropic-beta', 'anthropic-version'] as const) {
+    const value = request.headers[name];
+    if (typeof value === 'string' && value !== '') headers[name] = value;
+    else if (Array.isArray(value) && value.length > 0) headers[name] = value.join(',');
+  }
+  return headers;
+}
+
+/** A JSON body as a queue request: its text kept byte for byte. @throws {@link InvalidRequestError}. */
+function requestBody(request: FastifyRequest, route: JobRoute): RequestBody {
+  if (request.bodyText === undefined) throw new InvalidRequestError('body: expected a JSON object');
+  return RequestBody.fromParsed(request.bodyText, request.body, route);
+}
+
+/**
+ * The headers of an answer: the upstream's (`request-id`, `anthropic-ratelimit-*`), and Tollgate's own. `waited` is
+ * skew-free: both elapsed times end at the same moment (the answer, or a stream's first event), each on its own clock.
+ */
+function answerHeaders(request: FastifyRequest, jobId: string, upstream: UpstreamMeta, gatewayElapsedMs: number): Record<string, string> {
+  const waitedMs = Math.max(0, Math.round(gatewayElapsedMs - upstream.elapsedMs + upstream.waitedMs));
+  return {
+    ...upstream.headers,
+    'request-id': upstream.headers['request-id'] ?? request.id,
+    [REQUEST_ID_HEADER]: request.id,
+    [JOB_ID_HEADER]: jobId,
+    [WAITED_MS_HEADER]: String(waitedMs),
+    ...(upstream.account === null ? {} : { [ACCOUNT_HEADER]: upstream.account }),
+  };
 }
 
 /** A gateway ready to `listen`, and everything it opened. */
@@ -80,6 +140,7 @@ function enqueueOptions(request: FastifyRequest, withIdempotency: boolean): Enqu
     ...(priority === undefined ? {} : { priority }),
     ...(request.tenant === undefined ? {} : { tenant: request.tenant }),
     ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
+    headers: apiHeaders(request),
   };
 }
 
@@ -92,7 +153,10 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
     void reply.header(JOB_ID_HEADER, error.jobId);
     return sendError(request, reply, 503, error.message);
   }
-  if (error instanceof UpstreamError) return reply.code(error.status).header(JOB_ID_HEADER, error.jobId).send(error.body);
+  if (error instanceof UpstreamError) {
+    // the upstream's answer as it sent it: status, body, request id and rate-limit headers
+    return reply.code(error.status).headers({ ...error.headers, [REQUEST_ID_HEADER]: request.id, [JOB_ID_HEADER]: error.jobId }).send(error.body);
+  }
   if (error instanceof JobWaitTimeoutError) {
     void reply.header(JOB_ID_HEADER, error.jobId);
     return sendError(request, reply, 504, error.message);
@@ -155,6 +219,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.length === 0 && request.method !== 'POST') return done(null, undefined); // a DELETE with a content-type and no body
+    request.bodyText = text;
     if (nestsDeeperThan(text, env.GATEWAY_JSON_DEPTH_MAX)) {
       done(Object.assign(new Error(`JSON nests deeper than ${env.GATEWAY_JSON_DEPTH_MAX} levels (GATEWAY_JSON_DEPTH_MAX)`), { code: JSON_TOO_DEEP, statusCode: 400 }), undefined);
       return;
@@ -162,6 +227,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     parseJson(request, text, done);
   });
   app.decorateRequest('tenant', undefined);
+  app.decorateRequest('bodyText', undefined);
   const admins = new TokenTable<'admin' | 'metrics'>(
     new Map([
       ...(env.GATEWAY_ADMIN_TOKEN === undefined ? [] : [[env.GATEWAY_ADMIN_TOKEN, 'admin'] as const]),
@@ -193,40 +259,75 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     const { status, message } = describeFastifyError(error);
     return sendError(request, reply, status, message);
   });
-  app.setNotFoundHandler((request, reply) => sendError(request, reply, 404, `Not found: ${request.method} ${cutText(request.url.split('?')[0] ?? '')}`));
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const known = API_ROUTES.find((route) => route.path.test(path));
+    if (known !== undefined) {
+      // deny by default here too: only a tenant learns which methods a path has
+      if (tokens.tenantOf(request.headers) === undefined) return sendError(request, reply, 401, tokenOf(request.headers) === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
+      return sendError(request, reply.header('allow', known.methods.join(', ')), 405, `Method not allowed: ${request.method} ${cutText(path)}`);
+    }
+    return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
+  });
 
   const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
 
+  /**
+   * Enqueues a job and answers with its result once it ends. A caller that goes away before the answer leaves the
+   * job: removed if still queued, else left to finish (its answer is kept for `GET /v1/jobs/:id`).
+   */
+  const answerJob = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    body: RequestBody,
+    options: EnqueueOptions,
+    answered?: (answer: unknown, headers: Record<string, string>) => void,
+  ): Promise<FastifyReply> => {
+    // Redis is down (not merely slow): answer at once, without trying to enqueue
+    if (redis.client.status !== 'ready') return sendFailure(request, reply, new QueueUnavailableError('Redis connection is down'));
+    const startedAt = performance.now();
+    let jobId: string;
+    try {
+      await producer.ready(); // listening for job ends before the job exists
+      jobId = await producer.enqueue(body, options);
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+    void reply.header(JOB_ID_HEADER, jobId);
+    const gone = new AbortController();
+    const onClose = () => {
+      if (reply.raw.writableFinished) return; // the answer was sent
+      gone.abort(new Error('the caller went away'));
+      void producer.abandon(jobId, { abortRunning: false }).catch(() => {}); // best effort: the job is kept if this fails
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const result = await producer.waitForResult(jobId, { timeoutMs: env.GATEWAY_WAIT_MS, signal: gone.signal });
+      answered?.(result.answer, result.upstream.headers);
+      return reply.code(200).headers(answerHeaders(request, jobId, result.upstream, performance.now() - startedAt)).send(result.answer);
+    } catch (error) {
+      if (gone.signal.aborted) return reply; // nobody left to answer
+      if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError || error instanceof JobLostError) return sendFailure(request, reply, error);
+      return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
+    }
+  };
+
+  // `?beta=true` (the SDK's beta client) is the same route: the query is not part of the path
   app.post('/v1/messages', async (request, reply) => {
-    let params;
+    let body;
     let options;
     try {
-      params = validateMessageParams(request.body);
+      body = requestBody(request, 'messages');
       options = enqueueOptions(request, false);
     } catch (error) {
       return sendFailure(request, reply, error);
     }
+    if (body.params.stream !== true) return answerJob(request, reply, body, options);
     // Redis is down (not merely slow): answer at once, without trying to enqueue
     if (redis.client.status !== 'ready') return sendFailure(request, reply, new QueueUnavailableError('Redis connection is down'));
-    if (params.stream !== true) {
-      let jobId: string;
-      try {
-        await producer.ready(); // listening for job ends before the job exists
-        jobId = await producer.enqueue(params, options);
-      } catch (error) {
-        return sendFailure(request, reply, error);
-      }
-      void reply.header(JOB_ID_HEADER, jobId);
-      try {
-        return reply.code(200).send(await producer.wait(jobId, { timeoutMs: env.GATEWAY_WAIT_MS }));
-      } catch (error) {
-        if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError || error instanceof JobLostError) return sendFailure(request, reply, error);
-        return sendError(request, reply, 503, `Enqueued as job ${jobId}, but its result could not be read: Redis is unreachable. Poll GET /v1/jobs/${jobId}.`);
-      }
-    }
     // caps first, so that a refused stream enqueues nothing
     const tenant = request.tenant ?? '';
     const ofTenant = openStreams.get(tenant) ?? 0;
@@ -235,14 +336,23 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     openStreams.set(tenant, ofTenant + 1);
     openStreamsTotal += 1;
     try {
+      const startedAt = performance.now();
       let jobId: string;
       try {
-        jobId = await producer.enqueue(params, options);
+        jobId = await producer.enqueue(body, options);
       } catch (error) {
         return sendFailure(request, reply, error);
       }
       const streamKey = keys.jobEvents(jobId);
-      await relayJobEvents({ request, reply, producer, jobId, follow: (signal) => readers.follow(streamKey, signal), waitMs: env.GATEWAY_WAIT_MS });
+      await relayJobEvents({
+        request,
+        reply,
+        producer,
+        jobId,
+        follow: (signal) => readers.follow(streamKey, signal),
+        waitMs: env.GATEWAY_WAIT_MS,
+        headers: (upstream) => answerHeaders(request, jobId, upstream, performance.now() - startedAt),
+      });
       return reply;
     } finally {
       openStreamsTotal -= 1;
@@ -252,9 +362,48 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     }
   });
 
+  // count_tokens goes through the fleet like a Messages call: a worker answers it under the count_tokens limiter,
+  // with the account key (which never leaves the workers)
+  app.post('/v1/messages/count_tokens', async (request, reply) => {
+    try {
+      return await answerJob(request, reply, requestBody(request, 'count_tokens'), enqueueOptions(request, false));
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+  });
+
+  // models: answered by a worker from the upstream, then served from memory for GATEWAY_MODELS_CACHE_MS
+  const modelsCache = new Map<string, { expiresAtMs: number; body: unknown; headers: Record<string, string> }>();
+  const models = async (request: FastifyRequest, reply: FastifyReply, id: string | null): Promise<FastifyReply> => {
+    const raw = request.query as Record<string, unknown>;
+    const query: Record<string, string> = {};
+    for (const name of ['limit', 'after_id', 'before_id'] as const) if (typeof raw[name] === 'string') query[name] = raw[name];
+    const options = enqueueOptions(request, false);
+    const cacheKey = JSON.stringify([id, query, options.headers]);
+    const cached = modelsCache.get(cacheKey);
+    if (cached !== undefined && cached.expiresAtMs > performance.now()) {
+      return reply.code(200).headers({ ...cached.headers, 'request-id': request.id, [REQUEST_ID_HEADER]: request.id, [CACHE_HEADER]: 'hit' }).send(cached.body);
+    }
+    return answerJob(request, reply, RequestBody.fromParams({ id, query }, 'models'), options, (body, upstreamHeaders) => {
+      if (env.GATEWAY_MODELS_CACHE_MS === 0) return;
+      if (modelsCache.size >= MODELS_CACHE_ENTRIES_MAX) modelsCache.delete(modelsCache.keys().next().value ?? ''); // the oldest
+      const headers = Object.fromEntries(Object.entries(upstreamHeaders).filter(([name]) => name.startsWith('anthropic-ratelimit-')));
+      modelsCache.set(cacheKey, { expiresAtMs: performance.now() + env.GATEWAY_MODELS_CACHE_MS, body, headers });
+    });
+  };
+  const modelsRoute = async (request: FastifyRequest, reply: FastifyReply, id: string | null) => {
+    try {
+      return await models(request, reply, id);
+    } catch (error) {
+      return sendFailure(request, reply, error);
+    }
+  };
+  app.get('/v1/models', (request, reply) => modelsRoute(request, reply, null));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', (request, reply) => modelsRoute(request, reply, request.params.id));
+
   app.post('/v1/jobs', async (request, reply) => {
     try {
-      const id = await producer.enqueue(validateMessageParams(request.body), enqueueOptions(request, true));
+      const id = await producer.enqueue(requestBody(request, 'messages'), enqueueOptions(request, true));
       return reply.code(202).header(JOB_ID_HEADER, id).send({ id, state: 'queued' });
     } catch (error) {
       return sendFailure(request, reply, error);

@@ -25,6 +25,8 @@ export const TIMEOUT_CHECK_INTERVAL_MS_DEFAULT = 1_000;
 
 /** Deepest nesting of a JSON body; far above any real request (tool schemas nest a few levels). */
 export const JSON_DEPTH_MAX_DEFAULT = 128;
+/** How long `GET /v1/models…` answers are served from the gateway's memory, in ms (0: never cached). */
+export const MODELS_CACHE_MS_DEFAULT = 60_000;
 
 /** Unfinished jobs one tenant may have in the queue (waiting, delayed, running). */
 export const TENANT_QUEUED_MAX_DEFAULT = 1_000;
@@ -80,6 +82,7 @@ export const gatewayEnvSchema = requireLimit(
     GATEWAY_KEEP_FAILED_SECONDS: envInt(1).default(FAILED_RETENTION_SECONDS),
     GATEWAY_KEEP_FAILED_JOBS: envInt(0).default(FAILED_RETENTION_JOBS),
     GATEWAY_JSON_DEPTH_MAX: envInt(8, 10_000).default(JSON_DEPTH_MAX_DEFAULT),
+    GATEWAY_MODELS_CACHE_MS: envInt(0, 24 * 60 * 60 * 1000).default(MODELS_CACHE_MS_DEFAULT),
     GATEWAY_HEADERS_TIMEOUT_MS: envInt(100, 10 * 60 * 1000).default(HEADERS_TIMEOUT_MS_DEFAULT),
     GATEWAY_REQUEST_TIMEOUT_MS: envInt(100, 60 * 60 * 1000).default(REQUEST_TIMEOUT_MS_DEFAULT),
     GATEWAY_TIMEOUT_CHECK_INTERVAL_MS: envInt(100, 60_000).default(TIMEOUT_CHECK_INTERVAL_MS_DEFAULT),

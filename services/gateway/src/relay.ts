@@ -1,4 +1,4 @@
-import { JOB_FAILED_EVENT, JobLostError, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, type JobEvent, type Producer } from '@tollgate/queue';
+import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, JobLostError, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, upstreamMetaSchema, type JobEvent, type Producer, type UpstreamMeta } from '@tollgate/queue';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /** SSE events after which the answer is over (anthropic-api.md §1.3). */
@@ -14,6 +14,8 @@ export interface RelayOptions {
   /** The job's events from the start of its stream, until `signal` aborts (a shared reader's subscription). */
   follow: (signal: AbortSignal) => AsyncIterable<JobEvent>;
   waitMs: number;
+  /** The answer's headers from what the worker saw of the upstream call (its first event). */
+  headers: (upstream: UpstreamMeta) => Record<string, string>;
 }
 
 /**
@@ -24,18 +26,24 @@ export interface RelayOptions {
  */
 export async function relayJobEvents(options: RelayOptions): Promise<void> {
   const { request, reply, producer, jobId, follow, waitMs } = options;
+  let answerHeaders: Record<string, string> = { 'request-id': request.id, 'tollgate-request-id': request.id, 'tollgate-job-id': jobId };
   const stop = new AbortController();
   const raw = reply.raw;
   let attempt: number | undefined;
   let done = false;
   reply.hijack();
-  raw.on('close', () => stop.abort()); // the client left: stop reading (the job itself finishes and is kept)
+  raw.on('close', () => {
+    stop.abort();
+    // the client left before the end: its job is removed if still queued, else aborted by its worker, whose permit is
+    // released as the call ends (nothing is billed beyond what the upstream did until then)
+    if (!done) void producer.abandon(jobId, { abortRunning: true }).catch(() => {});
+  });
 
-  const fail = (status: number, body: ReturnType<typeof anthropicError>) => {
+  const fail = (status: number, body: ReturnType<typeof anthropicError>, upstreamHeaders: Record<string, string> = {}) => {
     if (done) return;
     done = true;
     if (!raw.headersSent) {
-      raw.writeHead(status, { 'content-type': 'application/json', 'request-id': request.id, 'tollgate-job-id': jobId });
+      raw.writeHead(status, { ...answerHeaders, ...upstreamHeaders, 'content-type': 'application/json' });
       raw.end(JSON.stringify(body));
     } else {
       raw.end(sse('error', JSON.stringify({ type: 'error', error: body.error })));
@@ -45,7 +53,7 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
 
   // The job may fail without writing to its stream (e.g. stalled too often) or not finish in time: watch it too.
   const watched = producer.wait(jobId, { timeoutMs: waitMs }).catch((error: unknown) => {
-    if (error instanceof UpstreamError) fail(error.status, { ...error.body, request_id: error.requestId ?? request.id });
+    if (error instanceof UpstreamError) fail(error.status, { ...error.body, request_id: error.requestId ?? request.id }, error.headers);
     else if (error instanceof JobLostError) fail(503, anthropicError(503, error.message, request.id));
     else if (error instanceof JobWaitTimeoutError) fail(504, anthropicError(504, `no answer within ${waitMs} ms (job ${jobId} continues)`, request.id));
     else fail(503, anthropicError(503, 'the queue is unavailable', request.id));
@@ -56,8 +64,14 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
       if (done) break;
       if (event.name === JOB_FAILED_EVENT) {
         const failure = decodeFailure(event.data);
-        fail(failure.status, failure.body);
+        fail(failure.status, failure.body, failure.headers);
         break;
+      }
+      if (event.name === JOB_UPSTREAM_EVENT) {
+        // the upstream's headers, before its first SSE event: they go on this answer's 200
+        const upstream = upstreamMetaSchema.safeParse(JSON.parse(event.data));
+        if (upstream.success && !raw.headersSent) answerHeaders = options.headers(upstream.data);
+        continue;
       }
       if (attempt !== undefined && event.attempt !== attempt) {
         fail(529, anthropicError(529, 'the worker running this answer stopped; the answer was cut', request.id));
@@ -65,7 +79,7 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
       }
       attempt = event.attempt;
       if (!raw.headersSent) {
-        raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'request-id': request.id, 'tollgate-job-id': jobId });
+        raw.writeHead(200, { ...answerHeaders, 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive' });
       }
       raw.write(sse(event.name, event.data));
       if (TERMINAL_EVENTS.has(event.name)) {

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import {
+  notFound,
   CONFLICT,
   errorEnvelope,
   GATEWAY_TIMEOUT,
@@ -29,9 +30,11 @@ import type { FaultKind, Limits } from './options.js';
 import { randomId } from './random.js';
 import type { MockState } from './state.js';
 import { planOutput, type OutputPlan } from './text.js';
+import { plannedToolUse, type ToolUse } from './tool-use.js';
 import { inputUsage, parseTokenOverrides, type InputUsage } from './tokens.js';
-import { authenticate, checkVersion, isApiError, parseJsonBody, validateRequest, type ApiRoute, type ValidRequest } from './validate.js';
+import { authenticate, checkVersion, isApiError, parseJsonBody, usesBetas, validateRequest, type ApiRoute, type ValidRequest } from './validate.js';
 import { streamAnswer, jsonAnswer, type Generation } from './generate.js';
+import { MODELS_PAGE_LIMIT_DEFAULT, MODELS_PAGE_LIMIT_MAX, modelInfo, modelsPage } from './models.js';
 
 /** Faults answered at once, before any latency: the request is refunded and never counts as in flight. */
 const IMMEDIATE_FAULTS = new Set<FaultKind>(['403', '408', '409', '429', '529', '500', '504', 'reset', 'spend_cap', 'ramp']);
@@ -110,6 +113,43 @@ export function countArrival(state: MockState, request: FastifyRequest): void {
   state.stats.request(typeof retryCount === 'string' && Number(retryCount) > 0);
 }
 
+type Query = Record<string, string | string[] | undefined>;
+
+function queryString(query: Query, name: string): string | undefined {
+  const value = query[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * Serves `GET /v1/models` (`id` undefined) and `GET /v1/models/{id}`: the configured models, after the key and
+ * `anthropic-version` checks. They use none of the Messages limits [INF].
+ */
+export function handleModelsRequest(state: MockState, request: FastifyRequest, reply: FastifyReply, id: string | undefined): FastifyReply {
+  const requestId = randomId('req_');
+  state.stats.route('models');
+  const auth = authenticate(request.headers, state.apiKeys);
+  if (isApiError(auth)) return sendError(state, reply, requestId, auth);
+  const version = checkVersion(request.headers);
+  if (isApiError(version)) return sendError(state, reply, requestId, version);
+  const models = state.config.models;
+  let body: unknown;
+  if (id !== undefined) {
+    const spec = Object.hasOwn(models, id) ? models[id] : undefined;
+    if (spec === undefined) return sendError(state, reply, requestId, notFound(`model: ${id}`));
+    body = modelInfo(id, spec);
+  } else {
+    const query = request.query as Query;
+    const rawLimit = queryString(query, 'limit');
+    const limit = rawLimit === undefined ? MODELS_PAGE_LIMIT_DEFAULT : Number(rawLimit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > MODELS_PAGE_LIMIT_MAX) {
+      return sendError(state, reply, requestId, invalidRequest(`limit: Input should be an integer from 1 to ${MODELS_PAGE_LIMIT_MAX}`));
+    }
+    body = modelsPage(models, { limit, afterId: queryString(query, 'after_id'), beforeId: queryString(query, 'before_id') });
+  }
+  state.stats.answered(200);
+  return reply.code(200).header('request-id', requestId).type('application/json').send(JSON.stringify(body));
+}
+
 /**
  * Serves `POST /v1/messages` and `POST /v1/messages/count_tokens`: the checks of anthropic-api.md §1.1 in order,
  * then the limits, then faults, then the answer.
@@ -127,7 +167,7 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
   if (isApiError(version)) return sendKeyedError(ctx, version);
   const body = parseJsonBody(request.body);
   if (isApiError(body)) return sendKeyedError(ctx, body);
-  const valid = validateRequest(body, route, version, state.config.models);
+  const valid = validateRequest(body, route, version, state.config.models, usesBetas(headers));
   if (isApiError(valid)) return sendKeyedError(ctx, valid);
   const overrides = parseTokenOverrides(headers);
   if (isApiError(overrides)) return sendKeyedError(ctx, overrides);
@@ -159,7 +199,7 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
     tokensMin: state.config.output.tokensMin,
     tokensMax: state.config.output.tokensMax,
   });
-  return runAdmitted(ctx, request, { valid, input, plan, fault, cost, admission });
+  return runAdmitted(ctx, request, { valid, input, plan, fault, cost, admission, toolUse: plannedToolUse(body) });
 }
 
 /** Undoes an admission: a request answered by an injected fault before its headers consumes nothing. */
@@ -237,6 +277,7 @@ interface AdmittedRequest {
   input: InputUsage;
   plan: OutputPlan;
   fault: FaultKind | undefined;
+  toolUse: ToolUse | undefined;
   cost: MessageCost;
   admission: Admission;
 }
@@ -272,6 +313,7 @@ async function runAdmitted(ctx: KeyedContext, request: FastifyRequest, admitted:
     input,
     plan: admitted.plan,
     fault: admitted.fault,
+    toolUse: admitted.toolUse,
     producedTokens: 0,
   };
   try {

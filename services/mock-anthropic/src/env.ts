@@ -56,6 +56,7 @@ export const MOCK_ENV_VARIABLES: readonly EnvVariable[] = [
   { name: 'MOCK_FAULT_RATE_RESET', path: ['faults', 'rateReset'], parse: number },
   { name: 'MOCK_FAULT_RATE_RESET_MID_STREAM', path: ['faults', 'rateResetMidStream'], parse: number },
   { name: 'MOCK_FAULT_RATE_SLOW_HEADERS', path: ['faults', 'rateSlowHeaders'], parse: number },
+  { name: 'MOCK_REQUEST_LOG_SIZE', path: ['requestLog', 'size'], parse: wholeNumber },
   { name: 'LOG_LEVEL', path: ['logLevel'], parse: z.string() },
 ];
 

@@ -7,6 +7,7 @@ import { randomId, sampleDelayMs } from './random.js';
 import type { MockState } from './state.js';
 import type { OutputPlan } from './text.js';
 import type { InputUsage } from './tokens.js';
+import type { ToolUse } from './tool-use.js';
 
 /** One admitted request being answered; `producedTokens` grows as output is generated. */
 export interface Generation {
@@ -23,10 +24,26 @@ export interface Generation {
   input: InputUsage;
   plan: OutputPlan;
   fault: FaultKind | undefined;
+  /** The answer is this tool call instead of text (the request forced a tool). */
+  toolUse: ToolUse | undefined;
   producedTokens: number;
 }
 
-type StopReason = OutputPlan['stopReason'];
+type StopReason = OutputPlan['stopReason'] | 'tool_use';
+
+/** A finished tool call stops with `tool_use`; one cut by `max_tokens` keeps `max_tokens`. */
+function stopReason(g: Generation): StopReason {
+  return g.toolUse !== undefined && g.plan.stopReason === 'end_turn' ? 'tool_use' : g.plan.stopReason;
+}
+
+/** The tool call's input JSON in `parts` pieces, as `input_json_delta`s carry it. */
+function jsonPieces(input: unknown, parts: number): string[] {
+  const json = JSON.stringify(input);
+  const size = Math.ceil(json.length / Math.max(1, parts));
+  const pieces: string[] = [];
+  for (let i = 0; i < Math.max(1, parts); i += 1) pieces.push(json.slice(i * size, (i + 1) * size));
+  return pieces;
+}
 
 function usage(g: Generation, outputTokens: number): Record<string, unknown> {
   return {
@@ -103,7 +120,8 @@ export async function jsonAnswer(g: Generation): Promise<void> {
   for (let i = 0; i < g.plan.chunks.length; i += 1) {
     if (!(await produce(g, i, () => undefined))) return abandon(g);
   }
-  const body = message(g, randomId('msg_'), [{ type: 'text', text: g.plan.text }], g.plan.stopReason, g.producedTokens);
+  const content = g.toolUse === undefined ? { type: 'text', text: g.plan.text } : { type: 'tool_use', ...g.toolUse };
+  const body = message(g, randomId('msg_'), [content], stopReason(g), g.producedTokens);
   g.state.stats.answered(200);
   await g.reply.code(200).headers(g.headers()).type('application/json').send(JSON.stringify(body));
 }
@@ -124,21 +142,25 @@ export async function streamAnswer(g: Generation): Promise<void> {
     pending = '';
   };
   send('message_start', { message: message(g, randomId('msg_'), [], null, 1) });
-  send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+  const tool = g.toolUse;
+  send('content_block_start', { index: 0, content_block: tool === undefined ? { type: 'text', text: '' } : { type: 'tool_use', id: tool.id, name: tool.name, input: {} } });
   send('ping', {});
   const { chunks } = g.plan;
+  const pieces = tool === undefined ? [] : jsonPieces(tool.input, chunks.length);
   const faultAtChunk = Math.floor(chunks.length / 2);
   for (let i = 0; i <= chunks.length; i += 1) {
     if (i === faultAtChunk && (await strikeMidStream(g, send, flush))) return;
     const chunk = chunks[i];
     if (chunk === undefined) break;
     if (!(await produce(g, i, flush))) return;
-    send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: chunk } });
+    const delta = tool === undefined ? { type: 'text_delta', text: chunk } : { type: 'input_json_delta', partial_json: pieces[i] ?? '' };
+    send('content_block_delta', { index: 0, delta });
   }
+  if (tool !== undefined && chunks.length === 0) send('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: pieces[0] ?? '' } });
   send('content_block_stop', { index: 0 });
   const { cacheWriteTokens, cacheReadTokens, inputTokens } = g.input;
   send('message_delta', {
-    delta: { stop_reason: g.plan.stopReason, stop_sequence: null, stop_details: null },
+    delta: { stop_reason: stopReason(g), stop_sequence: null, stop_details: null },
     usage: {
       input_tokens: inputTokens,
       cache_creation_input_tokens: cacheWriteTokens,

@@ -1,5 +1,7 @@
 export { startMockAnthropic, type MockAnthropic } from './server.js';
 export { apiKeyFingerprint } from './state.js';
+export { REDACTED, type LoggedRequest } from './request-log.js';
+export { displayName, modelInfo, type ModelInfo, type ModelsPage } from './models.js';
 export type { MockStats, KeyStats, StatsWindow, TokenTotals } from './stats.js';
 export type { LimitDimension, RateLimitKind } from './limits.js';
 export {
@@ -12,6 +14,9 @@ export {
   modelSchema,
   DEFAULT_MODELS,
   BODY_LIMIT_BYTES_DEFAULT,
+  REQUEST_LOG_SIZE_DEFAULT,
+  REQUEST_LOG_BODY_BYTES_MAX_DEFAULT,
+  requestLogSchema,
   type MockOptions,
   type ResolvedMockOptions,
   type MockConfig,

@@ -162,6 +162,17 @@ export const outputSchema = z
   })
   .refine((o) => o.tokensMin <= o.tokensMax, { message: 'tokensMin must not exceed tokensMax' });
 
+/** Requests kept for `GET /_mock/requests`, and the most body bytes kept of each. */
+export const REQUEST_LOG_SIZE_DEFAULT = 100;
+export const REQUEST_LOG_BODY_BYTES_MAX_DEFAULT = 1024 * 1024;
+
+export const requestLogSchema = z.strictObject({
+  /** Entries kept, oldest dropped first; 0 turns the log off. */
+  size: z.number().int().min(0).max(10_000).default(REQUEST_LOG_SIZE_DEFAULT),
+  /** Body bytes kept per entry; a longer body is cut and marked `bodyTruncated`. */
+  bodyBytesMax: z.number().int().min(0).max(BODY_LIMIT_BYTES_DEFAULT).default(REQUEST_LOG_BODY_BYTES_MAX_DEFAULT),
+});
+
 /** Everything that `setConfig` may change at run time. Each section given to `setConfig` replaces that section. */
 export const mockConfigSchema = z.strictObject({
   /** Seeds generated text, latency draws and rate-based faults. */
@@ -174,6 +185,7 @@ export const mockConfigSchema = z.strictObject({
   models: z.record(z.string().min(1), modelSchema).prefault(DEFAULT_MODELS),
   output: outputSchema.prefault({}),
   statsWindowMs: z.number().int().min(1).max(DELAY_MS_MAX).default(STATS_WINDOW_MS_DEFAULT),
+  requestLog: requestLogSchema.prefault({}),
 });
 
 /** Options of {@link startMockAnthropic}: the run-time config plus what is fixed at start. */

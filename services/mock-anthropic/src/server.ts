@@ -1,10 +1,11 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { z } from 'zod';
-import { countArrival, handleApiRequest, sendError } from './api.js';
+import { ADMIN_PREFIX, countArrival, handleApiRequest, handleModelsRequest, sendError } from './api.js';
 import { errorEnvelope, invalidRequest, notFound, REQUEST_TOO_LARGE_BODY, INTERNAL_SERVER_ERROR } from './errors.js';
 import { mockOptionsSchema, type MockConfig, type MockConfigPatch, type MockOptions } from './options.js';
 import { randomId } from './random.js';
+import type { LoggedRequest } from './request-log.js';
 import { MockState } from './state.js';
 import type { MockStats } from './stats.js';
 import { parseJsonBody, isApiError } from './validate.js';
@@ -21,7 +22,9 @@ export interface MockAnthropic {
   stats(): MockStats;
   /** Replaces the given top-level config sections (also `POST /_mock/config`); throws a ZodError when invalid. */
   setConfig(patch: MockConfigPatch): MockConfig;
-  /** Clears stats, refills all buckets, restarts the fault schedule and random sequences (also `POST /_mock/reset`). */
+  /** The last requests as received (also `GET /_mock/requests`), oldest first. */
+  requests(): LoggedRequest[];
+  /** Clears stats, the request log, refills all buckets, restarts the fault schedule and random sequences (also `POST /_mock/reset`). */
   reset(): void;
   /** Stops the server: open streams and pending answers are cut. Idempotent. */
   close(): Promise<void>;
@@ -36,9 +39,17 @@ function configureRoutes(app: FastifyInstance, state: MockState): void {
     countArrival(state, request);
     done();
   });
+  // Every API request is logged as it arrived (after the body is read, before any check), for `GET /_mock/requests`.
+  app.addHook('preHandler', (request, _reply, done) => {
+    if (!request.url.startsWith(ADMIN_PREFIX)) state.requestLog.record(request.method, request.url, request.headers, request.body);
+    done();
+  });
   app.post('/v1/messages', (request, reply) => handleApiRequest(state, 'messages', request, reply));
   app.post('/v1/messages/count_tokens', (request, reply) => handleApiRequest(state, 'count_tokens', request, reply));
+  app.get('/v1/models', (request, reply) => handleModelsRequest(state, request, reply, undefined));
+  app.get<{ Params: { id: string } }>('/v1/models/:id', (request, reply) => handleModelsRequest(state, request, reply, request.params.id));
 
+  app.get('/_mock/requests', (_request, reply) => reply.send({ requests: state.requestLog.list() }));
   app.get('/_mock/stats', (_request, reply) => reply.send(state.stats.snapshot(state.nowMs())));
   app.post('/_mock/reset', (_request, reply) => {
     state.reset();
@@ -99,6 +110,7 @@ export async function startMockAnthropic(options: MockOptions = {}): Promise<Moc
   return {
     url,
     stats: () => state.stats.snapshot(state.nowMs()),
+    requests: () => state.requestLog.list(),
     setConfig: (patch) => state.setConfig(patch),
     reset: () => state.reset(),
     close: () => {

@@ -5,6 +5,7 @@ import { FaultPicker } from './faults.js';
 import { KeyLimits } from './limits.js';
 import { mockConfigSchema, type MockConfig, type MockConfigInput, type MockConfigPatch } from './options.js';
 import { createRng, type Rng } from './random.js';
+import { RequestLog } from './request-log.js';
 import { StatsRecorder } from './stats.js';
 
 const FINGERPRINT_HEX_CHARS = 12;
@@ -26,6 +27,8 @@ export class MockState {
   readonly stats: StatsRecorder;
   readonly faults: FaultPicker;
   latencyRng: Rng;
+  /** The last requests as received, for tests (`GET /_mock/requests`). */
+  requestLog: RequestLog;
   /** One org per mock, as if every key belonged to it. */
   readonly organizationId = randomUUID();
   /** Aborted by close(), so no latency timer outlives the server. */
@@ -41,6 +44,7 @@ export class MockState {
     this.stats = new StatsRecorder(this.config.statsWindowMs, this.nowMs(), Date.now());
     this.faults = new FaultPicker(this.config.seed);
     this.latencyRng = createRng(this.config.seed ^ LATENCY_SEED_SALT);
+    this.requestLog = new RequestLog(this.config.requestLog.size, this.config.requestLog.bodyBytesMax);
   }
 
   /** The monotonic clock all buckets use. */
@@ -58,6 +62,7 @@ export class MockState {
     this.apiKeys = config.apiKeys === undefined ? undefined : new Set(config.apiKeys);
     if (limitsChanged) for (const key of this.keys.values()) key.configure(config.limits, this.nowMs());
     if (patch.seed !== undefined) this.#reseed();
+    if (patch.requestLog !== undefined) this.requestLog = new RequestLog(config.requestLog.size, config.requestLog.bodyBytesMax);
     return config;
   }
 
@@ -70,6 +75,7 @@ export class MockState {
       key.maxConcurrent = key.inFlight;
     }
     this.stats.reset(this.config.statsWindowMs, nowMs, Date.now());
+    this.requestLog.clear();
     this.#reseed();
   }
 

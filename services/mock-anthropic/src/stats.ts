@@ -30,7 +30,7 @@ export interface KeyStats {
 /**
  * What the mock saw since the last reset; `GET /_mock/stats` returns the same JSON.
  * - `requests`: every request outside `/_mock` (413s and unknown paths included); `messages` and `countTokens` count
- *   those that reached the two API routes.
+ *   those that reached the two API routes, `models` the model routes.
  * - `inFlight` / `maxConcurrent`: admitted Messages requests still running (open streams included), now and at most.
  * - `byStatus`: answers by HTTP status (`"200"`, `"429"`, …); `"reset"` counts sockets destroyed on purpose.
  * - `byErrorType`: error answers by `error.type` (mid-stream error events included).
@@ -49,6 +49,8 @@ export interface MockStats {
   requests: number;
   messages: number;
   countTokens: number;
+  /** `GET /v1/models` and `GET /v1/models/{id}` requests. */
+  models: number;
   inFlight: number;
   maxConcurrent: number;
   byKey: Record<string, KeyStats>;
@@ -84,6 +86,7 @@ export class StatsRecorder {
       requests: 0,
       messages: 0,
       countTokens: 0,
+      models: 0,
       inFlight: 0,
       maxConcurrent: 0,
       byKey: {},
@@ -117,9 +120,10 @@ export class StatsRecorder {
     if (isRetry) this.#stats.retries += 1;
   }
 
-  route(route: 'messages' | 'count_tokens'): void {
+  route(route: 'messages' | 'count_tokens' | 'models'): void {
     if (route === 'messages') this.#stats.messages += 1;
-    else this.#stats.countTokens += 1;
+    else if (route === 'count_tokens') this.#stats.countTokens += 1;
+    else this.#stats.models += 1;
   }
 
   keyRequest(keyId: string): void {

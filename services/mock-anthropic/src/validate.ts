@@ -9,13 +9,25 @@ export type ApiVersion = (typeof API_VERSIONS)[number];
 const STRICT_VERSION: ApiVersion = '2026-10-21';
 
 const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k'] as const;
-const MESSAGES_FIELDS = new Set([
+/** Body fields of SDK 1.x's `MessageCreateParams` (anthropic-api.md §1.1), plus the sampling fields 2023-06-01 takes. */
+const MESSAGES_FIELDS: ReadonlySet<string> = new Set([
   'model', 'max_tokens', 'messages', 'system', 'stream', 'metadata', 'stop_sequences', 'tools', 'tool_choice', 'thinking',
   'output_config', 'service_tier', 'speed', 'cache_control', 'container', 'inference_geo', 'diagnostics', ...SAMPLING_FIELDS,
 ]);
-const COUNT_TOKENS_FIELDS = new Set([
+const COUNT_TOKENS_FIELDS: ReadonlySet<string> = new Set([
   'model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'output_config', 'cache_control', 'speed', ...SAMPLING_FIELDS,
 ]);
+/**
+ * Body fields only beta requests take (SDK 1.14's `BetaMessageCreateParams` / `BetaMessageCountTokensParams`). The API
+ * refuses them without an `anthropic-beta` header like any unknown field; which beta unlocks which field is not
+ * modelled: any `anthropic-beta` header unlocks them all [INF].
+ */
+const BETA_MESSAGES_FIELDS: ReadonlySet<string> = new Set([
+  'billing_policy', 'compaction', 'context_management', 'fallback_credit_token', 'fallbacks', 'mcp_servers', 'output_format', 'thread',
+]);
+const BETA_COUNT_TOKENS_FIELDS: ReadonlySet<string> = new Set(['billing_policy', 'compaction', 'context_management', 'mcp_servers', 'output_format']);
+/** The header that names the betas a request uses (the SDK's `betas` parameter). */
+export const BETA_HEADER = 'anthropic-beta';
 const ROLES = new Set(['user', 'assistant']);
 
 export type ApiRoute = 'messages' | 'count_tokens';
@@ -43,6 +55,12 @@ export function authenticate(headers: Headers, apiKeys: ReadonlySet<string> | un
     return apiKeys === undefined || apiKeys.has(bearer) ? { apiKey: bearer } : authenticationError('Invalid bearer token');
   }
   return authenticationError('x-api-key header is required');
+}
+
+/** Whether the request names at least one beta (`anthropic-beta: a,b`). */
+export function usesBetas(headers: Headers): boolean {
+  const value = header(headers, BETA_HEADER);
+  return value !== undefined && value.split(',').some((name) => name.trim() !== '');
 }
 
 /** Check 3: a known `anthropic-version`. */
@@ -116,6 +134,7 @@ export function validateRequest(
   route: ApiRoute,
   version: ApiVersion,
   models: Readonly<Record<string, ModelSpec>>,
+  beta: boolean,
 ): ValidRequest | ApiErrorSpec {
   const { model: modelId, max_tokens: maxTokens, stream } = body;
   if (modelId === undefined) return invalidRequest('model: Field required');
@@ -130,7 +149,8 @@ export function validateRequest(
   if (messagesProblem !== undefined) return messagesProblem;
   if (stream !== undefined && typeof stream !== 'boolean') return invalidRequest('stream: Input should be a valid boolean');
   const allowed = route === 'messages' ? MESSAGES_FIELDS : COUNT_TOKENS_FIELDS;
-  const extra = Object.keys(body).find((field) => !allowed.has(field));
+  const betaAllowed = route === 'messages' ? BETA_MESSAGES_FIELDS : BETA_COUNT_TOKENS_FIELDS;
+  const extra = Object.keys(body).find((field) => !allowed.has(field) && !(beta && betaAllowed.has(field)));
   if (extra !== undefined) return invalidRequest(`${extra}: Extra inputs are not permitted`);
   if (route === 'messages' && model !== undefined && typeof maxTokens === 'number' && maxTokens > model.maxOutputTokens) {
     return invalidRequest(

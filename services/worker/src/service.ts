@@ -1,7 +1,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -51,6 +51,10 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   const redis = redisFromEnv(env);
   const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
   await limiter.ready();
+  // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
+  const countTokensOptions = countTokensLimiterOptionsFromEnv(env, redis.input);
+  const countTokensLimiter = countTokensOptions === undefined ? undefined : createLimiter(countTokensOptions);
+  await countTokensLimiter?.ready();
   // reads the queue's counts for the metrics (it opens its event reader only for waits, which this never does)
   const counter = createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: limiter.options.redisTimeoutMs });
   const metrics = new ServiceMetrics(limiter, counter);
@@ -77,6 +81,9 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     lockDurationMs: env.WORKER_LOCK_DURATION_MS,
     stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
     logger,
+    account: env.TOLLGATE_NAME,
+    modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
+    ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
   });
   const bump = (field: string) => {
     totals[field] = (totals[field] ?? 0) + 1;
@@ -84,7 +91,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   };
   worker.on('completed', ({ usage }) => {
     bump('completed');
-    metrics.completed(usage);
+    if (usage !== undefined) metrics.completed(usage);
   });
   worker.on('failed', ({ final }) => bump(final ? 'failed' : 'retried'));
   worker.on('handedBack', () => bump('handed_back'));
@@ -136,6 +143,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
         clearInterval(flushTimer);
         await flush();
         await limiter.close(); // releases any permit still held
+        await countTokensLimiter?.close();
         await server.close(); // last: /readyz answers 503 ("draining") while the drain runs
         await counter.close();
         if (fleet.owned) fleet.client.disconnect();
