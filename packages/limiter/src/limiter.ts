@@ -232,7 +232,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   async setConcurrency(concurrency: number): Promise<number> {
     if (!Number.isSafeInteger(concurrency)) throw new InvalidArgumentError('concurrency', concurrency, 'an integer');
     await this.ready();
-    if (this.#fleet.state?.limits.concurrency === null) throw new InvalidArgumentError('concurrency', concurrency, `no call: limiter ${this.name} has no concurrency limit to set`);
+    // the fleet's limits decide (a process that omits concurrency runs with the fleet's)
+    if (this.#fleet.state?.limits.concurrency === null) throw new InvalidArgumentError('concurrency', concurrency, `a limiter with a concurrency limit to set (limiter ${this.name} has none)`);
     const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return reply.effective;

@@ -101,15 +101,20 @@ export class Waiters {
       granted,
     };
     this.#waiters.set(waiter.id, waiter); // before the script: its grant may come through the list first
-    // the deadline and the signal count from the call, not from the script's answer
+    // the signal counts from the call: an abort during the round trip cancels what the acquire made
     const onAbort = () => this.#giveUp(waiter, new AcquireAbortedError(name, { cause: signal?.reason }));
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), timeoutMs);
     signal?.addEventListener('abort', onAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
     try {
       try {
         await this.#send(waiter);
       } catch (error) {
         this.#fail(waiter, error);
+      }
+      // the deadline counts from the call too; its timer is set only for a waiter left waiting (most
+      // are granted in the reply), for the time left (the round trip itself is bounded by redisTimeoutMs)
+      if (timeoutMs !== undefined && waiter.state === 'waiting') {
+        timer = setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), Math.max(0, startedAt + timeoutMs - performance.now()));
       }
       return await granted;
     } finally {

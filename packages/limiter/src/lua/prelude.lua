@@ -20,8 +20,9 @@
     KEYS[6] <p>:buckets  hash   t:<dim> (tokens, may be negative), ts:<dim> (Redis ms of t)
     KEYS[7] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
                                 heartbeat moves it leaseTtlMs ahead)
-    KEYS[8] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made,
-                                until the permit is released, cancelled or reclaimed: the durable
+    KEYS[8] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made
+                                to another process than the caller's, until the permit is released,
+                                cancelled or reclaimed: the durable
                                 copy of a grant whose message (below) a process missed; its heartbeat
                                 collects it
     KEYS[9] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
@@ -56,7 +57,7 @@ local REJECTED = '!'                  -- the fence field of a grants message tha
 local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
 local FUNCTION_KEYS = 9               -- KEYS every function declares (configure may add the marker)
 
-local PREFIX, K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
+local K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
@@ -66,13 +67,13 @@ local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 
-local function grantsChannel(owner) return PREFIX .. ':grants:' .. owner end
+-- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' and the owner
+local function grantsChannel(owner) return string.sub(K_CONFIG, 1, -8) .. ':grants:' .. owner end
 
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
   if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
   K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
-  PREFIX = string.sub(K_CONFIG, 1, -8) -- '<p>:config' less ':config'
   ARGV = args
   local time = redis.call('TIME')
   NOW = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
@@ -95,11 +96,13 @@ local function loadStatic(epoch, version)
     concurrency = tonumber(raw.concurrency or '0'),
     leaseTtlMs = tonumber(raw.leaseTtlMs),
     dims = {}, cap = {}, rate = {}, reserve = {},
+    tField = {}, tsField = {}, -- each bucket's field names in <p>:buckets, built once per config
   }
   for dim in string.gmatch(raw.dims or '', '[^,]+') do
     table.insert(cfg.dims, dim)
     cfg.cap[dim] = tonumber(raw['cap:' .. dim])
     cfg.rate[dim] = tonumber(raw['rate:' .. dim])
+    cfg.tField[dim], cfg.tsField[dim] = 't:' .. dim, 'ts:' .. dim
   end
   for maxPriority, slots in string.gmatch(raw.reserve or '', '(%d+):(%d+)') do
     table.insert(cfg.reserve, { tonumber(maxPriority), tonumber(slots) })
@@ -110,14 +113,14 @@ end
 -- Reads this call's config: the static part from the cache when its epoch and version still match.
 -- `live` is HMGET config epoch version effective pausedUntil.
 local function useConfig(live)
-  local cached = CONFIG_CACHE[PREFIX]
+  local cached = CONFIG_CACHE[K_CONFIG]
   if cached == nil or cached.epoch ~= live[1] or cached.version ~= live[2] then
     if cached == nil then
       if CONFIG_CACHE_SIZE >= CONFIG_CACHE_MAX then CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0 end
       CONFIG_CACHE_SIZE = CONFIG_CACHE_SIZE + 1
     end
     cached = loadStatic(live[1], live[2])
-    CONFIG_CACHE[PREFIX] = cached
+    CONFIG_CACHE[K_CONFIG] = cached
   end
   CFG = cached
   CFG.effective = tonumber(live[3] or CFG.concurrency)
@@ -182,7 +185,7 @@ local function bucketTokens(dim)
   local cached = BUCKETS[dim]
   if cached ~= nil then return cached end
   local cap = CFG.cap[dim]
-  local stored = redis.call('HMGET', K_BUCKETS, 't:' .. dim, 'ts:' .. dim)
+  local stored = redis.call('HMGET', K_BUCKETS, CFG.tField[dim], CFG.tsField[dim])
   local tokens, ts = cap, NOW
   if stored[1] then
     tokens = tonumber(stored[1])
@@ -197,7 +200,7 @@ end
 
 local function setTokens(dim, tokens)
   BUCKETS[dim] = tokens
-  redis.call('HSET', K_BUCKETS, 't:' .. dim, tokens, 'ts:' .. dim, BUCKET_TS[dim] or NOW)
+  redis.call('HSET', K_BUCKETS, CFG.tField[dim], tokens, CFG.tsField[dim], BUCKET_TS[dim] or NOW)
 end
 
 -- Adds `amount` to a bucket, capped at its capacity (settle, refunds).
@@ -334,8 +337,8 @@ local function ownerGone(owner, enqueuedAt)
 end
 
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
--- waiters is returned (no extra round trip); others are published on their owner's channel. Every
--- grant is also kept in <p>:granted until released, for an owner that missed its message.
+-- waiters is returned (no extra round trip); others are published on their owner's channel and kept
+-- in <p>:granted until released, for an owner that missed its message.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
 local function pump(caller, capacityFirst)
   local own = {}
@@ -371,7 +374,11 @@ local function pump(caller, capacityFirst)
       if wake > 0 then return math.ceil(wake), own end
       redis.call('ZREM', K_WAITING, member)
       local fence, expiresAt = grant(waiterId, cost)
-      notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
+      if owner == caller then -- in the reply (a reply lost on the way is answered again on re-submission)
+        table.insert(own, waiterId .. ' ' .. int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS))
+      else
+        notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
+      end
       granted = granted + 1
     end
   end
