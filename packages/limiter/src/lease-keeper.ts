@@ -2,7 +2,10 @@ import { performance } from 'node:perf_hooks';
 import type { LimiterCore } from './core.js';
 import { LimiterUnavailableError } from './errors.js';
 import { permitLease, type Cost, type Permit, type ReleaseLease, type ReleaseResult } from './permit.js';
-import type { Pumped, ReleaseReply, Settlement } from './scripts/scripts.js';
+import type { LateReply } from './runner.js';
+import type { HeartbeatReply, Pumped, ReleaseReply, Settlement } from './scripts/scripts.js';
+
+type Renewed = Exclude<HeartbeatReply, { kind: 'resync' }>;
 
 /** Lease ids one heartbeat call renews; a process holding more sends several calls. */
 const HEARTBEAT_IDS_MAX = 500;
@@ -136,11 +139,9 @@ export class LeaseKeeper {
       for (let from = 0; from === 0 || from < ids.length; from += HEARTBEAT_IDS_MAX) {
         const chunk = ids.slice(from, from + HEARTBEAT_IDS_MAX);
         const waiting = from === 0 ? this.#waitingIds().slice(0, HEARTBEAT_IDS_MAX) : [];
-        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk, waiting), core.latePumped);
+        const reply = await core.runner.run((scripts, epoch) => scripts.heartbeat(epoch, core.fleet.version, chunk, waiting), this.#lateHeartbeat);
         wasAlive &&= reply.wasAlive;
-        if (reply.limitsJson !== '') core.fleet.adopt(reply.limitsVersion, reply.limitsJson); // hot reload
-        this.#lost(reply.lostPermitIds);
-        core.afterPump(reply.pumped);
+        this.#heard(reply);
       }
       const renewedUntil = sentAt + core.fleet.leaseTtlMs;
       for (const id of ids) {
@@ -153,6 +154,27 @@ export class LeaseKeeper {
       core.redisError(error);
     }
   }
+
+  /** What every heartbeat reply carries, in time or late: the fleet's limits, the leases lost, the grants. */
+  #heard(reply: Renewed): void {
+    const core = this.#core;
+    if (reply.limitsJson !== '') core.fleet.adopt(reply.limitsVersion, reply.limitsJson); // hot reload
+    this.#lost(reply.lostPermitIds);
+    core.afterPump(reply.pumped);
+  }
+
+  /**
+   * A heartbeat that missed its deadline still ran: all its reply says counts. Above all `wasAlive`:
+   * it marked the process alive again, so the next heartbeat answers wasAlive 1, and the waiters a pump
+   * dropped meanwhile (this process presumed dead) would be waited for forever unless submitted now.
+   */
+  readonly #lateHeartbeat: LateReply<Renewed> = {
+    reply: (reply) => {
+      this.#heard(reply);
+      if (!reply.wasAlive) void this.#resubmitWaiters();
+    },
+    lost: (cause) => this.#core.latePumped.lost(cause),
+  };
 
   #lost(permitIds: readonly string[]): void {
     for (const id of permitIds) {

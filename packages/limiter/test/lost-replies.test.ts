@@ -8,6 +8,7 @@ import { uniqueName } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { LimiterUnavailableError, type Limiter, type Permit } from '../src/index.js';
+import { limiterKeys } from '../src/keys.js';
 import { STUCK_MS, settledWithin, startReplyLosingProxy, until, useDebugRedis } from './support.js';
 
 const REDIS_TIMEOUT_MS = 200;
@@ -112,5 +113,33 @@ describe('queue entries nobody owns (case 3)', () => {
     expect((await holder.snapshot()).inFlight).toBe(0);
     await late.close();
     connection.disconnect();
+  });
+});
+
+describe('a heartbeat that missed its deadline (a process presumed dead meanwhile)', () => {
+  it('its late reply says the process was presumed dead: the waiters a pump dropped meanwhile are submitted again', async () => {
+    const name = uniqueName('late-heartbeat');
+    const keys = limiterKeys(name);
+    const holder = await limiterFor(name);
+    // heartbeats often, so that some are sent during the stall; leases long: only the test presumes it dead
+    const waiter = await fixture.limiter({ name, concurrency: 1, redisTimeoutMs: REDIS_TIMEOUT_MS, leaseTtlMs: 60_000, heartbeatMs: 100 });
+    const held = await holder.acquire();
+    const waiting = waiter.acquire(); // no deadline: only a grant ends it
+    expect(await until(async () => (await holder.snapshot()).waiting === 1)).toBe(true);
+    const [member] = await fixture.admin.zrange(keys.waiting, '0', '0');
+    expect(member).toBeDefined();
+    // at once, as a long freeze leaves it: the process's mark has passed and a pump of another process
+    // dropped its waiter; then Redis stalls, so that the heartbeats sent meanwhile run (the first one
+    // answering wasAlive 0, and marking the process alive again) after their deadline
+    await fixture.admin.multi().zadd(keys.owners, 0, waiter.ownerId).zrem(keys.waiting, member ?? '').call('DEBUG', 'SLEEP', String(STALL_SECONDS)).exec();
+    // before the fix the late reply was read for its grants only: every later heartbeat answered
+    // wasAlive 1, the waiter was never submitted again, and it waited for ever with a free slot
+    await held.release();
+    const permit = await settledWithin(waiting);
+    expect(permit).not.toBe('stuck');
+    await (permit as Permit).release();
+    const snapshot = await holder.snapshot();
+    expect(snapshot.inFlight).toBe(0);
+    expect(snapshot.waiting).toBe(0);
   });
 });
