@@ -1,5 +1,5 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { JOB_ID_PATTERN, decodeFailure, decodeResult, parseJobData, withDeadline, type ParsedJob } from '@tollgate/queue';
+import { decodeFailure, decodeResult, isJobId, parseJobData, withDeadline, type ParsedJob } from '@tollgate/queue';
 import { Job } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';
@@ -56,7 +56,7 @@ export async function drainCommand(context: Context, options: { yes: boolean; de
 
 /** `jobs show ID`: state, attempts, error and usage; the prompt and the answer only with `--show-content`. */
 export async function jobsShowCommand(context: Context, jobId: string, showContent: boolean): Promise<void> {
-  if (!JOB_ID_PATTERN.test(jobId)) throw new CliError(EXIT.usage, `job id ${shown(jobId)}: expected an id as enqueue returns it, job_ and 22 letters, digits, _ or -`);
+  if (!isJobId(jobId)) throw new CliError(EXIT.usage, `job id ${shown(jobId)}: expected an id as enqueue returns it, job_ and 22 letters, digits, _ or -`);
   const queue = await openQueue(context);
   const job = await withDeadline(Job.fromId<unknown, unknown>(queue, jobId), context.timeoutMs, 'job');
   if (job === undefined) throw new CliError(EXIT.notFound, `no job ${shown(jobId)} in queue ${shown(context.queue)}`);

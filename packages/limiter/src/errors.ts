@@ -1,3 +1,4 @@
+import { formatValue } from './options.js';
 /** Stable codes: callers may branch on them; messages may change, codes never. */
 export type TollgateErrorCode =
   | 'LIMITER_UNAVAILABLE'
@@ -70,30 +71,11 @@ export class InvalidCostError extends TollgateError {
   }
 }
 
-/** Longest text of a caller's value quoted in an error message. */
-const QUOTED_VALUE_CHARS_MAX = 200;
-
-/** A caller's value for an error message: numbers and strings as they are, cut to a bounded length. */
-export function quoteValue(value: unknown): string {
-  let text: string;
-  if (typeof value === 'string') text = JSON.stringify(value);
-  else if (typeof value === 'bigint') text = `${value}n`;
-  else if (value === null || typeof value !== 'object') text = String(value);
-  else {
-    try {
-      text = JSON.stringify(value) ?? String(value);
-    } catch {
-      text = Object.prototype.toString.call(value);
-    }
-  }
-  return text.length > QUOTED_VALUE_CHARS_MAX ? `${text.slice(0, QUOTED_VALUE_CHARS_MAX)}…` : text;
-}
-
 /** An option passed to a limiter method is out of range (priority, timeoutMs, a pause, a concurrency); names the field and the value. */
 export class InvalidArgumentError extends TollgateError {
   readonly field: string;
   constructor(field: string, value: unknown, expected: string) {
-    super('INVALID_ARGUMENT', `${field}: expected ${expected} (got ${quoteValue(value)})`);
+    super('INVALID_ARGUMENT', `${field}: expected ${expected} (got ${formatValue(value)})`);
     this.field = field;
   }
 }

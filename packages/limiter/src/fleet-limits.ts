@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
-import { limiterKeys } from './keys.js';
+import { InvalidArgumentError } from './errors.js';
+import { LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
 import { parseFleetLimits, type FleetLimits } from './limits.js';
 import type { LimiterOptions } from './options.js';
 
@@ -17,6 +18,8 @@ export interface FleetLimitsReading {
  * first boot); undefined when no process of that name has started on this Redis. For tools such as the CLI.
  */
 export async function readFleetLimits(redis: Redis | Cluster, name: string): Promise<FleetLimitsReading | undefined> {
+  // a public entry point: the name has not been through the options' zod schema
+  if (!LIMITER_NAME_PATTERN.test(name)) throw new InvalidArgumentError('name', name, 'a limiter name (letters, digits and :._-)');
   const [epoch, json, version, effective] = await redis.hmget(limiterKeys(name).config, 'epoch', 'limits', 'version', 'effective');
   if (!epoch || !json) return undefined; // no limiter of this name has started here
   const limits = parseFleetLimits(json, name);

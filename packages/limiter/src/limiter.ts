@@ -292,7 +292,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       const bucket = buckets.get(dimension);
       if (bucket === undefined && this.options.rates?.[dimension] !== undefined) continue; // this process's own rate, which the fleet does not limit
       if (bucket === undefined) {
-        throw new InvalidCostError(`limiter ${this.name}: cost names "${dimension}", which is not a configured rate (${[...buckets.keys()].join(', ') || 'none'})`);
+        throw new InvalidCostError(`limiter ${this.name}: cost names ${formatValue(dimension)}, which is not a configured rate (${[...buckets.keys()].join(', ') || 'none'})`);
       }
       if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${formatValue(amount)}`);
       if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, dimension, amount, bucket.capacityTokens);

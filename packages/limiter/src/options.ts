@@ -24,7 +24,6 @@ export const REQUESTS_DIMENSION = 'requests';
  * when Redis has none (first boot), else runs with the fleet's; 'force' writes its own.
  */
 export const APPLY_LIMITS_MODES = ['if-absent', 'force'] as const;
-export type ApplyLimitsMode = (typeof APPLY_LIMITS_MODES)[number];
 
 const rateSchema = z.strictObject({
   /** Tokens granted per `intervalMs`, refilled continuously. */

@@ -64,10 +64,6 @@ export class Waiters {
     this.#leases = leases;
   }
 
-  get size(): number {
-    return this.#waiters.size;
-  }
-
   /** The ids of the waiters still waiting (for the heartbeat's collection of missed grants). */
   waitingIds(): string[] {
     const ids: string[] = [];

@@ -320,7 +320,7 @@ export class Producer {
     const outcome = await this.cancel(jobId);
     if (outcome !== 'active') return outcome;
     if (!options.abortRunning) return 'running'; // left to finish: its answer is kept for GET /v1/jobs/:id
-    await withDeadline(this.#redis.client.publish(queueKeys(this.name).abortChannel, jobId), this.#options.redisTimeoutMs, 'abandon');
+    await withDeadline(this.#redis.client.publish(this.#keys.abortChannel, jobId), this.#options.redisTimeoutMs, 'abandon');
     return 'aborting';
   }
 
@@ -406,7 +406,7 @@ export class Producer {
         // Read from the stream's current end, not from '$': QueueEvents sends its first XREAD a round trip after it
         // is ready, and a job that ended in between would be missed by a wait whose state read came just before.
         // The read uses the reader's own connection: it waits out a reconnect and goes before the reader's XREAD.
-        const keys = queueKeys(this.name);
+        const keys = this.#keys;
         const [last] = await owned.client.xrevrange(keys.queueEvents, '+', '-', 'COUNT', 1);
         if (this.#events !== entry) return; // closed meanwhile
         const events = new QueueEvents(this.name, {

@@ -14,7 +14,7 @@ import { callFunction, type RawReply, type RedisLike, type ScriptName } from './
  */
 
 /** Every status number a function replies with, named once. */
-export const Status = {
+const Status = {
   /** `{-1, epoch}` from any function but configure: the dataset has no epoch or a different one. */
   resync: -1,
   /** acquire: the waiter is queued. */
