@@ -1,0 +1,164 @@
+import { CONCURRENCY_MAX, InvalidConfigError, LEASE_TTL_MS_DEFAULT, LIMITER_NAME_PATTERN, PRIORITY_MAX, PRIORITY_MIN, describeZodError, formatValue } from '@tollgate/limiter';
+import { z } from 'zod';
+import { MODEL_PATTERN_PATTERN } from './pools.js';
+
+/** Largest limit the document accepts (a per-minute rate, a capacity, a budget). */
+export const LIMIT_MAX = 1_000_000_000_000;
+/** Largest tenant weight: a share is weight / (sum of weights), so a wider range says nothing more. */
+export const WEIGHT_MAX = 1_000;
+/** Model patterns one pool may list. */
+export const POOL_MODELS_MAX = 100;
+/** Pools one account may have: the pump looks at every pool's head on each call (DESIGN §9), so keep it a handful. */
+export const POOLS_MAX = 32;
+/** The limiter's own lease bounds (its options schema; not exported by `@tollgate/limiter`). */
+export const LEASE_TTL_MS_MIN = 500;
+export const LEASE_TTL_MS_MAX = 10 * 60 * 1000;
+/**
+ * A pool name goes into Redis keys after the account's hash tag (`{tollgate:<account>}:pool:<pool>:…`): letters,
+ * digits, `._-` only (no `:`, no braces), 1 to 64 characters.
+ */
+export const POOL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** Tenant names as the gateway and the queue spell them (`@tollgate/queue`'s TENANT_PATTERN). */
+export const TENANT_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** A variable name a key or token is read from (never the key or token itself). */
+export const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+
+const perMinute = z.number().int().min(1).max(LIMIT_MAX);
+const tokens = perMinute; // a budget: the same bounds, tokens per day or month
+const envName = z.string().regex(ENV_NAME_PATTERN, 'expected the name of an environment variable (letters, digits, _), not its value');
+
+/** A bucket's capacity per dimension (the largest burst); each defaults to its per-minute limit [INF]. */
+const burstSchema = z.strictObject({ rpm: perMinute.optional(), itpm: perMinute.optional(), otpm: perMinute.optional() });
+
+/** One model pool: Anthropic meters RPM, ITPM and OTPM per pool (anthropic-api.md §3). Each limit is off when absent. */
+export const poolSchema = z.strictObject({
+  /** Glob patterns of model ids (`*` matches any run of characters, nothing else is special). */
+  models: z.array(z.string().regex(MODEL_PATTERN_PATTERN, 'a model pattern is letters, digits, ._:@/- and * (any run of characters), 1 to 200 characters')).min(1).max(POOL_MODELS_MAX),
+  /** Messages requests per minute. */
+  rpm: perMinute.optional(),
+  /** Input tokens per minute (`input_tokens + cache_creation_input_tokens`). */
+  itpm: perMinute.optional(),
+  /** Output tokens per minute. */
+  otpm: perMinute.optional(),
+  burst: burstSchema.optional(),
+});
+
+const recordError = (what: string, pattern: string) => (issue: { code: string }) => (issue.code === 'invalid_key' ? `${what} must match ${pattern}` : undefined);
+
+export const accountSchema = z.strictObject({
+  /** The variable holding the API key on the workers; the key itself is never in the document or in Redis. */
+  apiKeyEnv: envName,
+  baseUrl: z.url({ protocol: /^https?$/ }).default('https://api.anthropic.com'),
+  /** Requests in flight across every pool of the account; absent: no limit. */
+  concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).optional(),
+  pools: z
+    .record(z.string().regex(POOL_NAME_PATTERN), poolSchema, { error: recordError('a pool name', 'letters, digits and ._- (no ":" or braces), 1 to 64 characters') })
+    .refine((pools) => Object.keys(pools).length >= 1, 'at least one pool')
+    .refine((pools) => Object.keys(pools).length <= POOLS_MAX, `at most ${POOLS_MAX} pools`),
+  /** A model that matches no pattern goes to this pool; absent: such a model is refused. */
+  defaultPool: z.string().optional(),
+  /** count_tokens has its own RPM, apart from every Messages limit; absent: only the upstream limits it. */
+  countTokens: z.strictObject({ rpm: perMinute, burst: perMinute.optional() }).optional(),
+  /** Redis expires a dead process's permits after this long; every process heartbeats by it (DESIGN §8). */
+  leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX).default(LEASE_TTL_MS_DEFAULT),
+});
+
+const budgetsSchema = z.strictObject({
+  inputTokensPerDay: tokens.optional(),
+  outputTokensPerDay: tokens.optional(),
+  inputTokensPerMonth: tokens.optional(),
+  outputTokensPerMonth: tokens.optional(),
+});
+
+export const tenantSchema = z.strictObject({
+  /** The variable holding this tenant's gateway token. */
+  tokenEnv: envName,
+  /** The account its calls use. */
+  account: z.string(),
+  /** Its share of what is free, against the other tenants of the account (start-time fair queuing, DESIGN §9). */
+  weight: z.number().positive().max(WEIGHT_MAX).default(1),
+  /** The most urgent priority it may ask for (0 is the most urgent); asking for more is clamped. */
+  maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX).default(PRIORITY_MIN),
+  /** Its own cap on requests in flight. */
+  concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).optional(),
+  budgets: budgetsSchema.optional(),
+});
+
+/** The fleet limits document (DESIGN §8), after defaults. */
+export const limitsDocumentSchema = z
+  .strictObject({
+    accounts: z
+      .record(z.string().regex(LIMITER_NAME_PATTERN), accountSchema, { error: recordError('an account name', 'letters, digits and :._-, 1 to 200 characters') })
+      .refine((accounts) => Object.keys(accounts).length >= 1, 'at least one account'),
+    tenants: z.record(z.string().regex(TENANT_NAME_PATTERN), tenantSchema, { error: recordError('a tenant name', 'letters, digits and ._-, 1 to 64 characters') }).default({}),
+  })
+  .superRefine((document, context) => {
+    const apiKeyEnvs = new Set<string>();
+    for (const [accountName, account] of Object.entries(document.accounts)) {
+      const at = ['accounts', accountName];
+      apiKeyEnvs.add(account.apiKeyEnv);
+      const owner = new Map<string, string>(); // pattern -> pool that lists it
+      let limited = account.concurrency !== undefined;
+      for (const [poolName, pool] of Object.entries(account.pools)) {
+        pool.models.forEach((pattern, index) => {
+          const first = owner.get(pattern);
+          if (first !== undefined) {
+            const where = first === poolName ? 'twice in this pool' : `also in pool ${first}`;
+            context.addIssue({ code: 'custom', path: [...at, 'pools', poolName, 'models', index], message: `a model pattern belongs to one pool of an account; it is ${where}` });
+          } else owner.set(pattern, poolName);
+        });
+        for (const dimension of ['rpm', 'itpm', 'otpm'] as const) {
+          if (pool.burst?.[dimension] !== undefined && pool[dimension] === undefined) {
+            context.addIssue({ code: 'custom', path: [...at, 'pools', poolName, 'burst', dimension], message: `a burst needs the pool's ${dimension}` });
+          }
+        }
+        if (pool.rpm !== undefined || pool.itpm !== undefined || pool.otpm !== undefined) limited = true;
+      }
+      if (account.defaultPool !== undefined && !Object.hasOwn(account.pools, account.defaultPool)) {
+        context.addIssue({ code: 'custom', path: [...at, 'defaultPool'], message: `not a pool of account ${accountName} (pools: ${Object.keys(account.pools).join(', ')})` });
+      }
+      if (!limited) context.addIssue({ code: 'custom', path: [...at, 'concurrency'], message: 'set concurrency, a pool limit (rpm, itpm, otpm), or both' });
+    }
+    const tokenOwner = new Map<string, string>();
+    for (const [tenantName, tenant] of Object.entries(document.tenants)) {
+      const at = ['tenants', tenantName];
+      if (!Object.hasOwn(document.accounts, tenant.account)) {
+        context.addIssue({ code: 'custom', path: [...at, 'account'], message: `not an account of this document (accounts: ${Object.keys(document.accounts).join(', ')})` });
+      }
+      const first = tokenOwner.get(tenant.tokenEnv);
+      if (first !== undefined) context.addIssue({ code: 'custom', path: [...at, 'tokenEnv'], message: `tenant ${first} reads its token from the same variable` });
+      else tokenOwner.set(tenant.tokenEnv, tenantName);
+      // a tenant token in an API key's variable would hand the tenant the key
+      if (apiKeyEnvs.has(tenant.tokenEnv)) context.addIssue({ code: 'custom', path: [...at, 'tokenEnv'], message: "is an account's apiKeyEnv; a tenant token and an API key never share a variable" });
+    }
+  });
+
+/** What a `tollgate.yaml` may say (defaults omitted). */
+export type LimitsDocumentInput = z.input<typeof limitsDocumentSchema>;
+/** A validated document, after defaults. */
+export type LimitsDocument = z.output<typeof limitsDocumentSchema>;
+export type AccountLimits = LimitsDocument['accounts'][string];
+export type PoolLimits = z.output<typeof poolSchema>;
+export type TenantPolicy = LimitsDocument['tenants'][string];
+
+/**
+ * Validates a whole document: every bad field is named with its path and value (values cut, passwords in URLs
+ * masked), unknown keys are refused, and nothing of a bad document is used.
+ * @param source - where it came from, for the message (a path, `TOLLGATE_CONFIG`, `the environment`).
+ * @throws {@link InvalidConfigError} e.g. `tollgate.yaml is invalid: accounts.main.pools.haiku.rpm: Too small: expected number to be >=1 (got 0)`.
+ */
+export function validateLimitsDocument(value: unknown, source = 'the limits document'): LimitsDocument {
+  const result = limitsDocumentSchema.safeParse(value);
+  if (!result.success) throw new InvalidConfigError(`${source} is invalid: ${describeZodError(result.error, value)}`, { cause: result.error });
+  return result.data;
+}
+
+/** The account a caller names, or the only account when it names none. */
+export function accountOf(document: LimitsDocument, name?: string): { name: string; account: AccountLimits } {
+  const names = Object.keys(document.accounts);
+  const chosen = name ?? (names.length === 1 ? names[0] : undefined);
+  if (chosen === undefined) throw new InvalidConfigError(`the limits document has ${names.length} accounts (${names.join(', ')}); name one`);
+  const account = Object.hasOwn(document.accounts, chosen) ? document.accounts[chosen] : undefined;
+  if (account === undefined) throw new InvalidConfigError(`account ${formatValue(chosen)} is not in the limits document (accounts: ${names.join(', ')})`);
+  return { name: chosen, account };
+}

@@ -1,0 +1,21 @@
+export {
+  ENV_NAME_PATTERN,
+  LIMIT_MAX,
+  POOLS_MAX,
+  POOL_MODELS_MAX,
+  POOL_NAME_PATTERN,
+  TENANT_NAME_PATTERN,
+  WEIGHT_MAX,
+  accountOf,
+  limitsDocumentSchema,
+  validateLimitsDocument,
+  type AccountLimits,
+  type LimitsDocument,
+  type LimitsDocumentInput,
+  type PoolLimits,
+  type TenantPolicy,
+} from './document.js';
+export { CONFIG_ENV, DOCUMENT_BYTES_MAX, DOCUMENT_FILE_NAME, documentSource, parseLimitsDocument, readLimitsDocument, type DocumentSource } from './load.js';
+export { ENV_API_KEY_VARIABLE, ENV_POOL_NAME, countTokensRates, documentFromEnv, poolRates, type LimiterRate, type LimitsEnv } from './env.js';
+export { MODEL_PATTERN_PATTERN, matchPool, patternMatches, patternSpecificity, resolvePool, type PoolMatch, type PoolsSpec } from './pools.js';
+export { canonicalDocument, describeDocumentChanges, diffLimitsDocuments, type DocumentChange } from './diff.js';
