@@ -1,6 +1,6 @@
 import { CONCURRENCY_MAX, InvalidConfigError, LEASE_TTL_MS_DEFAULT, LIMITER_NAME_PATTERN, PRIORITY_MAX, PRIORITY_MIN, describeZodError, formatValue } from '@tollgate/limiter';
 import { z } from 'zod';
-import { MODEL_PATTERN_PATTERN } from './pools.js';
+import { MODEL_PATTERN_PATTERN, patternConflicts } from './pools.js';
 
 /** Largest limit the document accepts (a per-minute rate, a capacity, a budget). */
 export const LIMIT_MAX = 1_000_000_000_000;
@@ -97,16 +97,12 @@ export const limitsDocumentSchema = z
     for (const [accountName, account] of Object.entries(document.accounts)) {
       const at = ['accounts', accountName];
       apiKeyEnvs.add(account.apiKeyEnv);
-      const owner = new Map<string, string>(); // pattern -> pool that lists it
+      for (const conflict of patternConflicts(account.pools)) {
+        const where = conflict.firstPool === conflict.pool ? 'twice in this pool' : `also in pool ${conflict.firstPool}`;
+        context.addIssue({ code: 'custom', path: [...at, 'pools', conflict.pool, 'models', conflict.index], message: `a model pattern belongs to one pool of an account; it is ${where}` });
+      }
       let limited = account.concurrency !== undefined;
       for (const [poolName, pool] of Object.entries(account.pools)) {
-        pool.models.forEach((pattern, index) => {
-          const first = owner.get(pattern);
-          if (first !== undefined) {
-            const where = first === poolName ? 'twice in this pool' : `also in pool ${first}`;
-            context.addIssue({ code: 'custom', path: [...at, 'pools', poolName, 'models', index], message: `a model pattern belongs to one pool of an account; it is ${where}` });
-          } else owner.set(pattern, poolName);
-        });
         for (const dimension of ['rpm', 'itpm', 'otpm'] as const) {
           if (pool.burst?.[dimension] !== undefined && pool[dimension] === undefined) {
             context.addIssue({ code: 'custom', path: [...at, 'pools', poolName, 'burst', dimension], message: `a burst needs the pool's ${dimension}` });

@@ -17,6 +17,28 @@ export interface PoolMatch {
   pattern: string | undefined;
 }
 
+/** A pattern listed a second time in one account: in another pool (`firstPool` differs), or twice in one pool. */
+export interface PatternConflict {
+  pool: string;
+  index: number;
+  pattern: string;
+  firstPool: string;
+}
+
+/** Every pattern that is listed again after its first pool (each pattern belongs to one pool of an account). */
+export function patternConflicts(pools: PoolsSpec['pools']): PatternConflict[] {
+  const owner = new Map<string, string>();
+  const conflicts: PatternConflict[] = [];
+  for (const [pool, { models }] of Object.entries(pools)) {
+    models.forEach((pattern, index) => {
+      const firstPool = owner.get(pattern);
+      if (firstPool === undefined) owner.set(pattern, pool);
+      else conflicts.push({ pool, index, pattern, firstPool });
+    });
+  }
+  return conflicts;
+}
+
 /** Whether `model` matches the glob `pattern` (`*` matches any run of characters; everything else is literal). */
 export function patternMatches(pattern: string, model: string): boolean {
   const parts = pattern.split(WILDCARD);

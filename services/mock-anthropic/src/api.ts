@@ -23,12 +23,15 @@ import {
   type KeyLimits,
   type LimitDimension,
   type MessageCost,
+  type PoolBuckets,
   type RateLimitKind,
   type Rejection,
 } from './limits.js';
-import type { FaultKind, Limits } from './options.js';
+import { InvalidConfigError } from '@tollgate/limiter';
+import type { FaultKind } from './options.js';
 import { randomId } from './random.js';
 import type { MockState } from './state.js';
+import type { Metered } from './stats.js';
 import { planOutput, type OutputPlan } from './text.js';
 import { plannedToolUse, type ToolUse } from './tool-use.js';
 import { inputUsage, parseTokenOverrides, type InputUsage } from './tokens.js';
@@ -43,11 +46,7 @@ const RETRY_COUNT_HEADER = 'x-stainless-retry-count';
 export const ADMIN_PREFIX = '/_mock/';
 
 /** Units of the 429 message per bucket: "50 requests per minute". */
-const LIMIT_UNITS: Record<LimitDimension, { unit: string; limit: (limits: Limits) => number | undefined }> = {
-  requests: { unit: 'requests', limit: (limits) => limits.rpm },
-  input_tokens: { unit: 'input tokens', limit: (limits) => limits.itpm },
-  output_tokens: { unit: 'output tokens', limit: (limits) => limits.otpm },
-};
+const LIMIT_UNITS: Record<LimitDimension, string> = { requests: 'requests', input_tokens: 'input tokens', output_tokens: 'output tokens' };
 
 /** Everything one keyed request carries from check to check. */
 interface KeyedContext {
@@ -56,6 +55,8 @@ interface KeyedContext {
   requestId: string;
   keyId: string;
   key: KeyLimits;
+  /** The pool of the request's model once it is known; pool `default` before that. */
+  pool: PoolBuckets;
 }
 
 /** Sends a JSON error; keyed requests also get the rate-limit headers. */
@@ -71,7 +72,7 @@ export function sendError(state: MockState, reply: FastifyReply, requestId: stri
 function keyedHeaders(ctx: KeyedContext, exceeded?: RateLimitKind): Record<string, string> {
   return {
     'anthropic-organization-id': ctx.state.organizationId,
-    ...rateLimitHeaders(ctx.key, ctx.state.config.limits, ctx.state.nowMs(), Date.now(), exceeded),
+    ...rateLimitHeaders(ctx.pool, ctx.key.limits, ctx.state.nowMs(), Date.now(), exceeded),
   };
 }
 
@@ -79,8 +80,9 @@ function sendKeyedError(ctx: KeyedContext, spec: ApiErrorSpec, exceeded?: RateLi
   return sendError(ctx.state, ctx.reply, ctx.requestId, spec, keyedHeaders(ctx, exceeded));
 }
 
-/** The 429 for a rejection, with the documented message, `retry-after` and `x-should-retry`. */
-function rateLimitError(state: MockState, rejection: Rejection, modelId: string): ApiErrorSpec {
+/** The 429 for a rejection, with the documented message (the limit of the model's pool), `retry-after` and `x-should-retry`. */
+function rateLimitError(ctx: KeyedContext, rejection: Rejection, modelId: string): ApiErrorSpec {
+  const { state, key, pool } = ctx;
   const headers: Record<string, string> = { 'x-should-retry': rejection.kind === 'spend' ? 'false' : 'true' };
   if (rejection.retryAfterS !== undefined) headers['retry-after'] = String(rejection.retryAfterS);
   const spec = (message: string, errorCode?: string): ApiErrorSpec => ({
@@ -96,13 +98,11 @@ function rateLimitError(state: MockState, rejection: Rejection, modelId: string)
     case 'concurrency':
       return spec(CONCURRENCY_MESSAGE);
     case 'injected':
-      return spec(rateLimitMessage(state.config.limits.rpm ?? 1, 'requests', state.organizationId, modelId));
+      return spec(rateLimitMessage(pool.spec.rpm ?? 1, 'requests', state.organizationId, modelId));
     case 'count_tokens':
-      return spec(rateLimitMessage(state.config.limits.countTokensRpm ?? 1, 'count_tokens requests', state.organizationId, modelId));
-    default: {
-      const { unit, limit } = LIMIT_UNITS[rejection.kind];
-      return spec(rateLimitMessage(limit(state.config.limits) ?? 0, unit, state.organizationId, modelId));
-    }
+      return spec(rateLimitMessage(key.limits.countTokensRpm ?? 1, 'count_tokens requests', state.organizationId, modelId));
+    default:
+      return spec(rateLimitMessage(pool.perMinute(rejection.kind) ?? 0, LIMIT_UNITS[rejection.kind], state.organizationId, modelId));
   }
 }
 
@@ -161,7 +161,8 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
   const auth = authenticate(headers, state.apiKeys);
   if (isApiError(auth)) return sendError(state, reply, requestId, auth);
   const keyId = state.fingerprint(auth.apiKey);
-  const ctx: KeyedContext = { state, reply, requestId, keyId, key: state.keyLimits(keyId) };
+  const key = state.keyLimits(keyId);
+  const ctx: KeyedContext = { state, reply, requestId, keyId, key, pool: key.defaultPool() };
   state.stats.keyRequest(keyId);
   const version = checkVersion(headers);
   if (isApiError(version)) return sendKeyedError(ctx, version);
@@ -169,6 +170,12 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
   if (isApiError(body)) return sendKeyedError(ctx, body);
   const valid = validateRequest(body, route, version, state.config.models, usesBetas(headers));
   if (isApiError(valid)) return sendKeyedError(ctx, valid);
+  try {
+    ctx.pool = key.poolFor(valid.modelId);
+  } catch (error) {
+    if (!(error instanceof InvalidConfigError)) throw error;
+    return sendKeyedError(ctx, { ...INTERNAL_SERVER_ERROR, message: `mock configuration: ${error.message}` }); // two pools match the model equally
+  }
   const overrides = parseTokenOverrides(headers);
   if (isApiError(overrides)) return sendKeyedError(ctx, overrides);
   const forcedFault = parseFaultHeader(headers[FAULT_HEADER]);
@@ -180,15 +187,15 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
   if (route === 'count_tokens') return countTokens(ctx, valid, input);
   const cost: MessageCost = { inputTokens: input.totalTokens, maxTokens: valid.maxTokens };
   const nowMs = state.nowMs();
-  const admission = admitMessage(ctx.key, state.config.limits, cost, nowMs);
+  const admission = admitMessage(ctx.key, ctx.pool, cost, nowMs);
   if (isRejection(admission)) {
-    state.stats.rateLimited(admission.kind);
-    return sendKeyedError(ctx, rateLimitError(state, admission, valid.modelId), admission.kind);
+    state.stats.rateLimited(admission.kind, keyId, ctx.pool.name);
+    return sendKeyedError(ctx, rateLimitError(ctx, admission, valid.modelId), admission.kind);
   }
   const fault = state.faults.pick(state.config.faults, forcedFault);
   if (fault !== undefined) state.stats.fault(fault);
   if (fault !== undefined && (IMMEDIATE_FAULTS.has(fault) || (!valid.stream && (fault === 'mid_stream_error' || fault === 'reset_mid_stream')))) {
-    refund(ctx.key, cost, admission, nowMs);
+    refund(ctx.pool, cost, admission, nowMs);
     return answerImmediateFault(ctx, fault, valid, request);
   }
   const plan = planOutput({
@@ -203,10 +210,10 @@ export async function handleApiRequest(state: MockState, route: ApiRoute, reques
 }
 
 /** Undoes an admission: a request answered by an injected fault before its headers consumes nothing. */
-function refund(key: KeyLimits, cost: MessageCost, admission: Admission, nowMs: number): void {
-  key.buckets.requests?.charge(nowMs, -1);
-  key.buckets.input_tokens?.charge(nowMs, -cost.inputTokens);
-  key.buckets.output_tokens?.charge(nowMs, -admission.outputChargedTokens);
+function refund(pool: PoolBuckets, cost: MessageCost, admission: Admission, nowMs: number): void {
+  pool.buckets.requests?.charge(nowMs, -1);
+  pool.buckets.input_tokens?.charge(nowMs, -cost.inputTokens);
+  pool.buckets.output_tokens?.charge(nowMs, -admission.outputChargedTokens);
 }
 
 function answerImmediateFault(ctx: KeyedContext, fault: FaultKind, valid: ValidRequest, request: FastifyRequest): FastifyReply {
@@ -214,14 +221,14 @@ function answerImmediateFault(ctx: KeyedContext, fault: FaultKind, valid: ValidR
   const faults = state.config.faults;
   switch (fault) {
     case '429':
-      state.stats.rateLimited('injected');
-      return sendKeyedError(ctx, rateLimitError(state, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId));
+      state.stats.rateLimited('injected', ctx.keyId, ctx.pool.name);
+      return sendKeyedError(ctx, rateLimitError(ctx, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId));
     case 'spend_cap':
-      state.stats.rateLimited('spend');
-      return sendKeyedError(ctx, rateLimitError(state, { kind: 'spend' }, valid.modelId));
+      state.stats.rateLimited('spend', ctx.keyId, ctx.pool.name);
+      return sendKeyedError(ctx, rateLimitError(ctx, { kind: 'spend' }, valid.modelId));
     case 'ramp': {
-      state.stats.rateLimited('injected');
-      const spec = rateLimitError(state, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId);
+      state.stats.rateLimited('injected', ctx.keyId, ctx.pool.name);
+      const spec = rateLimitError(ctx, { kind: 'injected', retryAfterS: faults.retryAfterS }, valid.modelId);
       return sendKeyedError(ctx, { ...spec, details: { error_code: 'ramp_limit_exceeded' } });
     }
     case '403':
@@ -259,11 +266,12 @@ function countTokens(ctx: KeyedContext, valid: ValidRequest, input: InputUsage):
     const nowMs = state.nowMs();
     const deficit = bucket.deficit(nowMs, 1);
     if (deficit > 0) {
-      state.stats.rateLimited('count_tokens');
-      return sendKeyedError(ctx, rateLimitError(state, { kind: 'count_tokens', retryAfterS: bucket.retryAfterS(deficit) }, valid.modelId));
+      state.stats.rateLimited('count_tokens', ctx.keyId);
+      return sendKeyedError(ctx, rateLimitError(ctx, { kind: 'count_tokens', retryAfterS: bucket.retryAfterS(deficit) }, valid.modelId));
     }
     bucket.charge(nowMs, 1);
   }
+  state.stats.countTokensAdmitted(ctx.keyId, state.nowMs());
   state.stats.answered(200);
   return ctx.reply
     .code(200)
@@ -284,26 +292,29 @@ interface AdmittedRequest {
 
 /** Runs an admitted request: in flight until its answer ends, ITPM corrected at once, OTPM settled at the end. */
 async function runAdmitted(ctx: KeyedContext, request: FastifyRequest, admitted: AdmittedRequest): Promise<FastifyReply> {
-  const { state, key, keyId } = ctx;
+  const { state, key, keyId, pool } = ctx;
   const { valid, input, cost, admission } = admitted;
-  const limits = state.config.limits;
+  const limits = key.limits;
+  const at = { keyId, pool: pool.name };
   const controller = new AbortController();
   state.active.add(controller);
   ctx.reply.raw.once('close', () => controller.abort());
   key.inFlight += 1;
-  state.stats.started(keyId);
+  state.stats.started(at);
   let nowMs = state.nowMs();
   // ITPM counts uncached input and cache writes (and cache reads on flagged models); admission charged the whole prompt.
   const countedInput = input.inputTokens + input.cacheWriteTokens + (valid.model.cacheReadsCountForItpm ? input.cacheReadTokens : 0);
-  key.buckets.input_tokens?.charge(nowMs, countedInput - cost.inputTokens);
-  recordCharge(state, key, 'requests', 1, 1, nowMs);
-  recordCharge(state, key, 'input_tokens', cost.inputTokens, countedInput, nowMs);
-  state.stats.admitted('output_tokens', admission.outputChargedTokens, nowMs);
-  const outputBalance = key.buckets.output_tokens?.balance(nowMs);
-  if (outputBalance !== undefined) state.stats.balance('output_tokens', outputBalance);
+  pool.buckets.input_tokens?.charge(nowMs, countedInput - cost.inputTokens);
+  recordCharge(state, pool, at, 'requests', 1, 1, nowMs);
+  recordCharge(state, pool, at, 'input_tokens', cost.inputTokens, countedInput, nowMs);
+  state.stats.admitted('output_tokens', admission.outputChargedTokens, nowMs, at);
+  const outputBalance = pool.buckets.output_tokens?.balance(nowMs);
+  if (outputBalance !== undefined) state.stats.balance('output_tokens', outputBalance, at);
   const generation: Generation = {
     state,
     key,
+    pool,
+    metered: at,
     reply: ctx.reply,
     request,
     requestId: ctx.requestId,
@@ -322,20 +333,20 @@ async function runAdmitted(ctx: KeyedContext, request: FastifyRequest, admitted:
   } finally {
     nowMs = state.nowMs();
     key.inFlight -= 1;
-    state.stats.finished(keyId);
+    state.stats.finished(at);
     state.active.delete(controller);
     if (limits.otpmMode === 'max_tokens') {
-      const balance = key.buckets.output_tokens?.charge(nowMs, generation.producedTokens - admission.outputChargedTokens);
-      if (balance !== undefined) state.stats.balance('output_tokens', balance);
+      const balance = pool.buckets.output_tokens?.charge(nowMs, generation.producedTokens - admission.outputChargedTokens);
+      if (balance !== undefined) state.stats.balance('output_tokens', balance, at);
     }
     key.spentTokens += countedInput + generation.producedTokens;
   }
   return ctx.reply;
 }
 
-function recordCharge(state: MockState, key: KeyLimits, dimension: LimitDimension, admitted: number, settled: number, nowMs: number): void {
-  state.stats.admitted(dimension, admitted, nowMs);
-  state.stats.settled(dimension, settled, nowMs);
-  const bucket = key.buckets[dimension];
-  if (bucket !== undefined) state.stats.balance(dimension, bucket.balance(nowMs));
+function recordCharge(state: MockState, pool: PoolBuckets, at: Metered, dimension: LimitDimension, admitted: number, settled: number, nowMs: number): void {
+  state.stats.admitted(dimension, admitted, nowMs, at);
+  state.stats.settled(dimension, settled, nowMs, at);
+  const bucket = pool.buckets[dimension];
+  if (bucket !== undefined) state.stats.balance(dimension, bucket.balance(nowMs), at);
 }

@@ -20,6 +20,14 @@ const keyList = z
   .string()
   .transform((value) => value.split(',').map((key) => key.trim()))
   .refine((keys) => keys.every((key) => key !== ''), 'expected a comma-separated list of non-empty keys');
+const json = z.string().transform((value, context) => {
+  try {
+    return JSON.parse(value) as unknown;
+  } catch {
+    context.addIssue({ code: 'custom', message: 'expected JSON' });
+    return z.NEVER;
+  }
+});
 
 /** One variable: its name, where it goes in the options, and how its text is read (bounds come from the options schema). */
 interface EnvVariable {
@@ -46,6 +54,8 @@ export const MOCK_ENV_VARIABLES: readonly EnvVariable[] = [
   { name: 'MOCK_OTPM_MODE', path: ['limits', 'otpmMode'], parse: z.string() },
   { name: 'MOCK_ROUND_HEADERS', path: ['limits', 'roundHeaders'], parse: boolean },
   { name: 'MOCK_SPEND_CAP_TOKENS', path: ['limits', 'spendCapTokens'], parse: wholeNumber },
+  /** `limits.pools` as JSON: `{"haiku":{"models":["claude-haiku-4*"],"rpm":50,"itpm":50000}}`. */
+  { name: 'MOCK_POOLS', path: ['limits', 'pools'], parse: json },
   { name: 'MOCK_LATENCY_MS', path: ['latency', 'timeToFirstTokenMs'], parse: number },
   { name: 'MOCK_PER_TOKEN_MS', path: ['latency', 'perTokenMs'], parse: number },
   { name: 'MOCK_FAULT_RATE_429', path: ['faults', 'rate429'], parse: number },

@@ -1,10 +1,11 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { delay } from './delay.js';
 import { OVERLOADED } from './errors.js';
-import type { KeyLimits } from './limits.js';
+import type { KeyLimits, PoolBuckets } from './limits.js';
 import type { FaultKind } from './options.js';
 import { randomId, sampleDelayMs } from './random.js';
 import type { MockState } from './state.js';
+import type { Metered } from './stats.js';
 import type { OutputPlan } from './text.js';
 import type { InputUsage } from './tokens.js';
 import type { ToolUse } from './tool-use.js';
@@ -13,6 +14,9 @@ import type { ToolUse } from './tool-use.js';
 export interface Generation {
   state: MockState;
   key: KeyLimits;
+  /** The pool of the request's model: its buckets are charged. */
+  pool: PoolBuckets;
+  metered: Metered;
   reply: FastifyReply;
   request: FastifyRequest;
   requestId: string;
@@ -92,10 +96,10 @@ async function produce(g: Generation, index: number, beforeWait: () => void): Pr
   }
   const nowMs = state.nowMs();
   g.producedTokens += tokens;
-  state.stats.settled('output_tokens', tokens, nowMs);
-  if (state.config.limits.otpmMode === 'actual') {
-    const balance = g.key.buckets.output_tokens?.charge(nowMs, tokens);
-    if (balance !== undefined) state.stats.balance('output_tokens', balance);
+  state.stats.settled('output_tokens', tokens, nowMs, g.metered);
+  if (g.key.limits.otpmMode === 'actual') {
+    const balance = g.pool.buckets.output_tokens?.charge(nowMs, tokens);
+    if (balance !== undefined) state.stats.balance('output_tokens', balance, g.metered);
   }
   return true;
 }

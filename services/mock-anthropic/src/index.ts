@@ -2,12 +2,14 @@ export { startMockAnthropic, type MockAnthropic } from './server.js';
 export { apiKeyFingerprint } from './state.js';
 export { REDACTED, type LoggedRequest } from './request-log.js';
 export { displayName, modelInfo, type ModelInfo, type ModelsPage } from './models.js';
-export type { MockStats, KeyStats, StatsWindow, TokenTotals } from './stats.js';
+export type { MockStats, KeyStats, PoolStats, StatsWindow, TokenTotals } from './stats.js';
 export type { LimitDimension, RateLimitKind } from './limits.js';
 export {
   mockOptionsSchema,
   mockConfigSchema,
   limitsSchema,
+  poolLimitsSchema,
+  DEFAULT_POOL,
   latencySchema,
   faultsSchema,
   faultKindSchema,
@@ -23,6 +25,7 @@ export {
   type MockConfigInput,
   type MockConfigPatch,
   type Limits,
+  type PoolLimits,
   type Delay,
   type FaultKind,
   type Faults,

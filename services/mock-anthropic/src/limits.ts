@@ -1,5 +1,6 @@
+import { matchPool } from '@tollgate/config';
 import { TokenBucket } from './bucket.js';
-import type { Limits } from './options.js';
+import { DEFAULT_POOL, type Limits, type PoolLimits } from './options.js';
 
 const MS_PER_MINUTE = 60_000;
 const MS_PER_SECOND = 1_000;
@@ -14,13 +15,44 @@ export const LIMIT_DIMENSIONS: readonly LimitDimension[] = ['requests', 'input_t
 /** Why a request got a 429. */
 export type RateLimitKind = 'concurrency' | LimitDimension | 'spend' | 'injected' | 'count_tokens';
 
-/** The live limit state of one API key. */
+/** What a pool's buckets are built from: the top-level limits (pool `default`) or one entry of `limits.pools`. */
+export type PoolSpec = Pick<PoolLimits, 'rpm' | 'itpm' | 'otpm'> & { burst: Pick<PoolLimits['burst'], 'rpm' | 'itpm' | 'otpm'> };
+
+/** The three Messages buckets of one model pool of a key. */
+export class PoolBuckets {
+  readonly buckets: Partial<Record<LimitDimension, TokenBucket>> = {};
+
+  constructor(
+    readonly name: string,
+    readonly spec: PoolSpec,
+    nowMs: number,
+  ) {
+    const requests = bucket(spec.rpm, spec.burst.rpm, nowMs);
+    const inputTokens = bucket(spec.itpm, spec.burst.itpm, nowMs);
+    const outputTokens = bucket(spec.otpm, spec.burst.otpm, nowMs);
+    if (requests) this.buckets.requests = requests;
+    if (inputTokens) this.buckets.input_tokens = inputTokens;
+    if (outputTokens) this.buckets.output_tokens = outputTokens;
+  }
+
+  /** The per-minute limit of a dimension, as the headers and the 429 message state it. */
+  perMinute(dimension: LimitDimension): number | undefined {
+    return dimension === 'requests' ? this.spec.rpm : dimension === 'input_tokens' ? this.spec.itpm : this.spec.otpm;
+  }
+}
+
+function bucket(perMinute: number | undefined, burst: number | undefined, nowMs: number): TokenBucket | undefined {
+  return perMinute === undefined ? undefined : new TokenBucket(burst ?? perMinute, perMinute / MS_PER_MINUTE, nowMs);
+}
+
+/** The live limit state of one API key: its concurrency and spend, one {@link PoolBuckets} per model pool, count_tokens. */
 export class KeyLimits {
   inFlight = 0;
   maxConcurrent = 0;
   /** Input + output tokens settled, for the spend cap. */
   spentTokens = 0;
-  buckets: Partial<Record<LimitDimension, TokenBucket>> = {};
+  limits!: Limits;
+  pools = new Map<string, PoolBuckets>();
   countTokensBucket: TokenBucket | undefined;
 
   constructor(limits: Limits, nowMs: number) {
@@ -29,16 +61,27 @@ export class KeyLimits {
 
   /** Rebuilds the buckets (full) for new limits; in-flight counts carry over. */
   configure(limits: Limits, nowMs: number): void {
-    const bucket = (perMinute: number | undefined, burst: number | undefined) =>
-      perMinute === undefined ? undefined : new TokenBucket(burst ?? perMinute, perMinute / MS_PER_MINUTE, nowMs);
-    this.buckets = {};
-    const requests = bucket(limits.rpm, limits.burst.rpm);
-    const inputTokens = bucket(limits.itpm, limits.burst.itpm);
-    const outputTokens = bucket(limits.otpm, limits.burst.otpm);
-    if (requests) this.buckets.requests = requests;
-    if (inputTokens) this.buckets.input_tokens = inputTokens;
-    if (outputTokens) this.buckets.output_tokens = outputTokens;
-    this.countTokensBucket = bucket(limits.countTokensRpm, limits.burst.countTokensRpm);
+    this.limits = limits;
+    this.pools = new Map([[DEFAULT_POOL, new PoolBuckets(DEFAULT_POOL, limits, nowMs)]]);
+    for (const [name, pool] of Object.entries(limits.pools)) this.pools.set(name, new PoolBuckets(name, pool, nowMs));
+    this.countTokensBucket = bucket(limits.countTokensRpm, limits.burst.countTokensRpm, nowMs);
+  }
+
+  /**
+   * The pool `model` is metered in, by `@tollgate/config`'s rules (the most specific pattern wins); pool `default` when
+   * no pattern matches. Throws InvalidConfigError when two pools match it equally (a mock configured ambiguously).
+   */
+  poolFor(model: string): PoolBuckets {
+    const pool = this.pools.get(matchPool({ pools: this.limits.pools }, model)?.pool ?? DEFAULT_POOL);
+    if (pool === undefined) throw new Error(`pool of ${model} missing`);
+    return pool;
+  }
+
+  /** Pool `default`: its headers go on answers that come before the model is known. */
+  defaultPool(): PoolBuckets {
+    const pool = this.pools.get(DEFAULT_POOL);
+    if (pool === undefined) throw new Error('pool default missing');
+    return pool;
   }
 }
 
@@ -72,22 +115,23 @@ function admissionNeeds(limits: Limits, cost: MessageCost): Record<LimitDimensio
  * Admits a Messages request or says why not. Checks run in the documented order (concurrency, RPM, ITPM, OTPM) and
  * the first failure wins; a rejected request consumes nothing.
  */
-export function admitMessage(key: KeyLimits, limits: Limits, cost: MessageCost, nowMs: number): Admission | Rejection {
+export function admitMessage(key: KeyLimits, pool: PoolBuckets, cost: MessageCost, nowMs: number): Admission | Rejection {
+  const limits = key.limits;
   if (limits.spendCapTokens !== undefined && key.spentTokens >= limits.spendCapTokens) return { kind: 'spend' };
   if (limits.concurrency !== undefined && key.inFlight >= limits.concurrency) {
     return { kind: 'concurrency', retryAfterS: limits.concurrencyRetryAfterS };
   }
   const needs = admissionNeeds(limits, cost);
   for (const dimension of LIMIT_DIMENSIONS) {
-    const bucket = key.buckets[dimension];
+    const bucket = pool.buckets[dimension];
     if (bucket === undefined) continue;
     const deficit = bucket.deficit(nowMs, Math.min(needs[dimension], bucket.capacity));
     if (deficit > 0) return { kind: dimension, retryAfterS: bucket.retryAfterS(deficit) };
   }
-  key.buckets.requests?.charge(nowMs, 1);
-  key.buckets.input_tokens?.charge(nowMs, cost.inputTokens);
+  pool.buckets.requests?.charge(nowMs, 1);
+  pool.buckets.input_tokens?.charge(nowMs, cost.inputTokens);
   const outputChargedTokens = limits.otpmMode === 'max_tokens' ? cost.maxTokens : 0;
-  key.buckets.output_tokens?.charge(nowMs, outputChargedTokens);
+  pool.buckets.output_tokens?.charge(nowMs, outputChargedTokens);
   return { outputChargedTokens };
 }
 
@@ -103,19 +147,13 @@ function resetTimestamp(wallMs: number): string {
 /** Header spelling of each dimension: `anthropic-ratelimit-input-tokens-remaining`. */
 const HEADER_NAME: Record<LimitDimension, string> = { requests: 'requests', input_tokens: 'input-tokens', output_tokens: 'output-tokens' };
 
-const PER_MINUTE_LIMIT: Record<LimitDimension, (limits: Limits) => number | undefined> = {
-  requests: (limits) => limits.rpm,
-  input_tokens: (limits) => limits.itpm,
-  output_tokens: (limits) => limits.otpm,
-};
-
 /**
- * The `anthropic-ratelimit-*` headers for a key's configured buckets: `remaining = floor(max(balance, 0))` (tokens
+ * The `anthropic-ratelimit-*` headers of one pool's configured buckets (the pool of the request's model): `remaining = floor(max(balance, 0))` (tokens
  * rounded to the nearest 1,000 unless `roundHeaders` is off, 0 on the exceeded dimension) and `reset` = time of full
  * replenishment. `tokens-*` sums the input and output buckets.
  */
 export function rateLimitHeaders(
-  key: KeyLimits,
+  pool: PoolBuckets,
   limits: Limits,
   nowMs: number,
   wallMs: number,
@@ -126,8 +164,8 @@ export function rateLimitHeaders(
   let tokensRemaining = 0;
   let tokensFullInMs = -1;
   for (const dimension of LIMIT_DIMENSIONS) {
-    const bucket = key.buckets[dimension];
-    const limit = PER_MINUTE_LIMIT[dimension](limits);
+    const bucket = pool.buckets[dimension];
+    const limit = pool.perMinute(dimension);
     if (bucket === undefined || limit === undefined) continue;
     const balance = Math.floor(Math.max(0, bucket.balance(nowMs)));
     const rounded = dimension !== 'requests' && limits.roundHeaders ? Math.round(balance / HEADER_ROUNDING_TOKENS) * HEADER_ROUNDING_TOKENS : balance;

@@ -1,3 +1,4 @@
+import { MODEL_PATTERN_PATTERN, POOL_NAME_PATTERN, patternConflicts } from '@tollgate/config';
 import { z } from 'zod';
 
 /** The real API's request body limit (anthropic-api.md §1.1): larger bodies get a 413. */
@@ -27,6 +28,24 @@ const delayMs = z.number().min(0).max(DELAY_MS_MAX);
 const rate = z.number().min(0).max(1);
 const retryAfterS = z.number().int().min(1).max(RETRY_AFTER_S_MAX);
 
+/** The pool of every model that matches no configured pool: the top-level `rpm`, `itpm`, `otpm` and `burst` are its limits. */
+export const DEFAULT_POOL = 'default';
+
+const burstSchema = z.strictObject({ rpm: perMinute.optional(), itpm: perMinute.optional(), otpm: perMinute.optional() });
+
+/**
+ * One model pool of a key: its own RPM, ITPM and OTPM buckets, as Anthropic meters them (anthropic-api.md §3). Models
+ * map to pools by `@tollgate/config`'s rules (glob patterns, the most specific pattern wins).
+ */
+export const poolLimitsSchema = z.strictObject({
+  models: z.array(z.string().regex(MODEL_PATTERN_PATTERN, 'letters, digits, ._:@/- and * (any run of characters)')).min(1),
+  rpm: perMinute.optional(),
+  itpm: perMinute.optional(),
+  otpm: perMinute.optional(),
+  /** Bucket capacities; each defaults to its per-minute limit. */
+  burst: burstSchema.prefault({}),
+});
+
 /**
  * Per-key limits, each off when absent. Buckets refill continuously at `limit / 60_000` per ms and hold at most
  * their burst capacity (default: the per-minute limit).
@@ -43,14 +62,7 @@ export const limitsSchema = z.strictObject({
   /** count_tokens requests per minute (its own limit; it uses none of the Messages limits). */
   countTokensRpm: perMinute.optional(),
   /** Bucket capacities; each defaults to its per-minute limit. */
-  burst: z
-    .strictObject({
-      rpm: perMinute.optional(),
-      itpm: perMinute.optional(),
-      otpm: perMinute.optional(),
-      countTokensRpm: perMinute.optional(),
-    })
-    .prefault({}),
+  burst: burstSchema.extend({ countTokensRpm: perMinute.optional() }).prefault({}),
   /**
    * `max_tokens`: admission needs a balance of `max_tokens` (capped at the capacity), charges it, then refunds the unused part.
    * `actual`: admission needs a balance of 1 token; every generated token is charged as it is produced.
@@ -62,6 +74,19 @@ export const limitsSchema = z.strictObject({
   concurrencyRetryAfterS: retryAfterS.default(CONCURRENCY_RETRY_AFTER_S_DEFAULT),
   /** Settled input + output tokens per key after which every Messages request gets the spend-cap 429. */
   spendCapTokens: z.number().int().min(1).optional(),
+  /**
+   * Model pools, each with its own RPM/ITPM/OTPM buckets; `concurrency`, `countTokensRpm` and the spend cap stay per key.
+   * A model that matches no pool is in pool `default`, whose limits are the top-level `rpm`, `itpm`, `otpm`.
+   */
+  pools: z
+    .record(z.string().regex(POOL_NAME_PATTERN).refine((name) => name !== DEFAULT_POOL), poolLimitsSchema, {
+      error: (issue) => (issue.code === 'invalid_key' ? `a pool name is letters, digits and ._-, and not "${DEFAULT_POOL}" (the pool of unmatched models)` : undefined),
+    })
+    .default({}),
+}).superRefine((limits, context) => {
+  for (const conflict of patternConflicts(limits.pools)) {
+    context.addIssue({ code: 'custom', path: ['pools', conflict.pool, 'models', conflict.index], message: `also a pattern of pool ${conflict.firstPool}` });
+  }
 });
 
 /** A delay in milliseconds, fixed or drawn from the seeded random sequence. */
@@ -180,6 +205,8 @@ export const mockConfigSchema = z.strictObject({
   /** Accepted API keys; absent means any non-empty key. */
   apiKeys: z.array(z.string().min(1)).min(1).optional(),
   limits: limitsSchema.prefault({}),
+  /** Keys with limits of their own (another account); every other key gets `limits`. Keys are never logged or listed in the stats. */
+  keyLimits: z.record(z.string().min(1), limitsSchema).default({}),
   latency: latencySchema.prefault({}),
   faults: faultsSchema.prefault({}),
   models: z.record(z.string().min(1), modelSchema).prefault(DEFAULT_MODELS),
@@ -205,6 +232,7 @@ export type MockConfigPatch = Partial<MockConfigInput>;
 export type MockOptions = z.input<typeof mockOptionsSchema>;
 export type ResolvedMockOptions = z.infer<typeof mockOptionsSchema>;
 export type Limits = z.infer<typeof limitsSchema>;
+export type PoolLimits = z.infer<typeof poolLimitsSchema>;
 export type Delay = z.infer<typeof delaySchema>;
 export type FaultKind = z.infer<typeof faultKindSchema>;
 export type Faults = z.infer<typeof faultsSchema>;

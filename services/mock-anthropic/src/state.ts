@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { FaultPicker } from './faults.js';
 import { KeyLimits } from './limits.js';
-import { mockConfigSchema, type MockConfig, type MockConfigInput, type MockConfigPatch } from './options.js';
+import { mockConfigSchema, type Limits, type MockConfig, type MockConfigInput, type MockConfigPatch } from './options.js';
 import { createRng, type Rng } from './random.js';
 import { RequestLog } from './request-log.js';
 import { StatsRecorder } from './stats.js';
@@ -24,6 +24,8 @@ export class MockState {
   apiKeys: ReadonlySet<string> | undefined;
   readonly keys = new Map<string, KeyLimits>();
   readonly #fingerprints = new Map<string, string>();
+  /** `keyLimits` by key fingerprint: the keys with limits of their own. */
+  #ownLimits = new Map<string, Limits>();
   readonly stats: StatsRecorder;
   readonly faults: FaultPicker;
   latencyRng: Rng;
@@ -41,6 +43,7 @@ export class MockState {
     this.#configInput = configInput;
     this.config = mockConfigSchema.parse(configInput);
     this.apiKeys = this.config.apiKeys === undefined ? undefined : new Set(this.config.apiKeys);
+    this.#ownLimits = this.#limitsByFingerprint(this.config);
     this.stats = new StatsRecorder(this.config.statsWindowMs, this.nowMs(), Date.now());
     this.faults = new FaultPicker(this.config.seed);
     this.latencyRng = createRng(this.config.seed ^ LATENCY_SEED_SALT);
@@ -56,11 +59,12 @@ export class MockState {
   setConfig(patch: MockConfigPatch): MockConfig {
     const input: MockConfigInput = { ...this.#configInput, ...patch };
     const config = mockConfigSchema.parse(input);
-    const limitsChanged = patch.limits !== undefined;
+    const limitsChanged = patch.limits !== undefined || patch.keyLimits !== undefined;
     this.#configInput = input;
     this.config = config;
     this.apiKeys = config.apiKeys === undefined ? undefined : new Set(config.apiKeys);
-    if (limitsChanged) for (const key of this.keys.values()) key.configure(config.limits, this.nowMs());
+    this.#ownLimits = this.#limitsByFingerprint(config);
+    if (limitsChanged) for (const [keyId, key] of this.keys) key.configure(this.limitsOf(keyId), this.nowMs());
     if (patch.seed !== undefined) this.#reseed();
     if (patch.requestLog !== undefined) this.requestLog = new RequestLog(config.requestLog.size, config.requestLog.bodyBytesMax);
     return config;
@@ -69,8 +73,8 @@ export class MockState {
   /** Clears stats and refills every bucket; requests in flight stay counted. */
   reset(): void {
     const nowMs = this.nowMs();
-    for (const key of this.keys.values()) {
-      key.configure(this.config.limits, nowMs);
+    for (const [keyId, key] of this.keys) {
+      key.configure(this.limitsOf(keyId), nowMs);
       key.spentTokens = 0;
       key.maxConcurrent = key.inFlight;
     }
@@ -93,10 +97,19 @@ export class MockState {
     return id;
   }
 
+  /** The limits of a key (by fingerprint): its own `keyLimits` entry, else `limits`. */
+  limitsOf(keyId: string): Limits {
+    return this.#ownLimits.get(keyId) ?? this.config.limits;
+  }
+
+  #limitsByFingerprint(config: MockConfig): Map<string, Limits> {
+    return new Map(Object.entries(config.keyLimits).map(([apiKey, limits]) => [this.fingerprint(apiKey), limits]));
+  }
+
   keyLimits(keyId: string): KeyLimits {
     let key = this.keys.get(keyId);
     if (key === undefined) {
-      key = new KeyLimits(this.config.limits, this.nowMs());
+      key = new KeyLimits(this.limitsOf(keyId), this.nowMs());
       this.keys.set(keyId, key);
     }
     return key;

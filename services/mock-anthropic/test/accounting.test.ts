@@ -57,6 +57,6 @@ describe('stats windows', () => {
     await client.messages.create(request(), { headers: { 'x-mock-input-tokens': '11', 'x-mock-output-tokens': '13' } });
     await client.messages.create(request(), { headers: { 'x-mock-input-tokens': '11', 'x-mock-output-tokens': '13' } });
     const [window] = mock.stats().windows;
-    expect(window).toEqual({ index: 0, requests: 2, inputTokens: 22, outputTokens: 26 });
+    expect(window).toEqual({ index: 0, requests: 2, inputTokens: 22, outputTokens: 26, countTokens: 0 });
   });
 });

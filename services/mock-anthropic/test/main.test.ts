@@ -41,6 +41,8 @@ describe('parseMockEnv', () => {
     ['MOCK_FAULT_RATE_500', '1.5'],
     ['MOCK_API_KEYS', 'a,,b'],
     ['MOCK_ROUND_HEADERS', 'maybe'],
+    ['MOCK_POOLS', '{haiku'],
+    ['MOCK_POOLS', '{"haiku":{"models":[],"rpm":5}}'],
   ] as const;
   for (const [variable, value] of bad) {
     it(`rejects ${variable}=${value}, naming both`, () => {
@@ -52,9 +54,15 @@ describe('parseMockEnv', () => {
       }
       expect(error).toBeInstanceOf(MockEnvError);
       expect((error as MockEnvError).variable).toBe(variable);
-      expect((error as Error).message).toContain(`${variable}="${value}"`);
+      expect((error as Error).message).toContain(`${variable}=${JSON.stringify(value)}`);
     });
   }
+
+  it('reads model pools as JSON', () => {
+    expect(parseMockEnv({ MOCK_POOLS: '{"haiku":{"models":["claude-haiku-4*"],"rpm":50,"itpm":50000}}' })).toEqual({
+      limits: { pools: { haiku: { models: ['claude-haiku-4*'], rpm: 50, itpm: 50_000 } } },
+    });
+  });
 
   it('names a fault rate when the rates add up to more than 1', () => {
     expect(() => parseMockEnv({ MOCK_FAULT_RATE_529: '0.7', MOCK_FAULT_RATE_500: '0.7' })).toThrow(/MOCK_FAULT_RATE_529="0.7".*at most 1/);
