@@ -25,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const execFileAsync = promisify(execFile);
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURES = fileURLToPath(new URL('./fixtures', import.meta.url));
-const PUBLIC_PACKAGES = ['@tollgate/limiter', '@tollgate/anthropic', '@tollgate/queue'] as const;
+const PUBLIC_PACKAGES = ['@tollgate/limiter', '@tollgate/config', '@tollgate/anthropic', '@tollgate/queue'] as const;
 /** Build order: each package's build reads the types of the ones before it. */
 const BUILD_ORDER = PUBLIC_PACKAGES;
 /** What a tarball may hold besides package.json: the build, the sources its maps point to, the docs. */
@@ -227,7 +227,9 @@ describe('the packed public packages', () => {
       rateLimited: 1,
       jobState: 'prioritized', // BullMQ's state of a waiting job with a priority
       inFlightAfter: 0,
+      limitsDocument: { pools: ['haiku-4', 'sonnet-4'], haikuPool: 'haiku-4', badDocument: { isTollgateError: true, code: 'INVALID_CONFIG' } },
     });
+    expect(String((result.limitsDocument as { badDocument: { message: string } }).badDocument.message)).toContain('accounts.main.concurrency');
     expect(String((result.badConfig as { message: string }).message)).toContain('concurrency');
     if (script === 'cjs.cjs') expect(result.sameModuleAsImport).toBe(true);
   });
