@@ -1,4 +1,5 @@
 import Anthropic from '@anthropic-ai/sdk';
+import { parseLimitsDocument } from '@tollgate/config';
 import { thrown } from '@tollgate/test-support';
 import { afterEach, describe, expect, it } from 'vitest';
 import { apiKeyFingerprint, startMockAnthropic, type MockAnthropic, type MockOptions, type PoolStats } from '../src/index.js';
@@ -155,6 +156,31 @@ describe('model pools', () => {
     expect(response.status).toBe(200);
     for (let i = 0; i < 3; i += 1) await send(client, HAIKU);
     await rateLimited(() => send(client, HAIKU));
+  });
+});
+
+describe('a limits document configures the mock', () => {
+  it("an account's pools, concurrency and count_tokens RPM of a tollgate.yaml are the mock's limits as they stand", async () => {
+    const document = parseLimitsDocument(
+      `accounts:
+  main:
+    apiKeyEnv: ANTHROPIC_API_KEY
+    concurrency: 8
+    pools:
+      sonnet-4: { models: ['claude-sonnet-4*'], rpm: 4000, itpm: 2000000, otpm: 400000 }
+      haiku-4:  { models: ['claude-haiku-4*'],  rpm: 4000, itpm: 4000000, otpm: 800000, burst: { itpm: 1000000 } }
+    countTokens: { rpm: 2000 }
+`,
+      'tollgate.yaml',
+    );
+    const account = document.accounts.main!;
+    const target = await start({ limits: { concurrency: account.concurrency, countTokensRpm: account.countTokens?.rpm, pools: account.pools } });
+    const client = clientFor(target);
+    const haiku = await send(client, HAIKU);
+    expect(haiku.get('anthropic-ratelimit-input-tokens-limit')).toBe('4000000');
+    expect(haiku.get('anthropic-ratelimit-input-tokens-remaining')).toBe('1000000'); // the burst is the bucket's capacity
+    expect((await send(client, SONNET)).get('anthropic-ratelimit-output-tokens-limit')).toBe('400000');
+    expect(Object.keys(target.stats().byKey[apiKeyFingerprint(API_KEY)]?.pools ?? {}).sort()).toEqual(['haiku-4', 'sonnet-4']);
   });
 });
 
