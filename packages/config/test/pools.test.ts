@@ -1,4 +1,5 @@
 import { InvalidArgumentError, InvalidConfigError } from '@tollgate/limiter';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { matchPool, patternMatches, patternSpecificity, resolvePool, type PoolsSpec } from '../src/index.js';
 
@@ -92,5 +93,30 @@ describe('resolvePool', () => {
   it('cuts a long model name and a long pattern list in the error', () => {
     const many: PoolsSpec = { pools: Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`p${i}`, { models: [`claude-family-number-${i}-*`] }])) };
     expect(() => resolvePool(many, 'm'.repeat(10_000), 'main')).toThrow(/more characters\)\) or a defaultPool \(got "m{199}… \(\d+ more characters\)\)$/);
+  });
+});
+
+describe('patternMatches against a reference (fast-check)', () => {
+  /** The glob as a regular expression: literal text, `*` as `.*`, the whole id. */
+  const reference = (pattern: string, model: string) => new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')).join('.*')}$`, 's').test(model);
+  // a small alphabet so that patterns and ids collide often
+  const text = (maxLength: number) => fc.string({ unit: fc.constantFrom('a', 'b', '-', '4', '.'), maxLength });
+  const pattern = fc.array(text(4), { minLength: 1, maxLength: 4 }).map((parts) => parts.join('*'));
+
+  it('agrees with the regular expression on every pattern and id', () => {
+    fc.assert(
+      fc.property(pattern, text(10), (glob, model) => patternMatches(glob, model) === reference(glob, model)),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('a pattern matches every id made by filling its stars', () => {
+    fc.assert(
+      fc.property(fc.array(text(4), { minLength: 1, maxLength: 4 }), fc.array(text(3), { minLength: 3, maxLength: 3 }), (parts, fills) => {
+        const model = parts.map((part, i) => (i === 0 ? part : `${fills[(i - 1) % fills.length] ?? ''}${part}`)).join('');
+        return patternMatches(parts.join('*'), model);
+      }),
+      { numRuns: 2_000 },
+    );
   });
 });
