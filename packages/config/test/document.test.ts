@@ -146,6 +146,16 @@ describe('text and files', () => {
     expect(() => parseLimitsDocument('', 'tollgate.yaml')).toThrow(/tollgate\.yaml is invalid: \(root\): .*\(got null\)/);
   });
 
+  it('refuses an alias bomb (nested YAML aliases) before expanding it', () => {
+    const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+    for (let level = 1; level < 10; level += 1) {
+      const name = String.fromCharCode(97 + level);
+      const previous = String.fromCharCode(96 + level);
+      lines.push(`${name}: &${name} [${Array.from({ length: 10 }, () => `*${previous}`).join(', ')}]`); // 10^10 items if expanded
+    }
+    expect(() => parseLimitsDocument(lines.join('\n'), 'laughs.yaml')).toThrow(/^laughs\.yaml is not YAML or JSON: Excessive alias count/);
+  });
+
   it('refuses a document larger than 1 MiB', () => {
     expect(() => parseLimitsDocument(`# ${'x'.repeat(1024 * 1024)}`, 'big.yaml')).toThrow(/big\.yaml is larger than 1048576 bytes/);
   });
