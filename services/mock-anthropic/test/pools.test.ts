@@ -90,6 +90,23 @@ describe('model pools', () => {
     await send(client, SONNET, { input: 900 }); // retry-after was enough for Sonnet's own bucket
   });
 
+  it("OTPM is charged at admission and settled in the model's own pool", async () => {
+    // 1 token per second: refill during the test is a few tokens, far less than a call's 64
+    const pools = { sonnet: { models: ['claude-sonnet-4*'], otpm: 60, burst: { otpm: 100 } }, haiku: { models: ['claude-haiku-4*'], otpm: 60, burst: { otpm: 100 } } };
+    const target = await start({ limits: { pools, otpmMode: 'max_tokens', roundHeaders: false } });
+    const client = clientFor(target);
+    const first = await send(client, SONNET, { output: 5 }); // max_tokens 64 charged, 5 produced: 59 come back to Sonnet
+    expect(Number(first.get('anthropic-ratelimit-output-tokens-remaining'))).toBeLessThanOrEqual(100 - 64 + 5); // as of admission, plus refill
+    const haiku = await send(client, HAIKU, { output: 5 });
+    expect(Number(haiku.get('anthropic-ratelimit-output-tokens-remaining'))).toBeLessThanOrEqual(100 - 64 + 5);
+    const sonnet = poolStats(target, 'sonnet');
+    expect(sonnet.outputTokens).toBe(5);
+    expect(sonnet.lowestBalance.output_tokens).toBeGreaterThanOrEqual(100 - 64 - 1);
+    await send(client, SONNET, { output: 5 }); // fits only because the first call's unused 59 went back to Sonnet's bucket
+    expect(poolStats(target, 'sonnet').rateLimited.output_tokens).toBe(0);
+    expect(poolStats(target, 'haiku')).toMatchObject({ outputTokens: 5, requests: 1 });
+  });
+
   it('every Opus 4.x model shares one pool', async () => {
     const target = await start({ limits: { pools: POOLS } });
     const client = clientFor(target);
