@@ -94,9 +94,15 @@ export const limitsDocumentSchema = z
   })
   .superRefine((document, context) => {
     const apiKeyEnvs = new Set<string>();
+    const keyOwner = new Map<string, string>(); // key variable + upstream -> account
     for (const [accountName, account] of Object.entries(document.accounts)) {
       const at = ['accounts', accountName];
       apiKeyEnvs.add(account.apiKeyEnv);
+      // one key at one upstream is one set of limits: two accounts for it would each spend all of it
+      const upstreamKey = `${account.apiKeyEnv} ${new URL(account.baseUrl).href}`; // href: `https://x` and `https://x/` are one upstream
+      const sameKey = keyOwner.get(upstreamKey);
+      if (sameKey !== undefined) context.addIssue({ code: 'custom', path: [...at, 'apiKeyEnv'], message: `account ${sameKey} uses the same key at the same baseUrl; one key is one account` });
+      else keyOwner.set(upstreamKey, accountName);
       for (const conflict of patternConflicts(account.pools)) {
         const where = conflict.firstPool === conflict.pool ? 'twice in this pool' : `also in pool ${conflict.firstPool}`;
         context.addIssue({ code: 'custom', path: [...at, 'pools', conflict.pool, 'models', conflict.index], message: `a model pattern belongs to one pool of an account; it is ${where}` });

@@ -104,6 +104,7 @@ describe('each bad field is named with its path and value', () => {
     ['defaultPool', (input) => (input.accounts.main!.defaultPool = 'opus'), /accounts\.main\.defaultPool: not a pool of account main \(pools: sonnet\) \(got "opus"\)/],
     ['countTokens', (input) => (input.accounts.main!.countTokens = { rpm: 0 }), /accounts\.main\.countTokens\.rpm: Too small: .* \(got 0\)/],
     ['leaseTtlMs', (input) => (input.accounts.main!.leaseTtlMs = 100), /accounts\.main\.leaseTtlMs: Too small: expected number to be >=500 \(got 100\)/],
+    ['two accounts, one key at one upstream', (input) => (input.accounts.copy = { ...input.accounts.main!, baseUrl: 'https://api.anthropic.com/' }), /accounts\.copy\.apiKeyEnv: account main uses the same key at the same baseUrl; one key is one account \(got "ANTHROPIC_API_KEY"\)/],
     ['no limit at all', (input) => (input.accounts.main = { apiKeyEnv: 'K', pools: { all: { models: ['*'] } } }), /accounts\.main\.concurrency: set concurrency, a pool limit \(rpm, itpm, otpm\), or both \(got undefined\)/],
     ['unknown account key', (input) => ((input.accounts.main as Record<string, unknown>).apiKey = 'sk-ant-secret'), /accounts\.main: Unrecognized key: "apiKey" \(got "sk-ant-secret"\)/],
     ['unknown pool key', (input) => ((input.accounts.main!.pools.sonnet as Record<string, unknown>).tpm = 5), /accounts\.main\.pools\.sonnet: Unrecognized key: "tpm" \(got 5\)/],
