@@ -76,4 +76,4 @@ export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
 export { COUNT_TOKENS_LIMITER_SUFFIX, EnvError, MINUTE_MS, countTokensLimiterOptionsFromEnv, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
-export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type FleetMetricsScope } from './fleet-metrics.js';
+export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, OTHER_TENANTS_LABEL, TENANT_SERIES_MAX, type FleetMetricsScope } from './fleet-metrics.js';
