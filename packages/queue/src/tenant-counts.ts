@@ -132,6 +132,18 @@ export async function sweepTenantJobs(redis: Redis | Cluster, keys: TenantCountK
   return { cursor: next, pruned: await pruneTenantJobs(redis, keys, ids) };
 }
 
+/** A whole sweep pass now (after a bulk removal such as `queue drain`); returns how many jobs stopped counting. */
+export async function sweepAllTenantJobs(redis: Redis | Cluster, keys: TenantCountKeys): Promise<number> {
+  let cursor = '0';
+  let pruned = 0;
+  do {
+    const step = await sweepTenantJobs(redis, keys, cursor);
+    cursor = step.cursor;
+    pruned += step.pruned;
+  } while (cursor !== '0'); // HSCAN always comes back to 0
+  return pruned;
+}
+
 /** Jobs of one tenant: held by a worker, and unfinished but not held (waiting, prioritized or delayed for a retry). */
 export interface TenantCount {
   /** The tenant's name, or {@link NO_TENANT_LABEL} for jobs without one. */

@@ -11,7 +11,7 @@ import { anthropicError, describeFailure, encodeFailure, type JobFailure } from 
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
-import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs } from './tenant-counts.js';
+import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
 import { relayedHeaders, type JobResult, type UpstreamMeta } from './upstream.js';
 
@@ -207,6 +207,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     }
     const { priority, tenant, params } = parsed;
     const log = this.#options.logger?.child({ jobId, attempt, priority, tenant, route: parsed.route });
+    // counted already by its enqueue (a no-op then); a job `queue retry-failed` brought back is counted again from here
+    void trackTenantJob(this.#commands.client, this.#keys, jobId, tenant).catch(() => {});
     const streamed = parsed.route === 'messages' && params.stream === true;
     const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
     log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');

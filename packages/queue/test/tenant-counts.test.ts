@@ -3,7 +3,7 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProducer, createWorker, queueKeys, readTenantCounts, sweepTenantJobs, type Producer } from '../src/index.js';
+import { createProducer, createWorker, queueKeys, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, type Producer } from '../src/index.js';
 import { request, sdkClient } from './support.js';
 
 let redis: TestRedis;
@@ -80,6 +80,20 @@ describe('the per-tenant view of a queue', () => {
       expect(await readTenantCounts(client, queueKeys(queue))).toEqual([]);
     } finally {
       await worker.close({ drainTimeoutMs: 0 });
+      await producer.close();
+    }
+  });
+
+  it('jobs removed in bulk (BullMQ drain) stop counting after one sweep pass', async () => {
+    const queue = uniqueName('tenants');
+    const producer = createProducer({ redis: redis.url, queue });
+    try {
+      for (let i = 0; i < 7; i++) await producer.enqueue(request(i), { tenant: 'epsilon' });
+      expect(await byTenant(producer)).toEqual({ epsilon: { inFlight: 0, waiting: 7 } });
+      await producer.queue.drain();
+      expect(await sweepAllTenantJobs(client, queueKeys(queue))).toBe(7);
+      expect(await producer.tenantCounts()).toEqual([]);
+    } finally {
       await producer.close();
     }
   });
