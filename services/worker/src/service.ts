@@ -2,7 +2,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
-import { createLimiter } from '@tollgate/limiter';
+import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
 import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
@@ -50,11 +50,14 @@ export const START_RETRY_MS_MIN = 250;
 export const START_RETRY_MS_MAX = 5_000;
 
 /**
- * Runs `attempt` until it succeeds, waiting with backoff between failures, each logged at warn; after `timeoutMs`
- * the last failure is thrown. A worker started before Redis (a deploy, a Redis failover, a slow Redis under load)
- * thus waits for it instead of exiting.
+ * Runs `attempt` until it succeeds, waiting with backoff between failures that `retryable` accepts, each logged at
+ * warn; after `timeoutMs` the last failure is thrown, and any other failure at once. A worker started before Redis (a
+ * deploy, a Redis failover, a slow Redis under load) thus waits for it instead of exiting.
  */
-export async function retryAtStart(attempt: () => Promise<void>, options: { timeoutMs: number; logger: Logger; onFailure?: (message: string) => void }): Promise<void> {
+export async function retryAtStart(
+  attempt: () => Promise<void>,
+  options: { timeoutMs: number; logger: Logger; retryable: (error: unknown) => boolean; onFailure?: (message: string) => void },
+): Promise<void> {
   const deadline = performance.now() + options.timeoutMs;
   for (let delayMs = START_RETRY_MS_MIN, attempts = 1; ; delayMs = Math.min(START_RETRY_MS_MAX, delayMs * 2), attempts += 1) {
     try {
@@ -63,6 +66,7 @@ export async function retryAtStart(attempt: () => Promise<void>, options: { time
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       options.onFailure?.(message);
+      if (!options.retryable(error)) throw error; // a refused configuration is not cured by waiting
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) throw new Error(`gave up after ${attempts} attempts in WORKER_START_TIMEOUT_MS=${options.timeoutMs}: ${message}`, { cause: error });
       options.logger.warn({ attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: error instanceof Error ? error.name : 'Error', message } }, 'start: the limiter is not ready yet; retrying');
@@ -96,7 +100,8 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
         await limiter.ready();
         await countTokensLimiter?.ready();
       },
-      { timeoutMs: env.WORKER_START_TIMEOUT_MS, logger, onFailure: (message) => (starting = message) },
+      // only Redis away or too slow (LimiterUnavailableError) is worth a retry
+      { timeoutMs: env.WORKER_START_TIMEOUT_MS, logger, retryable: (error) => error instanceof LimiterUnavailableError, onFailure: (message) => (starting = message) },
     );
   } catch (error) {
     await server.close();
