@@ -77,4 +77,17 @@ describe('Redis Cluster (3 primaries)', () => {
     expect(stats.byStatus['429'] ?? 0).toBe(0);
     expect(stats.requests).toBe(JOBS);
   });
+
+  it('the per-tenant view\'s scripts run on a Cluster too (a queue no worker serves: its jobs stay waiting)', async () => {
+    const idle = createProducer({ redis: cluster, queue: uniqueName('cluster-idle').replace(/:/g, '-') });
+    try {
+      const ids = [];
+      for (let index = 0; index < 3; index++) ids.push(await idle.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `idle ${index}` }] }, { tenant: 'cluster-tenant' }));
+      expect(await idle.tenantCounts()).toEqual([{ tenant: 'cluster-tenant', inFlight: 0, waiting: 3 }]);
+      expect(await idle.cancel(ids[0] ?? '')).toBe('cancelled');
+      expect(await idle.tenantCounts()).toEqual([{ tenant: 'cluster-tenant', inFlight: 0, waiting: 2 }]);
+    } finally {
+      await idle.close();
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -17,6 +18,8 @@ const WAITING_JOBS = 50;
 /** WORKER_CONCURRENCY of the fleet's workers (test/support/fleet.ts). */
 const WORKER_SLOTS = 16;
 const GATEWAY_REQUESTS = 10;
+/** Jobs of the gateway's tenant enqueued (POST /v1/jobs) while the fleet is paused, for the tenant series. */
+const GATEWAY_TENANT_JOBS = 3;
 /** The 5th upstream call gets an injected 429 (a rate limit with retry-after): one retry, one 429 of kind "rate". */
 const INJECTED_429_NTH = 5;
 /** Scrapes of every target after the load's last completion was seen, before the queries run. */
@@ -34,6 +37,7 @@ const LABEL_VALUES: Record<string, RegExp> = {
   kind: /^(concurrency|rate|other)$/,
   state: /^(waiting|prioritized|delayed|active|completed|failed|retried|handed_back)$/,
   route: /^(\/[a-z0-9/:_]*|unknown)$/,
+  tenant: /^(fleet|-)$/, // the gateway's one configured tenant, and jobs without one
   le: /^([0-9.e+-]+|\+Inf)$/,
 };
 /** How long Prometheus may take to scrape what the load left behind; a deadline, not a measurement. */
@@ -156,7 +160,7 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     expect(one(waiting, 'waiting')).toBe(0);
   });
 
-  it('bounded cardinality: every label is one of a fixed set with configured or fixed values (no job id, tenant or model), few series in all', async () => {
+  it('bounded cardinality: every label is one of a fixed set with configured or fixed values (no job id or model; tenants only as configured), few series in all', async () => {
     const response = await fetch(`${prometheus.url}/api/v1/series?${new URLSearchParams({ 'match[]': '{__name__=~"tollgate_.+"}' })}`);
     const { data: series } = (await response.json()) as { data: Array<Record<string, string>> };
     expect(series.length).toBeGreaterThan(0);
@@ -184,7 +188,7 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
 
     it('has the panels an operator needs', () => {
       const titles = allPanels(dashboard.panels).map((panel) => panel.title ?? '');
-      for (const wanted of [/in flight vs limit/i, /wait/i, /429s by kind/i, /tokens .*dimension and pool/i, /queue depth/i, /lease losses/i]) {
+      for (const wanted of [/in flight vs limit/i, /wait/i, /429s by kind/i, /tokens .*dimension and pool/i, /queue depth/i, /lease losses/i, /in flight per tenant/i, /waiting per tenant/i]) {
         expect(titles.some((title) => wanted.test(title)), String(wanted)).toBe(true);
       }
       expect(queries.length).toBeGreaterThanOrEqual(15);
@@ -214,7 +218,7 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     });
   });
 
-  it('the KEDA trigger\'s query (deploy/kubernetes/keda) reads the jobs waiting for a worker, as BullMQ counts them', async () => {
+  it('the KEDA trigger\'s query (deploy/kubernetes/keda) reads the jobs waiting for a worker, as BullMQ counts them; the tenant series split them per tenant', async () => {
     const scaled = parse(readFileSync(join(REPO_ROOT, 'deploy/kubernetes/keda/scaledobject.yaml'), 'utf8')) as { spec: { triggers: Array<{ metadata: { query: string } }> } };
     const query = scaled.spec.triggers[0]?.metadata.query.replace('queue="messages"', `queue="${fleet.queue}"`) ?? '';
     expect(query).toContain(fleet.queue);
@@ -231,8 +235,24 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     const scrapedValue = await eventually(async () => (await prometheus.query(query))[0]?.value === waiting, SCRAPED_WITHIN_MS, 250);
     expect(scrapedValue).toBe(true);
     expect(await prometheus.query(query)).toEqual([{ metric: {}, value: waiting }]);
+
+    // the same jobs per tenant: the producer's have none ("-"); 3 more through the gateway are tenant "fleet"'s
+    const gatewayIds: string[] = [];
+    for (let i = 0; i < GATEWAY_TENANT_JOBS; i++) {
+      const response = await fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${GATEWAY_TOKEN}` }, body: JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `tenant ${i}` }] }) });
+      gatewayIds.push(((await response.json()) as { id: string }).id);
+    }
+    const tenants = async () => {
+      const [inFlight, waitingByTenant] = await Promise.all(
+        ['in_flight', 'waiting'].map(async (kind) => Object.fromEntries((await prometheus.query(`max by (tenant) (tollgate_tenant_jobs_${kind}{account="${account}", pool="default"})`)).map((sample) => [sample.metric.tenant, sample.value]))),
+      );
+      return { inFlight, waiting: waitingByTenant };
+    };
+    const expected = { inFlight: { '-': WORKERS * WORKER_SLOTS, fleet: 0 }, waiting: { '-': waiting, fleet: GATEWAY_TENANT_JOBS } };
+    await eventually(async () => isDeepStrictEqual(await tenants(), expected), SCRAPED_WITHIN_MS, 250);
+    expect(await tenants()).toEqual(expected);
     await fleet.observer.resume();
-    await Promise.all(ids.map((id) => fleet.producer.wait(id, { timeoutMs: SETTLE_TIMEOUT_MS })));
+    await Promise.all([...ids, ...gatewayIds].map((id) => fleet.producer.wait(id, { timeoutMs: SETTLE_TIMEOUT_MS })));
   });
 });
 

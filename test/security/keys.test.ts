@@ -26,7 +26,7 @@ function bullmqSuffixes(): string[] {
   const list = /\[\s*((?:'[^']*',?\s*(?:\/\/[^\n]*)?\s*)+)\]/.exec(source)?.[1] ?? '';
   const queueKeySuffixes = [...list.matchAll(/'([^']*)'/g)].map((match) => match[1] ?? '').filter((suffix) => suffix.length > 0);
   expect(queueKeySuffixes).toEqual(expect.arrayContaining(['wait', 'active', 'delayed', 'stalled', 'marker', 'meta', 'id', 'events', 'completed', 'failed', 'paused', 'prioritized', 'limiter', 'pc', 'repeat', 'de', 'stalled-check']));
-  const scriptSuffixes = ['lock', 'logs', 'dependencies', 'processed', 'unsuccessful', 'failed', 'ret', 'retained', 'metrics', 'metrics:completed', 'metrics:failed', 'priority', 'dn', 'de:x', 'dn:x', 'repeat:x', 'events:x', 'fleet-stats', 'epoch', 'tenant-open:alpha', 'tenant-open:beta', 'relay-wake:x', 'cleanup', 'inbox', 'mid', 'node', 'started', 'subs', 'layout'];
+  const scriptSuffixes = ['lock', 'logs', 'dependencies', 'processed', 'unsuccessful', 'failed', 'ret', 'retained', 'metrics', 'metrics:completed', 'metrics:failed', 'priority', 'dn', 'de:x', 'dn:x', 'repeat:x', 'events:x', 'fleet-stats', 'epoch', 'tenant-open:alpha', 'tenant-open:beta', 'tenant-jobs', 'tenant-unfinished', 'relay-wake:x', 'cleanup', 'inbox', 'mid', 'node', 'started', 'subs', 'layout'];
   return [...new Set([...queueKeySuffixes, ...scriptSuffixes])];
 }
 
@@ -120,7 +120,7 @@ describe('no caller string names a Redis key or a job id', () => {
     const keys = queueKeys(fleet.queue);
     const base = `${keys.prefix}:${fleet.queue}:`;
     const types = await keyTypes(fleet.redis.url);
-    const expectedType: Record<string, string> = { wait: 'list', active: 'list', paused: 'list', prioritized: 'zset', delayed: 'zset', completed: 'zset', failed: 'zset', stalled: 'set', meta: 'hash', id: 'string', events: 'stream', marker: 'zset', pc: 'string' };
+    const expectedType: Record<string, string> = { wait: 'list', active: 'list', paused: 'list', prioritized: 'zset', delayed: 'zset', completed: 'zset', failed: 'zset', stalled: 'set', meta: 'hash', id: 'string', events: 'stream', marker: 'zset', pc: 'string', 'tenant-jobs': 'hash', 'tenant-unfinished': 'hash' };
     for (const [suffix, type] of Object.entries(expectedType)) {
       const actual = types.get(base + suffix);
       if (actual !== undefined) expect(actual, suffix).toBe(type);

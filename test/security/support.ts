@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { startFleet, type Fleet } from '../support/fleet.js';
 import { GATEWAY_ENTRY, sourceEntryCommand, spawnService, type ServiceProcess } from '../support/processes.js';
@@ -40,14 +39,14 @@ export function asTenant(token: string, extra: Record<string, string> = {}): Rec
 }
 
 /** Another gateway process on the fleet's Redis (the fleet's queue unless `TOLLGATE_QUEUE` says otherwise). */
-export async function startExtraGateway(fleet: Fleet, env: Record<string, string>): Promise<ServiceProcess & { url: string }> {
+export async function startExtraGateway(fleet: Fleet, env: Record<string, string>, options: { memoryProbe?: boolean } = {}): Promise<ServiceProcess & { url: string }> {
   const shared = ['REDIS_URL', 'TOLLGATE_NAME', 'TOLLGATE_QUEUE', 'TOLLGATE_CONCURRENCY', 'TOLLGATE_LEASE_TTL_MS', 'TOLLGATE_HEARTBEAT_MS', 'LOG_LEVEL'];
   const common = Object.fromEntries(shared.flatMap((name) => (fleet.workerEnv[name] === undefined ? [] : [[name, fleet.workerEnv[name]]])));
   const { command, args } = sourceEntryCommand(GATEWAY_ENTRY);
   const gateway = await spawnService({
     name: 'extra-gateway',
     command,
-    args,
+    args: options.memoryProbe ? ['--expose-gc', ...args.slice(0, -1), '--import', MEMORY_PROBE, ...args.slice(-1)] : args, // after tsx's --import: the probe is TypeScript
     env: { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: TENANT_TOKENS, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN, GATEWAY_METRICS_TOKEN: METRICS_TOKEN, ...env },
   });
   return Object.assign(gateway, { url: gateway.ready.url ?? '' });
@@ -63,8 +62,26 @@ export async function connectedClients(url: string): Promise<number> {
   }
 }
 
-/** Resident memory of a process, in bytes (Linux). */
-export function rssBytes(pid: number): number {
-  const kib = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-  return Number(kib) * 1024;
+/** test/support/memory-probe.ts, from the repository root (the services' working directory). */
+const MEMORY_PROBE = './test/support/memory-probe.ts';
+/** How long a process started with the memory probe may take to answer it; a deadline, not a measurement. */
+const MEMORY_PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * What a process started with `memoryProbe` retains after a full garbage collection: the V8 heap in use plus memory
+ * outside it (`external`, which includes every Buffer and ArrayBuffer), in bytes.
+ */
+export async function retainedBytes(service: ServiceProcess): Promise<number> {
+  const seen = service.logs.length;
+  service.signal('SIGUSR2');
+  const deadline = performance.now() + MEMORY_PROBE_TIMEOUT_MS;
+  while (performance.now() < deadline) {
+    const line = service.logs.slice(seen).find((logged) => logged.event === 'memory');
+    if (line !== undefined) {
+      if (line.gc !== true) throw new Error(`${service.name} runs without --expose-gc: no forced collection`);
+      return Number(line.heapUsed) + Number(line.external);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`${service.name} did not answer the memory probe within ${MEMORY_PROBE_TIMEOUT_MS} ms`);
 }

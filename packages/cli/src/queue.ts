@@ -1,5 +1,5 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { decodeFailure, decodeResult, isJobId, parseJobData, withDeadline, type ParsedJob } from '@tollgate/queue';
+import { decodeFailure, decodeResult, isJobId, parseJobData, queueKeys, sweepAllTenantJobs, withDeadline, type ParsedJob } from '@tollgate/queue';
 import { Job } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';
@@ -49,6 +49,7 @@ export async function drainCommand(context: Context, options: { yes: boolean; de
   const pending = before.waiting + before.prioritized + (options.delayed ? before.delayed : 0);
   if (!options.yes) throw new CliError(EXIT.usage, `drain removes ${pending} waiting job(s) of queue ${shown(context.queue)} for good; add --yes to do it`);
   await withDeadline(queue.drain(options.delayed), context.timeoutMs * 10, 'drain');
+  await withDeadline(sweepAllTenantJobs(context.redis, queueKeys(context.queue)), context.timeoutMs * 10, 'drain'); // the per-tenant view forgets them now
   const after = await jobCounts(context, queue);
   const removed = pending - (after.waiting + after.prioritized + (options.delayed ? after.delayed : 0));
   context.print(context.json ? JSON.stringify({ queue: context.queue, removed: Math.max(0, removed), counts: after }) : `${context.queue}: drained ${Math.max(0, removed)} waiting job(s)`);

@@ -1,5 +1,5 @@
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { DEFAULT_POOL, queueKeys, readFleetStats, withDeadline, type FleetStats } from '@tollgate/queue';
+import { DEFAULT_POOL, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue';
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { openLimiter, openQueue, type Context } from './fleet.js';
@@ -26,6 +26,11 @@ export interface FleetStatus {
   atMs: number;
   limiters: LimiterStatus[];
   queue: { name: string; counts: JobCounts; totals: FleetStats };
+  /**
+   * The queue's jobs per tenant (busiest first; tenants with nothing unfinished left out), for the account and pool
+   * that run the queue (the first `--name`; one pool per account until pools exist).
+   */
+  tenants: { account: string; pool: string; rows: TenantCount[] };
 }
 
 export async function jobCounts(context: Context, queue: Queue): Promise<JobCounts> {
@@ -38,12 +43,13 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
   const limiters: Limiter[] = [];
   for (const name of context.names) limiters.push((await openLimiter(context, name)).limiter);
   const queue = await openQueue(context);
-  const statsKey = queueKeys(context.queue).fleetStats;
+  const keys = queueKeys(context.queue);
   return async () => {
-    const [snapshots, counts, totals] = await Promise.all([
+    const [snapshots, counts, totals, tenants] = await Promise.all([
       Promise.all(limiters.map((limiter) => limiter.snapshot())),
       jobCounts(context, queue),
-      withDeadline(readFleetStats(context.redis, statsKey), context.timeoutMs, 'fleet stats'),
+      withDeadline(readFleetStats(context.redis, keys.fleetStats), context.timeoutMs, 'fleet stats'),
+      withDeadline(readTenantCounts(context.redis, keys), context.timeoutMs, 'tenant counts'),
     ]);
     return {
       atMs: snapshots[0]?.nowMs ?? Date.now(),
@@ -58,6 +64,7 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
         buckets: snapshot.buckets,
       })),
       queue: { name: context.queue, counts, totals },
+      tenants: { account: context.names[0] ?? '', pool: DEFAULT_POOL, rows: tenants },
     };
   };
 }
@@ -91,7 +98,18 @@ export function renderStatus(status: FleetStatus): string {
   lines.push(`  finished     completed ${counts.completed}, failed ${counts.failed}`);
   const rateLimited = Object.entries(totals).filter(([field]) => field.startsWith('rate_limited:'));
   lines.push(`  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`);
+  lines.push('', ...renderTenants(status.tenants));
   return lines.join('\n');
+}
+
+/** The per-tenant table: one row per tenant with unfinished jobs. */
+function renderTenants(tenants: FleetStatus['tenants']): string[] {
+  const lines = [`per tenant (account ${tenants.account}, pool ${tenants.pool})`];
+  if (tenants.rows.length === 0) return [...lines, '  no unfinished jobs'];
+  const width = Math.max('tenant'.length, ...tenants.rows.map((row) => row.tenant.length));
+  lines.push(`  ${'tenant'.padEnd(width)}  ${'in flight'.padStart(9)}  ${'waiting'.padStart(9)}`);
+  for (const row of tenants.rows) lines.push(`  ${row.tenant.padEnd(width)}  ${String(row.inFlight).padStart(9)}  ${String(row.waiting).padStart(9)}`);
+  return lines;
 }
 
 /** `status`: prints once, or with `--watch` every `intervalMs` until interrupted (one JSON line per refresh with `--json`). */

@@ -68,6 +68,7 @@ export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, 
 export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 export { RESERVE_GRACE_MS } from './tenant-cap.js';
+export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';
 export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
 export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
@@ -75,4 +76,4 @@ export { bullmqPriority } from './priority.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
 export { COUNT_TOKENS_LIMITER_SUFFIX, EnvError, MINUTE_MS, countTokensLimiterOptionsFromEnv, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
-export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type FleetMetricsScope } from './fleet-metrics.js';
+export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, OTHER_TENANTS_LABEL, TENANT_SERIES_MAX, type FleetMetricsScope } from './fleet-metrics.js';

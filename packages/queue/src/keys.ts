@@ -26,6 +26,12 @@ export function queueKeys(queue: string) {
       if (!TENANT_PATTERN.test(tenant)) throw new Error('invalid tenant name');
       return `${prefix}:${queue}:tenant-open:${tenant}`;
     },
+    /** BullMQ's list of the jobs held by a worker now (bounded by the fleet's worker concurrency). */
+    active: `${prefix}:${queue}:active`,
+    /** The tenant of each unfinished job ('' = none), for the per-tenant view (tenant-counts.ts). */
+    tenantJobs: `${prefix}:${queue}:tenant-jobs`,
+    /** Unfinished jobs per tenant ('' = none), kept with `tenantJobs` in one script. */
+    tenantUnfinished: `${prefix}:${queue}:tenant-unfinished`,
     /** Set once per Redis dataset by producers; a missing or changed value means Redis lost its data. */
     epoch: `${prefix}:${queue}:epoch`,
     /** A gateway reader's wake stream is this plus the reader's random id. */

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError } from './errors.js';
 import { IDEMPOTENCY_KEY_LENGTH_MAX, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
+import { pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { queueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
@@ -187,6 +188,9 @@ export class Producer {
       redisTimeoutMs + Math.ceil(body.text.length / ENQUEUE_BYTES_PER_MS),
       'enqueue',
     );
+    // the per-tenant view; the job exists whole already, so a failure here must not fail the enqueue (the caller would
+    // send it again): the job is then counted only while active, under no tenant
+    await withDeadline(trackTenantJob(this.#redis.client, this.#keys, jobId, tenant ?? null), redisTimeoutMs, 'enqueue').catch(() => {});
     // BullMQ answers an existing id with that job, untouched: it must carry this very request
     if (idempotencyKey !== undefined) {
       const stored = await withDeadline(this.#redis.client.hget(this.#keys.job(jobId), 'data'), redisTimeoutMs, 'enqueue');
@@ -304,6 +308,7 @@ export class Producer {
       await withDeadline(job.remove(), this.#options.redisTimeoutMs, 'cancel');
       const tenant = (job.data as Partial<JobData>).tenant;
       if (typeof tenant === 'string') await withDeadline(releaseTenantPlace(this.#redis.client, this.#keys.tenantOpen(tenant), jobId), this.#options.redisTimeoutMs, 'cancel');
+      await withDeadline(pruneTenantJobs(this.#redis.client, this.#keys, [jobId]), this.#options.redisTimeoutMs, 'cancel').catch(() => {}); // else the workers' sweep does it
       return 'cancelled';
     } catch (error) {
       // a worker took it between the state read and the removal: BullMQ refuses to remove a locked job
@@ -335,6 +340,11 @@ export class Producer {
       completed: counts.completed ?? 0,
       failed: counts.failed ?? 0,
     };
+  }
+
+  /** Jobs per tenant, fleet-wide: in flight (held by a worker) and waiting; see tenant-counts.ts. */
+  async tenantCounts(): Promise<TenantCount[]> {
+    return withDeadline(readTenantCounts(this.#redis.client, this.#keys), this.#options.redisTimeoutMs, 'tenant counts');
   }
 
   /** Closes the queue and the connections this producer opened. Idempotent. */

@@ -11,6 +11,7 @@ import { anthropicError, describeFailure, encodeFailure, type JobFailure } from 
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
+import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
 import { relayedHeaders, type JobResult, type UpstreamMeta } from './upstream.js';
 
@@ -90,6 +91,10 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   /** Subscribed to the queue's abort channel. */
   readonly #aborts: OwnedRedis;
   #closing: Promise<void> | undefined;
+  /** The per-tenant view's sweep: its timer and HSCAN cursor. */
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweepCursor = '0';
+  #sweeping = false;
 
   constructor(input: WorkerOptions) {
     super();
@@ -118,6 +123,15 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       skipVersionCheck: true,
     });
     this.bullmq.on('error', (error) => this.#error(error));
+    // the per-tenant view: a finished job stops counting at once; the sweep catches what this misses (a crash in
+    // between, a job failed by the stalled check, jobs removed by `queue drain`)
+    const prune = (job: Job | undefined) => {
+      if (job?.id !== undefined) void pruneTenantJobs(this.#commands.client, this.#keys, [job.id]).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+    };
+    this.bullmq.on('completed', prune);
+    this.bullmq.on('failed', prune);
+    this.#sweepTimer = setInterval(() => void this.#sweep(), TENANT_SWEEP_INTERVAL_MS);
+    this.#sweepTimer.unref();
     this.bullmq.on('lockRenewalFailed', (jobIds) => {
       for (const jobId of jobIds) {
         this.emit('lockLost', { jobId });
@@ -144,7 +158,20 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     await this.close();
   }
 
+  async #sweep(): Promise<void> {
+    if (this.#sweeping) return; // a slow or absent Redis must not stack sweeps
+    this.#sweeping = true;
+    try {
+      this.#sweepCursor = (await sweepTenantJobs(this.#commands.client, this.#keys, this.#sweepCursor)).cursor;
+    } catch {
+      // Redis away: the next tick tries again from the same cursor
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
   async #close(drainTimeoutMs: number): Promise<void> {
+    clearInterval(this.#sweepTimer);
     const timer = setTimeout(() => this.bullmq.cancelAllJobs(SHUTDOWN_REASON), drainTimeoutMs);
     try {
       await this.bullmq.close();
@@ -180,6 +207,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     }
     const { priority, tenant, params } = parsed;
     const log = this.#options.logger?.child({ jobId, attempt, priority, tenant, route: parsed.route });
+    // counted already by its enqueue (a no-op then); a job `queue retry-failed` brought back is counted again from here
+    void trackTenantJob(this.#commands.client, this.#keys, jobId, tenant).catch(() => {});
     const streamed = parsed.route === 'messages' && params.stream === true;
     const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
     log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');

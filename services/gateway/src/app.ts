@@ -270,7 +270,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
   });
 
-  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE });
+  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(env.GATEWAY_TOKENS.values())] });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
@@ -547,7 +547,7 @@ function gatewayMetrics(scope: FleetMetricsScope) {
     registry,
     requests,
     update(frame: FleetFrame): void {
-      fleet.update(frame.limiter, frame.queue);
+      fleet.update(frame.limiter, frame.queue, frame.tenants);
     },
   };
 }

@@ -59,6 +59,10 @@ const PAGE = /* html */ `<!doctype html>
   .banner { grid-column:span 12; display:none; padding:10px 14px; border-radius:8px; background:rgba(210,153,34,.15); color:var(--warn); border:1px solid rgba(210,153,34,.4); }
   .banner.show { display:block; }
   .zero { color:var(--ok); } .nonzero { color:var(--bad); }
+  table.tenants { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
+  table.tenants th { text-align:right; color:var(--dim); font-weight:600; font-size:12px; padding:4px 8px; border-bottom:1px solid var(--line); }
+  table.tenants td { text-align:right; padding:4px 8px; border-bottom:1px solid #21262d; }
+  table.tenants th:first-child, table.tenants td:first-child { text-align:left; font-family:ui-monospace,Menlo,monospace; }
   footer { text-align:center; color:var(--dim); font-size:12px; padding:0 0 24px; }
 </style>
 </head>
@@ -106,6 +110,11 @@ const PAGE = /* html */ `<!doctype html>
       <div class="tile completed"><b data-testid="queue-completed">–</b><span>completed</span></div>
       <div class="tile failed"><b data-testid="queue-failed">–</b><span>failed</span></div>
     </div>
+  </section>
+  <section class="card span12">
+    <h2>Per tenant</h2>
+    <table class="tenants" data-testid="tenants"><thead><tr><th>tenant</th><th>in flight</th><th>waiting</th></tr></thead><tbody></tbody></table>
+    <div class="sub" id="tenants-none">no unfinished jobs</div>
   </section>
 </main>
 <footer>Live over server-sent events, one frame a second · <span id="updated">–</span></footer>
@@ -156,6 +165,16 @@ const PAGE = /* html */ `<!doctype html>
       $('queue-active').textContent = fmt(q.active);
       $('queue-completed').textContent = fmt(q.completed);
       $('queue-failed').textContent = fmt(q.failed);
+    }
+    if (f.tenants) {
+      // built from text nodes: a tenant's name is never parsed as HTML
+      const body = $('tenants').querySelector('tbody');
+      body.replaceChildren(...f.tenants.map((t) => {
+        const tr = document.createElement('tr'); tr.dataset.tenant = t.tenant;
+        for (const [field, text] of [['tenant', t.tenant], ['in-flight', fmt(t.inFlight)], ['waiting', fmt(t.waiting)]]) { const td = document.createElement('td'); td.dataset.field = field; td.textContent = text; tr.appendChild(td); }
+        return tr;
+      }));
+      $('tenants-none').style.display = f.tenants.length ? 'none' : '';
     }
     $('throughput').textContent = f.completedPerSecond.toFixed(1);
     $('completed-total').textContent = fmt(f.totals.completed || 0);

@@ -1,5 +1,5 @@
 import type { Limiter, LimiterSnapshot } from '@tollgate/limiter';
-import { readFleetStats, withDeadline, type FleetStats, type Producer, type QueueCounts } from '@tollgate/queue';
+import { readFleetStats, withDeadline, type FleetStats, type Producer, type QueueCounts, type TenantCount } from '@tollgate/queue';
 import type { Cluster, Redis } from 'ioredis';
 
 /** The dashboard refreshes this often, in ms. */
@@ -13,6 +13,8 @@ export interface FleetFrame {
   redis: 'up' | 'down';
   limiter: Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs'> | null;
   queue: QueueCounts | null;
+  /** Jobs per tenant, busiest first (tenants with nothing unfinished left out); null when Redis did not answer. */
+  tenants: TenantCount[] | null;
   /** Fleet-wide counters the workers add to (completed, failed, rate_limited:<kind>, upstream:<status>). */
   totals: FleetStats;
   /** Jobs completed per second since the previous frame. */
@@ -64,10 +66,11 @@ export class FleetMonitor {
 
   /** Takes one frame now (each part may fail alone: Redis down leaves nulls, never a stale number). */
   async sample(): Promise<FleetFrame> {
-    const [snapshot, queue, totals] = await Promise.allSettled([
+    const [snapshot, queue, totals, tenants] = await Promise.allSettled([
       withDeadline(this.#limiter.snapshot(), this.#timeoutMs, 'snapshot'),
       this.#producer.counts(),
       withDeadline(readFleetStats(this.#redis, this.#statsKey), this.#timeoutMs, 'fleet stats'),
+      this.#producer.tenantCounts(),
     ]);
     const previous = this.history.at(-1);
     const atMs = Date.now();
@@ -83,6 +86,7 @@ export class FleetMonitor {
           ? null
           : { nowMs: limiter.nowMs, inFlight: limiter.inFlight, concurrency: limiter.concurrency, concurrencyConfigured: limiter.concurrencyConfigured, waiting: limiter.waiting, pausedUntilMs: limiter.pausedUntilMs, buckets: limiter.buckets },
       queue: queue.status === 'fulfilled' ? queue.value : null,
+      tenants: tenants.status === 'fulfilled' ? tenants.value : null,
       totals: currentTotals,
       completedPerSecond: rate('completed'),
       failedPerSecond: rate('failed'),

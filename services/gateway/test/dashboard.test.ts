@@ -40,7 +40,8 @@ beforeAll(async () => {
   }));
   limiter = createLimiter({ redis: redis.url, name, concurrency: CONCURRENCY, rates: { requests: { limit: RPM, intervalMs: 60_000 }, inputTokens: { limit: ITPM, intervalMs: 60_000 } } });
   for (let i = 0; i < PERMITS_HELD; i += 1) permits.push(await limiter.acquire({ cost: { inputTokens: 1_000 } }));
-  for (let i = 0; i < 4; i += 1) await gateway.producer.enqueue(request(`queued ${i}`)); // no worker: they stay waiting
+  // no worker: they stay waiting; 3 of tenant alpha, 1 without a tenant
+  for (let i = 0; i < 4; i += 1) await gateway.producer.enqueue(request(`queued ${i}`), i < 3 ? { tenant: 'alpha' } : {});
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 });
 afterAll(async () => {
@@ -52,7 +53,7 @@ afterAll(async () => {
 });
 
 describe('the dashboard', () => {
-  it('shows in-flight and limit values that match limiter.snapshot(), and the queue and buckets', async () => {
+  it('shows in-flight and limit values that match limiter.snapshot(), the queue, the buckets and the jobs per tenant', async () => {
     expect((await fetch(`${url}/`)).status).toBe(401); // GATEWAY_DASHBOARD=token (the default) without the token
     expect((await fetch(`${url}/dashboard/events`)).status).toBe(401);
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -70,6 +71,11 @@ describe('the dashboard', () => {
     const dimensions = await page.locator('[data-dimension]').evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-dimension')));
     expect(dimensions.sort()).toEqual(Object.keys(snapshot.buckets).sort());
     expect(await page.textContent('[data-testid="queue-waiting"]')).toBe('4');
+    const rows = await page.locator('[data-testid="tenants"] tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+    expect(rows).toEqual([
+      ['alpha', '0', '3'],
+      ['-', '0', '1'],
+    ]);
     await page.waitForFunction(`Number(document.body.dataset.frames ?? 0) >= ${CHART_FRAMES}`, undefined, { timeout: PAGE_DEADLINE_MS });
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: `${OUTPUT_DIR}dashboard.png`, fullPage: true });

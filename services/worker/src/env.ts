@@ -5,6 +5,8 @@ import { z } from 'zod';
 export const WORKER_CONCURRENCY_DEFAULT = 16;
 /** Prometheus' conventional exporter port range starts here. */
 export const METRICS_PORT_DEFAULT = 9464;
+/** At start, how long the worker keeps trying to reach Redis (and ready its limiter) before it gives up, in ms. */
+export const WORKER_START_TIMEOUT_MS_DEFAULT = 120_000;
 
 /** The worker's environment: the shared Tollgate variables plus the upstream and this process's knobs. */
 export const workerEnvSchema = requireLimit(
@@ -21,6 +23,8 @@ export const workerEnvSchema = requireLimit(
     /** BullMQ lock of a running job; a dead worker's jobs are retried after about this long. */
     WORKER_LOCK_DURATION_MS: envInt(100, 10 * 60 * 1000).default(LOCK_DURATION_MS_DEFAULT),
     WORKER_STALLED_INTERVAL_MS: envInt(100, 10 * 60 * 1000).default(STALLED_INTERVAL_MS_DEFAULT),
+    /** At start, a limiter that cannot be readied (Redis away or slow) is retried with backoff for this long; 0: one try. */
+    WORKER_START_TIMEOUT_MS: envInt(0, 60 * 60 * 1000).default(WORKER_START_TIMEOUT_MS_DEFAULT),
   }),
 );
 

@@ -22,7 +22,7 @@ const RATE_LIMITED_KINDS = ['concurrency', 'rate', 'other'] as const satisfies R
  * The metrics of one worker process (DESIGN §5). Limiter metrics carry `account` (the limiter name) and `pool`;
  * job metrics carry `queue`. Fleet-wide gauges are read from `limiter.snapshot()` and the queue at each scrape.
  * Every label value comes from configuration or a fixed set (HTTP statuses, 429 kinds, job states, usage fields):
- * never a job id, a tenant or a model string.
+ * never a job id or a model string. The fleet gauges' `tenant` label is bounded (TENANT_SERIES_MAX).
  */
 export class ServiceMetrics {
   readonly registry = new Registry();
@@ -75,9 +75,10 @@ export class ServiceMetrics {
   /** Reads the limiter's and the queue's fleet-wide state into the gauges, then renders every metric. */
   async render(): Promise<string> {
     this.#permitsHeld.set(this.#labels, this.#limiter.heldCount);
-    const [snapshot, counts] = await Promise.allSettled([this.#limiter.snapshot(), this.#producer.counts()]);
+    const [snapshot, counts, tenants] = await Promise.allSettled([this.#limiter.snapshot(), this.#producer.counts(), this.#producer.tenantCounts()]);
     // Redis unreachable: the gauges keep their last values, tollgate_redis_up says 0; the process metrics still render
-    this.#fleet.update(snapshot.status === 'fulfilled' ? snapshot.value : null, counts.status === 'fulfilled' ? counts.value : null);
+    const value = <T>(result: PromiseSettledResult<T>) => (result.status === 'fulfilled' ? result.value : null);
+    this.#fleet.update(value(snapshot), value(counts), value(tenants));
     return this.registry.metrics();
   }
 }

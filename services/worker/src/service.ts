@@ -1,6 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
-import { createLimiter } from '@tollgate/limiter';
+import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
 import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
@@ -43,21 +45,70 @@ function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetc
   };
 }
 
+/** The first wait between start attempts, doubled after each failure up to {@link START_RETRY_MS_MAX}, in ms. */
+export const START_RETRY_MS_MIN = 250;
+export const START_RETRY_MS_MAX = 5_000;
+
+/**
+ * Runs `attempt` until it succeeds, waiting with backoff between failures that `retryable` accepts, each logged at
+ * warn; after `timeoutMs` the last failure is thrown, and any other failure at once. A worker started before Redis (a
+ * deploy, a Redis failover, a slow Redis under load) thus waits for it instead of exiting.
+ */
+export async function retryAtStart(
+  attempt: () => Promise<void>,
+  options: { timeoutMs: number; logger: Logger; retryable: (error: unknown) => boolean; onFailure?: (message: string) => void },
+): Promise<void> {
+  const deadline = performance.now() + options.timeoutMs;
+  for (let delayMs = START_RETRY_MS_MIN, attempts = 1; ; delayMs = Math.min(START_RETRY_MS_MAX, delayMs * 2), attempts += 1) {
+    try {
+      await attempt();
+      return;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      options.onFailure?.(message);
+      if (!options.retryable(error)) throw error; // a refused configuration is not cured by waiting
+      const leftMs = deadline - performance.now();
+      if (leftMs <= 0) throw new Error(`gave up after ${attempts} attempts in WORKER_START_TIMEOUT_MS=${options.timeoutMs}: ${message}`, { cause: error });
+      options.logger.warn({ attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: error instanceof Error ? error.name : 'Error', message } }, 'start: the limiter is not ready yet; retrying');
+      await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, leftMs)));
+    }
+  }
+}
+
 /**
  * Starts the worker: limiter, one limited client (a view per priority), the BullMQ worker, metrics and fleet stats.
- * @throws when Redis cannot be reached at start (the limiter validates and writes its limits first).
+ * @throws when Redis cannot be reached within `WORKER_START_TIMEOUT_MS` (retried with backoff meanwhile, /readyz not ready).
  */
 export async function startWorkerService(env: WorkerEnv, logger: Logger = createLogger(env.LOG_LEVEL)): Promise<WorkerService> {
   const redis = redisFromEnv(env);
   const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
-  await limiter.ready();
   // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
   const countTokensOptions = countTokensLimiterOptionsFromEnv(env, redis.input);
   const countTokensLimiter = countTokensOptions === undefined ? undefined : createLimiter(countTokensOptions);
-  await countTokensLimiter?.ready();
   // reads the queue's counts for the metrics (it opens its event reader only for waits, which this never does)
   const counter = createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: limiter.options.redisTimeoutMs });
   const metrics = new ServiceMetrics(limiter, counter);
+
+  // /healthz and /readyz answer from the start: not ready while the limiter cannot be readied (Redis away or slow)
+  let starting: string | undefined = 'starting';
+  let closing: Promise<void> | undefined;
+  let readiness = async (): Promise<Readiness> => ({ ready: false, reasons: [`starting: ${starting}`] });
+  const server = await startMetricsServer(metrics, { port: env.METRICS_PORT, host: env.METRICS_HOST, readiness: () => readiness() });
+  try {
+    await retryAtStart(
+      async () => {
+        await limiter.ready();
+        await countTokensLimiter?.ready();
+      },
+      // only Redis away or too slow (LimiterUnavailableError) is worth a retry
+      { timeoutMs: env.WORKER_START_TIMEOUT_MS, logger, retryable: (error) => error instanceof LimiterUnavailableError, onFailure: (message) => (starting = message) },
+    );
+  } catch (error) {
+    await server.close();
+    await Promise.allSettled([limiter.close(), countTokensLimiter?.close(), counter.close()]);
+    redis.close();
+    throw error;
+  }
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
   // one limited client (one adaptive-concurrency state for the process), one view per job priority
@@ -122,8 +173,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
   };
   const flushTimer = setInterval(() => void flush(), FLEET_STATS_INTERVAL_MS);
 
-  let closing: Promise<void> | undefined;
-  const readiness = async (): Promise<Readiness> => {
+  readiness = async (): Promise<Readiness> => {
     if (closing !== undefined) return { ready: false, reasons: ['draining'] };
     const checks = await Promise.allSettled([
       withDeadline(fleet.client.ping(), limiter.options.redisTimeoutMs, 'ping'),
@@ -132,7 +182,9 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${check.reason instanceof Error ? check.reason.message : String(check.reason)}`] : []));
     return { ready: reasons.length === 0, reasons };
   };
-  const server = await startMetricsServer(metrics, { port: env.METRICS_PORT, host: env.METRICS_HOST, readiness });
+  // the ready line and /readyz say the same: the fail-fast connection of the ping is up too (else the next check says why)
+  if (fleet.client.status !== 'ready') await withDeadline(once(fleet.client, 'ready'), limiter.options.redisTimeoutMs, 'fleet connection').catch(() => {});
+  starting = undefined;
   return {
     metricsUrl: server.url,
     logger,

@@ -1,6 +1,6 @@
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
 import { createProducer } from '@tollgate/queue';
-import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
+import { RedisServerProcess, freePort, uniqueName } from '@tollgate/test-support';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WORKER_ENTRY, spawnService, type ServiceProcess } from './processes.js';
 
@@ -13,9 +13,8 @@ let redis: RedisServerProcess;
 let mock: MockAnthropic;
 const running: ServiceProcess[] = [];
 
-async function startWorker(queue: string): Promise<{ worker: ServiceProcess; base: string }> {
-  const worker = await spawnService(WORKER_ENTRY, {
-    REDIS_URL: redis.url,
+const workerEnv = (queue: string, redisUrl: string) => ({
+    REDIS_URL: redisUrl,
     ANTHROPIC_API_KEY: API_KEY,
     ANTHROPIC_BASE_URL: mock.url,
     TOLLGATE_NAME: `${queue}-limiter`,
@@ -27,7 +26,10 @@ async function startWorker(queue: string): Promise<{ worker: ServiceProcess; bas
     METRICS_PORT: '0',
     METRICS_HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',
-  });
+});
+
+async function startWorker(queue: string): Promise<{ worker: ServiceProcess; base: string }> {
+  const worker = await spawnService(WORKER_ENTRY, workerEnv(queue, redis.url));
   running.push(worker);
   return { worker, base: String(worker.ready.metricsUrl).replace(/\/metrics$/, '') };
 }
@@ -99,5 +101,48 @@ describe('worker health endpoints on the metrics port', () => {
     } finally {
       await producer.close();
     }
+  });
+
+  it('a worker started while Redis is unreachable retries at start (warn logs, /readyz 503 "starting"), and is ready once Redis appears', async () => {
+    const [redisPort, metricsPort] = [await freePort(), await freePort()];
+    const base = `http://127.0.0.1:${metricsPort}`;
+    const queue = uniqueName('late-redis').replace(/:/g, '-');
+    const starting = spawnService(WORKER_ENTRY, { ...workerEnv(queue, `redis://127.0.0.1:${redisPort}`), METRICS_PORT: String(metricsPort), WORKER_START_TIMEOUT_MS: '60000' });
+    const waiting = await eventually(
+      () => probe(`${base}/readyz`).catch(() => ({ status: 0, body: { status: 'not listening', reasons: [] as string[] } })),
+      (answer) => answer.status === 503,
+    );
+    expect(waiting.status).toBe(503);
+    expect(waiting.body.reasons?.[0]).toMatch(/^starting: /);
+    expect((await probe(`${base}/healthz`)).status).toBe(200);
+    const late = await RedisServerProcess.start({ port: redisPort });
+    try {
+      const worker = await starting;
+      running.push(worker);
+      expect(await probe(`${base}/readyz`)).toEqual({ status: 200, body: { status: 'ready', reasons: [] } });
+      expect(worker.logs.filter((line) => line.msg === 'start: the limiter is not ready yet; retrying' && line.level === 40).length).toBeGreaterThan(0);
+      // and it runs jobs
+      const producer = createProducer({ redis: late.url, queue });
+      try {
+        expect((await producer.enqueueAndWait({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'late' }] }, { timeoutMs: EVENTUALLY_MS })).type).toBe('message');
+      } finally {
+        await producer.close();
+      }
+    } finally {
+      for (const worker of running.splice(0)) {
+        worker.signal('SIGKILL');
+        await worker.exited;
+      }
+      await late.close();
+    }
+  });
+
+  it('gives up after WORKER_START_TIMEOUT_MS and exits 1 naming it', async () => {
+    const queue = uniqueName('no-redis').replace(/:/g, '-');
+    const failed = await spawnService(WORKER_ENTRY, { ...workerEnv(queue, `redis://127.0.0.1:${await freePort()}`), WORKER_START_TIMEOUT_MS: '1000' }).then(
+      () => 'started',
+      (error: unknown) => String(error),
+    );
+    expect(failed).toMatch(/exited with 1 before ready; stderr: tollgate-worker: failed to start: gave up after \d+ attempts in WORKER_START_TIMEOUT_MS=1000/);
   });
 });
