@@ -33,7 +33,15 @@ async function limiterFor(name: string): Promise<Limiter> {
 }
 
 /** Sends acquire straight to the function, as a caller that is not this client could. */
-async function rawAcquire(name: string, timeoutMs: string, fields: { waiterId?: string; priority?: string; cost?: string[] } = {}): Promise<unknown> {
+interface RogueFields {
+  waiterId?: string;
+  priority?: string;
+  /** costCount, then (dimension, amount) pairs. */
+  cost?: string[];
+}
+type RogueCall = [timeoutMs: string, fields?: RogueFields];
+
+async function rawAcquire(name: string, timeoutMs: string, fields: RogueFields = {}): Promise<unknown> {
   const { functionKeys, config } = limiterKeys(name);
   const epoch = await admin.hget(config, 'epoch');
   const cost = fields.cost ?? ['0'];
@@ -44,7 +52,7 @@ describe('the function itself', () => {
   it('refuses each out-of-range field by name, before it writes anything', async () => {
     const name = uniqueName('rogue-fields');
     await limiterFor(name);
-    const refused: Array<[string, Parameters<typeof rawAcquire>]> = [
+    const refused: Array<[string, RogueCall]> = [
       ['waiterId', ['0', { waiterId: 'no-colon' }]],
       ['waiterId', ['0', { waiterId: ':1' }]],
       ['waiterId', ['0', { waiterId: 'rogue:' }]],
@@ -72,7 +80,7 @@ describe('the function itself', () => {
     expect(await admin.zcard(limiterKeys(name).leases)).toBe(0);
     expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
     // the limits of each range are in range: granted (concurrency 1, so released in between)
-    for (const args of [['2147483647', { priority: '9' }], ['0', { priority: '0', waiterId: 'rogue:a:b' }]] as Array<Parameters<typeof rawAcquire>>) {
+    for (const args of [['2147483647', { priority: '9' }], ['0', { priority: '0', waiterId: 'rogue:a:b' }]] as RogueCall[]) {
       const reply = (await rawAcquire(name, ...args)) as [number];
       expect(reply[0]).toBe(1);
       await admin.zrem(limiterKeys(name).leases, args[1]?.waiterId ?? 'rogue:1');
