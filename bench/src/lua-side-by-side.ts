@@ -34,6 +34,7 @@ const SHAPES: Shape[] = [
   { label: '1 caller, limit 10', clients: 1, callersPerClient: 1, concurrency: 10 },
   { label: '1 client × 16 callers, limit 4', clients: 1, callersPerClient: 16, concurrency: 4 },
   { label: '4 clients × 4 callers, limit 4', clients: 4, callersPerClient: 4, concurrency: 4 },
+  { label: '4 clients × 16 callers, limit 10', clients: 4, callersPerClient: 16, concurrency: 10 },
 ];
 
 type CreateLimiter = Extract<Awaited<ReturnType<typeof loadTollgate>>, { createLimiter: unknown }>['createLimiter'];
