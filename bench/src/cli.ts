@@ -9,13 +9,22 @@ export interface BenchOptions {
   /** Where the Markdown report goes. */
   outPath: string | undefined;
   help: boolean;
+  /** `--baseline-limiter`: another checkout's packages/limiter, measured as `tollgate-baseline`. */
+  baselineLimiter: string | undefined;
+  /** `--trials`: every trial of a scenario runs this many times, contenders interleaved; medians reported. */
+  trials: number;
+  /** `--worker-cpu-prof`: a directory for the workers' V8 CPU profiles. */
+  workerCpuProf: string | undefined;
 }
 
 export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2).join(',')}] [--scenario 1,micro] [--out FILE]
   --quick       ${'fewer calls and shorter micro runs (under a minute)'}
   --only        contenders: ${CONTENDERS.join(', ')}
   --scenario    scenarios: ${SCENARIO_IDS.join(', ')}
-  --out         report file (default bench/RESULTS.md)`;
+  --out         report file (default bench/RESULTS.md)
+  --baseline-limiter DIR   also measure DIR (another checkout's packages/limiter) as tollgate-baseline
+  --worker-cpu-prof DIR    every worker process writes a V8 CPU profile (node --cpu-prof) into DIR
+  --trials N    run each scenario's trials N times, contenders interleaved (ABBA), report medians (default 1)`;
 
 function list<T extends string>(raw: string | undefined, all: readonly T[], guard: (value: string) => value is T, what: string): T[] {
   if (raw === undefined) return [...all];
@@ -23,6 +32,12 @@ function list<T extends string>(raw: string | undefined, all: readonly T[], guar
   const unknown = values.filter((value) => !guard(value));
   if (unknown.length > 0) throw new Error(`unknown ${what}: ${unknown.join(', ')} (known: ${all.join(', ')})`);
   return all.filter((value) => values.includes(value)); // canonical order, whatever order was typed
+}
+
+function positiveInteger(raw: string, what: string): number {
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${what} must be a positive integer, got ${raw}`);
+  return value;
 }
 
 export function parseBenchOptions(args: readonly string[]): BenchOptions {
@@ -34,6 +49,9 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
       scenario: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
+      'baseline-limiter': { type: 'string' },
+      trials: { type: 'string', default: '1' },
+      'worker-cpu-prof': { type: 'string' },
     },
     strict: true,
   });
@@ -43,5 +61,8 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
     scenarios: list(values.scenario, SCENARIO_IDS, isScenarioId, 'scenario'),
     outPath: values.out,
     help: values.help,
+    baselineLimiter: values['baseline-limiter'],
+    trials: positiveInteger(values.trials, 'trials'),
+    workerCpuProf: values['worker-cpu-prof'],
   };
 }

@@ -8,7 +8,7 @@ export interface CommandCounts {
 }
 
 const counts: CommandCounts = { commands: 0, roundTrips: 0 };
-let installed = false;
+const installedOn = new WeakSet<object>();
 
 type SendCommand = Redis['sendCommand'];
 type CommandArg = Parameters<SendCommand>[0];
@@ -21,15 +21,16 @@ function isPipelineStream(stream: StreamArg): boolean {
 /**
  * Wraps `Redis.prototype.sendCommand` once per process, so every ioredis client any library
  * creates (BullMQ, bottleneck, redis-semaphore, Tollgate) is counted, heartbeats included.
- * A command re-sent from the offline queue is counted once.
+ * A command re-sent from the offline queue is counted once. `redisClass`: another copy of ioredis
+ * (the baseline limiter's checkout has its own node_modules), counted into the same totals.
  */
-export function installCommandCounter(): void {
-  if (installed) return;
-  installed = true;
-  const original = Redis.prototype.sendCommand;
+export function installCommandCounter(redisClass: typeof Redis = Redis): void {
+  if (installedOn.has(redisClass)) return;
+  installedOn.add(redisClass);
+  const original = redisClass.prototype.sendCommand;
   const seenCommands = new WeakSet<CommandArg>();
   const seenPipelines = new WeakSet<object>();
-  Redis.prototype.sendCommand = function countedSendCommand(this: Redis, command: CommandArg, stream?: StreamArg): unknown {
+  redisClass.prototype.sendCommand = function countedSendCommand(this: Redis, command: CommandArg, stream?: StreamArg): unknown {
     if (!seenCommands.has(command)) {
       seenCommands.add(command);
       counts.commands += 1;

@@ -1,3 +1,6 @@
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { createLimiter as createLimiterType } from '@tollgate/limiter';
 import Bottleneck from 'bottleneck';
 import { Redis } from 'ioredis';
@@ -11,7 +14,7 @@ export interface LimiterAdapter {
 }
 
 /** Contenders that run behind a {@link LimiterAdapter} in every worker process. */
-export const ADAPTER_CONTENDERS = ['tollgate', 'bottleneck', 'redis-semaphore', 'redis-semaphore-tuned', 'static-split', 'local'] as const;
+export const ADAPTER_CONTENDERS = ['tollgate', 'tollgate-baseline', 'bottleneck', 'redis-semaphore', 'redis-semaphore-tuned', 'static-split', 'local'] as const;
 export type AdapterContender = (typeof ADAPTER_CONTENDERS)[number];
 /** Queue-only contender: BullMQ's own queue-wide limit, no adapter at all. */
 export const QUEUE_ONLY_CONTENDERS = ['bullmq-global'] as const;
@@ -50,6 +53,18 @@ const REDIS_SEMAPHORE_LOCK_TIMEOUT_MS = LEASE_TTL_MS;
 type CreateLimiter = typeof createLimiterType;
 
 /**
+ * `tollgate-baseline`: another checkout's `packages/limiter` (e.g. a `git worktree` of an older
+ * commit, with its own `npm ci`), given by `--baseline-limiter DIR`; the coordinator puts it here so
+ * that the forked workers inherit it. Measured in the same run as `tollgate`, as its own row.
+ */
+export const BASELINE_LIMITER_ENV = 'TOLLGATE_BASELINE_LIMITER';
+
+export function baselineLimiterDir(): string | undefined {
+  const dir = process.env[BASELINE_LIMITER_ENV];
+  return dir === undefined || dir === '' ? undefined : resolve(dir);
+}
+
+/**
  * Imported at run time by a computed specifier, so that a limiter that does not load yet costs its
  * rows, not the whole run; the types above are erased.
  */
@@ -58,10 +73,10 @@ const TOLLGATE_SPECIFIER: string = '@tollgate/limiter';
 /**
  * Imports `@tollgate/limiter` and returns its `createLimiter`, or the reason it cannot be used yet.
  */
-export async function loadTollgate(): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
+export async function loadTollgate(specifier: string = TOLLGATE_SPECIFIER): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
   let loaded: unknown;
   try {
-    loaded = await import(TOLLGATE_SPECIFIER);
+    loaded = await import(specifier);
   } catch (error) {
     return { error: error instanceof Error ? error.message.split('\n')[0] ?? error.message : String(error) };
   }
@@ -71,9 +86,30 @@ export async function loadTollgate(): Promise<{ createLimiter: CreateLimiter } |
   return { error: 'the module has no createLimiter export' };
 }
 
-async function tollgateAdapter(params: AdapterParams): Promise<LimiterAdapter> {
-  const tollgate = await loadTollgate();
-  if ('error' in tollgate) throw new Error(`@tollgate/limiter: ${tollgate.error}`);
+/** The baseline limiter's source entry (the `tollgate-source` condition of its package). */
+function baselineSpecifier(dir: string): string {
+  return pathToFileURL(join(dir, 'src', 'index.ts')).href;
+}
+
+/** `createLimiter` of the baseline checkout, or why it cannot be used. */
+export function loadBaseline(): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
+  const dir = baselineLimiterDir();
+  if (dir === undefined) return Promise.resolve({ error: `no baseline limiter given (--baseline-limiter DIR or ${BASELINE_LIMITER_ENV})` });
+  return loadTollgate(baselineSpecifier(dir));
+}
+
+/** The baseline checkout's own copy of ioredis (its node_modules), so that its commands are counted too. */
+export async function baselineRedisClass(): Promise<typeof Redis | undefined> {
+  const dir = baselineLimiterDir();
+  if (dir === undefined) return undefined;
+  const path = createRequire(join(dir, 'package.json')).resolve('ioredis');
+  const loaded = (await import(pathToFileURL(path).href)) as { Redis?: typeof Redis; default?: { Redis?: typeof Redis } };
+  return loaded.Redis ?? loaded.default?.Redis;
+}
+
+async function tollgateAdapter(params: AdapterParams, baseline: boolean): Promise<LimiterAdapter> {
+  const tollgate = baseline ? await loadBaseline() : await loadTollgate();
+  if ('error' in tollgate) throw new Error(`${baseline ? 'baseline limiter' : '@tollgate/limiter'}: ${tollgate.error}`);
   const limiter = tollgate.createLimiter({
     redis: params.redisUrl,
     name: params.name,
@@ -156,7 +192,9 @@ function localAdapter(limit: number): LimiterAdapter {
 export async function createAdapter(contender: AdapterContender, params: AdapterParams): Promise<LimiterAdapter> {
   switch (contender) {
     case 'tollgate':
-      return tollgateAdapter(params);
+      return tollgateAdapter(params, false);
+    case 'tollgate-baseline':
+      return tollgateAdapter(params, true);
     case 'bottleneck':
       return bottleneckAdapter(params);
     case 'redis-semaphore':

@@ -8,10 +8,10 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { RedisServerProcess } from '@tollgate/test-support';
 import { parseBenchOptions, USAGE, type BenchOptions } from './cli.js';
-import { loadTollgate } from './contenders.js';
-import { WorkerPool } from './fleet.js';
+import { BASELINE_LIMITER_ENV, baselineLimiterDir, loadBaseline, loadTollgate } from './contenders.js';
+import { WORKER_CPU_PROF_ENV, WorkerPool } from './fleet.js';
 import { redisVersion } from './redis-stats.js';
-import { machineInfo, reportMarkdown, scenarioMarkdown } from './report.js';
+import { gitCommitOf, machineInfo, reportMarkdown, scenarioMarkdown } from './report.js';
 import { runScenario, WORKER_PROCESSES, type ScenarioResult } from './scenarios.js';
 
 const DEFAULT_REPORT_PATH = fileURLToPath(new URL('../RESULTS.md', import.meta.url));
@@ -47,6 +47,21 @@ async function bench(options: BenchOptions, cleanup: Cleanup, signal: AbortSigna
       contenders = contenders.filter((name) => name !== 'tollgate');
     }
   }
+  if (options.baselineLimiter !== undefined) process.env[BASELINE_LIMITER_ENV] = options.baselineLimiter; // the workers inherit it
+  if (options.workerCpuProf !== undefined) process.env[WORKER_CPU_PROF_ENV] = options.workerCpuProf;
+  if (contenders.includes('tollgate-baseline')) {
+    const baseline = baselineLimiterDir() === undefined ? undefined : await loadBaseline();
+    if (baseline === undefined) {
+      contenders = contenders.filter((name) => name !== 'tollgate-baseline'); // nothing to compare with: not a contender
+    } else if ('error' in baseline) {
+      const note = `tollgate-baseline: the limiter in ${baselineLimiterDir() ?? ''} cannot be imported (${baseline.error}).`;
+      console.log(note);
+      notes.push(note);
+      contenders = contenders.filter((name) => name !== 'tollgate-baseline');
+    } else {
+      notes.push(`tollgate-baseline: the limiter of ${baselineLimiterDir() ?? ''} (commit ${gitCommitOf(baselineLimiterDir() ?? '.')}), same options as tollgate.`);
+    }
+  }
 
   const redis = await RedisServerProcess.start();
   cleanup.add(() => redis.close());
@@ -59,7 +74,7 @@ async function bench(options: BenchOptions, cleanup: Cleanup, signal: AbortSigna
   const context = { redisUrl: redis.url, admin, pool };
   const results: ScenarioResult[] = [];
   for (const id of options.scenarios) {
-    const result = await runScenario(id, context, { quick: options.quick, contenders, log, signal });
+    const result = await runScenario(id, context, { quick: options.quick, contenders, log, signal, trials: options.trials });
     results.push(result);
     console.log(`\n${scenarioMarkdown(result)}\n`);
   }

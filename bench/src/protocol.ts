@@ -62,6 +62,8 @@ export interface WorkerResult {
   /** Commands this process's ioredis clients wrote, and the round trips they took. */
   commands: number;
   roundTrips: number;
+  /** CPU time (user + system) this worker process used between `go` and its report, µs. */
+  cpuUs: number;
   /** tokens: the outcome of the Messages calls. */
   tokens?: TokenWorkerResult;
 }

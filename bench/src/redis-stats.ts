@@ -8,19 +8,31 @@ export async function resetRedisStats(admin: Redis): Promise<void> {
   await admin.config('RESETSTAT');
 }
 
+/** One command's counters in `INFO commandstats`: calls, and the µs Redis spent in them. */
+export interface CommandStat {
+  calls: number;
+  usec: number;
+}
+
 /**
- * Commands Redis executed since the last reset (`INFO commandstats`), including those run inside
- * Lua scripts, without the coordinator's own.
+ * Per command, what Redis executed since the last reset (`INFO commandstats`), including the
+ * commands run inside Lua functions (FCALL's own usec includes theirs), without the coordinator's own.
  */
-export async function redisCommandsExecuted(admin: Redis): Promise<number> {
+export async function redisCommandStats(admin: Redis): Promise<Map<string, CommandStat>> {
   const info = await admin.info('commandstats');
-  let total = 0;
+  const stats = new Map<string, CommandStat>();
   for (const line of info.split('\n')) {
-    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
-    if (!match?.[1] || !match[2]) continue;
-    const command = match[1].split('|')[0] ?? match[1];
-    if (!COORDINATOR_COMMANDS.has(command)) total += Number(match[2]);
+    const match = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line.trim());
+    if (!match?.[1] || !match[2] || !match[3]) continue;
+    if (!COORDINATOR_COMMANDS.has(match[1].split('|')[0] ?? match[1])) stats.set(match[1], { calls: Number(match[2]), usec: Number(match[3]) });
   }
+  return stats;
+}
+
+/** Commands Redis executed since the last reset, scripts' inner commands included, without the coordinator's own. */
+export function commandsExecuted(stats: ReadonlyMap<string, CommandStat>): number {
+  let total = 0;
+  for (const stat of stats.values()) total += stat.calls;
   return total;
 }
 

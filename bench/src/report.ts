@@ -14,9 +14,10 @@ export interface MachineInfo {
   commit: string;
 }
 
-function gitCommit(): string {
+/** The short commit of the checkout at `cwd` (this one by default), marked when the measured code has uncommitted changes. */
+export function gitCommitOf(cwd?: string): string {
   try {
-    const git = (args: string[]): string => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const git = (args: string[]): string => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], cwd }).trim();
     const dirty = git(['status', '--porcelain', '--', 'packages', 'bench/src']) !== ''; // measured code differs from the commit
     return `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' + uncommitted changes' : ''}`;
   } catch {
@@ -26,7 +27,7 @@ function gitCommit(): string {
 
 export function machineInfo(redisVersion: string): MachineInfo {
   const cores = cpus();
-  return { node: process.version, redis: redisVersion, cpuModel: cores[0]?.model.trim() ?? 'unknown', cores: cores.length, date: new Date().toISOString(), commit: gitCommit() };
+  return { node: process.version, redis: redisVersion, cpuModel: cores[0]?.model.trim() ?? 'unknown', cores: cores.length, date: new Date().toISOString(), commit: gitCommitOf() };
 }
 
 /** One scenario as Markdown: title, what ran, the table, and the trials that failed. */
@@ -51,7 +52,7 @@ export function reportMarkdown(machine: MachineInfo, options: BenchOptions, note
     '',
     `${machine.date} · Node ${machine.node} · Redis ${machine.redis} · ${machine.cpuModel} × ${machine.cores} cores · commit ${machine.commit}`,
     '',
-    `Mode: ${options.quick ? '--quick' : 'full'} · scenarios ${options.scenarios.join(', ')} · contenders ${options.contenders.join(', ')}`,
+    `Mode: ${options.quick ? '--quick' : 'full'}${options.trials > 1 ? ` · ${options.trials} interleaved trials per cell, medians` : ''} · scenarios ${options.scenarios.join(', ')} · contenders ${options.contenders.join(', ')}`,
     '',
     'Absolute figures move with the machine\'s load; compare ratios within one run. The ceiling is static-split: a local semaphore per process with the limit split across processes; "of ceiling" divides by its utilization per permit.',
   ];

@@ -4,6 +4,7 @@ import { firstLine, fixed, markdownTable, NOT_APPLICABLE, percent, signed, viola
 import type { TrialKind, TrialSpec } from './protocol.js';
 import { quantile, splitByWeight, splitEvenly } from './stats.js';
 import { runTokenScenario } from './tokens-scenario.js';
+import type { CommandStat } from './redis-stats.js';
 import { overlapProbe, runTrial, type TrialContext, type TrialMeasurement, type TrialPlan } from './trial.js';
 
 /** DESIGN §6 standard scenario: 4 worker processes × 16 local slots, fleet limit 10. */
@@ -44,6 +45,8 @@ export interface RunSettings {
   log: (line: string) => void;
   /** Aborted on SIGINT/SIGTERM: no further trial starts. */
   signal: AbortSignal;
+  /** Trials per cell, contenders interleaved (see {@link interleaved}); each figure is their median. */
+  trials: number;
 }
 
 /** One scenario's rendered table plus the figures the target check reads. */
@@ -81,6 +84,7 @@ interface FleetFigures {
   roundTripsPerCall: number;
   redisCommandsPerCall: number;
   redisCpuUsPerCall: number;
+  workerCpuUsPerCall: number;
   wallMs: number;
 }
 
@@ -121,7 +125,31 @@ function fleetFigures(contender: ContenderName, measurement: TrialMeasurement, c
     roundTripsPerCall: sum((worker) => worker.roundTrips) / calls,
     redisCommandsPerCall: measurement.redisCommands / calls,
     redisCpuUsPerCall: measurement.redisCpuUs / calls,
+    workerCpuUsPerCall: sum((worker) => worker.cpuUs) / calls,
     wallMs: measurement.wallMs,
+  };
+}
+
+/** Each figure's median over one contender's trials (a single trial is its own median). */
+function medianFigures(trials: readonly FleetFigures[]): FleetFigures {
+  const [first] = trials;
+  if (!first) throw new Error('no trials to take the median of');
+  const median = (pick: (figures: FleetFigures) => number): number => quantile(trials.map(pick), 0.5);
+  return {
+    contender: first.contender,
+    utilization: median((figures) => figures.utilization),
+    utilizationPerPermit: median((figures) => figures.utilizationPerPermit),
+    gapMedianMs: median((figures) => figures.gapMedianMs),
+    gapP99Ms: median((figures) => figures.gapP99Ms),
+    waitP50Ms: median((figures) => figures.waitP50Ms),
+    waitP99Ms: median((figures) => figures.waitP99Ms),
+    maxInFlight: Math.max(...trials.map((figures) => figures.maxInFlight)), // a violation in any trial shows
+    commandsPerCall: median((figures) => figures.commandsPerCall),
+    roundTripsPerCall: median((figures) => figures.roundTripsPerCall),
+    redisCommandsPerCall: median((figures) => figures.redisCommandsPerCall),
+    redisCpuUsPerCall: median((figures) => figures.redisCpuUsPerCall),
+    workerCpuUsPerCall: median((figures) => figures.workerCpuUsPerCall),
+    wallMs: median((figures) => figures.wallMs),
   };
 }
 
@@ -134,7 +162,7 @@ function waitSpread(figures: FleetFigures): number {
 const FLEET_HEADER = [
   'contender', 'utilization', 'of ceiling', 'refill gap p50 ms', 'gap p99 ms', 'gap p50 vs ceiling ms',
   'wait p50 ms', 'wait p99 ms', 'wait p99÷p50', 'max in flight', 'violations',
-  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'Redis CPU µs/call', 'wall s',
+  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'Redis CPU µs/call', 'worker CPU µs/call', 'wall s',
 ];
 
 function fleetTable(rows: readonly FleetFigures[]): string {
@@ -157,6 +185,7 @@ function fleetTable(rows: readonly FleetFigures[]): string {
       fixed(row.roundTripsPerCall, 2),
       fixed(row.redisCommandsPerCall, 2),
       fixed(row.redisCpuUsPerCall, 0),
+      fixed(row.workerCpuUsPerCall, 0),
       fixed(row.wallMs / 1_000, 2),
     ]),
   );
@@ -203,10 +232,11 @@ function fleetContenders(kind: 'direct' | 'queue', contenders: readonly Contende
 async function runFleetScenario(scenario: FleetScenario, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
   const calls = settings.quick ? CALLS_QUICK : CALLS_FULL;
   const upstream = await startOverlapServer({ holdMs: scenario.holdMs, seed: UPSTREAM_SEED });
-  const rows: FleetFigures[] = [];
+  const trials = new Map<ContenderName, FleetFigures[]>();
   const failures: string[] = [];
+  const contenders = fleetContenders(scenario.kind, settings.contenders);
   try {
-    for (const contender of fleetContenders(scenario.kind, settings.contenders)) {
+    for (const contender of interleaved(contenders, settings.trials)) {
       settings.signal.throwIfAborted();
       const plan: TrialPlan = {
         specs: adapterSpecs(scenario.kind, contender, context, upstream.url, calls),
@@ -217,7 +247,7 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
       try {
         const measurement = await runTrial(context, plan);
         const figures = fleetFigures(contender, measurement, calls);
-        rows.push(figures);
+        trials.set(contender, [...(trials.get(contender) ?? []), figures]);
         settings.log(`scenario ${scenario.id}: ${contender} ${percent(figures.utilization)} in ${fixed(figures.wallMs / 1_000, 1)} s`);
       } catch (error) {
         failures.push(`${contender}: ${firstLine(error)}`);
@@ -227,6 +257,10 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
   } finally {
     await upstream.close();
   }
+  const rows = contenders.flatMap((contender) => {
+    const figures = trials.get(contender);
+    return figures ? [medianFigures(figures)] : [];
+  });
   return {
     id: scenario.id,
     title: scenario.title,
@@ -242,6 +276,14 @@ interface MicroCell {
   commandsPerPair: number;
   redisCommandsPerPair: number;
   redisCpuUsPerPair: number;
+  workerCpuUsPerPair: number;
+}
+
+/** One micro trial: its figures and what each Redis command came to (summed over the trials of a cell). */
+interface MicroTrial {
+  cell: MicroCell;
+  pairs: number;
+  commandStats: ReadonlyMap<string, CommandStat>;
 }
 
 function microApplies(contender: ContenderName, processes: number): boolean {
@@ -251,45 +293,137 @@ function microApplies(contender: ContenderName, processes: number): boolean {
   return true;
 }
 
+/** The contenders a side-by-side table compares: the limiter of this checkout against the baseline checkout's. */
+const SIDE_BY_SIDE = { current: 'tollgate', baseline: 'tollgate-baseline' } as const satisfies Record<string, ContenderName>;
+
+const MICRO_CELL_COLUMNS: ReadonlyArray<{ header: string; pick: (cell: MicroCell) => number; digits: number }> = [
+  { header: 'pairs/s', pick: (cell) => cell.pairsPerSecond, digits: 0 },
+  { header: 'Redis CPU µs/pair', pick: (cell) => cell.redisCpuUsPerPair, digits: 1 },
+  { header: 'worker CPU µs/pair', pick: (cell) => cell.workerCpuUsPerPair, digits: 1 },
+  { header: 'cmds sent/pair', pick: (cell) => cell.commandsPerPair, digits: 2 },
+  { header: 'cmds in Redis/pair', pick: (cell) => cell.redisCommandsPerPair, digits: 2 },
+];
+
+async function runMicroTrial(context: TrialContext, contender: ContenderName, shape: (typeof MICRO_SHAPES)[number], durationMs: number): Promise<MicroTrial> {
+  const specs: TrialSpec[] = splitEvenly(FLEET_LIMIT, shape.processes).map((localLimit) => ({
+    kind: 'micro',
+    contender,
+    adapter: { redisUrl: context.redisUrl, name: `bench-micro-${contender}`, limit: FLEET_LIMIT, localLimit },
+    lanes: shape.lanes,
+    calls: 0,
+    durationMs,
+    upstreamUrl: '',
+    queueName: '',
+  }));
+  const measurement = await runTrial(context, { specs, upstream: undefined, jobs: 0, globalConcurrency: undefined });
+  const sum = (pick: (worker: TrialMeasurement['workers'][number]) => number): number => measurement.workers.reduce((total, worker) => total + pick(worker), 0);
+  const pairs = sum((worker) => worker.operations);
+  return {
+    pairs,
+    commandStats: measurement.redisCommandStats,
+    cell: {
+      pairsPerSecond: sum((worker) => (worker.operations * 1_000) / worker.elapsedMs),
+      commandsPerPair: sum((worker) => worker.commands) / pairs,
+      redisCommandsPerPair: measurement.redisCommands / pairs,
+      redisCpuUsPerPair: measurement.redisCpuUs / pairs,
+      workerCpuUsPerPair: sum((worker) => worker.cpuUs) / pairs,
+    },
+  };
+}
+
+/** Each figure's median over the trials of one cell. */
+function medianCell(trials: readonly MicroTrial[]): MicroCell {
+  const median = (pick: (cell: MicroCell) => number): number => quantile(trials.map((trial) => pick(trial.cell)), 0.5);
+  return {
+    pairsPerSecond: median((cell) => cell.pairsPerSecond),
+    commandsPerPair: median((cell) => cell.commandsPerPair),
+    redisCommandsPerPair: median((cell) => cell.redisCommandsPerPair),
+    redisCpuUsPerPair: median((cell) => cell.redisCpuUsPerPair),
+    workerCpuUsPerPair: median((cell) => cell.workerCpuUsPerPair),
+  };
+}
+
+/** Calls and Redis µs per pair of each command, over every trial of a cell. */
+function commandsPerPair(trials: readonly MicroTrial[]): Map<string, CommandStat> {
+  const pairs = trials.reduce((total, trial) => total + trial.pairs, 0);
+  const perPair = new Map<string, CommandStat>();
+  for (const trial of trials) {
+    for (const [command, stat] of trial.commandStats) {
+      const sum = perPair.get(command) ?? { calls: 0, usec: 0 };
+      perPair.set(command, { calls: sum.calls + stat.calls / pairs, usec: sum.usec + stat.usec / pairs });
+    }
+  }
+  return perPair;
+}
+
+/**
+ * The order of a cell's trials: every contender once per round, the order reversed every other
+ * round (A B, B A, A B, …), so that the machine's load, which drifts, weighs on each alike.
+ */
+export function interleaved<T>(items: readonly T[], rounds: number): T[] {
+  return Array.from({ length: rounds }, (_, round) => (round % 2 === 0 ? [...items] : [...items].reverse())).flat();
+}
+
+/** The side-by-side tables: per shape, the baseline, this checkout and their ratio; then Redis's commands per pair. */
+function sideBySideMarkdown(cells: ReadonlyMap<string, MicroCell>, stats: ReadonlyMap<string, Map<string, CommandStat>>, key: (contender: ContenderName, shapeIndex: number) => string): string | undefined {
+  const shapeName = (shape: (typeof MICRO_SHAPES)[number]): string => `${shape.processes}×${shape.lanes}`;
+  const rows: string[][] = [];
+  const breakdowns: string[] = [];
+  for (const [index, shape] of MICRO_SHAPES.entries()) {
+    const current = cells.get(key(SIDE_BY_SIDE.current, index));
+    const baseline = cells.get(key(SIDE_BY_SIDE.baseline, index));
+    if (!current || !baseline) continue;
+    rows.push([shapeName(shape), SIDE_BY_SIDE.baseline, ...MICRO_CELL_COLUMNS.map((column) => fixed(column.pick(baseline), column.digits))]);
+    rows.push([shapeName(shape), SIDE_BY_SIDE.current, ...MICRO_CELL_COLUMNS.map((column) => fixed(column.pick(current), column.digits))]);
+    rows.push([shapeName(shape), 'new ÷ baseline', ...MICRO_CELL_COLUMNS.map((column) => fixed(column.pick(current) / column.pick(baseline), 2))]);
+    const currentStats = stats.get(key(SIDE_BY_SIDE.current, index)) ?? new Map<string, CommandStat>();
+    const baselineStats = stats.get(key(SIDE_BY_SIDE.baseline, index)) ?? new Map<string, CommandStat>();
+    const commands = [...new Set([...currentStats.keys(), ...baselineStats.keys()])].sort(
+      (a, b) => (currentStats.get(b)?.calls ?? 0) - (currentStats.get(a)?.calls ?? 0) || a.localeCompare(b),
+    );
+    const stat = (from: ReadonlyMap<string, CommandStat>, command: string): CommandStat => from.get(command) ?? { calls: 0, usec: 0 };
+    breakdowns.push(
+      [
+        `${shapeName(shape)}: Redis commands per pair (\`INFO commandstats\`, inner commands of the functions included; FCALL's µs include theirs)`,
+        '',
+        markdownTable(
+          ['command', 'baseline calls/pair', 'new calls/pair', 'baseline µs/pair', 'new µs/pair'],
+          commands.map((command) => [command, fixed(stat(baselineStats, command).calls, 2), fixed(stat(currentStats, command).calls, 2), fixed(stat(baselineStats, command).usec, 2), fixed(stat(currentStats, command).usec, 2)]),
+        ),
+      ].join('\n'),
+    );
+  }
+  if (rows.length === 0) return undefined;
+  return [
+    `### ${SIDE_BY_SIDE.current} against ${SIDE_BY_SIDE.baseline} (medians of the interleaved trials)`,
+    '',
+    markdownTable(['shape', 'limiter', ...MICRO_CELL_COLUMNS.map((column) => column.header)], rows),
+    '',
+    ...breakdowns.flatMap((breakdown) => [breakdown, '']),
+  ].join('\n').trimEnd();
+}
+
 async function runMicro(context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
   const durationMs = settings.quick ? MICRO_DURATION_MS_QUICK : MICRO_DURATION_MS_FULL;
   const contenders = settings.contenders.filter((name) => MICRO_SHAPES.some((shape) => microApplies(name, shape.processes)));
-  const cells = new Map<string, MicroCell>();
+  const trials = new Map<string, MicroTrial[]>();
   const failures: string[] = [];
   const key = (contender: ContenderName, shapeIndex: number): string => `${contender}/${shapeIndex}`;
-  for (const contender of contenders) {
-    for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
-      if (!microApplies(contender, shape.processes)) continue;
+  for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
+    for (const contender of interleaved(contenders.filter((name) => microApplies(name, shape.processes)), settings.trials)) {
       settings.signal.throwIfAborted();
-      const split = splitEvenly(FLEET_LIMIT, shape.processes);
-      const specs: TrialSpec[] = split.map((localLimit) => ({
-        kind: 'micro',
-        contender,
-        adapter: { redisUrl: context.redisUrl, name: `bench-micro-${contender}`, limit: FLEET_LIMIT, localLimit },
-        lanes: shape.lanes,
-        calls: 0,
-        durationMs,
-        upstreamUrl: '',
-        queueName: '',
-      }));
       try {
-        const measurement = await runTrial(context, { specs, upstream: undefined, jobs: 0, globalConcurrency: undefined });
-        const pairs = measurement.workers.reduce((total, worker) => total + worker.operations, 0);
-        const commands = measurement.workers.reduce((total, worker) => total + worker.commands, 0);
-        const pairsPerSecond = measurement.workers.reduce((total, worker) => total + (worker.operations * 1_000) / worker.elapsedMs, 0);
-        cells.set(key(contender, shapeIndex), {
-          pairsPerSecond,
-          commandsPerPair: commands / pairs,
-          redisCommandsPerPair: measurement.redisCommands / pairs,
-          redisCpuUsPerPair: measurement.redisCpuUs / pairs,
-        });
-        settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(pairsPerSecond)} pairs/s`);
+        const trial = await runMicroTrial(context, contender, shape, durationMs);
+        trials.set(key(contender, shapeIndex), [...(trials.get(key(contender, shapeIndex)) ?? []), trial]);
+        settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(trial.cell.pairsPerSecond)} pairs/s, Redis ${fixed(trial.cell.redisCpuUsPerPair, 1)} µs/pair, worker ${fixed(trial.cell.workerCpuUsPerPair, 1)} µs/pair`);
       } catch (error) {
         failures.push(`${contender} ${shape.processes}×${shape.lanes}: ${firstLine(error)}`);
         settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} failed: ${String(error)}`);
       }
     }
   }
+  const cells = new Map([...trials].map(([cellKey, cellTrials]) => [cellKey, medianCell(cellTrials)]));
+  const stats = new Map([...trials].map(([cellKey, cellTrials]) => [cellKey, commandsPerPair(cellTrials)]));
   const shapeName = (shape: (typeof MICRO_SHAPES)[number]): string => `${shape.processes}×${shape.lanes}`;
   const widest = MICRO_SHAPES.length - 1;
   const header = [
@@ -325,8 +459,8 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   return {
     id: 'micro',
     title: 'Micro: acquire+release pairs per second, no upstream',
-    description: `Processes × local slots in flight against a fleet limit of ${FLEET_LIMIT}, ${durationMs} ms per shape. "widest" is the largest shape the contender ran.`,
-    table: markdownTable(header, rows),
+    description: `Processes × local slots in flight against a fleet limit of ${FLEET_LIMIT}, ${durationMs} ms per shape${settings.trials > 1 ? `, ${settings.trials} interleaved trials per cell (medians)` : ''}. "widest" is the largest shape the contender ran. Worker CPU: user + system of the worker processes from \`go\` to their report (the harness's own loop included, alike for every contender).`,
+    table: [markdownTable(header, rows), sideBySideMarkdown(cells, stats, key)].filter((part) => part !== undefined).join('\n\n'),
     failures,
     targets,
   };

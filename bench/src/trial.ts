@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import type { OverlapServer, OverlapStats } from '@tollgate/test-support';
 import type { ForkedWorker, WorkerPool } from './fleet.js';
 import type { TrialSpec, WorkerResult } from './protocol.js';
-import { redisCommandsExecuted, redisCpuUs, resetRedisStats } from './redis-stats.js';
+import { commandsExecuted, redisCommandStats, redisCpuUs, resetRedisStats, type CommandStat } from './redis-stats.js';
 
 /** A trial that takes longer than this is broken (a lost wake-up, a dead worker); it is abandoned. */
 const TRIAL_TIMEOUT_MS = 120_000;
@@ -48,6 +48,8 @@ export interface TrialMeasurement<S = OverlapStats> {
   wallMs: number;
   /** Commands Redis executed during the run, scripts' inner commands included. */
   redisCommands: number;
+  /** The same per command (`INFO commandstats`): calls and Redis µs. */
+  redisCommandStats: Map<string, CommandStat>;
   /** CPU time the Redis server used during the run (user + system). */
   redisCpuUs: number;
   upstream: S | undefined;
@@ -127,11 +129,11 @@ export async function runTrial<S = OverlapStats>(context: TrialContext, plan: Tr
       const startedAtMs = performance.now();
       const results = await measure(workers, plan);
       const wallMs = performance.now() - startedAtMs;
-      const redisCommands = await redisCommandsExecuted(context.admin);
+      const commandStats = await redisCommandStats(context.admin);
       const cpuUsedUs = (await redisCpuUs(context.admin)) - cpuBeforeUs;
       const upstream = plan.upstream?.stats();
       await Promise.all(workers.map((worker) => worker.request({ type: 'teardown' }, 'tornDown')));
-      return { workers: results, wallMs, redisCommands, redisCpuUs: cpuUsedUs, upstream };
+      return { workers: results, wallMs, redisCommands: commandsExecuted(commandStats), redisCommandStats: commandStats, redisCpuUs: cpuUsedUs, upstream };
     };
     return await withTimeout(run(), TRIAL_TIMEOUT_MS, `${plan.specs[0]?.contender ?? 'a'} trial`);
   } catch (error) {

@@ -5,14 +5,20 @@
 import { performance } from 'node:perf_hooks';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
-import { createAdapter, isAdapterContender, loadTollgate, type LimiterAdapter } from './contenders.js';
+import { baselineRedisClass, createAdapter, isAdapterContender, loadBaseline, loadTollgate, type LimiterAdapter } from './contenders.js';
 import { parseCoordinatorMessage, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
 import { createTokenClient, failureKind, type TokenClient } from './token-client.js';
 import { UpstreamClient } from './upstream-client.js';
 
 installCommandCounter(); // before any client exists
 /** Compiles the limiter's TypeScript sources once at boot, not inside a trial where 4 processes share 2 cores. */
-const booted = loadTollgate();
+const booted = Promise.all([
+  loadTollgate(),
+  // the baseline checkout's own ioredis is counted like ours; its limiter compiled at boot too
+  baselineRedisClass()
+    .then((redisClass) => (redisClass ? (installCommandCounter(redisClass), loadBaseline()) : undefined))
+    .catch(() => undefined), // reported by the baseline adapter when a trial asks for it
+]);
 
 /** Acquire+release pairs each process runs before `ready`: loads Lua scripts and warms the JIT, unmeasured. */
 const WARMUP_PAIRS = 20;
@@ -27,6 +33,7 @@ interface Trial {
   acquireWaitsMs: number[];
   operations: number;
   startedAtMs: number;
+  cpuAtStart: NodeJS.CpuUsage | undefined;
 }
 
 let trial: Trial | undefined;
@@ -48,6 +55,11 @@ async function timedAcquire(current: Trial, adapter: LimiterAdapter): Promise<()
   return release;
 }
 
+function cpuUsedUs(since: NodeJS.CpuUsage | undefined): number {
+  const used = process.cpuUsage(since);
+  return since === undefined ? Number.NaN : used.user + used.system;
+}
+
 function result(current: Trial): WorkerResult {
   const counts = commandCounts();
   return {
@@ -56,6 +68,7 @@ function result(current: Trial): WorkerResult {
     elapsedMs: performance.now() - current.startedAtMs,
     commands: counts.commands,
     roundTrips: counts.roundTrips,
+    cpuUs: cpuUsedUs(current.cpuAtStart),
     ...(current.tokenResult ? { tokens: current.tokenResult } : {}),
   };
 }
@@ -67,7 +80,7 @@ async function setupTokens(spec: TrialSpec): Promise<void> {
   // one tiny call per lane opens the sockets and compiles the call path; the coordinator resets the mock afterwards
   const warmup = { inputTokens: 1, maxTokens: 1, outputTokens: 1 };
   await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup, -1 - lane)));
-  trial = { spec, adapter: undefined, upstream: undefined, queueWorker: undefined, tokenClient, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
+  trial = { spec, adapter: undefined, upstream: undefined, queueWorker: undefined, tokenClient, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0, cpuAtStart: undefined };
 }
 
 async function setup(spec: TrialSpec): Promise<void> {
@@ -81,7 +94,7 @@ async function setup(spec: TrialSpec): Promise<void> {
   }
   const upstream = spec.kind === 'micro' ? undefined : new UpstreamClient(spec.upstreamUrl, spec.lanes);
   await upstream?.warm(spec.lanes);
-  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, tokenClient: undefined, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0 };
+  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, tokenClient: undefined, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0, cpuAtStart: undefined };
   if (spec.kind === 'queue') current.queueWorker = await createQueueWorker(current);
   trial = current;
 }
@@ -164,6 +177,7 @@ async function go(): Promise<void> {
   const current = requireTrial();
   resetCommandCounts();
   current.startedAtMs = performance.now();
+  current.cpuAtStart = process.cpuUsage();
   const { kind } = current.spec;
   if (kind === 'queue') {
     void current.queueWorker?.run().catch((error: unknown) => send({ type: 'failed', message: String(error) }));

@@ -185,13 +185,22 @@ export class ScriptRunner {
     if (resync) this.#hooks?.afterResync();
   }
 
+  /** `promise`, or a DeadlineError once `redisTimeoutMs` has passed; one promise and one timer per call (every script call goes through here). */
   withTimeout<T>(promise: Promise<T>): Promise<T> {
     const timeoutMs = this.#options.redisTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DeadlineError(timeoutMs)), timeoutMs);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DeadlineError(timeoutMs)), timeoutMs);
+      promise.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
   }
 
   /** A TollgateError passes as is; anything else (a timeout, a dropped connection) becomes LimiterUnavailableError. */

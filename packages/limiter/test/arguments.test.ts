@@ -33,11 +33,60 @@ async function limiterFor(name: string): Promise<Limiter> {
 }
 
 /** Sends acquire straight to the function, as a caller that is not this client could. */
-async function rawAcquire(name: string, timeoutMs: string): Promise<unknown> {
+interface RogueFields {
+  waiterId?: string;
+  priority?: string;
+  /** costCount, then (dimension, amount) pairs. */
+  cost?: string[];
+}
+type RogueCall = [timeoutMs: string, fields?: RogueFields];
+
+async function rawAcquire(name: string, timeoutMs: string, fields: RogueFields = {}): Promise<unknown> {
   const { functionKeys, config } = limiterKeys(name);
   const epoch = await admin.hget(config, 'epoch');
-  return admin.fcall(tollgateLibrary().functionName('acquire'), functionKeys.length, ...functionKeys, epoch ?? '', 'rogue', 'rogue:1', 5, timeoutMs, '', 0);
+  const cost = fields.cost ?? ['0'];
+  return admin.fcall(tollgateLibrary().functionName('acquire'), functionKeys.length, ...functionKeys, epoch ?? '', 'rogue', fields.waiterId ?? 'rogue:1', fields.priority ?? '5', timeoutMs, '', ...cost);
 }
+
+describe('the function itself', () => {
+  it('refuses each out-of-range field by name, before it writes anything', async () => {
+    const name = uniqueName('rogue-fields');
+    await limiterFor(name);
+    const refused: Array<[string, RogueCall]> = [
+      ['waiterId', ['0', { waiterId: 'no-colon' }]],
+      ['waiterId', ['0', { waiterId: ':1' }]],
+      ['waiterId', ['0', { waiterId: 'rogue:' }]],
+      ['waiterId', ['0', { waiterId: 'ro gue:1' }]],
+      ['priority', ['0', { priority: '1.5' }]],
+      ['priority', ['0', { priority: '-1' }]],
+      ['priority', ['0', { priority: '10' }]],
+      ['priority', ['0', { priority: 'nan' }]],
+      ['priority', ['0', { priority: 'inf' }]],
+      ['priority', ['0', { priority: 'x' }]],
+      ['timeoutMs', ['0.5']],
+      ['timeoutMs', ['-1']],
+      ['timeoutMs', ['2147483648']],
+      ['timeoutMs', ['nan']],
+      ['timeoutMs', ['-inf']],
+      ['cost', ['0', { cost: ['1.5', 'requests', '1'] }]],
+      ['cost', ['0', { cost: ['65'] }]],
+      ['cost', ['0', { cost: ['-1'] }]],
+      ['cost', ['0', { cost: ['nan'] }]],
+      ['cost', ['0', { cost: ['1', 'requests', '-1'] }]],
+      ['cost', ['0', { cost: ['1', 'requests', 'nan'] }]],
+      ['cost', ['0', { cost: ['1', 'requests', '0x10'] }]],
+    ];
+    for (const [field, args] of refused) expect([field, await rawAcquire(name, ...args)]).toEqual([field, [-4, field]]);
+    expect(await admin.zcard(limiterKeys(name).leases)).toBe(0);
+    expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
+    // the limits of each range are in range: granted (concurrency 1, so released in between)
+    for (const args of [['2147483647', { priority: '9' }], ['0', { priority: '0', waiterId: 'rogue:a:b' }]] as RogueCall[]) {
+      const reply = (await rawAcquire(name, ...args)) as [number];
+      expect(reply[0]).toBe(1);
+      await admin.zrem(limiterKeys(name).leases, args[1]?.waiterId ?? 'rogue:1');
+    }
+  });
+});
 
 describe('timeoutMs', () => {
   it('above 2^31 − 1 ms is refused naming the field, not turned into a deadline that fires after 1 ms', async () => {

@@ -24,18 +24,21 @@
 ]]
 local COST_DIMENSIONS_MAX = 64
 
+-- An integer from 0 to max (nil, NaN, infinities and fractions are not: NaN fails every comparison).
+local function inRange(value, max) return value ~= nil and value >= 0 and value <= max and value % 1 == 0 end
+
 -- nil when the arguments are in range, else the name of the first field that is not.
 local function badAcquireArgument(waiterId, priority, timeoutMs, costCount)
-  if not string.match(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
-  if priority == nil or priority ~= math.floor(priority) or priority < 0 or priority > 9 then return 'priority' end
-  if timeoutMs == nil or timeoutMs ~= math.floor(timeoutMs) or timeoutMs < 0 or timeoutMs > TIMEOUT_MS_MAX then return 'timeoutMs' end
-  if costCount == nil or costCount ~= math.floor(costCount) or costCount < 0 or costCount > COST_DIMENSIONS_MAX then return 'cost' end
+  if not string.find(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
+  if not inRange(priority, 9) then return 'priority' end
+  if not inRange(timeoutMs, TIMEOUT_MS_MAX) then return 'timeoutMs' end
+  if not inRange(costCount, COST_DIMENSIONS_MAX) then return 'cost' end
   for i = 0, costCount - 1 do
     local text = ARGV[9 + 2 * i]
     local amount = tonumber(text)
     -- a plain number (it is copied into the queue member as sent); amount ~= amount: NaN; an
     -- infinite amount is caught by the capacity check
-    if amount == nil or amount ~= amount or amount < 0 or not string.match(text, '^[%d.eE+-]+$') then return 'cost' end
+    if amount == nil or amount ~= amount or amount < 0 or not string.find(text, '^[%d.eE+-]+$') then return 'cost' end
   end
   return nil
 end

@@ -76,10 +76,14 @@ local function start(keys, args)
   K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
   ARGV = args
   local time = redis.call('TIME')
-  NOW = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
+  local seconds, micros = tonumber(time[1]), tonumber(time[2])
+  NOW = seconds * 1000 + micros / 1000
   NOW_MS = math.floor(NOW)
-  NOW_US = tonumber(time[1]) * 1000000 + tonumber(time[2])
-  CFG, INFLIGHT, BUCKETS, BUCKET_TS = nil, nil, {}, {}
+  NOW_US = seconds * 1000000 + micros
+  CFG, INFLIGHT = nil, nil
+  -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
+  -- for a limiter without rates
+  if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
 end
 
 -- An integer as plain decimal digits (never exponent form).

@@ -284,7 +284,7 @@ function scriptError(script: ScriptName, limiterName: string, raw: RawReply, cos
     case Status.invalidArgument:
       return new InvalidCostError(`limiter ${limiterName}: Redis refused the ${script}'s ${text(raw[1])} as out of range`);
     default:
-      return new assert.AssertionError({ message: `${script} replied with an unknown status: ${JSON.stringify(raw)}` }); // our contract is broken
+      return contractBroken(`${script} replied with an unknown status: ${JSON.stringify(raw)}`); // our contract is broken
   }
 }
 
@@ -340,30 +340,38 @@ const REJECTED = '!';
 /** Parses a grant (or rejection) message, from a reply or from the grants list. */
 export function parseGrant(message: string): GrantMessage {
   const [waiterId, fence, expiresAtMs, grantedAtMs] = message.split(' ');
-  assert(waiterId !== undefined && fence !== undefined && expiresAtMs !== undefined && grantedAtMs !== undefined, `bad grant message ${message}`);
+  if (waiterId === undefined || fence === undefined || expiresAtMs === undefined || grantedAtMs === undefined) throw contractBroken(`bad grant message ${message}`);
   if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
   const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
-  assert(Number.isSafeInteger(grant.fence) && Number.isSafeInteger(grant.expiresAtMs) && Number.isSafeInteger(grant.grantedAtMs), `bad grant message ${message}`);
+  if (!Number.isSafeInteger(grant.fence) || !Number.isSafeInteger(grant.expiresAtMs) || !Number.isSafeInteger(grant.grantedAtMs)) throw contractBroken(`bad grant message ${message}`);
   return grant;
 }
 
+/**
+ * A reply that breaks its script's contract. The checks below build their message only when they
+ * fail: they run for every field of every reply.
+ */
+function contractBroken(message: string): assert.AssertionError {
+  return new assert.AssertionError({ message });
+}
+
 function integer(value: RawReply[number] | undefined): number {
-  assert(typeof value === 'number' && Number.isSafeInteger(value), `expected an integer in a script reply, got ${String(value)}`);
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw contractBroken(`expected an integer in a script reply, got ${String(value)}`);
   return value;
 }
 
 function oneOf(value: RawReply[number] | undefined, allowed: readonly number[]): number {
   const number = integer(value);
-  assert(allowed.includes(number), `expected one of ${allowed.join(', ')} in a script reply, got ${number}`);
+  if (!allowed.includes(number)) throw contractBroken(`expected one of ${allowed.join(', ')} in a script reply, got ${number}`);
   return number;
 }
 
 function text(value: RawReply[number] | undefined): string {
-  assert(typeof value === 'string', `expected a string in a script reply, got ${String(value)}`);
+  if (typeof value !== 'string') throw contractBroken(`expected a string in a script reply, got ${String(value)}`);
   return value;
 }
 
 function list(value: RawReply[number] | undefined): RawReply {
-  assert(Array.isArray(value), `expected an array in a script reply, got ${String(value)}`);
+  if (!Array.isArray(value)) throw contractBroken(`expected an array in a script reply, got ${String(value)}`);
   return value as RawReply;
 }
