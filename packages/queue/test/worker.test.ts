@@ -6,22 +6,24 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  JOB_FAILED_EVENT,
-  JOB_UPSTREAM_EVENT,
   RequestBody,
   UpstreamError,
-  randomJobId,
   createProducer,
   createWorker,
-  decodeFailure,
-  idempotentJobId,
-  queueKeys,
-  readJobEvents,
   type MessagesClient,
   type Producer,
   type QueueWorker,
   type WorkerEvents,
 } from '../src/index.js';
+import {
+  JOB_FAILED_EVENT,
+  JOB_UPSTREAM_EVENT,
+  randomJobId,
+  decodeFailure,
+  idempotentJobId,
+  queueKeys,
+  readJobEvents,
+} from '../src/internal.js';
 import { nextEvent, rawJob, request, sdkClient, textOf, thrown } from './support.js';
 
 const FLEET_CONCURRENCY = 3;

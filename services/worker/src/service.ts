@@ -1,7 +1,9 @@
 import Anthropic from '@anthropic-ai/sdk';
+import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
+import { createProducer, createWorker } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue/internal';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -129,7 +131,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
       withDeadline(fleet.client.ping(), limiter.options.redisTimeoutMs, 'ping'),
       limiter.snapshot(), // the limiter's own connection and its functions
     ]);
-    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${check.reason instanceof Error ? check.reason.message : String(check.reason)}`] : []));
+    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${toError(check.reason).message}`] : []));
     return { ready: reasons.length === 0, reasons };
   };
   const server = await startMetricsServer(metrics, { port: env.METRICS_PORT, host: env.METRICS_HOST, readiness });
