@@ -271,7 +271,7 @@ describe('aborts', () => {
     expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never answered
   });
 
-  it('close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {
+  it('G10: close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {
     mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
     worker = createWorker({ redis: redis.url, queue, client: sdkClient(mock.url), concurrency: 1 });
     const handedBack = nextEvent(on('handedBack'), () => true);
