@@ -38,7 +38,7 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
   it.each([
     ['frozen (SIGSTOP)', () => fleet.redis.pause(), () => fleet.redis.resume()],
     ['down (crashed)', () => fleet.redis.kill(), () => fleet.redis.start()],
-  ] as const)('Redis %s: the gateway answers 503 within 1 s and no upstream call starts', async (_kind, breakRedis, repair) => {
+  ] as const)('G8: Redis %s: the gateway answers 503 within 1 s and no upstream call starts', async (_kind, breakRedis, repair) => {
     const before = (await fleet.mockStats()).messages;
     await breakRedis();
     try {
@@ -67,7 +67,7 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
     }
   });
 
-  it('Redis restarted with AOF: workers consume again within 5 s, 0 lost, limit held', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
+  it('G10: Redis restarted with AOF: workers consume again within 5 s, 0 lost, limit held', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     await fleet.mockAdmin('reset');
     await producerReachable();
     const ids = await enqueueJobs('aof');
@@ -92,7 +92,7 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
     expect(stats.byStatus['429'] ?? 0).toBe(0);
   });
 
-  it('Redis restarted without persistence: leases re-registered, the limit still holds, workers resume', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
+  it('G1, G10: Redis restarted without persistence: leases re-registered, the limit still holds, workers resume', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     await fleet.mockAdmin('config', { latency: { timeToFirstTokenMs: LONG_CALL_MS, perTokenMs: 0 } });
     await producerReachable();
     await enqueueJobs('before-wipe', CONCURRENCY * 2); // these die with the dataset: nothing can keep them

@@ -30,7 +30,7 @@ describe('upstream faults (DESIGN §7 row 6)', () => {
     await stopAllServices();
   });
 
-  it.each(STORMS)('%s: every job completed or failed with the upstream error, nothing lost, retries bounded', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async (kind, faults) => {
+  it.each(STORMS)('G10: %s: every job completed or failed with the upstream error, nothing lost, retries bounded', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async (kind, faults) => {
     await fleet.mockAdmin('config', { faults });
     await fleet.mockAdmin('reset');
     const tag = kind.replace(/\W+/g, '-');

@@ -43,7 +43,7 @@ describe('worker faults (DESIGN §7 rows 1 and 2)', () => {
     await stopAllServices();
   });
 
-  it('kill -9 of a worker holding permits: permits back within leaseTtlMs + 0.5 s, its jobs retried, 0 lost', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
+  it('G6, G10: kill -9 of a worker holding permits: permits back within leaseTtlMs + 0.5 s, its jobs retried, 0 lost', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     await fleet.mockAdmin('reset');
     const ids = await enqueueJobs('kill', JOBS);
     const victim = fleet.workers[0]!;
@@ -97,7 +97,7 @@ describe('worker faults (DESIGN §7 rows 1 and 2)', () => {
     expect(stats.byStatus['429'] ?? 0).toBe(0);
   });
 
-  it('SIGSTOP for 3 × leaseTtlMs then SIGCONT: its calls aborted within one heartbeat, overshoot ≤ its permits, 0 lost', { timeout: SETTLE_TIMEOUT_MS + 60_000 }, async () => {
+  it('G7, G10: SIGSTOP for 3 × leaseTtlMs then SIGCONT: its calls aborted within one heartbeat, overshoot ≤ its permits, 0 lost', { timeout: SETTLE_TIMEOUT_MS + 60_000 }, async () => {
     await fleet.startWorker(); // back to four
     await fleet.mockAdmin('config', { latency: { timeToFirstTokenMs: STOP_CALL_MS, perTokenMs: 0 } });
     await fleet.mockAdmin('reset');

@@ -10,6 +10,7 @@ import { publint } from 'publint';
 import { formatMessage } from 'publint/utils';
 import semver from 'semver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { asExpected, type Case } from './error-cases.js';
 
 /**
  * Issue 17: the public packages as a user gets them. Builds them, packs each with `npm pack`, lints each tarball's
@@ -205,7 +206,7 @@ describe('the packed public packages', () => {
   it.each([
     { format: 'ESM (import)', script: 'esm.mjs' },
     { format: 'CommonJS (require)', script: 'cjs.cjs' },
-  ])('$format: a limiter against a real Redis, a limited client that retries a 429 from the mock, a producer', async ({ script }) => {
+  ])('$format: a limiter against a real Redis, a limited client that retries a 429 from the mock, a producer; bad inputs throw TollgateErrors with codes', async ({ script }) => {
     mock.reset();
     mock.setConfig({ faults: { retryAfterS: 1, schedule: [{ nth: 1, fault: '429' }] } });
     const env = {
@@ -231,6 +232,10 @@ describe('the packed public packages', () => {
     });
     expect(String((result.limitsDocument as { badDocument: { message: string } }).badDocument.message)).toContain('accounts.main.concurrency');
     expect(String((result.badConfig as { message: string }).message)).toContain('concurrency');
+    // the error tree from a user's side: each bad input throws the documented TollgateError class with its code
+    const cases = result.badInputs as Case[];
+    expect(cases.length).toBeGreaterThanOrEqual(30);
+    expect(cases.map(({ message: _message, ...rest }) => rest)).toEqual(cases.map(asExpected));
     if (script === 'cjs.cjs') expect(result.sameModuleAsImport).toBe(true);
   });
 

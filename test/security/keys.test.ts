@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { JOB_ID_PATTERN, queueKeys } from '@tollgate/queue';
+import { JOB_ID_PATTERN } from '@tollgate/queue';
+import { queueKeys } from '@tollgate/queue/internal';
 import { seededRandom } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

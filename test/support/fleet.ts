@@ -177,12 +177,4 @@ export async function metric(service: ServiceProcess, name: string): Promise<num
   return series.reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 
-/** Polls `check` every `intervalMs` until it returns true; false once `timeoutMs` passed. Tests only. */
-export async function eventually(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = performance.now() + timeoutMs;
-  while (performance.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-  return check();
-}
+export { eventually } from '@tollgate/test-support';

@@ -1,6 +1,7 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { APIUserAbortError } from '@anthropic-ai/sdk';
 import type { Cost, Limiter, Permit } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import type { Logger } from 'pino';
 import { AdaptiveConcurrency } from './adaptive.js';
 import type { WithResponse } from './api-promise.js';
@@ -134,7 +135,7 @@ export class LimitedRunner {
       return counted.input_tokens;
     } catch (error) {
       // count_tokens has its own rate limit; a failure there must not fail the call: the local estimate stands in
-      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'count_tokens failed; using the local estimate');
+      this.#logger?.warn({ errorName: toError(error).name }, 'count_tokens failed; using the local estimate');
       return estimateInputTokens(params, figures);
     }
   }
@@ -175,7 +176,7 @@ export class LimitedRunner {
       if (leaseLost) this.#logger?.warn({ permitId: permit.id }, 'permit released after its lease was lost');
     } catch (error) {
       // the call's outcome matters more than the release: the lease expires by itself within leaseTtlMs
-      this.#logger?.error({ permitId: permit.id, errorName: error instanceof Error ? error.name : typeof error }, 'permit release failed');
+      this.#logger?.error({ permitId: permit.id, errorName: toError(error).name }, 'permit release failed');
     }
   }
 
@@ -204,7 +205,7 @@ export class LimitedRunner {
       await this.limiter.observe(observed);
     } catch (error) {
       // advisory only: the buckets stay as they are
-      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'observe failed');
+      this.#logger?.warn({ errorName: toError(error).name }, 'observe failed');
     }
   }
 
@@ -213,7 +214,7 @@ export class LimitedRunner {
     const saturated = this.#waiting > 0;
     await Promise.all([this.release(permit, used), this.observe(headers, false)]);
     await this.#adaptive?.clean(saturated, permit.fence).catch((error: unknown) => {
-      this.#logger?.warn({ errorName: error instanceof Error ? error.name : typeof error }, 'raising concurrency failed');
+      this.#logger?.warn({ errorName: toError(error).name }, 'raising concurrency failed');
     });
   }
 
@@ -236,7 +237,7 @@ export class LimitedRunner {
     } catch (reactionError) {
       // Redis failed the pause or the decrease: the call's own outcome and its permit matter more (below)
       const reaction = failure.kind === 'rate_limited' ? 'fleet pause failed; this call waits out retry-after alone' : 'lowering concurrency failed';
-      this.#logger?.warn({ permitId: permit.id, errorName: reactionError instanceof Error ? reactionError.name : typeof reactionError }, reaction);
+      this.#logger?.warn({ permitId: permit.id, errorName: toError(reactionError).name }, reaction);
     } finally {
       // after the pause and the decrease, so the freed slot obeys both; and whatever failed there, or the heartbeat
       // would renew this lease for ever (release() itself never throws)

@@ -2,7 +2,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import type { Stream } from '@anthropic-ai/sdk/core/streaming';
 import { MessageStream } from '@anthropic-ai/sdk/lib/MessageStream';
 import type { MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messages/messages';
-import { describeZodError, formatValue, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Limiter } from '@tollgate/limiter';
+import { describeZodError, InvalidArgumentError, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Limiter } from '@tollgate/limiter';
 import { LimitedAPIPromise } from './api-promise.js';
 import { LimitedRunner, type RequestOptions, type SdkMessages } from './attempts.js';
 import { limitAnthropicOptionsSchema, type LimitAnthropicOptions } from './options.js';
@@ -72,7 +72,7 @@ function limitedView(runner: LimitedRunner, priority: number | undefined): Limit
     stats: () => runner.stats(),
     withPriority: (other) => {
       if (!Number.isInteger(other) || other < PRIORITY_MIN || other > PRIORITY_MAX) {
-        throw new InvalidConfigError(`withPriority: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (got ${formatValue(other)})`);
+        throw new InvalidArgumentError('priority', other, `an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (withPriority)`);
       }
       return limitedView(runner, other);
     },

@@ -1,5 +1,5 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { InvalidConfigError, type Limiter } from '@tollgate/limiter';
+import { InvalidArgumentError, InvalidConfigError, type Limiter } from '@tollgate/limiter';
 import type { MockAnthropic } from '@tollgate/mock-anthropic';
 import { thrown } from '@tollgate/test-support';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -158,6 +158,6 @@ describe('withPriority', () => {
     expect(priorities).toEqual([7, 0, 0]);
     expect(anthropic.stats().calls).toBe(3); // one runner behind both views
     expect(urgent.stats().calls).toBe(3);
-    expect(() => anthropic.withPriority(10)).toThrow(InvalidConfigError);
+    expect(() => anthropic.withPriority(10)).toThrow(InvalidArgumentError);
   });
 });

@@ -52,7 +52,7 @@ async function deleteLeaseMidCall(): Promise<string> {
 }
 
 describe('a lease lost while its call is in flight', () => {
-  it('aborts the SDK call through permit.signal; with no attempts left the caller sees the abort; released once', async () => {
+  it('G7: aborts the SDK call through permit.signal; with no attempts left the caller sees the abort; released once', async () => {
     const anthropic = limitAnthropic(clientFor(mock.url), limiter, { maxAttempts: 1 });
     mock.setConfig({ faults: { slowHeadersMs: SLOW_HEADERS_MS } });
     const outcome = thrown(() => anthropic.messages.create(request(), { headers: { 'x-mock-fault': 'slow_headers' } }));

@@ -97,7 +97,7 @@ async function run(label: string, limits: { itpm: number; otpm: number; otpmMode
 }
 
 describe('token rates across a fleet: no 429s, ≥ 90% of the limit delivered', () => {
-  it('(4a) ITPM bound', () => run('ITPM', { itpm: 840_000, otpm: UNBOUND_PER_MINUTE, otpmMode: 'max_tokens' }, 'inputTokens'), FLEET_TEST_TIMEOUT_MS);
-  it('(4b) OTPM bound, real-time (actual) mode', () => run('OTPM actual', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'actual' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
-  it('(4c) OTPM bound, max_tokens mode', () => run('OTPM max_tokens', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'max_tokens' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
+  it('G2: (4a) ITPM bound', () => run('ITPM', { itpm: 840_000, otpm: UNBOUND_PER_MINUTE, otpmMode: 'max_tokens' }, 'inputTokens'), FLEET_TEST_TIMEOUT_MS);
+  it('G2: (4b) OTPM bound, real-time (actual) mode', () => run('OTPM actual', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'actual' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
+  it('G2: (4c) OTPM bound, max_tokens mode', () => run('OTPM max_tokens', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'max_tokens' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
 });

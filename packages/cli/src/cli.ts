@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
+import { toError } from '@tollgate/limiter/internal';
 import { CONCURRENCY_MAX, LIMITER_NAME_PATTERN, LimiterUnavailableError, TollgateError } from '@tollgate/limiter';
-import { EnvError, QUEUE_NAME_PATTERN, QueueUnavailableError, isConnectionError, parseEnv, tollgateEnvSchema } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, QueueUnavailableError } from '@tollgate/queue';
+import { EnvError, isConnectionError, parseEnv, tollgateEnvSchema } from '@tollgate/queue/internal';
 import { z } from 'zod';
 import { connect, type RedisTarget } from './connection.js';
 import { durationSchema } from './duration.js';
@@ -210,7 +212,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     try {
       parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
     } catch (error) {
-      throw new CliError(EXIT.usage, `${error instanceof Error ? error.message : String(error)}\nRun \`tollgate --help\`.`);
+      throw new CliError(EXIT.usage, `${toError(error).message}\nRun \`tollgate --help\`.`);
     }
     const { values, positionals } = parsed;
     const two = positionals.slice(0, 2).join(' ');
@@ -259,7 +261,7 @@ function describe(error: unknown): string {
   if (error instanceof CliError) return error.message;
   if (error instanceof LimiterUnavailableError || error instanceof QueueUnavailableError) return `Redis is unreachable: ${error.message}`;
   if (error instanceof TollgateError) return `${error.code}: ${error.message}`;
-  return error instanceof Error ? error.message : String(error);
+  return toError(error).message;
 }
 
 function exitCodeOf(error: unknown): number {

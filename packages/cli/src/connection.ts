@@ -1,4 +1,5 @@
 import { Cluster, Redis } from 'ioredis';
+import { toError } from '@tollgate/limiter/internal';
 import { CliError, EXIT } from './errors.js';
 
 /** Where the CLI finds Redis: `--redis`, else `REDIS_CLUSTER_NODES`, else `REDIS_URL`, else the local default. */
@@ -30,7 +31,7 @@ export async function connect(target: RedisTarget, timeoutMs: number): Promise<R
     ]);
   } catch (error) {
     client.disconnect();
-    const reason = lastError?.message ?? (error instanceof Error ? error.message : String(error));
+    const reason = lastError?.message ?? toError(error).message;
     throw new CliError(EXIT.unreachable, `cannot reach Redis at ${shown}: ${reason}`, { cause: error });
   } finally {
     clearTimeout(timer);

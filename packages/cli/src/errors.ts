@@ -1,3 +1,5 @@
+import { TollgateError } from '@tollgate/limiter';
+
 /** Exit codes, stable for scripts. */
 export const EXIT = {
   ok: 0,
@@ -17,15 +19,14 @@ export const EXIT = {
 
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-/** An error the CLI reports as one line on stderr, exiting with `exitCode`. */
-export class CliError extends Error {
+/** An error the CLI reports as one line on stderr, exiting with `exitCode`. A TollgateError with code `CLI_FAILED`. */
+export class CliError extends TollgateError {
   constructor(
     readonly exitCode: ExitCode,
     message: string,
     options?: ErrorOptions,
   ) {
-    super(message, options);
-    this.name = new.target.name;
+    super('CLI_FAILED', message, options);
   }
 }
 

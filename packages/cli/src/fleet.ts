@@ -1,5 +1,5 @@
 import { createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimitsReading, type Limiter } from '@tollgate/limiter';
-import { queueKeys, withDeadline } from '@tollgate/queue';
+import { queueKeys, withDeadline } from '@tollgate/queue/internal';
 import { Queue } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
 import { CliError, EXIT, shown } from './errors.js';

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
+import { toError } from '@tollgate/limiter/internal';
 import { describeZodError, limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
-import { withDeadline } from '@tollgate/queue';
+import { withDeadline } from '@tollgate/queue/internal';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
 import { CliError, EXIT, shown } from './errors.js';
@@ -57,13 +58,13 @@ export async function readLimitsFile(context: Context, name: string, path: strin
     if (buffer.byteLength > LIMITS_FILE_BYTES_MAX) throw new Error(`larger than ${LIMITS_FILE_BYTES_MAX} bytes`);
     text = buffer.toString('utf8');
   } catch (error) {
-    throw new CliError(EXIT.usage, `cannot read limits file ${shown(path)}: ${error instanceof Error ? error.message : String(error)}`);
+    throw new CliError(EXIT.usage, `cannot read limits file ${shown(path)}: ${toError(error).message}`);
   }
   let raw: unknown;
   try {
     raw = parseYaml(text); // YAML, and so JSON too
   } catch (error) {
-    throw new CliError(EXIT.refused, `limits file ${shown(path)} is not YAML or JSON: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+    throw new CliError(EXIT.refused, `limits file ${shown(path)} is not YAML or JSON: ${toError(error).message.split('\n')[0]}`);
   }
   const parsed = limitsFileSchema.safeParse(raw);
   if (!parsed.success) throw new CliError(EXIT.refused, `limits file ${shown(path)} is invalid: ${describeZodError(parsed.error, raw)}`);

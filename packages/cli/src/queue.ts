@@ -1,5 +1,6 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { decodeFailure, decodeResult, isJobId, parseJobData, queueKeys, sweepAllTenantJobs, withDeadline, type ParsedJob } from '@tollgate/queue';
+import { isJobId } from '@tollgate/queue';
+import { decodeFailure, decodeResult, parseJobData, queueKeys, sweepAllTenantJobs, withDeadline, type ParsedJob } from '@tollgate/queue/internal';
 import { Job } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';

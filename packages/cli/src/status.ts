@@ -1,5 +1,5 @@
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { DEFAULT_POOL, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue';
+import { DEFAULT_POOL, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { openLimiter, openQueue, type Context } from './fleet.js';

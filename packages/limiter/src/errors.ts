@@ -1,6 +1,11 @@
-import { formatValue } from './options.js';
-/** Stable codes: callers may branch on them; messages may change, codes never. */
+import type { z } from 'zod';
+import { describeZodError, formatValue } from './options.js';
+/**
+ * Stable codes: callers may branch on them; messages may change, codes never. One list for every package (the queue's
+ * errors are TollgateErrors too), so a code names one failure across Tollgate.
+ */
 export type TollgateErrorCode =
+  // @tollgate/limiter (and the options of every package)
   | 'LIMITER_UNAVAILABLE'
   | 'ACQUIRE_TIMEOUT'
   | 'ACQUIRE_ABORTED'
@@ -9,7 +14,17 @@ export type TollgateErrorCode =
   | 'INVALID_COST'
   | 'INVALID_ARGUMENT'
   | 'LEASE_LOST'
-  | 'LIMITER_CLOSED';
+  | 'LIMITER_CLOSED'
+  // @tollgate/queue
+  | 'QUEUE_UNAVAILABLE'
+  | 'INVALID_REQUEST'
+  | 'UPSTREAM_ERROR'
+  | 'JOB_WAIT_TIMEOUT'
+  | 'JOB_LOST'
+  | 'IDEMPOTENCY_CONFLICT'
+  | 'TENANT_QUEUE_FULL'
+  // @tollgate/cli
+  | 'CLI_FAILED';
 
 /** The root of every error Tollgate throws on purpose. */
 export class TollgateError extends Error {
@@ -71,12 +86,23 @@ export class InvalidCostError extends TollgateError {
   }
 }
 
-/** An option passed to a limiter method is out of range (priority, timeoutMs, a pause, a concurrency); names the field and the value. */
+/**
+ * An argument or option passed to a method is out of range (a priority, `timeoutMs`, a pause, a concurrency, a job
+ * id, enqueue options); names the field and the value.
+ */
 export class InvalidArgumentError extends TollgateError {
   readonly field: string;
-  constructor(field: string, value: unknown, expected: string) {
-    super('INVALID_ARGUMENT', `${field}: expected ${expected} (got ${formatValue(value)})`);
+  constructor(field: string, value: unknown, expected: string, options?: ErrorOptions) {
+    super('INVALID_ARGUMENT', `${field}: expected ${expected} (got ${formatValue(value)})`, options);
     this.field = field;
+  }
+
+  /** A failed zod parse of a method's options (`method` names them): `field` is the first bad one, the message names each. */
+  static fromZod(method: string, error: z.ZodError, input: unknown): InvalidArgumentError {
+    const field = error.issues[0]?.path.map(String).join('.') || '(root)';
+    const invalid = new InvalidArgumentError(field, undefined, '', { cause: error });
+    invalid.message = `invalid ${method}: ${describeZodError(error, input)}`;
+    return invalid;
   }
 }
 
@@ -94,4 +120,10 @@ export class LimiterClosedError extends TollgateError {
   constructor(limiterName: string) {
     super('LIMITER_CLOSED', `limiter ${limiterName} is closed`);
   }
+}
+
+/** Any thrown value as an Error: an Error as is, anything else (a string, an object) wrapped with its `String()`. */
+export function toError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(String(value));
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import type { LimiterCore } from './core.js';
-import { AcquireAbortedError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError, LimiterClosedError } from './errors.js';
+import { AcquireAbortedError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError, LimiterClosedError, toError } from './errors.js';
 import { FleetView } from './fleet.js';
 import { GrantReader } from './grant-reader.js';
 import { limiterKeys, type LimiterKeys } from './keys.js';
@@ -92,7 +92,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       get closed() {
         return limiter.#closed;
       },
-      redisError: (error) => this.#redisError(error instanceof Error ? error : new Error(String(error))),
+      redisError: (error) => this.#redisError(toError(error)),
       afterPump: (pumped: Pumped) => this.#reader.afterPump(pumped),
       latePumped: {
         reply: (reply) => this.#reader.afterPump(reply.pumped),
@@ -199,7 +199,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       return await fn(permit);
     } finally {
       // a failed release must not hide fn's outcome; the lease then expires by itself
-      await permit.release().catch((error: unknown) => this.#redisError(error instanceof Error ? error : new Error(String(error))));
+      await permit.release().catch((error: unknown) => this.#redisError(toError(error)));
     }
   }
 

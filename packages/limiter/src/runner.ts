@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster } from 'ioredis';
-import { LimiterClosedError, LimiterUnavailableError, TollgateError } from './errors.js';
+import { LimiterClosedError, LimiterUnavailableError, TollgateError, toError } from './errors.js';
 import type { FleetView } from './fleet.js';
 import { DATASETS_KEY, type LimiterKeys } from './keys.js';
 import type { FleetLimits } from './limits.js';
@@ -206,7 +206,7 @@ export class ScriptRunner {
   /** A TollgateError passes as is; anything else (a timeout, a dropped connection) becomes LimiterUnavailableError. */
   unavailable(error: unknown): TollgateError {
     if (error instanceof TollgateError) return error;
-    const cause = error instanceof Error ? error : new Error(String(error));
+    const cause = toError(error);
     this.#onError(cause);
     return new LimiterUnavailableError(this.#name, { cause });
   }

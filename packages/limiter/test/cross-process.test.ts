@@ -69,7 +69,7 @@ function baseEnv(name: string) {
 }
 
 describe('cross-process: 4 real processes share one fleet limit', () => {
-  it(`runs ${TASKS} tasks from 4 × ${SLOTS_PER_PROCESS} slots and never exceeds ${FLEET_LIMIT} calls at once`, async () => {
+  it(`G1: runs ${TASKS} tasks from 4 × ${SLOTS_PER_PROCESS} slots and never exceeds ${FLEET_LIMIT} calls at once`, async () => {
     const name = uniqueName('fleet');
     const tasksKey = `${name}:tasks`;
     await pushTasks(tasksKey, TASKS, 7);
@@ -85,7 +85,7 @@ describe('cross-process: 4 real processes share one fleet limit', () => {
     expect(stats.maxInFlight).toBe(FLEET_LIMIT); // and the fleet did use the whole limit
   }, 120_000);
 
-  it('kill -9 of a process holding permits: the others finish every task, and its permits come back by themselves', async () => {
+  it('G6: kill -9 of a process holding permits: the others finish every task, and its permits come back by themselves', async () => {
     const name = uniqueName('kill');
     const tasksKey = `${name}:tasks`;
     const observer: Limiter = createLimiter({ redis: redis.url, name, concurrency: FLEET_LIMIT, leaseTtlMs: LEASE_TTL_MS, heartbeatMs: HEARTBEAT_MS });
@@ -120,7 +120,7 @@ describe('cross-process: 4 real processes share one fleet limit', () => {
     await observer.close();
   }, 120_000);
 
-  it('SIGSTOP past the lease, then SIGCONT: the frozen process aborts its work within one heartbeat, and others got its slots meanwhile', async () => {
+  it('G7: SIGSTOP past the lease, then SIGCONT: the frozen process aborts its work within one heartbeat, and others got its slots meanwhile', async () => {
     const name = uniqueName('stop');
     const observer: Limiter = createLimiter({ redis: redis.url, name, concurrency: FLEET_LIMIT, leaseTtlMs: LEASE_TTL_MS, heartbeatMs: HEARTBEAT_MS });
     await observer.ready();

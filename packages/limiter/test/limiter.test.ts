@@ -101,7 +101,7 @@ describe('a Redis client passed in', () => {
 });
 
 describe('concurrency', () => {
-  it('grants at once while a slot is free, and queues when full', async () => {
+  it('G1: grants at once while a slot is free, and queues when full', async () => {
     const limiter = await limiterFor({ concurrency: 2 });
     const first = await limiter.acquire();
     const second = await limiter.acquire();
@@ -119,7 +119,7 @@ describe('concurrency', () => {
     expect(await limiter.snapshot()).toMatchObject({ inFlight: 0, waiting: 0 });
   });
 
-  it('hands a released slot to a waiter of another process (through its grants list)', async () => {
+  it('G5: hands a released slot to a waiter of another process (through its grants list)', async () => {
     const limiter = await limiterFor({ concurrency: 1 });
     const peer = await peerOf(limiter);
     const held = await limiter.acquire();
@@ -131,7 +131,7 @@ describe('concurrency', () => {
     await permit.release();
   });
 
-  it('serves waiters first come, first served within a priority, across processes', async () => {
+  it('G4: serves waiters first come, first served within a priority, across processes', async () => {
     const limiter = await limiterFor({ concurrency: 1 });
     const peer = await peerOf(limiter);
     const held = await limiter.acquire();
@@ -152,7 +152,7 @@ describe('concurrency', () => {
     expect(order).toEqual(['0', '1', '2', '3', '4', '5']);
   });
 
-  it('serves a more urgent priority first', async () => {
+  it('G4: serves a more urgent priority first', async () => {
     const limiter = await limiterFor({ concurrency: 1 });
     const held = await limiter.acquire();
     const priorities = [9, 5, 0, 5, 1];
@@ -216,7 +216,7 @@ describe('token buckets', () => {
     expect(error).toMatchObject({ code: 'COST_EXCEEDS_CAPACITY', dimension: 'inputTokens', capacity: 1_000 });
   });
 
-  it('refills continuously: at 60 per minute the 61st request is granted about a second later, not next minute', async () => {
+  it('G2: refills continuously: at 60 per minute the 61st request is granted about a second later, not next minute', async () => {
     const limiter = await limiterFor({ rates: { requests: { limit: 60, intervalMs: 60_000 } } });
     for (let index = 0; index < 60; index++) await (await limiter.acquire()).release();
     const permit = await limiter.acquire({ timeoutMs: 10_000 });
@@ -225,7 +225,7 @@ describe('token buckets', () => {
     await permit.release();
   });
 
-  it('settles actual usage: refunds what was not used, and a debt blocks everyone until repaid', async () => {
+  it('G2: settles actual usage: refunds what was not used, and a debt blocks everyone until repaid', async () => {
     const limiter = await limiterFor({ rates: { outputTokens: { limit: 60_000, intervalMs: 60_000 } } }); // 1,000 per second
     const reserved = await limiter.acquire({ cost: { outputTokens: 10_000 } });
     await reserved.release({ used: { outputTokens: 2_000 } }); // 8,000 come back
@@ -243,7 +243,7 @@ describe('token buckets', () => {
     await waiter.release();
   });
 
-  it('does not let small requests starve a large one at the head of the queue', async () => {
+  it('G4: does not let small requests starve a large one at the head of the queue', async () => {
     const limiter = await limiterFor({ rates: { inputTokens: { limit: 60_000, intervalMs: 60_000 } } }); // 1 per ms
     await (await limiter.acquire({ cost: { inputTokens: 59_800 } })).release();
     const order: string[] = [];
@@ -317,7 +317,7 @@ describe('leaving the queue', () => {
 });
 
 describe('leases', () => {
-  it('reclaims the lease of a process that stops heartbeating, grants the next waiter, and aborts the lost work', async () => {
+  it('G6, G7: reclaims the lease of a process that stops heartbeating, grants the next waiter, and aborts the lost work', async () => {
     const options = { concurrency: 1, leaseTtlMs: 900, heartbeatMs: 300 };
     const connection = new Redis(redis.url, { maxRetriesPerRequest: 0, enableOfflineQueue: false });
     connection.on('error', () => {});
@@ -337,7 +337,7 @@ describe('leases', () => {
     await frozen.close();
   });
 
-  it('a process clock shifted by an hour changes nothing: only Redis TIME decides', async () => {
+  it('G9: a process clock shifted by an hour changes nothing: only Redis TIME decides', async () => {
     const realNow = Date.now;
     const spy = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 3_600_000);
     try {

@@ -160,7 +160,7 @@ afterAll(async () => {
 });
 
 describe('model test (fast-check)', () => {
-  it('after every step: in flight ≤ limit, the bucket matches the model, grants follow the model order', async () => {
+  it('G1, G2, G3, G4: after every step: in flight ≤ limit, the bucket matches the model, grants follow the model order', async () => {
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 2 }), fc.commands(commands, { maxCommands: 18 }), async (limit, steps) => {
         const name = uniqueName('model');

@@ -41,7 +41,7 @@ async function eventually<T>(attempt: () => Promise<T>, deadlineMs: number): Pro
 }
 
 describe('fail closed', () => {
-  it('rejects acquire with LimiterUnavailableError while Redis is down, and works again once it is back', async () => {
+  it('G8: rejects acquire with LimiterUnavailableError while Redis is down, and works again once it is back', async () => {
     const limiter = await limiterFor(uniqueName('down'));
     await (await limiter.acquire()).release();
     await redis.stop();
@@ -56,7 +56,7 @@ describe('fail closed', () => {
     await permit.release();
   });
 
-  it('rejects within redisTimeoutMs when Redis is frozen (connected, but answering nothing)', async () => {
+  it('G8: rejects within redisTimeoutMs when Redis is frozen (connected, but answering nothing)', async () => {
     const limiter = await limiterFor(uniqueName('frozen'));
     await redis.pause();
     try {
@@ -91,7 +91,7 @@ describe('a release that Redis missed', () => {
 });
 
 describe('Redis lost its data', () => {
-  it('processes re-register the leases they hold, so the limit still holds after a restart without persistence', async () => {
+  it('G1: processes re-register the leases they hold, so the limit still holds after a restart without persistence', async () => {
     const name = uniqueName('lost');
     const holder = await limiterFor(name);
     const other = await limiterFor(name);

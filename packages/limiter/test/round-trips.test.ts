@@ -47,7 +47,7 @@ async function limiterFor(name: string, concurrency: number): Promise<Limiter> {
 }
 
 describe('Redis round trips per call', () => {
-  it('uncontended: acquire + release cost 2 commands', async () => {
+  it('G5: uncontended: acquire + release cost 2 commands', async () => {
     const limiter = await limiterFor(uniqueName('trips'), 4);
     await admin.config('RESETSTAT');
     for (let index = 0; index < CALLS; index++) {
@@ -61,7 +61,7 @@ describe('Redis round trips per call', () => {
     expect(total(counts) - 2 * CALLS).toBeLessThanOrEqual(STANDING_SUBSCRIPTIONS_PER_PROCESS);
   });
 
-  it('contended: a waiter served through its grants channel costs 2 (acquire, release; the grant arrives as a message)', async () => {
+  it('G5: contended: a waiter served through its grants channel costs 2 (acquire, release; the grant arrives as a message)', async () => {
     const name = uniqueName('trips');
     const holder = await limiterFor(name, 1);
     const waiter = await limiterFor(name, 1);

@@ -1,6 +1,6 @@
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RedisServerProcess } from '@tollgate/test-support';
+import { RedisServerProcess, eventually } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { DATASETS_KEY, createLimiter, type Limiter, type LimiterOptions } from '../src/index.js';
@@ -13,15 +13,8 @@ export function settledWithin<T>(promise: Promise<T>, ms: number = STUCK_MS): Pr
   return Promise.race([promise, sleep(ms).then(() => 'stuck' as const)]);
 }
 
-/** Polls `check` until it holds (true) or `ms` pass (false). */
-export async function until(check: () => Promise<boolean>, ms: number = STUCK_MS): Promise<boolean> {
-  const deadline = performance.now() + ms;
-  while (performance.now() < deadline) {
-    if (await check()) return true;
-    await sleep(50);
-  }
-  return false;
-}
+/** Polls `check` until it holds (true) or `ms` pass (false): @tollgate/test-support's `eventually`. */
+export const until = (check: () => Promise<boolean>, ms: number = STUCK_MS): Promise<boolean> => eventually(check, ms);
 
 /** The value or the error, so that a rejection is handled from the start. */
 export function outcome<T>(promise: Promise<T>): Promise<T | unknown> {

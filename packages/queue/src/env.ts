@@ -1,4 +1,4 @@
-import { LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
+import { InvalidConfigError, LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
 import { z } from 'zod';
 import { Cluster } from 'ioredis';
 import { QUEUE_NAME_PATTERN } from './keys.js';
@@ -49,13 +49,8 @@ export const tollgateEnvSchema = z.object({
 
 export type TollgateEnv = z.infer<typeof tollgateEnvSchema>;
 
-/** A variable that is missing or wrong; the message names it (and its value, unless it is a secret). */
-export class EnvError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'EnvError';
-  }
-}
+/** A variable that is missing or wrong; the message names it (and its value, unless it is a secret). Code `INVALID_CONFIG`. */
+export class EnvError extends InvalidConfigError {}
 
 /**
  * Parses the environment with `schema`.

@@ -1,4 +1,5 @@
 import { TollgateError } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import { z } from 'zod';
 import { errorBodySchema, type ErrorBody } from './errors.js';
 import { relayedHeaders } from './upstream.js';
@@ -69,7 +70,8 @@ export function describeFailure(error: unknown): JobFailure {
     if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT') return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };
     return { status: UNAVAILABLE_STATUS, retryable: true, body: errorBody('api_error', error.message) };
   }
-  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  const failed = toError(error);
+  const message = `${failed.name}: ${failed.message}`;
   return { status: INTERNAL_STATUS, retryable: true, body: errorBody('api_error', message) };
 }
 

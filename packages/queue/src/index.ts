@@ -1,3 +1,5 @@
+// The public API of @tollgate/queue: what a user needs to enqueue, wait for and run Messages jobs. What only the
+// Tollgate services share (env parsing, connections, key layout, event streams, metrics) is in './internal.ts'.
 export {
   COMPLETED_RETENTION_JOBS,
   COMPLETED_RETENTION_SECONDS,
@@ -26,13 +28,13 @@ export {
   CALLER_GONE_REASON,
   CALLER_GONE_STATUS,
   DRAIN_TIMEOUT_MS_DEFAULT,
-  JOB_UPSTREAM_EVENT,
   LOCK_DURATION_MS_DEFAULT,
   LOCK_LOST_REASON,
   MAX_STALLED_COUNT_DEFAULT,
   QueueWorker,
   SHUTDOWN_REASON,
   STALLED_INTERVAL_MS_DEFAULT,
+  WORKER_CONCURRENCY_MAX,
   createWorker,
   type ClientForPriority,
   type MessagesClient,
@@ -42,38 +44,22 @@ export {
 export {
   API_HEADER_LENGTH_MAX,
   API_HEADER_NAMES,
-  JOB_DATA_VERSION,
   JOB_ROUTES,
   MAX_TOKENS_MAX,
   MESSAGES_MAX,
   MODEL_NAME_LENGTH_MAX,
   RequestBody,
   TENANT_PATTERN,
-  apiHeadersSchema,
-  countTokensParamsSchema,
-  jobDataSchema,
-  messageParamsSchema,
-  modelsParamsSchema,
-  parseJobData,
   validateMessageParams,
   type ApiHeaders,
   type CountTokensParams,
-  type JobData,
   type JobRoute,
   type MessageParams,
   type ModelsParams,
-  type ParsedJob,
 } from './schema.js';
-export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema, type JobResult, type UpstreamMeta } from './upstream.js';
-export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
-export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
-export { RESERVE_GRACE_MS } from './tenant-cap.js';
-export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';
-export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
-export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
-export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
-export { bullmqPriority } from './priority.js';
-export { REDIS_TIMEOUT_MS_DEFAULT, blockingConnection, commandConnection, isConnectionError, withDeadline, type OwnedRedis, type RedisInput } from './redis.js';
-export { COUNT_TOKENS_LIMITER_SUFFIX, EnvError, MINUTE_MS, countTokensLimiterOptionsFromEnv, PORT_MAX, SECRET_ENV_VARIABLES, envInt, limiterOptionsFromEnv, parseEnv, redisFromEnv, requireLimit, tollgateEnvSchema, type EnvRedis, type TollgateEnv } from './env.js';
-export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
-export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, OTHER_TENANTS_LABEL, TENANT_SERIES_MAX, type FleetMetricsScope } from './fleet-metrics.js';
+export type { JobResult, UpstreamMeta } from './upstream.js';
+export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, type ErrorBody } from './errors.js';
+export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, isJobId } from './job-ids.js';
+export type { JobFailure } from './failure.js';
+export { QUEUE_NAME_PATTERN } from './keys.js';
+export { REDIS_TIMEOUT_MS_DEFAULT, type RedisInput } from './redis.js';

@@ -1,4 +1,4 @@
-import { LIMITER_NAME_PATTERN } from '@tollgate/limiter';
+import { InvalidArgumentError, LIMITER_NAME_PATTERN } from '@tollgate/limiter';
 import { TENANT_PATTERN } from './schema.js';
 
 /** Queue names share the limiter's alphabet minus `:` (BullMQ splits its keys on it). */
@@ -6,7 +6,7 @@ export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 
 /** Every key of one queue, with one hash tag so BullMQ's scripts and our per-job streams stay in one Cluster slot. */
 export function queueKeys(queue: string) {
-  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue)) throw new Error(`invalid queue name ${JSON.stringify(queue)}`);
+  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue)) throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters)');
   const prefix = `{tollgate-queue:${queue}}`;
   return {
     /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */
@@ -23,7 +23,7 @@ export function queueKeys(queue: string) {
     jobPrefix: `${prefix}:${queue}:`,
     /** The unfinished jobs of one tenant (configured names only, never a caller's string), for the queued-jobs cap. */
     tenantOpen: (tenant: string) => {
-      if (!TENANT_PATTERN.test(tenant)) throw new Error('invalid tenant name');
+      if (!TENANT_PATTERN.test(tenant)) throw new InvalidArgumentError('tenant', tenant, 'a tenant name (letters, digits and ._-, 1 to 64 characters)');
       return `${prefix}:${queue}:tenant-open:${tenant}`;
     },
     /** BullMQ's list of the jobs held by a worker now (bounded by the fleet's worker concurrency). */

@@ -52,6 +52,14 @@ export async function withDeadline<T>(promise: Promise<T>, timeoutMs: number, wh
   }
 }
 
+/** A call's deadline: `promise` under the caller's `redisTimeoutMs` (plus `extraMs`), {@link QueueUnavailableError} past it. */
+export type Deadline = <T>(promise: Promise<T>, what: string, extraMs?: number) => Promise<T>;
+
+/** The {@link Deadline} of a producer (or service) whose Redis calls each get `timeoutMs`. */
+export function deadlineOf(timeoutMs: number): Deadline {
+  return (promise, what, extraMs = 0) => withDeadline(promise, timeoutMs + extraMs, what);
+}
+
 /** ioredis's errors for a closed, refused or timed-out connection. */
 export function isConnectionError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;

@@ -1,4 +1,5 @@
 import { PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, describeZodError } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import type Anthropic from '@anthropic-ai/sdk';
 import { z } from 'zod';
 import { InvalidRequestError } from './errors.js';
@@ -132,7 +133,7 @@ export class RequestBody {
     try {
       parsed = JSON.parse(text);
     } catch (error) {
-      throw new InvalidRequestError(`body: invalid JSON (${error instanceof Error ? error.message : String(error)})`, { cause: error });
+      throw new InvalidRequestError(`body: invalid JSON (${toError(error).message})`, { cause: error });
     }
     return new RequestBody(route, text, checkParams(route, parsed));
   }

@@ -2,14 +2,15 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type Anthropic from '@anthropic-ai/sdk';
 import type { Middleware } from '@anthropic-ai/sdk';
-import { describeZodError, type Limiter } from '@tollgate/limiter';
+import { InvalidConfigError, describeZodError, type Limiter } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { InvalidRequestError } from './errors.js';
 import { anthropicError, describeFailure, encodeFailure, type JobFailure } from './failure.js';
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
-import { queueKeys, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
 import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
@@ -49,7 +50,7 @@ const isClient = (value: unknown): value is MessagesClient =>
 
 const workerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
-  queue: z.string().min(1),
+  queue: z.string().regex(QUEUE_NAME_PATTERN, 'a queue name: letters, digits and ._-, 1 to 100 characters'),
   /** A client, or one per priority (a limited client takes its permits at one priority). */
   client: z.custom<MessagesClient | ClientForPriority>((value) => typeof value === 'function' || isClient(value), 'expected an Anthropic client or a function of priority'),
   /** Jobs this process runs at once; the fleet-wide limit is the limiter's. */
@@ -99,7 +100,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   constructor(input: WorkerOptions) {
     super();
     const parsed = workerOptionsSchema.safeParse(input);
-    if (!parsed.success) throw new InvalidRequestError(`invalid worker options: ${describeZodError(parsed.error, input)}`);
+    if (!parsed.success) throw new InvalidConfigError(`invalid worker options: ${describeZodError(parsed.error, input)}`, { cause: parsed.error });
     this.#options = parsed.data;
     this.#keys = queueKeys(parsed.data.queue);
     this.#blocking = blockingConnection(parsed.data.redis);
@@ -108,7 +109,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     for (const { client } of [this.#blocking, this.#commands, this.#aborts]) client.on('error', (error: Error) => this.#error(error));
     // one subscription per process: a caller that went away names its job, and the worker running it aborts the call
     // (its permit is released as the call ends); other workers ignore the id
-    void this.#aborts.client.subscribe(this.#keys.abortChannel).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+    void this.#aborts.client.subscribe(this.#keys.abortChannel).catch((error: unknown) => this.#error(toError(error)));
     this.#aborts.client.on('message', (channel: string, jobId: string) => {
       if (channel === this.#keys.abortChannel) this.bullmq.cancelJob(jobId, CALLER_GONE_REASON);
     });
@@ -201,7 +202,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       parsed = parseJobData(job.data);
     } catch (error) {
       // enqueue validates every job, so this is a job written by something else: never worth a retry
-      const failure: JobFailure = { status: 400, retryable: false, body: anthropicError(400, error instanceof Error ? error.message : String(error)) };
+      const failure: JobFailure = { status: 400, retryable: false, body: anthropicError(400, toError(error).message) };
       this.emit('failed', { jobId, failure, final: true });
       throw new UnrecoverableError(encodeFailure(failure));
     }

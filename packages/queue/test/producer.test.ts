@@ -1,6 +1,8 @@
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConflictError, InvalidRequestError, JOB_ID_PATTERN, JobLostError, RequestBody, randomJobId, bullmqPriority, createProducer, queueKeys, type Producer } from '../src/index.js';
+import { InvalidArgumentError } from '@tollgate/limiter';
+import { IdempotencyConflictError, InvalidRequestError, JOB_ID_PATTERN, JobLostError, RequestBody, createProducer, type Producer } from '../src/index.js';
+import { randomJobId, bullmqPriority, queueKeys } from '../src/internal.js';
 import { MODEL, rawJob, request, thrown } from './support.js';
 
 let redis: TestRedis;
@@ -110,7 +112,7 @@ describe('enqueue', () => {
     const mapped = Array.from({ length: 10 }, (_, priority) => bullmqPriority(priority));
     expect(mapped).toEqual([...mapped].sort((a, b) => a - b));
     expect(Math.min(...mapped)).toBeGreaterThan(0); // BullMQ's 0 would bypass the prioritized set
-    expect(() => bullmqPriority(10)).toThrow(RangeError);
+    expect(() => bullmqPriority(10)).toThrow(InvalidArgumentError);
   });
 
   it('uses one hash-tagged prefix, so every key of the queue is in one Cluster slot', async () => {
@@ -137,7 +139,7 @@ describe('enqueue', () => {
     const error = await thrown(() => producer.wait(id, { timeoutMs: 60_000 }));
     expect(error).toBeInstanceOf(JobLostError);
     expect(error).toMatchObject({ status: 503, message: `job ${id} was lost with the queue's data; retry` });
-    expect(await thrown(() => producer.wait('wait', { timeoutMs: 60_000 }))).toBeInstanceOf(InvalidRequestError);
+    expect(await thrown(() => producer.wait('wait', { timeoutMs: 60_000 }))).toBeInstanceOf(InvalidArgumentError);
   });
 
   it('cancel removes a waiting job; an unknown one is missing', async () => {

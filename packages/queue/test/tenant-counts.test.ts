@@ -3,7 +3,8 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createProducer, createWorker, queueKeys, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, type Producer } from '../src/index.js';
+import { createProducer, createWorker, type Producer } from '../src/index.js';
+import { queueKeys, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs } from '../src/internal.js';
 import { request, sdkClient } from './support.js';
 
 let redis: TestRedis;

@@ -6,22 +6,24 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
-  JOB_FAILED_EVENT,
-  JOB_UPSTREAM_EVENT,
   RequestBody,
   UpstreamError,
-  randomJobId,
   createProducer,
   createWorker,
-  decodeFailure,
-  idempotentJobId,
-  queueKeys,
-  readJobEvents,
   type MessagesClient,
   type Producer,
   type QueueWorker,
   type WorkerEvents,
 } from '../src/index.js';
+import {
+  JOB_FAILED_EVENT,
+  JOB_UPSTREAM_EVENT,
+  randomJobId,
+  decodeFailure,
+  idempotentJobId,
+  queueKeys,
+  readJobEvents,
+} from '../src/internal.js';
 import { nextEvent, rawJob, request, sdkClient, textOf, thrown } from './support.js';
 
 const FLEET_CONCURRENCY = 3;
@@ -269,7 +271,7 @@ describe('aborts', () => {
     expect(mock.stats().byStatus['200'] ?? 0).toBe(0); // the call never answered
   });
 
-  it('close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {
+  it('G10: close() hands a call that outlives the drain timeout back to the queue, attempts untouched', async () => {
     mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
     worker = createWorker({ redis: redis.url, queue, client: sdkClient(mock.url), concurrency: 1 });
     const handedBack = nextEvent(on('handedBack'), () => true);

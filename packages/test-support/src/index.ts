@@ -16,3 +16,18 @@ export {
   type OverlapStatsOptions,
   type RefillGapStats,
 } from './overlap-server.js';
+export {
+  GATEWAY_ENTRY,
+  MOCK_ENTRY,
+  READY_TIMEOUT_MS,
+  REPO_ROOT,
+  STOP_GRACE_MS,
+  WORKER_ENTRY,
+  sourceEntryCommand,
+  spawnService,
+  stopAllServices,
+  type ReadyInfo,
+  type ServiceProcess,
+  type SpawnOptions,
+} from './processes.js';
+export { eventually } from './eventually.js';

@@ -1,4 +1,5 @@
-import { createLimiter, cutText, formatValue, type Limiter } from '@tollgate/limiter';
+import { InvalidArgumentError, createLimiter, cutText, formatValue, type Limiter } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import {
   IDEMPOTENCY_KEY_LENGTH_MAX,
   IdempotencyConflictError,
@@ -9,22 +10,24 @@ import {
   TenantQueueFullError,
   QueueUnavailableError,
   UpstreamError,
+  createProducer,
+  type ApiHeaders,
+  type EnqueueOptions,
+  type JobRoute,
+  type Producer,
+  type UpstreamMeta,
+} from '@tollgate/queue';
+import {
   anthropicError,
   commandConnection,
   FleetGauges,
-  createProducer,
   isConnectionError,
   limiterOptionsFromEnv,
   queueKeys,
   redisFromEnv,
   withDeadline,
-  type ApiHeaders,
-  type EnqueueOptions,
   type FleetMetricsScope,
-  type JobRoute,
-  type Producer,
-  type UpstreamMeta,
-} from '@tollgate/queue';
+} from '@tollgate/queue/internal';
 import { performance } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -146,7 +149,7 @@ function enqueueOptions(request: FastifyRequest, withIdempotency: boolean): Enqu
 
 /** Maps what enqueue or a wait threw onto an HTTP answer in Anthropic's envelope. */
 function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknown): FastifyReply {
-  if (error instanceof InvalidRequestError) return sendError(request, reply, 400, error.message);
+  if (error instanceof InvalidRequestError || error instanceof InvalidArgumentError) return sendError(request, reply, 400, error.message); // a bad field or enqueue option from the caller
   if (error instanceof IdempotencyConflictError) return sendError(request, reply, 409, error.message, error.type);
   if (error instanceof TenantQueueFullError) return sendError(request, reply, 429, `${error.message} (GATEWAY_TENANT_QUEUED_MAX)`);
   if (error instanceof JobLostError) {
@@ -162,7 +165,7 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
     return sendError(request, reply, 504, error.message);
   }
   if (error instanceof QueueUnavailableError || isConnectionError(error)) return sendError(request, reply, 503, 'The queue is unavailable: Redis is unreachable. Nothing was enqueued; retry later.');
-  request.log.error({ err: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'unexpected error');
+  request.log.error({ err: { name: toError(error).name, message: toError(error).message } }, 'unexpected error');
   return sendError(request, reply, 500, 'Internal server error');
 }
 
@@ -519,7 +522,7 @@ function metricsListener(text: () => Promise<{ type: string; body: string }>, lo
     text().then(
       ({ type, body }) => response.writeHead(200, { 'content-type': type }).end(body),
       (error: unknown) => {
-        logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'metrics failed');
+        logger.warn({ err: toError(error).message }, 'metrics failed');
         response.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify(anthropicError(500, 'metrics failed')));
       },
     );

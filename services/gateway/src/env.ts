@@ -1,4 +1,5 @@
-import { COMPLETED_RETENTION_JOBS, COMPLETED_RETENTION_SECONDS, FAILED_RETENTION_JOBS, FAILED_RETENTION_SECONDS, PORT_MAX, TENANT_PATTERN, TENANT_QUEUED_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue';
+import { COMPLETED_RETENTION_JOBS, COMPLETED_RETENTION_SECONDS, FAILED_RETENTION_JOBS, FAILED_RETENTION_SECONDS, TENANT_PATTERN, TENANT_QUEUED_MAX } from '@tollgate/queue';
+import { PORT_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue/internal';
 import { z } from 'zod';
 
 export const PORT_DEFAULT = 8080;

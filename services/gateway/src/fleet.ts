@@ -1,5 +1,6 @@
 import type { Limiter, LimiterSnapshot } from '@tollgate/limiter';
-import { readFleetStats, withDeadline, type FleetStats, type Producer, type QueueCounts, type TenantCount } from '@tollgate/queue';
+import { type Producer, type QueueCounts } from '@tollgate/queue';
+import { readFleetStats, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
 import type { Cluster, Redis } from 'ioredis';
 
 /** The dashboard refreshes this often, in ms. */

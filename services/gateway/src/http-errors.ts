@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { cutText } from '@tollgate/limiter';
-import { anthropicError } from '@tollgate/queue';
+import { anthropicError } from '@tollgate/queue/internal';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /** Bytes of randomness in a request id. */

@@ -1,4 +1,5 @@
-import { EnvError } from '@tollgate/queue';
+import { EnvError } from '@tollgate/queue/internal';
+import { toError } from '@tollgate/limiter/internal';
 import { pino } from 'pino';
 import { buildGateway } from './app.js';
 import { parseGatewayEnv } from './env.js';
@@ -33,6 +34,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`tollgate-gateway: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`tollgate-gateway: failed to start: ${toError(error).message}\n`);
   process.exit(1);
 });

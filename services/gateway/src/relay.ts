@@ -1,4 +1,6 @@
-import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, JobLostError, JobWaitTimeoutError, UpstreamError, anthropicError, decodeFailure, upstreamMetaSchema, type JobEvent, type Producer, type UpstreamMeta } from '@tollgate/queue';
+import { JobLostError, JobWaitTimeoutError, UpstreamError, type Producer, type UpstreamMeta } from '@tollgate/queue';
+import { toError } from '@tollgate/limiter/internal';
+import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, anthropicError, decodeFailure, upstreamMetaSchema, type JobEvent } from '@tollgate/queue/internal';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /** SSE events after which the answer is over (anthropic-api.md §1.3). */
@@ -89,7 +91,7 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
       }
     }
   } catch (error) {
-    if (!done && !stop.signal.aborted) fail(503, anthropicError(503, `the event stream broke: ${error instanceof Error ? error.message : String(error)}`, request.id));
+    if (!done && !stop.signal.aborted) fail(503, anthropicError(503, `the event stream broke: ${toError(error).message}`, request.id));
   } finally {
     stop.abort();
     if (!done && !raw.writableEnded) raw.end();

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { JOB_EVENTS_BLOCK_MS, toJobEvent, type JobEvent } from '@tollgate/queue';
+import { JOB_EVENTS_BLOCK_MS, toJobEvent, type JobEvent } from '@tollgate/queue/internal';
 import type { Cluster, Redis } from 'ioredis';
 
 /** Streams one shared reader follows; a reader's XREAD names every one of its streams, so keep it modest. */

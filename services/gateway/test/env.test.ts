@@ -1,4 +1,4 @@
-import { EnvError } from '@tollgate/queue';
+import { EnvError } from '@tollgate/queue/internal';
 import { describe, expect, it } from 'vitest';
 import { parseGatewayEnv } from '../src/index.js';
 import { TOKENS, TOKEN_A } from './support.js';

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { MESSAGES_JOB_NAME, parseJobData, queueKeys } from '@tollgate/queue';
+import { MESSAGES_JOB_NAME } from '@tollgate/queue';
+import { parseJobData, queueKeys } from '@tollgate/queue/internal';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';

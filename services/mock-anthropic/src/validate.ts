@@ -79,7 +79,7 @@ export function parseJsonBody(raw: unknown): Record<string, unknown> | ApiErrorS
     parsed = JSON.parse(raw);
   } catch (error) {
     // The parse failure is the answer: a 400 naming the problem, never a 500.
-    return invalidRequest(`There was an error parsing the body: ${error instanceof Error ? error.message : 'invalid JSON'}`);
+    return invalidRequest(`There was an error parsing the body: ${error instanceof SyntaxError ? error.message : 'invalid JSON'}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return invalidRequest('Input should be a valid dictionary');
   return parsed as Record<string, unknown>;

@@ -1,4 +1,5 @@
-import { DRAIN_TIMEOUT_MS_DEFAULT, LOCK_DURATION_MS_DEFAULT, PORT_MAX, STALLED_INTERVAL_MS_DEFAULT, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue';
+import { DRAIN_TIMEOUT_MS_DEFAULT, LOCK_DURATION_MS_DEFAULT, STALLED_INTERVAL_MS_DEFAULT } from '@tollgate/queue';
+import { PORT_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue/internal';
 import { z } from 'zod';
 
 /** Jobs one worker process runs at once unless configured. */

@@ -1,4 +1,5 @@
-import { EnvError } from '@tollgate/queue';
+import { EnvError } from '@tollgate/queue/internal';
+import { toError } from '@tollgate/limiter/internal';
 import { parseWorkerEnv } from './env.js';
 import { CLOSE_GRACE_MS, createLogger, startWorkerService } from './service.js';
 
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
     service.close().then(
       () => process.exit(0),
       (error: unknown) => {
-        logger.error({ err: error instanceof Error ? { name: error.name, message: error.message } : String(error) }, 'close failed');
+        logger.error({ err: { name: toError(error).name, message: toError(error).message } }, 'close failed');
         process.exit(1);
       },
     );
@@ -33,6 +34,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`tollgate-worker: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`tollgate-worker: failed to start: ${toError(error).message}\n`);
   process.exit(1);
 });

@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { toError } from '@tollgate/limiter/internal';
 import type { AddressInfo } from 'node:net';
 import type { ServiceMetrics } from './metrics.js';
 
@@ -37,7 +38,7 @@ export async function startMetricsServer(metrics: ServiceMetrics, options: Metri
       options
         .readiness()
         .then(({ ready, reasons }) => response.writeHead(ready ? 200 : 503, { 'content-type': JSON_TYPE }).end(JSON.stringify({ status: ready ? 'ready' : 'not ready', reasons })))
-        .catch((error: unknown) => response.writeHead(503, { 'content-type': JSON_TYPE }).end(JSON.stringify({ status: 'not ready', reasons: [error instanceof Error ? error.message : String(error)] })));
+        .catch((error: unknown) => response.writeHead(503, { 'content-type': JSON_TYPE }).end(JSON.stringify({ status: 'not ready', reasons: [toError(error).message] })));
       return;
     }
     if (path !== '/metrics') {

@@ -1,7 +1,8 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import type { LimitedAnthropicStats } from '@tollgate/anthropic';
 import type { Limiter } from '@tollgate/limiter';
-import { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, type Producer } from '@tollgate/queue';
+import { type Producer } from '@tollgate/queue';
+import { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges } from '@tollgate/queue/internal';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Upper bounds of the acquire-wait histogram, in seconds. */

@@ -1,9 +1,11 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
+import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
-import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, createProducer, createWorker, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue';
+import { createProducer, createWorker } from '@tollgate/queue';
+import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue/internal';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -179,7 +181,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
       withDeadline(fleet.client.ping(), limiter.options.redisTimeoutMs, 'ping'),
       limiter.snapshot(), // the limiter's own connection and its functions
     ]);
-    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${check.reason instanceof Error ? check.reason.message : String(check.reason)}`] : []));
+    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${toError(check.reason).message}`] : []));
     return { ready: reasons.length === 0, reasons };
   };
   // the ready line and /readyz say the same: the fail-fast connection of the ping is up too (else the next check says why)

@@ -1,4 +1,4 @@
-import { EnvError, limiterOptionsFromEnv } from '@tollgate/queue';
+import { EnvError, limiterOptionsFromEnv } from '@tollgate/queue/internal';
 import { describe, expect, it } from 'vitest';
 import { parseWorkerEnv } from '../src/index.js';
 

@@ -1,6 +1,6 @@
 import { countTokensRates, documentFromEnv, poolRates, resolvePool, ENV_POOL_NAME } from '@tollgate/config';
 import { LEASE_TTL_MS_DEFAULT } from '@tollgate/limiter';
-import { countTokensLimiterOptionsFromEnv, limiterOptionsFromEnv, parseEnv, requireLimit, tollgateEnvSchema, type TollgateEnv } from '@tollgate/queue';
+import { countTokensLimiterOptionsFromEnv, limiterOptionsFromEnv, parseEnv, requireLimit, tollgateEnvSchema, type TollgateEnv } from '@tollgate/queue/internal';
 import { describe, expect, it } from 'vitest';
 import { parseWorkerEnv } from '../src/index.js';
 

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { createProducer, queueKeys, type Producer } from '@tollgate/queue';
+import { createProducer, type Producer } from '@tollgate/queue';
+import { queueKeys } from '@tollgate/queue/internal';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';

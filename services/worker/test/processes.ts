@@ -1,12 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { REPO_ROOT, WORKER_ENTRY, sourceEntryCommand, spawnService as spawnProcess } from '@tollgate/test-support';
 
-/** The repository root, where `node --conditions=tollgate-source --import tsx` resolves the workspaces. */
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const WORKER_ENTRY = 'services/worker/src/main.ts';
-/** Starting a process through tsx takes a few seconds on a busy machine; this is a deadline, not a measurement. */
-export const READY_TIMEOUT_MS = 30_000;
+// The service tests' view of @tollgate/test-support's spawnService: a service entry run from its sources with the
+// test's whole environment, and its JSON ready line as `ready`.
+export { REPO_ROOT, WORKER_ENTRY };
 
 /** The JSON ready line a service prints on stdout. */
 export interface ReadyLine {
@@ -28,43 +25,9 @@ export interface ServiceProcess {
   signal(signal: NodeJS.Signals): void;
 }
 
-/** Spawns `entry` (a path from the repository root) with `env` added, and waits for its ready line. */
+/** Spawns `entry` (a path from the repository root) with the test's environment plus `env`, and waits for its ready line. */
 export async function spawnService(entry: string, env: Record<string, string>): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--conditions=tollgate-source', '--import', 'tsx', entry], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: Array<Record<string, unknown>> = [];
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const ready = await new Promise<ReadyLine>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${entry} printed no ready line within ${READY_TIMEOUT_MS} ms; stderr: ${stderr}`)), READY_TIMEOUT_MS);
-    void exited.then(({ code }) => reject(new Error(`${entry} exited with ${code} before ready; stderr: ${stderr}`)));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let parsed: Record<string, unknown>;
-      try {
-        parsed = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        return; // not a JSON line
-      }
-      logs.push(parsed);
-      if (parsed.event === 'ready') {
-        clearTimeout(timer);
-        resolve(parsed as ReadyLine);
-      }
-    });
-  });
-  return {
-    child,
-    ready,
-    logs,
-    exited,
-    signal: (signal) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    },
-  };
+  const inherited = Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[1] !== undefined));
+  const started = await spawnProcess({ name: entry, ...sourceEntryCommand(entry), env: { ...inherited, LOG_LEVEL: 'info', ...env } });
+  return { child: started.child, ready: started.ready.line as ReadyLine, logs: started.logs, exited: started.exited, signal: (signal) => started.signal(signal) };
 }

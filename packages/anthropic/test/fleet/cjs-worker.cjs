@@ -17,6 +17,7 @@ const RESULT_PREFIX = 'result ';
 async function main() {
   const { createLimiter } = await import('@tollgate/limiter');
   const { limitAnthropic } = await import('@tollgate/anthropic');
+  const { toError } = await import('@tollgate/limiter/internal');
   const config = JSON.parse(process.env.TOLLGATE_WORKER_CONFIG ?? '{}');
   const limiter = createLimiter({ redis: config.redisUrl, name: config.limiterName, ...config.limiter });
   await limiter.ready();
@@ -54,7 +55,7 @@ async function main() {
       } catch (error) {
         // the caller's own SDK classes still apply to what the wrapper rethrows
         const own = error instanceof Anthropic.APIError ? 'own-class ' : '';
-        errors.push(`${own}${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
+        errors.push(`${own}${toError(error).name}: ${toError(error).message}`);
       }
     }
   }
@@ -66,6 +67,6 @@ async function main() {
 }
 
 main().catch((error) => {
-  process.stderr.write(`${error instanceof Error ? error.stack : String(error)}\n`);
+  process.stderr.write(`${error?.stack ?? String(error)}\n`);
   process.exit(1);
 });

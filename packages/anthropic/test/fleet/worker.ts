@@ -6,6 +6,7 @@
 import { createInterface } from 'node:readline';
 import Anthropic from '@anthropic-ai/sdk';
 import { createLimiter } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import { pino } from 'pino';
 import { limitAnthropic } from '../../src/index.js';
 import { RESULT_PREFIX, workerConfigSchema, type CallShape, type WorkerResult } from './protocol.js';
@@ -64,7 +65,7 @@ async function caller(): Promise<void> {
       await call(index, shape);
       succeeded += 1;
     } catch (error) {
-      errors.push(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+      errors.push(`${toError(error).name}: ${toError(error).message}`);
     }
   }
 }

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { limiterKeys } from '../../src/index.js';
+import { toError } from '../../src/internal.js';
 import {
   checkInvariants,
   INVARIANT_NAMES,
@@ -504,7 +505,7 @@ class CheckerRun {
           break;
       }
     } catch (error) {
-      record.error = error instanceof Error ? error.message : String(error);
+      record.error = toError(error).message;
     } finally {
       record.to = monotonicMs();
     }

@@ -1,4 +1,5 @@
 import { TollgateError } from '../../src/index.js';
+import { toError } from '../../src/internal.js';
 
 /** Error messages travel cut to this length. */
 const ERROR_MESSAGE_MAX = 200;
@@ -87,7 +88,7 @@ export type ClientMessage =
 
 export function errorInfo(error: unknown): ErrorInfo {
   if (error instanceof Error) {
-    const cause = error.cause instanceof Error ? ` (cause: ${error.cause.message})` : '';
+    const cause = error.cause === undefined ? '' : ` (cause: ${toError(error.cause).message})`;
     const message = `${error.message}${cause}`.slice(0, ERROR_MESSAGE_MAX);
     return { name: error.name, code: error instanceof TollgateError ? error.code : undefined, message };
   }
