@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   AcquireAbortedError,
+  AcquireTimeoutError,
   CostExceedsCapacityError,
   InvalidArgumentError,
   LimiterClosedError,
@@ -107,6 +108,26 @@ describe('timeoutMs beyond what a timer can wait', () => {
     await sleep(200); // a timer given more than 2^31 − 1 ms fires after 1 ms
     controller.abort();
     expect(await outcome(longest)).toBeInstanceOf(AcquireAbortedError); // still waiting when aborted
+    await held.release();
+  });
+});
+
+describe('an acquire deadline is never early (checker seed 1938772118)', () => {
+  it('AcquireTimeoutError comes no sooner than timeoutMs after the call, by performance.now()', async () => {
+    const limiter = await limiterFor(uniqueName('timeout-early'));
+    const held = await limiter.acquire();
+    const early: string[] = [];
+    // a Node timer fires up to ~2 ms early by performance.now() (libuv's coarse loop clock in whole ms);
+    // so many deadlines, at sub-ms offsets, meet that often
+    for (let attempt = 0; attempt < 40; attempt++) {
+      const timeoutMs = 5 + attempt / 7;
+      const calledAt = performance.now();
+      const error = await outcome(limiter.acquire({ timeoutMs }));
+      const took = performance.now() - calledAt;
+      expect(error).toBeInstanceOf(AcquireTimeoutError);
+      if (took < timeoutMs) early.push(`timeoutMs ${timeoutMs.toFixed(2)}: rejected after ${took.toFixed(2)} ms`);
+    }
+    expect(early).toEqual([]);
     await held.release();
   });
 });
