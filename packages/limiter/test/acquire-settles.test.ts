@@ -175,6 +175,29 @@ describe('one failed resubmission strands the rest (case 10)', () => {
   });
 });
 
+describe('an apply that is the first call after a freeze', () => {
+  it('hears that the process was presumed dead: the waiters a pump dropped meanwhile are submitted again', async () => {
+    const name = uniqueName('apply-after-freeze');
+    const prefix = `{tollgate:${name}}`;
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name); // heartbeats every 30 s: none during the test
+    const held = await holder.acquire();
+    const waiting = waiter.acquire(); // no deadline: only a grant ends it
+    expect(await until(async () => (await holder.snapshot()).waiting === 1, STUCK_MS)).toBe(true);
+    // as a freeze past the lease leaves it: the process's mark has passed and another process's pump dropped its waiter
+    const [member] = await admin.zrange(`${prefix}:waiting`, '0', '0');
+    await admin.multi().zadd(`${prefix}:owners`, 0, waiter.ownerId).zrem(`${prefix}:waiting`, member ?? '').exec();
+    // the first call after the freeze: configure marks the process alive again; before the fix it did not say it
+    // had been presumed dead, every later heartbeat answered wasAlive 1, and the waiter waited for ever
+    await waiter.applyLimits();
+    expect(await until(async () => (await holder.snapshot()).waiting === 1, STUCK_MS)).toBe(true);
+    await held.release();
+    const permit = await settledWithin(waiting, STUCK_MS);
+    expect(permit).not.toBe('stuck');
+    await (permit as Permit).release();
+  });
+});
+
 describe('earlier wake times (case 12)', () => {
   it("a refund by a process with no waiters wakes another process's waiter at the earlier time", async () => {
     const name = uniqueName('wake');
