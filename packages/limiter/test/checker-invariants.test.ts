@@ -137,6 +137,19 @@ describe('checker invariant 4: tokens', () => {
     expect(checkTokens(history(twice))).toHaveLength(1); // 24 > 10 + 2 + 7: the refund does not pay twice
   });
 
+  it('places a grant in the limits of its moment within the clock slack (seed 296997040: a raise applied 1 ms before its own pump granted)', () => {
+    // an apply raising the capacity to 120, called at 500; its pump grants 11 tokens at once, stamped
+    // with Redis TIME floored to the ms, which maps to just before the call
+    const tokens = [
+      { from: 0, to: 505, value: { capacity: 10, refillPerMs: 0.01 } },
+      { from: 500, to: undefined, value: { capacity: 120, refillPerMs: 0.12 } },
+    ];
+    const grants = [held(1, 499.4, 600, { tokens: 10 }), held(2, 499.4, 600, { tokens: 1 })];
+    expect(checkTokens(history(grants, { tokens }))).toEqual([]);
+    const before = [held(1, 480, 600, { tokens: 10 }), held(2, 480, 600, { tokens: 1 })];
+    expect(checkTokens(history(before, { tokens }))).toHaveLength(1); // well before the apply: capacity 10
+  });
+
   it('does not carry a window across data loss (the bucket starts full again)', () => {
     const grants = [held(1, 100, 110, { tokens: 8 }), held(2, 200, 210, { tokens: 8 })];
     expect(checkTokens(history(grants, { dataLoss: [{ from: 150, to: 160 }] }))).toEqual([]);

@@ -384,8 +384,10 @@ export function checkTokens(history: History): Violation[] {
       const b = grants[j]!.at;
       if (lossWindows.some(([from]) => from > a && from < b)) break; // a data loss refilled the bucket in between
       const granted = costSums[j + 1]! - costSums[i]!;
-      const capacity = maxIn(history.tokens, a - offset, b - offset, (value) => value.capacity);
-      const refill = maxIn(history.tokens, a - offset, b - offset, (value) => value.refillPerMs);
+      // Redis TIME, floored to the ms, mapped through an offset measured at start: the limits of
+      // any moment within the clock slack may be the ones the grant met (as for invariant 1)
+      const capacity = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.capacity);
+      const refill = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.refillPerMs);
       const bound = capacity + refill * (b - a + 2) + refundedWithin(a, b) + 1e-6;
       if (granted > bound) {
         violations.push({
