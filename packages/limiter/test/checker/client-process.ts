@@ -25,6 +25,8 @@ export interface ClientSettings {
   witnessUrl: string;
   /** Load, then wait for the driver's `start` before connecting (a warm spare, to start as fast as a real process). */
   standby: boolean;
+  /** Self-test of the driver's deadline: once ready, ignore every command (close too), as a wedged process would. */
+  wedged: boolean;
 }
 
 const settings = JSON.parse(process.env.CHECKER_CLIENT ?? '{}') as ClientSettings;
@@ -155,6 +157,7 @@ try {
 }
 
 process.on('message', (command: DriverCommand) => {
+  if (settings.wedged) return; // answers nothing, and stays (only SIGKILL ends it)
   if (command.type === 'start') return;
   if (command.type === 'close') {
     void Promise.all(limiters.map((limiter) => limiter.close())).finally(() => process.exit(0));
@@ -169,4 +172,6 @@ process.on('message', (command: DriverCommand) => {
   if (command.type === 'acquire') acquire(limiter, command);
   else void control(command, limiter);
 });
-process.on('disconnect', () => process.exit(0)); // the driver is gone: nothing left to report to
+process.on('disconnect', () => {
+  if (!settings.wedged) process.exit(0);
+}); // the driver is gone: nothing left to report to
