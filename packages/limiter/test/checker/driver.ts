@@ -839,7 +839,7 @@ class CheckerRun {
    * Limits that some process may still have held as the fleet's when Redis lost its data, and so
    * may write back: those in force within one heartbeat (+ slack) before the loss, or before the
    * freeze of a process frozen across it. An apply answered just before a data loss can be undone
-   * by it (Redis lost the only copy); see FINDINGS for the question this leaves.
+   * by it (Redis lost the only copy): a decision, see the checker README and docs/ARCHITECTURE.md.
    */
   #heardBefore(loss: { calledAt: number; settledAt: number }): [number, number] {
     const hearing = CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS;
