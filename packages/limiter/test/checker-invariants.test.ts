@@ -67,6 +67,17 @@ describe('checker invariant 1: concurrency', () => {
     expect(checkConcurrency(history([held(1, 100, resumedFor + 200), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
   });
 
+  it('counts the G7 window of a lost lease in the running time of its process (a short freeze, then a write pause)', () => {
+    // p0 frozen 350 ms (too short to lose a lease by itself), its renewals then held by a CLIENT PAUSE:
+    // its lease is lost and another process is granted at 1_000; p0 learns it at its first heartbeat
+    // after it runs again, which the freeze delayed
+    const frozen = [{ proc: 'p0.0', from: 1_100, to: 1_450 }];
+    const lostAt = 1_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS + 300; // one heartbeat (+ slack) of running time, plus 300 of the 350 ms frozen
+    expect(checkConcurrency(history([held(1, 100, lostAt, { lostAt }), held(2, 1_000, 2_000, { proc: 'p1.0' })], { frozen }))).toEqual([]);
+    const lateLostAt = 1_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS + 350 + 100; // later than the freeze explains
+    expect(checkConcurrency(history([held(1, 100, lateLostAt, { lostAt: lateLostAt }), held(2, 1_000, 2_000, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
+  });
+
   it('counts a process frozen too briefly to lose its lease all the time', () => {
     const frozen = [{ proc: 'p0.0', from: 150, to: 150 + freezeMayLoseLease(timings) - 1 }];
     expect(checkConcurrency(history([held(1, 100, 1_000), held(2, 200, 400, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);

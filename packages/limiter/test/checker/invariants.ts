@@ -12,6 +12,8 @@
  *   process frozen by SIGSTOP long enough to lose its lease (freezeMayLoseLease) does not count from
  *   the stop until one heartbeat + slack after SIGCONT; a shorter freeze is no excuse.
  *   A permit whose signal aborts later than that overlaps what Redis granted meanwhile: a violation.
+ *   The heartbeat is one of the process's running time: time it spent frozen inside that window
+ *   (a short SIGSTOP followed by a CLIENT PAUSE that held its renewals) does not count.
  * - CLOCK_SLACK_MS: Redis TIME (ms, floored) mapped onto the monotonic clock through an offset
  *   measured at start (min round trip).
  * - Limit changes take effect at an unknown moment between the call and its answer: the larger of
@@ -26,6 +28,8 @@ import type { WitnessCall } from './witness-server.js';
 
 export const SCHEDULING_SLACK_MS = 500;
 export const CLOCK_SLACK_MS = 5;
+/** Steps of the search for a moment of running time before another (each step adds the frozen windows it reaches). */
+const FROZEN_STEPS_MAX = 8;
 /** Violations reported per invariant (and per witness); the rest are counted. */
 const VIOLATIONS_SHOWN_MAX = 5;
 
@@ -176,6 +180,22 @@ function outsideFrozen(history: History, proc: string, from: number, to: number)
   return pieces.filter(([a, b]) => b > a);
 }
 
+/**
+ * The moment `ms` of the process's own running time before `to`: time it spent frozen does not
+ * count. G7 (a lost lease aborts its work within one heartbeat) is a bound on what the process does
+ * while it runs; a process stopped meanwhile, even for less than it takes to lose a lease by itself
+ * (a short SIGSTOP, then a CLIENT PAUSE that holds its renewals), learns of the loss that much later.
+ */
+function runningTimeBefore(history: History, proc: string, to: number, ms: number): number {
+  let from = to - ms;
+  for (let step = 0; step < FROZEN_STEPS_MAX; step++) {
+    const next = to - ms - frozenDuring(history, proc, from, to);
+    if (next === from) break;
+    from = next;
+  }
+  return from;
+}
+
 interface LiveInterval {
   op: number;
   grantAt: number;
@@ -199,7 +219,7 @@ function liveIntervals(history: History, witness: 'callers' | 'server'): LiveInt
       from = call.startAt;
       to = Math.min(call.endAt ?? Infinity, record.killedAt ?? Infinity);
     }
-    if (leaseWasLost(record)) to -= g7;
+    if (leaseWasLost(record)) to = runningTimeBefore(history, record.proc, to, g7);
     const pieces = outsideFrozen(history, record.proc, from, to);
     if (pieces.length > 0) intervals.push({ op: record.op, grantAt: grantTime(record, history.redisOffsetMs), pieces });
   }
