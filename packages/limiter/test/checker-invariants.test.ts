@@ -4,6 +4,7 @@
  * self-test with a double-granting process is in checker.test.ts.
  */
 import { describe, expect, it } from 'vitest';
+import { endSupersededSegments } from './checker/driver.js';
 import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, freezeMayLoseLease, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
 
 const timings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
@@ -100,6 +101,22 @@ describe('checker invariant 1: concurrency', () => {
     ];
     const violations = checkConcurrency(history(acquires, { witnessCalls }));
     expect(violations.map((violation) => violation.message)).toEqual([expect.stringContaining('witness server')]);
+  });
+});
+
+describe('checker: the limits in force after overlapping changes', () => {
+  it('an answered change ends only the limits of changes done before it was called (seed 296997051)', () => {
+    // setConcurrency(4) called at 100 and answered at 160; setConcurrency(1) called at 130, answered at 140:
+    // Redis may have run the 4 last, so 4 stays in force; a change called after 160 ends it
+    const segments = [
+      { from: 0, to: undefined as number | undefined, value: 3, settleBy: 0 },
+      { from: 100, to: undefined as number | undefined, value: 4, settleBy: 160 },
+    ];
+    endSupersededSegments(segments, 130, 140);
+    segments.push({ from: 130, to: undefined, value: 1, settleBy: 140 });
+    expect(segments.map((segment) => segment.to)).toEqual([140, undefined, undefined]);
+    endSupersededSegments(segments, 200, 210);
+    expect(segments.map((segment) => segment.to)).toEqual([140, 210, 210]);
   });
 });
 
