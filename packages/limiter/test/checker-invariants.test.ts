@@ -136,6 +136,14 @@ describe('checker invariant 2: settling', () => {
     expect(checkSettling(history([inTime, frozenLate], { frozen: [{ proc: 'p0.0', from: 10, to: 2_900 }] }))).toEqual([]);
   });
 
+  it('excuses the time a process did not run once, however many windows report it (SIGSTOP and no CPU overlap)', () => {
+    const late: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 1_800, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const stopped = { proc: 'p0.0', from: 100, to: 1_000 };
+    // 900 ms excused: 1_800 is later than 50 + 150 + 500 + 900; counted twice it would pass
+    expect(checkSettling(history([late], { frozen: [stopped, { ...stopped, from: 150 }] }))).toHaveLength(1);
+    expect(checkSettling(history([late], { frozen: [stopped, { proc: 'p0.0', from: 1_000, to: 1_300 }] }))).toEqual([]);
+  });
+
   it('reports a rejection that is not a TollgateError', () => {
     const record: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 5, outcome: 'rejected', error: { name: 'ReplyError', code: undefined, message: 'ERR' } };
     expect(checkSettling(history([record]))).toHaveLength(1);

@@ -121,6 +121,25 @@ const limiters = Array.from({ length: settings.clients }, () => {
   return limiter;
 });
 
+/**
+ * Time this process did not run: a check every RUN_CHECK_MS that finds the gap since the last one
+ * longer than the interval plus the CPU the process used meanwhile reports the difference, when it
+ * is at least NOT_RUNNING_MIN_MS. A process the machine gives no CPU is stopped as surely as one
+ * sent SIGSTOP (the driver treats both alike); time it spent running its own code is never counted.
+ */
+const RUN_CHECK_MS = 10;
+const NOT_RUNNING_MIN_MS = 50;
+let checkedAt = monotonicMs();
+let cpuAt = process.cpuUsage();
+setInterval(() => {
+  const now = monotonicMs();
+  const used = process.cpuUsage(cpuAt);
+  cpuAt = process.cpuUsage();
+  const notRunningMs = now - checkedAt - RUN_CHECK_MS - (used.user + used.system) / 1000;
+  if (notRunningMs >= NOT_RUNNING_MIN_MS) send({ type: 'notRunning', from: now - notRunningMs, to: now });
+  checkedAt = now;
+}, RUN_CHECK_MS).unref();
+
 /** A process started during a fault retries its ready() this often, this many times. */
 const READY_RETRY_MS = 100;
 const READY_ATTEMPTS_MAX = 100;

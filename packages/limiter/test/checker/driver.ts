@@ -230,7 +230,10 @@ class CheckerRun {
   readonly #acquires = new Map<number, AcquireRecord>();
   readonly #controls = new Map<number, ControlRecord>();
   readonly #faultLog: FaultRecord[] = [];
-  readonly #frozen: Array<{ proc: string; from: number; to: number }> = [];
+  /** SIGSTOP windows, and the windows a process reported it did not run (the machine gave it no CPU). */
+  readonly #frozen: Array<{ proc: string; from: number; to: number; notRunning?: true }> = [];
+  /** The slot and generation of each forked process (for the messages that name no op). */
+  readonly #procOf = new Map<ChildProcess, string>();
   readonly #dataLoss: Array<{ from: number; to: number }> = [];
   readonly #opCounts: Record<string, number> = {};
   readonly #faultCounts: Record<string, number> = {};
@@ -444,6 +447,10 @@ class CheckerRun {
           ready = true;
           resolve();
         } else if (message.type === 'startFailed') reject(new Error(`client process could not start: ${message.error.message}`));
+        else if (message.type === 'notRunning') {
+          const proc = this.#procOf.get(child);
+          if (proc !== undefined) this.#frozen.push({ proc, from: message.from, to: message.to, notRunning: true });
+        }
         else this.#onMessage(message);
       });
       child.once('exit', (code, signal) => {
@@ -474,6 +481,7 @@ class CheckerRun {
     }
     slot.child = started.child;
     slot.process = started;
+    this.#procOf.set(started.child, proc);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`client process ${proc} did not start within ${PROCESS_START_MS} ms: ${started.stderr}`)), PROCESS_START_MS);
@@ -490,7 +498,7 @@ class CheckerRun {
   }
 
   #onMessage(message: ClientMessage): void {
-    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing') return;
+    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing' || message.type === 'notRunning') return;
     if (message.type === 'snapshot') {
       this.#snapshotWaiters.get(message.op)?.(message);
       return;
@@ -970,7 +978,7 @@ class CheckerRun {
       }
     }
     for (const window of this.#frozen) {
-      if (window.to >= from && window.from <= violation.atMs) lines.push(`  frozen ${window.proc} @${at(window.from)}→${at(window.to)}`);
+      if (window.to >= from && window.from <= violation.atMs) lines.push(`  ${window.notRunning ? 'not running (no CPU)' : 'frozen'} ${window.proc} @${at(window.from)}→${at(window.to)}`);
     }
     return lines;
   }

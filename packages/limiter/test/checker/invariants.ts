@@ -103,7 +103,7 @@ export interface History {
   redisOffsetMs: number;
   acquires: readonly AcquireRecord[];
   witnessCalls: readonly WitnessCall[];
-  /** Witness calls are matched to their acquire by op. */
+  /** Witness calls are matched to their acquire by op. SIGSTOP windows, and windows a process did not run (it used no CPU): alike for every invariant. */
   frozen: ReadonlyArray<{ proc: string; from: number; to: number }>;
   concurrency: ReadonlyArray<Segment<number>>;
   tokens: ReadonlyArray<Segment<TokenLimit>>;
@@ -272,11 +272,18 @@ function concurrencyFrom(history: History, witness: 'callers' | 'server'): Viola
   return violations;
 }
 
+/** How long the process was frozen (or not running) within [from, to]; overlapping windows count once. */
 function frozenDuring(history: History, proc: string, from: number, to: number): number {
+  const clipped = history.frozen
+    .filter((window) => window.proc === proc && window.to > from && window.from < to)
+    .map((window) => [Math.max(from, window.from), Math.min(to, window.to)] as const)
+    .sort((a, b) => a[0] - b[0]);
   let total = 0;
-  for (const window of history.frozen) {
-    if (window.proc !== proc) continue;
-    total += Math.max(0, Math.min(to, window.to) - Math.max(from, window.from));
+  let reached = from;
+  for (const [start, end] of clipped) {
+    if (end <= reached) continue;
+    total += end - Math.max(start, reached);
+    reached = end;
   }
   return total;
 }
