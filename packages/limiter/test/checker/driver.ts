@@ -69,6 +69,8 @@ const FRESH_OP_BASE = 1_000_000;
 const REDIS_RESTART_MS = 10_000;
 /** How long close() gives a process to exit before it kills it, and the witness and Redis to close. */
 const CLOSE_MS = 2_000 + 1_000;
+/** Stderr shown for a client process that ended by itself. */
+const EXIT_STDERR_CHARS = 1_500;
 /** Events kept per process for a hang's report. */
 const RECENT_EVENTS_MAX = 8;
 /** Unsettled acquires named per process in a hang's report. */
@@ -232,6 +234,8 @@ class CheckerRun {
   readonly #faultLog: FaultRecord[] = [];
   /** SIGSTOP windows, and the windows a process reported it did not run (the machine gave it no CPU). */
   readonly #frozen: Array<{ proc: string; from: number; to: number; notRunning?: true }> = [];
+  /** Client processes that ended by themselves (not killed by the driver): how, with their stderr. */
+  readonly #exits = new Map<string, string>();
   /** The slot and generation of each forked process (for the messages that name no op). */
   readonly #procOf = new Map<ChildProcess, string>();
   readonly #dataLoss: Array<{ from: number; to: number }> = [];
@@ -351,6 +355,8 @@ class CheckerRun {
       const unsettled = [...this.#acquires.values()].filter((record) => record.proc === proc && record.killedAt === undefined && (record.settledAt === undefined || (record.outcome === 'granted' && record.release === undefined)));
       const shown = unsettled.slice(0, UNSETTLED_SHOWN_MAX).map((record) => `op ${record.op} ${record.settledAt === undefined ? `called @${at(record.calledAt)}, unsettled` : `granted @${at(record.settledAt)}, not released`}`);
       lines.push(`  ${proc} (${state}): ${unsettled.length} acquires not done${shown.length > 0 ? ` (${shown.join('; ')})` : ''}`);
+      const exit = this.#exits.get(proc);
+      if (exit !== undefined) lines.push(`    ${exit}`);
       for (const event of this.#recent.get(proc) ?? []) lines.push(`    ${event}`);
     }
     return {
@@ -455,6 +461,11 @@ class CheckerRun {
       });
       child.once('exit', (code, signal) => {
         if (!ready) reject(new Error(`client process exited at start (${String(code ?? signal)}): ${started.stderr}`));
+        // a client process that ends by itself crashed (an unhandled rejection in the limiter, say): its acquires never settle
+        const proc = this.#procOf.get(child);
+        if (proc !== undefined && signal !== 'SIGKILL' && this.#phase !== 'closing') {
+          this.#exits.set(proc, `exited by itself (${String(code ?? signal)}) @${(monotonicMs() - this.#t0).toFixed(0)} ms; stderr: ${started.stderr.slice(-EXIT_STDERR_CHARS) || '(none)'}`);
+        }
       });
     });
     started.ready.catch(() => {}); // a standby killed at the end never becomes ready
@@ -962,6 +973,10 @@ class CheckerRun {
           `${record.lostAt === undefined ? '' : ` lost @${at(record.lostAt)}`} ended @${at(record.endedAt)} released @${at(record.release?.calledAt)}→${at(record.release?.settledAt)}` +
           `${record.release?.leaseLost ? ' (leaseLost)' : ''}${record.release?.error ? ` (release failed ${record.release.error.code ?? record.release.error.name})` : ''}${record.killedAt === undefined ? '' : ` killed @${at(record.killedAt)}`}`,
       );
+    }
+    for (const proc of new Set(involved.map((record) => record.proc))) {
+      const exit = this.#exits.get(proc);
+      if (exit !== undefined) lines.push(`  process ${proc} ${exit}`);
     }
     for (const fault of this.#faultLog) {
       if ((fault.to ?? Infinity) >= from && fault.from <= violation.atMs) lines.push(`  fault ${fault.kind}: ${fault.detail} @${at(fault.from)}→${at(fault.to)}${fault.error ? ` (${fault.error})` : ''}`);
