@@ -182,6 +182,13 @@ export class ScriptRunner {
     this.#epoch = reply.epoch;
     fleet.adopt(reply.limitsVersion, reply.limitsJson, reply.limitsHash);
     this.#hooks?.afterPump(reply.pumped);
+    // this call re-created a dataset that lost its data (an apply, the first call after the loss):
+    // the leases this process holds are registered in it now, as a resync does, not found missing
+    // (and reported lost, their work aborted) by the next heartbeat
+    if (reply.created && !resync && (this.#hooks?.leasesToReregister().length ?? 0) > 0) {
+      await this.#resyncOnce();
+      return;
+    }
     // the queue was lost (a resync, or this call re-created the dataset: an apply the first call after
     // data loss), or the process was presumed dead (frozen past its lease; a pump may have dropped its
     // waiters, and the heartbeat after this call answers wasAlive 1): its waiters are submitted again
