@@ -11,6 +11,11 @@ import { runChecker, type CheckerResult } from './checker/driver.js';
 const CI_SEEDS = [1, 2] as const;
 const CI_OPERATIONS = 150;
 const RUN_TIMEOUT_MS = 120_000;
+/**
+ * A CI run that hangs is reported (and its processes killed) by its deadline, this much before the
+ * test's own timeout (its deadline from the schedule, runDeadlineMs, is longer: 160-180 s).
+ */
+const CLEANUP_MS = 10_000;
 
 function describeResult(result: CheckerResult): string {
   const ops = Object.entries(result.operations).map(([kind, count]) => `${kind} ${count}`).join(', ');
@@ -21,7 +26,7 @@ function describeResult(result: CheckerResult): string {
 describe('fault checker: every invariant of DESIGN §10 under a seeded mix of calls and faults', () => {
   for (const seed of CI_SEEDS) {
     it(`seed ${seed}: ${CI_OPERATIONS} operations and faults, no invariant violated`, async () => {
-      const result = await runChecker({ seed, operations: CI_OPERATIONS });
+      const result = await runChecker({ seed, operations: CI_OPERATIONS, deadlineMs: RUN_TIMEOUT_MS - CLEANUP_MS });
       console.log(describeResult(result));
       expect(result.hang?.lines[0]).toBeUndefined();
       expect(result.violations.map((violation) => `invariant ${violation.invariant}: ${violation.message}`)).toEqual([]);
