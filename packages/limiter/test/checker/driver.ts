@@ -804,7 +804,7 @@ class CheckerRun {
       leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
       fresh: [...fresh.values()].map((op) => {
         const record = this.#acquires.get(op)!;
-        return { calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
+        return { proc: record.proc, calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
       }),
     };
   }

@@ -92,7 +92,7 @@ export interface DrainResult {
   zeroAt: number | undefined;
   /** Live leases at the end of the wait. */
   inFlightLeft: number;
-  fresh: Array<{ calledAt: number; settledAt: number | undefined; granted: boolean; error?: ErrorInfo | undefined }>;
+  fresh: Array<{ proc?: string | undefined; calledAt: number; settledAt: number | undefined; granted: boolean; error?: ErrorInfo | undefined }>;
   /** What Redis still held when something was left over (live leases, queued waiters), for the trace. */
   leftover: string[];
 }
@@ -354,7 +354,9 @@ export function checkDrain(history: History): Violation[] {
   }
   for (const fresh of drain.fresh) {
     const took = fresh.settledAt === undefined ? Infinity : fresh.settledAt - fresh.calledAt;
-    if (!fresh.granted || took > redisTimeoutMs + SCHEDULING_SLACK_MS) {
+    // as for invariant 2: time its process was frozen or not running is not the limiter's
+    const excused = fresh.proc === undefined || fresh.settledAt === undefined ? 0 : frozenDuring(history, fresh.proc, fresh.calledAt, fresh.settledAt);
+    if (!fresh.granted || took - excused > redisTimeoutMs + SCHEDULING_SLACK_MS) {
       violations.push({
         invariant: 3,
         atMs: fresh.settledAt ?? fresh.calledAt,
