@@ -248,7 +248,8 @@ class CheckerRun {
   #admin: Redis | undefined;
   #witness: WitnessServer | undefined;
   #offsetMs = 0;
-  #t0 = 0;
+  /** The start of the schedule (the origin of every time in a trace); the run's start until then. */
+  #t0 = monotonicMs();
   #faultChain: Promise<void> = Promise.resolve();
   readonly #snapshotWaiters = new Map<number, (snapshot: Extract<ClientMessage, { type: 'snapshot' }> | undefined) => void>();
   #nextSnapshotOp = SNAPSHOT_OP_BASE;
