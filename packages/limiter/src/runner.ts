@@ -33,7 +33,7 @@ class DeadlineError extends Error {
 export interface ResyncHooks {
   /** The leases this process holds, with the time each has left, to re-register. */
   leasesToReregister(): Array<{ permitId: string; remainingTtlMs: number }>;
-  /** After the new dataset is configured: submit the queued waiters again (the queue was lost). */
+  /** After the new dataset is configured, or a configure found the process presumed dead: submit the queued waiters again (the queue, or their entries, may be gone). */
   afterResync(): void;
   /** A configure that applied limits pumped (a raise admits waiters, a lowered capacity rejects some). */
   afterPump(pumped: Pumped): void;
@@ -182,7 +182,17 @@ export class ScriptRunner {
     this.#epoch = reply.epoch;
     fleet.adopt(reply.limitsVersion, reply.limitsJson, reply.limitsHash);
     this.#hooks?.afterPump(reply.pumped);
-    if (resync) this.#hooks?.afterResync();
+    // this call re-created a dataset that lost its data (an apply, the first call after the loss):
+    // the leases this process holds are registered in it now, as a resync does, not found missing
+    // (and reported lost, their work aborted) by the next heartbeat
+    if (reply.created && !resync && (this.#hooks?.leasesToReregister().length ?? 0) > 0) {
+      await this.#resyncOnce();
+      return;
+    }
+    // the queue was lost (a resync, or this call re-created the dataset: an apply the first call after
+    // data loss), or the process was presumed dead (frozen past its lease; a pump may have dropped its
+    // waiters, and the heartbeat after this call answers wasAlive 1): its waiters are submitted again
+    if (resync || reply.created || !reply.wasAlive) this.#hooks?.afterResync();
   }
 
   /** `promise`, or a DeadlineError once `redisTimeoutMs` has passed; one promise and one timer per call (every script call goes through here). */

@@ -110,7 +110,15 @@ export class Waiters {
       // the deadline counts from the call too; its timer is set only for a waiter left waiting (most
       // are granted in the reply), for the time left (the round trip itself is bounded by redisTimeoutMs)
       if (timeoutMs !== undefined && waiter.state === 'waiting') {
-        timer = setTimeout(() => this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs)), Math.max(0, startedAt + timeoutMs - performance.now()));
+        // a Node timer may fire up to ~2 ms early by performance.now() (libuv's loop clock is coarse
+        // and counts whole ms): a deadline that comes early is set again for what is left
+        const deadlineAt = startedAt + timeoutMs;
+        const onDeadline = () => {
+          const left = deadlineAt - performance.now();
+          if (left > 0) timer = setTimeout(onDeadline, left);
+          else this.#giveUp(waiter, new AcquireTimeoutError(name, timeoutMs));
+        };
+        timer = setTimeout(onDeadline, Math.max(0, deadlineAt - performance.now()));
       }
       return await granted;
     } finally {

@@ -8,6 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   AcquireAbortedError,
+  AcquireTimeoutError,
   CostExceedsCapacityError,
   InvalidArgumentError,
   LimiterClosedError,
@@ -111,6 +112,26 @@ describe('timeoutMs beyond what a timer can wait', () => {
   });
 });
 
+describe('an acquire deadline is never early (checker seed 1938772118)', () => {
+  it('AcquireTimeoutError comes no sooner than timeoutMs after the call, by performance.now()', async () => {
+    const limiter = await limiterFor(uniqueName('timeout-early'));
+    const held = await limiter.acquire();
+    const early: string[] = [];
+    // a Node timer fires up to ~2 ms early by performance.now() (libuv's coarse loop clock in whole ms);
+    // so many deadlines, at sub-ms offsets, meet that often
+    for (let attempt = 0; attempt < 40; attempt++) {
+      const timeoutMs = 5 + attempt / 7;
+      const calledAt = performance.now();
+      const error = await outcome(limiter.acquire({ timeoutMs }));
+      const took = performance.now() - calledAt;
+      expect(error).toBeInstanceOf(AcquireTimeoutError);
+      if (took < timeoutMs) early.push(`timeoutMs ${timeoutMs.toFixed(2)}: rejected after ${took.toFixed(2)} ms`);
+    }
+    expect(early).toEqual([]);
+    await held.release();
+  });
+});
+
 describe('one waiter queued twice (case 5)', () => {
   it('an acquire that notices the data loss is queued once, not once by the resync and once more by itself', async () => {
     const limiter = await limiterFor(uniqueName('resync-twice'));
@@ -151,6 +172,29 @@ describe('one failed resubmission strands the rest (case 10)', () => {
       expect(permit).not.toBe('stuck');
       await (permit as Permit).release();
     }
+  });
+});
+
+describe('an apply that is the first call after a freeze', () => {
+  it('hears that the process was presumed dead: the waiters a pump dropped meanwhile are submitted again', async () => {
+    const name = uniqueName('apply-after-freeze');
+    const prefix = `{tollgate:${name}}`;
+    const holder = await limiterFor(name);
+    const waiter = await limiterFor(name); // heartbeats every 30 s: none during the test
+    const held = await holder.acquire();
+    const waiting = waiter.acquire(); // no deadline: only a grant ends it
+    expect(await until(async () => (await holder.snapshot()).waiting === 1, STUCK_MS)).toBe(true);
+    // as a freeze past the lease leaves it: the process's mark has passed and another process's pump dropped its waiter
+    const [member] = await admin.zrange(`${prefix}:waiting`, '0', '0');
+    await admin.multi().zadd(`${prefix}:owners`, 0, waiter.ownerId).zrem(`${prefix}:waiting`, member ?? '').exec();
+    // the first call after the freeze: configure marks the process alive again; before the fix it did not say it
+    // had been presumed dead, every later heartbeat answered wasAlive 1, and the waiter waited for ever
+    await waiter.applyLimits();
+    expect(await until(async () => (await holder.snapshot()).waiting === 1, STUCK_MS)).toBe(true);
+    await held.release();
+    const permit = await settledWithin(waiting, STUCK_MS);
+    expect(permit).not.toBe('stuck');
+    await (permit as Permit).release();
   });
 });
 

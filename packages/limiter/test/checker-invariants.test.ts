@@ -4,6 +4,7 @@
  * self-test with a double-granting process is in checker.test.ts.
  */
 import { describe, expect, it } from 'vitest';
+import { endSupersededSegments } from './checker/driver.js';
 import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, freezeMayLoseLease, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
 
 const timings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
@@ -67,6 +68,17 @@ describe('checker invariant 1: concurrency', () => {
     expect(checkConcurrency(history([held(1, 100, resumedFor + 200), held(2, 1_800, 2_900, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
   });
 
+  it('counts the G7 window of a lost lease in the running time of its process (a short freeze, then a write pause)', () => {
+    // p0 frozen 350 ms (too short to lose a lease by itself), its renewals then held by a CLIENT PAUSE:
+    // its lease is lost and another process is granted at 1_000; p0 learns it at its first heartbeat
+    // after it runs again, which the freeze delayed
+    const frozen = [{ proc: 'p0.0', from: 1_100, to: 1_450 }];
+    const lostAt = 1_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS + 300; // one heartbeat (+ slack) of running time, plus 300 of the 350 ms frozen
+    expect(checkConcurrency(history([held(1, 100, lostAt, { lostAt }), held(2, 1_000, 2_000, { proc: 'p1.0' })], { frozen }))).toEqual([]);
+    const lateLostAt = 1_000 + timings.heartbeatMs + SCHEDULING_SLACK_MS + 350 + 100; // later than the freeze explains
+    expect(checkConcurrency(history([held(1, 100, lateLostAt, { lostAt: lateLostAt }), held(2, 1_000, 2_000, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
+  });
+
   it('counts a process frozen too briefly to lose its lease all the time', () => {
     const frozen = [{ proc: 'p0.0', from: 150, to: 150 + freezeMayLoseLease(timings) - 1 }];
     expect(checkConcurrency(history([held(1, 100, 1_000), held(2, 200, 400, { proc: 'p1.0' })], { frozen }))).toHaveLength(1);
@@ -92,6 +104,22 @@ describe('checker invariant 1: concurrency', () => {
   });
 });
 
+describe('checker: the limits in force after overlapping changes', () => {
+  it('an answered change ends only the limits of changes done before it was called (seed 296997051)', () => {
+    // setConcurrency(4) called at 100 and answered at 160; setConcurrency(1) called at 130, answered at 140:
+    // Redis may have run the 4 last, so 4 stays in force; a change called after 160 ends it
+    const segments = [
+      { from: 0, to: undefined as number | undefined, value: 3, settleBy: 0 },
+      { from: 100, to: undefined as number | undefined, value: 4, settleBy: 160 },
+    ];
+    endSupersededSegments(segments, 130, 140);
+    segments.push({ from: 130, to: undefined, value: 1, settleBy: 140 });
+    expect(segments.map((segment) => segment.to)).toEqual([140, undefined, undefined]);
+    endSupersededSegments(segments, 200, 210);
+    expect(segments.map((segment) => segment.to)).toEqual([140, 210, 210]);
+  });
+});
+
 describe('checker invariant 2: settling', () => {
   it('reports an acquire that never settled, one granted after its abort, one settled late, one timed out early', () => {
     const never: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0 };
@@ -106,6 +134,14 @@ describe('checker invariant 2: settling', () => {
     const inTime: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 50 + timings.redisTimeoutMs, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
     const frozenLate = { ...inTime, op: 2, settledAt: 3_000 };
     expect(checkSettling(history([inTime, frozenLate], { frozen: [{ proc: 'p0.0', from: 10, to: 2_900 }] }))).toEqual([]);
+  });
+
+  it('excuses the time a process did not run once, however many windows report it (SIGSTOP and no CPU overlap)', () => {
+    const late: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 1_800, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const stopped = { proc: 'p0.0', from: 100, to: 1_000 };
+    // 900 ms excused: 1_800 is later than 50 + 150 + 500 + 900; counted twice it would pass
+    expect(checkSettling(history([late], { frozen: [stopped, { ...stopped, from: 150 }] }))).toHaveLength(1);
+    expect(checkSettling(history([late], { frozen: [stopped, { proc: 'p0.0', from: 1_000, to: 1_300 }] }))).toEqual([]);
   });
 
   it('reports a rejection that is not a TollgateError', () => {
@@ -123,6 +159,10 @@ describe('checker invariant 3: nothing leaks', () => {
       expect.stringContaining('LIMITER_UNAVAILABLE'),
     ]);
     const clean = { quietAt: 0, zeroAt: timings.leaseTtlMs, inFlightLeft: 0, leftover: [], fresh: [{ calledAt: 10, settledAt: 20, granted: true }] };
+    // slow by 720 ms, of which its process did not run for 300: within redisTimeoutMs + slack; without that, not
+    const slow = { ...clean, fresh: [{ proc: 'p0.0', calledAt: 10, settledAt: 730, granted: true }] };
+    expect(checkDrain(history([], { drain: slow, frozen: [{ proc: 'p0.0', from: 100, to: 400 }] }))).toEqual([]);
+    expect(checkDrain(history([], { drain: slow }))).toHaveLength(1);
     expect(checkDrain(history([], { drain: clean }))).toEqual([]);
   });
 });
@@ -135,6 +175,19 @@ describe('checker invariant 4: tokens', () => {
     expect(checkTokens(history(refunded))).toEqual([]); // 16 ≤ 10 + 1 + refund 7
     const twice = [held(1, 100, 110, { tokens: 8, used: 1 }), held(2, 200, 210, { tokens: 8 }), held(3, 300, 310, { tokens: 8 })];
     expect(checkTokens(history(twice))).toHaveLength(1); // 24 > 10 + 2 + 7: the refund does not pay twice
+  });
+
+  it('places a grant in the limits of its moment within the clock slack (seed 296997040: a raise applied 1 ms before its own pump granted)', () => {
+    // an apply raising the capacity to 120, called at 500; its pump grants 11 tokens at once, stamped
+    // with Redis TIME floored to the ms, which maps to just before the call
+    const tokens = [
+      { from: 0, to: 505, value: { capacity: 10, refillPerMs: 0.01 } },
+      { from: 500, to: undefined, value: { capacity: 120, refillPerMs: 0.12 } },
+    ];
+    const grants = [held(1, 499.4, 600, { tokens: 10 }), held(2, 499.4, 600, { tokens: 1 })];
+    expect(checkTokens(history(grants, { tokens }))).toEqual([]);
+    const before = [held(1, 480, 600, { tokens: 10 }), held(2, 480, 600, { tokens: 1 })];
+    expect(checkTokens(history(before, { tokens }))).toHaveLength(1); // well before the apply: capacity 10
   });
 
   it('does not carry a window across data loss (the bucket starts full again)', () => {

@@ -158,6 +158,20 @@ describe('the parsed-config cache never serves another dataset (case 7)', () => 
 });
 
 describe('partial data loss that keeps the epoch', () => {
+  it('an apply that is the first call after FLUSHALL registers the leases its process holds: none is reported lost', async () => {
+    const name = uniqueName('apply-after-loss');
+    const limiter = await limiterFor(name);
+    const permit = await limiter.acquire();
+    await admin.flushall();
+    await limiter.applyLimits(); // re-creates the dataset; before the fix it did not re-register the permit's lease
+    expect((await limiter.snapshot()).inFlight).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 3 * HEARTBEAT_MS)); // heartbeats: the lease is in Redis, nothing to report lost
+    expect(permit.leaseLost).toBe(false);
+    expect(permit.signal.aborted).toBe(false);
+    await permit.release();
+    expect((await limiter.snapshot()).inFlight).toBe(0);
+  });
+
   it('a lease Redis lost while its process holds it is registered again by the next heartbeat and reported lost', async () => {
     const name = uniqueName('partial');
     const holding = await limiterFor(name, { concurrency: 1 });

@@ -21,10 +21,12 @@
   ARGV[10] reserve        string 'maxPriority:slots;…' ('' = none)
   ARGV[11] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
   ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
-  Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}}
+  Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}, wasAlive 0|1}
            version: the fleet limits' revision (rises with every write); limitsJson/limitsHash: the
            fleet's limits in force; wakeAtMs/ownGrant as pump (after an apply, waiters whose cost no
-           longer fits a lowered capacity are rejected and a raise admits waiters at once)
+           longer fits a lowered capacity are rejected and a raise admits waiters at once);
+           wasAlive as heartbeat: 0 when the owner's mark had passed (the process was presumed dead,
+           so a pump may have dropped its queued waiters; this call marked it alive again)
 ]]
 local APPLY_SCAN_MAX = 1000 -- queued waiters an apply checks against lowered capacities (the pump checks the rest at the head)
 
@@ -94,7 +96,8 @@ local function configure_v2(keys, args)
   if floor > fence then redis.call('SET', K_FENCE, int(floor)) end
 
   useConfig(readLive())
-  markAlive(owner, NOW_MS + CFG.leaseTtlMs)
+  local wasAlive = 0
+  if markAlive(owner, NOW_MS + CFG.leaseTtlMs) then wasAlive = 1 end
   for i = first, #ARGV - 1, 2 do
     redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
   end
@@ -108,6 +111,6 @@ local function configure_v2(keys, args)
     for _, message in ipairs(pumpedOwn) do table.insert(own, message) end
   end
   local fleet = redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'limits', 'limitsHash')
-  return { fleet[1], NOW_MS, created, applied, fleet[2], fleet[3], fleet[4], wake, NOW_MS, own }
+  return { fleet[1], NOW_MS, created, applied, fleet[2], fleet[3], fleet[4], wake, NOW_MS, own, wasAlive }
 end
 redis.register_function('tollgate_configure_v2_{{hash}}', configure_v2)

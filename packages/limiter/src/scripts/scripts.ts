@@ -95,6 +95,8 @@ export interface ConfigureReply {
   limitsJson: string;
   limitsHash: string;
   pumped: Pumped;
+  /** False when the process had been presumed dead (its mark passed): a pump may have dropped its queued waiters. */
+  wasAlive: boolean;
 }
 
 export interface AcquireArgs {
@@ -268,6 +270,7 @@ export class LimiterScripts {
       limitsJson: text(raw[5]),
       limitsHash: text(raw[6]),
       pumped: pumpedAt(raw, 7),
+      wasAlive: oneOf(raw[10], [0, 1]) === 1,
     };
   }
 }

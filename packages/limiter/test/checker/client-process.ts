@@ -25,6 +25,8 @@ export interface ClientSettings {
   witnessUrl: string;
   /** Load, then wait for the driver's `start` before connecting (a warm spare, to start as fast as a real process). */
   standby: boolean;
+  /** Self-test of the driver's deadline: once ready, ignore every command (close too), as a wedged process would. */
+  wedged: boolean;
 }
 
 const settings = JSON.parse(process.env.CHECKER_CLIENT ?? '{}') as ClientSettings;
@@ -119,6 +121,25 @@ const limiters = Array.from({ length: settings.clients }, () => {
   return limiter;
 });
 
+/**
+ * Time this process did not run: a check every RUN_CHECK_MS that finds the gap since the last one
+ * longer than the interval plus the CPU the process used meanwhile reports the difference, when it
+ * is at least NOT_RUNNING_MIN_MS. A process the machine gives no CPU is stopped as surely as one
+ * sent SIGSTOP (the driver treats both alike); time it spent running its own code is never counted.
+ */
+const RUN_CHECK_MS = 10;
+const NOT_RUNNING_MIN_MS = 50;
+let checkedAt = monotonicMs();
+let cpuAt = process.cpuUsage();
+setInterval(() => {
+  const now = monotonicMs();
+  const used = process.cpuUsage(cpuAt);
+  cpuAt = process.cpuUsage();
+  const notRunningMs = now - checkedAt - RUN_CHECK_MS - (used.user + used.system) / 1000;
+  if (notRunningMs >= NOT_RUNNING_MIN_MS) send({ type: 'notRunning', from: now - notRunningMs, to: now });
+  checkedAt = now;
+}, RUN_CHECK_MS).unref();
+
 /** A process started during a fault retries its ready() this often, this many times. */
 const READY_RETRY_MS = 100;
 const READY_ATTEMPTS_MAX = 100;
@@ -155,6 +176,7 @@ try {
 }
 
 process.on('message', (command: DriverCommand) => {
+  if (settings.wedged) return; // answers nothing, and stays (only SIGKILL ends it)
   if (command.type === 'start') return;
   if (command.type === 'close') {
     void Promise.all(limiters.map((limiter) => limiter.close())).finally(() => process.exit(0));
@@ -169,4 +191,6 @@ process.on('message', (command: DriverCommand) => {
   if (command.type === 'acquire') acquire(limiter, command);
   else void control(command, limiter);
 });
-process.on('disconnect', () => process.exit(0)); // the driver is gone: nothing left to report to
+process.on('disconnect', () => {
+  if (!settings.wedged) process.exit(0);
+}); // the driver is gone: nothing left to report to

@@ -66,6 +66,42 @@ const FRESH_ATTEMPTS = 3;
 const FRESH_RETRY_MS = 200;
 /** Op numbers of the drain's fresh acquires start here. */
 const FRESH_OP_BASE = 1_000_000;
+/** Longest a Redis restart may take (test-support's RedisServerProcess waits this long for it to answer). */
+const REDIS_RESTART_MS = 10_000;
+/** How long close() gives a process to exit before it kills it, and the witness and Redis to close. */
+const CLOSE_MS = 2_000 + 1_000;
+/** Stderr shown for a client process that ended by itself. */
+const EXIT_STDERR_CHARS = 1_500;
+/** Events kept per process for a hang's report. */
+const RECENT_EVENTS_MAX = 8;
+/** Unsettled acquires named per process in a hang's report. */
+const UNSETTLED_SHOWN_MAX = 5;
+
+/**
+ * The hard deadline of one run, from its schedule: every bounded wait the driver may make, at its
+ * worst, one after another. Starting the processes; the schedule's span; each fault's duration plus
+ * the restart or the new process it may wait for (faults run one after another, so they may outlast
+ * the span); the drain: every acquire served one at a time (its hold and one round trip, as if the
+ * concurrency were 1 throughout), then its fixed waits (settling, leases, pause and debt, reconnect,
+ * the fresh acquires); and close. A run still going then has hung: that is a failure, never a wait.
+ */
+export function runDeadlineMs(schedule: readonly ScheduledOp[], timings: CheckerTimings = CHECKER_TIMINGS): number {
+  let ms = PROCESS_START_MS + (schedule.at(-1)?.atMs ?? 0);
+  for (const op of schedule) {
+    if (op.kind === 'fault') {
+      const startsProcess = op.fault === 'killProcess' || op.newProcess || op.fleetFreeze;
+      const restartsRedis = op.fault === 'restartKeep' || op.fault === 'restartEmpty';
+      ms += op.durationMs + (startsProcess ? PROCESS_START_MS : 0) + (restartsRedis ? REDIS_RESTART_MS : 0);
+    } else if (op.kind === 'acquire') {
+      ms += op.holdMs + timings.redisTimeoutMs;
+    } else {
+      ms += timings.redisTimeoutMs;
+    }
+  }
+  const drainFixed =
+    SETTLE_WAIT_MS + timings.leaseTtlMs + SCHEDULING_SLACK_MS + 2 * SNAPSHOT_WAIT_MS + SETTLE_WAIT_MS + RECONNECT_GRACE_MS + FRESH_ATTEMPTS * (SETTLE_WAIT_MS + FRESH_RETRY_MS);
+  return ms + drainFixed + CLOSE_MS;
+}
 
 export interface CheckerOptions {
   seed: number;
@@ -79,6 +115,10 @@ export interface CheckerOptions {
   without?: readonly Omittable[];
   /** Self-test: the first process's limiters use another limiter name, a configuration that double-grants. */
   brokenProcess?: boolean;
+  /** Self-test: the first process stops answering once it is ready (it ignores every command, close too). */
+  wedgedProcess?: boolean;
+  /** The run's hard deadline (default: {@link runDeadlineMs} of its schedule). */
+  deadlineMs?: number;
   log?: (line: string) => void;
 }
 
@@ -92,6 +132,8 @@ export interface CheckerResult {
   /** Per shown violation: the events around it, times in ms from the start of the schedule. */
   traces: string[][];
   durationMs: number;
+  /** The run did not end by its deadline: what it was doing, and what each process did last. Its processes were killed. */
+  hang?: { deadlineMs: number; lines: string[] } | undefined;
 }
 
 interface ClientProcess {
@@ -136,25 +178,67 @@ export function replayCommand(options: CheckerOptions): string {
   if (options.faults !== undefined && options.faults.length !== FAULT_KINDS.length) parts.push(`--faults ${options.faults.join(',') || 'none'}`);
   if (options.without !== undefined && options.without.length > 0) parts.push(`--without ${options.without.join(',')}`);
   if (options.brokenProcess) parts.push('--broken-process');
+  if (options.wedgedProcess) parts.push('--wedged-process');
   return parts.join(' ');
 }
 
+/**
+ * One run. It ends by its hard deadline: a run still going then has hung, and is reported as a
+ * failure (`hang`) with its seed and what each process did last, after every process it started
+ * (clients, the standby, redis-server) was killed and the witness server closed.
+ */
 export async function runChecker(options: CheckerOptions): Promise<CheckerResult> {
   const run = new CheckerRun(options);
+  const playing = run.play();
+  playing.catch(() => {}); // after a hang, what is left of the run fails as its processes are killed
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<'hung'>((resolve) => {
+    timer = setTimeout(() => resolve('hung'), run.deadlineMs);
+  });
   try {
-    return await run.play();
+    const outcome = await Promise.race([playing, hung]);
+    if (outcome !== 'hung') return outcome;
+    const result = run.hangResult();
+    await run.killAll();
+    return result;
   } finally {
+    clearTimeout(timer);
     await run.close();
   }
 }
 
+/**
+ * An answered change, called at `calledAt` and done by `settleBy`, ends the limits in force before
+ * it, but only those whose own change was surely done before it was called: two changes whose
+ * call-to-answer intervals overlap ran in Redis in an order nobody saw (seed 296997051: a
+ * setConcurrency(4) answered after a setConcurrency(1) was called left 4 in force, where the order
+ * of the calls said 1), so the earlier one stays in force until a change called after its answer.
+ */
+export function endSupersededSegments<T>(segments: Array<Segment<T> & { settleBy: number }>, calledAt: number, settleBy: number): void {
+  for (const segment of segments) if (segment.to === undefined && segment.settleBy <= calledAt) segment.to = settleBy;
+}
+
 class CheckerRun {
-  readonly #options: Required<Omit<CheckerOptions, 'log'>> & { log: (line: string) => void };
+  readonly #options: Required<Omit<CheckerOptions, 'log' | 'deadlineMs'>> & { log: (line: string) => void };
+  readonly #schedule: ScheduledOp[];
+  readonly deadlineMs: number;
+  readonly #startedAt = monotonicMs();
+  /** Every process forked, for the kill after a hang. */
+  readonly #children = new Set<ChildProcess>();
+  /** The last events of each process (commands sent, messages received), for a hang's report. */
+  readonly #recent = new Map<string, string[]>();
+  /** What the run is doing now, for a hang's report. */
+  #phase = 'starting';
   readonly #name = uniqueName('checker');
   readonly #acquires = new Map<number, AcquireRecord>();
   readonly #controls = new Map<number, ControlRecord>();
   readonly #faultLog: FaultRecord[] = [];
-  readonly #frozen: Array<{ proc: string; from: number; to: number }> = [];
+  /** SIGSTOP windows, and the windows a process reported it did not run (the machine gave it no CPU). */
+  readonly #frozen: Array<{ proc: string; from: number; to: number; notRunning?: true }> = [];
+  /** Client processes that ended by themselves (not killed by the driver): how, with their stderr. */
+  readonly #exits = new Map<string, string>();
+  /** The slot and generation of each forked process (for the messages that name no op). */
+  readonly #procOf = new Map<ChildProcess, string>();
   readonly #dataLoss: Array<{ from: number; to: number }> = [];
   readonly #opCounts: Record<string, number> = {};
   readonly #faultCounts: Record<string, number> = {};
@@ -165,10 +249,13 @@ class CheckerRun {
   #admin: Redis | undefined;
   #witness: WitnessServer | undefined;
   #offsetMs = 0;
-  #t0 = 0;
+  /** The start of the schedule (the origin of every time in a trace); the run's start until then. */
+  #t0 = monotonicMs();
   #faultChain: Promise<void> = Promise.resolve();
   readonly #snapshotWaiters = new Map<number, (snapshot: Extract<ClientMessage, { type: 'snapshot' }> | undefined) => void>();
   #nextSnapshotOp = SNAPSHOT_OP_BASE;
+  /** The concurrency segments with what started each (for the traces of invariant 1). */
+  #concurrencyCauses: Array<Segment<number> & { cause: string }> = [];
   /** One process loaded and waiting, so a "new process" can start as fast as a real one would. */
   #standby: ClientProcess | undefined;
 
@@ -180,26 +267,29 @@ class CheckerRun {
       faults: FAULT_KINDS,
       meanGapMs: 25,
       brokenProcess: false,
+      wedgedProcess: false,
       without: [],
       log: () => {},
       ...options,
     };
+    this.#schedule = makeSchedule({
+      seed: this.#options.seed,
+      operations: this.#options.operations,
+      processes: this.#options.processes,
+      clientsPerProcess: this.#options.clientsPerProcess,
+      limits: CHECKER_LIMITS,
+      leaseTtlMs: CHECKER_TIMINGS.leaseTtlMs,
+      faults: this.#options.faults,
+      meanGapMs: this.#options.meanGapMs,
+      without: this.#options.without,
+    });
+    this.deadlineMs = options.deadlineMs ?? runDeadlineMs(this.#schedule);
   }
 
   async play(): Promise<CheckerResult> {
-    const startedAt = monotonicMs();
+    const startedAt = this.#startedAt;
     const options = this.#options;
-    const schedule = makeSchedule({
-      seed: options.seed,
-      operations: options.operations,
-      processes: options.processes,
-      clientsPerProcess: options.clientsPerProcess,
-      limits: CHECKER_LIMITS,
-      leaseTtlMs: CHECKER_TIMINGS.leaseTtlMs,
-      faults: options.faults,
-      meanGapMs: options.meanGapMs,
-      without: options.without,
-    });
+    const schedule = this.#schedule;
     this.#redis = await RedisServerProcess.start({ appendonly: true, args: ['--enable-debug-command', 'local'] });
     this.#admin = new Redis(this.#redis.url, { maxRetriesPerRequest: 2 });
     this.#admin.on('error', () => {}); // Redis restarts are part of the run
@@ -213,9 +303,11 @@ class CheckerRun {
     for (const [index, op] of schedule.entries()) {
       const wait = this.#t0 + op.atMs - monotonicMs();
       if (wait > 0) await sleep(wait);
+      this.#phase = `schedule: op ${index} of ${schedule.length}`;
       this.#dispatch(index, op);
     }
     const drain = await this.#drain();
+    this.#phase = 'checking';
     const history: History = {
       timings: CHECKER_TIMINGS,
       redisOffsetMs: this.#offsetMs,
@@ -241,16 +333,65 @@ class CheckerRun {
     return result;
   }
 
+  /** After a hang: kills every process the run started (clients, the standby, redis-server) and closes the witness. */
+  async killAll(): Promise<void> {
+    for (const child of this.#children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    await Promise.all(
+      [...this.#children].map((child) => (child.exitCode === null && child.signalCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined)),
+    );
+    this.#admin?.disconnect();
+    await this.#witness?.close();
+    await this.#redis?.close();
+  }
+
+  /** The report of a run that did not end by its deadline. */
+  hangResult(): CheckerResult {
+    const at = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms - this.#t0).toFixed(0)}`);
+    const lines = [`run hung: not done ${(this.deadlineMs / 1000).toFixed(0)} s after it started (its deadline); it was at: ${this.#phase}`, `  redis-server ${this.#redis?.url ?? '(not started)'}`];
+    for (const fault of this.#faultLog) if (fault.to === undefined) lines.push(`  fault in progress: ${fault.kind} ${fault.detail} since @${at(fault.from)}`);
+    const procs = new Set([...this.#recent.keys(), ...this.#slots.map((slot) => this.#proc(slot))]);
+    for (const proc of procs) {
+      const slot = this.#slots.find((candidate) => this.#proc(candidate) === proc);
+      const child = slot?.child;
+      const state = slot === undefined ? 'replaced' : child === undefined ? 'no process' : `pid ${String(child.pid)}${slot.ready ? ' ready' : ' not ready'}${child.exitCode === null && child.signalCode === null ? '' : ` exited (${String(child.exitCode ?? child.signalCode)})`}`;
+      const unsettled = [...this.#acquires.values()].filter((record) => record.proc === proc && record.killedAt === undefined && (record.settledAt === undefined || (record.outcome === 'granted' && record.release === undefined)));
+      const shown = unsettled.slice(0, UNSETTLED_SHOWN_MAX).map((record) => `op ${record.op} ${record.settledAt === undefined ? `called @${at(record.calledAt)}, unsettled` : `granted @${at(record.settledAt)}, not released`}`);
+      lines.push(`  ${proc} (${state}): ${unsettled.length} acquires not done${shown.length > 0 ? ` (${shown.join('; ')})` : ''}`);
+      const exit = this.#exits.get(proc);
+      if (exit !== undefined) lines.push(`    ${exit}`);
+      for (const event of this.#recent.get(proc) ?? []) lines.push(`    ${event}`);
+    }
+    return {
+      seed: this.#options.seed,
+      replay: replayCommand(this.#options),
+      operations: this.#opCounts,
+      faults: this.#faultCounts,
+      violations: [],
+      counts: { 1: 0, 2: 0, 3: 0, 4: 0, 5: 0 },
+      traces: [],
+      durationMs: monotonicMs() - this.#startedAt,
+      hang: { deadlineMs: this.deadlineMs, lines },
+    };
+  }
+
+  #note(proc: string, event: string): void {
+    const events = this.#recent.get(proc) ?? [];
+    events.push(`@${(monotonicMs() - this.#t0).toFixed(0)} ${event}`);
+    if (events.length > RECENT_EVENTS_MAX) events.shift();
+    this.#recent.set(proc, events);
+  }
+
   async close(): Promise<void> {
+    this.#phase = 'closing';
     this.#standby?.child.kill('SIGKILL');
     await Promise.all(
       this.#slots.map(async (slot) => {
         const child = slot.child;
-        if (child === undefined || child.exitCode !== null) return;
+        if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
         child.kill('SIGCONT');
         const exited = new Promise((resolve) => child.once('exit', resolve));
         try {
-          child.send({ type: 'close' } satisfies DriverCommand);
+          if (child.connected) child.send({ type: 'close' } satisfies DriverCommand, () => {}); // a failed send: it is killed below
         } catch {
           // already gone
         }
@@ -296,12 +437,14 @@ class CheckerRun {
       timings: CHECKER_TIMINGS,
       witnessUrl: this.#witness!.url,
       standby,
+      wedged: this.#options.wedgedProcess && this.#children.size === 0,
     };
     const child = fork(CLIENT, [], {
       execArgv: ['--conditions=tollgate-source', '--import', 'tsx'],
       env: { ...process.env, CHECKER_CLIENT: JSON.stringify(settings) },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });
+    this.#children.add(child);
     const started: ClientProcess = { child, stderr: '', standing: false, ready: undefined as unknown as Promise<void> };
     child.stderr?.on('data', (chunk: Buffer) => (started.stderr = (started.stderr + chunk.toString()).slice(-STDERR_TAIL_CHARS)));
     started.ready = new Promise<void>((resolve, reject) => {
@@ -312,10 +455,19 @@ class CheckerRun {
           ready = true;
           resolve();
         } else if (message.type === 'startFailed') reject(new Error(`client process could not start: ${message.error.message}`));
+        else if (message.type === 'notRunning') {
+          const proc = this.#procOf.get(child);
+          if (proc !== undefined) this.#frozen.push({ proc, from: message.from, to: message.to, notRunning: true });
+        }
         else this.#onMessage(message);
       });
       child.once('exit', (code, signal) => {
         if (!ready) reject(new Error(`client process exited at start (${String(code ?? signal)}): ${started.stderr}`));
+        // a client process that ends by itself crashed (an unhandled rejection in the limiter, say): its acquires never settle
+        const proc = this.#procOf.get(child);
+        if (proc !== undefined && signal !== 'SIGKILL' && this.#phase !== 'closing') {
+          this.#exits.set(proc, `exited by itself (${String(code ?? signal)}) @${(monotonicMs() - this.#t0).toFixed(0)} ms; stderr: ${started.stderr.slice(-EXIT_STDERR_CHARS) || '(none)'}`);
+        }
       });
     });
     started.ready.catch(() => {}); // a standby killed at the end never becomes ready
@@ -342,6 +494,7 @@ class CheckerRun {
     }
     slot.child = started.child;
     slot.process = started;
+    this.#procOf.set(started.child, proc);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`client process ${proc} did not start within ${PROCESS_START_MS} ms: ${started.stderr}`)), PROCESS_START_MS);
@@ -358,7 +511,7 @@ class CheckerRun {
   }
 
   #onMessage(message: ClientMessage): void {
-    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing') return;
+    if (message.type === 'ready' || message.type === 'startFailed' || message.type === 'standing' || message.type === 'notRunning') return;
     if (message.type === 'snapshot') {
       this.#snapshotWaiters.get(message.op)?.(message);
       return;
@@ -366,6 +519,7 @@ class CheckerRun {
     if (message.type === 'done') {
       const control = this.#controls.get(message.op);
       if (control === undefined) return;
+      this.#note(control.proc, `← ${control.kind} op ${message.op} done${message.error ? ` (${message.error.code ?? message.error.name})` : ''}`);
       control.calledAt = message.calledAt;
       control.settledAt = message.settledAt;
       control.error = message.error;
@@ -373,6 +527,7 @@ class CheckerRun {
     }
     const record = this.#acquires.get(message.op);
     if (record === undefined) return;
+    this.#note(record.proc, `← ${message.type} op ${message.op}${message.type === 'rejected' ? ` (${message.error.code ?? message.error.name})` : ''}`);
     switch (message.type) {
       case 'granted':
         Object.assign(record, { outcome: 'granted', calledAt: message.calledAt, settledAt: message.settledAt, abortedAt: message.abortedAt });
@@ -396,7 +551,8 @@ class CheckerRun {
   #send(slot: Slot, command: DriverCommand): boolean {
     if (!slot.ready || slot.child === undefined || !slot.child.connected) return false;
     try {
-      slot.child.send(command);
+      slot.child.send(command, () => {}); // a process that died meanwhile: its acquires show as unsettled or killed
+      this.#note(this.#proc(slot), `→ ${command.type}${'op' in command ? ` op ${command.op}` : ''}`);
       return true;
     } catch {
       return false;
@@ -545,7 +701,9 @@ class CheckerRun {
     if (!slot.ready || child === undefined) return 'no process to kill (still starting)';
     const proc = this.#proc(slot);
     slot.ready = false;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    // a process that died by itself has fired 'exit' already: waiting for it would wait for ever
+    const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', resolve));
+    this.#note(proc, 'kill -9');
     child.kill('SIGKILL');
     const killedAt = monotonicMs();
     for (const acquire of this.#acquires.values()) if (acquire.proc === proc) acquire.killedAt ??= killedAt;
@@ -574,13 +732,33 @@ class CheckerRun {
     return this.#admin!.zcount(limiterKeys(this.#name).leases, `(${nowMs}`, '+inf');
   }
 
+  /** The latest moment an acquire settled or a release answered (the backlog moves while this does). */
+  #lastProgressAt(): number {
+    let latest = 0;
+    for (const record of this.#acquires.values()) latest = Math.max(latest, record.settledAt ?? 0, record.release?.settledAt ?? 0);
+    return latest;
+  }
+
+  /**
+   * Waits until every acquire settled and every permit was released, for as long as that keeps
+   * moving: a backlog of waiters with no deadline (the concurrency lowered to 1, long holds) may take
+   * longer than any fixed wait after the faults, and drains one hand-off at a time; the wait ends
+   * when nothing settled for SETTLE_WAIT_MS (what is left is then reported), or at the run's deadline.
+   */
+  async #settle(): Promise<void> {
+    const from = monotonicMs();
+    while (!this.#allSettled() && monotonicMs() < Math.max(from, this.#lastProgressAt()) + SETTLE_WAIT_MS) await sleep(DRAIN_POLL_MS);
+  }
+
   async #drain(): Promise<DrainResult> {
+    this.#phase = 'drain: waiting for the last fault to end';
     await this.#faultChain;
     for (const slot of this.#slots) slot.child?.kill('SIGCONT');
     await Promise.all(this.#slots.map((slot) => slot.starting?.catch(() => {})));
-    const settleBy = monotonicMs() + SETTLE_WAIT_MS;
-    while (!this.#allSettled() && monotonicMs() < settleBy) await sleep(DRAIN_POLL_MS);
+    this.#phase = 'drain: waiting for every acquire to settle and every permit to be released';
+    await this.#settle();
     const quietAt = monotonicMs();
+    this.#phase = 'drain: waiting for the leases to return';
     const zeroBy = quietAt + CHECKER_TIMINGS.leaseTtlMs + SCHEDULING_SLACK_MS;
     let zeroAt: number | undefined;
     let inFlightLeft: number;
@@ -594,6 +772,7 @@ class CheckerRun {
       await sleep(DRAIN_POLL_MS);
     }
     const leftover = zeroAt === undefined ? (await this.#leftover()).map((line) => `at the lease deadline: ${line}`) : [];
+    this.#phase = 'drain: waiting out a pause and a bucket debt';
     await this.#waitForPauseAndDebt();
     // a connection that Redis dropped reconnects with a backoff, failing closed meanwhile (G8, as it should)
     const lastFaultEnd = Math.max(0, ...this.#faultLog.map((fault) => fault.to ?? 0));
@@ -615,6 +794,7 @@ class CheckerRun {
         }
       }
       if (sent.length === 0) break;
+      this.#phase = `drain: fresh acquires, attempt ${attempt + 1}`;
       const freshBy = monotonicMs() + SETTLE_WAIT_MS;
       while (!this.#allSettled() && monotonicMs() < freshBy) await sleep(DRAIN_POLL_MS);
       await sleep(FRESH_RETRY_MS);
@@ -626,7 +806,7 @@ class CheckerRun {
       leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
       fresh: [...fresh.values()].map((op) => {
         const record = this.#acquires.get(op)!;
-        return { calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
+        return { proc: record.proc, calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
       }),
     };
   }
@@ -691,7 +871,7 @@ class CheckerRun {
    * Limits that some process may still have held as the fleet's when Redis lost its data, and so
    * may write back: those in force within one heartbeat (+ slack) before the loss, or before the
    * freeze of a process frozen across it. An apply answered just before a data loss can be undone
-   * by it (Redis lost the only copy); see FINDINGS for the question this leaves.
+   * by it (Redis lost the only copy): a decision, see the checker README and docs/ARCHITECTURE.md.
    */
   #heardBefore(loss: { calledAt: number; settledAt: number }): [number, number] {
     const hearing = CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS;
@@ -704,7 +884,7 @@ class CheckerRun {
 
   /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */
   #concurrencySegments(): Array<Segment<number>> {
-    const segments: Array<Segment<number> & { settleBy: number }> = [{ from: 0, to: undefined, value: CHECKER_LIMITS.concurrency, settleBy: 0 }];
+    const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: CHECKER_LIMITS.concurrency, settleBy: 0, cause: 'start' }];
     let configured = CHECKER_LIMITS.concurrency;
     const events = [
       ...[...this.#controls.values()].filter((control) => control.kind !== 'pause' && control.calledAt !== undefined),
@@ -722,14 +902,14 @@ class CheckerRun {
         const [recentFrom, recentTo] = this.#heardBefore(event);
         value = Math.max(configured, maxIn(segments, recentFrom, recentTo, (limit) => limit)); // back at the configured one, or one not everyone had heard was replaced
         configured = value;
-        segments.push({ from, to: undefined, value, settleBy });
+        segments.push({ from, to: undefined, value, settleBy, cause: 'data loss' });
         continue;
       }
       if (event.kind === 'processStart') {
         // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
         if (lostSinceApply) {
           configured = Math.max(configured, event.value);
-          segments.push({ from, to: undefined, value: event.value, settleBy });
+          segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
         }
         continue;
       }
@@ -740,9 +920,10 @@ class CheckerRun {
       } else {
         value = Math.min(Math.max(event.value, 1), configured);
       }
-      if (answered) for (const segment of segments) if (segment.to === undefined) segment.to = Math.max(settleBy, segment.settleBy);
-      segments.push({ from, to: undefined, value, settleBy });
+      if (answered) endSupersededSegments(segments, from, settleBy);
+      segments.push({ from, to: undefined, value, settleBy, cause: `${event.kind}(${event.value})${answered ? '' : ' unanswered'}` });
     }
+    this.#concurrencyCauses = segments;
     return segments.map(({ from, to, value }) => ({ from, to, value }));
   }
 
@@ -772,7 +953,7 @@ class CheckerRun {
       }
       if (answered) {
         lostSinceApply = false;
-        for (const segment of segments) if (segment.to === undefined) segment.to = Math.max(settleBy, segment.settleBy);
+        endSupersededSegments(segments, event.calledAt!, settleBy);
       }
       segments.push({ from: event.calledAt!, to: undefined, value: limit(event.limits!), settleBy });
     }
@@ -795,6 +976,10 @@ class CheckerRun {
           `${record.release?.leaseLost ? ' (leaseLost)' : ''}${record.release?.error ? ` (release failed ${record.release.error.code ?? record.release.error.name})` : ''}${record.killedAt === undefined ? '' : ` killed @${at(record.killedAt)}`}`,
       );
     }
+    for (const proc of new Set(involved.map((record) => record.proc))) {
+      const exit = this.#exits.get(proc);
+      if (exit !== undefined) lines.push(`  process ${proc} ${exit}`);
+    }
     for (const fault of this.#faultLog) {
       if ((fault.to ?? Infinity) >= from && fault.from <= violation.atMs) lines.push(`  fault ${fault.kind}: ${fault.detail} @${at(fault.from)}→${at(fault.to)}${fault.error ? ` (${fault.error})` : ''}`);
     }
@@ -804,8 +989,13 @@ class CheckerRun {
         lines.push(`  op ${control.op} ${control.proc} ${control.kind}(${control.value}) @${at(control.calledAt)}→${at(control.settledAt)}${control.error ? ` failed ${control.error.code ?? control.error.name}` : ''}`);
       }
     }
+    if (violation.invariant === 1) {
+      for (const segment of this.#concurrencyCauses) {
+        if ((segment.to ?? Infinity) >= from - 2_000 && segment.from <= violation.atMs) lines.push(`  concurrency ${segment.value} in force @${at(segment.from)}→${at(segment.to)} (${segment.cause})`);
+      }
+    }
     for (const window of this.#frozen) {
-      if (window.to >= from && window.from <= violation.atMs) lines.push(`  frozen ${window.proc} @${at(window.from)}→${at(window.to)}`);
+      if (window.to >= from && window.from <= violation.atMs) lines.push(`  ${window.notRunning ? 'not running (no CPU)' : 'frozen'} ${window.proc} @${at(window.from)}→${at(window.to)}`);
     }
     return lines;
   }

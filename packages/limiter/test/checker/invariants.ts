@@ -12,6 +12,8 @@
  *   process frozen by SIGSTOP long enough to lose its lease (freezeMayLoseLease) does not count from
  *   the stop until one heartbeat + slack after SIGCONT; a shorter freeze is no excuse.
  *   A permit whose signal aborts later than that overlaps what Redis granted meanwhile: a violation.
+ *   The heartbeat is one of the process's running time: time it spent frozen inside that window
+ *   (a short SIGSTOP followed by a CLIENT PAUSE that held its renewals) does not count.
  * - CLOCK_SLACK_MS: Redis TIME (ms, floored) mapped onto the monotonic clock through an offset
  *   measured at start (min round trip).
  * - Limit changes take effect at an unknown moment between the call and its answer: the larger of
@@ -26,6 +28,8 @@ import type { WitnessCall } from './witness-server.js';
 
 export const SCHEDULING_SLACK_MS = 500;
 export const CLOCK_SLACK_MS = 5;
+/** Steps of the search for a moment of running time before another (each step adds the frozen windows it reaches). */
+const FROZEN_STEPS_MAX = 8;
 /** Violations reported per invariant (and per witness); the rest are counted. */
 const VIOLATIONS_SHOWN_MAX = 5;
 
@@ -88,7 +92,7 @@ export interface DrainResult {
   zeroAt: number | undefined;
   /** Live leases at the end of the wait. */
   inFlightLeft: number;
-  fresh: Array<{ calledAt: number; settledAt: number | undefined; granted: boolean; error?: ErrorInfo | undefined }>;
+  fresh: Array<{ proc?: string | undefined; calledAt: number; settledAt: number | undefined; granted: boolean; error?: ErrorInfo | undefined }>;
   /** What Redis still held when something was left over (live leases, queued waiters), for the trace. */
   leftover: string[];
 }
@@ -99,7 +103,7 @@ export interface History {
   redisOffsetMs: number;
   acquires: readonly AcquireRecord[];
   witnessCalls: readonly WitnessCall[];
-  /** Witness calls are matched to their acquire by op. */
+  /** Witness calls are matched to their acquire by op. SIGSTOP windows, and windows a process did not run (it used no CPU): alike for every invariant. */
   frozen: ReadonlyArray<{ proc: string; from: number; to: number }>;
   concurrency: ReadonlyArray<Segment<number>>;
   tokens: ReadonlyArray<Segment<TokenLimit>>;
@@ -176,6 +180,22 @@ function outsideFrozen(history: History, proc: string, from: number, to: number)
   return pieces.filter(([a, b]) => b > a);
 }
 
+/**
+ * The moment `ms` of the process's own running time before `to`: time it spent frozen does not
+ * count. G7 (a lost lease aborts its work within one heartbeat) is a bound on what the process does
+ * while it runs; a process stopped meanwhile, even for less than it takes to lose a lease by itself
+ * (a short SIGSTOP, then a CLIENT PAUSE that holds its renewals), learns of the loss that much later.
+ */
+function runningTimeBefore(history: History, proc: string, to: number, ms: number): number {
+  let from = to - ms;
+  for (let step = 0; step < FROZEN_STEPS_MAX; step++) {
+    const next = to - ms - frozenDuring(history, proc, from, to);
+    if (next === from) break;
+    from = next;
+  }
+  return from;
+}
+
 interface LiveInterval {
   op: number;
   grantAt: number;
@@ -199,7 +219,7 @@ function liveIntervals(history: History, witness: 'callers' | 'server'): LiveInt
       from = call.startAt;
       to = Math.min(call.endAt ?? Infinity, record.killedAt ?? Infinity);
     }
-    if (leaseWasLost(record)) to -= g7;
+    if (leaseWasLost(record)) to = runningTimeBefore(history, record.proc, to, g7);
     const pieces = outsideFrozen(history, record.proc, from, to);
     if (pieces.length > 0) intervals.push({ op: record.op, grantAt: grantTime(record, history.redisOffsetMs), pieces });
   }
@@ -252,11 +272,18 @@ function concurrencyFrom(history: History, witness: 'callers' | 'server'): Viola
   return violations;
 }
 
+/** How long the process was frozen (or not running) within [from, to]; overlapping windows count once. */
 function frozenDuring(history: History, proc: string, from: number, to: number): number {
+  const clipped = history.frozen
+    .filter((window) => window.proc === proc && window.to > from && window.from < to)
+    .map((window) => [Math.max(from, window.from), Math.min(to, window.to)] as const)
+    .sort((a, b) => a[0] - b[0]);
   let total = 0;
-  for (const window of history.frozen) {
-    if (window.proc !== proc) continue;
-    total += Math.max(0, Math.min(to, window.to) - Math.max(from, window.from));
+  let reached = from;
+  for (const [start, end] of clipped) {
+    if (end <= reached) continue;
+    total += end - Math.max(start, reached);
+    reached = end;
   }
   return total;
 }
@@ -327,7 +354,9 @@ export function checkDrain(history: History): Violation[] {
   }
   for (const fresh of drain.fresh) {
     const took = fresh.settledAt === undefined ? Infinity : fresh.settledAt - fresh.calledAt;
-    if (!fresh.granted || took > redisTimeoutMs + SCHEDULING_SLACK_MS) {
+    // as for invariant 2: time its process was frozen or not running is not the limiter's
+    const excused = fresh.proc === undefined || fresh.settledAt === undefined ? 0 : frozenDuring(history, fresh.proc, fresh.calledAt, fresh.settledAt);
+    if (!fresh.granted || took - excused > redisTimeoutMs + SCHEDULING_SLACK_MS) {
       violations.push({
         invariant: 3,
         atMs: fresh.settledAt ?? fresh.calledAt,
@@ -384,8 +413,10 @@ export function checkTokens(history: History): Violation[] {
       const b = grants[j]!.at;
       if (lossWindows.some(([from]) => from > a && from < b)) break; // a data loss refilled the bucket in between
       const granted = costSums[j + 1]! - costSums[i]!;
-      const capacity = maxIn(history.tokens, a - offset, b - offset, (value) => value.capacity);
-      const refill = maxIn(history.tokens, a - offset, b - offset, (value) => value.refillPerMs);
+      // Redis TIME, floored to the ms, mapped through an offset measured at start: the limits of
+      // any moment within the clock slack may be the ones the grant met (as for invariant 1)
+      const capacity = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.capacity);
+      const refill = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.refillPerMs);
       const bound = capacity + refill * (b - a + 2) + refundedWithin(a, b) + 1e-6;
       if (granted > bound) {
         violations.push({

@@ -84,7 +84,9 @@ export type ClientMessage =
   | { type: 'ended'; op: number; endedAt: number }
   | { type: 'released'; op: number; calledAt: number; settledAt: number; leaseLost?: boolean | undefined; error?: ErrorInfo | undefined }
   | { type: 'snapshot'; op: number; nowMs: number; inFlight: number; waiting: number; pausedUntilMs: number; tokens: number; error?: ErrorInfo | undefined }
-  | { type: 'done'; op: number; calledAt: number; settledAt: number; error?: ErrorInfo | undefined; value?: number | undefined };
+  | { type: 'done'; op: number; calledAt: number; settledAt: number; error?: ErrorInfo | undefined; value?: number | undefined }
+  /** The process did not run for `to − from` ms (its event loop ran late and it used no CPU meanwhile: the machine gave it none). */
+  | { type: 'notRunning'; from: number; to: number };
 
 export function errorInfo(error: unknown): ErrorInfo {
   if (error instanceof Error) {

@@ -1,8 +1,9 @@
 /**
- * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--without limitChanges,absurdTimeouts,aborts] [--broken-process]`
+ * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--without limitChanges,absurdTimeouts,aborts] [--broken-process] [--wedged-process]`
  *   --seed S alone: one run of seed S (a replay). --minutes N: runs seeds until the time is up
  *   (from S, or from a random seed), printing each seed's operation and fault counts, then a summary.
- *   Exits 1 on any violation, naming each failing seed and the command that replays it.
+ *   Exits 1 on any violation or hung run (past its deadline, see runDeadlineMs), naming each failing
+ *   seed and the command that replays it.
  */
 import { parseArgs } from 'node:util';
 import { FAULT_KINDS, OMITTABLE, type FaultKind, type Omittable } from './schedule.js';
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     faults: { type: 'string' },
     without: { type: 'string' },
     'broken-process': { type: 'boolean', default: false },
+    'wedged-process': { type: 'boolean', default: false },
   },
 });
 
@@ -54,8 +56,12 @@ function printResult(result: CheckerResult): void {
   const ops = Object.entries(result.operations).map(([kind, count]) => `${kind} ${count}`).join(', ');
   const faults = Object.entries(result.faults).map(([kind, count]) => `${kind} ${count}`).join(', ') || 'none';
   const total = Object.values(result.counts).reduce((sum, count) => sum + count, 0);
-  console.log(`seed ${result.seed}: ${(result.durationMs / 1000).toFixed(1)} s; operations: ${ops}; faults: ${faults}; violations ${total}`);
+  console.log(`seed ${result.seed}: ${(result.durationMs / 1000).toFixed(1)} s; operations: ${ops}; faults: ${faults}; violations ${total}${result.hang ? '; HUNG' : ''}`);
   for (const trace of result.traces) console.log(trace.map((line) => `  ${line}`).join('\n'));
+  if (result.hang) {
+    console.log(result.hang.lines.map((line) => `  ${line}`).join('\n'));
+    console.log(`  FAILED seed ${result.seed} (hung past its deadline of ${(result.hang.deadlineMs / 1000).toFixed(0)} s; every process killed); replay: ${result.replay}`);
+  }
   if (total > 0) {
     const byInvariant = (Object.entries(result.counts) as Array<[string, number]>).filter(([, count]) => count > 0).map(([id, count]) => `${id} ${INVARIANT_NAMES[Number(id) as InvariantId]}: ${count}`);
     console.log(`  FAILED seed ${result.seed} (${byInvariant.join('; ')}); replay: ${result.replay}`);
@@ -70,10 +76,12 @@ const base: Omit<CheckerOptions, 'seed'> = {
   faults: faultsFrom(values.faults),
   without: omitted(values.without),
   brokenProcess: values['broken-process'],
+  wedgedProcess: values['wedged-process'],
 };
 
 const endAt = minutes === undefined ? 0 : monotonicMs() + minutes * 60_000;
-const totals = { runs: 0, operations: 0, faults: {} as Record<string, number>, violations: 0 };
+const startedAt = monotonicMs();
+const totals = { runs: 0, operations: 0, byKind: {} as Record<string, number>, faults: {} as Record<string, number>, violations: 0, hangs: 0 };
 const failing: CheckerResult[] = [];
 let seed = firstSeed;
 console.log(minutes === undefined ? `checker: seed ${seed}` : `checker soak: ${minutes} min from seed ${seed}`);
@@ -82,16 +90,18 @@ do {
   printResult(result);
   totals.runs++;
   totals.operations += Object.entries(result.operations).filter(([kind]) => !kind.startsWith('skipped')).reduce((sum, [, count]) => sum + count, 0);
+  for (const [kind, count] of Object.entries(result.operations)) totals.byKind[kind] = (totals.byKind[kind] ?? 0) + count;
   for (const [kind, count] of Object.entries(result.faults)) totals.faults[kind] = (totals.faults[kind] ?? 0) + count;
   const violations = Object.values(result.counts).reduce((sum, count) => sum + count, 0);
   totals.violations += violations;
-  if (violations > 0) failing.push(result);
+  if (result.hang) totals.hangs++;
+  if (violations > 0 || result.hang) failing.push(result);
   seed = (seed + 1) % 2 ** 31;
 } while (monotonicMs() < endAt);
 
 const faultTotal = Object.values(totals.faults).reduce((sum, count) => sum + count, 0);
 console.log(
-  `\nsummary: ${totals.runs} runs, ${totals.operations} operations, ${faultTotal} faults (${Object.entries(totals.faults).map(([kind, count]) => `${kind} ${count}`).join(', ') || 'none'}), ${totals.violations} violations`,
+  `\nsummary: ${((monotonicMs() - startedAt) / 60_000).toFixed(1)} min, ${totals.runs} runs (seeds ${firstSeed}…${(seed - 1 + 2 ** 31) % 2 ** 31}), ${totals.operations} operations (${Object.entries(totals.byKind).map(([kind, count]) => `${kind} ${count}`).join(', ')}), ${faultTotal} faults (${Object.entries(totals.faults).map(([kind, count]) => `${kind} ${count}`).join(', ') || 'none'}), ${totals.violations} violations, ${totals.hangs} hung runs`,
 );
-for (const result of failing) console.log(`  failing seed ${result.seed}: ${result.replay}`);
+for (const result of failing) console.log(`  failing seed ${result.seed}${result.hang ? ' (hung)' : ''}: ${result.replay}`);
 process.exit(failing.length > 0 ? 1 : 0);
