@@ -68,7 +68,7 @@ export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, 
 export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, errorBodySchema, type ErrorBody } from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 export { RESERVE_GRACE_MS } from './tenant-cap.js';
-export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';
+export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackRetriedTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';
 export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType, type JobFailure } from './failure.js';
 export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
 export { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
