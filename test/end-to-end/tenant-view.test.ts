@@ -61,4 +61,21 @@ describe('the per-tenant view, through tollgate', () => {
     expect((await producer.counts()).waiting).toBe(3);
     expect(await rows()).toEqual([{ tenant: 'alpha', inFlight: 0, waiting: 3 }]);
   });
+
+  it('a tenant name in Redis that no tollgate process writes (a foreign or tampered Redis) reaches the terminal quoted, never as control characters', async () => {
+    const keys = queueKeys(queue);
+    const hostile = '\u001b]0;owned\u0007\u001b[2J\nforged row';
+    await client.hset(keys.tenantUnfinished, hostile, '2');
+    try {
+      const text = await runTollgate(['status'], env);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toContain(JSON.stringify(hostile));
+      const controls = [...text.stdout].filter((char) => char !== '\n' && (char < ' ' || char === '\u007f'));
+      expect(controls).toEqual([]); // no control character but the line breaks
+      expect(text.stdout).not.toContain('\nforged row');
+      expect(await rows()).toContainEqual({ tenant: hostile, inFlight: 0, waiting: 2 }); // JSON keeps the name as it is
+    } finally {
+      await client.hdel(keys.tenantUnfinished, hostile);
+    }
+  });
 });
