@@ -1,6 +1,6 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { isJobId } from '@tollgate/queue';
-import { decodeFailure, decodeResult, parseJobData, queueKeys, sweepAllTenantJobs, withDeadline, type ParsedJob } from '@tollgate/queue/internal';
+import { decodeFailure, decodeResult, parseJobData, queueKeys, sweepAllTenantJobs, trackRetriedTenantJobs, withDeadline, type ParsedJob } from '@tollgate/queue/internal';
 import { Job } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';
@@ -21,7 +21,10 @@ export async function queueCountsCommand(context: Context): Promise<void> {
 export async function retryFailedCommand(context: Context): Promise<void> {
   const queue = await openQueue(context);
   const before = await withDeadline(queue.getFailedCount(), context.timeoutMs, 'failed count');
+  const failedIds = await withDeadline(queue.getRanges(['failed'], 0, -1), context.timeoutMs * 10, 'failed ids'); // at most the failed retention
   await withDeadline(queue.retryJobs({ state: 'failed', count: RETRY_BATCH }), context.timeoutMs * 10, 'retry');
+  // the per-tenant view counts them as waiting now, not only once a worker starts them
+  await withDeadline(trackRetriedTenantJobs(context.redis, queueKeys(context.queue), failedIds), context.timeoutMs * 10, 'retry');
   const after = await withDeadline(queue.getFailedCount(), context.timeoutMs, 'failed count');
   const retried = Math.max(0, before - after);
   context.print(context.json ? JSON.stringify({ queue: context.queue, retried, failed: after }) : `${context.queue}: ${retried} failed job(s) back in the queue`);

@@ -1,7 +1,9 @@
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
+import { TENANT_PATTERN } from '@tollgate/queue';
 import { DEFAULT_POOL, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
+import { shown } from './errors.js';
 import { openLimiter, openQueue, type Context } from './fleet.js';
 
 /** BullMQ job states shown by `status` and `queue counts`. */
@@ -106,9 +108,11 @@ export function renderStatus(status: FleetStatus): string {
 function renderTenants(tenants: FleetStatus['tenants']): string[] {
   const lines = [`per tenant (account ${tenants.account}, pool ${tenants.pool})`];
   if (tenants.rows.length === 0) return [...lines, '  no unfinished jobs'];
-  const width = Math.max('tenant'.length, ...tenants.rows.map((row) => row.tenant.length));
+  // a name read from Redis that is not a tenant name (no tollgate process writes one) is shown quoted, never raw
+  const names = tenants.rows.map((row) => (TENANT_PATTERN.test(row.tenant) ? row.tenant : shown(row.tenant)));
+  const width = Math.max('tenant'.length, ...names.map((name) => name.length));
   lines.push(`  ${'tenant'.padEnd(width)}  ${'in flight'.padStart(9)}  ${'waiting'.padStart(9)}`);
-  for (const row of tenants.rows) lines.push(`  ${row.tenant.padEnd(width)}  ${String(row.inFlight).padStart(9)}  ${String(row.waiting).padStart(9)}`);
+  tenants.rows.forEach((row, i) => lines.push(`  ${(names[i] ?? '').padEnd(width)}  ${String(row.inFlight).padStart(9)}  ${String(row.waiting).padStart(9)}`));
   return lines;
 }
 

@@ -151,8 +151,26 @@ export type TenantPolicy = LimitsDocument['tenants'][string];
  */
 export function validateLimitsDocument(value: unknown, source = 'the limits document'): LimitsDocument {
   const result = limitsDocumentSchema.safeParse(value);
-  if (!result.success) throw new InvalidConfigError(`${source} is invalid: ${describeZodError(result.error, value)}`, { cause: result.error });
+  const named = prototypeKeys(value).map((path) => `${path}: "__proto__" is not a name (got ${formatValue(valueAt(value, path.split('.')))})`);
+  if (!result.success) throw new InvalidConfigError(`${source} is invalid: ${[...named, describeZodError(result.error, value)].join('; ')}`, { cause: result.error });
+  if (named.length > 0) throw new InvalidConfigError(`${source} is invalid: ${named.join('; ')}`);
   return result.data;
+}
+
+const ownValue = (value: unknown, key: string): unknown => (value !== null && typeof value === 'object' && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined);
+const valueAt = (value: unknown, path: readonly string[]): unknown => path.reduce(ownValue, value);
+
+/**
+ * Where the document names an account, a pool or a tenant `__proto__`: zod drops such a key from a record without
+ * checking it (a plain object cannot hold it), so that account, pool or tenant would vanish, its references unchecked.
+ */
+function prototypeKeys(value: unknown): string[] {
+  const accounts = ownValue(value, 'accounts');
+  const paths = ['accounts', 'tenants'].filter((section) => Object.hasOwn(Object(ownValue(value, section)), '__proto__')).map((section) => `${section}.__proto__`);
+  for (const name of accounts !== null && typeof accounts === 'object' ? Object.keys(accounts) : []) {
+    if (Object.hasOwn(Object(ownValue(ownValue(accounts, name), 'pools')), '__proto__')) paths.push(`accounts.${name}.pools.__proto__`);
+  }
+  return paths;
 }
 
 /** The account a caller names, or the only account when it names none. */

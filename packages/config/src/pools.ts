@@ -25,14 +25,18 @@ export interface PatternConflict {
   firstPool: string;
 }
 
-/** Every pattern that is listed again after its first pool (each pattern belongs to one pool of an account). */
+/**
+ * Every pattern that is listed again after its first pool (each pattern belongs to one pool of an account); a run of
+ * stars is one star, so `claude-haiku-4**` is `claude-haiku-4*` listed again.
+ */
 export function patternConflicts(pools: PoolsSpec['pools']): PatternConflict[] {
   const owner = new Map<string, string>();
   const conflicts: PatternConflict[] = [];
   for (const [pool, { models }] of Object.entries(pools)) {
     models.forEach((pattern, index) => {
-      const firstPool = owner.get(pattern);
-      if (firstPool === undefined) owner.set(pattern, pool);
+      const same = pattern.replace(/\*+/g, WILDCARD);
+      const firstPool = owner.get(same);
+      if (firstPool === undefined) owner.set(same, pool);
       else conflicts.push({ pool, index, pattern, firstPool });
     });
   }

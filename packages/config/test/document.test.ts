@@ -157,6 +157,19 @@ describe('text and files', () => {
     expect(() => parseLimitsDocument(lines.join('\n'), 'laughs.yaml')).toThrow(/^laughs\.yaml is not YAML or JSON: Excessive alias count/);
   });
 
+  it('refuses an account, a pool or a tenant named __proto__ (zod drops such a record key unchecked), naming it', () => {
+    const account = 'accounts:\n  main: { apiKeyEnv: K, concurrency: 4, pools: { all: { models: ["*"] } } }\n';
+    // the tenant's account does not exist: were the tenant dropped, nothing would say so
+    expect(() => parseLimitsDocument(`${account}tenants:\n  __proto__: { tokenEnv: T, account: nope }\n`, 'tollgate.yaml')).toThrow(/tenants\.__proto__: "__proto__" is not a name \(got \{"tokenEnv":"T","account":"nope"\}\)/);
+    expect(() => validateLimitsDocument(JSON.parse('{"accounts":{"main":{"apiKeyEnv":"K","concurrency":4,"pools":{"all":{"models":["*"]}}}},"tenants":{"__proto__":{"tokenEnv":"T","account":"main"}}}'))).toThrow(/tenants\.__proto__:/);
+    expect(() => parseLimitsDocument(`${account}  __proto__: { apiKeyEnv: K2, concurrency: 1, pools: { all: { models: ["*"] } } }\n`, 'tollgate.yaml')).toThrow(/accounts\.__proto__: "__proto__" is not a name/);
+    expect(() => parseLimitsDocument(`accounts:\n  main: { apiKeyEnv: K, concurrency: 4, pools: { all: { models: ["*"] }, __proto__: { models: ["claude-*"], rpm: 0 } } }\n`, 'tollgate.yaml')).toThrow(/accounts\.main\.pools\.__proto__: "__proto__" is not a name/);
+    // other Object.prototype names are ordinary names
+    const names = parseLimitsDocument(`accounts:\n  constructor: { apiKeyEnv: K, concurrency: 4, pools: { toString: { models: ["*"] } } }\ntenants:\n  hasOwnProperty: { tokenEnv: T, account: constructor }\n`, 'tollgate.yaml');
+    expect(Object.keys(names.tenants)).toEqual(['hasOwnProperty']);
+    expect(accountOf(names).name).toBe('constructor');
+  });
+
   it('refuses a document larger than 1 MiB', () => {
     expect(() => parseLimitsDocument(`# ${'x'.repeat(1024 * 1024)}`, 'big.yaml')).toThrow(/big\.yaml is larger than 1048576 bytes/);
   });

@@ -1,7 +1,7 @@
 import { InvalidArgumentError, InvalidConfigError } from '@tollgate/limiter';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { matchPool, patternMatches, patternSpecificity, resolvePool, type PoolsSpec } from '../src/index.js';
+import { matchPool, patternConflicts, patternMatches, patternSpecificity, resolvePool, type PoolsSpec } from '../src/index.js';
 
 /** Anthropic's pools (anthropic-api.md §3) plus a catch-all, as an account would state them. */
 const ACCOUNT: PoolsSpec = {
@@ -73,6 +73,14 @@ describe('resolvePool', () => {
     expect(() => matchPool(tied, 'claude-4-4-5')).toThrow('model "claude-4-4-5" matches pool a ("claude-*-4-5") and pool b ("claude-4-*-5") equally; make one pattern more specific');
     // two patterns of one pool matching equally are no conflict
     expect(matchPool({ pools: { a: { models: ['claude-*-4-5', 'claude-4-*-5'] } } }, 'claude-4-4-5')?.pool).toBe('a');
+  });
+
+  it('a pattern spelled again with a run of stars (`**` is `*`) is the same pattern: refused as listed twice, not an error at every call', () => {
+    const pools = { haiku: { models: ['claude-haiku-4*'] }, copy: { models: ['claude-haiku-4**'] } };
+    expect(() => matchPool({ pools }, 'claude-haiku-4-5')).toThrow(InvalidConfigError); // every haiku model, at call time
+    expect(patternConflicts(pools)).toEqual([{ pool: 'copy', index: 0, pattern: 'claude-haiku-4**', firstPool: 'haiku' }]);
+    expect(patternConflicts({ one: { models: ['a*b', 'a**b'] } })).toHaveLength(1);
+    expect(patternConflicts({ one: { models: ['a*b', 'a*-b'] } })).toEqual([]);
   });
 
   it('no match: the default pool, else an error naming the model and the patterns', () => {

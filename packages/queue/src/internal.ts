@@ -17,4 +17,4 @@ export { RESERVE_GRACE_MS } from './tenant-cap.js';
 export { bullmqPriority } from './priority.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
 export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, OTHER_TENANTS_LABEL, TENANT_SERIES_MAX, type FleetMetricsScope } from './fleet-metrics.js';
-export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';
+export { NO_TENANT_LABEL, TENANT_SWEEP_BATCH, TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, readTenantCounts, sweepAllTenantJobs, sweepTenantJobs, trackRetriedTenantJobs, trackTenantJob, type TenantCount, type TenantCountKeys } from './tenant-counts.js';

@@ -1,4 +1,5 @@
 import type { Cluster, Redis, Result } from 'ioredis';
+import { TENANT_PATTERN } from './schema.js';
 
 /**
  * The per-tenant view of a queue (read-only with respect to scheduling): which tenant each unfinished job belongs
@@ -112,6 +113,41 @@ export function defineTenantCounts(redis: Redis | Cluster): void {
 export async function trackTenantJob(redis: Redis | Cluster, keys: TenantCountKeys, jobId: string, tenant: string | null): Promise<void> {
   defineTenantCounts(redis);
   await redis.tollgateTenantTrackV1(keys.tenantJobs, keys.tenantUnfinished, keys.jobPrefix, jobId, tenant ?? '');
+}
+
+/** Jobs whose data one step of {@link trackRetriedTenantJobs} reads at once (a job's data holds its whole request). */
+const RETRACK_BATCH = 100;
+
+/**
+ * Counts again each given job that is unfinished now, under the tenant its data names: for jobs BullMQ's `retryJobs`
+ * brought back (the view forgot them when they failed; their worker would count them only once it starts them). A
+ * job still finished or gone is left out, so the ids may be read before the retry. Returns how many now count.
+ */
+export async function trackRetriedTenantJobs(redis: Redis | Cluster, keys: TenantCountKeys, jobIds: readonly string[]): Promise<number> {
+  defineTenantCounts(redis);
+  let counted = 0;
+  for (let from = 0; from < jobIds.length; from += RETRACK_BATCH) {
+    const ids = jobIds.slice(from, from + RETRACK_BATCH);
+    const tracked = await Promise.all(
+      ids.map(async (jobId) => {
+        const tenant = tenantOfData(await redis.hget(keys.jobPrefix + jobId, 'data'));
+        return tenant === undefined ? 0 : redis.tollgateTenantTrackV1(keys.tenantJobs, keys.tenantUnfinished, keys.jobPrefix, jobId, tenant ?? '');
+      }),
+    );
+    counted += tracked.reduce<number>((sum, one) => sum + one, 0);
+  }
+  return counted;
+}
+
+/** The tenant a job's data names (null: none); undefined when the job is gone or its data is not a job's. */
+function tenantOfData(text: string | null): string | null | undefined {
+  if (text === null) return undefined;
+  try {
+    const tenant = (JSON.parse(text) as { tenant?: unknown }).tenant;
+    return tenant === null ? null : typeof tenant === 'string' && TENANT_PATTERN.test(tenant) ? tenant : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Stops counting the given jobs that are finished or gone; returns how many. */

@@ -270,7 +270,7 @@ export class StatsRecorder {
   }
 
   #key(keyId: string): KeyStats {
-    let key = this.#stats.byKey[keyId];
+    let key = Object.hasOwn(this.#stats.byKey, keyId) ? this.#stats.byKey[keyId] : undefined;
     if (key === undefined) {
       key = emptyKey();
       this.#stats.byKey[keyId] = key;
@@ -280,7 +280,7 @@ export class StatsRecorder {
 
   #pool(at: Metered): PoolStats {
     const pools = this.#key(at.keyId).pools;
-    let pool = pools[at.pool];
+    let pool = Object.hasOwn(pools, at.pool) ? pools[at.pool] : undefined; // a pool may be named `constructor`
     if (pool === undefined) {
       pool = emptyPool();
       pools[at.pool] = pool;

@@ -51,6 +51,18 @@ function poolStats(target: MockAnthropic, pool: string, apiKey: string = API_KEY
 }
 
 describe('model pools', () => {
+  it('a pool named like an Object.prototype member (constructor, toString) is metered and reported like any other', async () => {
+    const target = await start({ limits: { pools: { constructor: { models: ['claude-haiku-4*'], rpm: 60, burst: { rpm: 2 } }, toString: { models: ['claude-sonnet-4*'], rpm: 60 } } } });
+    const client = clientFor(target);
+    await send(client, HAIKU);
+    await send(client, HAIKU);
+    await rateLimited(() => send(client, HAIKU));
+    await send(client, SONNET);
+    expect(poolStats(target, 'constructor')).toMatchObject({ requests: 2, inFlight: 0, rateLimited: { requests: 1 } });
+    expect(poolStats(target, 'toString')).toMatchObject({ requests: 1 });
+    expect(Object.hasOwn(Object, 'requests')).toBe(false); // nothing written onto the Object function
+  });
+
   it("a Haiku RPM 429 leaves the Sonnet pool untouched; each answer carries its own pool's headers", async () => {
     const target = await start({ limits: { pools: POOLS } });
     const client = clientFor(target);
