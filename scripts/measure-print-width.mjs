@@ -12,17 +12,20 @@ function changed(a, b) {
   let removed = 0;
   for (const line of a.split('\n')) {
     const c = counts.get(line) ?? 0;
-    if (c > 0) counts.set(line, c - 1); else removed++;
+    if (c > 0) counts.set(line, c - 1);
+    else removed++;
   }
   return removed;
 }
 for (const printWidth of process.argv.slice(2).map(Number)) {
-  let total = 0, touched = 0;
+  let total = 0,
+    touched = 0;
   for (const file of files) {
     const text = readFileSync(file, 'utf8');
     const out = await prettier.format(text, { ...base, printWidth, filepath: file });
     const n = changed(text, out);
-    total += n; if (n > 0) touched++;
+    total += n;
+    if (n > 0) touched++;
   }
   console.log(`printWidth ${printWidth}: ${total} lines changed in ${touched}/${files.length} files`);
 }

@@ -10,7 +10,10 @@ const reports = [];
 for (const pattern of workspaces) {
   const base = pattern.replace(/\/\*$/, '');
   const dirs = pattern.endsWith('/*')
-    ? spawnSync('ls', [join(root, base)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map((name) => join(root, base, name))
+    ? spawnSync('ls', [join(root, base)], { encoding: 'utf8' })
+        .stdout.split('\n')
+        .filter(Boolean)
+        .map((name) => join(root, base, name))
     : [join(root, base)];
   for (const dir of dirs) {
     const report = join(dir, 'test-output', 'vitest.json');

@@ -28,7 +28,10 @@ export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2
 
 function list<T extends string>(raw: string | undefined, all: readonly T[], guard: (value: string) => value is T, what: string): T[] {
   if (raw === undefined) return [...all];
-  const values = raw.split(',').map((value) => value.trim()).filter((value) => value.length > 0);
+  const values = raw
+    .split(',')
+    .map((value) => value.trim())
+    .filter((value) => value.length > 0);
   const unknown = values.filter((value) => !guard(value));
   if (unknown.length > 0) throw new Error(`unknown ${what}: ${unknown.join(', ')} (known: ${all.join(', ')})`);
   return all.filter((value) => values.includes(value)); // canonical order, whatever order was typed

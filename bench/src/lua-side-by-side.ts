@@ -102,7 +102,12 @@ try {
     console.log(
       markdownTable(
         ['figure', 'baseline', 'new', 'new ÷ baseline'],
-        figures.map(([label, pick, digits]) => [label, fixed(median('baseline', pick), digits), fixed(median('new', pick), digits), fixed(median('new', pick) / median('baseline', pick), 2)]),
+        figures.map(([label, pick, digits]) => [
+          label,
+          fixed(median('baseline', pick), digits),
+          fixed(median('new', pick), digits),
+          fixed(median('new', pick) / median('baseline', pick), 2),
+        ]),
       ),
     );
     console.log('');
@@ -111,10 +116,22 @@ try {
         ['command', 'baseline calls/pair', 'new calls/pair', 'baseline µs/pair', 'new µs/pair'],
         commands.map((command) => [
           command,
-          fixed(perPair('baseline', command, (stat) => stat.calls), 2),
-          fixed(perPair('new', command, (stat) => stat.calls), 2),
-          fixed(perPair('baseline', command, (stat) => stat.usec), 2),
-          fixed(perPair('new', command, (stat) => stat.usec), 2),
+          fixed(
+            perPair('baseline', command, (stat) => stat.calls),
+            2,
+          ),
+          fixed(
+            perPair('new', command, (stat) => stat.calls),
+            2,
+          ),
+          fixed(
+            perPair('baseline', command, (stat) => stat.usec),
+            2,
+          ),
+          fixed(
+            perPair('new', command, (stat) => stat.usec),
+            2,
+          ),
         ]),
       ),
     );

@@ -52,7 +52,9 @@ export function reportMarkdown(machine: MachineInfo, options: BenchOptions, note
     '',
     `${machine.date} · Node ${machine.node} · Redis ${machine.redis} · ${machine.cpuModel} × ${machine.cores} cores · commit ${machine.commit}`,
     '',
-    `Mode: ${options.quick ? '--quick' : 'full'}${options.trials > 1 ? ` · ${options.trials} interleaved trials per cell, medians` : ''} · scenarios ${options.scenarios.join(', ')} · contenders ${options.contenders.join(', ')}`,
+    `Mode: ${options.quick ? '--quick' : 'full'}${options.trials > 1 ? ` · ${options.trials} interleaved trials per cell, medians` : ''} · scenarios ${options.scenarios.join(
+      ', ',
+    )} · contenders ${options.contenders.join(', ')}`,
     '',
     'Absolute figures move with the machine\'s load; compare ratios within one run. The ceiling is static-split: a local semaphore per process with the limit split across processes; "of ceiling" divides by its utilization per permit.',
   ];

@@ -109,8 +109,7 @@ function fleetFigures(contender: ContenderName, measurement: TrialMeasurement, c
   const upstream = measurement.upstream;
   if (!upstream) throw new Error('a fleet trial needs the upstream stats');
   const waitsMs = measurement.workers.flatMap((worker) => worker.acquireWaitsMs);
-  const sum = (pick: (worker: TrialMeasurement['workers'][number]) => number): number =>
-    measurement.workers.reduce((total, worker) => total + pick(worker), 0);
+  const sum = (pick: (worker: TrialMeasurement['workers'][number]) => number): number => measurement.workers.reduce((total, worker) => total + pick(worker), 0);
   const permits = contender === CEILING ? splitEvenly(FLEET_LIMIT, WORKER_PROCESSES).reduce((a, b) => a + b, 0) : FLEET_LIMIT;
   return {
     contender,
@@ -160,9 +159,23 @@ function waitSpread(figures: FleetFigures): number {
 }
 
 const FLEET_HEADER = [
-  'contender', 'utilization', 'of ceiling', 'refill gap p50 ms', 'gap p99 ms', 'gap p50 vs ceiling ms',
-  'wait p50 ms', 'wait p99 ms', 'wait p99÷p50', 'max in flight', 'violations',
-  'cmds sent/call', 'round trips/call', 'cmds in Redis/call', 'Redis CPU µs/call', 'worker CPU µs/call', 'wall s',
+  'contender',
+  'utilization',
+  'of ceiling',
+  'refill gap p50 ms',
+  'gap p99 ms',
+  'gap p50 vs ceiling ms',
+  'wait p50 ms',
+  'wait p99 ms',
+  'wait p99÷p50',
+  'max in flight',
+  'violations',
+  'cmds sent/call',
+  'round trips/call',
+  'cmds in Redis/call',
+  'Redis CPU µs/call',
+  'worker CPU µs/call',
+  'wall s',
 ];
 
 function fleetTable(rows: readonly FleetFigures[]): string {
@@ -208,7 +221,7 @@ function fleetTargets(rows: readonly FleetFigures[], checkFairness: boolean): Ta
   }
   // in the queue scenario the ceiling's commands are BullMQ's own (fetch, finish); the target is the limiter's share
   const ownCommandsPerCall = tollgate.commandsPerCall - (ceiling?.commandsPerCall ?? 0);
-  checks.push({ figure: 'Redis commands sent per call, beyond the ceiling\'s', target: '≤ 3', measured: fixed(ownCommandsPerCall, 2), met: ownCommandsPerCall <= 3 });
+  checks.push({ figure: "Redis commands sent per call, beyond the ceiling's", target: '≤ 3', measured: fixed(ownCommandsPerCall, 2), met: ownCommandsPerCall <= 3 });
   checks.push({ figure: 'limit violations', target: '0', measured: String(Math.max(0, tollgate.maxInFlight - FLEET_LIMIT)), met: tollgate.maxInFlight <= FLEET_LIMIT });
   return checks;
 }
@@ -333,7 +346,11 @@ async function runMicroTrial(context: TrialContext, contender: ContenderName, sh
 
 /** Each figure's median over the trials of one cell. */
 function medianCell(trials: readonly MicroTrial[]): MicroCell {
-  const median = (pick: (cell: MicroCell) => number): number => quantile(trials.map((trial) => pick(trial.cell)), 0.5);
+  const median = (pick: (cell: MicroCell) => number): number =>
+    quantile(
+      trials.map((trial) => pick(trial.cell)),
+      0.5,
+    );
   return {
     pairsPerSecond: median((cell) => cell.pairsPerSecond),
     commandsPerPair: median((cell) => cell.commandsPerPair),
@@ -365,7 +382,11 @@ export function interleaved<T>(items: readonly T[], rounds: number): T[] {
 }
 
 /** The side-by-side tables: per shape, the baseline, this checkout and their ratio; then Redis's commands per pair. */
-function sideBySideMarkdown(cells: ReadonlyMap<string, MicroCell>, stats: ReadonlyMap<string, Map<string, CommandStat>>, key: (contender: ContenderName, shapeIndex: number) => string): string | undefined {
+function sideBySideMarkdown(
+  cells: ReadonlyMap<string, MicroCell>,
+  stats: ReadonlyMap<string, Map<string, CommandStat>>,
+  key: (contender: ContenderName, shapeIndex: number) => string,
+): string | undefined {
   const shapeName = (shape: (typeof MICRO_SHAPES)[number]): string => `${shape.processes}×${shape.lanes}`;
   const rows: string[][] = [];
   const breakdowns: string[] = [];
@@ -388,7 +409,13 @@ function sideBySideMarkdown(cells: ReadonlyMap<string, MicroCell>, stats: Readon
         '',
         markdownTable(
           ['command', 'baseline calls/pair', 'new calls/pair', 'baseline µs/pair', 'new µs/pair'],
-          commands.map((command) => [command, fixed(stat(baselineStats, command).calls, 2), fixed(stat(currentStats, command).calls, 2), fixed(stat(baselineStats, command).usec, 2), fixed(stat(currentStats, command).usec, 2)]),
+          commands.map((command) => [
+            command,
+            fixed(stat(baselineStats, command).calls, 2),
+            fixed(stat(currentStats, command).calls, 2),
+            fixed(stat(baselineStats, command).usec, 2),
+            fixed(stat(currentStats, command).usec, 2),
+          ]),
         ),
       ].join('\n'),
     );
@@ -400,7 +427,9 @@ function sideBySideMarkdown(cells: ReadonlyMap<string, MicroCell>, stats: Readon
     markdownTable(['shape', 'limiter', ...MICRO_CELL_COLUMNS.map((column) => column.header)], rows),
     '',
     ...breakdowns.flatMap((breakdown) => [breakdown, '']),
-  ].join('\n').trimEnd();
+  ]
+    .join('\n')
+    .trimEnd();
 }
 
 async function runMicro(context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
@@ -410,12 +439,20 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   const failures: string[] = [];
   const key = (contender: ContenderName, shapeIndex: number): string => `${contender}/${shapeIndex}`;
   for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
-    for (const contender of interleaved(contenders.filter((name) => microApplies(name, shape.processes)), settings.trials)) {
+    for (const contender of interleaved(
+      contenders.filter((name) => microApplies(name, shape.processes)),
+      settings.trials,
+    )) {
       settings.signal.throwIfAborted();
       try {
         const trial = await runMicroTrial(context, contender, shape, durationMs);
         trials.set(key(contender, shapeIndex), [...(trials.get(key(contender, shapeIndex)) ?? []), trial]);
-        settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(trial.cell.pairsPerSecond)} pairs/s, Redis ${fixed(trial.cell.redisCpuUsPerPair, 1)} µs/pair, worker ${fixed(trial.cell.workerCpuUsPerPair, 1)} µs/pair`);
+        settings.log(
+          `micro ${shape.processes}×${shape.lanes}: ${contender} ${whole(trial.cell.pairsPerSecond)} pairs/s, Redis ${fixed(
+            trial.cell.redisCpuUsPerPair,
+            1,
+          )} µs/pair, worker ${fixed(trial.cell.workerCpuUsPerPair, 1)} µs/pair`,
+        );
       } catch (error) {
         failures.push(`${contender} ${shape.processes}×${shape.lanes}: ${firstLine(error)}`);
         settings.log(`micro ${shape.processes}×${shape.lanes}: ${contender} failed: ${String(error)}`);
@@ -439,7 +476,10 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   const rows = contenders
     .filter((contender) => MICRO_SHAPES.some((_, index) => cells.has(key(contender, index))))
     .map((contender) => {
-      const widestCell = [...MICRO_SHAPES.keys()].reverse().map((index) => cells.get(key(contender, index))).find((cell) => cell !== undefined);
+      const widestCell = [...MICRO_SHAPES.keys()]
+        .reverse()
+        .map((index) => cells.get(key(contender, index)))
+        .find((cell) => cell !== undefined);
       return [
         contender,
         ...MICRO_SHAPES.map((_, index) => whole(cells.get(key(contender, index))?.pairsPerSecond ?? Number.NaN)),
@@ -459,7 +499,9 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   return {
     id: 'micro',
     title: 'Micro: acquire+release pairs per second, no upstream',
-    description: `Processes × local slots in flight against a fleet limit of ${FLEET_LIMIT}, ${durationMs} ms per shape${settings.trials > 1 ? `, ${settings.trials} interleaved trials per cell (medians)` : ''}. "widest" is the largest shape the contender ran. Worker CPU: user + system of the worker processes from \`go\` to their report (the harness's own loop included, alike for every contender).`,
+    description: `Processes × local slots in flight against a fleet limit of ${FLEET_LIMIT}, ${durationMs} ms per shape${
+      settings.trials > 1 ? `, ${settings.trials} interleaved trials per cell (medians)` : ''
+    }. "widest" is the largest shape the contender ran. Worker CPU: user + system of the worker processes from \`go\` to their report (the harness's own loop included, alike for every contender).`,
     table: [markdownTable(header, rows), sideBySideMarkdown(cells, stats, key)].filter((part) => part !== undefined).join('\n\n'),
     failures,
     targets,
@@ -486,7 +528,10 @@ const FLEET_SCENARIOS: readonly FleetScenario[] = [
   {
     id: '3',
     title: 'Scenario 3: BullMQ jobs, 20 ms upstream',
-    description: `The same calls as BullMQ jobs pulled by ${WORKER_PROCESSES} workers (concurrency ${LOCAL_SLOTS}; static-split: worker concurrency ${splitEvenly(FLEET_LIMIT, WORKER_PROCESSES).join('/')}; bullmq-global: setGlobalConcurrency(${FLEET_LIMIT})); commands include BullMQ's own.`,
+    description: `The same calls as BullMQ jobs pulled by ${WORKER_PROCESSES} workers (concurrency ${LOCAL_SLOTS}; static-split: worker concurrency ${splitEvenly(
+      FLEET_LIMIT,
+      WORKER_PROCESSES,
+    ).join('/')}; bullmq-global: setGlobalConcurrency(${FLEET_LIMIT})); commands include BullMQ's own.`,
     kind: 'queue',
     holdMs: HOLD_MS_STANDARD,
     checkFairness: false,

@@ -135,9 +135,25 @@ const sum = (counts: Record<string, number>): number => Object.values(counts).re
 
 function tokenTable(rows: readonly TokenFigures[]): string {
   const header = [
-    'contender', 'calls ok', 'calls failed', 'input tok/min', 'of ITPM', 'output tok/min', 'of OTPM',
-    '429 concurrency', '429 input', '429 output', '429 other', 'retries', 'max concurrent', 'violations',
-    'call p50 ms', 'call p99 ms', 'cmds sent/call', 'cmds in Redis/call', 'wall s',
+    'contender',
+    'calls ok',
+    'calls failed',
+    'input tok/min',
+    'of ITPM',
+    'output tok/min',
+    'of OTPM',
+    '429 concurrency',
+    '429 input',
+    '429 output',
+    '429 other',
+    'retries',
+    'max concurrent',
+    'violations',
+    'call p50 ms',
+    'call p99 ms',
+    'cmds sent/call',
+    'cmds in Redis/call',
+    'wall s',
   ];
   return markdownTable(
     header,
@@ -147,7 +163,11 @@ function tokenTable(rows: readonly TokenFigures[]): string {
       return [
         LABELS[row.contender] ?? row.contender,
         String(row.succeeded),
-        failed === 0 ? '0' : `${failed} (${Object.entries(row.failed).map(([kind, count]) => `${kind}: ${count}`).join(', ')})`,
+        failed === 0
+          ? '0'
+          : `${failed} (${Object.entries(row.failed)
+              .map(([kind, count]) => `${kind}: ${count}`)
+              .join(', ')})`,
         whole(row.inputPerMinute),
         percent(row.inputPerMinute / ITPM),
         whole(row.outputPerMinute),
@@ -236,7 +256,11 @@ export async function runTokenScenario(context: TrialContext, settings: RunSetti
         });
         const figures = tokenFigures(contender, measurement, count);
         rows.push(figures);
-        settings.log(`scenario 4: ${contender} ${percent(figures.inputPerMinute / ITPM)} of ITPM, ${percent(figures.outputPerMinute / OTPM)} of OTPM, ${sum(figures.rateLimited)} 429s in ${fixed(figures.wallMs / 1_000, 1)} s`);
+        settings.log(
+          `scenario 4: ${contender} ${percent(figures.inputPerMinute / ITPM)} of ITPM, ${percent(figures.outputPerMinute / OTPM)} of OTPM, ${sum(
+            figures.rateLimited,
+          )} 429s in ${fixed(figures.wallMs / 1_000, 1)} s`,
+        );
       } catch (error) {
         failures.push(`${contender}: ${firstLine(error)}`);
         settings.log(`scenario 4: ${contender} failed: ${String(error)}`);
@@ -249,9 +273,15 @@ export async function runTokenScenario(context: TrialContext, settings: RunSetti
     id: '4',
     title: 'Scenario 4: Messages calls against concurrency, ITPM and OTPM',
     description: [
-      `${PROCESSES} worker processes × ${LANES} callers, ${count.toLocaleString('en-US')} non-streaming calls (seed ${SEED}) of ${INPUT_TOKENS.min}–${INPUT_TOKENS.max} input and ${OUTPUT_TOKENS.min}–${OUTPUT_TOKENS.max} output tokens (max_tokens up to twice the answer)`,
-      `to mock-anthropic with concurrency ${CONCURRENCY}, ITPM ${whole(ITPM)}, OTPM ${whole(OTPM)} (otpmMode max_tokens), buckets of ${LIMITER_BURST_MS + DISPATCH_JITTER_MS} ms of refill;`,
-      `tollgate's limiter has the same limits with buckets of ${LIMITER_BURST_MS} ms. Tokens per minute are the mean of the ${WINDOW_MS / 1_000} s windows from ${STEADY_AFTER_MS / 1_000} s (once the initial buckets are spent) to before the last;`,
+      `${PROCESSES} worker processes × ${LANES} callers, ${count.toLocaleString('en-US')} non-streaming calls (seed ${SEED}) of ${INPUT_TOKENS.min}–${INPUT_TOKENS.max} input and ${
+        OUTPUT_TOKENS.min
+      }–${OUTPUT_TOKENS.max} output tokens (max_tokens up to twice the answer)`,
+      `to mock-anthropic with concurrency ${CONCURRENCY}, ITPM ${whole(ITPM)}, OTPM ${whole(OTPM)} (otpmMode max_tokens), buckets of ${
+        LIMITER_BURST_MS + DISPATCH_JITTER_MS
+      } ms of refill;`,
+      `tollgate's limiter has the same limits with buckets of ${LIMITER_BURST_MS} ms. Tokens per minute are the mean of the ${WINDOW_MS / 1_000} s windows from ${
+        STEADY_AFTER_MS / 1_000
+      } s (once the initial buckets are spent) to before the last;`,
       'Retries = requests the mock received − calls.',
     ].join(' '),
     table: tokenTable(rows),

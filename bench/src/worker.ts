@@ -80,21 +80,42 @@ async function setupTokens(spec: TrialSpec): Promise<void> {
   // one tiny call per lane opens the sockets and compiles the call path; the coordinator resets the mock afterwards
   const warmup = { inputTokens: 1, maxTokens: 1, outputTokens: 1 };
   await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup, -1 - lane)));
-  trial = { spec, adapter: undefined, upstream: undefined, queueWorker: undefined, tokenClient, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0, cpuAtStart: undefined };
+  trial = {
+    spec,
+    adapter: undefined,
+    upstream: undefined,
+    queueWorker: undefined,
+    tokenClient,
+    tokenResult: undefined,
+    acquireWaitsMs: [],
+    operations: 0,
+    startedAtMs: 0,
+    cpuAtStart: undefined,
+  };
 }
 
 async function setup(spec: TrialSpec): Promise<void> {
   if (spec.kind === 'tokens') return setupTokens(spec);
-  const adapter = isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split')
-    ? await createAdapter(spec.contender, spec.adapter)
-    : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
+  const adapter =
+    isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split') ? await createAdapter(spec.contender, spec.adapter) : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
   for (let pair = 0; adapter && pair < WARMUP_PAIRS; pair += 1) {
     const release = await adapter.acquire();
     await release();
   }
   const upstream = spec.kind === 'micro' ? undefined : new UpstreamClient(spec.upstreamUrl, spec.lanes);
   await upstream?.warm(spec.lanes);
-  const current: Trial = { spec, adapter, upstream, queueWorker: undefined, tokenClient: undefined, tokenResult: undefined, acquireWaitsMs: [], operations: 0, startedAtMs: 0, cpuAtStart: undefined };
+  const current: Trial = {
+    spec,
+    adapter,
+    upstream,
+    queueWorker: undefined,
+    tokenClient: undefined,
+    tokenResult: undefined,
+    acquireWaitsMs: [],
+    operations: 0,
+    startedAtMs: 0,
+    cpuAtStart: undefined,
+  };
   if (spec.kind === 'queue') current.queueWorker = await createQueueWorker(current);
   trial = current;
 }
@@ -228,7 +249,7 @@ async function handle(raw: unknown): Promise<void> {
 
 process.on('message', (raw: unknown) => {
   handle(raw).catch((error: unknown) => {
-    send({ type: 'failed', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    send({ type: 'failed', message: error instanceof Error ? error.stack ?? error.message : String(error) });
   });
 });
 process.on('disconnect', () => process.exit(0)); // the coordinator is gone: nothing left to report to

@@ -25,7 +25,7 @@ const JOB_ATTEMPTS = 3;
 const JOB_BACKOFF_MS = 1_000;
 
 const tty = process.stdout.isTTY === true;
-const color = (code: number) => (text: string | number) => (tty ? `\x1b[${code}m${text}\x1b[0m` : String(text));
+const color = (code: number) => (text: string | number) => tty ? `\x1b[${code}m${text}\x1b[0m` : String(text);
 const bold = color(1);
 const dim = color(2);
 const green = color(32);
@@ -79,7 +79,11 @@ async function chooseRedis(): Promise<{ url: string; how: string }> {
 }
 
 function jobParams(i: number) {
-  return { model: MODEL, max_tokens: MAX_TOKENS[i % MAX_TOKENS.length] ?? 16, messages: [{ role: 'user' as const, content: `Demo job ${i}: ${'some context '.repeat(1 + (i % 50))}` }] };
+  return {
+    model: MODEL,
+    max_tokens: MAX_TOKENS[i % MAX_TOKENS.length] ?? 16,
+    messages: [{ role: 'user' as const, content: `Demo job ${i}: ${'some context '.repeat(1 + (i % 50))}` }],
+  };
 }
 
 const bar = (value: number, limit: number, width = 20) => {
@@ -104,8 +108,12 @@ async function watch(name: string, mockUrl: string, ended: () => Promise<{ compl
     const elapsedS = (performance.now() - startedMs) / 1000;
     const done = counts.completed + counts.failed;
     const line =
-      `${bold(name.padEnd(16))} ${String(done).padStart(4)}/${JOBS} done  in flight ${bar(stats.inFlight, ACCOUNT.concurrency)} ${String(stats.inFlight).padStart(2)}/${ACCOUNT.concurrency}` +
-      `  ${(counts.completed / Math.max(elapsedS, 0.001)).toFixed(1).padStart(5)} jobs/s  429s ${(stats.byStatus['429'] ?? 0) > 0 ? red(stats.byStatus['429'] ?? 0) : green(0)}  ${dim(`${elapsedS.toFixed(1)} s`)}`;
+      `${bold(name.padEnd(16))} ${String(done).padStart(4)}/${JOBS} done  in flight ${bar(stats.inFlight, ACCOUNT.concurrency)} ${String(stats.inFlight).padStart(2)}/${
+        ACCOUNT.concurrency
+      }` +
+      `  ${(counts.completed / Math.max(elapsedS, 0.001)).toFixed(1).padStart(5)} jobs/s  429s ${
+        (stats.byStatus['429'] ?? 0) > 0 ? red(stats.byStatus['429'] ?? 0) : green(0)
+      }  ${dim(`${elapsedS.toFixed(1)} s`)}`;
     if (tty) process.stdout.write(`\r\x1b[2K${line}`);
     else if (samples % 10 === 1) console.log(line);
     if (done >= JOBS || performance.now() - startedMs > PHASE_DEADLINE_MS) break;
@@ -144,7 +152,10 @@ function table(results: readonly PhaseResult[]): void {
 
 async function main(): Promise<void> {
   const demoStartedMs = performance.now();
-  console.log(bold('Tollgate demo') + dim(`: ${JOBS} jobs, ${WORKERS} worker processes, one API account (concurrency ${ACCOUNT.concurrency}, ${ACCOUNT.rpm} RPM, ${ACCOUNT.itpm} ITPM, ${ACCOUNT.otpm} OTPM)`));
+  console.log(
+    bold('Tollgate demo') +
+      dim(`: ${JOBS} jobs, ${WORKERS} worker processes, one API account (concurrency ${ACCOUNT.concurrency}, ${ACCOUNT.rpm} RPM, ${ACCOUNT.itpm} ITPM, ${ACCOUNT.otpm} OTPM)`),
+  );
   const redis = await chooseRedis();
   console.log(dim(`Redis: ${redis.how}`));
   const run = `demo-${process.pid}-${Date.now().toString(36)}`;
@@ -152,7 +163,16 @@ async function main(): Promise<void> {
   const mock = await spawnService({
     name: 'mock-anthropic',
     ...mockCommand,
-    env: { PORT: '0', MOCK_CONCURRENCY: String(ACCOUNT.concurrency), MOCK_RPM: String(ACCOUNT.rpm), MOCK_ITPM: String(ACCOUNT.itpm), MOCK_OTPM: String(ACCOUNT.otpm), MOCK_LATENCY_MS: String(MOCK_LATENCY_MS), MOCK_PER_TOKEN_MS: String(MOCK_PER_TOKEN_MS), LOG_LEVEL: 'warn' },
+    env: {
+      PORT: '0',
+      MOCK_CONCURRENCY: String(ACCOUNT.concurrency),
+      MOCK_RPM: String(ACCOUNT.rpm),
+      MOCK_ITPM: String(ACCOUNT.itpm),
+      MOCK_OTPM: String(ACCOUNT.otpm),
+      MOCK_LATENCY_MS: String(MOCK_LATENCY_MS),
+      MOCK_PER_TOKEN_MS: String(MOCK_PER_TOKEN_MS),
+      LOG_LEVEL: 'warn',
+    },
   });
   const mockUrl = mock.ready.url ?? '';
   console.log(dim(`Mock Anthropic API: ${mockUrl}`));
@@ -160,9 +180,20 @@ async function main(): Promise<void> {
   // 1. With Tollgate: the deployable worker, four processes sharing one limiter in Redis.
   const queue = `${run}-tollgate`;
   const fleetEnv = {
-    REDIS_URL: redis.url, TOLLGATE_NAME: `${run}-limiter`, TOLLGATE_QUEUE: queue,
-    TOLLGATE_CONCURRENCY: String(ACCOUNT.concurrency), TOLLGATE_RPM: String(ACCOUNT.rpm), TOLLGATE_ITPM: String(ACCOUNT.itpm), TOLLGATE_OTPM: String(ACCOUNT.otpm),
-    ANTHROPIC_API_KEY: 'sk-ant-demo', ANTHROPIC_BASE_URL: mockUrl, WORKER_CONCURRENCY: '16', METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'warn', WORKER_DRAIN_TIMEOUT_MS: '2000',
+    REDIS_URL: redis.url,
+    TOLLGATE_NAME: `${run}-limiter`,
+    TOLLGATE_QUEUE: queue,
+    TOLLGATE_CONCURRENCY: String(ACCOUNT.concurrency),
+    TOLLGATE_RPM: String(ACCOUNT.rpm),
+    TOLLGATE_ITPM: String(ACCOUNT.itpm),
+    TOLLGATE_OTPM: String(ACCOUNT.otpm),
+    ANTHROPIC_API_KEY: 'sk-ant-demo',
+    ANTHROPIC_BASE_URL: mockUrl,
+    WORKER_CONCURRENCY: '16',
+    METRICS_PORT: '0',
+    METRICS_HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    WORKER_DRAIN_TIMEOUT_MS: '2000',
   };
   process.stdout.write(dim(`Starting ${WORKERS} Tollgate workers… `));
   const workerCommand = sourceEntryCommand(WORKER_ENTRY);
@@ -187,11 +218,27 @@ async function main(): Promise<void> {
   process.stdout.write(dim(`Starting ${WORKERS} workers without Tollgate (local semaphore of ${ACCOUNT.concurrency} each, SDK retries on)… `));
   await Promise.all(
     Array.from({ length: WORKERS }, (_, i) =>
-      spawnService({ name: `naive-${i + 1}`, ...naiveCommand, env: { REDIS_URL: redis.url, DEMO_QUEUE: `${run}-naive`, DEMO_LOCAL_CONCURRENCY: String(ACCOUNT.concurrency), ANTHROPIC_BASE_URL: mockUrl, ANTHROPIC_API_KEY: 'sk-ant-demo' } }),
+      spawnService({
+        name: `naive-${i + 1}`,
+        ...naiveCommand,
+        env: {
+          REDIS_URL: redis.url,
+          DEMO_QUEUE: `${run}-naive`,
+          DEMO_LOCAL_CONCURRENCY: String(ACCOUNT.concurrency),
+          ANTHROPIC_BASE_URL: mockUrl,
+          ANTHROPIC_API_KEY: 'sk-ant-demo',
+        },
+      }),
     ),
   );
   console.log(dim('ready.'));
-  await naiveQueue.addBulk(Array.from({ length: JOBS }, (_, i) => ({ name: 'messages', data: { params: jobParams(i) }, opts: { priority: 1 + (i % 10), attempts: JOB_ATTEMPTS, backoff: { type: 'exponential', delay: JOB_BACKOFF_MS } } })));
+  await naiveQueue.addBulk(
+    Array.from({ length: JOBS }, (_, i) => ({
+      name: 'messages',
+      data: { params: jobParams(i) },
+      opts: { priority: 1 + (i % 10), attempts: JOB_ATTEMPTS, backoff: { type: 'exponential', delay: JOB_BACKOFF_MS } },
+    })),
+  );
   const without = await watch('without Tollgate', mockUrl, async () => {
     const counts = await naiveQueue.getJobCounts('completed', 'failed');
     return { completed: counts.completed ?? 0, failed: counts.failed ?? 0 };
@@ -200,8 +247,10 @@ async function main(): Promise<void> {
 
   table([withTollgate, without]);
   console.log(
-    dim(`\nSame jobs, same mock account, same 4 processes. Retries count every upstream call beyond one per job (Tollgate's own retries, the SDK's, BullMQ's). ` +
-      `Utilization samples the mock's in-flight count every ${TICK_MS} ms. Demo took ${((performance.now() - demoStartedMs) / 1000).toFixed(1)} s.`),
+    dim(
+      `\nSame jobs, same mock account, same 4 processes. Retries count every upstream call beyond one per job (Tollgate's own retries, the SDK's, BullMQ's). ` +
+        `Utilization samples the mock's in-flight count every ${TICK_MS} ms. Demo took ${((performance.now() - demoStartedMs) / 1000).toFixed(1)} s.`,
+    ),
   );
   console.log(`${cyan('Next:')} docker compose up --build --scale worker=4, then open http://localhost:8080/ for the live dashboard.`);
 }

@@ -22,7 +22,16 @@ async function enqueueJobs(tag: string, count = JOBS): Promise<string[]> {
 
 /** The producer (an app) fails fast while its connection comes back after a Redis fault; wait until it is back. */
 async function producerReachable(): Promise<void> {
-  expect(await eventually(() => fleet.producer.counts().then(() => true, () => false), 10_000)).toBe(true);
+  expect(
+    await eventually(
+      () =>
+        fleet.producer.counts().then(
+          () => true,
+          () => false,
+        ),
+      10_000,
+    ),
+  ).toBe(true);
 }
 
 describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
@@ -56,7 +65,11 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
       });
       await new Promise((resolve) => setTimeout(resolve, QUIET_WATCH_MS));
       const after = (await fleet.mockStats()).messages;
-      console.log(`Redis ${_kind}: /health ${health.status} in ${Math.round(health.ms)} ms, POST /v1/messages ${message.status} in ${Math.round(message.ms)} ms; upstream calls meanwhile ${after - before}`);
+      console.log(
+        `Redis ${_kind}: /health ${health.status} in ${Math.round(health.ms)} ms, POST /v1/messages ${message.status} in ${Math.round(message.ms)} ms; upstream calls meanwhile ${
+          after - before
+        }`,
+      );
       expect(health.status).toBe(503);
       expect(message.status).toBe(503);
       expect(health.ms).toBeLessThanOrEqual(GATEWAY_UNAVAILABLE_MS_MAX);
@@ -82,7 +95,9 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
     const stats = await fleet.mockStats();
     console.log(
       `Redis AOF restart: first upstream call ${Math.round(consumingAfterMs)} ms after Redis answered again (bound ${CONSUMING_AGAIN_MS_MAX} ms); ` +
-        `completed ${outcomes.completed.length}/${JOBS}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}; mock max concurrent ${stats.maxConcurrent}/${CONCURRENCY}, 429s ${stats.byStatus['429'] ?? 0}`,
+        `completed ${outcomes.completed.length}/${JOBS}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}; mock max concurrent ${
+          stats.maxConcurrent
+        }/${CONCURRENCY}, 429s ${stats.byStatus['429'] ?? 0}`,
     );
     expect(consuming).toBe(true);
     expect(consumingAfterMs).toBeLessThanOrEqual(CONSUMING_AGAIN_MS_MAX);

@@ -30,31 +30,37 @@ describe('upstream faults (DESIGN §7 row 6)', () => {
     await stopAllServices();
   });
 
-  it.each(STORMS)('G10: %s: every job completed or failed with the upstream error, nothing lost, retries bounded', { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async (kind, faults) => {
-    await fleet.mockAdmin('config', { faults });
-    await fleet.mockAdmin('reset');
-    const tag = kind.replace(/\W+/g, '-');
-    const ids = await Promise.all(
-      Array.from({ length: JOBS }, (_, i) => fleet.producer.enqueue(messagesRequest(i, { stream: i % 2 === 0, maxTokens: 16 }), { idempotencyKey: `${tag}-${i}`, priority: i % 10 })),
-    );
-    const outcomes = await settle(fleet.producer, ids);
-    const stats = await fleet.mockStats();
-    await fleet.mockAdmin('config', { faults: {} });
-    const failures = [...outcomes.failed.values()].map((error) => `${error.status} ${error.type}`);
-    console.log(
-      `${kind}: ${outcomes.completed.length} completed, ${outcomes.failed.size} failed [${[...new Set(failures)].join(', ')}], ${outcomes.lost.length} lost; ` +
-        `${stats.messages} upstream calls for ${JOBS} jobs (bound ${JOBS * CALLS_PER_JOB_MAX}), injected faults ${JSON.stringify(stats.faults)}, ` +
-        `real limit 429s ${stats.rateLimited.concurrency + stats.rateLimited.requests}, mock max concurrent ${stats.maxConcurrent}/${CONCURRENCY}`,
-    );
-    expect(outcomes.lost).toEqual([]);
-    expect(outcomes.completed.length + outcomes.failed.size).toBe(JOBS);
-    for (const error of outcomes.failed.values()) {
-      expect(error.status).toBeGreaterThanOrEqual(400); // the upstream's status and error body, kept
-      expect(error.body.error.type).not.toBe('');
-    }
-    expect(stats.messages).toBeLessThanOrEqual(JOBS * CALLS_PER_JOB_MAX);
-    expect(Object.values(stats.faults).reduce((sum, count) => sum + count, 0)).toBeGreaterThan(0); // the storm happened
-    expect(stats.rateLimited.concurrency).toBe(0); // retries still go through the limiter
-    expect(stats.maxConcurrent).toBeLessThanOrEqual(CONCURRENCY);
-  });
+  it.each(STORMS)(
+    'G10: %s: every job completed or failed with the upstream error, nothing lost, retries bounded',
+    { timeout: SETTLE_TIMEOUT_MS + 30_000 },
+    async (kind, faults) => {
+      await fleet.mockAdmin('config', { faults });
+      await fleet.mockAdmin('reset');
+      const tag = kind.replace(/\W+/g, '-');
+      const ids = await Promise.all(
+        Array.from({ length: JOBS }, (_, i) =>
+          fleet.producer.enqueue(messagesRequest(i, { stream: i % 2 === 0, maxTokens: 16 }), { idempotencyKey: `${tag}-${i}`, priority: i % 10 }),
+        ),
+      );
+      const outcomes = await settle(fleet.producer, ids);
+      const stats = await fleet.mockStats();
+      await fleet.mockAdmin('config', { faults: {} });
+      const failures = [...outcomes.failed.values()].map((error) => `${error.status} ${error.type}`);
+      console.log(
+        `${kind}: ${outcomes.completed.length} completed, ${outcomes.failed.size} failed [${[...new Set(failures)].join(', ')}], ${outcomes.lost.length} lost; ` +
+          `${stats.messages} upstream calls for ${JOBS} jobs (bound ${JOBS * CALLS_PER_JOB_MAX}), injected faults ${JSON.stringify(stats.faults)}, ` +
+          `real limit 429s ${stats.rateLimited.concurrency + stats.rateLimited.requests}, mock max concurrent ${stats.maxConcurrent}/${CONCURRENCY}`,
+      );
+      expect(outcomes.lost).toEqual([]);
+      expect(outcomes.completed.length + outcomes.failed.size).toBe(JOBS);
+      for (const error of outcomes.failed.values()) {
+        expect(error.status).toBeGreaterThanOrEqual(400); // the upstream's status and error body, kept
+        expect(error.body.error.type).not.toBe('');
+      }
+      expect(stats.messages).toBeLessThanOrEqual(JOBS * CALLS_PER_JOB_MAX);
+      expect(Object.values(stats.faults).reduce((sum, count) => sum + count, 0)).toBeGreaterThan(0); // the storm happened
+      expect(stats.rateLimited.concurrency).toBe(0); // retries still go through the limiter
+      expect(stats.maxConcurrent).toBeLessThanOrEqual(CONCURRENCY);
+    },
+  );
 });

@@ -68,10 +68,14 @@ describe('worker faults (DESIGN §7 rows 1 and 2)', () => {
     };
     observe(atKill);
     const deadLeases = () => [...seen].filter(([id]) => reclaimedOwners.has(ownerOf(id)));
-    const gone = await eventually(async () => {
-      observe(await fleet.observer.snapshot());
-      return reclaimedOwners.size > 0 && deadLeases().every(([, lease]) => lease.goneAtMs !== undefined);
-    }, LEASE_TTL_MS * 4, SNAPSHOT_POLL_MS);
+    const gone = await eventually(
+      async () => {
+        observe(await fleet.observer.snapshot());
+        return reclaimedOwners.size > 0 && deadLeases().every(([, lease]) => lease.goneAtMs !== undefined);
+      },
+      LEASE_TTL_MS * 4,
+      SNAPSHOT_POLL_MS,
+    );
     const dead = deadLeases();
     const heldAtKill = dead.filter(([id]) => initial.has(id));
     const lastGoneMs = (leases: typeof dead) => Math.max(...leases.map(([, lease]) => (lease.goneAtMs ?? Number.POSITIVE_INFINITY) - atKill.nowMs)); // Redis time
@@ -82,10 +86,12 @@ describe('worker faults (DESIGN §7 rows 1 and 2)', () => {
     const records = await Promise.all(ids.map((id) => jobRecord(fleet.producer, id)));
     const retried = records.filter((record) => record.stalledCount > 0 || record.attemptsMade > 1).length;
     console.log(
-      `kill -9: ${retried} jobs retried after the kill (BullMQ stalled recovery); `+
-      ` victim held ${held} permits (metric), ${heldAtKill.length} leases at the kill, all back ${reclaimMs} ms after it (bound ${LEASE_TTL_MS + RECLAIM_SLACK_MS} ms); ` +
+      `kill -9: ${retried} jobs retried after the kill (BullMQ stalled recovery); ` +
+        ` victim held ${held} permits (metric), ${heldAtKill.length} leases at the kill, all back ${reclaimMs} ms after it (bound ${LEASE_TTL_MS + RECLAIM_SLACK_MS} ms); ` +
         `${grantedAfterKill} more leases granted to its orphaned waiters after the kill, the last back ${grantedAfterKill > 0 ? lastGoneMs(dead) : 0} ms after it; ` +
-        `calls ${stats.messages} for ${JOBS} jobs (${stats.messages - JOBS} repeated); completed ${outcomes.completed.length}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}; mock max concurrent ${stats.maxConcurrent}/${CONCURRENCY}`,
+        `calls ${stats.messages} for ${JOBS} jobs (${stats.messages - JOBS} repeated); completed ${outcomes.completed.length}, failed ${outcomes.failed.size}, lost ${
+          outcomes.lost.length
+        }; mock max concurrent ${stats.maxConcurrent}/${CONCURRENCY}`,
     );
     expect(gone).toBe(true);
     expect(heldAtKill.length).toBeGreaterThan(0);
@@ -97,32 +103,36 @@ describe('worker faults (DESIGN §7 rows 1 and 2)', () => {
     expect(stats.byStatus['429'] ?? 0).toBe(0);
   });
 
-  it('G7, G10: SIGSTOP for 3 × leaseTtlMs then SIGCONT: its calls aborted within one heartbeat, overshoot ≤ its permits, 0 lost', { timeout: SETTLE_TIMEOUT_MS + 60_000 }, async () => {
-    await fleet.startWorker(); // back to four
-    await fleet.mockAdmin('config', { latency: { timeToFirstTokenMs: STOP_CALL_MS, perTokenMs: 0 } });
-    await fleet.mockAdmin('reset');
-    const ids = await enqueueJobs('stop', STOP_JOBS);
-    const victim = fleet.workers.find((worker) => worker.running)!;
-    const lostBefore = await metric(victim, 'tollgate_lease_lost_total');
-    const held = await waitUntilHolding(victim);
-    victim.signal('SIGSTOP');
-    await new Promise((resolve) => setTimeout(resolve, STOP_FOR_MS));
-    const resumedAt = performance.now();
-    victim.signal('SIGCONT');
-    let lost = 0;
-    const aborted = await eventually(async () => (lost = (await metric(victim, 'tollgate_lease_lost_total')) - lostBefore) >= held, 10_000, 10);
-    const abortMs = performance.now() - resumedAt;
-    const outcomes = await settle(fleet.producer, ids);
-    const stats = await fleet.mockStats();
-    console.log(
-      `SIGSTOP: victim held ${held} permits, frozen ${STOP_FOR_MS} ms; ${lost} leases reported lost ${Math.round(abortMs)} ms after SIGCONT (heartbeat ${HEARTBEAT_MS} ms); ` +
-        `mock max concurrent ${stats.maxConcurrent} (bound ${CONCURRENCY} + ${held}); completed ${outcomes.completed.length}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}`,
-    );
-    expect(aborted).toBe(true);
-    expect(abortMs).toBeLessThanOrEqual(HEARTBEAT_MS);
-    expect(stats.maxConcurrent).toBeLessThanOrEqual(CONCURRENCY + held);
-    expect(outcomes.completed).toHaveLength(STOP_JOBS);
-    expect(outcomes.lost).toEqual([]);
-    expect(outcomes.failed.size).toBe(0);
-  });
+  it(
+    'G7, G10: SIGSTOP for 3 × leaseTtlMs then SIGCONT: its calls aborted within one heartbeat, overshoot ≤ its permits, 0 lost',
+    { timeout: SETTLE_TIMEOUT_MS + 60_000 },
+    async () => {
+      await fleet.startWorker(); // back to four
+      await fleet.mockAdmin('config', { latency: { timeToFirstTokenMs: STOP_CALL_MS, perTokenMs: 0 } });
+      await fleet.mockAdmin('reset');
+      const ids = await enqueueJobs('stop', STOP_JOBS);
+      const victim = fleet.workers.find((worker) => worker.running)!;
+      const lostBefore = await metric(victim, 'tollgate_lease_lost_total');
+      const held = await waitUntilHolding(victim);
+      victim.signal('SIGSTOP');
+      await new Promise((resolve) => setTimeout(resolve, STOP_FOR_MS));
+      const resumedAt = performance.now();
+      victim.signal('SIGCONT');
+      let lost = 0;
+      const aborted = await eventually(async () => (lost = (await metric(victim, 'tollgate_lease_lost_total')) - lostBefore) >= held, 10_000, 10);
+      const abortMs = performance.now() - resumedAt;
+      const outcomes = await settle(fleet.producer, ids);
+      const stats = await fleet.mockStats();
+      console.log(
+        `SIGSTOP: victim held ${held} permits, frozen ${STOP_FOR_MS} ms; ${lost} leases reported lost ${Math.round(abortMs)} ms after SIGCONT (heartbeat ${HEARTBEAT_MS} ms); ` +
+          `mock max concurrent ${stats.maxConcurrent} (bound ${CONCURRENCY} + ${held}); completed ${outcomes.completed.length}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}`,
+      );
+      expect(aborted).toBe(true);
+      expect(abortMs).toBeLessThanOrEqual(HEARTBEAT_MS);
+      expect(stats.maxConcurrent).toBeLessThanOrEqual(CONCURRENCY + held);
+      expect(outcomes.completed).toHaveLength(STOP_JOBS);
+      expect(outcomes.lost).toEqual([]);
+      expect(outcomes.failed.size).toBe(0);
+    },
+  );
 });

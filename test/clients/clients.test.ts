@@ -80,7 +80,13 @@ describe('the official SDK (@anthropic-ai/sdk 1.14)', () => {
 
   it('beta calls with `betas` and beta-only fields, streamed too: the anthropic-beta header reaches the upstream', async () => {
     const client = sdk();
-    const params = { model: MODEL, max_tokens: 32, messages: [{ role: 'user' as const, content: 'beta' }], betas: ['context-management-2025-06-27'], context_management: { edits: [{ type: 'clear_tool_uses_20250919' as const }] } };
+    const params = {
+      model: MODEL,
+      max_tokens: 32,
+      messages: [{ role: 'user' as const, content: 'beta' }],
+      betas: ['context-management-2025-06-27'],
+      context_management: { edits: [{ type: 'clear_tool_uses_20250919' as const }] },
+    };
     const message = await client.beta.messages.create(params);
     expect(message.type).toBe('message');
     const streamed = await client.beta.messages.stream(params).finalMessage();
@@ -199,7 +205,11 @@ describe('the gateway passes what it does not read through, untouched', () => {
     expect(wrongMethod.headers.get('allow')).toBe('POST');
     expect(await wrongMethod.json()).toMatchObject({ type: 'error', error: { type: 'api_error', message: expect.stringMatching(/^Method not allowed/) } });
     expect((await fetch(`${fleet.gatewayUrl}/v1/messages`, { method: 'GET' })).status).toBe(401); // only a tenant learns the methods
-    for (const [method, path] of [['GET', '/v1/models'], ['GET', `/v1/models/${MODEL}`], ['POST', '/v1/messages/count_tokens']] as const) {
+    for (const [method, path] of [
+      ['GET', '/v1/models'],
+      ['GET', `/v1/models/${MODEL}`],
+      ['POST', '/v1/messages/count_tokens'],
+    ] as const) {
       const response = await fetch(`${fleet.gatewayUrl}${path}`, { method, ...(method === 'POST' ? { body: '{}', headers: { 'content-type': 'application/json' } } : {}) });
       expect(response.status).toBe(401);
     }
@@ -217,7 +227,8 @@ describe('a client that goes away', () => {
       await reader?.cancel(); // the client goes away mid-answer
       const error = await fleet.producer.wait(jobId, { timeoutMs: 30_000 }).catch((failure: unknown) => failure);
       expect(error).toMatchObject({ status: 499 });
-      for (let i = 0; i < 100 && ((await fleet.observer.snapshot()).inFlight > 0 || (await fleet.mockStats()).inFlight > 0); i += 1) await new Promise((resolve) => setTimeout(resolve, 100));
+      for (let i = 0; i < 100 && ((await fleet.observer.snapshot()).inFlight > 0 || (await fleet.mockStats()).inFlight > 0); i += 1)
+        await new Promise((resolve) => setTimeout(resolve, 100));
       expect((await fleet.observer.snapshot()).inFlight).toBe(0);
       expect((await fleet.mockStats()).inFlight).toBe(0);
     } finally {

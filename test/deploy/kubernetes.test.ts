@@ -80,7 +80,9 @@ const find = (manifests: readonly Manifest[], kind: string, name: string) => {
 const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([key, value]) => labels[key] === value);
 
 const yamlFiles = (dir: string): string[] =>
-  readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? yamlFiles(join(dir, entry.name)) : entry.name.endsWith('.yaml') && entry.name !== 'kustomization.yaml' ? [join(dir, entry.name)] : []));
+  readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+    entry.isDirectory() ? yamlFiles(join(dir, entry.name)) : entry.name.endsWith('.yaml') && entry.name !== 'kustomization.yaml' ? [join(dir, entry.name)] : [],
+  );
 
 describe('deploy/kubernetes', () => {
   const base = kustomize(join(KUBERNETES_DIR, 'base'));
@@ -139,7 +141,10 @@ describe('deploy/kubernetes', () => {
     expect(() => parseWorkerEnv({ ...config, ANTHROPIC_API_KEY: 'from-the-secret' })).not.toThrow();
     // every key the manifests read from the Secret is in the example
     const example = documents(join(KUBERNETES_DIR, 'secret.example.yaml'))[0] as Manifest & { stringData: Record<string, string> };
-    const keys = base.flatMap((manifest) => (manifest.kind === 'Deployment' ? containersOf(manifest) : [])).flatMap((container) => container.env ?? []).flatMap((variable) => (variable.valueFrom?.secretKeyRef ? [variable.valueFrom.secretKeyRef] : []));
+    const keys = base
+      .flatMap((manifest) => (manifest.kind === 'Deployment' ? containersOf(manifest) : []))
+      .flatMap((container) => container.env ?? [])
+      .flatMap((variable) => (variable.valueFrom?.secretKeyRef ? [variable.valueFrom.secretKeyRef] : []));
     for (const ref of keys) {
       expect(ref.name).toBe(example.metadata.name);
       expect(Object.keys(example.stringData)).toContain(ref.key);
@@ -174,8 +179,13 @@ describe('deploy/kubernetes', () => {
     expect(container?.ports).toContainEqual({ name: 'metrics', containerPort: Number(env.METRICS_PORT?.value) });
   });
 
-  it('autoscaling: the KEDA ScaledObject and the HPA both scale the worker Deployment on the queue\'s waiting jobs', () => {
-    const scaled = find(withKeda, 'ScaledObject', 'tollgate-worker').spec as { scaleTargetRef: { name: string }; minReplicaCount: number; maxReplicaCount: number; triggers: Array<{ type: string; metadata: { query: string; threshold: string } }> };
+  it("autoscaling: the KEDA ScaledObject and the HPA both scale the worker Deployment on the queue's waiting jobs", () => {
+    const scaled = find(withKeda, 'ScaledObject', 'tollgate-worker').spec as {
+      scaleTargetRef: { name: string };
+      minReplicaCount: number;
+      maxReplicaCount: number;
+      triggers: Array<{ type: string; metadata: { query: string; threshold: string } }>;
+    };
     expect(scaled.scaleTargetRef.name).toBe('tollgate-worker');
     expect(scaled.minReplicaCount).toBeGreaterThanOrEqual(1);
     expect(scaled.maxReplicaCount).toBeGreaterThan(scaled.minReplicaCount);

@@ -66,7 +66,9 @@ describe.each(TABLES)('the guarantees table of %s', (table) => {
   });
 
   it('names files that exist', () => {
-    const missing = found.flatMap((row) => [...row.implementedIn, ...row.testedBy.map((test) => test.file)].filter((file) => !existsSync(join(ROOT, file))).map((file) => `${row.guarantee}: ${file}`));
+    const missing = found.flatMap((row) =>
+      [...row.implementedIn, ...row.testedBy.map((test) => test.file)].filter((file) => !existsSync(join(ROOT, file))).map((file) => `${row.guarantee}: ${file}`),
+    );
     expect(missing).toEqual([]);
   });
 

@@ -27,7 +27,12 @@ describe('the fleet under a mixed load (DESIGN §1, issue 6)', () => {
 
   it(`G1, G2, G4: completes ${QUEUE_JOBS + GATEWAY_REQUESTS} mixed jobs inside the limit with no 429, priority 0 before 9`, { timeout: SETTLE_TIMEOUT_MS + 30_000 }, async () => {
     const startedMs = performance.now();
-    const jobs = Array.from({ length: QUEUE_JOBS }, (_, i) => ({ i, priority: i % PRIORITIES, stream: i % 2 === 1, maxTokens: MAX_TOKENS[i % MAX_TOKENS.length] ?? MAX_TOKENS[0] }));
+    const jobs = Array.from({ length: QUEUE_JOBS }, (_, i) => ({
+      i,
+      priority: i % PRIORITIES,
+      stream: i % 2 === 1,
+      maxTokens: MAX_TOKENS[i % MAX_TOKENS.length] ?? MAX_TOKENS[0],
+    }));
     const ids = await Promise.all(jobs.map((job) => fleet.producer.enqueue(messagesRequest(job.i, job), { priority: job.priority, idempotencyKey: `accept-${job.i}` })));
     const client = new Anthropic({ baseURL: fleet.gatewayUrl, apiKey: GATEWAY_TOKEN, maxRetries: 0, timeout: SETTLE_TIMEOUT_MS });
     const viaGateway = Promise.all(

@@ -24,7 +24,16 @@ const request = (i: number) => ({ model: MODEL, max_tokens: 8, messages: [{ role
 
 interface StatusJson {
   atMs: number;
-  limiters: Array<{ name: string; pool: string; inFlight: number; concurrency: number | null; concurrencyConfigured: number | null; waiting: number; pausedForMs: number; buckets: Record<string, unknown> }>;
+  limiters: Array<{
+    name: string;
+    pool: string;
+    inFlight: number;
+    concurrency: number | null;
+    concurrencyConfigured: number | null;
+    waiting: number;
+    pausedForMs: number;
+    buckets: Record<string, unknown>;
+  }>;
   queue: { name: string; counts: Record<string, number>; totals: Record<string, number> };
 }
 
@@ -44,7 +53,20 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
   it('--help lists every command, exit 0; each command has its own --help; no command is exit 2 with the help', async () => {
     const help = await runTollgate(['--help'], env);
     expect(help.code).toBe(0);
-    for (const command of ['status', 'pause', 'resume', 'concurrency', 'limits show', 'limits apply', 'limits diff', 'queue counts', 'queue retry-failed', 'queue clean', 'queue drain', 'jobs show']) {
+    for (const command of [
+      'status',
+      'pause',
+      'resume',
+      'concurrency',
+      'limits show',
+      'limits apply',
+      'limits diff',
+      'queue counts',
+      'queue retry-failed',
+      'queue clean',
+      'queue drain',
+      'jobs show',
+    ]) {
       expect(help.stdout).toContain(`  ${command} `);
     }
     const pause = await runTollgate(['pause', '--help'], env);
@@ -76,7 +98,10 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     let lines = 0;
     const run = await watchTollgate(['status', '--watch', '--interval', '200ms', '--json'], env, () => ++lines === 3);
     expect(run.code).toBe(0);
-    const frames = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as StatusJson);
+    const frames = run.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as StatusJson);
     expect(frames.length).toBeGreaterThanOrEqual(3);
     for (const frame of frames) expect(frame.limiters[0]?.name).toBe(fleet.limiterName);
     expect(frames[2]!.atMs).toBeGreaterThan(frames[0]!.atMs);

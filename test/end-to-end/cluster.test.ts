@@ -26,7 +26,10 @@ beforeAll(async () => {
   const nodes = servers.map((server) => `127.0.0.1:${server.port}`);
   const created = spawnSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
   if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stderr || created.stdout}`);
-  cluster = new Cluster(servers.map((server) => ({ host: '127.0.0.1', port: server.port })), { redisOptions: { maxRetriesPerRequest: null } });
+  cluster = new Cluster(
+    servers.map((server) => ({ host: '127.0.0.1', port: server.port })),
+    { redisOptions: { maxRetriesPerRequest: null } },
+  );
   for (let attempt = 0; attempt < CLUSTER_READY_ATTEMPTS; attempt++) {
     if (String(await cluster.cluster('INFO').catch(() => '')).includes('cluster_state:ok')) break;
     await new Promise((resolve) => setTimeout(resolve, CLUSTER_READY_POLL_MS));
@@ -78,11 +81,12 @@ describe('Redis Cluster (3 primaries)', () => {
     expect(stats.requests).toBe(JOBS);
   });
 
-  it('the per-tenant view\'s scripts run on a Cluster too (a queue no worker serves: its jobs stay waiting)', async () => {
+  it("the per-tenant view's scripts run on a Cluster too (a queue no worker serves: its jobs stay waiting)", async () => {
     const idle = createProducer({ redis: cluster, queue: uniqueName('cluster-idle').replace(/:/g, '-') });
     try {
       const ids = [];
-      for (let index = 0; index < 3; index++) ids.push(await idle.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `idle ${index}` }] }, { tenant: 'cluster-tenant' }));
+      for (let index = 0; index < 3; index++)
+        ids.push(await idle.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `idle ${index}` }] }, { tenant: 'cluster-tenant' }));
       expect(await idle.tenantCounts()).toEqual([{ tenant: 'cluster-tenant', inFlight: 0, waiting: 3 }]);
       expect(await idle.cancel(ids[0] ?? '')).toBe('cancelled');
       expect(await idle.tenantCounts()).toEqual([{ tenant: 'cluster-tenant', inFlight: 0, waiting: 2 }]);

@@ -53,7 +53,7 @@ describe('docker-compose.yml wiring, as local processes', () => {
     expect(envOf('worker', 'ANTHROPIC_BASE_URL')).toMatch(/^http:\/\/mock-anthropic:\d+$/);
   });
 
-  it('builds each image to run the workspace\'s own `npm start`', () => {
+  it("builds each image to run the workspace's own `npm start`", () => {
     for (const name of ['worker', 'gateway', 'mock-anthropic']) {
       const command = imageCommand(service(name));
       const manifest = JSON.parse(readFileSync(join(REPO_ROOT, command.workspace, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
@@ -67,7 +67,7 @@ describe('docker-compose.yml wiring, as local processes', () => {
     expect(real.get('worker')?.environment).toMatchObject({ ANTHROPIC_API_KEY: 'sk-ant-real', ANTHROPIC_BASE_URL: 'https://api.anthropic.com' });
   });
 
-  it('runs Redis with the compose file\'s own arguments', async () => {
+  it("runs Redis with the compose file's own arguments", async () => {
     const client = new Redis(stack.redis.url, { maxRetriesPerRequest: 1 });
     try {
       const config = async (name: string) => ((await client.config('GET', name)) as string[])[1];
@@ -79,7 +79,7 @@ describe('docker-compose.yml wiring, as local processes', () => {
     }
   });
 
-  it('passes every service\'s healthcheck', async () => {
+  it("passes every service's healthcheck", async () => {
     for (const name of services.keys()) {
       const replicas = name === 'worker' ? WORKER_REPLICAS : 1;
       for (let replica = 0; replica < replicas; replica += 1) expect(await stack.healthy(name, replica), `${name} #${replica + 1}`).toBe(true);
@@ -101,7 +101,11 @@ describe('docker-compose.yml wiring, as local processes', () => {
     const mockUrl = `http://127.0.0.1:${stack.portOf('mock-anthropic', Number(envOf('mock-anthropic', 'PORT')))}`;
     const stats = (await (await fetch(`${mockUrl}/_mock/stats`)).json()) as MockStats;
     const limit = Number(envOf('mock-anthropic', 'MOCK_CONCURRENCY')); // the account's limit the fleet must respect
-    console.log(`compose: ${REQUESTS} requests via gateway, ${WORKER_REPLICAS} workers; mock saw ${stats.messages} calls, max concurrent ${stats.maxConcurrent} (limit ${limit}), 429s ${stats.byStatus['429'] ?? 0}`);
+    console.log(
+      `compose: ${REQUESTS} requests via gateway, ${WORKER_REPLICAS} workers; mock saw ${stats.messages} calls, max concurrent ${stats.maxConcurrent} (limit ${limit}), 429s ${
+        stats.byStatus['429'] ?? 0
+      }`,
+    );
     expect(stats.messages).toBe(REQUESTS);
     expect(stats.maxConcurrent).toBeLessThanOrEqual(limit);
     expect(stats.byStatus['429'] ?? 0).toBe(0);

@@ -70,7 +70,14 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
   let account: string;
 
   beforeAll(async () => {
-    fleet = await startFleet({ workers: WORKERS, concurrency: CONCURRENCY, rpm: 100_000, gateway: true, gatewayEnv: { GATEWAY_METRICS_TOKEN: METRICS_TOKEN }, mockEnv: { MOCK_LATENCY_MS: '100' } });
+    fleet = await startFleet({
+      workers: WORKERS,
+      concurrency: CONCURRENCY,
+      rpm: 100_000,
+      gateway: true,
+      gatewayEnv: { GATEWAY_METRICS_TOKEN: METRICS_TOKEN },
+      mockEnv: { MOCK_LATENCY_MS: '100' },
+    });
     account = fleet.limiterName;
     prometheus = await startPrometheus([
       { name: 'tollgate-worker', targets: fleet.workers.map((worker) => hostPort(worker.ready.url ?? '')) },
@@ -82,7 +89,10 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     await fleet.mockAdmin('config', { faults: { schedule: [{ nth: INJECTED_429_NTH, fault: '429' }], retryAfterS: 1 } });
     await fleet.mockAdmin('reset');
     const queued = Array.from({ length: QUEUE_JOBS }, (_, i) =>
-      fleet.producer.enqueueAndWait({ model: MODEL, max_tokens: 8 + (i % 4) * 8, messages: [{ role: 'user', content: `prometheus job ${i}` }] }, { priority: i % 10, timeoutMs: SETTLE_TIMEOUT_MS }),
+      fleet.producer.enqueueAndWait(
+        { model: MODEL, max_tokens: 8 + (i % 4) * 8, messages: [{ role: 'user', content: `prometheus job ${i}` }] },
+        { priority: i % 10, timeoutMs: SETTLE_TIMEOUT_MS },
+      ),
     );
     const viaGateway = Array.from({ length: GATEWAY_REQUESTS }, async (_, i) => {
       const response = await fetch(`${fleet.gatewayUrl}/v1/messages`, {
@@ -98,7 +108,11 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
       usage.output += message.usage.output_tokens;
     }
     // the last scrape after the load: every completion counted by the workers is in Prometheus
-    const seen = await eventually(async () => (await prometheus.query(`sum(tollgate_jobs_total{state="completed"})`))[0]?.value === QUEUE_JOBS + GATEWAY_REQUESTS, SCRAPED_WITHIN_MS, 250);
+    const seen = await eventually(
+      async () => (await prometheus.query(`sum(tollgate_jobs_total{state="completed"})`))[0]?.value === QUEUE_JOBS + GATEWAY_REQUESTS,
+      SCRAPED_WITHIN_MS,
+      250,
+    );
     if (!seen) throw new Error(`Prometheus never saw the load: ${JSON.stringify(await prometheus.targets())}`);
     await eventually(async () => (await prometheus.query(`max(tollgate_queue_jobs{state="completed"})`))[0]?.value === QUEUE_JOBS + GATEWAY_REQUESTS, SCRAPED_WITHIN_MS, 250);
     // a few more scrapes of every target, so that rate() over the dashboard's window has points after the load too
@@ -131,7 +145,7 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     expect(one(gateway, 'gateway')).toBe(GATEWAY_REQUESTS);
   });
 
-  it('tokens by dimension and pool: the sums of the answers\' usage', async () => {
+  it("tokens by dimension and pool: the sums of the answers' usage", async () => {
     const byDimension = await prometheus.query(`sum by (pool, dimension) (tollgate_upstream_tokens_total{account="${account}"})`);
     const tokens = Object.fromEntries(byDimension.map((sample) => [`${sample.metric.pool}/${sample.metric.dimension}`, sample.value]));
     expect(tokens['default/input']).toBe(usage.input);
@@ -165,7 +179,11 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     const { data: series } = (await response.json()) as { data: Array<Record<string, string>> };
     expect(series.length).toBeGreaterThan(0);
     expect(series.length).toBeLessThanOrEqual(SERIES_MAX);
-    const strays = series.flatMap((labels) => Object.entries(labels).filter(([name, value]) => !(LABEL_VALUES[name]?.test(value) ?? false)).map(([name, value]) => `${labels.__name__}{${name}="${value}"}`));
+    const strays = series.flatMap((labels) =>
+      Object.entries(labels)
+        .filter(([name, value]) => !(LABEL_VALUES[name]?.test(value) ?? false))
+        .map(([name, value]) => `${labels.__name__}{${name}="${value}"}`),
+    );
     expect(strays).toEqual([]);
   });
 
@@ -188,8 +206,20 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
 
     it('has the panels an operator needs', () => {
       const titles = allPanels(dashboard.panels).map((panel) => panel.title ?? '');
-      for (const wanted of [/in flight vs limit/i, /wait/i, /429s by kind/i, /tokens .*dimension and pool/i, /queue depth/i, /lease losses/i, /in flight per tenant/i, /waiting per tenant/i]) {
-        expect(titles.some((title) => wanted.test(title)), String(wanted)).toBe(true);
+      for (const wanted of [
+        /in flight vs limit/i,
+        /wait/i,
+        /429s by kind/i,
+        /tokens .*dimension and pool/i,
+        /queue depth/i,
+        /lease losses/i,
+        /in flight per tenant/i,
+        /waiting per tenant/i,
+      ]) {
+        expect(
+          titles.some((title) => wanted.test(title)),
+          String(wanted),
+        ).toBe(true);
       }
       expect(queries.length).toBeGreaterThanOrEqual(15);
     });
@@ -198,7 +228,10 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
       const names = new Set(await prometheus.metricNames());
       const variableQueries = dashboard.templating.list
         .filter((variable) => variable.type === 'query')
-        .map((variable) => ({ title: `variable ${variable.name}`, expr: typeof variable.query === 'string' ? variable.query : String((variable.query as { query?: string }).query ?? '') }));
+        .map((variable) => ({
+          title: `variable ${variable.name}`,
+          expr: typeof variable.query === 'string' ? variable.query : String((variable.query as { query?: string }).query ?? ''),
+        }));
       const problems: string[] = [];
       for (const { title, expr } of [...queries, ...variableQueries]) {
         const expanded = expand(expr);
@@ -218,18 +251,24 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     });
   });
 
-  it('the KEDA trigger\'s query (deploy/kubernetes/keda) reads the jobs waiting for a worker, as BullMQ counts them; the tenant series split them per tenant', async () => {
+  it("the KEDA trigger's query (deploy/kubernetes/keda) reads the jobs waiting for a worker, as BullMQ counts them; the tenant series split them per tenant", async () => {
     const scaled = parse(readFileSync(join(REPO_ROOT, 'deploy/kubernetes/keda/scaledobject.yaml'), 'utf8')) as { spec: { triggers: Array<{ metadata: { query: string } }> } };
     const query = scaled.spec.triggers[0]?.metadata.query.replace('queue="messages"', `queue="${fleet.queue}"`) ?? '';
     expect(query).toContain(fleet.queue);
     // paused, the workers hold what they took (16 each) and the rest waits in the queue: a count that stands still
     await fleet.observer.pause(120_000, 'keda query test');
-    const ids = await Promise.all(Array.from({ length: WAITING_JOBS }, (_, i) => fleet.producer.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `wait ${i}` }] })));
+    const ids = await Promise.all(
+      Array.from({ length: WAITING_JOBS }, (_, i) => fleet.producer.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `wait ${i}` }] })),
+    );
     let counts = await fleet.producer.counts();
-    await eventually(async () => {
-      counts = await fleet.producer.counts();
-      return counts.active === WORKERS * WORKER_SLOTS;
-    }, SCRAPED_WITHIN_MS, 100);
+    await eventually(
+      async () => {
+        counts = await fleet.producer.counts();
+        return counts.active === WORKERS * WORKER_SLOTS;
+      },
+      SCRAPED_WITHIN_MS,
+      100,
+    );
     const waiting = counts.waiting + counts.prioritized;
     expect(waiting).toBe(WAITING_JOBS - WORKERS * WORKER_SLOTS);
     const scrapedValue = await eventually(async () => (await prometheus.query(query))[0]?.value === waiting, SCRAPED_WITHIN_MS, 250);
@@ -239,12 +278,20 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     // the same jobs per tenant: the producer's have none ("-"); 3 more through the gateway are tenant "fleet"'s
     const gatewayIds: string[] = [];
     for (let i = 0; i < GATEWAY_TENANT_JOBS; i++) {
-      const response = await fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${GATEWAY_TOKEN}` }, body: JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `tenant ${i}` }] }) });
+      const response = await fetch(`${fleet.gatewayUrl}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${GATEWAY_TOKEN}` },
+        body: JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `tenant ${i}` }] }),
+      });
       gatewayIds.push(((await response.json()) as { id: string }).id);
     }
     const tenants = async () => {
       const [inFlight, waitingByTenant] = await Promise.all(
-        ['in_flight', 'waiting'].map(async (kind) => Object.fromEntries((await prometheus.query(`max by (tenant) (tollgate_tenant_jobs_${kind}{account="${account}", pool="default"})`)).map((sample) => [sample.metric.tenant, sample.value]))),
+        ['in_flight', 'waiting'].map(async (kind) =>
+          Object.fromEntries(
+            (await prometheus.query(`max by (tenant) (tollgate_tenant_jobs_${kind}{account="${account}", pool="default"})`)).map((sample) => [sample.metric.tenant, sample.value]),
+          ),
+        ),
       );
       return { inFlight, waiting: waitingByTenant };
     };

@@ -1,5 +1,6 @@
 import { createLimiter, type Limiter } from '@tollgate/limiter';
-import { createProducer, queueKeys, sweepAllTenantJobs, type Producer } from '@tollgate/queue';
+import { createProducer, type Producer } from '@tollgate/queue';
+import { queueKeys, sweepAllTenantJobs } from '@tollgate/queue/internal';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';

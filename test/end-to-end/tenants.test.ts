@@ -48,13 +48,17 @@ afterAll(async () => {
 });
 
 describe('tollgate status per tenant, against a live fleet (two worker processes, the gateway, the mock, a real Redis)', () => {
-  it('--json, the text screen and --watch show each tenant in flight and waiting as the fleet runs them; a killed worker\'s jobs go back to waiting', async () => {
+  it("--json, the text screen and --watch show each tenant in flight and waiting as the fleet runs them; a killed worker's jobs go back to waiting", async () => {
     // alpha (a Node producer) fills both workers: 6 in flight; then 10 more of alpha and 4 of beta (the gateway) wait
     for (let i = 0; i < 2 * WORKER_SLOTS; i++) await fleet.producer.enqueue(request(`alpha running ${i}`), { tenant: 'alpha' });
     expect(await eventually(async () => (await fleet.producer.counts()).active === 2 * WORKER_SLOTS, STALLED_WITHIN_MS)).toBe(true);
     for (let i = 0; i < ALPHA_WAITING; i++) await fleet.producer.enqueue(request(`alpha waiting ${i}`), { tenant: 'alpha' });
     for (let i = 0; i < BETA_WAITING; i++) {
-      const response = await fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${BETA_TOKEN}` }, body: JSON.stringify(request(`beta ${i}`)) });
+      const response = await fetch(`${fleet.gatewayUrl}/v1/jobs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${BETA_TOKEN}` },
+        body: JSON.stringify(request(`beta ${i}`)),
+      });
       expect(response.status).toBe(202);
     }
     const { queue, tenants } = await status();
@@ -95,10 +99,14 @@ describe('tollgate status per tenant, against a live fleet (two worker processes
     await victim.exited;
     let after = await status();
     expect(
-      await eventually(async () => {
-        after = await status();
-        return after.queue.counts.active === WORKER_SLOTS;
-      }, STALLED_WITHIN_MS, 250),
+      await eventually(
+        async () => {
+          after = await status();
+          return after.queue.counts.active === WORKER_SLOTS;
+        },
+        STALLED_WITHIN_MS,
+        250,
+      ),
     ).toBe(true);
     expect(after.tenants.rows).toEqual([
       { tenant: 'alpha', inFlight: WORKER_SLOTS, waiting: ALPHA_WAITING + WORKER_SLOTS },

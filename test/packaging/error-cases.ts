@@ -19,4 +19,3 @@ export const badInputs = createRequire(import.meta.url)('./fixtures/bad-inputs.c
 export function asExpected(result: Case): Case {
   return { call: result.call, expected: result.expected, threw: true, name: result.expected.className, code: result.expected.code, isTollgateError: true, isExpectedClass: true };
 }
-

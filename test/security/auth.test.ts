@@ -118,7 +118,11 @@ describe('deny by default: no request reaches a route without a token, however i
     // the same request with a token is served, so the refusals above were the gateway's decision
     const served = await fetch(`${fleet.gatewayUrl}/v1/messages`, { method: 'POST', headers: asTenant(TOKEN_ALPHA), body: json(body('with token')) });
     expect(served.status).toBe(200);
-    const encoded = await rawRequest(fleet.gatewayUrl, [`POST /%76%31/messages HTTP/1.1`, `host: ${host}`, 'content-type: application/json', `authorization: Bearer ${TOKEN_ALPHA}`].join('\r\n'), json(body('encoded with token')));
+    const encoded = await rawRequest(
+      fleet.gatewayUrl,
+      [`POST /%76%31/messages HTTP/1.1`, `host: ${host}`, 'content-type: application/json', `authorization: Bearer ${TOKEN_ALPHA}`].join('\r\n'),
+      json(body('encoded with token')),
+    );
     expect(encoded.status).toBe(200);
   });
 

@@ -26,7 +26,8 @@ beforeAll(async () => {
 });
 afterAll(() => fleet?.close());
 
-const request = (tag: string, extra: Record<string, unknown> = {}) => JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: `${PROMPT} ${tag}` }], ...extra });
+const request = (tag: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: `${PROMPT} ${tag}` }], ...extra });
 
 describe('the API key, the tenant tokens, the admin and metrics tokens never leave their owners', () => {
   it('not in logs (trace level), Redis, metrics, the dashboard, or any answer of any endpoint', async () => {
@@ -40,7 +41,10 @@ describe('the API key, the tenant tokens, the admin and metrics tokens never lea
     const json = (token: string, extra: Record<string, string> = {}) => ({ 'content-type': 'application/json', authorization: `Bearer ${token}`, ...extra });
 
     expect((await call('/v1/messages', { method: 'POST', headers: json(TOKEN_ALPHA), body: request('plain') })).status).toBe(200);
-    expect((await call('/v1/messages', { method: 'POST', headers: { ...json(TOKEN_BETA), authorization: '', 'x-api-key': TOKEN_BETA }, body: request('stream', { stream: true }) })).status).toBe(200);
+    expect(
+      (await call('/v1/messages', { method: 'POST', headers: { ...json(TOKEN_BETA), authorization: '', 'x-api-key': TOKEN_BETA }, body: request('stream', { stream: true }) }))
+        .status,
+    ).toBe(200);
     const job = await call('/v1/jobs', { method: 'POST', headers: json(TOKEN_ALPHA, { 'idempotency-key': 'canary-order' }), body: request('job') });
     expect(job.status).toBe(202);
     const { id } = JSON.parse(job.text) as { id: string };

@@ -26,8 +26,60 @@ function bullmqSuffixes(): string[] {
   const source = readFileSync(require.resolve('bullmq/dist/cjs/classes/queue-keys.js'), 'utf8');
   const list = /\[\s*((?:'[^']*',?\s*(?:\/\/[^\n]*)?\s*)+)\]/.exec(source)?.[1] ?? '';
   const queueKeySuffixes = [...list.matchAll(/'([^']*)'/g)].map((match) => match[1] ?? '').filter((suffix) => suffix.length > 0);
-  expect(queueKeySuffixes).toEqual(expect.arrayContaining(['wait', 'active', 'delayed', 'stalled', 'marker', 'meta', 'id', 'events', 'completed', 'failed', 'paused', 'prioritized', 'limiter', 'pc', 'repeat', 'de', 'stalled-check']));
-  const scriptSuffixes = ['lock', 'logs', 'dependencies', 'processed', 'unsuccessful', 'failed', 'ret', 'retained', 'metrics', 'metrics:completed', 'metrics:failed', 'priority', 'dn', 'de:x', 'dn:x', 'repeat:x', 'events:x', 'fleet-stats', 'epoch', 'tenant-open:alpha', 'tenant-open:beta', 'tenant-jobs', 'tenant-unfinished', 'relay-wake:x', 'cleanup', 'inbox', 'mid', 'node', 'started', 'subs', 'layout'];
+  expect(queueKeySuffixes).toEqual(
+    expect.arrayContaining([
+      'wait',
+      'active',
+      'delayed',
+      'stalled',
+      'marker',
+      'meta',
+      'id',
+      'events',
+      'completed',
+      'failed',
+      'paused',
+      'prioritized',
+      'limiter',
+      'pc',
+      'repeat',
+      'de',
+      'stalled-check',
+    ]),
+  );
+  const scriptSuffixes = [
+    'lock',
+    'logs',
+    'dependencies',
+    'processed',
+    'unsuccessful',
+    'failed',
+    'ret',
+    'retained',
+    'metrics',
+    'metrics:completed',
+    'metrics:failed',
+    'priority',
+    'dn',
+    'de:x',
+    'dn:x',
+    'repeat:x',
+    'events:x',
+    'fleet-stats',
+    'epoch',
+    'tenant-open:alpha',
+    'tenant-open:beta',
+    'tenant-jobs',
+    'tenant-unfinished',
+    'relay-wake:x',
+    'cleanup',
+    'inbox',
+    'mid',
+    'node',
+    'started',
+    'subs',
+    'layout',
+  ];
   return [...new Set([...queueKeySuffixes, ...scriptSuffixes])];
 }
 
@@ -40,8 +92,27 @@ function hostileStrings(suffixes: readonly string[]): string[] {
     ...suffixes,
     ...suffixes.map((suffix) => `${suffix}:`),
     ...suffixes.map((suffix) => suffix.toUpperCase()),
-    '1', '0', '-1', '00', '9007199254740993', '', ' ', ':', '::', '{', '}', '{x}', '{tollgate-queue:x}', '*', '?', '..', '../wait',
-    'job_AAAAAAAAAAAAAAAAAAAAAA', 'job_', `job_${'A'.repeat(23)}`, 'x'.repeat(257),
+    '1',
+    '0',
+    '-1',
+    '00',
+    '9007199254740993',
+    '',
+    ' ',
+    ':',
+    '::',
+    '{',
+    '}',
+    '{x}',
+    '{tollgate-queue:x}',
+    '*',
+    '?',
+    '..',
+    '../wait',
+    'job_AAAAAAAAAAAAAAAAAAAAAA',
+    'job_',
+    `job_${'A'.repeat(23)}`,
+    'x'.repeat(257),
   ];
   const generated = Array.from({ length: HOSTILE_RANDOM }, () => {
     const length = 1 + Math.floor(random() * 40);
@@ -77,7 +148,12 @@ describe('no caller string names a Redis key or a job id', () => {
     const suffixes = bullmqSuffixes();
     const hostile = hostileStrings(suffixes);
     const victim = async (tag: string) => {
-      const answer = await fetch(`${fleet.gatewayUrl}/v1/messages`, { method: 'POST', headers: asTenant(TOKEN_BETA), body: json(body(`victim ${tag}`)), signal: AbortSignal.timeout(VICTIM_DEADLINE_MS) });
+      const answer = await fetch(`${fleet.gatewayUrl}/v1/messages`, {
+        method: 'POST',
+        headers: asTenant(TOKEN_BETA),
+        body: json(body(`victim ${tag}`)),
+        signal: AbortSignal.timeout(VICTIM_DEADLINE_MS),
+      });
       expect(answer.status, `beta's request ${tag}`).toBe(200);
     };
     await victim('before');
@@ -121,7 +197,23 @@ describe('no caller string names a Redis key or a job id', () => {
     const keys = queueKeys(fleet.queue);
     const base = `${keys.prefix}:${fleet.queue}:`;
     const types = await keyTypes(fleet.redis.url);
-    const expectedType: Record<string, string> = { wait: 'list', active: 'list', paused: 'list', prioritized: 'zset', delayed: 'zset', completed: 'zset', failed: 'zset', stalled: 'set', meta: 'hash', id: 'string', events: 'stream', marker: 'zset', pc: 'string', 'tenant-jobs': 'hash', 'tenant-unfinished': 'hash' };
+    const expectedType: Record<string, string> = {
+      wait: 'list',
+      active: 'list',
+      paused: 'list',
+      prioritized: 'zset',
+      delayed: 'zset',
+      completed: 'zset',
+      failed: 'zset',
+      stalled: 'set',
+      meta: 'hash',
+      id: 'string',
+      events: 'stream',
+      marker: 'zset',
+      pc: 'string',
+      'tenant-jobs': 'hash',
+      'tenant-unfinished': 'hash',
+    };
     for (const [suffix, type] of Object.entries(expectedType)) {
       const actual = types.get(base + suffix);
       if (actual !== undefined) expect(actual, suffix).toBe(type);
@@ -130,7 +222,12 @@ describe('no caller string names a Redis key or a job id', () => {
       if (!key.startsWith(base)) continue;
       const rest = key.slice(base.length);
       const jobPart = /^(job_[A-Za-z0-9_-]{22})(?::(lock|logs|dependencies|processed|failed|unsuccessful))?$/.exec(rest);
-      const ok = jobPart !== null || rest in expectedType || ['stalled-check', 'fleet-stats', 'epoch', 'tenant-open:alpha', 'tenant-open:beta', 'limiter'].includes(rest) || /^events:job_[A-Za-z0-9_-]{22}$/.test(rest) || /^relay-wake:[0-9a-f]{16}$/.test(rest);
+      const ok =
+        jobPart !== null ||
+        rest in expectedType ||
+        ['stalled-check', 'fleet-stats', 'epoch', 'tenant-open:alpha', 'tenant-open:beta', 'limiter'].includes(rest) ||
+        /^events:job_[A-Za-z0-9_-]{22}$/.test(rest) ||
+        /^relay-wake:[0-9a-f]{16}$/.test(rest);
       expect(ok, `unexpected key ${JSON.stringify(key)}`).toBe(true);
     }
     expect(served).toBeGreaterThanOrEqual(3);
@@ -152,7 +249,8 @@ describe('no caller string names a Redis key or a job id', () => {
 
 describe('idempotency keys belong to a tenant', () => {
   it('same key + same body → the same job; same key + another body → 409; another tenant with the key gets its own job', async () => {
-    const post = (token: string, key: string, tag: string) => fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: asTenant(token, { 'idempotency-key': key }), body: json(body(tag)) });
+    const post = (token: string, key: string, tag: string) =>
+      fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: asTenant(token, { 'idempotency-key': key }), body: json(body(tag)) });
     const first = await post(TOKEN_ALPHA, 'order-42', 'alpha order');
     expect(first.status).toBe(202);
     const { id } = (await first.json()) as { id: string };

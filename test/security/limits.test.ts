@@ -117,7 +117,11 @@ describe('JSON nesting is bounded and every client error is in the envelope', ()
     const deep = `{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":[{"type":"text","text":"x","deep":${'['.repeat(depth)}${']'.repeat(depth)}}]}]}`;
     const nested = await fetch(`${fleet.gatewayUrl}/v1/jobs`, { method: 'POST', headers: asTenant(TOKEN_ALPHA), body: deep });
     expect(nested.status).toBe(400);
-    expect(await nested.json()).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringMatching(/nests deeper than/) }, request_id: expect.any(String) });
+    expect(await nested.json()).toMatchObject({
+      type: 'error',
+      error: { type: 'invalid_request_error', message: expect.stringMatching(/nests deeper than/) },
+      request_id: expect.any(String),
+    });
 
     const { host } = new URL(fleet.gatewayUrl);
     const envelope = (text: string) => JSON.parse(text) as { type: string; error: { type: string; message: string }; request_id: string };
@@ -153,7 +157,9 @@ describe('caps on connections, streams, queued jobs and stored data', () => {
       const first = openStream(gateway.url, TOKEN_ALPHA, 'warm', warm).catch(() => undefined); // the gateway's first reader
       expect(await eventually(async () => (await jobs()) === 1, 30_000)).toBe(true);
       const before = await connectedClients(fleet.redis.url);
-      const streams = Array.from({ length: SHARED_STREAMS }, (_, i) => openStream(gateway.url, i % 2 === 0 ? TOKEN_ALPHA : TOKEN_BETA, `shared ${i}`, controller).catch(() => undefined));
+      const streams = Array.from({ length: SHARED_STREAMS }, (_, i) =>
+        openStream(gateway.url, i % 2 === 0 ? TOKEN_ALPHA : TOKEN_BETA, `shared ${i}`, controller).catch(() => undefined),
+      );
       // every stream is open, waiting for its job
       expect(await eventually(async () => (await jobs()) === 1 + SHARED_STREAMS, 60_000, 100)).toBe(true);
       await new Promise((resolve) => setTimeout(resolve, 500)); // the relays have subscribed
@@ -175,12 +181,22 @@ describe('caps on connections, streams, queued jobs and stored data', () => {
       const before = await idleJobs();
       const alphaStreams = Array.from({ length: 3 }, (_, i) => openStream(idle.url, TOKEN_ALPHA, `alpha stream ${i}`, controller).catch(() => undefined));
       expect(await eventually(async () => (await idleJobs()) === before + 3, 30_000)).toBe(true);
-      const fourth = await fetch(`${idle.url}/v1/messages`, { method: 'POST', headers: asTenant(TOKEN_ALPHA), body: json(body('alpha 4', { stream: true })), signal: AbortSignal.timeout(15_000) });
+      const fourth = await fetch(`${idle.url}/v1/messages`, {
+        method: 'POST',
+        headers: asTenant(TOKEN_ALPHA),
+        body: json(body('alpha 4', { stream: true })),
+        signal: AbortSignal.timeout(15_000),
+      });
       expect(fourth.status).toBe(429);
       expect(await fourth.json()).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringContaining('GATEWAY_TENANT_STREAMS_MAX') } });
       const betaStreams = Array.from({ length: 2 }, (_, i) => openStream(idle.url, TOKEN_BETA, `beta stream ${i}`, controller).catch(() => undefined));
       expect(await eventually(async () => (await idleJobs()) === before + 5, 30_000)).toBe(true);
-      const sixth = await fetch(`${idle.url}/v1/messages`, { method: 'POST', headers: asTenant(TOKEN_BETA), body: json(body('beta 3', { stream: true })), signal: AbortSignal.timeout(15_000) });
+      const sixth = await fetch(`${idle.url}/v1/messages`, {
+        method: 'POST',
+        headers: asTenant(TOKEN_BETA),
+        body: json(body('beta 3', { stream: true })),
+        signal: AbortSignal.timeout(15_000),
+      });
       expect(sixth.status).toBe(529);
       expect(await sixth.json()).toMatchObject({ type: 'error', error: { type: 'overloaded_error' } });
       expect(await idleJobs()).toBe(before + 5);
@@ -190,7 +206,8 @@ describe('caps on connections, streams, queued jobs and stored data', () => {
       expect(await eventually(async () => (await idleJobs()) === before, 30_000)).toBe(true);
 
       // alpha has no unfinished job now: 6 fit under GATEWAY_TENANT_QUEUED_MAX=6
-      const job = (token: string, tag: string) => fetch(`${idle.url}/v1/jobs`, { method: 'POST', headers: asTenant(token), body: json(body(tag)), signal: AbortSignal.timeout(15_000) });
+      const job = (token: string, tag: string) =>
+        fetch(`${idle.url}/v1/jobs`, { method: 'POST', headers: asTenant(token), body: json(body(tag)), signal: AbortSignal.timeout(15_000) });
       const ids: string[] = [];
       for (let i = 0; i < 6; i += 1) {
         const created = await job(TOKEN_ALPHA, `alpha job ${i}`);
@@ -231,7 +248,9 @@ describe('caps on connections, streams, queued jobs and stored data', () => {
     }
     let closedByServer = 0;
     try {
-      const outcomes = await Promise.all(sockets.map(({ closed }) => Promise.race([closed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), SLOW_DEADLINE_MS))])));
+      const outcomes = await Promise.all(
+        sockets.map(({ closed }) => Promise.race([closed, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), SLOW_DEADLINE_MS))])),
+      );
       for (const received of outcomes) {
         if (received === undefined) continue;
         if (process.env.DEBUG_SLOW) console.log(JSON.stringify(received.slice(0, 300)));

@@ -47,7 +47,10 @@ describe('Redis lost its data while requests waited', () => {
     const error = await plain;
     expect(error).toBeInstanceOf(Anthropic.InternalServerError);
     expect((error as InstanceType<typeof Anthropic.APIError>).status).toBe(503);
-    expect((error as InstanceType<typeof Anthropic.APIError>).error).toMatchObject({ type: 'error', error: { type: 'api_error', message: expect.stringMatching(/lost with the queue's data; retry$/) } });
+    expect((error as InstanceType<typeof Anthropic.APIError>).error).toMatchObject({
+      type: 'error',
+      error: { type: 'api_error', message: expect.stringMatching(/lost with the queue's data; retry$/) },
+    });
     const stream = await streamed;
     expect(stream.status).toBe(503);
     expect(await stream.json()).toMatchObject({ type: 'error', error: { type: 'api_error', message: expect.stringMatching(/lost with the queue's data; retry$/) } });

@@ -10,7 +10,10 @@ export const METRICS_TOKEN = 'tok-scrape-e1f3a5b7c9d1e3f5';
 export const TENANT_TOKENS = `alpha:${TOKEN_ALPHA},beta:${TOKEN_BETA}`;
 
 /** A fleet with one worker and a gateway that knows both tenants, the admin and the scraper. */
-export function startSecurityFleet(gatewayEnv: Record<string, string> = {}, options: { workers?: number; workerEnv?: Record<string, string>; mockEnv?: Record<string, string> } = {}): Promise<Fleet> {
+export function startSecurityFleet(
+  gatewayEnv: Record<string, string> = {},
+  options: { workers?: number; workerEnv?: Record<string, string>; mockEnv?: Record<string, string> } = {},
+): Promise<Fleet> {
   return startFleet({
     concurrency: 8,
     workers: options.workers ?? 1,

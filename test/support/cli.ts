@@ -13,7 +13,11 @@ export interface CliRun {
 
 /** Runs `tollgate …args` with exactly `env` (plus PATH and HOME) and waits for it to exit. */
 export async function runTollgate(args: readonly string[], env: Record<string, string>): Promise<CliRun> {
-  const child = spawn(process.execPath, [TOLLGATE_BIN, ...args], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [TOLLGATE_BIN, ...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -33,7 +37,11 @@ export function jsonOf<T = Record<string, unknown>>(run: CliRun): T {
 
 /** Starts `tollgate …args` (a `--watch`), hands each stdout line to `onLine` until it returns true, then sends SIGINT. */
 export async function watchTollgate(args: readonly string[], env: Record<string, string>, onLine: (line: string) => boolean): Promise<CliRun> {
-  const child = spawn(process.execPath, [TOLLGATE_BIN, ...args], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [TOLLGATE_BIN, ...args], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));

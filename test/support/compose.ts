@@ -64,8 +64,8 @@ const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}/g;
 export function interpolate(value: string, hostEnv: Readonly<Record<string, string | undefined>>): string {
   return value.replace(VARIABLE, (_match, name: string, operator: string | undefined, fallback: string | undefined) => {
     const set = hostEnv[name];
-    if (operator === ':-') return set === undefined || set === '' ? (fallback ?? '') : set;
-    if (operator === '-') return set === undefined ? (fallback ?? '') : set;
+    if (operator === ':-') return set === undefined || set === '' ? fallback ?? '' : set;
+    if (operator === '-') return set === undefined ? fallback ?? '' : set;
     return set ?? '';
   });
 }
@@ -95,7 +95,11 @@ function parsePort(text: string): number {
  * Reads and interpolates `docker-compose.yml` with `hostEnv` as the shell environment Compose would see. Like
  * `docker compose up`, it keeps only services without `profiles` or with one of `activeProfiles`.
  */
-export function loadCompose(hostEnv: Readonly<Record<string, string | undefined>> = {}, file = join(REPO_ROOT, 'docker-compose.yml'), activeProfiles: readonly string[] = []): Map<string, ComposeService> {
+export function loadCompose(
+  hostEnv: Readonly<Record<string, string | undefined>> = {},
+  file = join(REPO_ROOT, 'docker-compose.yml'),
+  activeProfiles: readonly string[] = [],
+): Map<string, ComposeService> {
   const raw: unknown = parse(readFileSync(file, 'utf8'), { merge: true });
   const parsed = interpolateAll(raw, hostEnv);
   if (!isRecord(parsed) || !isRecord(parsed.services)) throw new Error(`${file}: no services`);
@@ -174,7 +178,10 @@ export function imageCommand(service: ComposeService): ImageCommand {
   if (build === undefined) throw new Error(`${service.name} has no build section`);
   const args = toRecord(build.args);
   const text = readFileSync(join(REPO_ROOT, build.context, build.dockerfile ?? 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
-  const lines = text.split('\n').map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('#'));
+  const lines = text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('#'));
   const lastStage = lines.slice(lines.findLastIndex((line) => /^FROM\s/i.test(line)));
   const expand = (value: string) => value.replace(/\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?/g, (_m, name: string) => args[name] ?? '');
   let workdir = '/';

@@ -66,7 +66,15 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
   const queue = uniqueName('fleet').replace(/:/g, '-');
   const limiterName = `${queue}-limiter`;
   const limits = { TOLLGATE_CONCURRENCY: String(options.concurrency), ...(options.rpm === undefined ? {} : { TOLLGATE_RPM: String(options.rpm) }) };
-  const common = { REDIS_URL: redis.url, TOLLGATE_NAME: limiterName, TOLLGATE_QUEUE: queue, LOG_LEVEL: 'warn', TOLLGATE_LEASE_TTL_MS: String(LEASE_TTL_MS), TOLLGATE_HEARTBEAT_MS: String(HEARTBEAT_MS), ...limits };
+  const common = {
+    REDIS_URL: redis.url,
+    TOLLGATE_NAME: limiterName,
+    TOLLGATE_QUEUE: queue,
+    LOG_LEVEL: 'warn',
+    TOLLGATE_LEASE_TTL_MS: String(LEASE_TTL_MS),
+    TOLLGATE_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    ...limits,
+  };
   const mock = await startWithEnv('mock-anthropic', MOCK_ENTRY, {
     PORT: '0',
     MOCK_CONCURRENCY: String(options.concurrency),
@@ -94,11 +102,20 @@ export async function startFleet(options: FleetOptions): Promise<Fleet> {
     return worker;
   };
   const [gateway] = await Promise.all([
-    options.gateway ? startWithEnv('gateway', GATEWAY_ENTRY, { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: `${GATEWAY_TENANT}:${GATEWAY_TOKEN}`, ...options.gatewayEnv }) : undefined,
+    options.gateway
+      ? startWithEnv('gateway', GATEWAY_ENTRY, { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: `${GATEWAY_TENANT}:${GATEWAY_TOKEN}`, ...options.gatewayEnv })
+      : undefined,
     ...Array.from({ length: options.workers ?? 4 }, () => startWorker()),
   ]);
   const producer = createProducer({ redis: redis.url, queue });
-  const observer = createLimiter({ redis: redis.url, name: limiterName, concurrency: options.concurrency, leaseTtlMs: LEASE_TTL_MS, heartbeatMs: HEARTBEAT_MS, ...(options.rpm === undefined ? {} : { rates: { requests: { limit: options.rpm, intervalMs: 60_000 } } }) });
+  const observer = createLimiter({
+    redis: redis.url,
+    name: limiterName,
+    concurrency: options.concurrency,
+    leaseTtlMs: LEASE_TTL_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    ...(options.rpm === undefined ? {} : { rates: { requests: { limit: options.rpm, intervalMs: 60_000 } } }),
+  });
   await observer.ready();
   return {
     redis,
@@ -164,10 +181,19 @@ export async function settle(producer: Producer, ids: readonly string[], timeout
 }
 
 /** BullMQ's own timing and attempt count of a finished job. */
-export async function jobRecord(producer: Producer, id: string): Promise<{ createdAtMs: number; processedAtMs: number; finishedAtMs: number; attemptsMade: number; stalledCount: number }> {
+export async function jobRecord(
+  producer: Producer,
+  id: string,
+): Promise<{ createdAtMs: number; processedAtMs: number; finishedAtMs: number; attemptsMade: number; stalledCount: number }> {
   const job = await Job.fromId(producer.queue, id);
   if (job === undefined) throw new Error(`job ${id} is gone`);
-  return { createdAtMs: job.timestamp, processedAtMs: job.processedOn ?? Number.NaN, finishedAtMs: job.finishedOn ?? Number.NaN, attemptsMade: job.attemptsMade, stalledCount: job.stalledCounter };
+  return {
+    createdAtMs: job.timestamp,
+    processedAtMs: job.processedOn ?? Number.NaN,
+    finishedAtMs: job.finishedOn ?? Number.NaN,
+    attemptsMade: job.attemptsMade,
+    stalledCount: job.stalledCounter,
+  };
 }
 
 /** Reads a metric of a Prometheus text exposition: the sum of its series (`name{labels} value`), 0 when absent. */

@@ -86,7 +86,10 @@ export async function startPrometheus(jobs: readonly ScrapeJob[]): Promise<Prome
   const deadline = performance.now() + READY_TIMEOUT_MS;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`prometheus exited at start: ${stderr}`);
-    const ready = await fetch(`${url}/-/ready`).then((response) => response.ok, () => false);
+    const ready = await fetch(`${url}/-/ready`).then(
+      (response) => response.ok,
+      () => false,
+    );
     if (ready) break;
     if (performance.now() > deadline) {
       await close();
@@ -97,7 +100,9 @@ export async function startPrometheus(jobs: readonly ScrapeJob[]): Promise<Prome
   return {
     url,
     query: async (expr) => {
-      const data = await api<{ resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> }>(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`);
+      const data = await api<{ resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> }>(
+        `${url}/api/v1/query?query=${encodeURIComponent(expr)}`,
+      );
       if (data.resultType !== 'vector') throw new Error(`expected an instant vector from ${expr}, got ${data.resultType}`);
       return data.result.map((entry) => ({ metric: entry.metric, value: Number(entry.value[1]) }));
     },

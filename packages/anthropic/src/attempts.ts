@@ -16,15 +16,7 @@ export type SdkMessages = Anthropic['messages'];
 export type RequestOptions = NonNullable<Parameters<SdkMessages['countTokens']>[1]>;
 
 /** Log paths that could carry a secret; pino replaces them with "[Redacted]". */
-export const REDACTED_LOG_PATHS = [
-  'apiKey',
-  '*.apiKey',
-  'authorization',
-  'headers.authorization',
-  'headers["x-api-key"]',
-  '*.headers.authorization',
-  '*.headers["x-api-key"]',
-];
+export const REDACTED_LOG_PATHS = ['apiKey', '*.apiKey', 'authorization', 'headers.authorization', 'headers["x-api-key"]', '*.headers.authorization', '*.headers["x-api-key"]'];
 
 /** Per-call retry bookkeeping: attempts made and the time spent waiting between them. */
 export interface CallState {
@@ -271,7 +263,11 @@ export class LimitedRunner {
 
   // ---- the attempt loop of a non-streaming call ----
 
-  async createMessage(params: Anthropic.MessageCreateParamsNonStreaming, options: RequestOptions | undefined, priority: number | undefined): Promise<WithResponse<Anthropic.Message>> {
+  async createMessage(
+    params: Anthropic.MessageCreateParamsNonStreaming,
+    options: RequestOptions | undefined,
+    priority: number | undefined,
+  ): Promise<WithResponse<Anthropic.Message>> {
     const state = await this.begin(params, options, priority);
     for (;;) {
       const permit = await this.acquire(state);

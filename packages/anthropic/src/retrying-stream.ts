@@ -20,7 +20,13 @@ interface OpenedStream {
 }
 
 /** Attempts until a stream's headers arrive; the permit stays held for the stream. */
-async function openStream(runner: LimitedRunner, state: CallState, params: Anthropic.MessageCreateParamsStreaming, options: RequestOptions | undefined, stop: AbortSignal): Promise<OpenedStream> {
+async function openStream(
+  runner: LimitedRunner,
+  state: CallState,
+  params: Anthropic.MessageCreateParamsStreaming,
+  options: RequestOptions | undefined,
+  stop: AbortSignal,
+): Promise<OpenedStream> {
   for (;;) {
     const permit = await runner.acquire(state);
     const idle = new AbortController();

@@ -11,12 +11,12 @@ export class StreamIdleTimeoutError extends APIConnectionTimeoutError {
   /** Stable: messages may change, codes never. */
   readonly code = 'STREAM_IDLE_TIMEOUT';
 
-  constructor(
-    readonly idleMs: number,
-    readonly waitingFor: 'upstream' | 'caller' = 'upstream',
-  ) {
+  constructor(readonly idleMs: number, readonly waitingFor: 'upstream' | 'caller' = 'upstream') {
     super({
-      message: waitingFor === 'upstream' ? `no stream event for ${idleMs} ms; the request was aborted` : `the stream was not read within ${idleMs} ms of its headers; the request was aborted and its permit released`,
+      message:
+        waitingFor === 'upstream'
+          ? `no stream event for ${idleMs} ms; the request was aborted`
+          : `the stream was not read within ${idleMs} ms of its headers; the request was aborted and its permit released`,
     });
     this.name = 'StreamIdleTimeoutError';
   }

@@ -41,13 +41,39 @@ describe('errors of the SDK CommonJS build are classified like the ESM build err
   });
 
   it.each([
-    { name: 'rate 429 with retry-after', make: (headers: Headers) => new CjsAnthropic.RateLimitError(429, { type: 'error', error: { type: 'rate_limit_error', message: 'too many requests' } }, undefined, headers), expected: { kind: 'rate_limited', pauseMs: 2_000 } },
-    { name: 'concurrency 429', make: (headers: Headers) => new CjsAnthropic.RateLimitError(429, { type: 'error', error: { type: 'rate_limit_error', message: 'Number of concurrent connections has exceeded your rate limit.' } }, undefined, headers), expected: { kind: 'concurrency' } },
-    { name: '529', make: (headers: Headers) => new CjsAnthropic.InternalServerError(529, { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, undefined, headers), expected: { kind: 'transient', serverWaitMs: 2_000 } },
-    { name: 'mid-stream overloaded', make: (headers: Headers) => new CjsAnthropic.APIError(undefined, { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, undefined, headers), expected: { kind: 'transient', serverWaitMs: undefined } },
+    {
+      name: 'rate 429 with retry-after',
+      make: (headers: Headers) => new CjsAnthropic.RateLimitError(429, { type: 'error', error: { type: 'rate_limit_error', message: 'too many requests' } }, undefined, headers),
+      expected: { kind: 'rate_limited', pauseMs: 2_000 },
+    },
+    {
+      name: 'concurrency 429',
+      make: (headers: Headers) =>
+        new CjsAnthropic.RateLimitError(
+          429,
+          { type: 'error', error: { type: 'rate_limit_error', message: 'Number of concurrent connections has exceeded your rate limit.' } },
+          undefined,
+          headers,
+        ),
+      expected: { kind: 'concurrency' },
+    },
+    {
+      name: '529',
+      make: (headers: Headers) => new CjsAnthropic.InternalServerError(529, { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, undefined, headers),
+      expected: { kind: 'transient', serverWaitMs: 2_000 },
+    },
+    {
+      name: 'mid-stream overloaded',
+      make: (headers: Headers) => new CjsAnthropic.APIError(undefined, { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }, undefined, headers),
+      expected: { kind: 'transient', serverWaitMs: undefined },
+    },
     { name: 'connection error', make: () => new CjsAnthropic.APIConnectionError({ message: 'Connection error.' }), expected: { kind: 'transient', serverWaitMs: undefined } },
     { name: "caller's abort", make: () => new CjsAnthropic.APIUserAbortError(), expected: { kind: 'fatal' } },
-    { name: '400', make: (headers: Headers) => new CjsAnthropic.BadRequestError(400, { type: 'error', error: { type: 'invalid_request_error', message: 'bad' } }, undefined, headers), expected: { kind: 'fatal' } },
+    {
+      name: '400',
+      make: (headers: Headers) => new CjsAnthropic.BadRequestError(400, { type: 'error', error: { type: 'invalid_request_error', message: 'bad' } }, undefined, headers),
+      expected: { kind: 'fatal' },
+    },
   ])('$name', ({ make, expected }) => {
     const error = make(new Headers({ 'retry-after': '2' }));
     expect(classifyFailure(error, false)).toEqual(expected);

@@ -58,9 +58,7 @@ describe('a fleet of processes', () => {
       stack.mock.reset();
       stack.mock.setConfig({ limits: { concurrency: 4 }, latency: { timeToFirstTokenMs: { kind: 'uniform', minMs: 5, maxMs: 20 }, perTokenMs: 0.2 } });
       const name = uniqueName('fleet-2');
-      const results = await runFleet(
-        fleetConfigs(name, { limiter: { concurrency: 8 }, calls: 150, parallel: 16, kinds: ['create', 'stream', 'messages.stream'], shapes: SHAPES }),
-      );
+      const results = await runFleet(fleetConfigs(name, { limiter: { concurrency: 8 }, calls: 150, parallel: 16, kinds: ['create', 'stream', 'messages.stream'], shapes: SHAPES }));
       const observer = createLimiter({ redis: stack.redis.url, name, concurrency: 8 });
       const snapshot = await observer.snapshot();
       await observer.close();
@@ -68,7 +66,9 @@ describe('a fleet of processes', () => {
       const limited = stats.rateLimited.concurrency;
       console.log(
         `(2) concurrency 429s ${limited} of 600 calls (${((100 * limited) / 600).toFixed(1)}%), effective concurrency at the end ${snapshot.concurrency}, ` +
-          `decreases ${total(results, (r) => r.stats.concurrencyDecreases)}, raises ${total(results, (r) => r.stats.concurrencyRaises)}, mock max concurrency ${stats.maxConcurrent}`,
+          `decreases ${total(results, (r) => r.stats.concurrencyDecreases)}, raises ${total(results, (r) => r.stats.concurrencyRaises)}, mock max concurrency ${
+            stats.maxConcurrent
+          }`,
       );
       expect(results.flatMap((result) => result.errors)).toEqual([]);
       expect(total(results, (result) => result.succeeded)).toBe(600);

@@ -31,7 +31,14 @@ describe('secrets stay out of logs and Redis', () => {
     try {
       const anthropic = limitAnthropic(clientFor(stack.mock.url, CANARY_KEY), limiter, { logger, backoffBaseMs: 10, observeIntervalMs: 0 });
       const prompt = { ...request(), messages: [{ role: 'user' as const, content: PROMPT_CANARY }] };
-      stack.mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '500' }, { nth: 3, fault: '529' }] } });
+      stack.mock.setConfig({
+        faults: {
+          schedule: [
+            { nth: 1, fault: '500' },
+            { nth: 3, fault: '529' },
+          ],
+        },
+      });
       await anthropic.messages.create(prompt); // 500, then 200
       const stream = await anthropic.messages.create({ ...prompt, stream: true }); // 529, then a stream
       for await (const _event of stream) {

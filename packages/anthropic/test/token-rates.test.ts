@@ -88,7 +88,9 @@ async function run(label: string, limits: { itpm: number; otpm: number; otpmMode
   const delivered = perMinute(stats, bound);
   console.log(
     `(4) ${label}: ${bound} ${Math.round(delivered)}/min of ${limit}/min (${((100 * delivered) / limit).toFixed(1)}%), 429s ${JSON.stringify(stats.rateLimited)}, ` +
-      `observes ${total(results, (r) => r.stats.observes)} for ${CALLS} calls, windows ${JSON.stringify(stats.windows.map((w) => (bound === "inputTokens" ? w.inputTokens : w.outputTokens)))}`,
+      `observes ${total(results, (r) => r.stats.observes)} for ${CALLS} calls, windows ${JSON.stringify(
+        stats.windows.map((w) => (bound === 'inputTokens' ? w.inputTokens : w.outputTokens)),
+      )}`,
   );
   expect(results.flatMap((result) => result.errors)).toEqual([]);
   expect(total(results, (result) => result.succeeded)).toBe(CALLS);
@@ -98,6 +100,14 @@ async function run(label: string, limits: { itpm: number; otpm: number; otpmMode
 
 describe('token rates across a fleet: no 429s, ≥ 90% of the limit delivered', () => {
   it('G2: (4a) ITPM bound', () => run('ITPM', { itpm: 840_000, otpm: UNBOUND_PER_MINUTE, otpmMode: 'max_tokens' }, 'inputTokens'), FLEET_TEST_TIMEOUT_MS);
-  it('G2: (4b) OTPM bound, real-time (actual) mode', () => run('OTPM actual', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'actual' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
-  it('G2: (4c) OTPM bound, max_tokens mode', () => run('OTPM max_tokens', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'max_tokens' }, 'outputTokens'), FLEET_TEST_TIMEOUT_MS);
+  it(
+    'G2: (4b) OTPM bound, real-time (actual) mode',
+    () => run('OTPM actual', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'actual' }, 'outputTokens'),
+    FLEET_TEST_TIMEOUT_MS,
+  );
+  it(
+    'G2: (4c) OTPM bound, max_tokens mode',
+    () => run('OTPM max_tokens', { itpm: UNBOUND_PER_MINUTE, otpm: 600_000, otpmMode: 'max_tokens' }, 'outputTokens'),
+    FLEET_TEST_TIMEOUT_MS,
+  );
 });

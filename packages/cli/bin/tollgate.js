@@ -10,7 +10,9 @@ if (existsSync(source)) {
   const { register: registerTsx } = await import('tsx/esm/api');
   registerTsx();
   // registered last, so it runs first: every import also matches the workspaces' "tollgate-source" export condition
-  register('data:text/javascript,export function resolve(specifier, context, next) { return next(specifier, { ...context, conditions: [...context.conditions, "tollgate-source"] }); }');
+  register(
+    'data:text/javascript,export function resolve(specifier, context, next) { return next(specifier, { ...context, conditions: [...context.conditions, "tollgate-source"] }); }',
+  );
   await import(source.href);
 } else {
   await import(new URL('../dist/main.js', import.meta.url).href);

@@ -77,7 +77,10 @@ const COMMANDS: Record<string, Command> = {
     options: ['watch', 'interval'],
     arguments: 0,
     run: (context, _args, values) =>
-      statusCommand(context, { watch: values.watch === true, intervalMs: values.interval === undefined ? WATCH_INTERVAL_MS_DEFAULT : Math.max(100, parse(durationSchema, values.interval, '--interval')) }),
+      statusCommand(context, {
+        watch: values.watch === true,
+        intervalMs: values.interval === undefined ? WATCH_INTERVAL_MS_DEFAULT : Math.max(100, parse(durationSchema, values.interval, '--interval')),
+      }),
   },
   pause: {
     usage: 'tollgate pause DURATION [--name NAME]',
@@ -216,7 +219,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     const { values, positionals } = parsed;
     const two = positionals.slice(0, 2).join(' ');
-    const name = COMMANDS[two] !== undefined ? two : (positionals[0] ?? '');
+    const name = COMMANDS[two] !== undefined ? two : positionals[0] ?? '';
     const command = COMMANDS[name];
     if (command === undefined) {
       if (positionals.length === 0) {
@@ -242,7 +245,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       if (error instanceof EnvError) throw new CliError(EXIT.usage, `invalid environment: ${error.message}`);
       throw error;
     }
-    const names = (values.name ?? [env.TOLLGATE_NAME]).map((limiterName) => parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), limiterName, '--name'));
+    const names = (values.name ?? [env.TOLLGATE_NAME]).map((limiterName) =>
+      parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), limiterName, '--name'),
+    );
     const queue = parse(z.string().regex(QUEUE_NAME_PATTERN, 'letters, digits and ._- only, 1 to 100 characters'), values.queue ?? env.TOLLGATE_QUEUE, '--queue');
     const timeoutMs = values.timeout === undefined ? REDIS_TIMEOUT_MS_DEFAULT : parse(durationSchema.pipe(z.number().min(10, 'at least 10ms')), values.timeout, '--timeout');
     redis = await connect(redisTarget(values.redis, env), timeoutMs);

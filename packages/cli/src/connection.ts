@@ -20,7 +20,12 @@ export async function connect(target: RedisTarget, timeoutMs: number): Promise<R
   const client =
     target.kind === 'url'
       ? new Redis(target.url, { ...common, retryStrategy: () => null })
-      : new Cluster(target.nodes, { lazyConnect: true, enableOfflineQueue: false, clusterRetryStrategy: () => null, redisOptions: { maxRetriesPerRequest: 0, connectTimeout: timeoutMs } });
+      : new Cluster(target.nodes, {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          clusterRetryStrategy: () => null,
+          redisOptions: { maxRetriesPerRequest: 0, connectTimeout: timeoutMs },
+        });
   let lastError: Error | undefined;
   client.on('error', (error: Error) => (lastError = error)); // reported below, once
   let timer: NodeJS.Timeout | undefined;

@@ -19,6 +19,15 @@ export const durationSchema = z
 export function formatDuration(ms: number): string {
   if (ms < 1_000) return `${Math.round(ms)}ms`;
   const seconds = Math.round(ms / 1_000);
-  const parts = [[Math.floor(seconds / 3_600), 'h'], [Math.floor((seconds % 3_600) / 60), 'm'], [seconds % 60, 's']] as const;
-  return parts.filter(([amount]) => amount > 0).map(([amount, unit]) => `${amount}${unit}`).join('') || '0s';
+  const parts = [
+    [Math.floor(seconds / 3_600), 'h'],
+    [Math.floor((seconds % 3_600) / 60), 'm'],
+    [seconds % 60, 's'],
+  ] as const;
+  return (
+    parts
+      .filter(([amount]) => amount > 0)
+      .map(([amount, unit]) => `${amount}${unit}`)
+      .join('') || '0s'
+  );
 }

@@ -24,7 +24,10 @@ export interface Context {
 export async function fleetLimits(context: Context, name: string): Promise<FleetLimitsReading> {
   const limits = await withDeadline(readFleetLimits(context.redis, name), context.timeoutMs, 'read limits');
   if (limits === undefined) {
-    throw new CliError(EXIT.notFound, `no limiter named ${shown(name)} in this Redis: start a worker with TOLLGATE_NAME=${name}, or pass the right --name (default: TOLLGATE_NAME, else "anthropic")`);
+    throw new CliError(
+      EXIT.notFound,
+      `no limiter named ${shown(name)} in this Redis: start a worker with TOLLGATE_NAME=${name}, or pass the right --name (default: TOLLGATE_NAME, else "anthropic")`,
+    );
   }
   return limits;
 }

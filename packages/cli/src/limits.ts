@@ -35,7 +35,9 @@ export interface LimitChange {
 
 /** The fleet's limits as a file states them (what `limits show` prints). */
 export function limitsFile(limits: FleetLimits): LimitsFile {
-  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]));
+  const rates = Object.fromEntries(
+    Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]),
+  );
   return {
     ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
     ...(Object.keys(rates).length === 0 ? {} : { rates }),
@@ -46,7 +48,9 @@ export function limitsFile(limits: FleetLimits): LimitsFile {
 
 /** A file's limits as the fleet document they would become (a missing lease length keeps the fleet's). */
 export function documentOf(file: LimitsFile, fleet: FleetLimits): FleetLimits {
-  const rates = Object.fromEntries(Object.entries(file.rates ?? {}).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]));
+  const rates = Object.fromEntries(
+    Object.entries(file.rates ?? {}).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]),
+  );
   return { schema: 1, concurrency: file.concurrency ?? null, rates, reserve: file.reserve, leaseTtlMs: file.leaseTtlMs ?? fleet.leaseTtlMs };
 }
 
@@ -93,7 +97,7 @@ export function diffLimits(fleet: FleetLimits, next: FleetLimits): LimitChange[]
     const a = fleet.rates[dimension];
     const b = next.rates[dimension];
     compare(`rates.${dimension}.perMinute`, a === undefined ? null : perMinute(a), b === undefined ? null : perMinute(b));
-    compare(`rates.${dimension}.capacity`, a === undefined ? null : (a.burst ?? a.limit), b === undefined ? null : (b.burst ?? b.limit));
+    compare(`rates.${dimension}.capacity`, a === undefined ? null : a.burst ?? a.limit, b === undefined ? null : b.burst ?? b.limit);
   }
   compare('reserve', reserveText(fleet.reserve), reserveText(next.reserve));
   compare('leaseTtlMs', fleet.leaseTtlMs, next.leaseTtlMs);
@@ -110,7 +114,10 @@ export async function limitsShowCommand(context: Context, name: string): Promise
     context.print(JSON.stringify({ name, revision: version, limits: limitsFile(limits), effectiveConcurrency }));
     return;
   }
-  const effective = effectiveConcurrency !== null && effectiveConcurrency !== limits.concurrency ? `\n# effective concurrency now: ${effectiveConcurrency} (adaptive control or \`tollgate concurrency\`)` : '';
+  const effective =
+    effectiveConcurrency !== null && effectiveConcurrency !== limits.concurrency
+      ? `\n# effective concurrency now: ${effectiveConcurrency} (adaptive control or \`tollgate concurrency\`)`
+      : '';
   context.print(`# limits of limiter ${name} (pool default), revision ${version}, as the fleet runs them${effective}\n${stringifyYaml(limitsFile(limits)).trimEnd()}`);
 }
 
@@ -118,7 +125,13 @@ export async function limitsShowCommand(context: Context, name: string): Promise
 export async function limitsDiffCommand(context: Context, name: string, path: string): Promise<number> {
   const { reading, next } = await readLimitsFile(context, name, path);
   const changes = diffLimits(reading.limits, next);
-  context.print(context.json ? JSON.stringify({ name, changes }) : changes.length === 0 ? `${name}: the file states the limits in force` : `${name}: applying ${path} would change\n${renderChanges(changes)}`);
+  context.print(
+    context.json
+      ? JSON.stringify({ name, changes })
+      : changes.length === 0
+      ? `${name}: the file states the limits in force`
+      : `${name}: applying ${path} would change\n${renderChanges(changes)}`,
+  );
   return changes.length === 0 ? EXIT.ok : EXIT.differs;
 }
 
@@ -136,6 +149,10 @@ export async function limitsApplyCommand(context: Context, name: string, path: s
     revision = (await withDeadline(limiter.applyLimits(file), context.timeoutMs * 2, 'apply')).version;
   }
   context.print(
-    context.json ? JSON.stringify({ name, applied: changes.length > 0, revision, changes }) : changes.length === 0 ? `${name}: nothing to change (revision ${revision})` : `${name}: applied as revision ${revision}\n${renderChanges(changes)}`,
+    context.json
+      ? JSON.stringify({ name, applied: changes.length > 0, revision, changes })
+      : changes.length === 0
+      ? `${name}: nothing to change (revision ${revision})`
+      : `${name}: applied as revision ${revision}\n${renderChanges(changes)}`,
   );
 }

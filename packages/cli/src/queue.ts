@@ -42,7 +42,9 @@ export async function cleanCommand(context: Context, olderThanMs: number, states
   context.print(
     context.json
       ? JSON.stringify({ queue: context.queue, olderThanMs, removed })
-      : `${context.queue}: removed ${Object.entries(removed).map(([state, count]) => `${count} ${state}`).join(', ')} job(s) older than ${formatDuration(olderThanMs)}`,
+      : `${context.queue}: removed ${Object.entries(removed)
+          .map(([state, count]) => `${count} ${state}`)
+          .join(', ')} job(s) older than ${formatDuration(olderThanMs)}`,
   );
 }
 
@@ -56,7 +58,9 @@ export async function drainCommand(context: Context, options: { yes: boolean; de
   await withDeadline(sweepAllTenantJobs(context.redis, queueKeys(context.queue)), context.timeoutMs * 10, 'drain'); // the per-tenant view forgets them now
   const after = await jobCounts(context, queue);
   const removed = pending - (after.waiting + after.prioritized + (options.delayed ? after.delayed : 0));
-  context.print(context.json ? JSON.stringify({ queue: context.queue, removed: Math.max(0, removed), counts: after }) : `${context.queue}: drained ${Math.max(0, removed)} waiting job(s)`);
+  context.print(
+    context.json ? JSON.stringify({ queue: context.queue, removed: Math.max(0, removed), counts: after }) : `${context.queue}: drained ${Math.max(0, removed)} waiting job(s)`,
+  );
 }
 
 /** `jobs show ID`: state, attempts, error and usage; the prompt and the answer only with `--show-content`. */
@@ -100,7 +104,12 @@ export async function jobsShowCommand(context: Context, jobId: string, showConte
     `  created      ${time(view.createdAtMs)}   started ${time(view.startedAtMs)}   finished ${time(view.finishedAtMs)}`,
   ];
   if (view.error !== null) lines.push(`  error        ${view.error.status} ${view.error.body.error.type}: ${view.error.body.error.message}`);
-  if (view.usage !== null) lines.push(`  usage        input ${view.usage.input_tokens}, output ${view.usage.output_tokens}, cache read ${view.usage.cache_read_input_tokens ?? 0}, cache write ${view.usage.cache_creation_input_tokens ?? 0}`);
+  if (view.usage !== null)
+    lines.push(
+      `  usage        input ${view.usage.input_tokens}, output ${view.usage.output_tokens}, cache read ${view.usage.cache_read_input_tokens ?? 0}, cache write ${
+        view.usage.cache_creation_input_tokens ?? 0
+      }`,
+    );
   if (showContent) lines.push(`  request      ${JSON.stringify(view.request)}`, `  answer       ${JSON.stringify(view.answer)}`);
   else lines.push('  (prompt and answer hidden; --show-content prints them)');
   context.print(lines.join('\n'));

@@ -80,7 +80,8 @@ export function renderStatus(status: FleetStatus): string {
     lines.push(`limiter ${limiter.name} (pool ${limiter.pool})`);
     if (limiter.concurrency === null) lines.push(`  in flight    ${limiter.inFlight} (no concurrency limit)`);
     else {
-      const adaptive = limiter.concurrency < (limiter.concurrencyConfigured ?? limiter.concurrency) ? `, adaptive concurrency holds it below the configured ${limiter.concurrencyConfigured}` : '';
+      const adaptive =
+        limiter.concurrency < (limiter.concurrencyConfigured ?? limiter.concurrency) ? `, adaptive concurrency holds it below the configured ${limiter.concurrencyConfigured}` : '';
       lines.push(`  in flight    ${limiter.inFlight} / ${limiter.concurrency}${adaptive}`);
     }
     lines.push(`  waiting      ${limiter.waiting}`);

@@ -22,7 +22,9 @@ export async function pauseCommand(context: Context, pauseMs: number): Promise<v
   context.print(
     context.json
       ? JSON.stringify({ name: limiter.name, pausedUntilMs, pausedForMs, keptLongerPause: longer })
-      : `${limiter.name}: paused for ${formatDuration(pausedForMs)}${longer ? ' (a longer pause was already running; a pause never shortens another)' : ''}; \`tollgate resume\` ends it`,
+      : `${limiter.name}: paused for ${formatDuration(pausedForMs)}${
+          longer ? ' (a longer pause was already running; a pause never shortens another)' : ''
+        }; \`tollgate resume\` ends it`,
   );
 }
 
@@ -30,7 +32,11 @@ export async function pauseCommand(context: Context, pauseMs: number): Promise<v
 export async function resumeCommand(context: Context): Promise<void> {
   const { limiter } = await openLimiter(context, oneName(context));
   const { pausedUntilMs } = await limiter.resume();
-  context.print(context.json ? JSON.stringify({ name: limiter.name, wasPaused: pausedUntilMs > 0, wasPausedUntilMs: pausedUntilMs }) : `${limiter.name}: ${pausedUntilMs > 0 ? 'resumed' : 'was not paused'}`);
+  context.print(
+    context.json
+      ? JSON.stringify({ name: limiter.name, wasPaused: pausedUntilMs > 0, wasPausedUntilMs: pausedUntilMs })
+      : `${limiter.name}: ${pausedUntilMs > 0 ? 'resumed' : 'was not paused'}`,
+  );
 }
 
 /** `concurrency N`: the effective limit, 1 to the configured limit (adaptive control moves it from there). */
@@ -39,8 +45,17 @@ export async function concurrencyCommand(context: Context, concurrency: number):
   const { limits } = reading;
   if (limits.concurrency === null) throw new CliError(EXIT.refused, `limiter ${shown(limiter.name)} has no concurrency limit (only rates); set one with \`tollgate limits apply\``);
   if (concurrency > limits.concurrency) {
-    throw new CliError(EXIT.refused, `concurrency ${concurrency} is above the configured ${limits.concurrency} of limiter ${shown(limiter.name)}; the effective limit stays at or below it (raise the configured one with \`tollgate limits apply\`)`);
+    throw new CliError(
+      EXIT.refused,
+      `concurrency ${concurrency} is above the configured ${limits.concurrency} of limiter ${shown(
+        limiter.name,
+      )}; the effective limit stays at or below it (raise the configured one with \`tollgate limits apply\`)`,
+    );
   }
   const effective = await limiter.setConcurrency(concurrency);
-  context.print(context.json ? JSON.stringify({ name: limiter.name, concurrency: effective, concurrencyConfigured: limits.concurrency }) : `${limiter.name}: effective concurrency ${effective} of ${limits.concurrency} configured`);
+  context.print(
+    context.json
+      ? JSON.stringify({ name: limiter.name, concurrency: effective, concurrencyConfigured: limits.concurrency })
+      : `${limiter.name}: effective concurrency ${effective} of ${limits.concurrency} configured`,
+  );
 }

@@ -33,7 +33,10 @@ const burstSchema = z.strictObject({ rpm: perMinute.optional(), itpm: perMinute.
 /** One model pool: Anthropic meters RPM, ITPM and OTPM per pool (anthropic-api.md §3). Each limit is off when absent. */
 export const poolSchema = z.strictObject({
   /** Glob patterns of model ids (`*` matches any run of characters, nothing else is special). */
-  models: z.array(z.string().regex(MODEL_PATTERN_PATTERN, 'a model pattern is letters, digits, ._:@/- and * (any run of characters), 1 to 200 characters')).min(1).max(POOL_MODELS_MAX),
+  models: z
+    .array(z.string().regex(MODEL_PATTERN_PATTERN, 'a model pattern is letters, digits, ._:@/- and * (any run of characters), 1 to 200 characters'))
+    .min(1)
+    .max(POOL_MODELS_MAX),
   /** Messages requests per minute. */
   rpm: perMinute.optional(),
   /** Input tokens per minute (`input_tokens + cache_creation_input_tokens`). */
@@ -43,7 +46,7 @@ export const poolSchema = z.strictObject({
   burst: burstSchema.optional(),
 });
 
-const recordError = (what: string, pattern: string) => (issue: { code: string }) => (issue.code === 'invalid_key' ? `${what} must match ${pattern}` : undefined);
+const recordError = (what: string, pattern: string) => (issue: { code: string }) => issue.code === 'invalid_key' ? `${what} must match ${pattern}` : undefined;
 
 export const accountSchema = z.strictObject({
   /** The variable holding the API key on the workers; the key itself is never in the document or in Redis. */
@@ -101,11 +104,16 @@ export const limitsDocumentSchema = z
       // one key at one upstream is one set of limits: two accounts for it would each spend all of it
       const upstreamKey = `${account.apiKeyEnv} ${new URL(account.baseUrl).href}`; // href: `https://x` and `https://x/` are one upstream
       const sameKey = keyOwner.get(upstreamKey);
-      if (sameKey !== undefined) context.addIssue({ code: 'custom', path: [...at, 'apiKeyEnv'], message: `account ${sameKey} uses the same key at the same baseUrl; one key is one account` });
+      if (sameKey !== undefined)
+        context.addIssue({ code: 'custom', path: [...at, 'apiKeyEnv'], message: `account ${sameKey} uses the same key at the same baseUrl; one key is one account` });
       else keyOwner.set(upstreamKey, accountName);
       for (const conflict of patternConflicts(account.pools)) {
         const where = conflict.firstPool === conflict.pool ? 'twice in this pool' : `also in pool ${conflict.firstPool}`;
-        context.addIssue({ code: 'custom', path: [...at, 'pools', conflict.pool, 'models', conflict.index], message: `a model pattern belongs to one pool of an account; it is ${where}` });
+        context.addIssue({
+          code: 'custom',
+          path: [...at, 'pools', conflict.pool, 'models', conflict.index],
+          message: `a model pattern belongs to one pool of an account; it is ${where}`,
+        });
       }
       let limited = account.concurrency !== undefined;
       for (const [poolName, pool] of Object.entries(account.pools)) {
@@ -131,7 +139,8 @@ export const limitsDocumentSchema = z
       if (first !== undefined) context.addIssue({ code: 'custom', path: [...at, 'tokenEnv'], message: `tenant ${first} reads its token from the same variable` });
       else tokenOwner.set(tenant.tokenEnv, tenantName);
       // a tenant token in an API key's variable would hand the tenant the key
-      if (apiKeyEnvs.has(tenant.tokenEnv)) context.addIssue({ code: 'custom', path: [...at, 'tokenEnv'], message: "is an account's apiKeyEnv; a tenant token and an API key never share a variable" });
+      if (apiKeyEnvs.has(tenant.tokenEnv))
+        context.addIssue({ code: 'custom', path: [...at, 'tokenEnv'], message: "is an account's apiKeyEnv; a tenant token and an API key never share a variable" });
     }
   });
 
@@ -157,7 +166,8 @@ export function validateLimitsDocument(value: unknown, source = 'the limits docu
   return result.data;
 }
 
-const ownValue = (value: unknown, key: string): unknown => (value !== null && typeof value === 'object' && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined);
+const ownValue = (value: unknown, key: string): unknown =>
+  value !== null && typeof value === 'object' && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined;
 const valueAt = (value: unknown, path: readonly string[]): unknown => path.reduce(ownValue, value);
 
 /**

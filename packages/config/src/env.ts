@@ -69,5 +69,7 @@ export function poolRates(pool: PoolLimits): Record<string, LimiterRate> {
 
 /** An account's count_tokens limit as limiter rates (one `requests` rate), empty when it has none. */
 export function countTokensRates(account: AccountLimits): Record<string, LimiterRate> {
-  return account.countTokens === undefined ? {} : poolRates({ models: ['*'], rpm: account.countTokens.rpm, ...(account.countTokens.burst === undefined ? {} : { burst: { rpm: account.countTokens.burst } }) });
+  return account.countTokens === undefined
+    ? {}
+    : poolRates({ models: ['*'], rpm: account.countTokens.rpm, ...(account.countTokens.burst === undefined ? {} : { burst: { rpm: account.countTokens.burst } }) });
 }

@@ -17,5 +17,15 @@ export {
 } from './document.js';
 export { CONFIG_ENV, DOCUMENT_BYTES_MAX, DOCUMENT_FILE_NAME, documentSource, parseLimitsDocument, readLimitsDocument, type DocumentSource } from './load.js';
 export { ENV_API_KEY_VARIABLE, ENV_POOL_NAME, countTokensRates, documentFromEnv, poolRates, type LimiterRate, type LimitsEnv } from './env.js';
-export { MODEL_PATTERN_PATTERN, matchPool, patternConflicts, patternMatches, patternSpecificity, resolvePool, type PatternConflict, type PoolMatch, type PoolsSpec } from './pools.js';
+export {
+  MODEL_PATTERN_PATTERN,
+  matchPool,
+  patternConflicts,
+  patternMatches,
+  patternSpecificity,
+  resolvePool,
+  type PatternConflict,
+  type PoolMatch,
+  type PoolsSpec,
+} from './pools.js';
 export { canonicalDocument, describeDocumentChanges, diffLimitsDocuments, type DocumentChange } from './diff.js';

@@ -87,7 +87,9 @@ export function matchPool(spec: PoolsSpec, model: string): PoolMatch | undefined
   }
   if (best !== undefined && tie !== undefined) {
     throw new InvalidConfigError(
-      `model ${formatValue(model)} matches pool ${best.pool} (${formatValue(best.pattern)}) and pool ${tie.pool} (${formatValue(tie.pattern)}) equally; make one pattern more specific`,
+      `model ${formatValue(model)} matches pool ${best.pool} (${formatValue(best.pattern)}) and pool ${tie.pool} (${formatValue(
+        tie.pattern,
+      )}) equally; make one pattern more specific`,
     );
   }
   return best === undefined ? undefined : { pool: best.pool, pattern: best.pattern };
@@ -103,6 +105,10 @@ export function resolvePool(spec: PoolsSpec, model: string, accountName: string)
   const match = matchPool(spec, model);
   if (match !== undefined) return match;
   if (spec.defaultPool !== undefined) return { pool: spec.defaultPool, pattern: undefined };
-  const patterns = cutText(Object.values(spec.pools).flatMap((pool) => pool.models).join(', '));
+  const patterns = cutText(
+    Object.values(spec.pools)
+      .flatMap((pool) => pool.models)
+      .join(', '),
+  );
   throw new InvalidArgumentError('model', model, `a model of a pool of account ${accountName} (${patterns}) or a defaultPool`);
 }

@@ -24,7 +24,14 @@ describe('diffLimitsDocuments', () => {
   it('no changes between equal documents, whatever their key order, pattern order or stated defaults', () => {
     const reordered = document((input) => {
       const main = input.accounts.main!;
-      input.accounts.main = { countTokens: main.countTokens!, pools: { 'haiku-4': { ...main.pools['haiku-4']!, models: ['claude-3-5-haiku-20241022', 'claude-haiku-4*'] }, 'sonnet-4': main.pools['sonnet-4']! }, concurrency: 8, apiKeyEnv: 'ANTHROPIC_API_KEY', baseUrl: 'https://api.anthropic.com', leaseTtlMs: 15_000 };
+      input.accounts.main = {
+        countTokens: main.countTokens!,
+        pools: { 'haiku-4': { ...main.pools['haiku-4']!, models: ['claude-3-5-haiku-20241022', 'claude-haiku-4*'] }, 'sonnet-4': main.pools['sonnet-4']! },
+        concurrency: 8,
+        apiKeyEnv: 'ANTHROPIC_API_KEY',
+        baseUrl: 'https://api.anthropic.com',
+        leaseTtlMs: 15_000,
+      };
       input.tenants!.search!.maxPriority = 0;
     });
     expect(diffLimitsDocuments(document(), reordered)).toEqual([]);

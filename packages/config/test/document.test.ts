@@ -59,7 +59,7 @@ describe('a good document', () => {
     expect(document.tenants.batch).toEqual({ tokenEnv: 'TOKEN_BATCH', account: 'main', weight: 1, maxPriority: 0, concurrency: 4, budgets: { outputTokensPerDay: 20_000_000 } });
   });
 
-  it("parses every example of docs/limits-document.md", () => {
+  it('parses every example of docs/limits-document.md', () => {
     const examples = docsExamples();
     expect(examples.length).toBeGreaterThanOrEqual(2);
     for (const example of examples) expect(() => parseLimitsDocument(example, 'docs/limits-document.md')).not.toThrow();
@@ -67,7 +67,12 @@ describe('a good document', () => {
 
   it('takes JSON too, and several accounts', () => {
     const input = base();
-    input.accounts.second = { apiKeyEnv: 'ANTHROPIC_API_KEY_2', baseUrl: 'http://127.0.0.1:4000', pools: { haiku: { models: ['claude-haiku-4-5'], rpm: 10 } }, defaultPool: 'haiku' };
+    input.accounts.second = {
+      apiKeyEnv: 'ANTHROPIC_API_KEY_2',
+      baseUrl: 'http://127.0.0.1:4000',
+      pools: { haiku: { models: ['claude-haiku-4-5'], rpm: 10 } },
+      defaultPool: 'haiku',
+    };
     const document = parseLimitsDocument(JSON.stringify(input), 'tollgate.json');
     expect(Object.keys(document.accounts)).toEqual(['main', 'second']);
     expect(accountOf(document, 'second').account.defaultPool).toBe('haiku');
@@ -81,38 +86,82 @@ describe('each bad field is named with its path and value', () => {
     ['accounts missing', (input) => delete (input as Partial<LimitsDocumentInput>).accounts, /^tollgate\.yaml is invalid: accounts: .* \(got undefined\)$/],
     ['no account', (input) => (input.accounts = {}), /accounts: at least one account \(got \{\}\)/],
     ['bad account name', (input) => (input.accounts['a{b}'] = input.accounts.main!), /accounts\.a\{b\}: an account name must match letters, digits and :\._-/],
-    ['apiKeyEnv holds a key', (input) => (input.accounts.main!.apiKeyEnv = 'sk-ant-api03-abc'), /accounts\.main\.apiKeyEnv: expected the name of an environment variable .* \(got "sk-ant-api03-abc"\)/],
+    [
+      'apiKeyEnv holds a key',
+      (input) => (input.accounts.main!.apiKeyEnv = 'sk-ant-api03-abc'),
+      /accounts\.main\.apiKeyEnv: expected the name of an environment variable .* \(got "sk-ant-api03-abc"\)/,
+    ],
     ['baseUrl', (input) => (input.accounts.main!.baseUrl = 'ftp://x'), /accounts\.main\.baseUrl: .* \(got "ftp:\/\/x"\)/],
     ['baseUrl password masked', (input) => (input.accounts.main!.baseUrl = 'ftp://user:secret@host'), /\(got "ftp:\/\/\*\*\*@host"\)/],
     ['concurrency', (input) => (input.accounts.main!.concurrency = 0), /accounts\.main\.concurrency: Too small: expected number to be >=1 \(got 0\)/],
-    ['concurrency type', (input) => ((input.accounts.main as Record<string, unknown>).concurrency = '8'), /accounts\.main\.concurrency: Invalid input: expected number, received string \(got "8"\)/],
+    [
+      'concurrency type',
+      (input) => ((input.accounts.main as Record<string, unknown>).concurrency = '8'),
+      /accounts\.main\.concurrency: Invalid input: expected number, received string \(got "8"\)/,
+    ],
     ['no pools', (input) => (input.accounts.main!.pools = {}), /accounts\.main\.pools: at least one pool \(got \{\}\)/],
-    ['bad pool name', (input) => (input.accounts.main!.pools['a:b'] = { models: ['x'], rpm: 1 }), /accounts\.main\.pools\.a:b: a pool name must match letters, digits and \._- \(no ":" or braces\)/],
+    [
+      'bad pool name',
+      (input) => (input.accounts.main!.pools['a:b'] = { models: ['x'], rpm: 1 }),
+      /accounts\.main\.pools\.a:b: a pool name must match letters, digits and \._- \(no ":" or braces\)/,
+    ],
     ['rpm', (input) => (input.accounts.main!.pools.sonnet!.rpm = -5), /accounts\.main\.pools\.sonnet\.rpm: Too small: .* \(got -5\)/],
     ['itpm fraction', (input) => (input.accounts.main!.pools.sonnet!.itpm = 1.5), /accounts\.main\.pools\.sonnet\.itpm: Invalid input: expected int, received number \(got 1\.5\)/],
-    ['otpm written with underscores (a string in YAML)', (input) => ((input.accounts.main!.pools.sonnet as Record<string, unknown>).otpm = '8_000'), /accounts\.main\.pools\.sonnet\.otpm: .* \(got "8_000"\)/],
+    [
+      'otpm written with underscores (a string in YAML)',
+      (input) => ((input.accounts.main!.pools.sonnet as Record<string, unknown>).otpm = '8_000'),
+      /accounts\.main\.pools\.sonnet\.otpm: .* \(got "8_000"\)/,
+    ],
     ['burst', (input) => (input.accounts.main!.pools.sonnet!.burst = { rpm: 0 }), /accounts\.main\.pools\.sonnet\.burst\.rpm: Too small: .* \(got 0\)/],
-    ['burst without its limit', (input) => (input.accounts.main!.pools.sonnet = { models: ['claude-sonnet-4*'], rpm: 5, burst: { itpm: 1000 } }), /accounts\.main\.pools\.sonnet\.burst\.itpm: a burst needs the pool's itpm \(got 1000\)/],
+    [
+      'burst without its limit',
+      (input) => (input.accounts.main!.pools.sonnet = { models: ['claude-sonnet-4*'], rpm: 5, burst: { itpm: 1000 } }),
+      /accounts\.main\.pools\.sonnet\.burst\.itpm: a burst needs the pool's itpm \(got 1000\)/,
+    ],
     ['no models', (input) => (input.accounts.main!.pools.sonnet!.models = []), /accounts\.main\.pools\.sonnet\.models: Too small: .* \(got \[\]\)/],
-    ['bad pattern', (input) => (input.accounts.main!.pools.sonnet!.models = ['claude sonnet?']), /accounts\.main\.pools\.sonnet\.models\.0: a model pattern is .* \(got "claude sonnet\?"\)/],
+    [
+      'bad pattern',
+      (input) => (input.accounts.main!.pools.sonnet!.models = ['claude sonnet?']),
+      /accounts\.main\.pools\.sonnet\.models\.0: a model pattern is .* \(got "claude sonnet\?"\)/,
+    ],
     [
       'a pattern in two pools',
       (input) => (input.accounts.main!.pools.other = { models: ['claude-haiku-4*', 'claude-sonnet-4*'], rpm: 5 }),
       /accounts\.main\.pools\.other\.models\.1: a model pattern belongs to one pool of an account; it is also in pool sonnet \(got "claude-sonnet-4\*"\)/,
     ],
-    ['a pattern twice in one pool', (input) => (input.accounts.main!.pools.sonnet!.models = ['claude-sonnet-4*', 'claude-sonnet-4*']), /pools\.sonnet\.models\.1: .* it is twice in this pool/],
+    [
+      'a pattern twice in one pool',
+      (input) => (input.accounts.main!.pools.sonnet!.models = ['claude-sonnet-4*', 'claude-sonnet-4*']),
+      /pools\.sonnet\.models\.1: .* it is twice in this pool/,
+    ],
     ['defaultPool', (input) => (input.accounts.main!.defaultPool = 'opus'), /accounts\.main\.defaultPool: not a pool of account main \(pools: sonnet\) \(got "opus"\)/],
     ['countTokens', (input) => (input.accounts.main!.countTokens = { rpm: 0 }), /accounts\.main\.countTokens\.rpm: Too small: .* \(got 0\)/],
     ['leaseTtlMs', (input) => (input.accounts.main!.leaseTtlMs = 100), /accounts\.main\.leaseTtlMs: Too small: expected number to be >=500 \(got 100\)/],
-    ['two accounts, one key at one upstream', (input) => (input.accounts.copy = { ...input.accounts.main!, baseUrl: 'https://api.anthropic.com/' }), /accounts\.copy\.apiKeyEnv: account main uses the same key at the same baseUrl; one key is one account \(got "ANTHROPIC_API_KEY"\)/],
-    ['no limit at all', (input) => (input.accounts.main = { apiKeyEnv: 'K', pools: { all: { models: ['*'] } } }), /accounts\.main\.concurrency: set concurrency, a pool limit \(rpm, itpm, otpm\), or both \(got undefined\)/],
-    ['unknown account key', (input) => ((input.accounts.main as Record<string, unknown>).apiKey = 'sk-ant-secret'), /accounts\.main: Unrecognized key: "apiKey" \(got "sk-ant-secret"\)/],
+    [
+      'two accounts, one key at one upstream',
+      (input) => (input.accounts.copy = { ...input.accounts.main!, baseUrl: 'https://api.anthropic.com/' }),
+      /accounts\.copy\.apiKeyEnv: account main uses the same key at the same baseUrl; one key is one account \(got "ANTHROPIC_API_KEY"\)/,
+    ],
+    [
+      'no limit at all',
+      (input) => (input.accounts.main = { apiKeyEnv: 'K', pools: { all: { models: ['*'] } } }),
+      /accounts\.main\.concurrency: set concurrency, a pool limit \(rpm, itpm, otpm\), or both \(got undefined\)/,
+    ],
+    [
+      'unknown account key',
+      (input) => ((input.accounts.main as Record<string, unknown>).apiKey = 'sk-ant-secret'),
+      /accounts\.main: Unrecognized key: "apiKey" \(got "sk-ant-secret"\)/,
+    ],
     ['unknown pool key', (input) => ((input.accounts.main!.pools.sonnet as Record<string, unknown>).tpm = 5), /accounts\.main\.pools\.sonnet: Unrecognized key: "tpm" \(got 5\)/],
     ['unknown top-level key', (input) => ((input as Record<string, unknown>).limits = {}), /\(root\): Unrecognized key: "limits" \(got \{\}\)/],
     ['bad tenant name', (input) => (input.tenants!['a b'] = { tokenEnv: 'T2', account: 'main' }), /tenants\.a b: a tenant name must match/],
     ['tenant account', (input) => (input.tenants!.search!.account = 'nope'), /tenants\.search\.account: not an account of this document \(accounts: main\) \(got "nope"\)/],
     ['tenant tokenEnv', (input) => (input.tenants!.search!.tokenEnv = ''), /tenants\.search\.tokenEnv: expected the name of an environment variable .* \(got ""\)/],
-    ['two tenants, one token variable', (input) => (input.tenants!.batch = { tokenEnv: 'TOKEN_SEARCH', account: 'main' }), /tenants\.batch\.tokenEnv: tenant search reads its token from the same variable \(got "TOKEN_SEARCH"\)/],
+    [
+      'two tenants, one token variable',
+      (input) => (input.tenants!.batch = { tokenEnv: 'TOKEN_SEARCH', account: 'main' }),
+      /tenants\.batch\.tokenEnv: tenant search reads its token from the same variable \(got "TOKEN_SEARCH"\)/,
+    ],
     ["a tenant token in the API key's variable", (input) => (input.tenants!.search!.tokenEnv = 'ANTHROPIC_API_KEY'), /tenants\.search\.tokenEnv: is an account's apiKeyEnv/],
     ['weight', (input) => (input.tenants!.search!.weight = 0), /tenants\.search\.weight: Too small: .* \(got 0\)/],
     ['maxPriority', (input) => (input.tenants!.search!.maxPriority = 10), /tenants\.search\.maxPriority: Too big: expected number to be <=9 \(got 10\)/],
@@ -160,12 +209,25 @@ describe('text and files', () => {
   it('refuses an account, a pool or a tenant named __proto__ (zod drops such a record key unchecked), naming it', () => {
     const account = 'accounts:\n  main: { apiKeyEnv: K, concurrency: 4, pools: { all: { models: ["*"] } } }\n';
     // the tenant's account does not exist: were the tenant dropped, nothing would say so
-    expect(() => parseLimitsDocument(`${account}tenants:\n  __proto__: { tokenEnv: T, account: nope }\n`, 'tollgate.yaml')).toThrow(/tenants\.__proto__: "__proto__" is not a name \(got \{"tokenEnv":"T","account":"nope"\}\)/);
-    expect(() => validateLimitsDocument(JSON.parse('{"accounts":{"main":{"apiKeyEnv":"K","concurrency":4,"pools":{"all":{"models":["*"]}}}},"tenants":{"__proto__":{"tokenEnv":"T","account":"main"}}}'))).toThrow(/tenants\.__proto__:/);
-    expect(() => parseLimitsDocument(`${account}  __proto__: { apiKeyEnv: K2, concurrency: 1, pools: { all: { models: ["*"] } } }\n`, 'tollgate.yaml')).toThrow(/accounts\.__proto__: "__proto__" is not a name/);
-    expect(() => parseLimitsDocument(`accounts:\n  main: { apiKeyEnv: K, concurrency: 4, pools: { all: { models: ["*"] }, __proto__: { models: ["claude-*"], rpm: 0 } } }\n`, 'tollgate.yaml')).toThrow(/accounts\.main\.pools\.__proto__: "__proto__" is not a name/);
+    expect(() => parseLimitsDocument(`${account}tenants:\n  __proto__: { tokenEnv: T, account: nope }\n`, 'tollgate.yaml')).toThrow(
+      /tenants\.__proto__: "__proto__" is not a name \(got \{"tokenEnv":"T","account":"nope"\}\)/,
+    );
+    expect(() =>
+      validateLimitsDocument(
+        JSON.parse('{"accounts":{"main":{"apiKeyEnv":"K","concurrency":4,"pools":{"all":{"models":["*"]}}}},"tenants":{"__proto__":{"tokenEnv":"T","account":"main"}}}'),
+      ),
+    ).toThrow(/tenants\.__proto__:/);
+    expect(() => parseLimitsDocument(`${account}  __proto__: { apiKeyEnv: K2, concurrency: 1, pools: { all: { models: ["*"] } } }\n`, 'tollgate.yaml')).toThrow(
+      /accounts\.__proto__: "__proto__" is not a name/,
+    );
+    expect(() =>
+      parseLimitsDocument(`accounts:\n  main: { apiKeyEnv: K, concurrency: 4, pools: { all: { models: ["*"] }, __proto__: { models: ["claude-*"], rpm: 0 } } }\n`, 'tollgate.yaml'),
+    ).toThrow(/accounts\.main\.pools\.__proto__: "__proto__" is not a name/);
     // other Object.prototype names are ordinary names
-    const names = parseLimitsDocument(`accounts:\n  constructor: { apiKeyEnv: K, concurrency: 4, pools: { toString: { models: ["*"] } } }\ntenants:\n  hasOwnProperty: { tokenEnv: T, account: constructor }\n`, 'tollgate.yaml');
+    const names = parseLimitsDocument(
+      `accounts:\n  constructor: { apiKeyEnv: K, concurrency: 4, pools: { toString: { models: ["*"] } } }\ntenants:\n  hasOwnProperty: { tokenEnv: T, account: constructor }\n`,
+      'tollgate.yaml',
+    );
     expect(Object.keys(names.tenants)).toEqual(['hasOwnProperty']);
     expect(accountOf(names).name).toBe('constructor');
   });

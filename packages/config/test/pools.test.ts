@@ -70,7 +70,9 @@ describe('resolvePool', () => {
     expect(resolvePool(spec, 'claude-haiku-4-5', 'main').pool).toBe('c'); // 15 literal characters beat 12 and 11
     const tied: PoolsSpec = { pools: { a: { models: ['claude-*-4-5'] }, b: { models: ['claude-4-*-5'] } } };
     expect(() => matchPool(tied, 'claude-4-4-5')).toThrow(InvalidConfigError);
-    expect(() => matchPool(tied, 'claude-4-4-5')).toThrow('model "claude-4-4-5" matches pool a ("claude-*-4-5") and pool b ("claude-4-*-5") equally; make one pattern more specific');
+    expect(() => matchPool(tied, 'claude-4-4-5')).toThrow(
+      'model "claude-4-4-5" matches pool a ("claude-*-4-5") and pool b ("claude-4-*-5") equally; make one pattern more specific',
+    );
     // two patterns of one pool matching equally are no conflict
     expect(matchPool({ pools: { a: { models: ['claude-*-4-5', 'claude-4-*-5'] } } }, 'claude-4-4-5')?.pool).toBe('a');
   });
@@ -106,7 +108,14 @@ describe('resolvePool', () => {
 
 describe('patternMatches against a reference (fast-check)', () => {
   /** The glob as a regular expression: literal text, `*` as `.*`, the whole id. */
-  const reference = (pattern: string, model: string) => new RegExp(`^${pattern.split('*').map((part) => part.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&')).join('.*')}$`, 's').test(model);
+  const reference = (pattern: string, model: string) =>
+    new RegExp(
+      `^${pattern
+        .split('*')
+        .map((part) => part.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&'))
+        .join('.*')}$`,
+      's',
+    ).test(model);
   // a small alphabet so that patterns and ids collide often
   const text = (maxLength: number) => fc.string({ unit: fc.constantFrom('a', 'b', '-', '4', '.'), maxLength });
   const pattern = fc.array(text(4), { minLength: 1, maxLength: 4 }).map((parts) => parts.join('*'));

@@ -28,7 +28,9 @@ export async function readFleetLimits(redis: Redis | Cluster, name: string): Pro
 
 /** Limiter options that state exactly `limits` (so a limiter built from them joins the fleet without a warning). */
 export function limiterOptionsFor(limits: FleetLimits, redis: Redis | Cluster, name: string): LimiterOptions {
-  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]));
+  const rates = Object.fromEntries(
+    Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]),
+  );
   return {
     redis,
     name,

@@ -86,7 +86,9 @@ export class FleetView {
     if (previous === undefined) {
       const differences = limitsDifferences(this.own, limits);
       if (differences.length === 0) return;
-      process.emitWarning(`limiter ${this.#name} runs with the fleet's limits (revision ${version}), not its own options: ${differences.join('; ')}`, { code: 'TOLLGATE_LIMITS_DIFFER' });
+      process.emitWarning(`limiter ${this.#name} runs with the fleet's limits (revision ${version}), not its own options: ${differences.join('; ')}`, {
+        code: 'TOLLGATE_LIMITS_DIFFER',
+      });
       if (this.#events.listenerCount('limitsDiffer') > 0) this.#events.emit('limitsDiffer', { differences, version });
     } else if (previous.hash !== limitsHash && this.#events.listenerCount('limitsChanged') > 0) {
       this.#events.emit('limitsChanged', { limits, version });

@@ -5,7 +5,6 @@ import type { LimiterKeys } from './keys.js';
 import type { RedisLike } from './scripts/library.js';
 import { parseGrant, type GrantMessage, type Pumped } from './scripts/scripts.js';
 
-
 /** The shortest deadline for the first subscription (a new connection, like the command connection's connect). */
 const SUBSCRIBE_DEADLINE_MS_MIN = 1_000;
 

@@ -244,7 +244,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     if (!Number.isSafeInteger(concurrency)) throw new InvalidArgumentError('concurrency', concurrency, 'an integer');
     await this.ready();
     // the fleet's limits decide (a process that omits concurrency runs with the fleet's)
-    if (this.#fleet.state?.limits.concurrency === null) throw new InvalidArgumentError('concurrency', concurrency, `a limiter with a concurrency limit to set (limiter ${this.name} has none)`);
+    if (this.#fleet.state?.limits.concurrency === null)
+      throw new InvalidArgumentError('concurrency', concurrency, `a limiter with a concurrency limit to set (limiter ${this.name} has none)`);
     const reply = await this.#runner.run((scripts, epoch) => scripts.setConcurrency(epoch, concurrency), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return reply.effective;

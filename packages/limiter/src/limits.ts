@@ -97,7 +97,9 @@ export function parseFleetLimits(json: string, limiterName: string): FleetLimits
 
 /** The buckets a limits document defines, as the scripts see them. */
 export function limitsBuckets(limits: FleetLimits): BucketSpec[] {
-  return bucketSpecs(Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? undefined }])));
+  return bucketSpecs(
+    Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? undefined }])),
+  );
 }
 
 /** One line per field where `own` differs from `fleet`, e.g. `concurrency: 4 here, 8 in the fleet`. */

@@ -51,7 +51,10 @@ export const limiterOptionsSchema = z
     name: z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'),
     concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).optional(),
     rates: z.record(z.string().regex(DIMENSION_PATTERN, 'a dimension name is a letter then letters, digits or _'), rateSchema).optional(),
-    reserve: z.array(reserveSchema).max(PRIORITY_MAX + 1).default([]),
+    reserve: z
+      .array(reserveSchema)
+      .max(PRIORITY_MAX + 1)
+      .default([]),
     leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX).default(LEASE_TTL_MS_DEFAULT),
     /** How often one process renews all of its leases; at most a third of `leaseTtlMs` by default. */
     heartbeatMs: z.number().int().min(50).max(LEASE_TTL_MS_MAX).optional(),

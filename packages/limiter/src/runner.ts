@@ -56,15 +56,7 @@ export class ScriptRunner {
   #epoch = '';
   #resync: Promise<void> | undefined;
 
-  constructor(init: {
-    redis: RedisLike;
-    name: string;
-    ownerId: string;
-    keys: LimiterKeys;
-    options: ResolvedLimiterOptions;
-    fleet: FleetView;
-    onError: (error: Error) => void;
-  }) {
+  constructor(init: { redis: RedisLike; name: string; ownerId: string; keys: LimiterKeys; options: ResolvedLimiterOptions; fleet: FleetView; onError: (error: Error) => void }) {
     this.#redis = init.redis;
     this.#name = init.name;
     this.#ownerId = init.ownerId;
@@ -175,7 +167,7 @@ export class ScriptRunner {
         fenceFloor: fleet.highestFence,
         graceMs: RESYNC_PAUSE_HEARTBEATS * fleet.heartbeatMs,
         limits: apply ?? fleet.known, // after data loss, a process that knew the fleet's limits brings them back
-        leases: resync ? (this.#hooks?.leasesToReregister() ?? []) : [],
+        leases: resync ? this.#hooks?.leasesToReregister() ?? [] : [],
         datasetsKey: this.#redis instanceof Cluster ? undefined : DATASETS_KEY,
       }),
     );

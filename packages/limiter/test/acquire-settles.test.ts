@@ -186,7 +186,11 @@ describe('an apply that is the first call after a freeze', () => {
     expect(await until(async () => (await holder.snapshot()).waiting === 1, STUCK_MS)).toBe(true);
     // as a freeze past the lease leaves it: the process's mark has passed and another process's pump dropped its waiter
     const [member] = await admin.zrange(`${prefix}:waiting`, '0', '0');
-    await admin.multi().zadd(`${prefix}:owners`, 0, waiter.ownerId).zrem(`${prefix}:waiting`, member ?? '').exec();
+    await admin
+      .multi()
+      .zadd(`${prefix}:owners`, 0, waiter.ownerId)
+      .zrem(`${prefix}:waiting`, member ?? '')
+      .exec();
     // the first call after the freeze: configure marks the process alive again; before the fix it did not say it
     // had been presumed dead, every later heartbeat answered wasAlive 1, and the waiter waited for ever
     await waiter.applyLimits();

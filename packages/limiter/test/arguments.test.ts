@@ -45,7 +45,18 @@ async function rawAcquire(name: string, timeoutMs: string, fields: RogueFields =
   const { functionKeys, config } = limiterKeys(name);
   const epoch = await admin.hget(config, 'epoch');
   const cost = fields.cost ?? ['0'];
-  return admin.fcall(tollgateLibrary().functionName('acquire'), functionKeys.length, ...functionKeys, epoch ?? '', 'rogue', fields.waiterId ?? 'rogue:1', fields.priority ?? '5', timeoutMs, '', ...cost);
+  return admin.fcall(
+    tollgateLibrary().functionName('acquire'),
+    functionKeys.length,
+    ...functionKeys,
+    epoch ?? '',
+    'rogue',
+    fields.waiterId ?? 'rogue:1',
+    fields.priority ?? '5',
+    timeoutMs,
+    '',
+    ...cost,
+  );
 }
 
 describe('the function itself', () => {
@@ -80,7 +91,10 @@ describe('the function itself', () => {
     expect(await admin.zcard(limiterKeys(name).leases)).toBe(0);
     expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
     // the limits of each range are in range: granted (concurrency 1, so released in between)
-    for (const args of [['2147483647', { priority: '9' }], ['0', { priority: '0', waiterId: 'rogue:a:b' }]] as RogueCall[]) {
+    for (const args of [
+      ['2147483647', { priority: '9' }],
+      ['0', { priority: '0', waiterId: 'rogue:a:b' }],
+    ] as RogueCall[]) {
       const reply = (await rawAcquire(name, ...args)) as [number];
       expect(reply[0]).toBe(1);
       await admin.zrem(limiterKeys(name).leases, args[1]?.waiterId ?? 'rogue:1');

@@ -5,7 +5,17 @@
  */
 import { describe, expect, it } from 'vitest';
 import { endSupersededSegments } from './checker/driver.js';
-import { checkConcurrency, checkDrain, checkFences, checkSettling, checkTokens, freezeMayLoseLease, SCHEDULING_SLACK_MS, type AcquireRecord, type History } from './checker/invariants.js';
+import {
+  checkConcurrency,
+  checkDrain,
+  checkFences,
+  checkSettling,
+  checkTokens,
+  freezeMayLoseLease,
+  SCHEDULING_SLACK_MS,
+  type AcquireRecord,
+  type History,
+} from './checker/invariants.js';
 
 const timings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
 const OFFSET = 1_000_000; // Redis ms = monotonic ms + OFFSET
@@ -125,19 +135,55 @@ describe('checker invariant 2: settling', () => {
     const never: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0 };
     const afterAbort = held(2, 500, 600, { calledAt: 100, abortedAt: 101 });
     const late = held(3, 100 + 50 + timings.redisTimeoutMs + SCHEDULING_SLACK_MS + 10, 2_000, { calledAt: 100, timeoutMs: 50 });
-    const early: AcquireRecord = { op: 4, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 5, outcome: 'rejected', timeoutMs: 1e14, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const early: AcquireRecord = {
+      op: 4,
+      proc: 'p0.0',
+      client: 0,
+      tokens: 1,
+      priority: 5,
+      holdMs: 1,
+      calledAt: 0,
+      settledAt: 5,
+      outcome: 'rejected',
+      timeoutMs: 1e14,
+      error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' },
+    };
     const violations = checkSettling(history([never, afterAbort, late, early]));
     expect(violations.map((violation) => violation.ops[0])).toEqual([1, 2, 3, 4]);
   });
 
   it('accepts a rejection within the deadline plus one redisTimeoutMs, and excuses the time its process was frozen', () => {
-    const inTime: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 50 + timings.redisTimeoutMs, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const inTime: AcquireRecord = {
+      op: 1,
+      proc: 'p0.0',
+      client: 0,
+      tokens: 1,
+      priority: 5,
+      holdMs: 1,
+      calledAt: 0,
+      settledAt: 50 + timings.redisTimeoutMs,
+      outcome: 'rejected',
+      timeoutMs: 50,
+      error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' },
+    };
     const frozenLate = { ...inTime, op: 2, settledAt: 3_000 };
     expect(checkSettling(history([inTime, frozenLate], { frozen: [{ proc: 'p0.0', from: 10, to: 2_900 }] }))).toEqual([]);
   });
 
   it('excuses the time a process did not run once, however many windows report it (SIGSTOP and no CPU overlap)', () => {
-    const late: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 1_800, outcome: 'rejected', timeoutMs: 50, error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' } };
+    const late: AcquireRecord = {
+      op: 1,
+      proc: 'p0.0',
+      client: 0,
+      tokens: 1,
+      priority: 5,
+      holdMs: 1,
+      calledAt: 0,
+      settledAt: 1_800,
+      outcome: 'rejected',
+      timeoutMs: 50,
+      error: { name: 'AcquireTimeoutError', code: 'ACQUIRE_TIMEOUT', message: '' },
+    };
     const stopped = { proc: 'p0.0', from: 100, to: 1_000 };
     // 900 ms excused: 1_800 is later than 50 + 150 + 500 + 900; counted twice it would pass
     expect(checkSettling(history([late], { frozen: [stopped, { ...stopped, from: 150 }] }))).toHaveLength(1);
@@ -145,14 +191,31 @@ describe('checker invariant 2: settling', () => {
   });
 
   it('reports a rejection that is not a TollgateError', () => {
-    const record: AcquireRecord = { op: 1, proc: 'p0.0', client: 0, tokens: 1, priority: 5, holdMs: 1, calledAt: 0, settledAt: 5, outcome: 'rejected', error: { name: 'ReplyError', code: undefined, message: 'ERR' } };
+    const record: AcquireRecord = {
+      op: 1,
+      proc: 'p0.0',
+      client: 0,
+      tokens: 1,
+      priority: 5,
+      holdMs: 1,
+      calledAt: 0,
+      settledAt: 5,
+      outcome: 'rejected',
+      error: { name: 'ReplyError', code: undefined, message: 'ERR' },
+    };
     expect(checkSettling(history([record]))).toHaveLength(1);
   });
 });
 
 describe('checker invariant 3: nothing leaks', () => {
   it('reports leases that never came back, and a fresh acquire that was refused', () => {
-    const drain = { quietAt: 0, zeroAt: undefined, inFlightLeft: 2, leftover: ['lease a:1'], fresh: [{ calledAt: 10, settledAt: 20, granted: false, error: { name: 'x', code: 'LIMITER_UNAVAILABLE', message: '' } }] };
+    const drain = {
+      quietAt: 0,
+      zeroAt: undefined,
+      inFlightLeft: 2,
+      leftover: ['lease a:1'],
+      fresh: [{ calledAt: 10, settledAt: 20, granted: false, error: { name: 'x', code: 'LIMITER_UNAVAILABLE', message: '' } }],
+    };
     expect(checkDrain(history([], { drain })).map((violation) => violation.message)).toEqual([
       expect.stringContaining('2 leases still live'),
       expect.stringContaining('lease a:1'),

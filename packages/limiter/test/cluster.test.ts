@@ -10,10 +10,10 @@ let servers: RedisServerProcess[] = [];
 let cluster: Cluster;
 
 beforeAll(async () => {
-  servers = await Promise.all(
-    Array.from({ length: PRIMARIES }, () => RedisServerProcess.start({ args: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'] })),
-  );
-  const created = spawnSync('redis-cli', ['--cluster', 'create', ...servers.map((server) => `127.0.0.1:${server.port}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+  servers = await Promise.all(Array.from({ length: PRIMARIES }, () => RedisServerProcess.start({ args: ['--cluster-enabled', 'yes', '--cluster-node-timeout', '2000'] })));
+  const created = spawnSync('redis-cli', ['--cluster', 'create', ...servers.map((server) => `127.0.0.1:${server.port}`), '--cluster-replicas', '0', '--cluster-yes'], {
+    encoding: 'utf8',
+  });
   if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stderr || created.stdout}`);
   cluster = new Cluster(servers.map((server) => ({ host: '127.0.0.1', port: server.port })));
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -90,7 +90,7 @@ async function slotOwner(slot: number): Promise<{ port: number; ids: Map<number,
 }
 
 describe('Redis Cluster slot migration (case 8)', () => {
-  it('redis-cli --cluster reshard of the limiter\'s slot under load: no permit beyond the limit, and the reshard completes', async () => {
+  it("redis-cli --cluster reshard of the limiter's slot under load: no permit beyond the limit, and the reshard completes", async () => {
     const LIMIT = 2;
     const LIMITERS = 3;
     const LOOPS = 4;
@@ -146,7 +146,11 @@ describe('Redis Cluster slot migration (case 8)', () => {
     const load = limiters.flatMap((limiter) => Array.from({ length: LOOPS }, () => loop(limiter)));
 
     while (granted < 100) await sleep(50); // traffic runs (after the new dataset's grace pause)
-    const reshard = spawn('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${from}`, '--cluster-from', ids.get(from) ?? '', '--cluster-to', ids.get(to) ?? '', '--cluster-slots', '1', '--cluster-yes'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const reshard = spawn(
+      'redis-cli',
+      ['--cluster', 'reshard', `127.0.0.1:${from}`, '--cluster-from', ids.get(from) ?? '', '--cluster-to', ids.get(to) ?? '', '--cluster-slots', '1', '--cluster-yes'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let output = '';
     reshard.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     reshard.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -160,7 +164,11 @@ describe('Redis Cluster slot migration (case 8)', () => {
     stop = true;
     await Promise.all(load);
 
-    console.log(`reshard of slot ${slot} (${from} → ${to}) in ${reshardMs.toFixed(0)} ms: exit ${String(code)}, ${granted} grants (${grantedDuring} during, ${grantedAfter} after), ${unavailable} failed or timed out, max live ${maxLive} of ${LIMIT}`);
+    console.log(
+      `reshard of slot ${slot} (${from} → ${to}) in ${reshardMs.toFixed(0)} ms: exit ${String(
+        code,
+      )}, ${granted} grants (${grantedDuring} during, ${grantedAfter} after), ${unavailable} failed or timed out, max live ${maxLive} of ${LIMIT}`,
+    );
     expect(code, output).toBe(0);
     expect(maxLive).toBeLessThanOrEqual(LIMIT);
     expect(grantedAfter).toBeGreaterThan(0);
@@ -177,7 +185,7 @@ describe('Redis Cluster slot migration (case 8)', () => {
     for (const client of clients) client.disconnect();
   }, 90_000);
 
-  it('while a slot is migrating, no call runs on the importing node without the limiter\'s keys (no second dataset there)', async () => {
+  it("while a slot is migrating, no call runs on the importing node without the limiter's keys (no second dataset there)", async () => {
     const name = uniqueName('migrating');
     const slot = Number(await cluster.cluster('KEYSLOT', limiterKeys(name).config));
     const { port: from, ids } = await slotOwner(slot);

@@ -77,7 +77,11 @@ describe('cross-process: 4 real processes share one fleet limit', () => {
     const workers = Array.from({ length: PROCESSES }, () => startWorker({ ...baseEnv(name), MODE: 'tasks', SLOTS: SLOTS_PER_PROCESS, TASKS_KEY: tasksKey }));
     const results = await Promise.all(workers.map((worker) => message<{ count: number }>(worker, 'done')));
     const stats = upstream.stats({ limit: FLEET_LIMIT });
-    console.log(`fleet: ${stats.calls} calls, max in flight ${stats.maxInFlight}, mean in flight ${stats.inFlightMean.toFixed(2)} of ${FLEET_LIMIT}, refill gap median ${stats.refillGap.medianMs.toFixed(2)} ms`);
+    console.log(
+      `fleet: ${stats.calls} calls, max in flight ${stats.maxInFlight}, mean in flight ${stats.inFlightMean.toFixed(
+        2,
+      )} of ${FLEET_LIMIT}, refill gap median ${stats.refillGap.medianMs.toFixed(2)} ms`,
+    );
     expect(results.reduce((sum, result) => sum + result.count, 0)).toBe(TASKS);
     expect(await admin.llen(tasksKey)).toBe(0);
     expect(stats.calls).toBe(TASKS);

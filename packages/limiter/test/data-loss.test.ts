@@ -52,7 +52,16 @@ async function limiterFor(name: string, options: Partial<LimiterOptions> = {}): 
 async function holder(name: string, hold: number): Promise<{ ids: string[]; fences: number[] }> {
   const child = fork(WORKER, [], {
     execArgv: ['--conditions=tollgate-source', '--import', 'tsx'],
-    env: { ...process.env, REDIS_URL: redis.url, LIMITER_NAME: name, CONCURRENCY: '2', LEASE_TTL_MS: String(LEASE_TTL_MS), HEARTBEAT_MS: String(HEARTBEAT_MS), MODE: 'hold', HOLD: String(hold) },
+    env: {
+      ...process.env,
+      REDIS_URL: redis.url,
+      LIMITER_NAME: name,
+      CONCURRENCY: '2',
+      LEASE_TTL_MS: String(LEASE_TTL_MS),
+      HEARTBEAT_MS: String(HEARTBEAT_MS),
+      MODE: 'hold',
+      HOLD: String(hold),
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.push(child);

@@ -54,7 +54,16 @@ async function timesOut(limiter: Limiter, timeoutMs: number): Promise<boolean> {
 async function holder(name: string, leaseTtlMs: number, heartbeatMs: number): Promise<{ child: ChildProcess; lost: Promise<unknown> }> {
   const child = fork(WORKER, [], {
     execArgv: ['--conditions=tollgate-source', '--import', 'tsx'],
-    env: { ...process.env, REDIS_URL: redis.url, LIMITER_NAME: name, CONCURRENCY: '1', LEASE_TTL_MS: String(leaseTtlMs), HEARTBEAT_MS: String(heartbeatMs), MODE: 'hold', HOLD: '1' },
+    env: {
+      ...process.env,
+      REDIS_URL: redis.url,
+      LIMITER_NAME: name,
+      CONCURRENCY: '1',
+      LEASE_TTL_MS: String(leaseTtlMs),
+      HEARTBEAT_MS: String(heartbeatMs),
+      MODE: 'hold',
+      HOLD: '1',
+    },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.push(child);
@@ -66,7 +75,7 @@ async function holder(name: string, leaseTtlMs: number, heartbeatMs: number): Pr
 }
 
 describe('whoever configures last no longer wins', () => {
-  it('a process started with other limits runs with the fleet\'s and warns once, naming each difference', async () => {
+  it("a process started with other limits runs with the fleet's and warns once, naming each difference", async () => {
     const name = uniqueName('differ');
     const first = await limiterFor(name, { concurrency: 2 });
     const differences: string[][] = [];
@@ -82,7 +91,7 @@ describe('whoever configures last no longer wins', () => {
     for (const permit of held) await permit.release();
   });
 
-  it('a process that omits concurrency does not remove the fleet\'s concurrency limit', async () => {
+  it("a process that omits concurrency does not remove the fleet's concurrency limit", async () => {
     const name = uniqueName('omit');
     const rates = { requests: { limit: 1_000, intervalMs: 1_000 } };
     const first = await limiterFor(name, { concurrency: 1, rates });
@@ -104,7 +113,7 @@ describe('timings Redis enforces come from Redis', () => {
     long.child.kill('SIGKILL');
   });
 
-  it('a process with a longer leaseTtlMs started later heartbeats by the fleet\'s shorter TTL and keeps its lease', async () => {
+  it("a process with a longer leaseTtlMs started later heartbeats by the fleet's shorter TTL and keeps its lease", async () => {
     const name = uniqueName('ttl-later');
     const short = await limiterFor(name, { concurrency: 1, leaseTtlMs: 1_000, heartbeatMs: 300 });
     const long = await holder(name, 4_000, 1_300); // would renew every 1.3 s, past the fleet's 1 s lease
@@ -117,7 +126,7 @@ describe('timings Redis enforces come from Redis', () => {
 });
 
 describe('applyLimits', () => {
-  it('first boot writes the process\'s limits; a forced apply replaces them and every process picks them up from its heartbeat', async () => {
+  it("first boot writes the process's limits; a forced apply replaces them and every process picks them up from its heartbeat", async () => {
     const name = uniqueName('apply');
     const first = await limiterFor(name, { concurrency: 3 });
     expect(first.fleetLimits?.limits.concurrency).toBe(3);
@@ -152,7 +161,7 @@ describe('applyLimits', () => {
     await Promise.all([held.release(), second.release()]);
   });
 
-  it('lowering a capacity below a queued waiter\'s cost rejects it with CostExceedsCapacityError at once, and the queue behind it moves', async () => {
+  it("lowering a capacity below a queued waiter's cost rejects it with CostExceedsCapacityError at once, and the queue behind it moves", async () => {
     const name = uniqueName('lower');
     const options = { leaseTtlMs: 3_000, heartbeatMs: 300 };
     const admin = await limiterFor(name, { ...options, rates: { tokens: { limit: 100, intervalMs: 60_000 } } });

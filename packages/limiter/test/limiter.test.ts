@@ -74,9 +74,7 @@ describe('options', () => {
     expect(() => createLimiter({ redis: redis.url, name: 'x' })).toThrow(/set concurrency, rates, or both/);
     expect(() => createLimiter({ redis: 'http://nope', name: 'x', concurrency: 1 })).toThrow(/redis: .*"http:\/\/nope"/);
     expect(() => createLimiter({ redis: redis.url, name: 'x', concurrency: 2, reserve: [{ maxPriority: 1, concurrency: 2 }] })).toThrow(/reserve: /);
-    expect(() =>
-      createLimiter({ redis: redis.url, name: 'x', rates: { inputTokens: { limit: -5, intervalMs: 60_000 } } }),
-    ).toThrow(/rates\.inputTokens\.limit: .*\(got -5\)/);
+    expect(() => createLimiter({ redis: redis.url, name: 'x', rates: { inputTokens: { limit: -5, intervalMs: 60_000 } } })).toThrow(/rates\.inputTokens\.limit: .*\(got -5\)/);
     expect(() => createLimiter({ redis: redis.url, name: 'x', concurrency: 1, leaseTtlMs: 1000, heartbeatMs: 900 })).toThrow(/heartbeatMs/);
   });
 

@@ -45,7 +45,14 @@ describe('a grant inside a reply that never comes (case 1)', () => {
   it("a process's own release ran, but the connection dropped before its reply: the waiter it granted is granted on reconnect", async () => {
     const proxy = await startReplyLosingProxy(fixture.redis.url);
     try {
-      const limiter = await fixture.limiter({ redis: proxy.url, name: uniqueName('dropped-grant'), concurrency: 1, redisTimeoutMs: REDIS_TIMEOUT_MS, leaseTtlMs: 60_000, heartbeatMs: 30_000 });
+      const limiter = await fixture.limiter({
+        redis: proxy.url,
+        name: uniqueName('dropped-grant'),
+        concurrency: 1,
+        redisTimeoutMs: REDIS_TIMEOUT_MS,
+        leaseTtlMs: 60_000,
+        heartbeatMs: 30_000,
+      });
       const held = await limiter.acquire();
       const waiting = limiter.acquire(); // queued behind `held`, in the same process
       expect(await until(async () => (await limiter.snapshot()).waiting === 1)).toBe(true);
@@ -131,7 +138,12 @@ describe('a heartbeat that missed its deadline (a process presumed dead meanwhil
     // at once, as a long freeze leaves it: the process's mark has passed and a pump of another process
     // dropped its waiter; then Redis stalls, so that the heartbeats sent meanwhile run (the first one
     // answering wasAlive 0, and marking the process alive again) after their deadline
-    await fixture.admin.multi().zadd(keys.owners, 0, waiter.ownerId).zrem(keys.waiting, member ?? '').call('DEBUG', 'SLEEP', String(STALL_SECONDS)).exec();
+    await fixture.admin
+      .multi()
+      .zadd(keys.owners, 0, waiter.ownerId)
+      .zrem(keys.waiting, member ?? '')
+      .call('DEBUG', 'SLEEP', String(STALL_SECONDS))
+      .exec();
     // before the fix the late reply was read for its grants only: every later heartbeat answered
     // wasAlive 1, the waiter was never submitted again, and it waited for ever with a free slot
     await held.release();

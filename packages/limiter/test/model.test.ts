@@ -164,7 +164,14 @@ describe('model test (fast-check)', () => {
     await fc.assert(
       fc.asyncProperty(fc.integer({ min: 1, max: 2 }), fc.commands(commands, { maxCommands: 18 }), async (limit, steps) => {
         const name = uniqueName('model');
-        const options = { redis: redis.url, name, concurrency: limit, leaseTtlMs: 60_000, heartbeatMs: 20_000, rates: { tokens: { limit: CAPACITY_TOKENS, intervalMs: REFILL_INTERVAL_MS } } };
+        const options = {
+          redis: redis.url,
+          name,
+          concurrency: limit,
+          leaseTtlMs: 60_000,
+          heartbeatMs: 20_000,
+          rates: { tokens: { limit: CAPACITY_TOKENS, intervalMs: REFILL_INTERVAL_MS } },
+        };
         const owners = [createLimiter(options), createLimiter(options)];
         await Promise.all(owners.map((owner) => owner.ready()));
         const real = new Real(owners);

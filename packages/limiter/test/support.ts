@@ -54,7 +54,11 @@ export async function startDebugRedis(): Promise<DebugRedis> {
  * Registers a test file's hooks: one DEBUG-enabled Redis for the file, and the limiters a test opens
  * with `limiter()` are closed after it (on the file's Redis unless `redis` says otherwise).
  */
-export function useDebugRedis(): { readonly redis: DebugRedis; readonly admin: Redis; limiter(options: Omit<LimiterOptions, 'redis'> & { redis?: LimiterOptions['redis'] }): Promise<Limiter> } {
+export function useDebugRedis(): {
+  readonly redis: DebugRedis;
+  readonly admin: Redis;
+  limiter(options: Omit<LimiterOptions, 'redis'> & { redis?: LimiterOptions['redis'] }): Promise<Limiter>;
+} {
   let redis: DebugRedis | undefined;
   const open: Limiter[] = [];
   beforeAll(async () => {

@@ -18,7 +18,10 @@ export const envInt = (min: number, max: number = Number.MAX_SAFE_INTEGER) => z.
  * needs them to read the limiter's state). At least one limit must be set.
  */
 export const tollgateEnvSchema = z.object({
-  REDIS_URL: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL')
+    .default('redis://127.0.0.1:6379'),
   /** Redis Cluster seed nodes, `host:port,host:port`; when set it replaces `REDIS_URL`. */
   REDIS_CLUSTER_NODES: z
     .string()
@@ -108,7 +111,9 @@ export function redisFromEnv(env: TollgateEnv): EnvRedis {
 export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.REDIS_URL): LimiterOptions {
   const perMinute = (limit: number | undefined) => (limit === undefined ? undefined : { limit, intervalMs: MINUTE_MS });
   const rates = Object.fromEntries(
-    Object.entries({ requests: perMinute(env.TOLLGATE_RPM), inputTokens: perMinute(env.TOLLGATE_ITPM), outputTokens: perMinute(env.TOLLGATE_OTPM) }).filter(([, rate]) => rate !== undefined),
+    Object.entries({ requests: perMinute(env.TOLLGATE_RPM), inputTokens: perMinute(env.TOLLGATE_ITPM), outputTokens: perMinute(env.TOLLGATE_OTPM) }).filter(
+      ([, rate]) => rate !== undefined,
+    ),
   ) as Record<string, { limit: number; intervalMs: number }>;
   return {
     redis,

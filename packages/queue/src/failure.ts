@@ -14,7 +14,6 @@ const INTERNAL_STATUS = 500;
 const STREAM_ERROR_STATUSES: Readonly<Record<string, number>> = { overloaded_error: 529, api_error: 500, timeout_error: 504, rate_limit_error: 429 };
 const SPEND_LIMIT_ERROR_CODE = 'enforced_spend_limit_reached';
 
-
 /** How a job attempt failed, as stored in BullMQ's `failedReason` (JSON): the error body is kept whole. */
 export const jobFailureSchema = z.strictObject({
   status: z.number().int().min(100).max(599),
@@ -58,7 +57,7 @@ export function describeFailure(error: unknown): JobFailure {
       const status = STREAM_ERROR_STATUSES[parsed.data.error.type] ?? INTERNAL_STATUS;
       return { status, retryable: status !== INTERNAL_STATUS || parsed.data.error.type === 'api_error', body: parsed.data };
     }
-    const body: ErrorBody = parsed.success ? (parsed.data) : errorBody(statusType(error.status), error.message, requestId);
+    const body: ErrorBody = parsed.success ? parsed.data : errorBody(statusType(error.status), error.message, requestId);
     const final =
       NON_RETRYABLE_STATUSES.has(error.status) ||
       error.headers?.get('x-should-retry') === 'false' ||
@@ -67,7 +66,8 @@ export function describeFailure(error: unknown): JobFailure {
     return { status: error.status, retryable: !final, body, ...(Object.keys(headers).length === 0 ? {} : { headers }) };
   }
   if (error instanceof TollgateError) {
-    if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT') return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };
+    if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT')
+      return { status: 400, retryable: false, body: errorBody('invalid_request_error', error.message) };
     return { status: UNAVAILABLE_STATUS, retryable: true, body: errorBody('api_error', error.message) };
   }
   const failed = toError(error);
@@ -78,15 +78,24 @@ export function describeFailure(error: unknown): JobFailure {
 /** Anthropic's `error.type` for a status (anthropic-api.md §2). */
 export function statusType(status: number): string {
   switch (status) {
-    case 400: return 'invalid_request_error';
-    case 401: return 'authentication_error';
-    case 403: return 'permission_error';
-    case 404: return 'not_found_error';
-    case 413: return 'request_too_large';
-    case 429: return 'rate_limit_error';
-    case 504: return 'timeout_error';
-    case 529: return 'overloaded_error';
-    default: return 'api_error';
+    case 400:
+      return 'invalid_request_error';
+    case 401:
+      return 'authentication_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 413:
+      return 'request_too_large';
+    case 429:
+      return 'rate_limit_error';
+    case 504:
+      return 'timeout_error';
+    case 529:
+      return 'overloaded_error';
+    default:
+      return 'api_error';
   }
 }
 

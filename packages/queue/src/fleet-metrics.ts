@@ -59,17 +59,42 @@ export class FleetGauges {
     const labelNames = ACCOUNT_LABELS;
     const bucketLabels = [...ACCOUNT_LABELS, 'dimension'] as const;
     this.#inFlight = new Gauge({ name: 'tollgate_permits_in_flight', help: 'Permits in flight fleet-wide (limiter snapshot)', labelNames, registers });
-    this.#limit = new Gauge({ name: 'tollgate_concurrency_limit', help: 'Effective fleet-wide concurrency limit (adaptive control may hold it below the configured one)', labelNames, registers });
+    this.#limit = new Gauge({
+      name: 'tollgate_concurrency_limit',
+      help: 'Effective fleet-wide concurrency limit (adaptive control may hold it below the configured one)',
+      labelNames,
+      registers,
+    });
     this.#configured = new Gauge({ name: 'tollgate_concurrency_configured', help: 'Configured fleet-wide concurrency limit', labelNames, registers });
     this.#waiting = new Gauge({ name: 'tollgate_waiting', help: 'Waiters for a permit, fleet-wide', labelNames, registers });
     this.#pause = new Gauge({ name: 'tollgate_pause_remaining_seconds', help: 'Seconds left of a fleet-wide pause (0: not paused)', labelNames, registers });
     this.#bucketTokens = new Gauge({ name: 'tollgate_bucket_tokens', help: 'Tokens in each bucket (negative: debt)', labelNames: bucketLabels, registers });
     this.#bucketCapacity = new Gauge({ name: 'tollgate_bucket_capacity_tokens', help: 'Capacity of each bucket', labelNames: bucketLabels, registers });
-    this.#bucketRefill = new Gauge({ name: 'tollgate_bucket_refill_tokens_per_second', help: 'Refill rate of each bucket: the limit per second', labelNames: bucketLabels, registers });
-    this.#queueJobs = new Gauge({ name: 'tollgate_queue_jobs', help: 'Jobs in the queue by state (waiting + prioritized = waiting for a worker)', labelNames: ['queue', 'state'], registers });
+    this.#bucketRefill = new Gauge({
+      name: 'tollgate_bucket_refill_tokens_per_second',
+      help: 'Refill rate of each bucket: the limit per second',
+      labelNames: bucketLabels,
+      registers,
+    });
+    this.#queueJobs = new Gauge({
+      name: 'tollgate_queue_jobs',
+      help: 'Jobs in the queue by state (waiting + prioritized = waiting for a worker)',
+      labelNames: ['queue', 'state'],
+      registers,
+    });
     const tenantLabels = [...ACCOUNT_LABELS, 'tenant'] as const;
-    this.#tenantInFlight = new Gauge({ name: 'tollgate_tenant_jobs_in_flight', help: 'Jobs of each tenant held by a worker now, fleet-wide ("-": no tenant)', labelNames: tenantLabels, registers });
-    this.#tenantWaiting = new Gauge({ name: 'tollgate_tenant_jobs_waiting', help: 'Unfinished jobs of each tenant not held by a worker (waiting, prioritized, delayed), fleet-wide', labelNames: tenantLabels, registers });
+    this.#tenantInFlight = new Gauge({
+      name: 'tollgate_tenant_jobs_in_flight',
+      help: 'Jobs of each tenant held by a worker now, fleet-wide ("-": no tenant)',
+      labelNames: tenantLabels,
+      registers,
+    });
+    this.#tenantWaiting = new Gauge({
+      name: 'tollgate_tenant_jobs_waiting',
+      help: 'Unfinished jobs of each tenant not held by a worker (waiting, prioritized, delayed), fleet-wide',
+      labelNames: tenantLabels,
+      registers,
+    });
     for (const tenant of (scope.tenants ?? []).slice(0, TENANT_SERIES_MAX)) this.#tenantsShown.add(tenant);
     this.#updateTenants([]);
     this.#redisUp = new Gauge({ name: 'tollgate_redis_up', help: '1 when this process reached Redis at the last scrape', registers });

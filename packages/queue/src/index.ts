@@ -58,7 +58,16 @@ export {
   type ModelsParams,
 } from './schema.js';
 export type { JobResult, UpstreamMeta } from './upstream.js';
-export { IdempotencyConflictError, InvalidRequestError, JobLostError, JobWaitTimeoutError, QueueUnavailableError, TenantQueueFullError, UpstreamError, type ErrorBody } from './errors.js';
+export {
+  IdempotencyConflictError,
+  InvalidRequestError,
+  JobLostError,
+  JobWaitTimeoutError,
+  QueueUnavailableError,
+  TenantQueueFullError,
+  UpstreamError,
+  type ErrorBody,
+} from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, isJobId } from './job-ids.js';
 export type { JobFailure } from './failure.js';
 export { QUEUE_NAME_PATTERN } from './keys.js';

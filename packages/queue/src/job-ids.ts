@@ -25,7 +25,10 @@ export function randomJobId(): string {
  * different one. `\0` cannot occur in a tenant name, so (tenant, key) pairs cannot run into each other.
  */
 export function idempotentJobId(tenant: string | null, key: string): string {
-  const digest = createHash('sha256').update(`${DERIVATION_TAG}\0${tenant ?? ''}\0`).update(key, 'utf8').digest();
+  const digest = createHash('sha256')
+    .update(`${DERIVATION_TAG}\0${tenant ?? ''}\0`)
+    .update(key, 'utf8')
+    .digest();
   return JOB_ID_PREFIX + digest.subarray(0, JOB_ID_BYTES).toString('base64url');
 }
 

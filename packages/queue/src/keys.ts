@@ -6,7 +6,8 @@ export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
 
 /** Every key of one queue, with one hash tag so BullMQ's scripts and our per-job streams stay in one Cluster slot. */
 export function queueKeys(queue: string) {
-  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue)) throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters)');
+  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue))
+    throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters)');
   const prefix = `{tollgate-queue:${queue}}`;
   return {
     /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */

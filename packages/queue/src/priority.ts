@@ -5,6 +5,7 @@ import { InvalidArgumentError, PRIORITY_MAX, PRIORITY_MIN } from '@tollgate/limi
  * prioritized set, so every job gets 1 + priority: all jobs share one ordered set, FIFO within a priority.
  */
 export function bullmqPriority(priority: number): number {
-  if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) throw new InvalidArgumentError('priority', priority, `an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
+  if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX)
+    throw new InvalidArgumentError('priority', priority, `an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
   return priority + 1;
 }

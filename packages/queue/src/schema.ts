@@ -118,11 +118,7 @@ function checkParams(route: JobRoute, input: unknown, prefix = ''): Record<strin
  * caller's object).
  */
 export class RequestBody {
-  private constructor(
-    readonly route: JobRoute,
-    readonly text: string,
-    readonly params: Record<string, unknown>,
-  ) {}
+  private constructor(readonly route: JobRoute, readonly text: string, readonly params: Record<string, unknown>) {}
 
   /**
    * Parses and checks JSON text; the text itself is kept byte for byte.

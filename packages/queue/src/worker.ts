@@ -55,17 +55,41 @@ const workerOptionsSchema = z.strictObject({
   client: z.custom<MessagesClient | ClientForPriority>((value) => typeof value === 'function' || isClient(value), 'expected an Anthropic client or a function of priority'),
   /** Jobs this process runs at once; the fleet-wide limit is the limiter's. */
   concurrency: z.number().int().min(1).max(WORKER_CONCURRENCY_MAX),
-  lockDurationMs: z.number().int().min(100).max(10 * 60 * 1000).default(LOCK_DURATION_MS_DEFAULT),
-  stalledIntervalMs: z.number().int().min(100).max(10 * 60 * 1000).default(STALLED_INTERVAL_MS_DEFAULT),
+  lockDurationMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(10 * 60 * 1000)
+    .default(LOCK_DURATION_MS_DEFAULT),
+  stalledIntervalMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(10 * 60 * 1000)
+    .default(STALLED_INTERVAL_MS_DEFAULT),
   maxStalledCount: z.number().int().min(0).max(100).default(MAX_STALLED_COUNT_DEFAULT),
-  drainTimeoutMs: z.number().int().min(0).max(60 * 60 * 1000).default(DRAIN_TIMEOUT_MS_DEFAULT),
-  logger: z.custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', 'expected a pino logger').optional(),
+  drainTimeoutMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(60 * 60 * 1000)
+    .default(DRAIN_TIMEOUT_MS_DEFAULT),
+  logger: z
+    .custom<Logger>((value) => typeof value === 'object' && value !== null && typeof (value as { child?: unknown }).child === 'function', 'expected a pino logger')
+    .optional(),
   /** Answers models jobs (`GET /v1/models…` through the SDK's `get`); absent: models jobs fail with a 404. */
-  modelsClient: z.custom<Pick<Anthropic, 'get'>>((value) => typeof value === 'object' && value !== null && typeof (value as { get?: unknown }).get === 'function', 'expected an Anthropic client').optional(),
+  modelsClient: z
+    .custom<Pick<Anthropic, 'get'>>(
+      (value) => typeof value === 'object' && value !== null && typeof (value as { get?: unknown }).get === 'function',
+      'expected an Anthropic client',
+    )
+    .optional(),
   /** Named in each answer's `tollgate-account` (the Messages limiter's name). */
   account: z.string().min(1).optional(),
   /** count_tokens jobs take one `requests` token from this limiter before their call (its own RPM); absent: not limited here. */
-  countTokensLimiter: z.custom<Limiter>((value) => typeof value === 'object' && value !== null && typeof (value as { acquire?: unknown }).acquire === 'function', 'expected a limiter').optional(),
+  countTokensLimiter: z
+    .custom<Limiter>((value) => typeof value === 'object' && value !== null && typeof (value as { acquire?: unknown }).acquire === 'function', 'expected a limiter')
+    .optional(),
 });
 
 export type WorkerOptions = z.input<typeof workerOptionsSchema>;
@@ -127,7 +151,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     // the per-tenant view: a finished job stops counting at once; the sweep catches what this misses (a crash in
     // between, a job failed by the stalled check, jobs removed by `queue drain`)
     const prune = (job: Job | undefined) => {
-      if (job?.id !== undefined) void pruneTenantJobs(this.#commands.client, this.#keys, [job.id]).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+      if (job?.id !== undefined)
+        void pruneTenantJobs(this.#commands.client, this.#keys, [job.id]).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
     };
     this.bullmq.on('completed', prune);
     this.bullmq.on('failed', prune);
@@ -231,8 +256,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
         signal?.aborted === true && signal.reason === LOCK_LOST_REASON
           ? { status: 503, retryable: true, body: anthropicError(503, 'the worker lost the job lock; the job is retried') }
           : signal?.aborted === true && signal.reason === CALLER_GONE_REASON
-            ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
-            : describeFailure(error);
+          ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
+          : describeFailure(error);
       // output already reached a reader: a retry would repeat it, so the stream ends with the error instead
       const outputSent = publisher !== undefined && publisher.written > 1; // the first event is the upstream's headers
       const retriesLeft = attempt < (job.opts.attempts ?? 1);

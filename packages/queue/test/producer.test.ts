@@ -76,7 +76,7 @@ describe('enqueue', () => {
     expect(job?.data.headers).toEqual({ 'anthropic-beta': 'b-1,b-2', 'anthropic-version': '2023-06-01' });
   });
 
-  it('keeps a RequestBody\'s text byte for byte (spacing, number spelling, escapes, integer-like keys)', async () => {
+  it("keeps a RequestBody's text byte for byte (spacing, number spelling, escapes, integer-like keys)", async () => {
     const text = '{ "model": "claude-haiku-4-5", "max_tokens": 8,\n "z": {"2": 1.50, "1": "\\u00e9"}, "messages": [{"role": "user", "content": "hi"}] }';
     const id = await producer.enqueue(RequestBody.fromText(text));
     expect((await rawJob(producer.queue, id))?.data.body).toBe(text);

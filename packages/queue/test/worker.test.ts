@@ -5,25 +5,8 @@ import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  RequestBody,
-  UpstreamError,
-  createProducer,
-  createWorker,
-  type MessagesClient,
-  type Producer,
-  type QueueWorker,
-  type WorkerEvents,
-} from '../src/index.js';
-import {
-  JOB_FAILED_EVENT,
-  JOB_UPSTREAM_EVENT,
-  randomJobId,
-  decodeFailure,
-  idempotentJobId,
-  queueKeys,
-  readJobEvents,
-} from '../src/internal.js';
+import { RequestBody, UpstreamError, createProducer, createWorker, type MessagesClient, type Producer, type QueueWorker, type WorkerEvents } from '../src/index.js';
+import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, randomJobId, decodeFailure, idempotentJobId, queueKeys, readJobEvents } from '../src/internal.js';
 import { nextEvent, rawJob, request, sdkClient, textOf, thrown } from './support.js';
 
 const FLEET_CONCURRENCY = 3;
@@ -140,7 +123,8 @@ describe('the worker runs jobs through the limited client', () => {
 });
 
 describe('the upstream call carries the job as the caller sent it', () => {
-  const text = '{"model":"claude-haiku-4-5","zeta":{"b":[1,{"a":null}],"c":"\\u00e9"},"max_tokens":16,"messages":[{"role":"user","content":"raw bytes"}],"metadata":{"user_id":"u"}}';
+  const text =
+    '{"model":"claude-haiku-4-5","zeta":{"b":[1,{"a":null}],"c":"\\u00e9"},"max_tokens":16,"messages":[{"role":"user","content":"raw bytes"}],"metadata":{"user_id":"u"}}';
 
   it('sends the body byte for byte with its anthropic-beta and anthropic-version headers, and returns the upstream headers', async () => {
     worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 2, account: 'acct-main' });
@@ -152,7 +136,10 @@ describe('the upstream call carries the job as the caller sent it', () => {
     const [sent] = mock.requests();
     expect(sent?.body).toBe(text);
     expect(sent?.headers).toMatchObject(headers);
-    expect((failure as UpstreamError).body).toMatchObject({ error: { message: 'zeta: Extra inputs are not permitted' }, request_id: sent === undefined ? '' : expect.stringMatching(/^req_/) });
+    expect((failure as UpstreamError).body).toMatchObject({
+      error: { message: 'zeta: Extra inputs are not permitted' },
+      request_id: sent === undefined ? '' : expect.stringMatching(/^req_/),
+    });
     expect((failure as UpstreamError).headers['request-id']).toBe((failure as UpstreamError).requestId);
   });
 
@@ -244,7 +231,10 @@ describe('aborts', () => {
     const failed = nextEvent(on('failed'), () => true);
     const lockLost = nextEvent(on('lockLost'), () => true);
     const jobId = await producer.enqueue(request('lock'));
-    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 1);
+    await nextEvent<{ inFlight: number }>(
+      (listener) => poll(() => listener({ inFlight: mock.stats().inFlight })),
+      (s) => s.inFlight === 1,
+    );
     const admin = new Redis(redis.url);
     await admin.del(`${queueKeys(queue).prefix}:${queue}:${jobId}:lock`); // another owner took it, as after a long pause
     admin.disconnect();
@@ -262,7 +252,10 @@ describe('aborts', () => {
     mock.setConfig({ latency: { timeToFirstTokenMs: SLOW_FIRST_TOKEN_MS } });
     worker = createWorker({ redis: redis.url, queue, client: limitedClients(), concurrency: 1 });
     const jobId = await producer.enqueue({ ...request('abandoned'), stream: true });
-    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 1);
+    await nextEvent<{ inFlight: number }>(
+      (listener) => poll(() => listener({ inFlight: mock.stats().inFlight })),
+      (s) => s.inFlight === 1,
+    );
     expect(await producer.abandon(jobId, { abortRunning: false })).toBe('running');
     expect(await producer.abandon(jobId, { abortRunning: true })).toBe('aborting');
     const error = await thrown(() => producer.wait(jobId));
@@ -276,7 +269,10 @@ describe('aborts', () => {
     worker = createWorker({ redis: redis.url, queue, client: sdkClient(mock.url), concurrency: 1 });
     const handedBack = nextEvent(on('handedBack'), () => true);
     const jobId = await producer.enqueue(request('drain'));
-    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 1);
+    await nextEvent<{ inFlight: number }>(
+      (listener) => poll(() => listener({ inFlight: mock.stats().inFlight })),
+      (s) => s.inFlight === 1,
+    );
     await worker.close({ drainTimeoutMs: 100 });
     expect((await handedBack).jobId).toBe(jobId);
     const job = await rawJob(producer.queue, jobId);
@@ -292,7 +288,10 @@ describe('aborts', () => {
     mock.setConfig({ latency: { timeToFirstTokenMs: 300 } });
     worker = createWorker({ redis: redis.url, queue, client: sdkClient(mock.url), concurrency: 2 });
     const jobIds = await Promise.all([1, 2].map((i) => producer.enqueue(request(`finish ${i}`))));
-    await nextEvent<{ inFlight: number }>((listener) => poll(() => listener({ inFlight: mock.stats().inFlight })), (s) => s.inFlight === 2);
+    await nextEvent<{ inFlight: number }>(
+      (listener) => poll(() => listener({ inFlight: mock.stats().inFlight })),
+      (s) => s.inFlight === 2,
+    );
     await worker.close({ drainTimeoutMs: 30_000 });
     for (const jobId of jobIds) expect(await (await rawJob(producer.queue, jobId))?.getState()).toBe('completed');
   });
@@ -303,4 +302,3 @@ function poll(sample: () => void): () => void {
   const timer = setInterval(sample, 10);
   return () => clearInterval(timer);
 }
-

@@ -74,16 +74,26 @@ export class RedisServerProcess {
   async start(): Promise<void> {
     if (this.#child) return;
     const args = [
-      '--port', String(this.port),
-      '--bind', '127.0.0.1',
-      '--dir', this.dir,
-      '--save', '',
-      '--appendonly', this.#options.appendonly ? 'yes' : 'no',
-      '--appendfsync', 'always',
-      '--maxmemory-policy', 'noeviction',
-      '--daemonize', 'no',
-      '--logfile', '',
-      '--loglevel', 'warning',
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      this.dir,
+      '--save',
+      '',
+      '--appendonly',
+      this.#options.appendonly ? 'yes' : 'no',
+      '--appendfsync',
+      'always',
+      '--maxmemory-policy',
+      'noeviction',
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--loglevel',
+      'warning',
       ...(this.#options.args ?? []),
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -95,9 +105,7 @@ export class RedisServerProcess {
       if (this.#child === child) this.#child = undefined;
     });
     const spawnError = new Promise<never>((_, reject) =>
-      child.once('error', (error) =>
-        reject(new Error(`could not start redis-server (is it installed? apt-get install -y redis-server): ${error.message}`, { cause: error })),
-      ),
+      child.once('error', (error) => reject(new Error(`could not start redis-server (is it installed? apt-get install -y redis-server): ${error.message}`, { cause: error }))),
     );
     await Promise.race([this.#waitUntilReady(() => stderr), spawnError]);
   }

@@ -11,10 +11,14 @@ describe('eventually', () => {
   it('resolves false when the check never holds, after one last check at the deadline', async () => {
     let calls = 0;
     expect(
-      await eventually(async () => {
-        calls++;
-        return false;
-      }, 30, 5),
+      await eventually(
+        async () => {
+          calls++;
+          return false;
+        },
+        30,
+        5,
+      ),
     ).toBe(false);
     expect(calls).toBeGreaterThanOrEqual(2);
   });

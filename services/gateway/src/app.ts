@@ -158,13 +158,17 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
   }
   if (error instanceof UpstreamError) {
     // the upstream's answer as it sent it: status, body, request id and rate-limit headers
-    return reply.code(error.status).headers({ ...error.headers, [REQUEST_ID_HEADER]: request.id, [JOB_ID_HEADER]: error.jobId }).send(error.body);
+    return reply
+      .code(error.status)
+      .headers({ ...error.headers, [REQUEST_ID_HEADER]: request.id, [JOB_ID_HEADER]: error.jobId })
+      .send(error.body);
   }
   if (error instanceof JobWaitTimeoutError) {
     void reply.header(JOB_ID_HEADER, error.jobId);
     return sendError(request, reply, 504, error.message);
   }
-  if (error instanceof QueueUnavailableError || isConnectionError(error)) return sendError(request, reply, 503, 'The queue is unavailable: Redis is unreachable. Nothing was enqueued; retry later.');
+  if (error instanceof QueueUnavailableError || isConnectionError(error))
+    return sendError(request, reply, 503, 'The queue is unavailable: Redis is unreachable. Nothing was enqueued; retry later.');
   request.log.error({ err: { name: toError(error).name, message: toError(error).message } }, 'unexpected error');
   return sendError(request, reply, 500, 'Internal server error');
 }
@@ -183,7 +187,12 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     queue: env.TOLLGATE_QUEUE,
     redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS,
     tenantQueuedMax: env.GATEWAY_TENANT_QUEUED_MAX,
-    retention: { completedSeconds: env.GATEWAY_KEEP_COMPLETED_SECONDS, completedJobs: env.GATEWAY_KEEP_COMPLETED_JOBS, failedSeconds: env.GATEWAY_KEEP_FAILED_SECONDS, failedJobs: env.GATEWAY_KEEP_FAILED_JOBS },
+    retention: {
+      completedSeconds: env.GATEWAY_KEEP_COMPLETED_SECONDS,
+      completedJobs: env.GATEWAY_KEEP_COMPLETED_JOBS,
+      failedSeconds: env.GATEWAY_KEEP_FAILED_SECONDS,
+      failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
+    },
   });
   const limiter = createLimiter({ ...limiterOptionsFromEnv(env, source.input), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
@@ -267,7 +276,8 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     const known = API_ROUTES.find((route) => route.path.test(path));
     if (known !== undefined) {
       // deny by default here too: only a tenant learns which methods a path has
-      if (tokens.tenantOf(request.headers) === undefined) return sendError(request, reply, 401, tokenOf(request.headers) === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
+      if (tokens.tenantOf(request.headers) === undefined)
+        return sendError(request, reply, 401, tokenOf(request.headers) === undefined ? 'x-api-key header is required' : 'Invalid bearer token');
       return sendError(request, reply.header('allow', known.methods.join(', ')), 405, `Method not allowed: ${request.method} ${cutText(path)}`);
     }
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
@@ -310,7 +320,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     try {
       const result = await producer.waitForResult(jobId, { timeoutMs: env.GATEWAY_WAIT_MS, signal: gone.signal });
       answered?.(result.answer, result.upstream.headers);
-      return reply.code(200).headers(answerHeaders(request, jobId, result.upstream, performance.now() - startedAt)).send(result.answer);
+      return reply
+        .code(200)
+        .headers(answerHeaders(request, jobId, result.upstream, performance.now() - startedAt))
+        .send(result.answer);
     } catch (error) {
       if (gone.signal.aborted) return reply; // nobody left to answer
       if (error instanceof UpstreamError || error instanceof JobWaitTimeoutError || error instanceof JobLostError) return sendFailure(request, reply, error);
@@ -334,8 +347,15 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     // caps first, so that a refused stream enqueues nothing
     const tenant = request.tenant ?? '';
     const ofTenant = openStreams.get(tenant) ?? 0;
-    if (openStreamsTotal >= env.GATEWAY_STREAMS_MAX) return sendError(request, reply, 529, `the gateway relays ${env.GATEWAY_STREAMS_MAX} streams already (GATEWAY_STREAMS_MAX); retry shortly`);
-    if (ofTenant >= env.GATEWAY_TENANT_STREAMS_MAX) return sendError(request, reply, 429, `tenant ${tenant} has ${env.GATEWAY_TENANT_STREAMS_MAX} streams open, the most it may (GATEWAY_TENANT_STREAMS_MAX); retry when one ends`);
+    if (openStreamsTotal >= env.GATEWAY_STREAMS_MAX)
+      return sendError(request, reply, 529, `the gateway relays ${env.GATEWAY_STREAMS_MAX} streams already (GATEWAY_STREAMS_MAX); retry shortly`);
+    if (ofTenant >= env.GATEWAY_TENANT_STREAMS_MAX)
+      return sendError(
+        request,
+        reply,
+        429,
+        `tenant ${tenant} has ${env.GATEWAY_TENANT_STREAMS_MAX} streams open, the most it may (GATEWAY_TENANT_STREAMS_MAX); retry when one ends`,
+      );
     openStreams.set(tenant, ofTenant + 1);
     openStreamsTotal += 1;
     try {
@@ -385,7 +405,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     const cacheKey = JSON.stringify([id, query, options.headers]);
     const cached = modelsCache.get(cacheKey);
     if (cached !== undefined && cached.expiresAtMs > performance.now()) {
-      return reply.code(200).headers({ ...cached.headers, 'request-id': request.id, [REQUEST_ID_HEADER]: request.id, [CACHE_HEADER]: 'hit' }).send(cached.body);
+      return reply
+        .code(200)
+        .headers({ ...cached.headers, 'request-id': request.id, [REQUEST_ID_HEADER]: request.id, [CACHE_HEADER]: 'hit' })
+        .send(cached.body);
     }
     return answerJob(request, reply, RequestBody.fromParams({ id, query }, 'models'), options, (body, upstreamHeaders) => {
       if (env.GATEWAY_MODELS_CACHE_MS === 0) return;

@@ -42,11 +42,15 @@ const adminTokenSchema = z.string().min(TOKEN_LENGTH_MIN, `expected at least ${T
 /** `tenant:token,tenant:token` → token → tenant. */
 const tokensSchema = z.string().transform((value, context) => {
   const byToken = new Map<string, string>();
-  for (const entry of value.split(',').map((part) => part.trim()).filter((part) => part.length > 0)) {
+  for (const entry of value
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part.length > 0)) {
     const separator = entry.indexOf(':');
     const tenant = entry.slice(0, separator);
     const token = entry.slice(separator + 1);
-    if (separator < 1 || !TENANT_PATTERN.test(tenant)) context.addIssue({ code: 'custom', message: 'expected tenant:token pairs separated by commas; a tenant is letters, digits and ._-' });
+    if (separator < 1 || !TENANT_PATTERN.test(tenant))
+      context.addIssue({ code: 'custom', message: 'expected tenant:token pairs separated by commas; a tenant is letters, digits and ._-' });
     else if (token.length < TOKEN_LENGTH_MIN) context.addIssue({ code: 'custom', message: `the token of tenant ${tenant} is shorter than ${TOKEN_LENGTH_MIN} characters` });
     else if (byToken.has(token)) context.addIssue({ code: 'custom', message: `tenant ${tenant} reuses another tenant's token` });
     else byToken.set(token, tenant);

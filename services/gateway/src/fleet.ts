@@ -75,7 +75,7 @@ export class FleetMonitor {
     ]);
     const previous = this.history.at(-1);
     const atMs = Date.now();
-    const currentTotals = totals.status === 'fulfilled' ? totals.value : (previous?.totals ?? {});
+    const currentTotals = totals.status === 'fulfilled' ? totals.value : previous?.totals ?? {};
     const seconds = previous === undefined ? 0 : (atMs - previous.atMs) / 1_000;
     const rate = (field: string) => (previous === undefined || seconds <= 0 ? 0 : Math.max(0, ((currentTotals[field] ?? 0) - (previous.totals[field] ?? 0)) / seconds));
     const limiter = snapshot.status === 'fulfilled' ? snapshot.value : null;
@@ -85,7 +85,15 @@ export class FleetMonitor {
       limiter:
         limiter === null
           ? null
-          : { nowMs: limiter.nowMs, inFlight: limiter.inFlight, concurrency: limiter.concurrency, concurrencyConfigured: limiter.concurrencyConfigured, waiting: limiter.waiting, pausedUntilMs: limiter.pausedUntilMs, buckets: limiter.buckets },
+          : {
+              nowMs: limiter.nowMs,
+              inFlight: limiter.inFlight,
+              concurrency: limiter.concurrency,
+              concurrencyConfigured: limiter.concurrencyConfigured,
+              waiting: limiter.waiting,
+              pausedUntilMs: limiter.pausedUntilMs,
+              buckets: limiter.buckets,
+            },
       queue: queue.status === 'fulfilled' ? queue.value : null,
       tenants: tenants.status === 'fulfilled' ? tenants.value : null,
       totals: currentTotals,

@@ -14,7 +14,10 @@ export const newRequestId = () => `req_${randomBytes(REQUEST_ID_BYTES).toString(
 /** Sends Anthropic's error envelope (anthropic-api.md §2) with the request's id. */
 export function sendError(request: FastifyRequest, reply: FastifyReply, status: number, message: string, type?: string): FastifyReply {
   const body = anthropicError(status, cutText(message), request.id);
-  return reply.code(status).type('application/json').send(type === undefined ? body : { ...body, error: { ...body.error, type } });
+  return reply
+    .code(status)
+    .type('application/json')
+    .send(type === undefined ? body : { ...body, error: { ...body.error, type } });
 }
 
 /** The code of the error a too deeply nested body raises. */
@@ -47,8 +50,8 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
     error.code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'Request header fields too large: the request line and headers must fit in 16 KiB']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'Request timed out: the whole request must arrive within the gateway request timeout']
-        : [400, 'Malformed HTTP request'];
+      ? [408, 'Request timed out: the whole request must arrive within the gateway request timeout']
+      : [400, 'Malformed HTTP request'];
   const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage; // an answer already under way
   if (socket.writable && pending?.headersSent !== true) {
     const body = JSON.stringify(anthropicError(status, message, newRequestId()));

@@ -38,7 +38,12 @@ beforeAll(async () => {
     TOLLGATE_RPM: String(RPM),
     TOLLGATE_ITPM: String(ITPM),
   }));
-  limiter = createLimiter({ redis: redis.url, name, concurrency: CONCURRENCY, rates: { requests: { limit: RPM, intervalMs: 60_000 }, inputTokens: { limit: ITPM, intervalMs: 60_000 } } });
+  limiter = createLimiter({
+    redis: redis.url,
+    name,
+    concurrency: CONCURRENCY,
+    rates: { requests: { limit: RPM, intervalMs: 60_000 }, inputTokens: { limit: ITPM, intervalMs: 60_000 } },
+  });
   for (let i = 0; i < PERMITS_HELD; i += 1) permits.push(await limiter.acquire({ cost: { inputTokens: 1_000 } }));
   // no worker: they stay waiting; 3 of tenant alpha, 1 without a tenant
   for (let i = 0; i < 4; i += 1) await gateway.producer.enqueue(request(`queued ${i}`), i < 3 ? { tenant: 'alpha' } : {});

@@ -31,10 +31,25 @@ beforeAll(async () => {
   mock = await startMockAnthropic({ seed: SEED, limits: { concurrency: FLEET_CONCURRENCY }, latency: { timeToFirstTokenMs: CALL_MS }, apiKeys: [API_KEY] });
   reference = await startMockAnthropic({ seed: SEED });
   const queue = uniqueName('e2e');
-  const shared = { REDIS_URL: redis.url, TOLLGATE_QUEUE: queue, TOLLGATE_NAME: `${queue}-limiter`, TOLLGATE_CONCURRENCY: String(FLEET_CONCURRENCY), TOLLGATE_RPM: '100000', TOLLGATE_OTPM: '10000000' };
+  const shared = {
+    REDIS_URL: redis.url,
+    TOLLGATE_QUEUE: queue,
+    TOLLGATE_NAME: `${queue}-limiter`,
+    TOLLGATE_CONCURRENCY: String(FLEET_CONCURRENCY),
+    TOLLGATE_RPM: '100000',
+    TOLLGATE_OTPM: '10000000',
+  };
   const started = await Promise.all([
     ...Array.from({ length: WORKERS }, () =>
-      spawnService(WORKER_ENTRY, { ...shared, ANTHROPIC_API_KEY: API_KEY, ANTHROPIC_BASE_URL: mock.url, WORKER_CONCURRENCY: '8', METRICS_PORT: '0', METRICS_HOST: '127.0.0.1', LOG_LEVEL: 'warn' }),
+      spawnService(WORKER_ENTRY, {
+        ...shared,
+        ANTHROPIC_API_KEY: API_KEY,
+        ANTHROPIC_BASE_URL: mock.url,
+        WORKER_CONCURRENCY: '8',
+        METRICS_PORT: '0',
+        METRICS_HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+      }),
     ),
     spawnGateway({ ...shared, GATEWAY_TOKENS: TOKENS, GATEWAY_WAIT_MS: String(WAIT_MS), LOG_LEVEL: 'warn' }),
   ]);

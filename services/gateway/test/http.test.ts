@@ -12,7 +12,12 @@ let url: string;
 
 beforeAll(async () => {
   redis = await startRedis();
-  ({ gateway, url } = await startGateway({ REDIS_URL: redis.url, TOLLGATE_QUEUE: uniqueName('gw'), TOLLGATE_NAME: uniqueName('gw-limiter'), GATEWAY_MAX_BODY_BYTES: String(MAX_BODY_BYTES) }));
+  ({ gateway, url } = await startGateway({
+    REDIS_URL: redis.url,
+    TOLLGATE_QUEUE: uniqueName('gw'),
+    TOLLGATE_NAME: uniqueName('gw-limiter'),
+    GATEWAY_MAX_BODY_BYTES: String(MAX_BODY_BYTES),
+  }));
 });
 afterAll(async () => {
   await gateway.close();
@@ -23,7 +28,11 @@ async function totalJobs(): Promise<number> {
   return Object.values(await gateway.producer.counts()).reduce((sum, count) => sum + count, 0);
 }
 
-async function post(path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; body: { type?: string; error?: { type: string; message: string }; request_id?: string } & Record<string, unknown>; headers: Headers }> {
+async function post(
+  path: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: { type?: string; error?: { type: string; message: string }; request_id?: string } & Record<string, unknown>; headers: Headers }> {
   const response = await fetch(`${url}${path}`, { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN_A}`, ...headers } });
   return { status: response.status, body: (await response.json()) as never, headers: response.headers };
 }

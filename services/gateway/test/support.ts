@@ -10,7 +10,10 @@ export const ADMIN_TOKEN = 'token-admin-0123456789abcdef';
 
 /** A gateway in this process on a free port. */
 export async function startGateway(env: Record<string, string>): Promise<{ gateway: Gateway; url: string }> {
-  const gateway = await buildGateway(parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: TOKENS, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN, TOLLGATE_CONCURRENCY: '4', ...env }), pino({ level: 'silent' }));
+  const gateway = await buildGateway(
+    parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: TOKENS, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN, TOLLGATE_CONCURRENCY: '4', ...env }),
+    pino({ level: 'silent' }),
+  );
   const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
   return { gateway, url };
 }

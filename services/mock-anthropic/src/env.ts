@@ -3,18 +3,17 @@ import { mockOptionsSchema, type MockOptions } from './options.js';
 
 /** A bad environment variable: the message names it and its value, so start-up fails with an obvious cause. */
 export class MockEnvError extends Error {
-  constructor(
-    readonly variable: string,
-    readonly value: string | undefined,
-    reason: string,
-  ) {
+  constructor(readonly variable: string, readonly value: string | undefined, reason: string) {
     super(`${variable}=${JSON.stringify(value)} is invalid: ${reason}`);
     this.name = new.target.name;
   }
 }
 
 const wholeNumber = z.string().regex(/^\d+$/, 'expected a whole number').transform(Number);
-const number = z.string().regex(/^\d+(\.\d+)?$/, 'expected a non-negative number').transform(Number);
+const number = z
+  .string()
+  .regex(/^\d+(\.\d+)?$/, 'expected a non-negative number')
+  .transform(Number);
 const boolean = z.enum(['true', 'false', '1', '0']).transform((value) => value === 'true' || value === '1');
 const keyList = z
   .string()

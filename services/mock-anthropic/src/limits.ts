@@ -22,11 +22,7 @@ export type PoolSpec = Pick<PoolLimits, 'rpm' | 'itpm' | 'otpm'> & { burst: Pick
 export class PoolBuckets {
   readonly buckets: Partial<Record<LimitDimension, TokenBucket>> = {};
 
-  constructor(
-    readonly name: string,
-    readonly spec: PoolSpec,
-    nowMs: number,
-  ) {
+  constructor(readonly name: string, readonly spec: PoolSpec, nowMs: number) {
     const requests = bucket(spec.rpm, spec.burst.rpm, nowMs);
     const inputTokens = bucket(spec.itpm, spec.burst.itpm, nowMs);
     const outputTokens = bucket(spec.otpm, spec.burst.otpm, nowMs);
@@ -152,13 +148,7 @@ const HEADER_NAME: Record<LimitDimension, string> = { requests: 'requests', inpu
  * rounded to the nearest 1,000 unless `roundHeaders` is off, 0 on the exceeded dimension) and `reset` = time of full
  * replenishment. `tokens-*` sums the input and output buckets.
  */
-export function rateLimitHeaders(
-  pool: PoolBuckets,
-  limits: Limits,
-  nowMs: number,
-  wallMs: number,
-  exceeded?: RateLimitKind,
-): Record<string, string> {
+export function rateLimitHeaders(pool: PoolBuckets, limits: Limits, nowMs: number, wallMs: number, exceeded?: RateLimitKind): Record<string, string> {
   const headers: Record<string, string> = {};
   let tokensLimit = 0;
   let tokensRemaining = 0;

@@ -69,7 +69,11 @@ export function modelsPage(models: Readonly<Record<string, ModelSpec>>, query: M
   let start = 0;
   let end = all.length;
   if (query.afterId !== undefined) start = all.findIndex((model) => model.id === query.afterId) + 1;
-  if (query.beforeId !== undefined) end = Math.max(0, all.findIndex((model) => model.id === query.beforeId));
+  if (query.beforeId !== undefined)
+    end = Math.max(
+      0,
+      all.findIndex((model) => model.id === query.beforeId),
+    );
   const window = all.slice(start, end);
   // before_id pages backwards: the page ends right before the cursor
   const data = query.beforeId !== undefined && query.afterId === undefined ? window.slice(-query.limit) : window.slice(0, query.limit);

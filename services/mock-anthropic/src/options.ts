@@ -50,44 +50,53 @@ export const poolLimitsSchema = z.strictObject({
  * Per-key limits, each off when absent. Buckets refill continuously at `limit / 60_000` per ms and hold at most
  * their burst capacity (default: the per-minute limit).
  */
-export const limitsSchema = z.strictObject({
-  /** Most in-flight Messages requests per key, open streams included. */
-  concurrency: perMinute.optional(),
-  /** Messages requests per minute. */
-  rpm: perMinute.optional(),
-  /** Input tokens per minute: `input_tokens + cache_creation_input_tokens` (plus cache reads on flagged models). */
-  itpm: perMinute.optional(),
-  /** Output tokens per minute. */
-  otpm: perMinute.optional(),
-  /** count_tokens requests per minute (its own limit; it uses none of the Messages limits). */
-  countTokensRpm: perMinute.optional(),
-  /** Bucket capacities; each defaults to its per-minute limit. */
-  burst: burstSchema.extend({ countTokensRpm: perMinute.optional() }).prefault({}),
-  /**
-   * `max_tokens`: admission needs a balance of `max_tokens` (capped at the capacity), charges it, then refunds the unused part.
-   * `actual`: admission needs a balance of 1 token; every generated token is charged as it is produced.
-   */
-  otpmMode: z.enum(['actual', 'max_tokens']).default('max_tokens'),
-  /** Round the token `remaining` headers to the nearest 1,000 like the real API. */
-  roundHeaders: z.boolean().default(true),
-  /** `retry-after` sent with a concurrency 429. */
-  concurrencyRetryAfterS: retryAfterS.default(CONCURRENCY_RETRY_AFTER_S_DEFAULT),
-  /** Settled input + output tokens per key after which every Messages request gets the spend-cap 429. */
-  spendCapTokens: z.number().int().min(1).optional(),
-  /**
-   * Model pools, each with its own RPM/ITPM/OTPM buckets; `concurrency`, `countTokensRpm` and the spend cap stay per key.
-   * A model that matches no pool is in pool `default`, whose limits are the top-level `rpm`, `itpm`, `otpm`.
-   */
-  pools: z
-    .record(z.string().regex(POOL_NAME_PATTERN).refine((name) => name !== DEFAULT_POOL), poolLimitsSchema, {
-      error: (issue) => (issue.code === 'invalid_key' ? `a pool name is letters, digits and ._-, and not "${DEFAULT_POOL}" (the pool of unmatched models)` : undefined),
-    })
-    .default({}),
-}).superRefine((limits, context) => {
-  for (const conflict of patternConflicts(limits.pools)) {
-    context.addIssue({ code: 'custom', path: ['pools', conflict.pool, 'models', conflict.index], message: `also a pattern of pool ${conflict.firstPool}` });
-  }
-});
+export const limitsSchema = z
+  .strictObject({
+    /** Most in-flight Messages requests per key, open streams included. */
+    concurrency: perMinute.optional(),
+    /** Messages requests per minute. */
+    rpm: perMinute.optional(),
+    /** Input tokens per minute: `input_tokens + cache_creation_input_tokens` (plus cache reads on flagged models). */
+    itpm: perMinute.optional(),
+    /** Output tokens per minute. */
+    otpm: perMinute.optional(),
+    /** count_tokens requests per minute (its own limit; it uses none of the Messages limits). */
+    countTokensRpm: perMinute.optional(),
+    /** Bucket capacities; each defaults to its per-minute limit. */
+    burst: burstSchema.extend({ countTokensRpm: perMinute.optional() }).prefault({}),
+    /**
+     * `max_tokens`: admission needs a balance of `max_tokens` (capped at the capacity), charges it, then refunds the unused part.
+     * `actual`: admission needs a balance of 1 token; every generated token is charged as it is produced.
+     */
+    otpmMode: z.enum(['actual', 'max_tokens']).default('max_tokens'),
+    /** Round the token `remaining` headers to the nearest 1,000 like the real API. */
+    roundHeaders: z.boolean().default(true),
+    /** `retry-after` sent with a concurrency 429. */
+    concurrencyRetryAfterS: retryAfterS.default(CONCURRENCY_RETRY_AFTER_S_DEFAULT),
+    /** Settled input + output tokens per key after which every Messages request gets the spend-cap 429. */
+    spendCapTokens: z.number().int().min(1).optional(),
+    /**
+     * Model pools, each with its own RPM/ITPM/OTPM buckets; `concurrency`, `countTokensRpm` and the spend cap stay per key.
+     * A model that matches no pool is in pool `default`, whose limits are the top-level `rpm`, `itpm`, `otpm`.
+     */
+    pools: z
+      .record(
+        z
+          .string()
+          .regex(POOL_NAME_PATTERN)
+          .refine((name) => name !== DEFAULT_POOL),
+        poolLimitsSchema,
+        {
+          error: (issue) => (issue.code === 'invalid_key' ? `a pool name is letters, digits and ._-, and not "${DEFAULT_POOL}" (the pool of unmatched models)` : undefined),
+        },
+      )
+      .default({}),
+  })
+  .superRefine((limits, context) => {
+    for (const conflict of patternConflicts(limits.pools)) {
+      context.addIssue({ code: 'custom', path: ['pools', conflict.pool, 'models', conflict.index], message: `also a pattern of pool ${conflict.firstPool}` });
+    }
+  });
 
 /** A delay in milliseconds, fixed or drawn from the seeded random sequence. */
 export const delaySchema = z.union([
@@ -153,11 +162,9 @@ export const faultsSchema = z
     slowHeadersMs: delayMs.default(SLOW_HEADERS_MS_DEFAULT),
     stallMs: delayMs.default(STALL_MS_DEFAULT),
   })
-  .refine(
-    (f) =>
-      f.rate429 + f.rate529 + f.rate500 + f.rate504 + f.rateMidStreamError + f.rateReset + f.rateResetMidStream + f.rateSlowHeaders <= 1,
-    { message: 'fault rates must add up to at most 1' },
-  );
+  .refine((f) => f.rate429 + f.rate529 + f.rate500 + f.rate504 + f.rateMidStreamError + f.rateReset + f.rateResetMidStream + f.rateSlowHeaders <= 1, {
+    message: 'fault rates must add up to at most 1',
+  });
 
 export const modelSchema = z.strictObject({
   maxOutputTokens: z.number().int().min(1),
@@ -201,7 +208,12 @@ export const requestLogSchema = z.strictObject({
 /** Everything that `setConfig` may change at run time. Each section given to `setConfig` replaces that section. */
 export const mockConfigSchema = z.strictObject({
   /** Seeds generated text, latency draws and rate-based faults. */
-  seed: z.number().int().min(0).max(2 ** 32 - 1).default(0),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .default(0),
   /** Accepted API keys; absent means any non-empty key. */
   apiKeys: z.array(z.string().min(1)).min(1).optional(),
   limits: limitsSchema.prefault({}),

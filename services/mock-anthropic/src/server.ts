@@ -79,7 +79,10 @@ function configureRoutes(app: FastifyInstance, state: MockState): void {
       return sendError(state, reply, requestId, { ...invalidRequest(error.message), status });
     }
     request.log.error({ err: error, url: request.url }, 'mock-anthropic handler failed');
-    return reply.code(INTERNAL_SERVER_ERROR.status).type('application/json').send(JSON.stringify(errorEnvelope(INTERNAL_SERVER_ERROR, requestId)));
+    return reply
+      .code(INTERNAL_SERVER_ERROR.status)
+      .type('application/json')
+      .send(JSON.stringify(errorEnvelope(INTERNAL_SERVER_ERROR, requestId)));
   });
 }
 

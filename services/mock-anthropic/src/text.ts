@@ -2,8 +2,30 @@ import { createRng, hashString } from './random.js';
 
 /** Each generated word is one token. */
 const WORDS = [
-  'the', 'limit', 'bucket', 'token', 'request', 'fleet', 'worker', 'queue', 'lease', 'permit', 'refill', 'minute',
-  'stream', 'message', 'answer', 'model', 'burst', 'window', 'retry', 'header', 'quiet', 'steady', 'gate', 'toll',
+  'the',
+  'limit',
+  'bucket',
+  'token',
+  'request',
+  'fleet',
+  'worker',
+  'queue',
+  'lease',
+  'permit',
+  'refill',
+  'minute',
+  'stream',
+  'message',
+  'answer',
+  'model',
+  'burst',
+  'window',
+  'retry',
+  'header',
+  'quiet',
+  'steady',
+  'gate',
+  'toll',
 ] as const;
 /** Tokens per `content_block_delta`; real deltas carry a few tokens each. */
 export const TOKENS_PER_DELTA = 4;

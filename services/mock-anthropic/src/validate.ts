@@ -11,11 +11,36 @@ const STRICT_VERSION: ApiVersion = '2026-10-21';
 const SAMPLING_FIELDS = ['temperature', 'top_p', 'top_k'] as const;
 /** Body fields of SDK 1.x's `MessageCreateParams` (anthropic-api.md §1.1), plus the sampling fields 2023-06-01 takes. */
 const MESSAGES_FIELDS: ReadonlySet<string> = new Set([
-  'model', 'max_tokens', 'messages', 'system', 'stream', 'metadata', 'stop_sequences', 'tools', 'tool_choice', 'thinking',
-  'output_config', 'service_tier', 'speed', 'cache_control', 'container', 'inference_geo', 'diagnostics', ...SAMPLING_FIELDS,
+  'model',
+  'max_tokens',
+  'messages',
+  'system',
+  'stream',
+  'metadata',
+  'stop_sequences',
+  'tools',
+  'tool_choice',
+  'thinking',
+  'output_config',
+  'service_tier',
+  'speed',
+  'cache_control',
+  'container',
+  'inference_geo',
+  'diagnostics',
+  ...SAMPLING_FIELDS,
 ]);
 const COUNT_TOKENS_FIELDS: ReadonlySet<string> = new Set([
-  'model', 'messages', 'system', 'tools', 'tool_choice', 'thinking', 'output_config', 'cache_control', 'speed', ...SAMPLING_FIELDS,
+  'model',
+  'messages',
+  'system',
+  'tools',
+  'tool_choice',
+  'thinking',
+  'output_config',
+  'cache_control',
+  'speed',
+  ...SAMPLING_FIELDS,
 ]);
 /**
  * Body fields only beta requests take (SDK 1.14's `BetaMessageCreateParams` / `BetaMessageCountTokensParams`). The API
@@ -23,7 +48,14 @@ const COUNT_TOKENS_FIELDS: ReadonlySet<string> = new Set([
  * modelled: any `anthropic-beta` header unlocks them all [INF].
  */
 const BETA_MESSAGES_FIELDS: ReadonlySet<string> = new Set([
-  'billing_policy', 'compaction', 'context_management', 'fallback_credit_token', 'fallbacks', 'mcp_servers', 'output_format', 'thread',
+  'billing_policy',
+  'compaction',
+  'context_management',
+  'fallback_credit_token',
+  'fallbacks',
+  'mcp_servers',
+  'output_format',
+  'thread',
 ]);
 const BETA_COUNT_TOKENS_FIELDS: ReadonlySet<string> = new Set(['billing_policy', 'compaction', 'context_management', 'mcp_servers', 'output_format']);
 /** The header that names the betas a request uses (the SDK's `betas` parameter). */
@@ -153,9 +185,7 @@ export function validateRequest(
   const extra = Object.keys(body).find((field) => !allowed.has(field) && !(beta && betaAllowed.has(field)));
   if (extra !== undefined) return invalidRequest(`${extra}: Extra inputs are not permitted`);
   if (route === 'messages' && model !== undefined && typeof maxTokens === 'number' && maxTokens > model.maxOutputTokens) {
-    return invalidRequest(
-      `max_tokens: ${maxTokens} > ${model.maxOutputTokens}, which is the maximum allowed number of output tokens for ${modelId}`,
-    );
+    return invalidRequest(`max_tokens: ${maxTokens} > ${model.maxOutputTokens}, which is the maximum allowed number of output tokens for ${modelId}`);
   }
   const sampling = SAMPLING_FIELDS.find((field) => field in body);
   if (sampling !== undefined && version === STRICT_VERSION) return invalidRequest(`${sampling}: Extra inputs are not permitted`);

@@ -21,13 +21,7 @@ function loose(body: Record<string, unknown>): Anthropic.MessageCreateParamsNonS
 }
 
 /** Asserts the SDK saw an API error of `errorClass` whose body is the documented envelope. */
-async function expectApiError(
-  call: () => Promise<unknown>,
-  errorClass: new (...args: never[]) => APIError,
-  status: number,
-  type: string,
-  message?: string,
-): Promise<APIError> {
+async function expectApiError(call: () => Promise<unknown>, errorClass: new (...args: never[]) => APIError, status: number, type: string, message?: string): Promise<APIError> {
   const error = await thrown(call);
   expect(error).toBeInstanceOf(errorClass);
   const apiError = error as APIError;
@@ -75,14 +69,32 @@ describe('validation, in the documented order', () => {
     await expectApiError(create({ ...request(), model: undefined }), Anthropic.BadRequestError, 400, 'invalid_request_error', 'model: Field required');
     await expectApiError(create({ ...request(), max_tokens: 'many' }), Anthropic.BadRequestError, 400, 'invalid_request_error', 'max_tokens: Input should be a valid integer');
     await expectApiError(create({ ...request(), messages: [] }), Anthropic.BadRequestError, 400, 'invalid_request_error');
-    await expectApiError(create({ ...request(), messages: [{ role: 'system', content: 'x' }] }), Anthropic.BadRequestError, 400, 'invalid_request_error', "messages.0.role: Input should be 'user' or 'assistant'");
+    await expectApiError(
+      create({ ...request(), messages: [{ role: 'system', content: 'x' }] }),
+      Anthropic.BadRequestError,
+      400,
+      'invalid_request_error',
+      "messages.0.role: Input should be 'user' or 'assistant'",
+    );
     await expectApiError(create({ ...request(), colour: 'blue' }), Anthropic.BadRequestError, 400, 'invalid_request_error', 'colour: Extra inputs are not permitted');
     const createWithTimeout = (body: Anthropic.MessageCreateParamsNonStreaming) => () => client.messages.create(body, { timeout: 60_000 });
-    await expectApiError(createWithTimeout({ ...request(), max_tokens: 100_000 }), Anthropic.BadRequestError, 400, 'invalid_request_error', `max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens for ${MODEL}`);
+    await expectApiError(
+      createWithTimeout({ ...request(), max_tokens: 100_000 }),
+      Anthropic.BadRequestError,
+      400,
+      'invalid_request_error',
+      `max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens for ${MODEL}`,
+    );
   });
 
   it('400 for sampling fields on 2026-10-21 only', async () => {
-    await expectApiError(() => client.messages.create(loose({ ...request(), temperature: 1 })), Anthropic.BadRequestError, 400, 'invalid_request_error', 'temperature: Extra inputs are not permitted');
+    await expectApiError(
+      () => client.messages.create(loose({ ...request(), temperature: 1 })),
+      Anthropic.BadRequestError,
+      400,
+      'invalid_request_error',
+      'temperature: Extra inputs are not permitted',
+    );
     const legacy = await rawPost(mock, '/v1/messages', JSON.stringify({ ...request(), temperature: 1 }), VALID_HEADERS);
     expect(legacy.status).toBe(200);
   });
@@ -91,7 +103,10 @@ describe('validation, in the documented order', () => {
     await expectApiError(() => client.messages.create({ ...request(), model: 'claude-nonexistent' }), Anthropic.NotFoundError, 404, 'not_found_error', 'model: claude-nonexistent');
     await expectApiError(
       () => client.messages.create(request(), { headers: { 'x-mock-input-tokens': '213462' } }),
-      Anthropic.BadRequestError, 400, 'invalid_request_error', 'prompt is too long: 213462 tokens > 200000 maximum',
+      Anthropic.BadRequestError,
+      400,
+      'invalid_request_error',
+      'prompt is too long: 213462 tokens > 200000 maximum',
     );
   });
 
@@ -164,7 +179,15 @@ describe('error statuses through the SDK', () => {
   });
 
   it('403, 408 and 409 by schedule: the SDK classes, and the streams never start', async () => {
-    mock.setConfig({ faults: { schedule: [{ nth: 1, fault: '403' }, { nth: 2, fault: '408' }, { nth: 3, fault: '409' }] } });
+    mock.setConfig({
+      faults: {
+        schedule: [
+          { nth: 1, fault: '403' },
+          { nth: 2, fault: '408' },
+          { nth: 3, fault: '409' },
+        ],
+      },
+    });
     await expectApiError(() => client.messages.create(request()), Anthropic.PermissionDeniedError, 403, 'permission_error');
     await expectApiError(() => client.messages.create({ ...request(), stream: true }), Anthropic.RequestTimeoutError, 408, 'timeout_error');
     await expectApiError(() => client.messages.stream(request()).finalMessage(), Anthropic.ConflictError, 409, 'api_error');

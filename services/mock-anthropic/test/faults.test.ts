@@ -85,7 +85,14 @@ describe('faults as the SDK sees them', () => {
   });
 
   it('a schedule strikes exactly the nth admitted request', async () => {
-    mock.setConfig({ faults: { schedule: [{ nth: 2, fault: '529' }, { nth: 4, fault: '500' }] } });
+    mock.setConfig({
+      faults: {
+        schedule: [
+          { nth: 2, fault: '529' },
+          { nth: 4, fault: '500' },
+        ],
+      },
+    });
     const outcomes: string[] = [];
     for (let i = 0; i < 5; i += 1) {
       const result = await client.messages.create(request()).then(
@@ -103,7 +110,12 @@ describe('faults as the SDK sees them', () => {
     const run = async () => {
       const statuses: number[] = [];
       for (let i = 0; i < 20; i += 1) {
-        statuses.push(await client.messages.create(request()).then(() => 200, (error: unknown) => (error as InstanceType<typeof Anthropic.APIError>).status ?? 0));
+        statuses.push(
+          await client.messages.create(request()).then(
+            () => 200,
+            (error: unknown) => (error as InstanceType<typeof Anthropic.APIError>).status ?? 0,
+          ),
+        );
       }
       return statuses;
     };

@@ -75,14 +75,7 @@ describe('streaming', () => {
     const final = await stream.finalMessage();
     const deltas = events.filter((type) => type === 'content_block_delta').length;
     expect(deltas).toBeGreaterThan(0);
-    expect(events).toEqual([
-      'message_start',
-      'content_block_start',
-      ...Array<string>(deltas).fill('content_block_delta'),
-      'content_block_stop',
-      'message_delta',
-      'message_stop',
-    ]);
+    expect(events).toEqual(['message_start', 'content_block_start', ...Array<string>(deltas).fill('content_block_delta'), 'content_block_stop', 'message_delta', 'message_stop']);
     expect(final.stop_reason).toBe('end_turn');
     expect(final.usage.input_tokens).toBe(Math.ceil('Stream to me'.length / 4));
     expect(final.usage.output_tokens).toBeGreaterThan(0);

@@ -52,7 +52,9 @@ function poolStats(target: MockAnthropic, pool: string, apiKey: string = API_KEY
 
 describe('model pools', () => {
   it('a pool named like an Object.prototype member (constructor, toString) is metered and reported like any other', async () => {
-    const target = await start({ limits: { pools: { constructor: { models: ['claude-haiku-4*'], rpm: 60, burst: { rpm: 2 } }, toString: { models: ['claude-sonnet-4*'], rpm: 60 } } } });
+    const target = await start({
+      limits: { pools: { constructor: { models: ['claude-haiku-4*'], rpm: 60, burst: { rpm: 2 } }, toString: { models: ['claude-sonnet-4*'], rpm: 60 } } },
+    });
     const client = clientFor(target);
     await send(client, HAIKU);
     await send(client, HAIKU);
@@ -173,7 +175,9 @@ describe('model pools', () => {
     const target = await start({ limits: { pools: { a: { models: ['claude-*-4-5'], rpm: 5 }, b: { models: ['claude-haik*'], rpm: 5 } } } });
     const error = await thrown(() => send(clientFor(target), HAIKU));
     expect(error).toBeInstanceOf(Anthropic.InternalServerError);
-    expect((error as InstanceType<typeof Anthropic.InternalServerError>).apiMessage).toMatch(/^mock configuration: model "claude-haiku-4-5" matches pool a .* and pool b .* equally/);
+    expect((error as InstanceType<typeof Anthropic.InternalServerError>).apiMessage).toMatch(
+      /^mock configuration: model "claude-haiku-4-5" matches pool a .* and pool b .* equally/,
+    );
   });
 
   it('POST /_mock/config replaces the pools; buckets start full', async () => {
@@ -181,7 +185,10 @@ describe('model pools', () => {
     const client = clientFor(target);
     await send(client, HAIKU);
     await rateLimited(() => send(client, HAIKU));
-    const response = await fetch(`${target.url}/_mock/config`, { method: 'POST', body: JSON.stringify({ limits: { pools: { haiku: { models: ['claude-haiku-4*'], rpm: 60, burst: { rpm: 3 } } } } }) });
+    const response = await fetch(`${target.url}/_mock/config`, {
+      method: 'POST',
+      body: JSON.stringify({ limits: { pools: { haiku: { models: ['claude-haiku-4*'], rpm: 60, burst: { rpm: 3 } } } } }),
+    });
     expect(response.status).toBe(200);
     for (let i = 0; i < 3; i += 1) await send(client, HAIKU);
     await rateLimited(() => send(client, HAIKU));

@@ -31,12 +31,38 @@ export class ServiceMetrics {
   readonly #queueLabel: { queue: string };
   readonly #fleet: FleetGauges;
   readonly #permitsHeld = new Gauge({ name: 'tollgate_permits_held', help: 'Permits held by this process', labelNames: ACCOUNT_LABELS, registers: [this.registry] });
-  readonly #acquireWait = new Histogram({ name: 'tollgate_acquire_wait_seconds', help: 'Wait for a permit', labelNames: ACCOUNT_LABELS, buckets: ACQUIRE_WAIT_BUCKETS_SECONDS, registers: [this.registry] });
-  readonly #upstreamRequests = new Counter({ name: 'tollgate_upstream_requests_total', help: 'Upstream answers by HTTP status ("connection": none)', labelNames: [...ACCOUNT_LABELS, 'status'], registers: [this.registry] });
-  readonly #upstreamRateLimited = new Counter({ name: 'tollgate_upstream_rate_limited_total', help: 'Upstream 429s by kind (concurrency, rate, other)', labelNames: [...ACCOUNT_LABELS, 'kind'], registers: [this.registry] });
-  readonly #upstreamTokens = new Counter({ name: 'tollgate_upstream_tokens_total', help: 'Tokens of completed calls, from their usage, by dimension', labelNames: [...ACCOUNT_LABELS, 'dimension'], registers: [this.registry] });
+  readonly #acquireWait = new Histogram({
+    name: 'tollgate_acquire_wait_seconds',
+    help: 'Wait for a permit',
+    labelNames: ACCOUNT_LABELS,
+    buckets: ACQUIRE_WAIT_BUCKETS_SECONDS,
+    registers: [this.registry],
+  });
+  readonly #upstreamRequests = new Counter({
+    name: 'tollgate_upstream_requests_total',
+    help: 'Upstream answers by HTTP status ("connection": none)',
+    labelNames: [...ACCOUNT_LABELS, 'status'],
+    registers: [this.registry],
+  });
+  readonly #upstreamRateLimited = new Counter({
+    name: 'tollgate_upstream_rate_limited_total',
+    help: 'Upstream 429s by kind (concurrency, rate, other)',
+    labelNames: [...ACCOUNT_LABELS, 'kind'],
+    registers: [this.registry],
+  });
+  readonly #upstreamTokens = new Counter({
+    name: 'tollgate_upstream_tokens_total',
+    help: 'Tokens of completed calls, from their usage, by dimension',
+    labelNames: [...ACCOUNT_LABELS, 'dimension'],
+    registers: [this.registry],
+  });
   readonly #leaseLost = new Counter({ name: 'tollgate_lease_lost_total', help: 'Permits whose lease was lost', labelNames: ACCOUNT_LABELS, registers: [this.registry] });
-  readonly #jobs = new Counter({ name: 'tollgate_jobs_total', help: 'Jobs by outcome: completed, failed, retried, handed_back', labelNames: ['queue', 'state'], registers: [this.registry] });
+  readonly #jobs = new Counter({
+    name: 'tollgate_jobs_total',
+    help: 'Jobs by outcome: completed, failed, retried, handed_back',
+    labelNames: ['queue', 'state'],
+    registers: [this.registry],
+  });
   readonly #limiter: Limiter;
   readonly #producer: Producer;
 

@@ -5,7 +5,17 @@ import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
 import { createProducer, createWorker } from '@tollgate/queue';
-import { DeltaTracker, addFleetStats, commandConnection, countTokensLimiterOptionsFromEnv, limiterOptionsFromEnv, queueKeys, redisFromEnv, withDeadline, type FleetStats } from '@tollgate/queue/internal';
+import {
+  DeltaTracker,
+  addFleetStats,
+  commandConnection,
+  countTokensLimiterOptionsFromEnv,
+  limiterOptionsFromEnv,
+  queueKeys,
+  redisFromEnv,
+  withDeadline,
+  type FleetStats,
+} from '@tollgate/queue/internal';
 import { pino, type Logger } from 'pino';
 import type { WorkerEnv } from './env.js';
 import { ServiceMetrics } from './metrics.js';
@@ -71,7 +81,10 @@ export async function retryAtStart(
       if (!options.retryable(error)) throw error; // a refused configuration is not cured by waiting
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) throw new Error(`gave up after ${attempts} attempts in WORKER_START_TIMEOUT_MS=${options.timeoutMs}: ${message}`, { cause: error });
-      options.logger.warn({ attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: error instanceof Error ? error.name : 'Error', message } }, 'start: the limiter is not ready yet; retrying');
+      options.logger.warn(
+        { attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: error instanceof Error ? error.name : 'Error', message } },
+        'start: the limiter is not ready yet; retrying',
+      );
       await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, leftMs)));
     }
   }

@@ -41,7 +41,7 @@ describe('worker environment', () => {
     expect(envError({ ...VALID, ...override })).toMatch(message);
   });
 
-  it('TOLLGATE_APPLY_LIMITS=1 makes the process write its limits as the fleet\'s at start; unset or 0 adopts the fleet\'s', () => {
+  it("TOLLGATE_APPLY_LIMITS=1 makes the process write its limits as the fleet's at start; unset or 0 adopts the fleet's", () => {
     expect(limiterOptionsFromEnv(parseWorkerEnv({ ...VALID, TOLLGATE_APPLY_LIMITS: '1' }))).toMatchObject({ applyLimits: 'force' });
     expect(limiterOptionsFromEnv(parseWorkerEnv({ ...VALID, TOLLGATE_APPLY_LIMITS: '0' }))).not.toHaveProperty('applyLimits');
     expect(limiterOptionsFromEnv(parseWorkerEnv(VALID))).not.toHaveProperty('applyLimits');

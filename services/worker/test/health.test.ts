@@ -14,18 +14,18 @@ let mock: MockAnthropic;
 const running: ServiceProcess[] = [];
 
 const workerEnv = (queue: string, redisUrl: string) => ({
-    REDIS_URL: redisUrl,
-    ANTHROPIC_API_KEY: API_KEY,
-    ANTHROPIC_BASE_URL: mock.url,
-    TOLLGATE_NAME: `${queue}-limiter`,
-    TOLLGATE_QUEUE: queue,
-    TOLLGATE_CONCURRENCY: '2',
-    TOLLGATE_LEASE_TTL_MS: '2000',
-    WORKER_CONCURRENCY: '2',
-    WORKER_DRAIN_TIMEOUT_MS: String(DRAIN_TIMEOUT_MS),
-    METRICS_PORT: '0',
-    METRICS_HOST: '127.0.0.1',
-    LOG_LEVEL: 'warn',
+  REDIS_URL: redisUrl,
+  ANTHROPIC_API_KEY: API_KEY,
+  ANTHROPIC_BASE_URL: mock.url,
+  TOLLGATE_NAME: `${queue}-limiter`,
+  TOLLGATE_QUEUE: queue,
+  TOLLGATE_CONCURRENCY: '2',
+  TOLLGATE_LEASE_TTL_MS: '2000',
+  WORKER_CONCURRENCY: '2',
+  WORKER_DRAIN_TIMEOUT_MS: String(DRAIN_TIMEOUT_MS),
+  METRICS_PORT: '0',
+  METRICS_HOST: '127.0.0.1',
+  LOG_LEVEL: 'warn',
 });
 
 async function startWorker(queue: string): Promise<{ worker: ServiceProcess; base: string }> {
@@ -80,7 +80,10 @@ describe('worker health endpoints on the metrics port', () => {
     expect((await probe(`${base}/healthz`)).status).toBe(200); // alive: restarting it would not bring Redis back
 
     await redis.start();
-    const back = await eventually(() => probe(`${base}/readyz`), (answer) => answer.status === 200);
+    const back = await eventually(
+      () => probe(`${base}/readyz`),
+      (answer) => answer.status === 200,
+    );
     expect(back).toEqual({ status: 200, body: { status: 'ready', reasons: [] } });
   });
 
@@ -91,10 +94,16 @@ describe('worker health endpoints on the metrics port', () => {
     const producer = createProducer({ redis: redis.url, queue });
     try {
       await producer.enqueue({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hold' }] });
-      await eventually(async () => mock.stats().inFlight, (inFlight) => inFlight === 1);
+      await eventually(
+        async () => mock.stats().inFlight,
+        (inFlight) => inFlight === 1,
+      );
       expect(mock.stats().inFlight).toBe(1);
       worker.signal('SIGTERM');
-      const draining = await eventually(() => probe(`${base}/readyz`), (answer) => answer.status === 503);
+      const draining = await eventually(
+        () => probe(`${base}/readyz`),
+        (answer) => answer.status === 503,
+      );
       expect(draining).toEqual({ status: 503, body: { status: 'not ready', reasons: ['draining'] } });
       expect((await probe(`${base}/healthz`)).status).toBe(200);
       expect(await worker.exited).toEqual({ code: 0, signal: null });
@@ -124,7 +133,9 @@ describe('worker health endpoints on the metrics port', () => {
       // and it runs jobs
       const producer = createProducer({ redis: late.url, queue });
       try {
-        expect((await producer.enqueueAndWait({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'late' }] }, { timeoutMs: EVENTUALLY_MS })).type).toBe('message');
+        expect(
+          (await producer.enqueueAndWait({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'late' }] }, { timeoutMs: EVENTUALLY_MS })).type,
+        ).toBe('message');
       } finally {
         await producer.close();
       }

@@ -48,6 +48,8 @@ describe('the environment shorthand as a limits document', () => {
   });
 
   it('an environment with no limit is refused, as the services refuse it', () => {
-    expect(() => documentFromEnv({ TOLLGATE_NAME: 'anthropic' })).toThrow(/the environment \(TOLLGATE_\*\) is invalid: accounts\.anthropic\.concurrency: set concurrency, a pool limit/);
+    expect(() => documentFromEnv({ TOLLGATE_NAME: 'anthropic' })).toThrow(
+      /the environment \(TOLLGATE_\*\) is invalid: accounts\.anthropic\.concurrency: set concurrency, a pool limit/,
+    );
   });
 });

@@ -59,11 +59,7 @@ export interface Resync {
   epoch: string;
 }
 
-export type AcquireReply =
-  | { kind: 'granted'; grant: GrantMessage }
-  | { kind: 'queued'; member: string; pumped: Pumped }
-  | { kind: 'grantedEarlier' }
-  | Resync;
+export type AcquireReply = { kind: 'granted'; grant: GrantMessage } | { kind: 'queued'; member: string; pumped: Pumped } | { kind: 'grantedEarlier' } | Resync;
 export type ReleaseReply = { kind: 'released'; leaseWasLive: boolean; pumped: Pumped } | Resync;
 export type CancelReply = { kind: 'cancelled'; state: keyof typeof CancelState; pumped: Pumped } | Resync;
 export type PumpReply = { kind: 'pumped'; pumped: Pumped } | Resync;
@@ -163,15 +159,7 @@ export class LimiterScripts {
    * cost can never be granted.
    */
   async acquire(epoch: string, args: AcquireArgs): Promise<AcquireReply> {
-    const raw = await this.#call('acquire', [
-      epoch,
-      this.#ownerId,
-      args.waiterId,
-      args.priority,
-      args.timeoutMs,
-      args.previousMember,
-      ...costArgs(args.cost),
-    ]);
+    const raw = await this.#call('acquire', [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, ...costArgs(args.cost)]);
     switch (raw[0]) {
       case Status.granted:
         return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]) } };
@@ -346,7 +334,8 @@ export function parseGrant(message: string): GrantMessage {
   if (waiterId === undefined || fence === undefined || expiresAtMs === undefined || grantedAtMs === undefined) throw contractBroken(`bad grant message ${message}`);
   if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
   const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
-  if (!Number.isSafeInteger(grant.fence) || !Number.isSafeInteger(grant.expiresAtMs) || !Number.isSafeInteger(grant.grantedAtMs)) throw contractBroken(`bad grant message ${message}`);
+  if (!Number.isSafeInteger(grant.fence) || !Number.isSafeInteger(grant.expiresAtMs) || !Number.isSafeInteger(grant.grantedAtMs))
+    throw contractBroken(`bad grant message ${message}`);
   return grant;
 }
 

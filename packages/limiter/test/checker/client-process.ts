@@ -96,7 +96,15 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
 async function snapshot(op: number, limiter: Limiter): Promise<void> {
   try {
     const state = await limiter.snapshot();
-    send({ type: 'snapshot', op, nowMs: state.nowMs, inFlight: state.inFlight, waiting: state.waiting, pausedUntilMs: state.pausedUntilMs, tokens: state.buckets[TOKENS]?.tokens ?? 0 });
+    send({
+      type: 'snapshot',
+      op,
+      nowMs: state.nowMs,
+      inFlight: state.inFlight,
+      waiting: state.waiting,
+      pausedUntilMs: state.pausedUntilMs,
+      tokens: state.buckets[TOKENS]?.tokens ?? 0,
+    });
   } catch (error) {
     send({ type: 'snapshot', op, nowMs: 0, inFlight: 0, waiting: 0, pausedUntilMs: 0, tokens: 0, error: errorInfo(error) });
   }

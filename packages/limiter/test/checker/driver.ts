@@ -347,15 +347,29 @@ class CheckerRun {
   /** The report of a run that did not end by its deadline. */
   hangResult(): CheckerResult {
     const at = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms - this.#t0).toFixed(0)}`);
-    const lines = [`run hung: not done ${(this.deadlineMs / 1000).toFixed(0)} s after it started (its deadline); it was at: ${this.#phase}`, `  redis-server ${this.#redis?.url ?? '(not started)'}`];
+    const lines = [
+      `run hung: not done ${(this.deadlineMs / 1000).toFixed(0)} s after it started (its deadline); it was at: ${this.#phase}`,
+      `  redis-server ${this.#redis?.url ?? '(not started)'}`,
+    ];
     for (const fault of this.#faultLog) if (fault.to === undefined) lines.push(`  fault in progress: ${fault.kind} ${fault.detail} since @${at(fault.from)}`);
     const procs = new Set([...this.#recent.keys(), ...this.#slots.map((slot) => this.#proc(slot))]);
     for (const proc of procs) {
       const slot = this.#slots.find((candidate) => this.#proc(candidate) === proc);
       const child = slot?.child;
-      const state = slot === undefined ? 'replaced' : child === undefined ? 'no process' : `pid ${String(child.pid)}${slot.ready ? ' ready' : ' not ready'}${child.exitCode === null && child.signalCode === null ? '' : ` exited (${String(child.exitCode ?? child.signalCode)})`}`;
-      const unsettled = [...this.#acquires.values()].filter((record) => record.proc === proc && record.killedAt === undefined && (record.settledAt === undefined || (record.outcome === 'granted' && record.release === undefined)));
-      const shown = unsettled.slice(0, UNSETTLED_SHOWN_MAX).map((record) => `op ${record.op} ${record.settledAt === undefined ? `called @${at(record.calledAt)}, unsettled` : `granted @${at(record.settledAt)}, not released`}`);
+      const state =
+        slot === undefined
+          ? 'replaced'
+          : child === undefined
+          ? 'no process'
+          : `pid ${String(child.pid)}${slot.ready ? ' ready' : ' not ready'}${
+              child.exitCode === null && child.signalCode === null ? '' : ` exited (${String(child.exitCode ?? child.signalCode)})`
+            }`;
+      const unsettled = [...this.#acquires.values()].filter(
+        (record) => record.proc === proc && record.killedAt === undefined && (record.settledAt === undefined || (record.outcome === 'granted' && record.release === undefined)),
+      );
+      const shown = unsettled
+        .slice(0, UNSETTLED_SHOWN_MAX)
+        .map((record) => `op ${record.op} ${record.settledAt === undefined ? `called @${at(record.calledAt)}, unsettled` : `granted @${at(record.settledAt)}, not released`}`);
       lines.push(`  ${proc} (${state}): ${unsettled.length} acquires not done${shown.length > 0 ? ` (${shown.join('; ')})` : ''}`);
       const exit = this.#exits.get(proc);
       if (exit !== undefined) lines.push(`    ${exit}`);
@@ -458,15 +472,17 @@ class CheckerRun {
         else if (message.type === 'notRunning') {
           const proc = this.#procOf.get(child);
           if (proc !== undefined) this.#frozen.push({ proc, from: message.from, to: message.to, notRunning: true });
-        }
-        else this.#onMessage(message);
+        } else this.#onMessage(message);
       });
       child.once('exit', (code, signal) => {
         if (!ready) reject(new Error(`client process exited at start (${String(code ?? signal)}): ${started.stderr}`));
         // a client process that ends by itself crashed (an unhandled rejection in the limiter, say): its acquires never settle
         const proc = this.#procOf.get(child);
         if (proc !== undefined && signal !== 'SIGKILL' && this.#phase !== 'closing') {
-          this.#exits.set(proc, `exited by itself (${String(code ?? signal)}) @${(monotonicMs() - this.#t0).toFixed(0)} ms; stderr: ${started.stderr.slice(-EXIT_STDERR_CHARS) || '(none)'}`);
+          this.#exits.set(
+            proc,
+            `exited by itself (${String(code ?? signal)}) @${(monotonicMs() - this.#t0).toFixed(0)} ms; stderr: ${started.stderr.slice(-EXIT_STDERR_CHARS) || '(none)'}`,
+          );
         }
       });
     });
@@ -803,7 +819,9 @@ class CheckerRun {
       quietAt,
       zeroAt,
       inFlightLeft,
-      leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted') ? leftover : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
+      leftover: [...fresh.values()].every((op) => this.#acquires.get(op)?.outcome === 'granted')
+        ? leftover
+        : [...leftover, ...(await this.#leftover()).map((line) => `after the fresh acquires: ${line}`)],
       fresh: [...fresh.values()].map((op) => {
         const record = this.#acquires.get(op)!;
         return { proc: record.proc, calledAt: record.calledAt ?? quietAt, settledAt: record.settledAt, granted: record.outcome === 'granted', error: record.error };
@@ -900,7 +918,10 @@ class CheckerRun {
       if (event.kind === 'dataLoss') {
         lostSinceApply = true;
         const [recentFrom, recentTo] = this.#heardBefore(event);
-        value = Math.max(configured, maxIn(segments, recentFrom, recentTo, (limit) => limit)); // back at the configured one, or one not everyone had heard was replaced
+        value = Math.max(
+          configured,
+          maxIn(segments, recentFrom, recentTo, (limit) => limit),
+        ); // back at the configured one, or one not everyone had heard was replaced
         configured = value;
         segments.push({ from, to: undefined, value, settleBy, cause: 'data loss' });
         continue;
@@ -968,12 +989,19 @@ class CheckerRun {
     const from = violation.invariant === 3 ? this.#t0 : Math.min(violation.atMs, ...involved.map((record) => record.calledAt ?? violation.atMs)) - 500;
     const lines = [`@${at(violation.atMs)} ms: invariant ${violation.invariant} (${INVARIANT_NAMES[violation.invariant]}): ${violation.message}`];
     for (const record of involved.slice(0, TRACE_LINES_MAX)) {
-      const outcome = record.outcome === 'granted' ? `granted ${record.permitId} fence ${record.fence}` : `${record.outcome ?? 'unsettled'} ${record.error?.code ?? record.error?.name ?? ''}`;
+      const outcome =
+        record.outcome === 'granted' ? `granted ${record.permitId} fence ${record.fence}` : `${record.outcome ?? 'unsettled'} ${record.error?.code ?? record.error?.name ?? ''}`;
       lines.push(
-        `  op ${record.op} ${record.proc}/c${record.client} acquire(tokens ${record.tokens}, priority ${record.priority}, timeoutMs ${String(record.timeoutMs)}, abort ${String(record.abortAfterMs)}): ` +
+        `  op ${record.op} ${record.proc}/c${record.client} acquire(tokens ${record.tokens}, priority ${record.priority}, timeoutMs ${String(record.timeoutMs)}, abort ${String(
+          record.abortAfterMs,
+        )}): ` +
           `called @${at(record.calledAt)} ${outcome} @${at(record.settledAt)}${record.abortedAt === undefined ? '' : ` aborted @${at(record.abortedAt)}`}` +
-          `${record.lostAt === undefined ? '' : ` lost @${at(record.lostAt)}`} ended @${at(record.endedAt)} released @${at(record.release?.calledAt)}→${at(record.release?.settledAt)}` +
-          `${record.release?.leaseLost ? ' (leaseLost)' : ''}${record.release?.error ? ` (release failed ${record.release.error.code ?? record.release.error.name})` : ''}${record.killedAt === undefined ? '' : ` killed @${at(record.killedAt)}`}`,
+          `${record.lostAt === undefined ? '' : ` lost @${at(record.lostAt)}`} ended @${at(record.endedAt)} released @${at(record.release?.calledAt)}→${at(
+            record.release?.settledAt,
+          )}` +
+          `${record.release?.leaseLost ? ' (leaseLost)' : ''}${record.release?.error ? ` (release failed ${record.release.error.code ?? record.release.error.name})` : ''}${
+            record.killedAt === undefined ? '' : ` killed @${at(record.killedAt)}`
+          }`,
       );
     }
     for (const proc of new Set(involved.map((record) => record.proc))) {
@@ -981,21 +1009,28 @@ class CheckerRun {
       if (exit !== undefined) lines.push(`  process ${proc} ${exit}`);
     }
     for (const fault of this.#faultLog) {
-      if ((fault.to ?? Infinity) >= from && fault.from <= violation.atMs) lines.push(`  fault ${fault.kind}: ${fault.detail} @${at(fault.from)}→${at(fault.to)}${fault.error ? ` (${fault.error})` : ''}`);
+      if ((fault.to ?? Infinity) >= from && fault.from <= violation.atMs)
+        lines.push(`  fault ${fault.kind}: ${fault.detail} @${at(fault.from)}→${at(fault.to)}${fault.error ? ` (${fault.error})` : ''}`);
     }
     for (const control of this.#controls.values()) {
       if (control.kind === 'pause' || control.calledAt === undefined) continue;
       if ((control.settledAt ?? Infinity) >= from - (violation.invariant === 1 ? 2_000 : 0) && control.calledAt <= violation.atMs) {
-        lines.push(`  op ${control.op} ${control.proc} ${control.kind}(${control.value}) @${at(control.calledAt)}→${at(control.settledAt)}${control.error ? ` failed ${control.error.code ?? control.error.name}` : ''}`);
+        lines.push(
+          `  op ${control.op} ${control.proc} ${control.kind}(${control.value}) @${at(control.calledAt)}→${at(control.settledAt)}${
+            control.error ? ` failed ${control.error.code ?? control.error.name}` : ''
+          }`,
+        );
       }
     }
     if (violation.invariant === 1) {
       for (const segment of this.#concurrencyCauses) {
-        if ((segment.to ?? Infinity) >= from - 2_000 && segment.from <= violation.atMs) lines.push(`  concurrency ${segment.value} in force @${at(segment.from)}→${at(segment.to)} (${segment.cause})`);
+        if ((segment.to ?? Infinity) >= from - 2_000 && segment.from <= violation.atMs)
+          lines.push(`  concurrency ${segment.value} in force @${at(segment.from)}→${at(segment.to)} (${segment.cause})`);
       }
     }
     for (const window of this.#frozen) {
-      if (window.to >= from && window.from <= violation.atMs) lines.push(`  ${window.notRunning ? 'not running (no CPU)' : 'frozen'} ${window.proc} @${at(window.from)}→${at(window.to)}`);
+      if (window.to >= from && window.from <= violation.atMs)
+        lines.push(`  ${window.notRunning ? 'not running (no CPU)' : 'frozen'} ${window.proc} @${at(window.from)}→${at(window.to)}`);
     }
     return lines;
   }

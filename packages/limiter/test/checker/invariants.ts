@@ -299,16 +299,31 @@ export function checkSettling(history: History): Violation[] {
     if (record.calledAt === undefined) continue; // never reached its process (it was restarting)
     if (record.settledAt === undefined) {
       if (record.killedAt !== undefined) continue;
-      violations.push({ invariant: 2, atMs: record.calledAt, message: `acquire never settled (timeoutMs ${String(record.timeoutMs)}, abort after ${String(record.abortAfterMs)} ms)`, ops: [record.op] });
+      violations.push({
+        invariant: 2,
+        atMs: record.calledAt,
+        message: `acquire never settled (timeoutMs ${String(record.timeoutMs)}, abort after ${String(record.abortAfterMs)} ms)`,
+        ops: [record.op],
+      });
       continue;
     }
     if (record.killedAt !== undefined && record.killedAt < record.settledAt) continue;
     const took = record.settledAt - record.calledAt;
     if (record.outcome === 'rejected' && record.error?.code === undefined) {
-      violations.push({ invariant: 2, atMs: record.settledAt, message: `acquire rejected with a non-Tollgate error ${record.error?.name}: ${record.error?.message}`, ops: [record.op] });
+      violations.push({
+        invariant: 2,
+        atMs: record.settledAt,
+        message: `acquire rejected with a non-Tollgate error ${record.error?.name}: ${record.error?.message}`,
+        ops: [record.op],
+      });
     }
     if (record.outcome === 'granted' && record.abortedAt !== undefined && record.abortedAt <= record.settledAt) {
-      violations.push({ invariant: 2, atMs: record.settledAt, message: `acquire granted ${(record.settledAt - record.abortedAt).toFixed(0)} ms after its signal aborted`, ops: [record.op] });
+      violations.push({
+        invariant: 2,
+        atMs: record.settledAt,
+        message: `acquire granted ${(record.settledAt - record.abortedAt).toFixed(0)} ms after its signal aborted`,
+        ops: [record.op],
+      });
       continue; // one report per acquire
     }
     const deadline = record.timeoutMs !== undefined && record.timeoutMs < DEADLINE_FAR_MS ? record.calledAt + record.timeoutMs : Infinity;
@@ -319,13 +334,20 @@ export function checkSettling(history: History): Violation[] {
         violations.push({
           invariant: 2,
           atMs: record.settledAt,
-          message: `acquire settled (${record.outcome} ${record.error?.code ?? ''}) ${(record.settledAt - giveUpAt).toFixed(0)} ms after its ${giveUpAt === deadline ? 'deadline' : 'abort'} (allowed redisTimeoutMs ${redisTimeoutMs} + ${SCHEDULING_SLACK_MS})`,
+          message: `acquire settled (${record.outcome} ${record.error?.code ?? ''}) ${(record.settledAt - giveUpAt).toFixed(0)} ms after its ${
+            giveUpAt === deadline ? 'deadline' : 'abort'
+          } (allowed redisTimeoutMs ${redisTimeoutMs} + ${SCHEDULING_SLACK_MS})`,
           ops: [record.op],
         });
       }
     }
     if (record.error?.code === 'ACQUIRE_TIMEOUT' && record.timeoutMs !== undefined && took < record.timeoutMs - 1) {
-      violations.push({ invariant: 2, atMs: record.settledAt, message: `acquire timed out after ${took.toFixed(0)} ms, before its timeoutMs ${record.timeoutMs}`, ops: [record.op] });
+      violations.push({
+        invariant: 2,
+        atMs: record.settledAt,
+        message: `acquire timed out after ${took.toFixed(0)} ms, before its timeoutMs ${record.timeoutMs}`,
+        ops: [record.op],
+      });
     }
   }
   return violations;
@@ -360,7 +382,9 @@ export function checkDrain(history: History): Violation[] {
       violations.push({
         invariant: 3,
         atMs: fresh.settledAt ?? fresh.calledAt,
-        message: `a fresh acquire after the run was ${fresh.granted ? `granted only after ${took.toFixed(0)} ms` : `not granted (${fresh.error?.code ?? fresh.error?.name ?? 'no answer'}: ${fresh.error?.message ?? ''})`}`,
+        message: `a fresh acquire after the run was ${
+          fresh.granted ? `granted only after ${took.toFixed(0)} ms` : `not granted (${fresh.error?.code ?? fresh.error?.name ?? 'no answer'}: ${fresh.error?.message ?? ''})`
+        }`,
         ops: [],
       });
     }
@@ -422,7 +446,9 @@ export function checkTokens(history: History): Violation[] {
         violations.push({
           invariant: 4,
           atMs: grants[j]!.record.settledAt ?? b - offset,
-          message: `${granted} tokens granted within ${(b - a).toFixed(0)} ms (Redis time), bound ${bound.toFixed(1)} = capacity ${capacity} + refill ${refill.toFixed(3)}/ms·Δ + refunds ${refundedWithin(a, b)}`,
+          message: `${granted} tokens granted within ${(b - a).toFixed(0)} ms (Redis time), bound ${bound.toFixed(1)} = capacity ${capacity} + refill ${refill.toFixed(
+            3,
+          )}/ms·Δ + refunds ${refundedWithin(a, b)}`,
           ops: grants.slice(i, j + 1).map((grant) => grant.record.op),
         });
         i = j; // one report per run of over-granting

@@ -53,8 +53,13 @@ function positiveInteger(name: string, text: string | undefined): number | undef
 }
 
 function printResult(result: CheckerResult): void {
-  const ops = Object.entries(result.operations).map(([kind, count]) => `${kind} ${count}`).join(', ');
-  const faults = Object.entries(result.faults).map(([kind, count]) => `${kind} ${count}`).join(', ') || 'none';
+  const ops = Object.entries(result.operations)
+    .map(([kind, count]) => `${kind} ${count}`)
+    .join(', ');
+  const faults =
+    Object.entries(result.faults)
+      .map(([kind, count]) => `${kind} ${count}`)
+      .join(', ') || 'none';
   const total = Object.values(result.counts).reduce((sum, count) => sum + count, 0);
   console.log(`seed ${result.seed}: ${(result.durationMs / 1000).toFixed(1)} s; operations: ${ops}; faults: ${faults}; violations ${total}${result.hang ? '; HUNG' : ''}`);
   for (const trace of result.traces) console.log(trace.map((line) => `  ${line}`).join('\n'));
@@ -63,7 +68,9 @@ function printResult(result: CheckerResult): void {
     console.log(`  FAILED seed ${result.seed} (hung past its deadline of ${(result.hang.deadlineMs / 1000).toFixed(0)} s; every process killed); replay: ${result.replay}`);
   }
   if (total > 0) {
-    const byInvariant = (Object.entries(result.counts) as Array<[string, number]>).filter(([, count]) => count > 0).map(([id, count]) => `${id} ${INVARIANT_NAMES[Number(id) as InvariantId]}: ${count}`);
+    const byInvariant = (Object.entries(result.counts) as Array<[string, number]>)
+      .filter(([, count]) => count > 0)
+      .map(([id, count]) => `${id} ${INVARIANT_NAMES[Number(id) as InvariantId]}: ${count}`);
     console.log(`  FAILED seed ${result.seed} (${byInvariant.join('; ')}); replay: ${result.replay}`);
   }
 }
@@ -89,7 +96,9 @@ do {
   const result = await runChecker({ ...base, seed });
   printResult(result);
   totals.runs++;
-  totals.operations += Object.entries(result.operations).filter(([kind]) => !kind.startsWith('skipped')).reduce((sum, [, count]) => sum + count, 0);
+  totals.operations += Object.entries(result.operations)
+    .filter(([kind]) => !kind.startsWith('skipped'))
+    .reduce((sum, [, count]) => sum + count, 0);
   for (const [kind, count] of Object.entries(result.operations)) totals.byKind[kind] = (totals.byKind[kind] ?? 0) + count;
   for (const [kind, count] of Object.entries(result.faults)) totals.faults[kind] = (totals.faults[kind] ?? 0) + count;
   const violations = Object.values(result.counts).reduce((sum, count) => sum + count, 0);
@@ -101,7 +110,15 @@ do {
 
 const faultTotal = Object.values(totals.faults).reduce((sum, count) => sum + count, 0);
 console.log(
-  `\nsummary: ${((monotonicMs() - startedAt) / 60_000).toFixed(1)} min, ${totals.runs} runs (seeds ${firstSeed}…${(seed - 1 + 2 ** 31) % 2 ** 31}), ${totals.operations} operations (${Object.entries(totals.byKind).map(([kind, count]) => `${kind} ${count}`).join(', ')}), ${faultTotal} faults (${Object.entries(totals.faults).map(([kind, count]) => `${kind} ${count}`).join(', ') || 'none'}), ${totals.violations} violations, ${totals.hangs} hung runs`,
+  `\nsummary: ${((monotonicMs() - startedAt) / 60_000).toFixed(1)} min, ${totals.runs} runs (seeds ${firstSeed}…${(seed - 1 + 2 ** 31) % 2 ** 31}), ${
+    totals.operations
+  } operations (${Object.entries(totals.byKind)
+    .map(([kind, count]) => `${kind} ${count}`)
+    .join(', ')}), ${faultTotal} faults (${
+    Object.entries(totals.faults)
+      .map(([kind, count]) => `${kind} ${count}`)
+      .join(', ') || 'none'
+  }), ${totals.violations} violations, ${totals.hangs} hung runs`,
 );
 for (const result of failing) console.log(`  failing seed ${result.seed}${result.hang ? ' (hung)' : ''}: ${result.replay}`);
 process.exit(failing.length > 0 ? 1 : 0);
