@@ -78,7 +78,7 @@ export async function loadTollgate(specifier: string = TOLLGATE_SPECIFIER): Prom
   try {
     loaded = await import(specifier);
   } catch (error) {
-    return { error: error instanceof Error ? error.message.split('\n')[0] ?? error.message : String(error) };
+    return { error: error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error) };
   }
   if (typeof loaded === 'object' && loaded !== null && 'createLimiter' in loaded && typeof loaded.createLimiter === 'function') {
     return { createLimiter: loaded.createLimiter as CreateLimiter };

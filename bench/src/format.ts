@@ -30,5 +30,5 @@ export function violations(max: number, limit: number): string {
 
 /** An error as one table-friendly line. */
 export function firstLine(error: unknown): string {
-  return error instanceof Error ? error.message.split('\n')[0] ?? error.message : String(error);
+  return error instanceof Error ? (error.message.split('\n')[0] ?? error.message) : String(error);
 }

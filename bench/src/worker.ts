@@ -249,7 +249,7 @@ async function handle(raw: unknown): Promise<void> {
 
 process.on('message', (raw: unknown) => {
   handle(raw).catch((error: unknown) => {
-    send({ type: 'failed', message: error instanceof Error ? error.stack ?? error.message : String(error) });
+    send({ type: 'failed', message: error instanceof Error ? (error.stack ?? error.message) : String(error) });
   });
 });
 process.on('disconnect', () => process.exit(0)); // the coordinator is gone: nothing left to report to

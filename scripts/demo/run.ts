@@ -25,7 +25,7 @@ const JOB_ATTEMPTS = 3;
 const JOB_BACKOFF_MS = 1_000;
 
 const tty = process.stdout.isTTY === true;
-const color = (code: number) => (text: string | number) => tty ? `\x1b[${code}m${text}\x1b[0m` : String(text);
+const color = (code: number) => (text: string | number) => (tty ? `\x1b[${code}m${text}\x1b[0m` : String(text));
 const bold = color(1);
 const dim = color(2);
 const green = color(32);

@@ -102,7 +102,7 @@ function importedPackages(dir: string, suffix: '.js' | '.d.ts'): Set<string> {
           // relative and built-in modules need no declaration; the pattern skips quotes in comments such as '$'
           if (specifier.startsWith('.') || specifier.startsWith('node:') || !PACKAGE_SPECIFIER.test(specifier)) continue;
           const parts = specifier.split('/');
-          names.add(specifier.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0] ?? specifier);
+          names.add(specifier.startsWith('@') ? `${parts[0]}/${parts[1]}` : (parts[0] ?? specifier));
         }
       }
     }

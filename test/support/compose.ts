@@ -64,8 +64,8 @@ const VARIABLE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}/g;
 export function interpolate(value: string, hostEnv: Readonly<Record<string, string | undefined>>): string {
   return value.replace(VARIABLE, (_match, name: string, operator: string | undefined, fallback: string | undefined) => {
     const set = hostEnv[name];
-    if (operator === ':-') return set === undefined || set === '' ? fallback ?? '' : set;
-    if (operator === '-') return set === undefined ? fallback ?? '' : set;
+    if (operator === ':-') return set === undefined || set === '' ? (fallback ?? '') : set;
+    if (operator === '-') return set === undefined ? (fallback ?? '') : set;
     return set ?? '';
   });
 }

@@ -250,7 +250,8 @@ export class LimitedRunner {
     if (failure.kind === 'fatal' || state.attempts >= this.options.maxAttempts) return undefined;
     const { backoffBaseMs, backoffMaxMs, maxRetryMs } = this.options;
     let waitMs: number;
-    if (failure.kind === 'rate_limited') waitMs = fleetPaused ? 0 : Math.ceil(failure.pauseMs); // the fleet-wide pause holds the next acquire
+    if (failure.kind === 'rate_limited')
+      waitMs = fleetPaused ? 0 : Math.ceil(failure.pauseMs); // the fleet-wide pause holds the next acquire
     else if (failure.kind === 'transient' && failure.serverWaitMs !== undefined) waitMs = Math.ceil(failure.serverWaitMs);
     else waitMs = backoffMs(state.attempts, backoffBaseMs, backoffMaxMs);
     const budgetMs = failure.kind === 'rate_limited' ? failure.pauseMs : waitMs;

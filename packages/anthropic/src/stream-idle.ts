@@ -11,7 +11,10 @@ export class StreamIdleTimeoutError extends APIConnectionTimeoutError {
   /** Stable: messages may change, codes never. */
   readonly code = 'STREAM_IDLE_TIMEOUT';
 
-  constructor(readonly idleMs: number, readonly waitingFor: 'upstream' | 'caller' = 'upstream') {
+  constructor(
+    readonly idleMs: number,
+    readonly waitingFor: 'upstream' | 'caller' = 'upstream',
+  ) {
     super({
       message:
         waitingFor === 'upstream'

@@ -219,7 +219,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     }
     const { values, positionals } = parsed;
     const two = positionals.slice(0, 2).join(' ');
-    const name = COMMANDS[two] !== undefined ? two : positionals[0] ?? '';
+    const name = COMMANDS[two] !== undefined ? two : (positionals[0] ?? '');
     const command = COMMANDS[name];
     if (command === undefined) {
       if (positionals.length === 0) {

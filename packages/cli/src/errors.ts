@@ -21,7 +21,11 @@ export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 /** An error the CLI reports as one line on stderr, exiting with `exitCode`. A TollgateError with code `CLI_FAILED`. */
 export class CliError extends TollgateError {
-  constructor(readonly exitCode: ExitCode, message: string, options?: ErrorOptions) {
+  constructor(
+    readonly exitCode: ExitCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
     super('CLI_FAILED', message, options);
   }
 }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { toError } from '@tollgate/limiter/internal';
-import { describeZodError, limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
+import { describeZodError, toError } from '@tollgate/limiter/internal';
+import { limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
 import { withDeadline } from '@tollgate/queue/internal';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
@@ -97,7 +97,7 @@ export function diffLimits(fleet: FleetLimits, next: FleetLimits): LimitChange[]
     const a = fleet.rates[dimension];
     const b = next.rates[dimension];
     compare(`rates.${dimension}.perMinute`, a === undefined ? null : perMinute(a), b === undefined ? null : perMinute(b));
-    compare(`rates.${dimension}.capacity`, a === undefined ? null : a.burst ?? a.limit, b === undefined ? null : b.burst ?? b.limit);
+    compare(`rates.${dimension}.capacity`, a === undefined ? null : (a.burst ?? a.limit), b === undefined ? null : (b.burst ?? b.limit));
   }
   compare('reserve', reserveText(fleet.reserve), reserveText(next.reserve));
   compare('leaseTtlMs', fleet.leaseTtlMs, next.leaseTtlMs);
@@ -129,8 +129,8 @@ export async function limitsDiffCommand(context: Context, name: string, path: st
     context.json
       ? JSON.stringify({ name, changes })
       : changes.length === 0
-      ? `${name}: the file states the limits in force`
-      : `${name}: applying ${path} would change\n${renderChanges(changes)}`,
+        ? `${name}: the file states the limits in force`
+        : `${name}: applying ${path} would change\n${renderChanges(changes)}`,
   );
   return changes.length === 0 ? EXIT.ok : EXIT.differs;
 }
@@ -152,7 +152,7 @@ export async function limitsApplyCommand(context: Context, name: string, path: s
     context.json
       ? JSON.stringify({ name, applied: changes.length > 0, revision, changes })
       : changes.length === 0
-      ? `${name}: nothing to change (revision ${revision})`
-      : `${name}: applied as revision ${revision}\n${renderChanges(changes)}`,
+        ? `${name}: nothing to change (revision ${revision})`
+        : `${name}: applied as revision ${revision}\n${renderChanges(changes)}`,
   );
 }

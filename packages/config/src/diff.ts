@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { formatValue } from '@tollgate/limiter';
+import { formatValue } from '@tollgate/limiter/internal';
 import type { LimitsDocument } from './document.js';
 
 const HASH_HEX_CHARS = 16;

@@ -1,4 +1,5 @@
-import { CONCURRENCY_MAX, InvalidConfigError, LEASE_TTL_MS_DEFAULT, LIMITER_NAME_PATTERN, PRIORITY_MAX, PRIORITY_MIN, describeZodError, formatValue } from '@tollgate/limiter';
+import { CONCURRENCY_MAX, InvalidConfigError, LEASE_TTL_MS_DEFAULT, LIMITER_NAME_PATTERN, PRIORITY_MAX, PRIORITY_MIN } from '@tollgate/limiter';
+import { describeZodError, formatValue } from '@tollgate/limiter/internal';
 import { z } from 'zod';
 import { MODEL_PATTERN_PATTERN, patternConflicts } from './pools.js';
 
@@ -46,7 +47,7 @@ export const poolSchema = z.strictObject({
   burst: burstSchema.optional(),
 });
 
-const recordError = (what: string, pattern: string) => (issue: { code: string }) => issue.code === 'invalid_key' ? `${what} must match ${pattern}` : undefined;
+const recordError = (what: string, pattern: string) => (issue: { code: string }) => (issue.code === 'invalid_key' ? `${what} must match ${pattern}` : undefined);
 
 export const accountSchema = z.strictObject({
   /** The variable holding the API key on the workers; the key itself is never in the document or in Redis. */

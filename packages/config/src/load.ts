@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InvalidConfigError, formatValue } from '@tollgate/limiter';
+import { InvalidConfigError } from '@tollgate/limiter';
+import { formatValue, toError } from '@tollgate/limiter/internal';
 import { parse as parseYaml } from 'yaml';
 import { validateLimitsDocument, type LimitsDocument } from './document.js';
 
@@ -22,7 +23,7 @@ export function parseLimitsDocument(text: string, source: string): LimitsDocumen
   try {
     value = parseYaml(text, { uniqueKeys: true });
   } catch (cause) {
-    const firstLine = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+    const firstLine = toError(cause).message.split('\n')[0];
     throw new InvalidConfigError(`${source} is not YAML or JSON: ${firstLine}`, { cause });
   }
   return validateLimitsDocument(value, source);
@@ -34,7 +35,7 @@ export async function readLimitsDocument(path: string): Promise<LimitsDocument> 
   try {
     buffer = await readFile(path);
   } catch (cause) {
-    throw new InvalidConfigError(`cannot read limits document ${formatValue(path)}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new InvalidConfigError(`cannot read limits document ${formatValue(path)}: ${toError(cause).message}`, { cause });
   }
   if (buffer.byteLength > DOCUMENT_BYTES_MAX) throw new InvalidConfigError(`limits document ${formatValue(path)} is larger than ${DOCUMENT_BYTES_MAX} bytes`);
   return parseLimitsDocument(buffer.toString('utf8'), path);

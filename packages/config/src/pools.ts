@@ -1,4 +1,5 @@
-import { InvalidArgumentError, InvalidConfigError, cutText, formatValue } from '@tollgate/limiter';
+import { InvalidArgumentError, InvalidConfigError } from '@tollgate/limiter';
+import { cutText, formatValue } from '@tollgate/limiter/internal';
 
 /** A model pattern: model-id characters and `*` (any run of characters, also none), 1 to 200 characters. */
 export const MODEL_PATTERN_PATTERN = /^[A-Za-z0-9._:@/*-]{1,200}$/;

@@ -101,10 +101,13 @@ export class GrantReader {
     if (at >= this.#pumpAt) return;
     clearTimeout(this.#pumpTimer);
     this.#pumpAt = at;
-    this.#pumpTimer = setTimeout(() => {
-      this.#pumpAt = Number.POSITIVE_INFINITY;
-      void this.#pump();
-    }, Math.max(0, Math.ceil(at - performance.now())));
+    this.#pumpTimer = setTimeout(
+      () => {
+        this.#pumpAt = Number.POSITIVE_INFINITY;
+        void this.#pump();
+      },
+      Math.max(0, Math.ceil(at - performance.now())),
+    );
   }
 
   async #pump(): Promise<void> {

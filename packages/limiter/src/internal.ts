@@ -3,3 +3,4 @@
  * it may change in any release.
  */
 export { toError } from './errors.js';
+export { ECHO_CHARS_MAX, cutText, describeZodError, formatValue } from './options.js';

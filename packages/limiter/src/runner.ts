@@ -167,7 +167,7 @@ export class ScriptRunner {
         fenceFloor: fleet.highestFence,
         graceMs: RESYNC_PAUSE_HEARTBEATS * fleet.heartbeatMs,
         limits: apply ?? fleet.known, // after data loss, a process that knew the fleet's limits brings them back
-        leases: resync ? this.#hooks?.leasesToReregister() ?? [] : [],
+        leases: resync ? (this.#hooks?.leasesToReregister() ?? []) : [],
         datasetsKey: this.#redis instanceof Cluster ? undefined : DATASETS_KEY,
       }),
     );

@@ -83,7 +83,11 @@ async function check(model: Model, real: Real): Promise<void> {
 type Command = fc.AsyncCommand<Model, Real>;
 
 class AcquireCommand implements Command {
-  constructor(readonly owner: number, readonly priority: number, readonly cost: number) {}
+  constructor(
+    readonly owner: number,
+    readonly priority: number,
+    readonly cost: number,
+  ) {}
   check = () => true;
   async run(model: Model, real: Real) {
     const label = real.nextLabel++;
@@ -105,7 +109,10 @@ class AcquireCommand implements Command {
 }
 
 class ReleaseCommand implements Command {
-  constructor(readonly pick: number, readonly usedDelta: number) {}
+  constructor(
+    readonly pick: number,
+    readonly usedDelta: number,
+  ) {}
   check = (model: Readonly<Model>) => model.held.size > 0;
   async run(model: Model, real: Real) {
     const labels = [...model.held.keys()].sort((a, b) => a - b);

@@ -1,5 +1,6 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { InvalidArgumentError, InvalidConfigError, PRIORITY_DEFAULT, describeZodError } from '@tollgate/limiter';
+import { InvalidArgumentError, InvalidConfigError, PRIORITY_DEFAULT } from '@tollgate/limiter';
+import { describeZodError } from '@tollgate/limiter/internal';
 import { Job, Queue } from 'bullmq';
 import { z } from 'zod';
 import { IdempotencyConflictError, TenantQueueFullError } from './errors.js';

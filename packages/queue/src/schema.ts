@@ -1,5 +1,5 @@
-import { PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, describeZodError } from '@tollgate/limiter';
-import { toError } from '@tollgate/limiter/internal';
+import { PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN } from '@tollgate/limiter';
+import { describeZodError, toError } from '@tollgate/limiter/internal';
 import type Anthropic from '@anthropic-ai/sdk';
 import { z } from 'zod';
 import { InvalidRequestError } from './errors.js';
@@ -118,7 +118,11 @@ function checkParams(route: JobRoute, input: unknown, prefix = ''): Record<strin
  * caller's object).
  */
 export class RequestBody {
-  private constructor(readonly route: JobRoute, readonly text: string, readonly params: Record<string, unknown>) {}
+  private constructor(
+    readonly route: JobRoute,
+    readonly text: string,
+    readonly params: Record<string, unknown>,
+  ) {}
 
   /**
    * Parses and checks JSON text; the text itself is kept byte for byte.

@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type Anthropic from '@anthropic-ai/sdk';
 import type { Middleware } from '@anthropic-ai/sdk';
-import { InvalidConfigError, describeZodError, type Limiter } from '@tollgate/limiter';
-import { toError } from '@tollgate/limiter/internal';
+import { InvalidConfigError, type Limiter } from '@tollgate/limiter';
+import { describeZodError, toError } from '@tollgate/limiter/internal';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -151,8 +151,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     // the per-tenant view: a finished job stops counting at once; the sweep catches what this misses (a crash in
     // between, a job failed by the stalled check, jobs removed by `queue drain`)
     const prune = (job: Job | undefined) => {
-      if (job?.id !== undefined)
-        void pruneTenantJobs(this.#commands.client, this.#keys, [job.id]).catch((error: unknown) => this.#error(error instanceof Error ? error : new Error(String(error))));
+      if (job?.id !== undefined) void pruneTenantJobs(this.#commands.client, this.#keys, [job.id]).catch((error: unknown) => this.#error(toError(error)));
     };
     this.bullmq.on('completed', prune);
     this.bullmq.on('failed', prune);
@@ -256,8 +255,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
         signal?.aborted === true && signal.reason === LOCK_LOST_REASON
           ? { status: 503, retryable: true, body: anthropicError(503, 'the worker lost the job lock; the job is retried') }
           : signal?.aborted === true && signal.reason === CALLER_GONE_REASON
-          ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
-          : describeFailure(error);
+            ? { status: CALLER_GONE_STATUS, retryable: false, body: anthropicError(CALLER_GONE_STATUS, 'the caller went away; the call was aborted') }
+            : describeFailure(error);
       // output already reached a reader: a retry would repeat it, so the stream ends with the error instead
       const outputSent = publisher !== undefined && publisher.written > 1; // the first event is the upstream's headers
       const retriesLeft = attempt < (job.opts.attempts ?? 1);

@@ -230,7 +230,7 @@ export async function startOverlapServer(options: OverlapServerOptions = {}): Pr
     stats(statsOptions: OverlapStatsOptions = {}): OverlapStats {
       const limit = statsOptions.limit ?? Math.max(1, maxInFlight);
       const nowMs = performance.now();
-      const windowEndMs = inFlight > 0 ? nowMs : lastEndMs ?? nowMs;
+      const windowEndMs = inFlight > 0 ? nowMs : (lastEndMs ?? nowMs);
       const busyMs = firstStartMs === undefined ? 0 : windowEndMs - firstStartMs;
       const areaMs = inFlightAreaMs + inFlight * (windowEndMs - lastChangeMs);
       const inFlightMean = busyMs > 0 ? areaMs / busyMs : 0;

@@ -1,5 +1,5 @@
-import { InvalidArgumentError, createLimiter, cutText, formatValue, type Limiter } from '@tollgate/limiter';
-import { toError } from '@tollgate/limiter/internal';
+import { InvalidArgumentError, createLimiter, type Limiter } from '@tollgate/limiter';
+import { cutText, formatValue, toError } from '@tollgate/limiter/internal';
 import {
   IDEMPOTENCY_KEY_LENGTH_MAX,
   IdempotencyConflictError,

@@ -75,7 +75,7 @@ export class FleetMonitor {
     ]);
     const previous = this.history.at(-1);
     const atMs = Date.now();
-    const currentTotals = totals.status === 'fulfilled' ? totals.value : previous?.totals ?? {};
+    const currentTotals = totals.status === 'fulfilled' ? totals.value : (previous?.totals ?? {});
     const seconds = previous === undefined ? 0 : (atMs - previous.atMs) / 1_000;
     const rate = (field: string) => (previous === undefined || seconds <= 0 ? 0 : Math.max(0, ((currentTotals[field] ?? 0) - (previous.totals[field] ?? 0)) / seconds));
     const limiter = snapshot.status === 'fulfilled' ? snapshot.value : null;

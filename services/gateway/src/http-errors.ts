@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { cutText } from '@tollgate/limiter';
+import { cutText } from '@tollgate/limiter/internal';
 import { anthropicError } from '@tollgate/queue/internal';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
@@ -50,8 +50,8 @@ export function clientError(error: Error & { code?: string }, socket: Socket): v
     error.code === 'HPE_HEADER_OVERFLOW'
       ? [431, 'Request header fields too large: the request line and headers must fit in 16 KiB']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-      ? [408, 'Request timed out: the whole request must arrive within the gateway request timeout']
-      : [400, 'Malformed HTTP request'];
+        ? [408, 'Request timed out: the whole request must arrive within the gateway request timeout']
+        : [400, 'Malformed HTTP request'];
   const pending = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage; // an answer already under way
   if (socket.writable && pending?.headersSent !== true) {
     const body = JSON.stringify(anthropicError(status, message, newRequestId()));
@@ -70,7 +70,8 @@ export function nestsDeeperThan(text: string, max: number): boolean {
   for (let i = 0; i < text.length; i += 1) {
     const c = text.charCodeAt(i);
     if (inString) {
-      if (c === 0x5c) i += 1; // backslash: skip the escaped character
+      if (c === 0x5c)
+        i += 1; // backslash: skip the escaped character
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x7b || c === 0x5b) {

@@ -8,7 +8,11 @@ export class TokenBucket {
   #balance: number;
   #updatedAtMs: number;
 
-  constructor(readonly capacity: number, readonly refillPerMs: number, nowMs: number) {
+  constructor(
+    readonly capacity: number,
+    readonly refillPerMs: number,
+    nowMs: number,
+  ) {
     this.#balance = capacity;
     this.#updatedAtMs = nowMs;
   }

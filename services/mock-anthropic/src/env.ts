@@ -3,7 +3,11 @@ import { mockOptionsSchema, type MockOptions } from './options.js';
 
 /** A bad environment variable: the message names it and its value, so start-up fails with an obvious cause. */
 export class MockEnvError extends Error {
-  constructor(readonly variable: string, readonly value: string | undefined, reason: string) {
+  constructor(
+    readonly variable: string,
+    readonly value: string | undefined,
+    reason: string,
+  ) {
     super(`${variable}=${JSON.stringify(value)} is invalid: ${reason}`);
     this.name = new.target.name;
   }

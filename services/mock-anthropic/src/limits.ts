@@ -22,7 +22,11 @@ export type PoolSpec = Pick<PoolLimits, 'rpm' | 'itpm' | 'otpm'> & { burst: Pick
 export class PoolBuckets {
   readonly buckets: Partial<Record<LimitDimension, TokenBucket>> = {};
 
-  constructor(readonly name: string, readonly spec: PoolSpec, nowMs: number) {
+  constructor(
+    readonly name: string,
+    readonly spec: PoolSpec,
+    nowMs: number,
+  ) {
     const requests = bucket(spec.rpm, spec.burst.rpm, nowMs);
     const inputTokens = bucket(spec.itpm, spec.burst.itpm, nowMs);
     const outputTokens = bucket(spec.otpm, spec.burst.otpm, nowMs);

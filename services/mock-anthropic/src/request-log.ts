@@ -21,7 +21,10 @@ export class RequestLog {
   #entries: LoggedRequest[] = [];
   #seq = 0;
 
-  constructor(readonly size: number, readonly bodyBytesMax: number) {}
+  constructor(
+    readonly size: number,
+    readonly bodyBytesMax: number,
+  ) {}
 
   record(method: string, url: string, headers: Readonly<Record<string, string | string[] | undefined>>, body: unknown): void {
     this.#seq += 1;

@@ -36,7 +36,10 @@ export class MockState {
   /** Aborted by close(), so no latency timer outlives the server. */
   readonly active = new Set<AbortController>();
 
-  constructor(configInput: MockConfigInput, readonly log: Logger) {
+  constructor(
+    configInput: MockConfigInput,
+    readonly log: Logger,
+  ) {
     this.#configInput = configInput;
     this.config = mockConfigSchema.parse(configInput);
     this.apiKeys = this.config.apiKeys === undefined ? undefined : new Set(this.config.apiKeys);

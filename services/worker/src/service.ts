@@ -76,13 +76,13 @@ export async function retryAtStart(
       await attempt();
       return;
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = toError(error).message;
       options.onFailure?.(message);
       if (!options.retryable(error)) throw error; // a refused configuration is not cured by waiting
       const leftMs = deadline - performance.now();
       if (leftMs <= 0) throw new Error(`gave up after ${attempts} attempts in WORKER_START_TIMEOUT_MS=${options.timeoutMs}: ${message}`, { cause: error });
       options.logger.warn(
-        { attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: error instanceof Error ? error.name : 'Error', message } },
+        { attempt: attempts, retryInMs: Math.round(Math.min(delayMs, leftMs)), err: { name: toError(error).name, message } },
         'start: the limiter is not ready yet; retrying',
       );
       await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, leftMs)));

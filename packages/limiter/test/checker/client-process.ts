@@ -76,7 +76,8 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
     ...(command.timeoutMs === undefined ? {} : { timeoutMs: command.timeoutMs }),
     ...(controller === undefined ? {} : { signal: controller.signal }),
   });
-  if (command.abortAfterMs === 0) abort(); // during the acquire's first round trip
+  if (command.abortAfterMs === 0)
+    abort(); // during the acquire's first round trip
   else if (command.abortAfterMs !== undefined) abortTimer = setTimeout(abort, command.abortAfterMs);
   acquiring.then(
     (permit) => {

@@ -360,10 +360,10 @@ class CheckerRun {
         slot === undefined
           ? 'replaced'
           : child === undefined
-          ? 'no process'
-          : `pid ${String(child.pid)}${slot.ready ? ' ready' : ' not ready'}${
-              child.exitCode === null && child.signalCode === null ? '' : ` exited (${String(child.exitCode ?? child.signalCode)})`
-            }`;
+            ? 'no process'
+            : `pid ${String(child.pid)}${slot.ready ? ' ready' : ' not ready'}${
+                child.exitCode === null && child.signalCode === null ? '' : ` exited (${String(child.exitCode ?? child.signalCode)})`
+              }`;
       const unsettled = [...this.#acquires.values()].filter(
         (record) => record.proc === proc && record.killedAt === undefined && (record.settledAt === undefined || (record.outcome === 'granted' && record.release === undefined)),
       );
