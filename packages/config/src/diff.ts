@@ -44,7 +44,8 @@ export function diffLimitsDocuments(before: LimitsDocument, after: LimitsDocumen
   const changes: DocumentChange[] = [];
   const walk = (path: string[], a: Json | undefined, b: Json | undefined): void => {
     if (isRecord(a) && isRecord(b)) {
-      for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) walk([...path, key], a[key], b[key]);
+      const own = (record: { [key: string]: Json }, key: string) => (Object.hasOwn(record, key) ? record[key] : undefined); // a pool may be named `toString`
+      for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) walk([...path, key], own(a, key), own(b, key));
       return;
     }
     if (JSON.stringify(a) !== JSON.stringify(b)) changes.push({ path: path.join('.'), before: a, after: b });

@@ -38,6 +38,18 @@ describe('diffLimitsDocuments', () => {
     expect(canonicalDocument(reordered)).toEqual(canonicalDocument(document()));
   });
 
+  it('a pool or tenant named like an Object.prototype member (toString, constructor) added or removed is absent on the other side', () => {
+    const added = document((input) => {
+      Object.assign(input.accounts.main!.pools, { constructor: { models: ['claude-opus-4*'], rpm: 10 } });
+      Object.assign(input.tenants!, { toString: { tokenEnv: 'TOKEN_OTHER', account: 'main' } });
+    });
+    const changes = diffLimitsDocuments(document(), added);
+    expect(changes.map((change) => change.path)).toEqual(['accounts.main.pools.constructor', 'tenants.toString']);
+    expect(changes.every((change) => change.before === undefined)).toBe(true);
+    expect(describeDocumentChanges(changes)[1]).toMatch(/^tenants\.toString: \(none\) → \{/);
+    expect(diffLimitsDocuments(added, document()).every((change) => change.after === undefined)).toBe(true);
+  });
+
   it('names each changed field by account, pool and field', () => {
     const next = document((input) => {
       input.accounts.main!.concurrency = 4;
