@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TABLES = ['docs/DESIGN.md', 'README.md'] as const;
 const GUARANTEES = Array.from({ length: 10 }, (_, i) => `G${i + 1}`);
-/** A test declaration right before a title: `it(`, `test.only(`, `describe(`, or `it.each(…)(`. */
+/** A test declaration right before a title: it, test (with a modifier such as only), describe, or it.each(…). */
 const DECLARATION = /\b(?:it|test|describe)(?:\.(?:only|skip|concurrent|sequential))?\(\s*$/;
 const EACH_DECLARATION = /\b(?:it|test|describe)\.each\(/;
 /** How far back an `it.each(` may be from its title (its table of cases). */
