@@ -154,6 +154,7 @@ describe('worker health endpoints on the metrics port', () => {
       () => 'started',
       (error: unknown) => String(error),
     );
-    expect(failed).toMatch(/exited with 1 before ready; stderr: tollgate-worker: failed to start: gave up after \d+ attempts in WORKER_START_TIMEOUT_MS=1000/);
+    expect(failed).toMatch(/exited \(1\) before ready: /);
+    expect(failed).toMatch(/tollgate-worker: failed to start: gave up after \d+ attempts in WORKER_START_TIMEOUT_MS=1000/);
   });
 });
