@@ -60,6 +60,7 @@ describe('the official SDK (@anthropic-ai/sdk 1.14)', () => {
     expect(response.headers.get('tollgate-job-id')).toMatch(/^job_/);
     expect(Number(response.headers.get('tollgate-waited-ms'))).toBeGreaterThanOrEqual(0);
     expect(response.headers.get('tollgate-account')).toBe(fleet.limiterName);
+    expect(response.headers.get('tollgate-priority')).toBe('5'); // served as asked: the default, no policy in this fleet
     expect(response.headers.get('tollgate-request-id')).toMatch(/^req_[0-9a-f]+$/);
     expect(response.headers.get('anthropic-ratelimit-requests-limit')).toBe(String(RPM));
 
@@ -222,6 +223,7 @@ describe('a client that goes away', () => {
     try {
       const response = await post('/v1/messages', JSON.stringify({ model: MODEL, max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'long' }] }));
       const jobId = response.headers.get('tollgate-job-id') ?? '';
+      expect(response.headers.get('tollgate-priority')).toBe('5'); // a stream's answer says it too
       const reader = response.body?.getReader();
       await reader?.read(); // the answer has started
       await reader?.cancel(); // the client goes away mid-answer

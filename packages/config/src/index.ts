@@ -1,3 +1,4 @@
+export { InvalidConfigError } from "@tollgate/limiter";
 export {
   ENV_NAME_PATTERN,
   LIMIT_MAX,
@@ -29,3 +30,4 @@ export {
   type PoolsSpec,
 } from './pools.js';
 export { canonicalDocument, describeDocumentChanges, diffLimitsDocuments, type DocumentChange } from './diff.js';
+export { DOCUMENT_KEY, DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, readStoredDocument, servedPriority, storeLimitsDocument, type StoredDocument } from './store.js';

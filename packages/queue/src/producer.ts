@@ -1,4 +1,5 @@
 import type Anthropic from '@anthropic-ai/sdk';
+import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, servedPriority } from '@tollgate/config';
 import { InvalidArgumentError, InvalidConfigError, PRIORITY_DEFAULT } from '@tollgate/limiter';
 import { describeZodError } from '@tollgate/limiter/internal';
 import { Job, Queue } from 'bullmq';
@@ -59,6 +60,13 @@ const producerOptionsSchema = z.strictObject({
     .prefault({}),
   /** While calls wait, how often to check that Redis did not lose its data (then they answer {@link JobLostError}). */
   dataLossCheckMs: z.number().int().min(50).max(60_000).default(DATA_LOSS_CHECK_MS_DEFAULT),
+  /**
+   * `fleet`: every job of a tenant that the fleet's limits document names follows that tenant's policy (its priority
+   * clamped to its `maxPriority`), read from Redis and followed live; `none`: jobs are enqueued as asked.
+   */
+  tenantPolicy: z.enum(['fleet', 'none']).default('fleet'),
+  /** How often to look for a new revision of the fleet's document, in ms. */
+  documentPollMs: z.number().int().min(10).max(60_000).default(DOCUMENT_POLL_MS_DEFAULT),
 });
 
 export type ProducerOptions = z.input<typeof producerOptionsSchema>;
@@ -119,6 +127,8 @@ export class Producer {
   /** Every Redis call of this producer (and its waiter) under `redisTimeoutMs`. */
   readonly #within: Deadline;
   readonly #waiter: JobWaiter;
+  /** The fleet's limits document, for tenant policy; undefined with `tenantPolicy: 'none'`. */
+  readonly #document: DocumentFollower | undefined;
 
   /** @throws {@link InvalidConfigError} naming each bad option and its value. */
   constructor(options: ProducerOptions) {
@@ -135,6 +145,15 @@ export class Producer {
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
     this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
     this.#waiter = new JobWaiter({ queue: this.queue, keys, redis: parsed.data.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: parsed.data.dataLossCheckMs });
+    this.#document = parsed.data.tenantPolicy === 'fleet' ? new DocumentFollower({ redis: this.#redis.client, pollMs: parsed.data.documentPollMs }) : undefined;
+  }
+
+  /**
+   * The priority a job of `tenant` asking for `requested` is served with under the fleet's document (DESIGN §9: a
+   * tenant may not ask for more than its `maxPriority`); as asked before the document was first read.
+   */
+  servedPriority(tenant: string | null | undefined, requested: number): number {
+    return servedPriority(this.#document?.current?.document, tenant, requested);
   }
 
   /**
@@ -148,10 +167,26 @@ export class Producer {
    * script, so the job then either exists whole or not at all.
    */
   async enqueue(params: unknown, options: EnqueueOptions = {}): Promise<string> {
+    return (await this.enqueueJob(params, options)).id;
+  }
+
+  /**
+   * {@link Producer.enqueue}, returning the job id and the priority the job is served with (the tenant's policy may
+   * have clamped the one asked for; see {@link Producer.servedPriority}). Same errors.
+   */
+  async enqueueJob(params: unknown, options: EnqueueOptions = {}): Promise<{ id: string; priority: number }> {
     const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw InvalidArgumentError.fromZod('enqueue options', parsed.error, options);
-    const { priority, tenant, idempotencyKey, attempts, headers } = parsed.data;
+    const { tenant, idempotencyKey, attempts, headers } = parsed.data;
+    const document = this.#document;
+    // once: later calls find it read (after the connection: a producer's own connection queues no command offline)
+    if (tenant !== undefined && document !== undefined)
+      await this.#within(
+        this.queue.waitUntilReady().then(() => document.ready()),
+        'enqueue',
+      );
+    const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
     const { tenantQueuedMax, retention } = this.#options;
@@ -179,7 +214,7 @@ export class Producer {
       const stored = await this.#within(this.#redis.client.hget(this.#keys.job(jobId), 'data'), 'enqueue');
       if (stored !== null && !sameRequest(JSON.parse(stored) as Partial<JobData>, data)) throw new IdempotencyConflictError(jobId);
     }
-    return jobId;
+    return { id: jobId, priority };
   }
 
   /**
@@ -212,6 +247,7 @@ export class Producer {
   /** Connects the queue and the reader of job events now, so that the first `enqueueAndWait` does not pay for it. */
   async ready(): Promise<void> {
     await this.#within(this.queue.waitUntilReady(), 'ready');
+    if (this.#document !== undefined) await this.#within(this.#document.ready(), 'ready');
     await this.#waiter.ready();
   }
 
@@ -288,6 +324,7 @@ export class Producer {
 
   /** Closes the queue and the connections this producer opened. Idempotent. */
   async close(): Promise<void> {
+    this.#document?.close();
     await this.#waiter.close();
     await this.queue.close().catch(() => {});
     if (this.#redis.owned) this.#redis.client.disconnect();

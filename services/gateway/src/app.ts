@@ -43,7 +43,7 @@ import { JSON_TOO_DEEP, clientError, describeFastifyError, frameworkError, nests
 import { StreamReaders } from './stream-readers.js';
 import { relayJobEvents } from './relay.js';
 
-/** Header carrying a request's priority, 0 (first) … 9 (last). */
+/** Header carrying a request's priority, 0 (first) … 9 (last); in an answer, the priority it was served with. */
 export const PRIORITY_HEADER = 'tollgate-priority';
 /** Header making `POST /v1/jobs` idempotent within the tenant (hashed into the job id, never used raw). */
 export const IDEMPOTENCY_HEADER = 'idempotency-key';
@@ -100,13 +100,14 @@ function requestBody(request: FastifyRequest, route: JobRoute): RequestBody {
  * The headers of an answer: the upstream's (`request-id`, `anthropic-ratelimit-*`), and Tollgate's own. `waited` is
  * skew-free: both elapsed times end at the same moment (the answer, or a stream's first event), each on its own clock.
  */
-function answerHeaders(request: FastifyRequest, jobId: string, upstream: UpstreamMeta, gatewayElapsedMs: number): Record<string, string> {
+function answerHeaders(request: FastifyRequest, job: EnqueuedJob, upstream: UpstreamMeta, gatewayElapsedMs: number): Record<string, string> {
   const waitedMs = Math.max(0, Math.round(gatewayElapsedMs - upstream.elapsedMs + upstream.waitedMs));
   return {
     ...upstream.headers,
     'request-id': upstream.headers['request-id'] ?? request.id,
     [REQUEST_ID_HEADER]: request.id,
-    [JOB_ID_HEADER]: jobId,
+    [JOB_ID_HEADER]: job.id,
+    [PRIORITY_HEADER]: String(job.priority), // as served: a tenant's maxPriority may have clamped the one asked for
     [WAITED_MS_HEADER]: String(waitedMs),
     ...(upstream.account === null ? {} : { [ACCOUNT_HEADER]: upstream.account }),
   };
@@ -123,6 +124,8 @@ export interface Gateway {
   /** Stops the server and closes every connection. Idempotent. */
   close(): Promise<void>;
 }
+
+type EnqueuedJob = Awaited<ReturnType<Producer['enqueueJob']>>;
 
 /** Reads the priority header, if any. @throws {@link InvalidRequestError} naming the header. */
 function priorityOf(request: FastifyRequest): number | undefined {
@@ -302,13 +305,14 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     // Redis is down (not merely slow): answer at once, without trying to enqueue
     if (redis.client.status !== 'ready') return sendFailure(request, reply, new QueueUnavailableError('Redis connection is down'));
     const startedAt = performance.now();
-    let jobId: string;
+    let job: EnqueuedJob;
     try {
       await producer.ready(); // listening for job ends before the job exists
-      jobId = await producer.enqueue(body, options);
+      job = await producer.enqueueJob(body, options);
     } catch (error) {
       return sendFailure(request, reply, error);
     }
+    const jobId = job.id;
     void reply.header(JOB_ID_HEADER, jobId);
     const gone = new AbortController();
     const onClose = () => {
@@ -322,7 +326,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       answered?.(result.answer, result.upstream.headers);
       return reply
         .code(200)
-        .headers(answerHeaders(request, jobId, result.upstream, performance.now() - startedAt))
+        .headers(answerHeaders(request, job, result.upstream, performance.now() - startedAt))
         .send(result.answer);
     } catch (error) {
       if (gone.signal.aborted) return reply; // nobody left to answer
@@ -360,12 +364,13 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     openStreamsTotal += 1;
     try {
       const startedAt = performance.now();
-      let jobId: string;
+      let job: EnqueuedJob;
       try {
-        jobId = await producer.enqueue(body, options);
+        job = await producer.enqueueJob(body, options);
       } catch (error) {
         return sendFailure(request, reply, error);
       }
+      const jobId = job.id;
       const streamKey = keys.jobEvents(jobId);
       await relayJobEvents({
         request,
@@ -374,7 +379,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
         jobId,
         follow: (signal) => readers.follow(streamKey, signal),
         waitMs: env.GATEWAY_WAIT_MS,
-        headers: (upstream) => answerHeaders(request, jobId, upstream, performance.now() - startedAt),
+        headers: (upstream) => answerHeaders(request, job, upstream, performance.now() - startedAt),
       });
       return reply;
     } finally {
@@ -429,8 +434,11 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
 
   app.post('/v1/jobs', async (request, reply) => {
     try {
-      const id = await producer.enqueue(requestBody(request, 'messages'), enqueueOptions(request, true));
-      return reply.code(202).header(JOB_ID_HEADER, id).send({ id, state: 'queued' });
+      const { id, priority } = await producer.enqueueJob(requestBody(request, 'messages'), enqueueOptions(request, true));
+      return reply
+        .code(202)
+        .headers({ [JOB_ID_HEADER]: id, [PRIORITY_HEADER]: String(priority) })
+        .send({ id, state: 'queued' });
     } catch (error) {
       return sendFailure(request, reply, error);
     }

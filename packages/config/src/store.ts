@@ -1,0 +1,154 @@
+import type { Cluster, Redis } from 'ioredis';
+import { InvalidConfigError } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
+import { canonicalDocument } from './diff.js';
+import { validateLimitsDocument, type LimitsDocument } from './document.js';
+
+/**
+ * The fleet index of DESIGN §8: the whole limits document, as canonical JSON, with its hash and a revision that rises
+ * with every change. One key for the fleet (each account's enforced limits live under the account's own hash tag, in
+ * its limiter's config). It holds names of variables, never a key or a token.
+ */
+export const DOCUMENT_KEY = 'tollgate:document';
+/** How often a process looks for a new revision of the document (one HGET), unless told otherwise. */
+export const DOCUMENT_POLL_MS_DEFAULT = 1_000;
+
+type RedisClient = Redis | Cluster;
+
+/** The document in force, as Redis holds it. */
+export interface StoredDocument {
+  document: LimitsDocument;
+  /** Rises by one with every write that changed the document. */
+  revision: number;
+  hash: string;
+}
+
+/** Writes json and hash and bumps the revision, unless the stored hash is the same: one script, so two applies never share a revision. */
+const STORE_SCRIPT = `
+local hash = redis.call('HGET', KEYS[1], 'hash')
+if hash == ARGV[2] then return { 0, tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') } end
+local revision = redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'hash', ARGV[2])
+return { 1, revision }`;
+
+/**
+ * Stores `document` as the fleet's (an explicit apply, DESIGN §8). Storing the document in force again changes nothing.
+ * @returns the revision in force after the call, and whether this call wrote it.
+ */
+export async function storeLimitsDocument(redis: RedisClient, document: LimitsDocument): Promise<{ revision: number; hash: string; changed: boolean }> {
+  const { json, hash } = canonicalDocument(document);
+  const [changed, revision] = (await redis.eval(STORE_SCRIPT, 1, DOCUMENT_KEY, json, hash)) as [number, number];
+  return { revision, hash, changed: changed === 1 };
+}
+
+/**
+ * The fleet's document, or undefined when none was ever applied on this Redis.
+ * @throws {@link InvalidConfigError} when what Redis holds is not a valid document (it is never used half).
+ */
+export async function readStoredDocument(redis: RedisClient): Promise<StoredDocument | undefined> {
+  const [json, hash, revision] = await redis.hmget(DOCUMENT_KEY, 'json', 'hash', 'revision');
+  if (json == null || hash == null || revision == null) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch (cause) {
+    throw new InvalidConfigError(`the limits document in Redis (${DOCUMENT_KEY}) is not JSON`, { cause });
+  }
+  return { document: validateLimitsDocument(value, `the limits document in Redis (${DOCUMENT_KEY})`), revision: Number(revision), hash };
+}
+
+/**
+ * Follows the fleet's document: reads it once, then looks for a new revision every `pollMs` (one HGET) and reads it
+ * again when it changed, so that a process runs with an applied document within `pollMs`, without a restart. A failed
+ * read keeps the last document it had (a Redis outage does not drop a policy) and is reported to `onError`.
+ */
+export class DocumentFollower {
+  readonly #redis: RedisClient;
+  readonly #pollMs: number;
+  readonly #onError: (error: Error) => void;
+  readonly #onChange: ((stored: StoredDocument | undefined) => void) | undefined;
+  #current: StoredDocument | undefined;
+  #first: Promise<void> | undefined;
+  #loaded = false;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(options: { redis: RedisClient; pollMs?: number; onError?: (error: Error) => void; onChange?: (stored: StoredDocument | undefined) => void }) {
+    this.#redis = options.redis;
+    this.#pollMs = options.pollMs ?? DOCUMENT_POLL_MS_DEFAULT;
+    this.#onError = options.onError ?? (() => {});
+    this.#onChange = options.onChange;
+  }
+
+  /** The document last read; undefined before the first read or when none is stored. */
+  get current(): StoredDocument | undefined {
+    return this.#current;
+  }
+
+  /**
+   * Resolves once the document has been read (then at once); starts the polling. Rejects when that first read fails
+   * (Redis unreachable, an invalid document in Redis), and the next call reads again: a caller never runs as if there
+   * were no document only because it could not read one.
+   */
+  ready(): Promise<void> {
+    if (this.#loaded) return Promise.resolve();
+    this.#first ??= this.#read().then(
+      () => {
+        this.#loaded = true;
+        this.#schedule();
+      },
+      (error: unknown) => {
+        this.#first = undefined;
+        throw error;
+      },
+    );
+    return this.#first;
+  }
+
+  /** Reads the document now when its revision changed; a failure goes to `onError` and keeps the last document. */
+  async refresh(): Promise<void> {
+    try {
+      await this.#read();
+    } catch (error) {
+      this.#onError(toError(error));
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+  }
+
+  async #read(): Promise<void> {
+    const revision = await this.#redis.hget(DOCUMENT_KEY, 'revision');
+    if (revision === null) {
+      if (this.#current !== undefined) this.#set(undefined); // FLUSHALL, or a deleted key: no document any more
+      return;
+    }
+    if (this.#current !== undefined && Number(revision) === this.#current.revision) return;
+    this.#set(await readStoredDocument(this.#redis));
+  }
+
+  #set(stored: StoredDocument | undefined): void {
+    this.#current = stored;
+    this.#onChange?.(stored);
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      void this.refresh().then(() => this.#schedule());
+    }, this.#pollMs);
+    this.#timer.unref();
+  }
+}
+
+/**
+ * The priority a tenant's job is served with: its requested priority, or its `maxPriority` when it asked for a more
+ * urgent one (0 is the most urgent). A tenant the document does not name, or no document, leaves it as asked.
+ */
+export function servedPriority(document: LimitsDocument | undefined, tenant: string | null | undefined, requested: number): number {
+  if (document === undefined || tenant === undefined || tenant === null || !Object.hasOwn(document.tenants, tenant)) return requested;
+  const maxPriority = document.tenants[tenant]?.maxPriority ?? requested;
+  return Math.max(requested, maxPriority);
+}

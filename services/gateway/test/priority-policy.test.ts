@@ -1,0 +1,121 @@
+import Anthropic from '@anthropic-ai/sdk';
+import { storeLimitsDocument, validateLimitsDocument } from '@tollgate/config';
+import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
+import { createProducer, createWorker, type Producer } from '@tollgate/queue';
+import { bullmqPriority } from '@tollgate/queue/internal';
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Gateway } from '../src/index.js';
+import { TOKEN_A, TOKEN_B, request, startGateway } from './support.js';
+
+/** Issue 15, priority policy: a tenant's requested priority is clamped to its `maxPriority` (the fleet's document), the same from the gateway and from Node. */
+const API_KEY = 'sk-ant-priority-policy';
+let redis: TestRedis;
+let client: Redis;
+let mock: MockAnthropic;
+let gateway: Gateway;
+let url: string;
+let producer: Producer;
+let queue: string;
+
+const documentWith = (teamAMaxPriority: number) =>
+  validateLimitsDocument(
+    {
+      accounts: { main: { apiKeyEnv: 'ANTHROPIC_API_KEY', concurrency: 4, pools: { all: { models: ['*'], rpm: 100_000 } } } },
+      tenants: {
+        'team-a': { tokenEnv: 'TOKEN_TEAM_A', account: 'main', maxPriority: teamAMaxPriority },
+        'team-b': { tokenEnv: 'TOKEN_TEAM_B', account: 'main' }, // maxPriority 0: may ask for any priority
+      },
+    },
+    'test',
+  );
+
+beforeAll(async () => {
+  redis = await startRedis();
+  client = new Redis(redis.url);
+  mock = await startMockAnthropic({ apiKeys: [API_KEY] });
+  await storeLimitsDocument(client, documentWith(5));
+  queue = uniqueName('policy');
+  ({ gateway, url } = await startGateway({ REDIS_URL: redis.url, TOLLGATE_QUEUE: queue, TOLLGATE_NAME: uniqueName('policy-limiter') }));
+  producer = createProducer({ redis: redis.url, queue, documentPollMs: 50 });
+});
+afterAll(async () => {
+  await producer.close();
+  await gateway.close();
+  await mock.close();
+  client.disconnect();
+  await redis.close();
+});
+
+async function postJob(token: string, priority: string): Promise<{ id: string; served: string | null }> {
+  const response = await fetch(`${url}/v1/jobs`, {
+    method: 'POST',
+    body: JSON.stringify(request(`p${priority}`)),
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'tollgate-priority': priority },
+  });
+  expect(response.status).toBe(202);
+  const body = (await response.json()) as { id: string };
+  return { id: body.id, served: response.headers.get('tollgate-priority') };
+}
+
+const storedPriority = async (id: string) => (await producer.getJob(id))?.priority;
+
+describe('priority policy (DESIGN §9)', () => {
+  it('the gateway serves a tenant with maxPriority 5 that asks for 0 as 5, says so in tollgate-priority, and leaves other tenants as asked', async () => {
+    const clamped = await postJob(TOKEN_A, '0');
+    expect(clamped.served).toBe('5');
+    expect(await storedPriority(clamped.id)).toBe(5);
+    const lower = await postJob(TOKEN_A, '7'); // less urgent than its maximum: as asked
+    expect(lower.served).toBe('7');
+    const other = await postJob(TOKEN_B, '0'); // maxPriority 0: the reserved, most urgent priority is its to ask for
+    expect(other.served).toBe('0');
+    expect(await storedPriority(other.id)).toBe(0);
+  });
+
+  it('a job enqueued from Node gets the same policy as one from the gateway', async () => {
+    const job = await producer.enqueueJob(request('node'), { tenant: 'team-a', priority: 0 });
+    expect(job.priority).toBe(5);
+    expect(await storedPriority(job.id)).toBe(5);
+    const raw = await producer.queue.getJob(job.id);
+    expect(raw?.opts.priority).toBe(bullmqPriority(5)); // its place in the queue too, not only its label
+    expect(await storedPriority(await producer.enqueue(request('node-untenanted'), { priority: 0 }))).toBe(0); // no tenant, no policy
+    const unmanaged = createProducer({ redis: redis.url, queue, tenantPolicy: 'none' });
+    try {
+      expect((await unmanaged.enqueueJob(request('unmanaged'), { tenant: 'team-a', priority: 0 })).priority).toBe(0);
+    } finally {
+      await unmanaged.close();
+    }
+  });
+
+  it('the clamped priority decides the order: team-a asking for 0 is served after team-b asking for 3', async () => {
+    const ordered = uniqueName('policy-order');
+    const orderProducer = createProducer({ redis: redis.url, queue: ordered });
+    const finished: string[] = [];
+    try {
+      const a = await orderProducer.enqueue(request('order-a'), { tenant: 'team-a', priority: 0 });
+      const b = await orderProducer.enqueue(request('order-b'), { tenant: 'team-b', priority: 3 });
+      const worker = createWorker({ redis: redis.url, queue: ordered, client: new Anthropic({ baseURL: mock.url, apiKey: API_KEY, maxRetries: 0 }), concurrency: 1 });
+      try {
+        await Promise.all(
+          [a, b].map(async (id) => {
+            await orderProducer.wait(id);
+            finished.push(id === a ? 'team-a' : 'team-b');
+          }),
+        );
+      } finally {
+        await worker.close({ drainTimeoutMs: 0 });
+      }
+      expect(finished).toEqual(['team-b', 'team-a']);
+    } finally {
+      await orderProducer.close();
+    }
+  });
+
+  it('a newly applied document is followed live, without a restart', async () => {
+    await storeLimitsDocument(client, documentWith(2));
+    await expect.poll(async () => (await postJob(TOKEN_A, '0')).served, { timeout: 5_000, interval: 100 }).toBe('2');
+    await expect.poll(async () => (await producer.enqueueJob(request('live'), { tenant: 'team-a', priority: 0 })).priority, { timeout: 5_000, interval: 100 }).toBe(2);
+    await storeLimitsDocument(client, documentWith(5));
+  });
+});
