@@ -198,6 +198,62 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY);
   });
 
+  it('limits apply of a whole document (accounts, tenants): the account limiter runs with it, the document is stored with a revision, show and diff read it; two pools in one account are refused, nothing written', async () => {
+    const documentFor = (concurrency: number, maxPriority: number) =>
+      [
+        'accounts:',
+        `  ${fleet.limiterName}:`,
+        '    apiKeyEnv: ANTHROPIC_API_KEY',
+        `    concurrency: ${concurrency}`,
+        `    leaseTtlMs: ${LEASE_TTL_MS}`,
+        '    pools:',
+        "      all: { models: ['*'], rpm: 100000 }",
+        'tenants:',
+        `  batch: { tokenEnv: TOKEN_BATCH, account: ${fleet.limiterName}, maxPriority: ${maxPriority} }`,
+        '',
+      ].join('\n');
+    const lowered = join(dir, 'document.yaml');
+    await writeFile(lowered, documentFor(CONCURRENCY - 1, 4));
+    const before = await runTollgate(['limits', 'diff', lowered, '--json'], env);
+    expect(before.code).toBe(1);
+    expect(jsonOf(before)).toEqual({ document: true, revision: null, changes: ['(no document stored yet: all of it)'] });
+    const applied = await runTollgate(['limits', 'apply', lowered, '--json'], env);
+    expect(applied.code).toBe(0);
+    expect(jsonOf(applied)).toMatchObject({ document: true, applied: true, revision: 1, limiters: [{ name: fleet.limiterName }] });
+    expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY - 1);
+    expect((await runTollgate(['limits', 'diff', lowered], env)).code).toBe(0);
+    const again = await runTollgate(['limits', 'apply', lowered, '--json'], env);
+    expect(jsonOf(again)).toMatchObject({ applied: false, revision: 1 });
+    const shown = jsonOf<{ document: { revision: number; document: { tenants: Record<string, { maxPriority: number }> } } }>(await runTollgate(['limits', 'show', '--json'], env));
+    expect(shown.document.revision).toBe(1);
+    expect(shown.document.document.tenants.batch?.maxPriority).toBe(4);
+    expect((await runTollgate(['limits', 'show'], env)).stdout).toMatch(/# the fleet's limits document, revision 1/);
+
+    const twoPools = join(dir, 'two-pools.yaml');
+    await writeFile(
+      twoPools,
+      documentFor(CONCURRENCY, 4).replace(
+        "      all: { models: ['*'], rpm: 100000 }",
+        "      sonnet: { models: ['claude-sonnet-*'], rpm: 100 }\n      haiku: { models: ['claude-haiku-*'], rpm: 200 }",
+      ),
+    );
+    const refused = await runTollgate(['limits', 'apply', twoPools], env);
+    expect(refused.code).toBe(5);
+    expect(refused.stderr).toMatch(/accounts\..*\.pools: 2 pools; this release enforces one pool per account/);
+    expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY - 1); // nothing applied
+    const badTenant = join(dir, 'bad-tenant.yaml');
+    await writeFile(badTenant, documentFor(CONCURRENCY, 4).replace(`account: ${fleet.limiterName}`, 'account: nowhere'));
+    const badRefused = await runTollgate(['limits', 'apply', badTenant], env);
+    expect(badRefused.code).toBe(5);
+    expect(badRefused.stderr).toMatch(/tenants\.batch\.account: not an account of this document/);
+
+    // back to the fleet's limits for the tests after this one
+    const restored = join(dir, 'document-restored.yaml');
+    await writeFile(restored, documentFor(CONCURRENCY, 4));
+    expect(jsonOf(await runTollgate(['limits', 'apply', restored, '--json'], env))).toMatchObject({ applied: true, revision: 2 });
+    expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY);
+  });
+
   it('jobs show: state, attempts, usage; the prompt only with --show-content; an unknown id is exit 3, a malformed one 2', async () => {
     const id = await fleet.producer.enqueue(request(300));
     await settle(fleet.producer, [id]);

@@ -105,21 +105,22 @@ const COMMANDS: Record<string, Command> = {
   },
   'limits show': {
     usage: 'tollgate limits show [--name NAME] [--json]',
-    summary: 'print the limits in force, as a file `limits apply` takes (YAML)',
+    summary: "print the limits in force, as a file `limits apply` takes (YAML), and the fleet's limits document when one was applied",
     options: [],
     arguments: 0,
     run: (context) => limitsShowCommand(context, singleName(context)),
   },
   'limits diff': {
     usage: 'tollgate limits diff FILE [--name NAME]',
-    summary: 'what applying FILE (YAML or JSON) would change; exit 1 when it differs',
+    summary: "what applying FILE (YAML or JSON; one limiter's limits, or a whole limits document with `accounts`) would change; exit 1 when it differs",
     options: [],
     arguments: 1,
     run: (context, [file]) => limitsDiffCommand(context, singleName(context), file ?? ''),
   },
   'limits apply': {
     usage: 'tollgate limits apply FILE [--name NAME]',
-    summary: "write FILE's limits for the whole fleet (refused whole when any field is invalid)",
+    summary:
+      "write FILE's limits for the whole fleet; a document (`accounts`, `tenants`) applies every account's limits and the tenants' policy (refused whole when any field is invalid)",
     options: [],
     arguments: 1,
     run: (context, [file]) => limitsApplyCommand(context, singleName(context), file ?? ''),

@@ -1,7 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import { describeZodError, toError } from '@tollgate/limiter/internal';
-import { limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
+import { InvalidConfigError, limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
 import { withDeadline } from '@tollgate/queue/internal';
+import {
+  applyLimitsDocument,
+  describeDocumentChanges,
+  diffLimitsDocuments,
+  parseLimitsDocument,
+  readStoredDocument,
+  type LimitsDocument,
+  type StoredDocument,
+} from '@tollgate/config';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
 import { CliError, EXIT, shown } from './errors.js';
@@ -54,8 +63,8 @@ export function documentOf(file: LimitsFile, fleet: FleetLimits): FleetLimits {
   return { schema: 1, concurrency: file.concurrency ?? null, rates, reserve: file.reserve, leaseTtlMs: file.leaseTtlMs ?? fleet.leaseTtlMs };
 }
 
-/** Reads and validates a limits file: every bad field is named, and nothing is applied from a bad file. */
-export async function readLimitsFile(context: Context, name: string, path: string): Promise<{ file: LimitsFile; reading: FleetLimitsReading; next: FleetLimits }> {
+/** Reads a limits file or a limits document (YAML, so JSON too), bounded in size. */
+async function readYaml(path: string): Promise<{ text: string; raw: unknown }> {
   let text: string;
   try {
     const buffer = await readFile(path);
@@ -64,12 +73,28 @@ export async function readLimitsFile(context: Context, name: string, path: strin
   } catch (error) {
     throw new CliError(EXIT.usage, `cannot read limits file ${shown(path)}: ${toError(error).message}`);
   }
-  let raw: unknown;
   try {
-    raw = parseYaml(text); // YAML, and so JSON too
+    return { text, raw: parseYaml(text) };
   } catch (error) {
     throw new CliError(EXIT.refused, `limits file ${shown(path)} is not YAML or JSON: ${toError(error).message.split('\n')[0]}`);
   }
+}
+
+/** A file with top-level `accounts` is the fleet limits document (DESIGN §8); anything else, one limiter's limits. */
+const isDocument = (raw: unknown): boolean => typeof raw === 'object' && raw !== null && Object.hasOwn(raw, 'accounts');
+
+/** Validates a whole document: every bad field is named, and nothing is applied from a bad document. */
+function parseDocumentFile(text: string, path: string): LimitsDocument {
+  try {
+    return parseLimitsDocument(text, shown(path));
+  } catch (error) {
+    throw new CliError(EXIT.refused, toError(error).message);
+  }
+}
+
+/** Reads and validates a limits file: every bad field is named, and nothing is applied from a bad file. */
+export async function readLimitsFile(context: Context, name: string, path: string): Promise<{ file: LimitsFile; reading: FleetLimitsReading; next: FleetLimits }> {
+  const { raw } = await readYaml(path);
   const parsed = limitsFileSchema.safeParse(raw);
   if (!parsed.success) throw new CliError(EXIT.refused, `limits file ${shown(path)} is invalid: ${describeZodError(parsed.error, raw)}`);
   const file = parsed.data;
@@ -108,10 +133,22 @@ function renderChanges(changes: readonly LimitChange[]): string {
   return changes.map((change) => `  ${change.field}: ${change.fleet ?? '(none)'} → ${change.file ?? '(none)'}`).join('\n');
 }
 
+/** The fleet's stored document, when one was applied. */
+async function storedDocument(context: Context): Promise<StoredDocument | undefined> {
+  try {
+    return await withDeadline(readStoredDocument(context.redis), context.timeoutMs, 'read the limits document');
+  } catch (error) {
+    if (error instanceof InvalidConfigError) throw new CliError(EXIT.refused, error.message);
+    throw error;
+  }
+}
+
 export async function limitsShowCommand(context: Context, name: string): Promise<void> {
   const { limits, version, effectiveConcurrency } = await fleetLimits(context, name);
+  const stored = await storedDocument(context);
   if (context.json) {
-    context.print(JSON.stringify({ name, revision: version, limits: limitsFile(limits), effectiveConcurrency }));
+    const document = stored === undefined ? null : { revision: stored.revision, hash: stored.hash, document: stored.document };
+    context.print(JSON.stringify({ name, revision: version, limits: limitsFile(limits), effectiveConcurrency, document }));
     return;
   }
   const effective =
@@ -119,10 +156,31 @@ export async function limitsShowCommand(context: Context, name: string): Promise
       ? `\n# effective concurrency now: ${effectiveConcurrency} (adaptive control or \`tollgate concurrency\`)`
       : '';
   context.print(`# limits of limiter ${name} (pool default), revision ${version}, as the fleet runs them${effective}\n${stringifyYaml(limitsFile(limits)).trimEnd()}`);
+  if (stored !== undefined) context.print(`# the fleet's limits document, revision ${stored.revision} (hash ${stored.hash})\n${stringifyYaml(stored.document).trimEnd()}`);
+}
+
+/** What applying `document` changes against the stored one (every field, when none is stored yet). */
+async function documentChanges(context: Context, document: LimitsDocument): Promise<{ stored: StoredDocument | undefined; lines: string[] }> {
+  const stored = await storedDocument(context);
+  const lines = stored === undefined ? ['(no document stored yet: all of it)'] : describeDocumentChanges(diffLimitsDocuments(stored.document, document));
+  return { stored, lines };
 }
 
 /** `limits diff FILE`: exit 0 when the file states the fleet's limits, {@link EXIT.differs} when it does not. */
 export async function limitsDiffCommand(context: Context, name: string, path: string): Promise<number> {
+  const { text, raw } = await readYaml(path);
+  if (isDocument(raw)) {
+    const { stored, lines } = await documentChanges(context, parseDocumentFile(text, path));
+    const same = stored !== undefined && lines.length === 0;
+    context.print(
+      context.json
+        ? JSON.stringify({ document: true, revision: stored?.revision ?? null, changes: lines })
+        : same
+          ? 'the file states the document in force'
+          : `applying ${path} would change\n  ${lines.join('\n  ')}`,
+    );
+    return same ? EXIT.ok : EXIT.differs;
+  }
   const { reading, next } = await readLimitsFile(context, name, path);
   const changes = diffLimits(reading.limits, next);
   context.print(
@@ -141,6 +199,27 @@ export async function limitsDiffCommand(context: Context, name: string, path: st
  * refused whole.
  */
 export async function limitsApplyCommand(context: Context, name: string, path: string): Promise<void> {
+  const { text, raw } = await readYaml(path);
+  if (isDocument(raw)) {
+    const document = parseDocumentFile(text, path);
+    const { lines } = await documentChanges(context, document);
+    let applied;
+    try {
+      applied = await withDeadline(applyLimitsDocument(context.redis, document, { redisTimeoutMs: context.timeoutMs }), context.timeoutMs * 4, 'apply');
+    } catch (error) {
+      if (error instanceof InvalidConfigError) throw new CliError(EXIT.refused, `limits document ${shown(path)} cannot be applied: ${error.message}`);
+      throw error;
+    }
+    const limiters = applied.limiters.map((limiter) => `${limiter.name} revision ${limiter.version}`).join(', ');
+    context.print(
+      context.json
+        ? JSON.stringify({ document: true, applied: applied.changed, revision: applied.revision, changes: applied.changed ? lines : [], limiters: applied.limiters })
+        : applied.changed
+          ? `document applied as revision ${applied.revision} (limiters: ${limiters})\n  ${lines.join('\n  ')}`
+          : `document: nothing to change (revision ${applied.revision}; limiters: ${limiters})`,
+    );
+    return;
+  }
   const { file, reading, next } = await readLimitsFile(context, name, path);
   const changes = diffLimits(reading.limits, next);
   let revision = reading.version;

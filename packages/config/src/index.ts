@@ -1,4 +1,4 @@
-export { InvalidConfigError } from "@tollgate/limiter";
+export { InvalidConfigError } from '@tollgate/limiter';
 export {
   ENV_NAME_PATTERN,
   LIMIT_MAX,
@@ -31,3 +31,4 @@ export {
 } from './pools.js';
 export { canonicalDocument, describeDocumentChanges, diffLimitsDocuments, type DocumentChange } from './diff.js';
 export { DOCUMENT_KEY, DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, readStoredDocument, servedPriority, storeLimitsDocument, type StoredDocument } from './store.js';
+export { COUNT_TOKENS_LIMITER_SUFFIX, accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';

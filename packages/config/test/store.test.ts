@@ -1,21 +1,10 @@
-import { startRedis, type TestRedis } from '@tollgate/test-support';
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { DOCUMENT_KEY, DocumentFollower, InvalidConfigError, readStoredDocument, servedPriority, storeLimitsDocument, validateLimitsDocument } from '../src/index.js';
+import { useRedis } from './support.js';
 
-let redis: TestRedis;
-let client: Redis;
-
-beforeAll(async () => {
-  redis = await startRedis();
-  client = new Redis(redis.url);
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.close();
-});
+const redis = useRedis();
 afterEach(async () => {
-  await client.del(DOCUMENT_KEY);
+  await redis.client.del(DOCUMENT_KEY);
 });
 
 const documentWith = (maxPriority: number) =>
@@ -29,41 +18,41 @@ const documentWith = (maxPriority: number) =>
 
 describe('the fleet limits document in Redis', () => {
   it('stores a document with a rising revision, and storing the same document again changes nothing', async () => {
-    expect(await readStoredDocument(client)).toBeUndefined();
-    const first = await storeLimitsDocument(client, documentWith(5));
+    expect(await readStoredDocument(redis.client)).toBeUndefined();
+    const first = await storeLimitsDocument(redis.client, documentWith(5));
     expect(first).toMatchObject({ revision: 1, changed: true });
-    expect(await storeLimitsDocument(client, documentWith(5))).toEqual({ ...first, changed: false });
-    const second = await storeLimitsDocument(client, documentWith(3));
+    expect(await storeLimitsDocument(redis.client, documentWith(5))).toEqual({ ...first, changed: false });
+    const second = await storeLimitsDocument(redis.client, documentWith(3));
     expect(second).toMatchObject({ revision: 2, changed: true });
-    const stored = await readStoredDocument(client);
+    const stored = await readStoredDocument(redis.client);
     expect(stored?.revision).toBe(2);
     expect(stored?.hash).toBe(second.hash);
     expect(stored?.document.tenants.batch?.maxPriority).toBe(3);
   });
 
   it('refuses what Redis holds when it is not a valid document, naming the key', async () => {
-    await client.hset(DOCUMENT_KEY, { json: '{"accounts":{}}', hash: 'x', revision: '1' });
-    await expect(readStoredDocument(client)).rejects.toThrow(InvalidConfigError);
-    await expect(readStoredDocument(client)).rejects.toThrow(/tollgate:document.*accounts/);
-    await client.hset(DOCUMENT_KEY, { json: 'not json' });
-    await expect(readStoredDocument(client)).rejects.toThrow(/not JSON/);
+    await redis.client.hset(DOCUMENT_KEY, { json: '{"accounts":{}}', hash: 'x', revision: '1' });
+    await expect(readStoredDocument(redis.client)).rejects.toThrow(InvalidConfigError);
+    await expect(readStoredDocument(redis.client)).rejects.toThrow(/tollgate:document.*accounts/);
+    await redis.client.hset(DOCUMENT_KEY, { json: 'not json' });
+    await expect(readStoredDocument(redis.client)).rejects.toThrow(/not JSON/);
   });
 
   it('a follower runs with a newly applied revision within its poll interval, keeps the last document while Redis fails, and drops it after FLUSHALL', async () => {
     const changes: Array<number | undefined> = [];
     const errors: Error[] = [];
-    const follower = new DocumentFollower({ redis: client, pollMs: 50, onChange: (stored) => changes.push(stored?.revision), onError: (error) => errors.push(error) });
+    const follower = new DocumentFollower({ redis: redis.client, pollMs: 50, onChange: (stored) => changes.push(stored?.revision), onError: (error) => errors.push(error) });
     try {
       await follower.ready();
       expect(follower.current).toBeUndefined();
-      await storeLimitsDocument(client, documentWith(5));
+      await storeLimitsDocument(redis.client, documentWith(5));
       await expect.poll(() => follower.current?.revision, { timeout: 2_000 }).toBe(1);
-      await storeLimitsDocument(client, documentWith(2));
+      await storeLimitsDocument(redis.client, documentWith(2));
       await expect.poll(() => follower.current?.document.tenants.batch?.maxPriority, { timeout: 2_000 }).toBe(2);
-      await client.hset(DOCUMENT_KEY, { json: 'broken', revision: '99' }); // a bad write: the follower keeps what it had
+      await redis.client.hset(DOCUMENT_KEY, { json: 'broken', revision: '99' }); // a bad write: the follower keeps what it had
       await expect.poll(() => errors.length, { timeout: 2_000 }).toBeGreaterThan(0);
       expect(follower.current?.revision).toBe(2);
-      await client.flushall();
+      await redis.client.flushall();
       await expect.poll(() => follower.current, { timeout: 2_000 }).toBeUndefined();
       expect(changes).toEqual([1, 2, undefined]);
     } finally {
@@ -74,11 +63,11 @@ describe('the fleet limits document in Redis', () => {
 
 describe('a follower that cannot read the document at first', () => {
   it('rejects ready() and reads again on the next call, rather than run as if there were no document', async () => {
-    await client.hset(DOCUMENT_KEY, { json: 'broken', hash: 'x', revision: '1' });
-    const follower = new DocumentFollower({ redis: client, pollMs: 50 });
+    await redis.client.hset(DOCUMENT_KEY, { json: 'broken', hash: 'x', revision: '1' });
+    const follower = new DocumentFollower({ redis: redis.client, pollMs: 50 });
     try {
       await expect(follower.ready()).rejects.toThrow(/not JSON/);
-      await storeLimitsDocument(client, documentWith(4));
+      await storeLimitsDocument(redis.client, documentWith(4));
       await follower.ready();
       expect(follower.current?.document.tenants.batch?.maxPriority).toBe(4);
     } finally {

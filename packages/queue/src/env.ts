@@ -1,3 +1,4 @@
+import { COUNT_TOKENS_LIMITER_SUFFIX } from '@tollgate/config';
 import { InvalidConfigError, LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
 import { z } from 'zod';
 import { Cluster } from 'ioredis';
@@ -126,8 +127,8 @@ export function limiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.
   };
 }
 
-/** The count_tokens limiter is a second limiter named after the Messages one, with this suffix. */
-export const COUNT_TOKENS_LIMITER_SUFFIX = ':count-tokens';
+/** The count_tokens limiter is a second limiter named after the Messages one, with this suffix (spelled in @tollgate/config). */
+export { COUNT_TOKENS_LIMITER_SUFFIX };
 
 /** The count_tokens limiter's options (one `requests` rate, no concurrency), or undefined when `TOLLGATE_COUNT_TOKENS_RPM` is unset. */
 export function countTokensLimiterOptionsFromEnv(env: TollgateEnv, redis: RedisInput = env.REDIS_URL): LimiterOptions | undefined {

@@ -1,0 +1,91 @@
+import type { Cluster, Redis } from 'ioredis';
+import { InvalidConfigError, createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimits } from '@tollgate/limiter';
+import type { LimitsDocument } from './document.js';
+import { countTokensRates, poolRates, type LimiterRate } from './env.js';
+import { storeLimitsDocument } from './store.js';
+
+/** The limiter of an account's count_tokens calls: the account's name and this suffix (its own hash tag). */
+export const COUNT_TOKENS_LIMITER_SUFFIX = ':count-tokens';
+
+/** One limiter that a document's account runs, and the limits it enforces. */
+export interface AccountLimiter {
+  account: string;
+  /** The limiter name: the account's, or the account's with {@link COUNT_TOKENS_LIMITER_SUFFIX}. */
+  name: string;
+  limits: FleetLimits;
+}
+
+const limiterRates = (rates: Record<string, LimiterRate>): FleetLimits['rates'] =>
+  Object.fromEntries(Object.entries(rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]));
+
+/**
+ * The limiters a document's accounts run (DESIGN §8): per account, its Messages limiter (concurrency and the pool's
+ * buckets) and, with a `countTokens` limit, its count_tokens limiter. `reserveOf` gives the reserved-slot channels a
+ * limiter keeps (the document does not state them; an apply keeps what the fleet has).
+ * @throws {@link InvalidConfigError} for an account with more than one pool: this release's limiter enforces one set
+ * of buckets per account, and lumping two pools into one would under-use or overrun both.
+ */
+export function accountLimiters(document: LimitsDocument, reserveOf: (name: string) => FleetLimits['reserve'] = () => []): AccountLimiter[] {
+  const limiters: AccountLimiter[] = [];
+  for (const [account, limits] of Object.entries(document.accounts)) {
+    const pools = Object.values(limits.pools);
+    if (pools.length !== 1 || pools[0] === undefined) {
+      throw new InvalidConfigError(
+        `accounts.${account}.pools: ${pools.length} pools; this release enforces one pool per account (every model of the account shares its buckets), so a document with several is refused rather than applied as one`,
+      );
+    }
+    limiters.push({
+      account,
+      name: account,
+      limits: { schema: 1, concurrency: limits.concurrency ?? null, rates: limiterRates(poolRates(pools[0])), reserve: reserveOf(account), leaseTtlMs: limits.leaseTtlMs },
+    });
+    if (limits.countTokens !== undefined) {
+      const name = `${account}${COUNT_TOKENS_LIMITER_SUFFIX}`;
+      limiters.push({
+        account,
+        name,
+        limits: { schema: 1, concurrency: null, rates: limiterRates(countTokensRates(limits)), reserve: reserveOf(name), leaseTtlMs: limits.leaseTtlMs },
+      });
+    }
+  }
+  return limiters;
+}
+
+/** What {@link applyLimitsDocument} did. */
+export interface AppliedDocument {
+  /** The document's revision in force now, and whether this apply wrote it. */
+  revision: number;
+  changed: boolean;
+  /** Each limiter's limits revision in force now. */
+  limiters: Array<{ name: string; version: string }>;
+}
+
+/**
+ * The explicit apply of DESIGN §8 (what `tollgate limits apply FILE` runs): writes each account's limits into its
+ * limiter (every process of that account runs with them within one heartbeat; a queued waiter that a lowered capacity
+ * cannot hold is rejected at once), then stores the document as the fleet's (tenant policy, followed live). Every
+ * limiter is checked before anything is written, so a document this release cannot enforce writes nothing; the writes
+ * themselves are per account (each in its own Redis Cluster slot), in document order.
+ * @throws {@link InvalidConfigError} as {@link accountLimiters}.
+ */
+export async function applyLimitsDocument(redis: Redis | Cluster, document: LimitsDocument, options: { redisTimeoutMs?: number } = {}): Promise<AppliedDocument> {
+  const names = accountLimiters(document).map((limiter) => limiter.name);
+  const readings = new Map(await Promise.all(names.map(async (name) => [name, await readFleetLimits(redis, name)] as const)));
+  const limiters = accountLimiters(document, (name) => readings.get(name)?.limits.reserve ?? []);
+  const applied: AppliedDocument['limiters'] = [];
+  for (const { name, limits } of limiters) {
+    const limiter = createLimiter({
+      ...limiterOptionsFor(limits, redis, name),
+      applyLimits: 'force',
+      ...(options.redisTimeoutMs === undefined ? {} : { redisTimeoutMs: options.redisTimeoutMs }),
+    });
+    try {
+      await limiter.ready();
+      applied.push({ name, version: limiter.fleetLimits?.version ?? '' });
+    } finally {
+      await limiter.close();
+    }
+  }
+  const stored = await storeLimitsDocument(redis, document);
+  return { revision: stored.revision, changed: stored.changed, limiters: applied };
+}

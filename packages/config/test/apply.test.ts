@@ -1,0 +1,77 @@
+import { createLimiter, readFleetLimits } from '@tollgate/limiter';
+import { uniqueName } from '@tollgate/test-support';
+import { describe, expect, it } from 'vitest';
+import { COUNT_TOKENS_LIMITER_SUFFIX, InvalidConfigError, accountLimiters, applyLimitsDocument, readStoredDocument, validateLimitsDocument } from '../src/index.js';
+import { useRedis } from './support.js';
+
+const redis = useRedis();
+
+const documentFor = (account: string, concurrency: number) =>
+  validateLimitsDocument(
+    {
+      accounts: {
+        [account]: {
+          apiKeyEnv: 'ANTHROPIC_API_KEY',
+          concurrency,
+          leaseTtlMs: 4_000,
+          pools: { all: { models: ['*'], rpm: 600, itpm: 60_000, burst: { rpm: 20 } } },
+          countTokens: { rpm: 120 },
+        },
+      },
+    },
+    'test',
+  );
+
+describe('applyLimitsDocument', () => {
+  it("writes each account's limiter (Messages and count_tokens) and then the document, creating limiters no process has started yet", async () => {
+    const account = uniqueName('apply');
+    const applied = await applyLimitsDocument(redis.client, documentFor(account, 6));
+    expect(applied).toMatchObject({ revision: 1, changed: true });
+    expect(applied.limiters.map((limiter) => limiter.name)).toEqual([account, `${account}${COUNT_TOKENS_LIMITER_SUFFIX}`]);
+    expect((await readFleetLimits(redis.client, account))?.limits).toEqual({
+      schema: 1,
+      concurrency: 6,
+      rates: { requests: { limit: 600, intervalMs: 60_000, burst: 20 }, inputTokens: { limit: 60_000, intervalMs: 60_000, burst: null } },
+      reserve: [],
+      leaseTtlMs: 4_000,
+    });
+    expect((await readFleetLimits(redis.client, `${account}${COUNT_TOKENS_LIMITER_SUFFIX}`))?.limits.rates).toEqual({ requests: { limit: 120, intervalMs: 60_000, burst: null } });
+    expect((await readStoredDocument(redis.client))?.document.accounts[account]?.concurrency).toBe(6);
+  });
+
+  it('a running limiter of the account runs with the applied limits, and keeps the reserve the document does not state', async () => {
+    const account = uniqueName('apply-live');
+    const limiter = createLimiter({ redis: redis.server.url, name: account, concurrency: 6, reserve: [{ maxPriority: 0, concurrency: 1 }], leaseTtlMs: 4_000, heartbeatMs: 100 });
+    try {
+      await limiter.ready();
+      const applied = await applyLimitsDocument(redis.client, documentFor(account, 3));
+      const version = applied.limiters.find((entry) => entry.name === account)?.version;
+      await expect.poll(() => limiter.fleetLimits?.version, { timeout: 5_000 }).toBe(version);
+      expect(limiter.fleetLimits?.limits.concurrency).toBe(3);
+      expect(limiter.fleetLimits?.limits.reserve).toEqual([{ maxPriority: 0, concurrency: 1 }]);
+    } finally {
+      await limiter.close();
+    }
+  });
+
+  it('refuses an account with two pools before writing anything', async () => {
+    const account = uniqueName('apply-pools');
+    const document = validateLimitsDocument(
+      {
+        accounts: {
+          [account]: {
+            apiKeyEnv: 'ANTHROPIC_API_KEY',
+            concurrency: 4,
+            pools: { sonnet: { models: ['claude-sonnet-*'], rpm: 100 }, haiku: { models: ['claude-haiku-*'], rpm: 200 } },
+          },
+        },
+      },
+      'test',
+    );
+    expect(() => accountLimiters(document)).toThrow(InvalidConfigError);
+    const revisionBefore = (await readStoredDocument(redis.client))?.revision;
+    await expect(applyLimitsDocument(redis.client, document)).rejects.toThrow(/pools: 2 pools; this release enforces one pool per account/);
+    expect(await readFleetLimits(redis.client, account)).toBeUndefined();
+    expect((await readStoredDocument(redis.client))?.revision).toBe(revisionBefore);
+  });
+});
