@@ -7,6 +7,8 @@ import { MODEL_PATTERN_PATTERN, patternConflicts } from './pools.js';
 export const LIMIT_MAX = 1_000_000_000_000;
 /** Largest tenant weight: a share is weight / (sum of weights), so a wider range says nothing more. */
 export const WEIGHT_MAX = 1_000;
+/** Smallest tenant weight: with {@link WEIGHT_MAX}, shares from 1 to 10^6 apart; a weight such as 5e-324 would make a fair-queuing tag step (cost / weight) infinite. */
+export const WEIGHT_MIN = 0.001;
 /** Model patterns one pool may list. */
 export const POOL_MODELS_MAX = 100;
 /** Pools one account may have: the pump looks at every pool's head on each call (DESIGN §9), so keep it a handful. */
@@ -80,7 +82,7 @@ export const tenantSchema = z.strictObject({
   /** The account its calls use. */
   account: z.string(),
   /** Its share of what is free, against the other tenants of the account (start-time fair queuing, DESIGN §9). */
-  weight: z.number().positive().max(WEIGHT_MAX).default(1),
+  weight: z.number().min(WEIGHT_MIN).max(WEIGHT_MAX).default(1),
   /** The most urgent priority it may ask for (0 is the most urgent); asking for more is clamped. */
   maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX).default(PRIORITY_MIN),
   /** Its own cap on requests in flight. */

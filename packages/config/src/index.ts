@@ -7,6 +7,7 @@ export {
   POOL_NAME_PATTERN,
   TENANT_NAME_PATTERN,
   WEIGHT_MAX,
+  WEIGHT_MIN,
   accountOf,
   limitsDocumentSchema,
   validateLimitsDocument,

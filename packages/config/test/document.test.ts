@@ -164,6 +164,7 @@ describe('each bad field is named with its path and value', () => {
     ],
     ["a tenant token in the API key's variable", (input) => (input.tenants!.search!.tokenEnv = 'ANTHROPIC_API_KEY'), /tenants\.search\.tokenEnv: is an account's apiKeyEnv/],
     ['weight', (input) => (input.tenants!.search!.weight = 0), /tenants\.search\.weight: Too small: .* \(got 0\)/],
+    ['a vanishing weight', (input) => (input.tenants!.search!.weight = 5e-324), /tenants\.search\.weight: Too small: expected number to be >=0\.001 \(got 5e-324\)/],
     ['maxPriority', (input) => (input.tenants!.search!.maxPriority = 10), /tenants\.search\.maxPriority: Too big: expected number to be <=9 \(got 10\)/],
     ['tenant concurrency', (input) => (input.tenants!.search!.concurrency = 0), /tenants\.search\.concurrency: Too small: .* \(got 0\)/],
     ['budget', (input) => (input.tenants!.search!.budgets = { outputTokensPerDay: -1 }), /tenants\.search\.budgets\.outputTokensPerDay: Too small: .* \(got -1\)/],
