@@ -56,7 +56,8 @@ export interface Fleet {
   close(): Promise<void>;
 }
 
-async function startWithEnv(name: string, entry: string, env: Record<string, string>): Promise<ServiceProcess> {
+/** A service from source, with exactly `env`. */
+export async function startWithEnv(name: string, entry: string, env: Record<string, string>): Promise<ServiceProcess> {
   const { command, args } = sourceEntryCommand(entry);
   return spawnService({ name, command, args, env });
 }

@@ -23,21 +23,26 @@ export interface StoredDocument {
   hash: string;
 }
 
-/** Writes json and hash and bumps the revision, unless the stored hash is the same: one script, so two applies never share a revision. */
+/** Writes json and hash and bumps the revision, unless the stored hash is the same (or, with ARGV[3] '1', any document is stored): one script, so two applies never share a revision. */
 const STORE_SCRIPT = `
 local hash = redis.call('HGET', KEYS[1], 'hash')
-if hash == ARGV[2] then return { 0, tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') } end
+if hash == ARGV[2] or (ARGV[3] == '1' and hash) then return { 0, tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') } end
 local revision = redis.call('HINCRBY', KEYS[1], 'revision', 1)
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'hash', ARGV[2])
 return { 1, revision }`;
 
 /**
  * Stores `document` as the fleet's (an explicit apply, DESIGN §8). Storing the document in force again changes nothing.
+ * `ifAbsent`: only when no document is stored yet (a process's first boot of a fleet).
  * @returns the revision in force after the call, and whether this call wrote it.
  */
-export async function storeLimitsDocument(redis: RedisClient, document: LimitsDocument): Promise<{ revision: number; hash: string; changed: boolean }> {
+export async function storeLimitsDocument(
+  redis: RedisClient,
+  document: LimitsDocument,
+  options: { ifAbsent?: boolean } = {},
+): Promise<{ revision: number; hash: string; changed: boolean }> {
   const { json, hash } = canonicalDocument(document);
-  const [changed, revision] = (await redis.eval(STORE_SCRIPT, 1, DOCUMENT_KEY, json, hash)) as [number, number];
+  const [changed, revision] = (await redis.eval(STORE_SCRIPT, 1, DOCUMENT_KEY, json, hash, options.ifAbsent === true ? '1' : '0')) as [number, number];
   return { revision, hash, changed: changed === 1 };
 }
 

@@ -1,7 +1,16 @@
-import { COUNT_TOKENS_LIMITER_SUFFIX } from '@tollgate/config';
-import { InvalidConfigError, LIMITER_NAME_PATTERN, type LimiterOptions } from '@tollgate/limiter';
+import {
+  COUNT_TOKENS_LIMITER_SUFFIX,
+  accountLimiters,
+  describeDocumentChanges,
+  diffLimitsDocuments,
+  readLimitsDocument,
+  readStoredDocument,
+  storeLimitsDocument,
+  type LimitsDocument,
+} from '@tollgate/config';
+import { InvalidConfigError, LIMITER_NAME_PATTERN, limiterOptionsFor, type LimiterOptions } from '@tollgate/limiter';
 import { z } from 'zod';
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { QUEUE_NAME_PATTERN } from './keys.js';
 import type { RedisInput } from './redis.js';
 
@@ -49,6 +58,11 @@ export const tollgateEnvSchema = z.object({
    */
   TOLLGATE_APPLY_LIMITS: z.enum(['0', '1'], { message: 'expected 0 or 1' }).optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * A fleet limits document (DESIGN §8, docs/limits-document.md): this process runs the account named `TOLLGATE_NAME`
+   * (or the document's only account) with the document's limits, and the `TOLLGATE_*` limit variables are not read.
+   */
+  TOLLGATE_CONFIG: z.string().min(1).optional(),
 });
 
 export type TollgateEnv = z.infer<typeof tollgateEnvSchema>;
@@ -75,6 +89,7 @@ export function parseEnv<Schema extends z.ZodType>(schema: Schema, env: Readonly
 /** Adds the "at least one limit" rule to a schema built on {@link tollgateEnvSchema}. */
 export function requireLimit<Schema extends z.ZodType<TollgateEnv>>(schema: Schema) {
   return schema.superRefine((env, context) => {
+    if (env.TOLLGATE_CONFIG !== undefined) return; // the document states the limits
     if ([env.TOLLGATE_CONCURRENCY, env.TOLLGATE_RPM, env.TOLLGATE_ITPM, env.TOLLGATE_OTPM].every((value) => value === undefined)) {
       context.addIssue({ code: 'custom', path: ['TOLLGATE_CONCURRENCY'], message: 'set at least one of TOLLGATE_CONCURRENCY, TOLLGATE_RPM, TOLLGATE_ITPM, TOLLGATE_OTPM' });
     }
@@ -140,4 +155,70 @@ export function countTokensLimiterOptionsFromEnv(env: TollgateEnv, redis: RedisI
     ...(env.TOLLGATE_LEASE_TTL_MS === undefined ? {} : { leaseTtlMs: env.TOLLGATE_LEASE_TTL_MS }),
     ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
   };
+}
+
+/** The limits document a process states in `TOLLGATE_CONFIG`, and the account of it that the process runs. */
+export interface ProcessDocument {
+  document: LimitsDocument;
+  account: string;
+  path: string;
+}
+
+/**
+ * Reads `TOLLGATE_CONFIG`; undefined when it is unset (the `TOLLGATE_*` variables are the shorthand then).
+ * @throws {@link InvalidConfigError} naming the file and each bad field; {@link EnvError} when `TOLLGATE_NAME` names no
+ * account of a document with several.
+ */
+export async function processDocumentFromEnv(env: TollgateEnv): Promise<ProcessDocument | undefined> {
+  const path = env.TOLLGATE_CONFIG;
+  if (path === undefined) return undefined;
+  const document = await readLimitsDocument(path);
+  const names = Object.keys(document.accounts);
+  const account = Object.hasOwn(document.accounts, env.TOLLGATE_NAME) ? env.TOLLGATE_NAME : names.length === 1 ? names[0] : undefined;
+  if (account === undefined) {
+    throw new EnvError(`TOLLGATE_NAME=${JSON.stringify(env.TOLLGATE_NAME)} names no account of ${path} (accounts: ${names.join(', ')}): set it to the account this process runs`);
+  }
+  return { document, account, path };
+}
+
+/** The limiters of the process's account (Messages, and count_tokens when the account limits it), from its document. */
+export function limiterOptionsFromDocument(
+  source: ProcessDocument,
+  env: TollgateEnv,
+  redis: RedisInput = env.REDIS_URL,
+): { messages: LimiterOptions; countTokens: LimiterOptions | undefined } {
+  const own = accountLimiters(source.document).filter((limiter) => limiter.account === source.account);
+  const options = (name: string): LimiterOptions | undefined => {
+    const limiter = own.find((entry) => entry.name === name);
+    if (limiter === undefined) return undefined;
+    return {
+      ...limiterOptionsFor(limiter.limits, redis as never, name),
+      redis,
+      ...(env.TOLLGATE_HEARTBEAT_MS === undefined ? {} : { heartbeatMs: env.TOLLGATE_HEARTBEAT_MS }),
+      ...(env.TOLLGATE_APPLY_LIMITS === '1' ? { applyLimits: 'force' as const } : {}),
+    };
+  };
+  const messages = options(source.account);
+  if (messages === undefined) throw new EnvError(`account ${source.account} of ${source.path} has no limiter`);
+  return { messages, countTokens: options(`${source.account}${COUNT_TOKENS_LIMITER_SUFFIX}`) };
+}
+
+/** How a process's document compares with the fleet's stored one. */
+export type DocumentJoin = { kind: 'stored'; revision: number } | { kind: 'same'; revision: number } | { kind: 'differs'; revision: number; differences: string[] };
+
+/**
+ * Joins the fleet's limits document (DESIGN §8): on first boot (none stored) stores the process's own; otherwise
+ * leaves the stored one alone and says how it differs, for one warning. Only `tollgate limits apply` changes it.
+ */
+export async function joinFleetDocument(redis: RedisInput, source: ProcessDocument): Promise<DocumentJoin> {
+  const client = typeof redis === 'string' ? new Redis(redis, { lazyConnect: true, maxRetriesPerRequest: 1 }) : redis;
+  try {
+    const stored = await storeLimitsDocument(client, source.document, { ifAbsent: true });
+    if (stored.changed) return { kind: 'stored', revision: stored.revision };
+    const fleet = await readStoredDocument(client);
+    if (fleet === undefined || fleet.hash === stored.hash) return { kind: 'same', revision: stored.revision };
+    return { kind: 'differs', revision: fleet.revision, differences: describeDocumentChanges(diffLimitsDocuments(fleet.document, source.document)) };
+  } finally {
+    if (client !== redis) client.disconnect();
+  }
 }

@@ -11,12 +11,17 @@ export {
   SECRET_ENV_VARIABLES,
   countTokensLimiterOptionsFromEnv,
   envInt,
+  joinFleetDocument,
+  limiterOptionsFromDocument,
   limiterOptionsFromEnv,
   parseEnv,
+  processDocumentFromEnv,
   redisFromEnv,
   requireLimit,
   tollgateEnvSchema,
+  type DocumentJoin,
   type EnvRedis,
+  type ProcessDocument,
   type TollgateEnv,
 } from './env.js';
 export { blockingConnection, commandConnection, deadlineOf, isConnectionError, withDeadline, type Deadline, type OwnedRedis } from './redis.js';

@@ -22,7 +22,9 @@ import {
   commandConnection,
   FleetGauges,
   isConnectionError,
+  limiterOptionsFromDocument,
   limiterOptionsFromEnv,
+  processDocumentFromEnv,
   queueKeys,
   redisFromEnv,
   withDeadline,
@@ -197,7 +199,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
     },
   });
-  const limiter = createLimiter({ ...limiterOptionsFromEnv(env, source.input), redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  // TOLLGATE_CONFIG: the account this gateway shows, with the document's limits (the fleet's stored ones win)
+  const fromFile = await processDocumentFromEnv(env);
+  const limiterOptions = fromFile === undefined ? limiterOptionsFromEnv(env, source.input) : limiterOptionsFromDocument(fromFile, env, source.input).messages;
+  const limiter = createLimiter({ ...limiterOptions, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
   // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
   await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);

@@ -12,7 +12,8 @@ export const WORKER_START_TIMEOUT_MS_DEFAULT = 120_000;
 /** The worker's environment: the shared Tollgate variables plus the upstream and this process's knobs. */
 export const workerEnvSchema = requireLimit(
   tollgateEnvSchema.extend({
-    ANTHROPIC_API_KEY: z.string().min(1, 'required'),
+    /** Required unless TOLLGATE_CONFIG names a document, whose account names its own key variable. */
+    ANTHROPIC_API_KEY: z.string().min(1, 'required').optional(),
     ANTHROPIC_BASE_URL: z.url({ protocol: /^https?$/ }).default('https://api.anthropic.com'),
     WORKER_CONCURRENCY: envInt(1, 10_000).default(WORKER_CONCURRENCY_DEFAULT),
     /** 0 picks a free port (printed in the ready line). */
@@ -27,7 +28,9 @@ export const workerEnvSchema = requireLimit(
     /** At start, a limiter that cannot be readied (Redis away or slow) is retried with backoff for this long; 0: one try. */
     WORKER_START_TIMEOUT_MS: envInt(0, 60 * 60 * 1000).default(WORKER_START_TIMEOUT_MS_DEFAULT),
   }),
-);
+).superRefine((env, context) => {
+  if (env.ANTHROPIC_API_KEY === undefined && env.TOLLGATE_CONFIG === undefined) context.addIssue({ code: 'custom', path: ['ANTHROPIC_API_KEY'], message: 'required' });
+});
 
 export type WorkerEnv = z.output<typeof workerEnvSchema>;
 

@@ -9,8 +9,12 @@ import {
   DeltaTracker,
   addFleetStats,
   commandConnection,
+  EnvError,
   countTokensLimiterOptionsFromEnv,
+  joinFleetDocument,
+  limiterOptionsFromDocument,
   limiterOptionsFromEnv,
+  processDocumentFromEnv,
   queueKeys,
   redisFromEnv,
   withDeadline,
@@ -94,11 +98,24 @@ export async function retryAtStart(
  * Starts the worker: limiter, one limited client (a view per priority), the BullMQ worker, metrics and fleet stats.
  * @throws when Redis cannot be reached within `WORKER_START_TIMEOUT_MS` (retried with backoff meanwhile, /readyz not ready).
  */
-export async function startWorkerService(env: WorkerEnv, logger: Logger = createLogger(env.LOG_LEVEL)): Promise<WorkerService> {
+export async function startWorkerService(
+  env: WorkerEnv,
+  logger: Logger = createLogger(env.LOG_LEVEL),
+  processEnv: Readonly<Record<string, string | undefined>> = process.env,
+): Promise<WorkerService> {
+  // TOLLGATE_CONFIG: the account, its limits, its key variable and its upstream come from the document
+  const fromFile = await processDocumentFromEnv(env);
+  const account = fromFile === undefined ? undefined : fromFile.document.accounts[fromFile.account];
+  const apiKey = account === undefined ? env.ANTHROPIC_API_KEY : processEnv[account.apiKeyEnv];
+  if (apiKey === undefined || apiKey === '') {
+    throw new EnvError(`${account?.apiKeyEnv ?? 'ANTHROPIC_API_KEY'}=unset is invalid: the API key of account ${fromFile?.account ?? env.TOLLGATE_NAME} (required)`);
+  }
+  const baseURL = account === undefined ? env.ANTHROPIC_BASE_URL : account.baseUrl;
   const redis = redisFromEnv(env);
-  const limiter = createLimiter(limiterOptionsFromEnv(env, redis.input));
+  const fromDocument = fromFile === undefined ? undefined : limiterOptionsFromDocument(fromFile, env, redis.input);
+  const limiter = createLimiter(fromDocument?.messages ?? limiterOptionsFromEnv(env, redis.input));
   // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
-  const countTokensOptions = countTokensLimiterOptionsFromEnv(env, redis.input);
+  const countTokensOptions = fromDocument === undefined ? countTokensLimiterOptionsFromEnv(env, redis.input) : fromDocument.countTokens;
   const countTokensLimiter = countTokensOptions === undefined ? undefined : createLimiter(countTokensOptions);
   // reads the queue's counts for the metrics (it opens its event reader only for waits, which this never does)
   const counter = createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: limiter.options.redisTimeoutMs });
@@ -124,8 +141,25 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     redis.close();
     throw error;
   }
+  if (fromFile !== undefined) {
+    // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it)
+    try {
+      const joined = await joinFleetDocument(redis.input, fromFile);
+      if (joined.kind === 'differs') {
+        logger.warn(
+          { revision: joined.revision, differences: joined.differences },
+          `TOLLGATE_CONFIG (${fromFile.path}) differs from the fleet's limits document (revision ${joined.revision}); this process runs with the fleet's: ${joined.differences.join('; ')}`,
+        );
+      } else logger.info({ revision: joined.revision, stored: joined.kind === 'stored' }, 'limits document joined');
+    } catch (error) {
+      logger.warn(
+        { err: { name: toError(error).name, message: toError(error).message } },
+        'the fleet limits document could not be read or stored; the limiter runs with the fleet limits it has',
+      );
+    }
+  }
   const totals: FleetStats = {};
-  const sdk = new Anthropic({ baseURL: env.ANTHROPIC_BASE_URL, apiKey: env.ANTHROPIC_API_KEY, maxRetries: 0, fetch: countingFetch(metrics, totals) });
+  const sdk = new Anthropic({ baseURL, apiKey, maxRetries: 0, fetch: countingFetch(metrics, totals) });
   // one limited client (one adaptive-concurrency state for the process), one view per job priority
   const limited = limitAnthropic(sdk, limiter, { logger });
   const views = new Map<number, LimitedAnthropic>();
@@ -147,7 +181,7 @@ export async function startWorkerService(env: WorkerEnv, logger: Logger = create
     lockDurationMs: env.WORKER_LOCK_DURATION_MS,
     stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
     logger,
-    account: env.TOLLGATE_NAME,
+    account: limiter.name,
     modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
     ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
   });
