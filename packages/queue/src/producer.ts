@@ -1,10 +1,10 @@
 import type Anthropic from '@anthropic-ai/sdk';
-import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, servedPriority } from '@tollgate/config';
+import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, resolvePool, servedPriority, type LimitsDocument } from '@tollgate/config';
 import { InvalidArgumentError, InvalidConfigError, PRIORITY_DEFAULT } from '@tollgate/limiter';
-import { describeZodError } from '@tollgate/limiter/internal';
+import { describeZodError, toError } from '@tollgate/limiter/internal';
 import { Job, Queue } from 'bullmq';
 import { z } from 'zod';
-import { IdempotencyConflictError, TenantQueueFullError } from './errors.js';
+import { IdempotencyConflictError, InvalidRequestError, TenantQueueFullError } from './errors.js';
 import { IDEMPOTENCY_KEY_LENGTH_MAX, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
@@ -181,11 +181,13 @@ export class Producer {
     const { tenant, idempotencyKey, attempts, headers } = parsed.data;
     const document = this.#document;
     // once: later calls find it read (after the connection: a producer's own connection queues no command offline)
-    if (tenant !== undefined && document !== undefined)
+    if (document !== undefined) {
       await this.#within(
         this.queue.waitUntilReady().then(() => document.ready()),
         'enqueue',
       );
+      if (body.route === 'messages') checkModelPool(document.current?.document, body.params.model);
+    }
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
@@ -332,6 +334,24 @@ export class Producer {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+/**
+ * A Messages job's model must belong to a pool of the account (DESIGN §8): refused at enqueue, never queued, when the
+ * fleet's document has one account and no pool (and no `defaultPool`) takes the model. With several accounts in the
+ * document a job names none yet, so nothing is checked.
+ * @throws {@link InvalidRequestError} naming the model and the account's patterns.
+ */
+function checkModelPool(document: LimitsDocument | undefined, model: unknown): void {
+  if (document === undefined || typeof model !== 'string') return;
+  const accounts = Object.entries(document.accounts);
+  const only = accounts.length === 1 ? accounts[0] : undefined;
+  if (only === undefined) return;
+  try {
+    resolvePool(only[1], model, only[0]);
+  } catch (error) {
+    throw new InvalidRequestError(toError(error).message, { cause: error });
   }
 }
 

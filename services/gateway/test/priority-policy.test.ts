@@ -19,10 +19,10 @@ let url: string;
 let producer: Producer;
 let queue: string;
 
-const documentWith = (teamAMaxPriority: number) =>
+const documentWith = (teamAMaxPriority: number, models: string[] = ['*']) =>
   validateLimitsDocument(
     {
-      accounts: { main: { apiKeyEnv: 'ANTHROPIC_API_KEY', concurrency: 4, pools: { all: { models: ['*'], rpm: 100_000 } } } },
+      accounts: { main: { apiKeyEnv: 'ANTHROPIC_API_KEY', concurrency: 4, pools: { all: { models, rpm: 100_000 } } } },
       tenants: {
         'team-a': { tokenEnv: 'TOKEN_TEAM_A', account: 'main', maxPriority: teamAMaxPriority },
         'team-b': { tokenEnv: 'TOKEN_TEAM_B', account: 'main' }, // maxPriority 0: may ask for any priority
@@ -109,6 +109,41 @@ describe('priority policy (DESIGN §9)', () => {
       expect(finished).toEqual(['team-b', 'team-a']);
     } finally {
       await orderProducer.close();
+    }
+  });
+
+  it('a model that no pool of the account takes is refused at enqueue (400 naming the model and the patterns), from the gateway and from Node, and nothing is queued', async () => {
+    await storeLimitsDocument(client, documentWith(3, ['claude-haiku-*']));
+    try {
+      await expect
+        .poll(
+          () =>
+            producer.enqueue({ ...request('opus'), model: 'claude-opus-4-8' }).then(
+              () => 'accepted',
+              (error: unknown) => error,
+            ),
+          { timeout: 5_000 },
+        )
+        .toMatchObject({
+          name: 'InvalidRequestError',
+          message: expect.stringMatching(/^model: expected a model of a pool of account main \(claude-haiku-\*\) or a defaultPool \(got "claude-opus-4-8"\)/),
+        });
+      // the gateway's producer follows the document within its poll interval (1 s): its clamp says when it has this one
+      await expect.poll(async () => (await postJob(TOKEN_A, '0')).served, { timeout: 5_000, interval: 100 }).toBe('3');
+      const before = Object.values(await producer.counts()).reduce((sum, count) => sum + count, 0);
+      const opusJob = () =>
+        fetch(`${url}/v1/jobs`, {
+          method: 'POST',
+          body: JSON.stringify({ ...request('opus'), model: 'claude-opus-4-8' }),
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN_B}` },
+        });
+      const response = await opusJob();
+      expect(response.status).toBe(400);
+      expect(await response.json()).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('claude-opus-4-8') } });
+      expect(Object.values(await producer.counts()).reduce((sum, count) => sum + count, 0)).toBe(before);
+      expect((await postJob(TOKEN_B, '3')).served).toBe('3'); // a Haiku model (the test request's) still goes through
+    } finally {
+      await storeLimitsDocument(client, documentWith(5));
     }
   });
 
