@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readStoredDocument } from '@tollgate/config';
+import { applyLimitsDocument, parseLimitsDocument, readStoredDocument } from '@tollgate/config';
 import { readFleetLimits } from '@tollgate/limiter';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
 import { createProducer } from '@tollgate/queue';
@@ -27,16 +27,16 @@ let mock: MockAnthropic;
 let dir: string;
 const workers: ServiceProcess[] = [];
 
-const documentText = (concurrency: number) =>
+const documentText = (concurrency: number, rpm = 100_000, account = 'main') =>
   [
     'accounts:',
-    '  main:',
+    `  ${account}:`,
     '    apiKeyEnv: MAIN_ANTHROPIC_KEY',
     `    baseUrl: ${mock.url}`,
     `    concurrency: ${concurrency}`,
     '    leaseTtlMs: 3000',
     '    pools:',
-    "      all: { models: ['*'], rpm: 100000 }",
+    `      all: { models: ['*'], rpm: ${rpm} }`,
     '',
   ].join('\n');
 
@@ -103,5 +103,44 @@ describe('workers started with TOLLGATE_CONFIG (a limits document)', () => {
     await expect(startWithEnv('worker-no-key', WORKER_ENTRY, { REDIS_URL: redis.url, TOLLGATE_QUEUE: queue, TOLLGATE_CONFIG: good, METRICS_PORT: '0' })).rejects.toThrow(
       /exited \(1\) before ready:[\s\S]*MAIN_ANTHROPIC_KEY=unset is invalid/,
     );
+  });
+
+  it('an applied document (concurrency 6 → 3, RPM halved) reaches 3 running workers under load without a restart: from 1.1 s after the apply (heartbeat 200 ms) at most 3 in flight at the mock, nothing failed or lost', async () => {
+    const queue = uniqueName('document-live');
+    const account = uniqueName('live').replace(/[^A-Za-z0-9._-]/g, '-');
+    const path = join(dir, 'live.yaml');
+    await writeFile(path, documentText(6, 100_000, account));
+    mock.setConfig({ limits: { concurrency: 6 }, latency: { timeToFirstTokenMs: 40 } });
+    mock.reset();
+    const env = {
+      REDIS_URL: redis.url,
+      TOLLGATE_QUEUE: queue,
+      TOLLGATE_NAME: account,
+      TOLLGATE_CONFIG: path,
+      TOLLGATE_HEARTBEAT_MS: '200',
+      MAIN_ANTHROPIC_KEY: KEY,
+      METRICS_PORT: '0',
+      LOG_LEVEL: 'warn',
+    };
+    const live = await Promise.all([1, 2, 3].map((i) => startWithEnv(`worker-live-${i}`, WORKER_ENTRY, env)));
+    workers.push(...live);
+    const producer = createProducer({ redis: redis.url, queue });
+    try {
+      const ids = await Promise.all(Array.from({ length: 300 }, (_, i) => producer.enqueue({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: `live ${i}` }] })));
+      await expect.poll(() => mock.stats().maxConcurrent, { timeout: 20_000 }).toBe(6); // the fleet runs at 6
+      const applied = await applyLimitsDocument(client, parseLimitsDocument(documentText(3, 50_000, account), 'test'));
+      expect(applied).toMatchObject({ changed: true });
+      await new Promise((resolve) => setTimeout(resolve, 3 * 200 + 500)); // a heartbeat (200 ms) and the permits granted before it, ended (40 ms calls)
+      mock.setConfig({ limits: { concurrency: 3 } }); // from now on a 4th call in flight is a concurrency 429 at the mock
+      const rateLimitedBefore = mock.stats().rateLimited.concurrency;
+      const outcomes = await settle(producer, ids);
+      expect([...outcomes.failed.keys(), ...outcomes.lost]).toEqual([]);
+      expect(outcomes.completed).toHaveLength(ids.length);
+      expect(mock.stats().rateLimited.concurrency).toBe(rateLimitedBefore);
+      expect((await readFleetLimits(client, account))?.limits).toMatchObject({ concurrency: 3, rates: { requests: { limit: 50_000 } } });
+    } finally {
+      await producer.close();
+      await Promise.all(live.map((worker) => worker.stop()));
+    }
   });
 });
