@@ -9,6 +9,7 @@ import {
   type LimitsDocument,
 } from '@tollgate/config';
 import { InvalidConfigError, LIMITER_NAME_PATTERN, limiterOptionsFor, type LimiterOptions } from '@tollgate/limiter';
+import { toError } from '@tollgate/limiter/internal';
 import { z } from 'zod';
 import { Cluster, Redis } from 'ioredis';
 import { QUEUE_NAME_PATTERN } from './keys.js';
@@ -220,5 +221,30 @@ export async function joinFleetDocument(redis: RedisInput, source: ProcessDocume
     return { kind: 'differs', revision: fleet.revision, differences: describeDocumentChanges(diffLimitsDocuments(fleet.document, source.document)) };
   } finally {
     if (client !== redis) client.disconnect();
+  }
+}
+
+/** What {@link joinFleetDocumentLogged} logs through: a pino logger fits. */
+export interface DocumentJoinLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+/**
+ * {@link joinFleetDocument} at a process's start, logged: one warning listing the differences when the process's
+ * document differs from the fleet's; a failure is logged, not thrown (the limiters run with the fleet limits they have).
+ */
+export async function joinFleetDocumentLogged(redis: RedisInput, source: ProcessDocument, log: DocumentJoinLog): Promise<void> {
+  try {
+    const joined = await joinFleetDocument(redis, source);
+    if (joined.kind === 'differs') {
+      log.warn(
+        { revision: joined.revision, differences: joined.differences },
+        `TOLLGATE_CONFIG (${source.path}) differs from the fleet's limits document (revision ${joined.revision}); this process runs with the fleet's: ${joined.differences.join('; ')}`,
+      );
+    } else log.info({ revision: joined.revision, stored: joined.kind === 'stored' }, 'limits document joined');
+  } catch (error) {
+    const cause = toError(error);
+    log.warn({ err: { name: cause.name, message: cause.message } }, 'the fleet limits document could not be read or stored; the limiters run with the fleet limits they have');
   }
 }

@@ -22,6 +22,7 @@ import {
   commandConnection,
   FleetGauges,
   isConnectionError,
+  joinFleetDocumentLogged,
   limiterOptionsFromDocument,
   limiterOptionsFromEnv,
   processDocumentFromEnv,
@@ -39,7 +40,7 @@ import type { Logger } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { ADMIN_COOKIE, TokenTable, cookieOf, tokenOf, type Access } from './auth.js';
 import { dashboardHtml } from './dashboard.js';
-import type { GatewayEnv } from './env.js';
+import { tenantTokens, type GatewayEnv } from './env.js';
 import { FleetMonitor, type FleetFrame } from './fleet.js';
 import { JSON_TOO_DEEP, clientError, describeFastifyError, frameworkError, nestsDeeperThan, newRequestId, sendError } from './http-errors.js';
 import { StreamReaders } from './stream-readers.js';
@@ -182,7 +183,11 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
  * Builds the gateway: `POST /v1/messages` (Messages API, JSON or SSE), `POST /v1/jobs`, `GET|DELETE /v1/jobs/:id`,
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
-export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gateway> {
+export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: Readonly<Record<string, string | undefined>> = process.env): Promise<Gateway> {
+  // TOLLGATE_CONFIG: the account this gateway shows, with the document's limits (the fleet's stored ones win), and the
+  // tokens of its tenants; read before anything connects, so that a bad document or token leaves nothing open
+  const fromFile = await processDocumentFromEnv(env);
+  const tenantsByToken = tenantTokens(env, fromFile, processEnv);
   const source = redisFromEnv(env); // REDIS_URL, or a Cluster client for REDIS_CLUSTER_NODES
   const redis = commandConnection(source.input, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
@@ -199,15 +204,16 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
       failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
     },
   });
-  // TOLLGATE_CONFIG: the account this gateway shows, with the document's limits (the fleet's stored ones win)
-  const fromFile = await processDocumentFromEnv(env);
   const limiterOptions = fromFile === undefined ? limiterOptionsFromEnv(env, source.input) : limiterOptionsFromDocument(fromFile, env, source.input).messages;
   const limiter = createLimiter({ ...limiterOptions, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
   // Redis may be down at start: both retry on use, and the dashboard and /health say so meanwhile
+  // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it).
+  // Before the producer's first read of it, so that this gateway's first jobs follow it.
+  if (fromFile !== undefined) await joinFleetDocumentLogged(source.input, fromFile, logger);
   await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
   const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
-  const tokens = new TokenTable(env.GATEWAY_TOKENS);
+  const tokens = new TokenTable(tenantsByToken);
   const readers = new StreamReaders(
     () => {
       const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
@@ -291,7 +297,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger): Promise<Gat
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
   });
 
-  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(env.GATEWAY_TOKENS.values())] });
+  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(tenantsByToken.values())] });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });

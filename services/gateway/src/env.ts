@@ -1,5 +1,5 @@
 import { COMPLETED_RETENTION_JOBS, COMPLETED_RETENTION_SECONDS, FAILED_RETENTION_JOBS, FAILED_RETENTION_SECONDS, TENANT_PATTERN, TENANT_QUEUED_MAX } from '@tollgate/queue';
-import { PORT_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema } from '@tollgate/queue/internal';
+import { EnvError, PORT_MAX, envInt, parseEnv, requireLimit, tollgateEnvSchema, type ProcessDocument } from '@tollgate/queue/internal';
 import { z } from 'zod';
 
 export const PORT_DEFAULT = 8080;
@@ -64,7 +64,8 @@ export const gatewayEnvSchema = requireLimit(
   tollgateEnvSchema.extend({
     PORT: envInt(0, PORT_MAX).default(PORT_DEFAULT),
     HOST: z.string().min(1).default('0.0.0.0'),
-    GATEWAY_TOKENS: tokensSchema,
+    /** Required unless TOLLGATE_CONFIG names a document whose tenants name their token variables (both may be used). */
+    GATEWAY_TOKENS: tokensSchema.optional(),
     GATEWAY_MAX_BODY_BYTES: envInt(1_024, 1024 * 1024 * 1024).default(MAX_BODY_BYTES_DEFAULT),
     GATEWAY_WAIT_MS: envInt(100, 24 * 60 * 60 * 1000).default(WAIT_MS_DEFAULT),
     GATEWAY_REDIS_TIMEOUT_MS: envInt(10, 10_000).default(GATEWAY_REDIS_TIMEOUT_MS_DEFAULT),
@@ -95,14 +96,45 @@ export const gatewayEnvSchema = requireLimit(
 ).superRefine((env, context) => {
   for (const name of ['GATEWAY_ADMIN_TOKEN', 'GATEWAY_METRICS_TOKEN'] as const) {
     const token = env[name];
-    if (token !== undefined && env.GATEWAY_TOKENS.has(token)) context.addIssue({ code: 'custom', path: [name], message: 'must differ from every tenant token' });
+    if (token !== undefined && env.GATEWAY_TOKENS?.has(token) === true) context.addIssue({ code: 'custom', path: [name], message: 'must differ from every tenant token' });
   }
+  if (env.GATEWAY_TOKENS === undefined && env.TOLLGATE_CONFIG === undefined)
+    context.addIssue({ code: 'custom', path: ['GATEWAY_TOKENS'], message: 'required (or TOLLGATE_CONFIG with tenants)' });
   if (env.GATEWAY_HEADERS_TIMEOUT_MS > env.GATEWAY_REQUEST_TIMEOUT_MS) {
     context.addIssue({ code: 'custom', path: ['GATEWAY_HEADERS_TIMEOUT_MS'], message: 'must not exceed GATEWAY_REQUEST_TIMEOUT_MS' });
   }
 });
 
 export type GatewayEnv = z.output<typeof gatewayEnvSchema>;
+
+/**
+ * The tenant tokens: `GATEWAY_TOKENS`, and each tenant of the document's account from the variable its `tokenEnv`
+ * names (DESIGN §8: a token is never stored in the document or in Redis).
+ * @throws {@link EnvError} naming the variable: unset, shorter than {@link TOKEN_LENGTH_MIN}, another tenant's token, or
+ * an admin token; or when there is no tenant at all.
+ */
+export function tenantTokens(env: GatewayEnv, source: ProcessDocument | undefined, processEnv: Readonly<Record<string, string | undefined>>): Map<string, string> {
+  const byToken = new Map(env.GATEWAY_TOKENS ?? []);
+  const admin = new Set([env.GATEWAY_ADMIN_TOKEN, env.GATEWAY_METRICS_TOKEN].filter((token) => token !== undefined));
+  for (const [tenant, policy] of Object.entries(source?.document.tenants ?? {})) {
+    if (policy.account !== source?.account) continue; // another account's gateway serves it
+    const token = processEnv[policy.tokenEnv];
+    const problem =
+      token === undefined || token === ''
+        ? 'unset'
+        : token.length < TOKEN_LENGTH_MIN
+          ? `shorter than ${TOKEN_LENGTH_MIN} characters`
+          : admin.has(token)
+            ? 'the admin or metrics token'
+            : byToken.has(token) && byToken.get(token) !== tenant
+              ? `tenant ${byToken.get(token) ?? ''}'s token`
+              : undefined;
+    if (problem !== undefined) throw new EnvError(`${policy.tokenEnv} (the token of tenant ${tenant} in ${source?.path ?? 'the document'}) is invalid: ${problem}`);
+    byToken.set(token as string, tenant);
+  }
+  if (byToken.size === 0) throw new EnvError('GATEWAY_TOKENS=unset is invalid: no tenant token (set GATEWAY_TOKENS, or tenants with tokenEnv in TOLLGATE_CONFIG)');
+  return byToken;
+}
 
 /** @throws {@link EnvError} naming each bad variable (token values are never shown). */
 export function parseGatewayEnv(env: Readonly<Record<string, string | undefined>>): GatewayEnv {

@@ -11,7 +11,7 @@ import {
   commandConnection,
   EnvError,
   countTokensLimiterOptionsFromEnv,
-  joinFleetDocument,
+  joinFleetDocumentLogged,
   limiterOptionsFromDocument,
   limiterOptionsFromEnv,
   processDocumentFromEnv,
@@ -141,23 +141,8 @@ export async function startWorkerService(
     redis.close();
     throw error;
   }
-  if (fromFile !== undefined) {
-    // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it)
-    try {
-      const joined = await joinFleetDocument(redis.input, fromFile);
-      if (joined.kind === 'differs') {
-        logger.warn(
-          { revision: joined.revision, differences: joined.differences },
-          `TOLLGATE_CONFIG (${fromFile.path}) differs from the fleet's limits document (revision ${joined.revision}); this process runs with the fleet's: ${joined.differences.join('; ')}`,
-        );
-      } else logger.info({ revision: joined.revision, stored: joined.kind === 'stored' }, 'limits document joined');
-    } catch (error) {
-      logger.warn(
-        { err: { name: toError(error).name, message: toError(error).message } },
-        'the fleet limits document could not be read or stored; the limiter runs with the fleet limits it has',
-      );
-    }
-  }
+  // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it)
+  if (fromFile !== undefined) await joinFleetDocumentLogged(redis.input, fromFile, logger);
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL, apiKey, maxRetries: 0, fetch: countingFetch(metrics, totals) });
   // one limited client (one adaptive-concurrency state for the process), one view per job priority
