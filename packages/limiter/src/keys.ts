@@ -13,13 +13,14 @@ export function limiterKeys(name: string) {
   assert(LIMITER_NAME_PATTERN.test(name), `invalid limiter name ${JSON.stringify(name)}`);
   const prefix = `{tollgate:${name}}`;
   const keys = {
+    /**
+     * The config, and in the same hash (one key fewer to declare per call) the counters `seq` (waiter
+     * order) and `fence` (fencing numbers) and every bucket: fields `t:<dimension>` (tokens) and
+     * `ts:<dimension>` (Redis ms of t).
+     */
     config: `${prefix}:config`,
     leases: `${prefix}:leases`,
     waiting: `${prefix}:waiting`,
-    seq: `${prefix}:seq`,
-    fence: `${prefix}:fence`,
-    /** Every bucket: fields `t:<dimension>` (tokens) and `ts:<dimension>` (Redis ms of t). */
-    buckets: `${prefix}:buckets`,
     /** ownerId → Redis ms until which the process counts as alive. */
     owners: `${prefix}:owners`,
     /** waiterId → a grant the pump made, kept until released (for a process that missed its message). */
@@ -30,7 +31,7 @@ export function limiterKeys(name: string) {
   return {
     prefix,
     ...keys,
-    functionKeys: [keys.config, keys.leases, keys.waiting, keys.seq, keys.fence, keys.buckets, keys.owners, keys.granted, keys.expired] as readonly string[],
+    functionKeys: [keys.config, keys.leases, keys.waiting, keys.owners, keys.granted, keys.expired] as readonly string[],
     /** The Pub/Sub channel a process's grants are published on (a channel, not a key). */
     grantsChannel: (ownerId: string) => `${prefix}:grants:${ownerId}`,
   } as const;

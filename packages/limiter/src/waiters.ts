@@ -98,8 +98,9 @@ export class Waiters {
     };
     this.#waiters.set(waiter.id, waiter); // before the script: its grant may come through the list first
     // the signal counts from the call: an abort during the round trip cancels what the acquire made
-    const onAbort = () => this.#giveUp(waiter, new AcquireAbortedError(name, { cause: signal?.reason }));
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // no listener (and no closure) for the usual call without a signal
+    const onAbort = signal === undefined ? undefined : () => this.#giveUp(waiter, new AcquireAbortedError(name, { cause: signal.reason }));
+    if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true });
     let timer: NodeJS.Timeout | undefined;
     try {
       try {
@@ -123,7 +124,7 @@ export class Waiters {
       return await granted;
     } finally {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -204,7 +204,7 @@ describe('a Redis clock step backwards', () => {
     const name = uniqueName('clock');
     const limiter = await limiterFor(name, { concurrency: undefined, rates: { requests: { limit: 10, intervalMs: 1_000 } } });
     await (await limiter.acquire()).release(); // the bucket now holds 9 tokens, stamped with Redis time
-    const { buckets } = limiterKeys(name);
+    const { config: buckets } = limiterKeys(name); // the buckets are fields of the config hash
     const ts = Number(await admin.hget(buckets, 'ts:requests'));
     await admin.hset(buckets, 'ts:requests', ts + 3_600_000); // as if Redis's clock had since stepped back an hour
     const permits: Permit[] = [];

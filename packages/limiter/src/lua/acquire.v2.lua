@@ -1,5 +1,5 @@
 --[[ acquire.v2.lua (function tollgate_acquire_v2_<hash>): grants a permit now, or queues the waiter in (priority, arrival) order.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string, the dataset epoch the client knows
   ARGV[2]  ownerId        string, the calling process
   ARGV[3]  waiterId       string, '<ownerId>:<n>', unique per attempt; becomes the permit id
@@ -61,7 +61,7 @@ local function acquire_v2(keys, args)
     local expiresAt = redis.call('ZSCORE', K_LEASES, waiterId)
     -- granted earlier: its grant may have been lost with a reply (or is on the grants list), so it is
     -- answered again, with a new fence (fences only rise); the client keeps whichever copy comes first
-    if expiresAt then return { 1, redis.call('INCR', K_FENCE), tonumber(expiresAt), NOW_MS } end
+    if expiresAt then return { 1, redis.call('HINCRBY', K_CONFIG, 'fence', 1), tonumber(expiresAt), NOW_MS } end
     if redis.call('ZSCORE', K_WAITING, previous) then
       local wake, own = pump(owner)
       return { 0, wake, NOW_MS, own, previous }
@@ -76,7 +76,7 @@ local function acquire_v2(keys, args)
   local deadline = 0
   if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
   local member = waiterMember(waiterId, priority, deadline, 8, costCount)
-  redis.call('ZADD', K_WAITING, priority * PRIORITY_SCALE + redis.call('INCR', K_SEQ), member)
+  redis.call('ZADD', K_WAITING, priority * PRIORITY_SCALE + redis.call('HINCRBY', K_CONFIG, 'seq', 1), member)
   local wake, own = pump(owner, true)
   return { 0, wake, NOW_MS, own, member }
 end

@@ -1,6 +1,6 @@
 --[[ cancel.v2.lua (function tollgate_cancel_v2_<hash>): a waiter leaves the queue (abort, timeout). If it was granted in the meantime,
   that grant is released here with its whole cost refunded (nothing was sent on it).
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   ARGV[3]  waiterId       string

@@ -6,8 +6,8 @@
   A dataset created in a database that lost its data (no `tollgate:datasets` marker; on a Cluster
   always) starts with grants paused for `graceMs`, whoever creates it, so that processes still holding
   permits from before the loss re-register them before anyone else is granted (G1 across data loss).
-  KEYS[1…9] the limiter's keys (prelude.lua)
-  KEYS[9]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
+  KEYS[1…6] the limiter's keys (prelude.lua)
+  KEYS[7]  'tollgate:datasets' (single Redis only; absent on a Cluster, where every new dataset pauses)
   ARGV[1]  newEpoch       string, used only when the dataset has none yet
   ARGV[2]  mode           'adopt' | 'apply'
   ARGV[3]  ownerId        string
@@ -90,10 +90,10 @@ local function configure_v2(keys, args)
 
   -- fences rise across data loss: a new dataset starts at Redis time in µs (more than any dataset
   -- before it could have counted to, at less than one grant per µs), and never below a fence seen
-  local fence = tonumber(redis.call('GET', K_FENCE) or '0')
+  local fence = tonumber(redis.call('HGET', K_CONFIG, 'fence') or '0')
   local floor = tonumber(ARGV[4])
   if created == 1 and NOW_US > floor then floor = NOW_US end
-  if floor > fence then redis.call('SET', K_FENCE, int(floor)) end
+  if floor > fence then redis.call('HSET', K_CONFIG, 'fence', int(floor)) end
 
   useConfig(readLive())
   local wasAlive = 0

@@ -5,7 +5,7 @@
   an AOF `everysec` crash, a failover to a lagging replica) is registered again, so the fleet counts
   the work that may still run until the process releases it, and reported lost, so that work aborts
   (G7: another process may have been granted its slot meanwhile).
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   ARGV[3]  knownVersion   string, the limits revision the process runs with

@@ -1,5 +1,5 @@
 --[[ observe.v2.lua (function tollgate_observe_v2_<hash>): lowers buckets to what the upstream says remains; never raises one.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  count          integer ≥ 0, number of (dimension, remaining) pairs that follow
   ARGV[3…] dimension, remaining   remaining a number ≥ 0; unknown dimensions are ignored

@@ -1,5 +1,5 @@
 --[[ pause.v2.lua (function tollgate_pause_v2_<hash>): a fleet-wide cool-down. Extends a pause, never shortens it.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  pauseMs        integer ≥ 0
   Returns  {pausedUntilMs, nowMs} | {-1, epoch}

@@ -8,30 +8,30 @@
     KEYS[1] <p>:config   hash   epoch, version (the limits' revision), limits (the fleet's limits as
                                 canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
                                 cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
-                                (Redis ms)
+                                (Redis ms); and the dataset's counters and buckets, in the same hash so
+                                that a call declares fewer keys: seq (waiter order, HINCRBY), fence
+                                (fencing numbers, HINCRBY; a new dataset's fence starts at Redis TIME in
+                                µs, or above the highest fence a process re-registering has seen, so
+                                fences rise across data loss), t:<dim> (tokens, may be negative),
+                                ts:<dim> (Redis ms of t)
     KEYS[2] <p>:leases   zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
     KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline
                                 0 = none; integers in plain decimal, never exponent form)
                                 -> priority * 2^44 + sequence; the owner is the waiterId's prefix
-    KEYS[4] <p>:seq      string waiter order
-    KEYS[5] <p>:fence    string fencing numbers (a new dataset's fence starts at Redis TIME in µs, or
-                                above the highest fence a process re-registering has seen, so fences
-                                rise across data loss)
-    KEYS[6] <p>:buckets  hash   t:<dim> (tokens, may be negative), ts:<dim> (Redis ms of t)
-    KEYS[7] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
+    KEYS[4] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
                                 heartbeat moves it leaseTtlMs ahead)
-    KEYS[8] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made
+    KEYS[5] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made
                                 to another process than the caller's, until the permit is released,
                                 cancelled or reclaimed: the durable
                                 copy of a grant whose message (below) a process missed; its heartbeat
                                 collects it
-    KEYS[9] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
+    KEYS[6] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
                                 released yet (kept 1 h), so that a late release settles once
   A pump's grant reaches its process as a message 'waiterId fence expiresAtMs grantedAtMs' (or
   'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity): in the reply
   when the caller is its owner, else PUBLISHed on channel '<p>:grants:<ownerId>' (a channel is no key,
   so it needs no declaring and never migrates).
-    tollgate:datasets string (configure only, KEYS[10] on a single Redis; absent on a Cluster): set once
+    tollgate:datasets string (configure only, KEYS[7] on a single Redis; absent on a Cluster): set once
                              per Redis database; while it exists the database has not lost its data
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
@@ -42,6 +42,8 @@
   parsed static config is cached per key prefix and checked against the config's `epoch` and `version`
   every call (both read by the HMGET every call makes anyway), so the cache never serves the limits of
   another dataset: another database of the same server (SELECT), or the same name after FLUSHALL.
+  That HMGET also reads the buckets of the cached config's dimensions (used only when the cache holds),
+  so a call with rates reads its config and buckets in one command.
   Numbers written into strings go through int() (plain decimal): Lua's tostring uses %.14g, so a
   deadline or fence of 15 digits or more would be written in exponent form and could not be parsed.
   A clock step backwards (Redis TIME earlier than a bucket's ts) never drains a bucket nor refills it
@@ -55,9 +57,9 @@ local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one R
 local TIMEOUT_MS_MAX = 2147483647     -- a waiter's deadline, ms from now (2^31 − 1, about 24.8 days)
 local REJECTED = '!'                  -- the fence field of a grants message that rejects the waiter
 local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
-local FUNCTION_KEYS = 9               -- KEYS every function declares (configure may add the marker)
+local FUNCTION_KEYS = 6               -- KEYS every function declares (configure may add the marker)
 
-local K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
+local K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED -- this call's keys
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
@@ -73,7 +75,7 @@ local function grantsChannel(owner) return string.sub(K_CONFIG, 1, -8) .. ':gran
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
   if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
-  K_CONFIG, K_LEASES, K_WAITING, K_SEQ, K_FENCE, K_BUCKETS, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
+  K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
   ARGV = args
   local time = redis.call('TIME')
   local seconds, micros = tonumber(time[1]), tonumber(time[2])
@@ -89,36 +91,63 @@ end
 -- An integer as plain decimal digits (never exponent form).
 local function int(value) return string.format('%d', value) end
 
--- Parses the static part of the config (changed only by configure, which bumps `version`).
+-- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
+local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
+local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve' }
+
+-- Parses the static part of the config (changed only by configure, which bumps `version`). It reads
+-- only the static fields: the hash also holds the counters and the buckets.
 local function loadStatic(epoch, version)
-  local flat = redis.call('HGETALL', K_CONFIG)
-  local raw = {}
-  for i = 1, #flat, 2 do raw[flat[i]] = flat[i + 1] end
+  local static = redis.call('HMGET', K_CONFIG, unpack(STATIC_FIELDS))
   local cfg = {
     epoch = epoch,
     version = version,
-    concurrency = tonumber(raw.concurrency or '0'),
-    leaseTtlMs = tonumber(raw.leaseTtlMs),
+    concurrency = tonumber(static[1] or '0'),
+    leaseTtlMs = tonumber(static[2]),
     dims = {}, cap = {}, rate = {}, reserve = {},
-    tField = {}, tsField = {}, -- each bucket's field names in <p>:buckets, built once per config
+    tField = {}, tsField = {}, -- each bucket's field names in <p>:config, built once per config
+    liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, then t:<dim>, ts:<dim> of each dim
   }
-  for dim in string.gmatch(raw.dims or '', '[^,]+') do
+  local limitFields = {}
+  for dim in string.gmatch(static[3] or '', '[^,]+') do
     table.insert(cfg.dims, dim)
-    cfg.cap[dim] = tonumber(raw['cap:' .. dim])
-    cfg.rate[dim] = tonumber(raw['rate:' .. dim])
+    table.insert(limitFields, 'cap:' .. dim); table.insert(limitFields, 'rate:' .. dim)
     cfg.tField[dim], cfg.tsField[dim] = 't:' .. dim, 'ts:' .. dim
+    table.insert(cfg.liveFields, cfg.tField[dim]); table.insert(cfg.liveFields, cfg.tsField[dim])
   end
-  for maxPriority, slots in string.gmatch(raw.reserve or '', '(%d+):(%d+)') do
+  if #limitFields > 0 then
+    local limits = redis.call('HMGET', K_CONFIG, unpack(limitFields))
+    for i, dim in ipairs(cfg.dims) do
+      cfg.cap[dim], cfg.rate[dim] = tonumber(limits[2 * i - 1]), tonumber(limits[2 * i])
+    end
+  end
+  for maxPriority, slots in string.gmatch(static[4] or '', '(%d+):(%d+)') do
     table.insert(cfg.reserve, { tonumber(maxPriority), tonumber(slots) })
   end
   return cfg
 end
 
+-- A bucket's tokens refilled to NOW from its stored fields (nil, nil: never written, so full).
+local function loadBucket(dim, storedTokens, storedTs)
+  local cap = CFG.cap[dim]
+  local tokens, ts = cap, NOW
+  if storedTokens then
+    tokens = tonumber(storedTokens)
+    local stamp = tonumber(storedTs)
+    if stamp > NOW then ts = stamp -- the clock stepped back: no refill until it is past ts again
+    else tokens = tokens + (NOW - stamp) * CFG.rate[dim] end
+    if tokens > cap then tokens = cap end
+  end
+  BUCKETS[dim], BUCKET_TS[dim] = tokens, ts
+  return tokens
+end
+
 -- Reads this call's config: the static part from the cache when its epoch and version still match.
--- `live` is HMGET config epoch version effective pausedUntil.
+-- `live` is readLive's HMGET: epoch version effective pausedUntil, then the cached config's buckets.
 local function useConfig(live)
   local cached = CONFIG_CACHE[K_CONFIG]
-  if cached == nil or cached.epoch ~= live[1] or cached.version ~= live[2] then
+  local hit = cached ~= nil and cached.epoch == live[1] and cached.version == live[2]
+  if not hit then
     if cached == nil then
       if CONFIG_CACHE_SIZE >= CONFIG_CACHE_MAX then CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0 end
       CONFIG_CACHE_SIZE = CONFIG_CACHE_SIZE + 1
@@ -129,10 +158,17 @@ local function useConfig(live)
   CFG = cached
   CFG.effective = tonumber(live[3] or CFG.concurrency)
   CFG.pausedUntil = tonumber(live[4] or '0')
+  -- the buckets read with the config belong to these dimensions only when the cache held (same version)
+  if hit then
+    for i, dim in ipairs(CFG.dims) do loadBucket(dim, live[3 + 2 * i], live[4 + 2 * i]) end
+  end
 end
 
+-- The config's live fields, plus the buckets of the cached config's dimensions (when one is cached).
 local function readLive()
-  return redis.call('HMGET', K_CONFIG, 'epoch', 'version', 'effective', 'pausedUntil')
+  local cached = CONFIG_CACHE[K_CONFIG]
+  if cached == nil then return redis.call('HMGET', K_CONFIG, unpack(LIVE_FIELDS)) end
+  return redis.call('HMGET', K_CONFIG, unpack(cached.liveFields))
 end
 
 -- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
@@ -188,23 +224,13 @@ end
 local function bucketTokens(dim)
   local cached = BUCKETS[dim]
   if cached ~= nil then return cached end
-  local cap = CFG.cap[dim]
-  local stored = redis.call('HMGET', K_BUCKETS, CFG.tField[dim], CFG.tsField[dim])
-  local tokens, ts = cap, NOW
-  if stored[1] then
-    tokens = tonumber(stored[1])
-    local storedTs = tonumber(stored[2])
-    if storedTs > NOW then ts = storedTs -- the clock stepped back: no refill until it is past ts again
-    else tokens = tokens + (NOW - storedTs) * CFG.rate[dim] end
-    if tokens > cap then tokens = cap end
-  end
-  BUCKETS[dim], BUCKET_TS[dim] = tokens, ts
-  return tokens
+  local stored = redis.call('HMGET', K_CONFIG, CFG.tField[dim], CFG.tsField[dim])
+  return loadBucket(dim, stored[1], stored[2])
 end
 
 local function setTokens(dim, tokens)
   BUCKETS[dim] = tokens
-  redis.call('HSET', K_BUCKETS, CFG.tField[dim], tokens, CFG.tsField[dim], BUCKET_TS[dim] or NOW)
+  redis.call('HSET', K_CONFIG, CFG.tField[dim], tokens, CFG.tsField[dim], BUCKET_TS[dim] or NOW)
 end
 
 -- Adds `amount` to a bucket, capped at its capacity (settle, refunds).
@@ -263,7 +289,7 @@ local function grant(permitId, cost)
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
   end
-  return redis.call('INCR', K_FENCE), expiresAt
+  return redis.call('HINCRBY', K_CONFIG, 'fence', 1), expiresAt
 end
 
 -- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs dim=amount …'.

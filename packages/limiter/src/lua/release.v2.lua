@@ -1,5 +1,5 @@
 --[[ release.v2.lua (function tollgate_release_v2_<hash>): ends a lease, settles its tokens, and hands freed capacity to the head waiters.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
   ARGV[3]  permitId       string

@@ -1,6 +1,6 @@
 --[[ resume.v1.lua (function tollgate_resume_v1_<hash>): ends a fleet-wide pause now (an operator's resume), then pumps so
   that the waiters it held are granted at once.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   Returns  {pausedUntilMs before (0: was not paused), wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}

@@ -1,6 +1,6 @@
 --[[ set-concurrency.v2.lua (function tollgate_set_concurrency_v2_<hash>): sets the effective concurrency limit (adaptive control), clamped to
   1..configured, then pumps so that a raise lets waiters in at once.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string
   ARGV[3]  concurrency    integer ≥ 1

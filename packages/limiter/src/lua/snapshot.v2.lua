@@ -1,6 +1,6 @@
 --[[ snapshot.v2.lua (function tollgate_snapshot_v2_<hash>): reads the limiter's state (for dashboards, metrics and tests). Writes nothing
   but the reclaim of expired leases that every script does.
-  KEYS[1…9] the limiter's keys (prelude.lua)
+  KEYS[1…6] the limiter's keys (prelude.lua)
   ARGV[1]  epoch          string
   ARGV[2]  leasesMax      integer ≥ 0, how many leases to list (soonest expiry first)
   Returns  {nowMs, inFlight, concurrency, effective, waiting, pausedUntilMs,

@@ -88,17 +88,26 @@ export async function loadLibrary(redis: RedisLike): Promise<void> {
 }
 
 /**
- * Calls one function: one FCALL. `keys`: the key prefix, or every key the function declares
- * (configure's database marker). When Redis answers that the function is missing (a restart without
- * persistence, a failover, a new Cluster node), the library is loaded again and the call sent once more.
+ * `fcall` with the keys and arguments as two arrays: ioredis flattens a command's arguments one level
+ * (`new Command` does `args.flat()`) before it routes (the Cluster slot of the first key) or queues
+ * it, so this is the same command as `fcall(name, numKeys, ...keys, ...args)` without two spread copies.
  */
-export async function callFunction(redis: RedisLike, script: ScriptName, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<RawReply> {
+type FcallArrays = (this: RedisLike, name: string, numKeys: string, keys: readonly string[], args: ReadonlyArray<string | number>) => Promise<unknown>;
+
+function sendFcall(redis: RedisLike, name: string, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<RawReply> {
+  return (redis.fcall as unknown as FcallArrays).call(redis, name, String(keys.length), keys, args) as Promise<RawReply>;
+}
+
+/**
+ * Calls one function: one FCALL. `keys`: every key the function declares (plus configure's database
+ * marker). When Redis answers that the function is missing (a restart without persistence, a
+ * failover, a new Cluster node), the library is loaded again and the call sent once more.
+ */
+export function callFunction(redis: RedisLike, script: ScriptName, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<RawReply> {
   const name = functionNames()[script];
-  try {
-    return (await redis.fcall(name, keys.length, ...keys, ...args)) as RawReply;
-  } catch (error) {
+  return sendFcall(redis, name, keys, args).catch(async (error: unknown) => {
     if (!(error instanceof Error) || !/function not found/i.test(error.message)) throw error;
     await loadLibrary(redis);
-    return (await redis.fcall(name, keys.length, ...keys, ...args)) as RawReply;
-  }
+    return sendFcall(redis, name, keys, args);
+  });
 }
