@@ -82,6 +82,10 @@ export class Waiters {
       resolve = resolveGrant;
       reject = rejectGrant;
     });
+    // a rejection may come before the caller awaits it (a lowered capacity's message during this acquire's own round
+    // trip): handled here so that it is never an unhandled rejection (which ends the process); `await granted` below
+    // still receives it
+    granted.catch(() => {});
     const waiter: Waiter = {
       id: `${this.#core.ownerId}:${++this.#sequence}`, // made here and sent with the acquire, so a cancel can name it
       cost,
