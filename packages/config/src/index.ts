@@ -31,5 +31,14 @@ export {
   type PoolsSpec,
 } from './pools.js';
 export { canonicalDocument, describeDocumentChanges, diffLimitsDocuments, type DocumentChange } from './diff.js';
-export { DOCUMENT_KEY, DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, readStoredDocument, servedPriority, storeLimitsDocument, type StoredDocument } from './store.js';
+export {
+  DOCUMENT_KEY,
+  DOCUMENT_POLL_MS_DEFAULT,
+  DocumentFollower,
+  UNNAMED_TENANT_PRIORITY,
+  readStoredDocument,
+  servedPriority,
+  storeLimitsDocument,
+  type StoredDocument,
+} from './store.js';
 export { COUNT_TOKENS_LIMITER_SUFFIX, accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';

@@ -1,5 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
-import { InvalidConfigError } from '@tollgate/limiter';
+import { InvalidConfigError, PRIORITY_MAX } from '@tollgate/limiter';
 import { toError } from '@tollgate/limiter/internal';
 import { canonicalDocument } from './diff.js';
 import { validateLimitsDocument, type LimitsDocument } from './document.js';
@@ -10,6 +10,8 @@ import { validateLimitsDocument, type LimitsDocument } from './document.js';
  * its limiter's config). It holds names of variables, never a key or a token.
  */
 export const DOCUMENT_KEY = 'tollgate:document';
+/** The priority of a tenant that a document with tenants does not name: the least urgent. */
+export const UNNAMED_TENANT_PRIORITY = PRIORITY_MAX;
 /** How often a process looks for a new revision of the document (one HGET), unless told otherwise. */
 export const DOCUMENT_POLL_MS_DEFAULT = 1_000;
 
@@ -28,21 +30,25 @@ const STORE_SCRIPT = `
 local hash = redis.call('HGET', KEYS[1], 'hash')
 if hash == ARGV[2] or (ARGV[3] == '1' and hash) then return { 0, tonumber(redis.call('HGET', KEYS[1], 'revision') or '0') } end
 local revision = redis.call('HINCRBY', KEYS[1], 'revision', 1)
+local floor = tonumber(ARGV[4])
+if floor and floor > revision then revision = floor; redis.call('HSET', KEYS[1], 'revision', floor) end
 redis.call('HSET', KEYS[1], 'json', ARGV[1], 'hash', ARGV[2])
 return { 1, revision }`;
 
 /**
  * Stores `document` as the fleet's (an explicit apply, DESIGN §8). Storing the document in force again changes nothing.
- * `ifAbsent`: only when no document is stored yet (a process's first boot of a fleet).
+ * `ifAbsent`: only when no document is stored yet (a process's first boot of a fleet). `revisionFloor`: the revision
+ * written is at least this (a document brought back after data loss keeps its revision, so revisions never go back).
  * @returns the revision in force after the call, and whether this call wrote it.
  */
 export async function storeLimitsDocument(
   redis: RedisClient,
   document: LimitsDocument,
-  options: { ifAbsent?: boolean } = {},
+  options: { ifAbsent?: boolean; revisionFloor?: number } = {},
 ): Promise<{ revision: number; hash: string; changed: boolean }> {
   const { json, hash } = canonicalDocument(document);
-  const [changed, revision] = (await redis.eval(STORE_SCRIPT, 1, DOCUMENT_KEY, json, hash, options.ifAbsent === true ? '1' : '0')) as [number, number];
+  const floor = options.revisionFloor === undefined ? '' : String(options.revisionFloor);
+  const [changed, revision] = (await redis.eval(STORE_SCRIPT, 1, DOCUMENT_KEY, json, hash, options.ifAbsent === true ? '1' : '0', floor)) as [number, number];
   return { revision, hash, changed: changed === 1 };
 }
 
@@ -127,7 +133,14 @@ export class DocumentFollower {
   async #read(): Promise<void> {
     const revision = await this.#redis.hget(DOCUMENT_KEY, 'revision');
     if (revision === null) {
-      if (this.#current !== undefined) this.#set(undefined); // FLUSHALL, or a deleted key: no document any more
+      // Redis lost it (FLUSHALL, a restart without persistence): the fleet's policy must not turn off with it. The
+      // document this process last followed is stored again (only if still absent: a concurrent apply wins), as a
+      // limiter brings back the fleet's limits after data loss
+      const last = this.#current;
+      if (last !== undefined) {
+        const stored = await storeLimitsDocument(this.#redis, last.document, { ifAbsent: true, revisionFloor: last.revision });
+        if (stored.hash !== last.hash || stored.revision !== last.revision) this.#set(await readStoredDocument(this.#redis));
+      }
       return;
     }
     if (this.#current !== undefined && Number(revision) === this.#current.revision) return;
@@ -150,10 +163,14 @@ export class DocumentFollower {
 
 /**
  * The priority a tenant's job is served with: its requested priority, or its `maxPriority` when it asked for a more
- * urgent one (0 is the most urgent). A tenant the document does not name, or no document, leaves it as asked.
+ * urgent one (0 is the most urgent). No document, or a document that names no tenant, leaves it as asked; a tenant that
+ * a document with tenants does not name is served at {@link UNNAMED_TENANT_PRIORITY}.
  */
 export function servedPriority(document: LimitsDocument | undefined, tenant: string | null | undefined, requested: number): number {
-  if (document === undefined || tenant === undefined || tenant === null || !Object.hasOwn(document.tenants, tenant)) return requested;
-  const maxPriority = document.tenants[tenant]?.maxPriority ?? requested;
-  return Math.max(requested, maxPriority);
+  if (document === undefined || tenant === undefined || tenant === null) return requested;
+  const policy = Object.hasOwn(document.tenants, tenant) ? document.tenants[tenant] : undefined;
+  // a document that names tenants gives one it does not name (removed from it, or signed in by another list) the
+  // least urgent priority: no policy is not every privilege
+  if (policy === undefined) return Object.keys(document.tenants).length === 0 ? requested : UNNAMED_TENANT_PRIORITY;
+  return Math.max(requested, policy.maxPriority);
 }

@@ -1,5 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { DOCUMENT_KEY, DocumentFollower, InvalidConfigError, readStoredDocument, servedPriority, storeLimitsDocument, validateLimitsDocument } from '../src/index.js';
+import {
+  DOCUMENT_KEY,
+  DocumentFollower,
+  UNNAMED_TENANT_PRIORITY,
+  InvalidConfigError,
+  readStoredDocument,
+  servedPriority,
+  storeLimitsDocument,
+  validateLimitsDocument,
+} from '../src/index.js';
 import { useRedis } from './support.js';
 
 const redis = useRedis();
@@ -38,7 +47,7 @@ describe('the fleet limits document in Redis', () => {
     await expect(readStoredDocument(redis.client)).rejects.toThrow(/not JSON/);
   });
 
-  it('a follower runs with a newly applied revision within its poll interval, keeps the last document while Redis fails, and drops it after FLUSHALL', async () => {
+  it('a follower runs with a newly applied revision within its poll interval, keeps the last document while Redis fails, and stores it again after FLUSHALL', async () => {
     const changes: Array<number | undefined> = [];
     const errors: Error[] = [];
     const follower = new DocumentFollower({ redis: redis.client, pollMs: 50, onChange: (stored) => changes.push(stored?.revision), onError: (error) => errors.push(error) });
@@ -52,9 +61,11 @@ describe('the fleet limits document in Redis', () => {
       await redis.client.hset(DOCUMENT_KEY, { json: 'broken', revision: '99' }); // a bad write: the follower keeps what it had
       await expect.poll(() => errors.length, { timeout: 2_000 }).toBeGreaterThan(0);
       expect(follower.current?.revision).toBe(2);
-      await redis.client.flushall();
-      await expect.poll(() => follower.current, { timeout: 2_000 }).toBeUndefined();
-      expect(changes).toEqual([1, 2, undefined]);
+      await redis.client.flushall(); // data loss: the follower stores the document it followed again, revision kept
+      await expect.poll(() => redis.client.hget(DOCUMENT_KEY, 'revision'), { timeout: 2_000 }).toBe('2');
+      expect((await readStoredDocument(redis.client))?.document.tenants.batch?.maxPriority).toBe(2);
+      expect(follower.current?.revision).toBe(2);
+      expect(changes).toEqual([1, 2]);
     } finally {
       follower.close();
     }
@@ -77,13 +88,14 @@ describe('a follower that cannot read the document at first', () => {
 });
 
 describe('servedPriority', () => {
-  it("clamps a tenant's priority to its maxPriority, and leaves unknown tenants and fleets without a document as asked", () => {
+  it("clamps a tenant's priority to its maxPriority; a tenant a document with tenants does not name gets the least urgent; no document, or none with tenants, leaves it as asked", () => {
     const document = documentWith(5);
     expect(servedPriority(document, 'batch', 0)).toBe(5);
     expect(servedPriority(document, 'batch', 7)).toBe(7);
-    expect(servedPriority(document, 'other', 0)).toBe(0);
-    expect(servedPriority(document, null, 0)).toBe(0);
+    expect(servedPriority(document, 'other', 0)).toBe(UNNAMED_TENANT_PRIORITY); // named by no document with tenants: least urgent
+    expect(servedPriority(document, '__proto__', 0)).toBe(UNNAMED_TENANT_PRIORITY);
+    expect(servedPriority(document, null, 0)).toBe(0); // no tenant, no policy
     expect(servedPriority(undefined, 'batch', 0)).toBe(0);
-    expect(servedPriority(document, '__proto__', 0)).toBe(0);
+    expect(servedPriority({ ...document, tenants: {} }, 'other', 0)).toBe(0); // a document without tenants has no tenant policy
   });
 });

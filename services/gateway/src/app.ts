@@ -1,4 +1,4 @@
-import { InvalidArgumentError, createLimiter, type Limiter } from '@tollgate/limiter';
+import { InvalidArgumentError, InvalidConfigError, createLimiter, type Limiter } from '@tollgate/limiter';
 import { cutText, formatValue, toError } from '@tollgate/limiter/internal';
 import {
   IDEMPOTENCY_KEY_LENGTH_MAX,
@@ -173,6 +173,9 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
     void reply.header(JOB_ID_HEADER, error.jobId);
     return sendError(request, reply, 504, error.message);
   }
+  // the fleet's limits document in Redis cannot be read (an invalid value there): an operator's fault, not the caller's;
+  // nothing was enqueued, and the message says what to fix
+  if (error instanceof InvalidConfigError) return sendError(request, reply, 503, `Nothing was enqueued: ${error.message}. Apply a valid document with \`tollgate limits apply\`.`);
   if (error instanceof QueueUnavailableError || isConnectionError(error))
     return sendError(request, reply, 503, 'The queue is unavailable: Redis is unreachable. Nothing was enqueued; retry later.');
   request.log.error({ err: { name: toError(error).name, message: toError(error).message } }, 'unexpected error');

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readStoredDocument } from '@tollgate/config';
+import { DOCUMENT_KEY, readStoredDocument } from '@tollgate/config';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -78,5 +78,27 @@ describe('a gateway with TOLLGATE_CONFIG', () => {
     await expect(adminAsTenant).rejects.toThrow(/BATCH_TOKEN_VAR .* is invalid: the admin or metrics token/);
     await expect(adminAsTenant).rejects.not.toThrow(ADMIN_TOKEN);
     await expect(start({ SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: SEARCH_TOKEN })).rejects.toThrow(/BATCH_TOKEN_VAR .* is invalid: tenant search's token/);
+  });
+
+  it('answers 503 naming the key, never 500, while the stored document cannot be read, and enqueues nothing', async () => {
+    await client.hset(DOCUMENT_KEY, { json: '{"accounts":', hash: 'broken', revision: '7' });
+    const queue = uniqueName('doc-broken');
+    const gateway: Gateway = await buildGateway(envFor(queue), pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: BATCH_TOKEN });
+    try {
+      const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
+      const response = await fetch(`${url}/v1/jobs`, {
+        method: 'POST',
+        body: JSON.stringify(request('broken')),
+        headers: { 'content-type': 'application/json', 'x-api-key': SEARCH_TOKEN },
+      });
+      expect(response.status).toBe(503);
+      expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(
+        /^Nothing was enqueued: the limits document in Redis \(tollgate:document\) is not JSON/,
+      );
+      expect(Object.values(await gateway.producer.counts()).reduce((sum, count) => sum + count, 0)).toBe(0);
+    } finally {
+      await gateway.close();
+      await client.del(DOCUMENT_KEY);
+    }
   });
 });
