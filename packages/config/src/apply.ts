@@ -1,11 +1,8 @@
 import type { Cluster, Redis } from 'ioredis';
 import { InvalidConfigError, createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimits } from '@tollgate/limiter';
-import type { LimitsDocument } from './document.js';
+import { COUNT_TOKENS_LIMITER_SUFFIX, type LimitsDocument } from './document.js';
 import { countTokensRates, poolRates, type LimiterRate } from './env.js';
 import { storeLimitsDocument } from './store.js';
-
-/** The limiter of an account's count_tokens calls: the account's name and this suffix (its own hash tag). */
-export const COUNT_TOKENS_LIMITER_SUFFIX = ':count-tokens';
 
 /** One limiter that a document's account runs, and the limits it enforces. */
 export interface AccountLimiter {

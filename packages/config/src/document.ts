@@ -7,6 +7,10 @@ import { MODEL_PATTERN_PATTERN, patternConflicts } from './pools.js';
 export const LIMIT_MAX = 1_000_000_000_000;
 /** Largest tenant weight: a share is weight / (sum of weights), so a wider range says nothing more. */
 export const WEIGHT_MAX = 1_000;
+/** The limiter of an account's count_tokens calls: the account's name and this suffix (its own hash tag). */
+export const COUNT_TOKENS_LIMITER_SUFFIX = ':count-tokens';
+/** An account with `countTokens` runs that second limiter, whose name is a limiter name too (200 characters at most). */
+const ACCOUNT_NAME_WITH_COUNT_TOKENS_MAX = 200 - COUNT_TOKENS_LIMITER_SUFFIX.length;
 /** Smallest tenant weight: with {@link WEIGHT_MAX}, shares from 1 to 10^6 apart; a weight such as 5e-324 would make a fair-queuing tag step (cost / weight) infinite. */
 export const WEIGHT_MIN = 0.001;
 /** Model patterns one pool may list. */
@@ -131,6 +135,13 @@ export const limitsDocumentSchema = z
         context.addIssue({ code: 'custom', path: [...at, 'defaultPool'], message: `not a pool of account ${accountName} (pools: ${Object.keys(account.pools).join(', ')})` });
       }
       if (!limited) context.addIssue({ code: 'custom', path: [...at, 'concurrency'], message: 'set concurrency, a pool limit (rpm, itpm, otpm), or both' });
+      // its count_tokens limiter is named `<account>:count-tokens`, which must still be a limiter name
+      if (account.countTokens !== undefined && accountName.length > ACCOUNT_NAME_WITH_COUNT_TOKENS_MAX)
+        context.addIssue({
+          code: 'custom',
+          path: [...at, 'countTokens'],
+          message: `needs an account name of at most ${ACCOUNT_NAME_WITH_COUNT_TOKENS_MAX} characters (its limiter is named <account>:count-tokens)`,
+        });
     }
     const tokenOwner = new Map<string, string>();
     for (const [tenantName, tenant] of Object.entries(document.tenants)) {

@@ -1,5 +1,6 @@
 export { InvalidConfigError } from '@tollgate/limiter';
 export {
+  COUNT_TOKENS_LIMITER_SUFFIX,
   ENV_NAME_PATTERN,
   LIMIT_MAX,
   POOLS_MAX,
@@ -41,4 +42,4 @@ export {
   storeLimitsDocument,
   type StoredDocument,
 } from './store.js';
-export { COUNT_TOKENS_LIMITER_SUFFIX, accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';
+export { accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';

@@ -164,6 +164,15 @@ describe('each bad field is named with its path and value', () => {
     ],
     ["a tenant token in the API key's variable", (input) => (input.tenants!.search!.tokenEnv = 'ANTHROPIC_API_KEY'), /tenants\.search\.tokenEnv: is an account's apiKeyEnv/],
     ['weight', (input) => (input.tenants!.search!.weight = 0), /tenants\.search\.weight: Too small: .* \(got 0\)/],
+    [
+      'an account name too long for its count_tokens limiter',
+      (input) => {
+        const account = input.accounts.main!;
+        input.accounts = { ['a'.repeat(190)]: { ...account, countTokens: { rpm: 10 } } };
+        input.tenants = {};
+      },
+      /accounts\.a+\.… \(11 more characters\): needs an account name of at most 187 characters \(its limiter is named <account>:count-tokens\)/, // the long path cut
+    ],
     ['a vanishing weight', (input) => (input.tenants!.search!.weight = 5e-324), /tenants\.search\.weight: Too small: expected number to be >=0\.001 \(got 5e-324\)/],
     ['maxPriority', (input) => (input.tenants!.search!.maxPriority = 10), /tenants\.search\.maxPriority: Too big: expected number to be <=9 \(got 10\)/],
     ['tenant concurrency', (input) => (input.tenants!.search!.concurrency = 0), /tenants\.search\.concurrency: Too small: .* \(got 0\)/],

@@ -214,7 +214,12 @@ export class Producer {
     // BullMQ answers an existing id with that job, untouched: it must carry this very request
     if (idempotencyKey !== undefined) {
       const stored = await this.#within(this.#redis.client.hget(this.#keys.job(jobId), 'data'), 'enqueue');
-      if (stored !== null && !sameRequest(JSON.parse(stored) as Partial<JobData>, data)) throw new IdempotencyConflictError(jobId);
+      if (stored !== null) {
+        const existing = JSON.parse(stored) as Partial<JobData>;
+        if (!sameRequest(existing, data)) throw new IdempotencyConflictError(jobId);
+        // the existing job, as it is served (the policy may have changed since it was enqueued)
+        if (typeof existing.priority === 'number') return { id: jobId, priority: existing.priority };
+      }
     }
     return { id: jobId, priority };
   }

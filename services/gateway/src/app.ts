@@ -300,7 +300,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
   });
 
-  const metrics = gatewayMetrics({ account: env.TOLLGATE_NAME, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(tenantsByToken.values())] });
+  const metrics = gatewayMetrics({ account: limiter.name, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(tenantsByToken.values())] });
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
@@ -507,7 +507,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
 
   if (env.GATEWAY_DASHBOARD !== 'off') {
     const access: Access = env.GATEWAY_DASHBOARD === 'public' ? 'public' : 'admin';
-    const page = dashboardHtml({ limiterName: env.TOLLGATE_NAME, queueName: env.TOLLGATE_QUEUE });
+    const page = dashboardHtml({ limiterName: limiter.name, queueName: env.TOLLGATE_QUEUE });
     app.get('/', { config: { access, queryToken: true } }, async (request, reply) => {
       const query = request.query as Record<string, unknown>;
       if (typeof query.token === 'string') {

@@ -107,6 +107,10 @@ export const gatewayEnvSchema = requireLimit(
 
 export type GatewayEnv = z.output<typeof gatewayEnvSchema>;
 
+/** Variables that hold something else than a tenant token: a document naming one would turn, say, a Redis URL or the host name into a token. */
+const NOT_TOKEN_VARIABLES = /^(REDIS_|TOLLGATE_|GATEWAY_|ANTHROPIC_|NODE_|npm_|METRICS_|MOCK_)|^(PATH|HOME|HOSTNAME|PWD|OLDPWD|USER|LOGNAME|SHELL|LANG|TERM|TMPDIR|PORT|HOST)$/;
+const isTokenVariable = (name: string) => !NOT_TOKEN_VARIABLES.test(name);
+
 /**
  * The tenant tokens: `GATEWAY_TOKENS`, and each tenant of the document's account from the variable its `tokenEnv`
  * names (DESIGN §8: a token is never stored in the document or in Redis).
@@ -119,8 +123,9 @@ export function tenantTokens(env: GatewayEnv, source: ProcessDocument | undefine
   for (const [tenant, policy] of Object.entries(source?.document.tenants ?? {})) {
     if (policy.account !== source?.account) continue; // another account's gateway serves it
     const token = processEnv[policy.tokenEnv];
-    const problem =
-      token === undefined || token === ''
+    const problem = !isTokenVariable(policy.tokenEnv)
+      ? "a variable of the gateway's own (REDIS_*, TOLLGATE_*, GATEWAY_*, ANTHROPIC_*, NODE_*, npm_*, PATH, HOME, HOSTNAME…), not a token"
+      : token === undefined || token === ''
         ? 'unset'
         : token.length < TOKEN_LENGTH_MIN
           ? `shorter than ${TOKEN_LENGTH_MIN} characters`

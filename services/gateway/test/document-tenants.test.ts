@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DOCUMENT_KEY, readStoredDocument } from '@tollgate/config';
@@ -78,6 +78,13 @@ describe('a gateway with TOLLGATE_CONFIG', () => {
     await expect(adminAsTenant).rejects.toThrow(/BATCH_TOKEN_VAR .* is invalid: the admin or metrics token/);
     await expect(adminAsTenant).rejects.not.toThrow(ADMIN_TOKEN);
     await expect(start({ SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: SEARCH_TOKEN })).rejects.toThrow(/BATCH_TOKEN_VAR .* is invalid: tenant search's token/);
+    // a document naming one of the gateway's own variables would make its value (a Redis URL with its password) a token
+    const redisAsToken = join(dir, 'redis-as-token.yaml');
+    await writeFile(redisAsToken, (await readFile(path, 'utf8')).replace('tokenEnv: BATCH_TOKEN_VAR', 'tokenEnv: REDIS_URL'));
+    const env = parseGatewayEnv({ PORT: '0', REDIS_URL: redis.url, TOLLGATE_QUEUE: queue, TOLLGATE_CONFIG: redisAsToken });
+    await expect(buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN, REDIS_URL: 'redis://:s3cretpassword@10.0.0.5:6379' })).rejects.toThrow(
+      /REDIS_URL \(the token of tenant batch .*\) is invalid: a variable of the gateway's own/,
+    );
   });
 
   it('answers 503 naming the key, never 500, while the stored document cannot be read, and enqueues nothing', async () => {

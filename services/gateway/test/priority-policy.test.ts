@@ -147,10 +147,14 @@ describe('priority policy (DESIGN §9)', () => {
     }
   });
 
-  it('a newly applied document is followed live, without a restart', async () => {
+  it('a newly applied document is followed live, without a restart; an idempotent enqueue repeated after it answers the priority its job is served with', async () => {
+    await expect.poll(() => producer.servedPriority('team-a', 0), { timeout: 5_000 }).toBe(5); // the last test's document is back
+    const first = await producer.enqueueJob(request('idempotent'), { tenant: 'team-a', priority: 0, idempotencyKey: 'same-job' });
+    expect(first.priority).toBe(5);
     await storeLimitsDocument(client, documentWith(2));
     await expect.poll(async () => (await postJob(TOKEN_A, '0')).served, { timeout: 5_000, interval: 100 }).toBe('2');
     await expect.poll(async () => (await producer.enqueueJob(request('live'), { tenant: 'team-a', priority: 0 })).priority, { timeout: 5_000, interval: 100 }).toBe(2);
+    expect(await producer.enqueueJob(request('idempotent'), { tenant: 'team-a', priority: 0, idempotencyKey: 'same-job' })).toEqual(first); // the job, as stored
     await storeLimitsDocument(client, documentWith(5));
   });
 });
