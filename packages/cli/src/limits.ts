@@ -210,13 +210,13 @@ export async function limitsApplyCommand(context: Context, name: string, path: s
       if (error instanceof InvalidConfigError) throw new CliError(EXIT.refused, `limits document ${shown(path)} cannot be applied: ${error.message}`);
       throw error;
     }
-    const limiters = applied.limiters.map((limiter) => `${limiter.name} revision ${limiter.version}`).join(', ');
+    const limiters = applied.limiters.map((limiter) => `${limiter.name} revision ${limiter.version}${limiter.changed ? ' (written)' : ''}`).join(', ');
     context.print(
       context.json
         ? JSON.stringify({ document: true, applied: applied.changed, revision: applied.revision, changes: applied.changed ? lines : [], limiters: applied.limiters })
         : applied.changed
           ? `document applied as revision ${applied.revision} (limiters: ${limiters})\n  ${lines.join('\n  ')}`
-          : `document: nothing to change (revision ${applied.revision}; limiters: ${limiters})`,
+          : `document: unchanged (revision ${applied.revision}); limiters: ${limiters}`,
     );
     return;
   }

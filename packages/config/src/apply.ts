@@ -1,8 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { InvalidConfigError, createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimits } from '@tollgate/limiter';
 import { COUNT_TOKENS_LIMITER_SUFFIX, type LimitsDocument } from './document.js';
 import { countTokensRates, poolRates, type LimiterRate } from './env.js';
 import { storeLimitsDocument } from './store.js';
+
+/** Held while one apply writes: two applies at once would leave limiters enforcing a mix of both documents. */
+export const APPLY_LOCK_KEY = 'tollgate:document:apply-lock';
+const APPLY_LOCK_MS = 60_000;
+/** Deletes the lock only when it is still this apply's. */
+const UNLOCK_SCRIPT = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /** One limiter that a document's account runs, and the limits it enforces. */
 export interface AccountLimiter {
@@ -53,8 +60,8 @@ export interface AppliedDocument {
   /** The document's revision in force now, and whether this apply wrote it. */
   revision: number;
   changed: boolean;
-  /** Each limiter's limits revision in force now. */
-  limiters: Array<{ name: string; version: string }>;
+  /** Each limiter's limits revision in force now, and whether this apply wrote it (a limiter whose limits had drifted from the document, e.g. by a one-limiter apply, is written back). */
+  limiters: Array<{ name: string; version: string; changed: boolean }>;
 }
 
 /**
@@ -62,10 +69,25 @@ export interface AppliedDocument {
  * limiter (every process of that account runs with them within one heartbeat; a queued waiter that a lowered capacity
  * cannot hold is rejected at once), then stores the document as the fleet's (tenant policy, followed live). Every
  * limiter is checked before anything is written, so a document this release cannot enforce writes nothing; the writes
- * themselves are per account (each in its own Redis Cluster slot), in document order.
+ * themselves are per account (each in its own Redis Cluster slot), in document order, under a lock
+ * ({@link APPLY_LOCK_KEY}) so that two applies never interleave.
+ * @throws {@link InvalidConfigError} while another apply holds the lock.
  * @throws {@link InvalidConfigError} as {@link accountLimiters}.
  */
 export async function applyLimitsDocument(redis: Redis | Cluster, document: LimitsDocument, options: { redisTimeoutMs?: number } = {}): Promise<AppliedDocument> {
+  accountLimiters(document); // refused before the lock: nothing to wait for
+  const token = randomBytes(8).toString('hex');
+  if ((await redis.set(APPLY_LOCK_KEY, token, 'PX', APPLY_LOCK_MS, 'NX')) !== 'OK') {
+    throw new InvalidConfigError(`another limits apply is running (${APPLY_LOCK_KEY}); retry when it ends (the lock expires after ${APPLY_LOCK_MS / 1000} s)`);
+  }
+  try {
+    return await applyLocked(redis, document, options);
+  } finally {
+    await redis.eval(UNLOCK_SCRIPT, 1, APPLY_LOCK_KEY, token).catch(() => {}); // it expires by itself otherwise
+  }
+}
+
+async function applyLocked(redis: Redis | Cluster, document: LimitsDocument, options: { redisTimeoutMs?: number }): Promise<AppliedDocument> {
   const names = accountLimiters(document).map((limiter) => limiter.name);
   const readings = new Map(await Promise.all(names.map(async (name) => [name, await readFleetLimits(redis, name)] as const)));
   const limiters = accountLimiters(document, (name) => readings.get(name)?.limits.reserve ?? []);
@@ -78,7 +100,8 @@ export async function applyLimitsDocument(redis: Redis | Cluster, document: Limi
     });
     try {
       await limiter.ready();
-      applied.push({ name, version: limiter.fleetLimits?.version ?? '' });
+      const version = limiter.fleetLimits?.version ?? '';
+      applied.push({ name, version, changed: version !== (readings.get(name)?.version ?? '') });
     } finally {
       await limiter.close();
     }

@@ -42,4 +42,4 @@ export {
   storeLimitsDocument,
   type StoredDocument,
 } from './store.js';
-export { accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';
+export { APPLY_LOCK_KEY, accountLimiters, applyLimitsDocument, type AccountLimiter, type AppliedDocument } from './apply.js';

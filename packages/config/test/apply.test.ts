@@ -1,7 +1,7 @@
 import { createLimiter, readFleetLimits } from '@tollgate/limiter';
 import { uniqueName } from '@tollgate/test-support';
 import { describe, expect, it } from 'vitest';
-import { COUNT_TOKENS_LIMITER_SUFFIX, InvalidConfigError, accountLimiters, applyLimitsDocument, readStoredDocument, validateLimitsDocument } from '../src/index.js';
+import { APPLY_LOCK_KEY, COUNT_TOKENS_LIMITER_SUFFIX, InvalidConfigError, accountLimiters, applyLimitsDocument, readStoredDocument, validateLimitsDocument } from '../src/index.js';
 import { useRedis } from './support.js';
 
 const redis = useRedis();
@@ -73,5 +73,39 @@ describe('applyLimitsDocument', () => {
     await expect(applyLimitsDocument(redis.client, document)).rejects.toThrow(/pools: 2 pools; this release enforces one pool per account/);
     expect(await readFleetLimits(redis.client, account)).toBeUndefined();
     expect((await readStoredDocument(redis.client))?.revision).toBe(revisionBefore);
+  });
+
+  it('two applies at once never interleave: one holds the lock, the other is refused, and limiters and document agree with the one applied', async () => {
+    const account = uniqueName('apply-race');
+    const results = await Promise.allSettled([applyLimitsDocument(redis.client, documentFor(account, 2)), applyLimitsDocument(redis.client, documentFor(account, 5))]);
+    const fulfilled = results.filter((result) => result.status === 'fulfilled');
+    const rejected = results.flatMap((result) => (result.status === 'rejected' ? [result.reason as Error] : []));
+    expect(fulfilled).toHaveLength(1);
+    expect(rejected.map((error) => error.message)).toEqual([expect.stringMatching(/^another limits apply is running \(tollgate:document:apply-lock\)/)]);
+    const concurrency = (await readStoredDocument(redis.client))?.document.accounts[account]?.concurrency;
+    expect((await readFleetLimits(redis.client, account))?.limits.concurrency).toBe(concurrency);
+    expect(await redis.client.exists(APPLY_LOCK_KEY)).toBe(0); // released
+  });
+
+  it('says which limiters it wrote: none for the document in force, the one whose limits drifted from it', async () => {
+    const account = uniqueName('apply-drift');
+    await applyLimitsDocument(redis.client, documentFor(account, 4));
+    const again = await applyLimitsDocument(redis.client, documentFor(account, 4));
+    expect(again.changed).toBe(false);
+    expect(again.limiters.map((limiter) => limiter.changed)).toEqual([false, false]);
+    const drift = createLimiter({
+      redis: redis.server.url,
+      name: account,
+      concurrency: 1,
+      rates: { requests: { limit: 5, intervalMs: 60_000 } },
+      leaseTtlMs: 4_000,
+      applyLimits: 'force',
+    });
+    await drift.ready();
+    await drift.close();
+    const back = await applyLimitsDocument(redis.client, documentFor(account, 4));
+    expect(back.changed).toBe(false); // the stored document did not change
+    expect(back.limiters.map((limiter) => limiter.changed)).toEqual([true, false]); // the drifted limiter was written back
+    expect((await readFleetLimits(redis.client, account))?.limits.concurrency).toBe(4);
   });
 });
