@@ -24,12 +24,12 @@ const limiterRates = (rates: Record<string, LimiterRate>): FleetLimits['rates'] 
 
 /**
  * The limiters a document's accounts run (DESIGN §8): per account, its Messages limiter (concurrency and the pool's
- * buckets) and, with a `countTokens` limit, its count_tokens limiter. `reserveOf` gives the reserved-slot channels a
- * limiter keeps (the document does not state them; an apply keeps what the fleet has).
+ * buckets) and, with a `countTokens` limit, its count_tokens limiter. The document states no reserved-slot channels
+ * (`reserve: []`; an apply keeps what the fleet has).
  * @throws {@link InvalidConfigError} for an account with more than one pool: this release's limiter enforces one set
  * of buckets per account, and lumping two pools into one would under-use or overrun both.
  */
-export function accountLimiters(document: LimitsDocument, reserveOf: (name: string) => FleetLimits['reserve'] = () => []): AccountLimiter[] {
+export function accountLimiters(document: LimitsDocument): AccountLimiter[] {
   const limiters: AccountLimiter[] = [];
   for (const [account, limits] of Object.entries(document.accounts)) {
     const pools = Object.values(limits.pools);
@@ -41,14 +41,14 @@ export function accountLimiters(document: LimitsDocument, reserveOf: (name: stri
     limiters.push({
       account,
       name: account,
-      limits: { schema: 1, concurrency: limits.concurrency ?? null, rates: limiterRates(poolRates(pools[0])), reserve: reserveOf(account), leaseTtlMs: limits.leaseTtlMs },
+      limits: { schema: 1, concurrency: limits.concurrency ?? null, rates: limiterRates(poolRates(pools[0])), reserve: [], leaseTtlMs: limits.leaseTtlMs },
     });
     if (limits.countTokens !== undefined) {
       const name = `${account}${COUNT_TOKENS_LIMITER_SUFFIX}`;
       limiters.push({
         account,
         name,
-        limits: { schema: 1, concurrency: null, rates: limiterRates(countTokensRates(limits)), reserve: reserveOf(name), leaseTtlMs: limits.leaseTtlMs },
+        limits: { schema: 1, concurrency: null, rates: limiterRates(countTokensRates(limits)), reserve: [], leaseTtlMs: limits.leaseTtlMs },
       });
     }
   }
@@ -75,26 +75,26 @@ export interface AppliedDocument {
  * @throws {@link InvalidConfigError} as {@link accountLimiters}.
  */
 export async function applyLimitsDocument(redis: Redis | Cluster, document: LimitsDocument, options: { redisTimeoutMs?: number } = {}): Promise<AppliedDocument> {
-  accountLimiters(document); // refused before the lock: nothing to wait for
+  const limiters = accountLimiters(document); // refused before the lock: nothing to wait for
   const token = randomBytes(8).toString('hex');
   if ((await redis.set(APPLY_LOCK_KEY, token, 'PX', APPLY_LOCK_MS, 'NX')) !== 'OK') {
     throw new InvalidConfigError(`another limits apply is running (${APPLY_LOCK_KEY}); retry when it ends (the lock expires after ${APPLY_LOCK_MS / 1000} s)`);
   }
   try {
-    return await applyLocked(redis, document, options);
+    return await applyLocked(redis, document, limiters, options);
   } finally {
     await redis.eval(UNLOCK_SCRIPT, 1, APPLY_LOCK_KEY, token).catch(() => {}); // it expires by itself otherwise
   }
 }
 
-async function applyLocked(redis: Redis | Cluster, document: LimitsDocument, options: { redisTimeoutMs?: number }): Promise<AppliedDocument> {
-  const names = accountLimiters(document).map((limiter) => limiter.name);
-  const readings = new Map(await Promise.all(names.map(async (name) => [name, await readFleetLimits(redis, name)] as const)));
-  const limiters = accountLimiters(document, (name) => readings.get(name)?.limits.reserve ?? []);
+async function applyLocked(redis: Redis | Cluster, document: LimitsDocument, limiters: readonly AccountLimiter[], options: { redisTimeoutMs?: number }): Promise<AppliedDocument> {
+  const readings = new Map(await Promise.all(limiters.map(async ({ name }) => [name, await readFleetLimits(redis, name)] as const)));
   const applied: AppliedDocument['limiters'] = [];
   for (const { name, limits } of limiters) {
+    // the document states no reserve: the one the limiter has is kept
+    const reserve = readings.get(name)?.limits.reserve ?? [];
     const limiter = createLimiter({
-      ...limiterOptionsFor(limits, redis, name),
+      ...limiterOptionsFor({ ...limits, reserve }, redis, name),
       applyLimits: 'force',
       ...(options.redisTimeoutMs === undefined ? {} : { redisTimeoutMs: options.redisTimeoutMs }),
     });

@@ -92,6 +92,11 @@ export class DocumentFollower {
   }
 
   /** The document last read; undefined before the first read or when none is stored. */
+  /** Whether the document has been read once (then `ready()` resolves at once). */
+  get loaded(): boolean {
+    return this.#loaded;
+  }
+
   get current(): StoredDocument | undefined {
     return this.#current;
   }

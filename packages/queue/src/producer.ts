@@ -182,10 +182,12 @@ export class Producer {
     const document = this.#document;
     // once: later calls find it read (after the connection: a producer's own connection queues no command offline)
     if (document !== undefined) {
-      await this.#within(
-        this.queue.waitUntilReady().then(() => document.ready()),
-        'enqueue',
-      );
+      // no deadline timer per enqueue once it is read: the usual enqueue waits for nothing here
+      if (!document.loaded)
+        await this.#within(
+          this.queue.waitUntilReady().then(() => document.ready()),
+          'enqueue',
+        );
       if (body.route === 'messages') checkModelPool(document.current?.document, body.params.model);
     }
     const priority = this.servedPriority(tenant, parsed.data.priority);
