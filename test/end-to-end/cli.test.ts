@@ -198,7 +198,7 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY);
   });
 
-  it('limits apply of a whole document (accounts, tenants): the account limiter runs with it, the document is stored with a revision, show and diff read it; two pools in one account are refused, nothing written', async () => {
+  it('limits apply of a whole document (accounts, tenants): the account limiter runs with it, the document is stored with a revision, show and diff read it; two pools in one account run one limiter with pools; a bad document writes nothing', async () => {
     const documentFor = (concurrency: number, maxPriority: number) =>
       [
         'accounts:',
@@ -237,10 +237,11 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
         "      sonnet: { models: ['claude-sonnet-*'], rpm: 100 }\n      haiku: { models: ['claude-haiku-*'], rpm: 200 }",
       ),
     );
-    const refused = await runTollgate(['limits', 'apply', twoPools], env);
-    expect(refused.code).toBe(5);
-    expect(refused.stderr).toMatch(/accounts\..*\.pools: 2 pools; this release enforces one pool per account/);
-    expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY - 1); // nothing applied
+    // an account with two pools runs one limiter with a lane and a set of buckets per pool (DESIGN §9)
+    expect(jsonOf(await runTollgate(['limits', 'apply', twoPools, '--json'], env))).toMatchObject({ applied: true, revision: 2 });
+    const shownPools = jsonOf<{ limits: unknown }>(await runTollgate(['limits', 'show', '--json'], env));
+    expect(shownPools.limits).toMatchObject({ pools: { haiku: { requests: { limit: 200, intervalMs: 60_000 } }, sonnet: { requests: { limit: 100, intervalMs: 60_000 } } } });
+    expect(await eventually(async () => (await fleet.observer.snapshot()).pools.sonnet !== undefined, EVENTUALLY_MS)).toBe(true);
     const badTenant = join(dir, 'bad-tenant.yaml');
     await writeFile(badTenant, documentFor(CONCURRENCY, 4).replace(`account: ${fleet.limiterName}`, 'account: nowhere'));
     const badRefused = await runTollgate(['limits', 'apply', badTenant], env);
@@ -250,7 +251,7 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     // back to the fleet's limits for the tests after this one
     const restored = join(dir, 'document-restored.yaml');
     await writeFile(restored, documentFor(CONCURRENCY, 4));
-    expect(jsonOf(await runTollgate(['limits', 'apply', restored, '--json'], env))).toMatchObject({ applied: true, revision: 2 });
+    expect(jsonOf(await runTollgate(['limits', 'apply', restored, '--json'], env))).toMatchObject({ applied: true, revision: 3 });
     expect((await fleet.observer.snapshot()).concurrencyConfigured).toBe(CONCURRENCY);
   });
 

@@ -20,6 +20,8 @@ export const REDACTED_LOG_PATHS = ['apiKey', '*.apiKey', 'authorization', 'heade
 
 /** Per-call retry bookkeeping: attempts made and the time spent waiting between them. */
 export interface CallState {
+  /** The pool its permits come from; undefined for a limiter without pools. */
+  readonly pool: string | undefined;
   readonly cost: Cost;
   readonly priority: number | undefined;
   readonly callerSignal: AbortSignal | undefined;
@@ -62,17 +64,18 @@ export class LimitedRunner {
   readonly client: Anthropic;
   readonly limiter: Limiter;
   readonly options: ResolvedLimitAnthropicOptions;
-  /** The Anthropic dimensions the fleet limits, cached per list the limiter reports (its fleet's, once ready). */
-  #dimensionsFor: { from: readonly string[]; set: ReadonlySet<AnthropicDimension> } | undefined;
+  /** Per pool ('' without pools), the Anthropic dimensions the fleet limits, cached per list the limiter reports (its fleet's, once ready). */
+  readonly #dimensionsFor = new Map<string, { from: readonly string[]; set: ReadonlySet<AnthropicDimension> }>();
   readonly #logger: Logger | undefined;
   readonly #adaptive: AdaptiveConcurrency | undefined;
   readonly #stats = new CallStats();
   readonly #abortError: typeof APIUserAbortError;
   /** Callers of this process waiting for a permit right now. */
   #waiting = 0;
-  #lastObserveAt = Number.NEGATIVE_INFINITY;
-  /** Dimensions whose last server figure was 0: the next 0 is no news, a 0 after a non-zero figure is. */
-  readonly #seenEmpty = new Set<AnthropicDimension>();
+  /** Per pool ('' without pools): when its server figures last went to the limiter. */
+  readonly #lastObserveAt = new Map<string, number>();
+  /** Dimensions ('<pool>/<dimension>') whose last server figure was 0: the next 0 is no news, a 0 after a non-zero figure is. */
+  readonly #seenEmpty = new Set<string>();
 
   constructor(client: Anthropic, limiter: Limiter, options: ResolvedLimitAnthropicOptions) {
     this.client = client;
@@ -84,13 +87,26 @@ export class LimitedRunner {
     this.#adaptive = adaptive !== false && limiter.options.concurrency !== undefined ? new AdaptiveConcurrency(limiter, adaptive, this.#logger) : undefined;
   }
 
-  /** The dimensions costs are charged to: the fleet's limits, which may differ from this process's options (DESIGN §8). */
-  get #dimensions(): ReadonlySet<AnthropicDimension> {
-    const from = this.limiter.rateDimensions;
-    if (this.#dimensionsFor?.from.join() !== from.join()) {
-      this.#dimensionsFor = { from, set: new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => from.includes(dimension))) };
+  /** The dimensions costs are charged to (in `pool`): the fleet's limits, which may differ from this process's options (DESIGN §8). */
+  #dimensions(pool: string | undefined): ReadonlySet<AnthropicDimension> {
+    const from = pool === undefined ? this.limiter.rateDimensions : this.limiter.poolDimensions(pool);
+    let cached = this.#dimensionsFor.get(pool ?? '');
+    if (cached?.from.join() !== from.join()) {
+      cached = { from, set: new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => from.includes(dimension))) };
+      this.#dimensionsFor.set(pool ?? '', cached);
     }
-    return this.#dimensionsFor.set;
+    return cached.set;
+  }
+
+  /**
+   * The pool a request's model takes its permits from: `poolFor(model)`, for a limiter with pools. Without `poolFor`
+   * none, which the limiter refuses when the fleet's limits have pools (after reading them again: a call made just after
+   * an apply that removed the pools is not refused for this process's stale view of them).
+   */
+  async #poolOf(model: string): Promise<string | undefined> {
+    await this.limiter.ready(); // the fleet's pools, not only this process's own
+    if (this.limiter.pools === undefined || this.options.poolFor === undefined) return undefined;
+    return this.options.poolFor(model);
   }
 
   stats(): LimitedAnthropicStats {
@@ -101,10 +117,12 @@ export class LimitedRunner {
 
   async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, priority: number | undefined): Promise<CallState> {
     this.#stats.called();
+    const pool = await this.#poolOf(params.model);
+    const dimensions = this.#dimensions(pool);
     const cost: Record<string, number> = {};
-    if (this.#dimensions.has('inputTokens')) cost.inputTokens = await this.#estimate(params, options);
-    if (this.#dimensions.has('outputTokens')) cost.outputTokens = params.max_tokens;
-    return { cost, priority, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
+    if (dimensions.has('inputTokens')) cost.inputTokens = await this.#estimate(params, options);
+    if (dimensions.has('outputTokens')) cost.outputTokens = params.max_tokens;
+    return { pool, cost, priority, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
   }
 
   async #estimate(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined): Promise<number> {
@@ -137,6 +155,7 @@ export class LimitedRunner {
     let permit: Permit;
     try {
       permit = await this.limiter.acquire({
+        ...(state.pool === undefined ? {} : { pool: state.pool }),
         cost: state.cost,
         ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
         ...(state.priority === undefined ? {} : { priority: state.priority }),
@@ -159,9 +178,10 @@ export class LimitedRunner {
   /** Releases, settling `used` for the configured dimensions; a failed release is logged (the lease then expires). */
   async release(permit: Permit, used: KnownUsage | undefined): Promise<void> {
     const settle: Record<string, number> = {};
+    const dimensions = this.#dimensions(permit.pool);
     for (const dimension of ['inputTokens', 'outputTokens'] as const) {
       const amount = used?.[dimension];
-      if (amount !== undefined && this.#dimensions.has(dimension)) settle[dimension] = amount;
+      if (amount !== undefined && dimensions.has(dimension)) settle[dimension] = amount;
     }
     try {
       const { leaseLost } = await permit.release(used === undefined ? {} : { used: settle });
@@ -178,23 +198,25 @@ export class LimitedRunner {
    * bucket and the server's (an outside client of the key, a burst guessed too large, the time a call spends between
    * its grant and the server) before it turns into a 429.
    */
-  async observe(headers: Headers | undefined, force: boolean): Promise<void> {
-    if (headers === undefined || this.#dimensions.size === 0) return;
+  async observe(pool: string | undefined, headers: Headers | undefined, force: boolean): Promise<void> {
+    const dimensions = this.#dimensions(pool);
+    if (headers === undefined || dimensions.size === 0) return;
     const now = performance.now();
-    const observed = readRateLimitHeaders(headers, [...this.#dimensions]);
+    const observed = readRateLimitHeaders(headers, [...dimensions]);
     let emptied = false;
     for (const dimension of Object.keys(observed) as AnthropicDimension[]) {
       const empty = observed[dimension]?.remaining === 0;
-      if (empty && !this.#seenEmpty.has(dimension)) emptied = true;
-      if (empty) this.#seenEmpty.add(dimension);
-      else this.#seenEmpty.delete(dimension);
+      const key = `${pool ?? ''}/${dimension}`;
+      if (empty && !this.#seenEmpty.has(key)) emptied = true;
+      if (empty) this.#seenEmpty.add(key);
+      else this.#seenEmpty.delete(key);
     }
-    if (!force && !emptied && now - this.#lastObserveAt < this.options.observeIntervalMs) return;
+    if (!force && !emptied && now - (this.#lastObserveAt.get(pool ?? '') ?? Number.NEGATIVE_INFINITY) < this.options.observeIntervalMs) return;
     if (Object.keys(observed).length === 0) return;
-    this.#lastObserveAt = now;
+    this.#lastObserveAt.set(pool ?? '', now);
     this.#stats.observed();
     try {
-      await this.limiter.observe(observed);
+      await this.limiter.observe(observed, pool === undefined ? {} : { pool });
     } catch (error) {
       // advisory only: the buckets stay as they are
       this.#logger?.warn({ errorName: toError(error).name }, 'observe failed');
@@ -204,7 +226,7 @@ export class LimitedRunner {
   /** A clean end: settle, release, feed the headers and the adaptive limit. */
   async succeeded(permit: Permit, used: KnownUsage, headers: Headers): Promise<void> {
     const saturated = this.#waiting > 0;
-    await Promise.all([this.release(permit, used), this.observe(headers, false)]);
+    await Promise.all([this.release(permit, used), this.observe(permit.pool, headers, false)]);
     await this.#adaptive?.clean(saturated, permit.fence).catch((error: unknown) => {
       this.#logger?.warn({ errorName: toError(error).name }, 'raising concurrency failed');
     });
@@ -219,10 +241,11 @@ export class LimitedRunner {
     this.count(error, failure);
     let fleetPaused = false;
     try {
-      const observed = this.observe(sdkError(error)?.headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
-      // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner
+      const observed = this.observe(state.pool, sdkError(error)?.headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
+      // the pause goes out with the observe, not after it: the fleet stops one Redis round trip sooner. A rate limit
+      // is the pool's (Anthropic meters RPM, ITPM and OTPM per model pool): only that pool pauses
       if (failure.kind === 'rate_limited') {
-        await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after'), observed]);
+        await Promise.all([this.limiter.pause(failure.pauseMs, 'upstream 429 with retry-after', state.pool === undefined ? {} : { pool: state.pool }), observed]);
         fleetPaused = true;
       } else await observed;
       if (failure.kind === 'concurrency') await this.#adaptive?.limited(permit.fence);

@@ -75,6 +75,11 @@ export const limitAnthropicOptionsSchema = z.strictObject({
   observeIntervalMs: z.number().int().min(0).max(MAX_RETRY_MS_MAX).default(OBSERVE_INTERVAL_MS_DEFAULT),
   /** Longest wait for a stream's next event, in ms; then the attempt fails with `StreamIdleTimeoutError`. */
   streamIdleTimeoutMs: z.number().int().min(1).max(MAX_RETRY_MS_MAX).default(STREAM_IDLE_TIMEOUT_MS_DEFAULT),
+  /**
+   * For a limiter with pools (DESIGN §9): the pool a request's model takes its permit from (e.g. the limits
+   * document's `resolvePool`). Required with such a limiter; a 429 of one pool's rate limit then pauses that pool only.
+   */
+  poolFor: z.custom<(model: string) => string>((value) => typeof value === 'function', 'expected a function (model) => pool').optional(),
   /** pino logger; API keys, auth headers and prompt text are never logged. */
   logger: loggerSchema.optional(),
 });

@@ -32,7 +32,7 @@ async function openStream(
     const idle = new AbortController();
     try {
       const opened = await runner.client.messages.create(params, runner.sdkOptions(options, permit, stop, idle.signal)).withResponse();
-      await runner.observe(opened.response.headers, false);
+      await runner.observe(permit.pool, opened.response.headers, false);
       return { permit, idle, stream: opened.data, response: opened.response, request_id: opened.request_id, workspace_id: opened.workspace_id };
     } catch (error) {
       await runner.failed(state, permit, error);

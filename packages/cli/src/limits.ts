@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { describeZodError, toError } from '@tollgate/limiter/internal';
-import { InvalidConfigError, limiterOptionsSchema, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
+import { InvalidConfigError, limiterOptionsSchema, limitsAsOptions, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
 import { withDeadline } from '@tollgate/queue/internal';
 import {
   applyLimitsDocument,
@@ -26,12 +26,16 @@ const SAME_RATE_RELATIVE = 1e-9;
  * and `limits apply` reads them (YAML or JSON). The limiter keeps them as its fleet limits document (DESIGN §8);
  * the accounts/pools/tenants document replaces this file when it lands.
  */
+const rateSchema = z.strictObject({ limit: z.number(), intervalMs: z.number(), burst: z.number().optional() });
+
 export const limitsFileSchema = z.strictObject({
   concurrency: z.number().optional(),
-  rates: z.record(z.string(), z.strictObject({ limit: z.number(), intervalMs: z.number(), burst: z.number().optional() })).optional(),
+  rates: z.record(z.string(), rateSchema).optional(),
   reserve: z.array(z.strictObject({ maxPriority: z.number(), concurrency: z.number() })).default([]),
   /** Omitted: the fleet's, unchanged. */
   leaseTtlMs: z.number().optional(),
+  /** A limiter with pools (DESIGN §9), instead of `rates`: each pool's rates, as limiter options state them. */
+  pools: z.record(z.string(), z.record(z.string(), rateSchema)).optional(),
 });
 export type LimitsFile = z.output<typeof limitsFileSchema>;
 
@@ -44,23 +48,32 @@ export interface LimitChange {
 
 /** The fleet's limits as a file states them (what `limits show` prints). */
 export function limitsFile(limits: FleetLimits): LimitsFile {
-  const rates = Object.fromEntries(
-    Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]),
-  );
+  const { concurrency, rates, pools, reserve, leaseTtlMs } = limitsAsOptions(limits);
   return {
-    ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
-    ...(Object.keys(rates).length === 0 ? {} : { rates }),
-    reserve: limits.reserve,
-    leaseTtlMs: limits.leaseTtlMs,
+    ...(concurrency === undefined ? {} : { concurrency }),
+    ...(rates === undefined ? {} : { rates }),
+    ...(pools === undefined ? {} : { pools }),
+    reserve: reserve ?? [],
+    ...(leaseTtlMs === undefined ? {} : { leaseTtlMs }),
   };
 }
 
 /** A file's limits as the fleet document they would become (a missing lease length keeps the fleet's). */
 export function documentOf(file: LimitsFile, fleet: FleetLimits): FleetLimits {
-  const rates = Object.fromEntries(
-    Object.entries(file.rates ?? {}).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]),
-  );
-  return { schema: 1, concurrency: file.concurrency ?? null, rates, reserve: file.reserve, leaseTtlMs: file.leaseTtlMs ?? fleet.leaseTtlMs };
+  const rateOf = (rate: z.output<typeof rateSchema>) => ({ limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null });
+  const rates = Object.fromEntries(Object.entries(file.rates ?? {}).map(([dimension, rate]) => [dimension, rateOf(rate)]));
+  // a limiter with pools names each pool's buckets '<pool>/<dimension>' (DESIGN §9)
+  for (const [pool, own] of Object.entries(file.pools ?? {})) {
+    for (const [dimension, rate] of Object.entries(own)) rates[`${pool}/${dimension}`] = rateOf(rate);
+  }
+  return {
+    schema: 1,
+    concurrency: file.concurrency ?? null,
+    rates,
+    reserve: file.reserve,
+    leaseTtlMs: file.leaseTtlMs ?? fleet.leaseTtlMs,
+    ...(file.pools === undefined ? {} : { pools: Object.keys(file.pools).sort() }),
+  };
 }
 
 /** Reads a limits file or a limits document (YAML, so JSON too), bounded in size. */
@@ -126,6 +139,7 @@ export function diffLimits(fleet: FleetLimits, next: FleetLimits): LimitChange[]
   }
   compare('reserve', reserveText(fleet.reserve), reserveText(next.reserve));
   compare('leaseTtlMs', fleet.leaseTtlMs, next.leaseTtlMs);
+  compare('pools', fleet.pools?.join(', ') ?? null, next.pools?.join(', ') ?? null);
   return changes;
 }
 

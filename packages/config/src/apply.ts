@@ -23,25 +23,32 @@ const limiterRates = (rates: Record<string, LimiterRate>): FleetLimits['rates'] 
   Object.fromEntries(Object.entries(rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null }]));
 
 /**
- * The limiters a document's accounts run (DESIGN §8): per account, its Messages limiter (concurrency and the pool's
- * buckets) and, with a `countTokens` limit, its count_tokens limiter. The document states no reserved-slot channels
- * (`reserve: []`; an apply keeps what the fleet has).
- * @throws {@link InvalidConfigError} for an account with more than one pool: this release's limiter enforces one set
- * of buckets per account, and lumping two pools into one would under-use or overrun both.
+ * The limiters a document's accounts run (DESIGN §8): per account, its Messages limiter (the account's concurrency,
+ * and its pools' buckets) and, with a `countTokens` limit, its count_tokens limiter. An account with one pool has that
+ * pool's buckets as the limiter's own; one with several has a limiter with pools (DESIGN §9: a lane of the queue and
+ * a set of buckets per pool, `<pool>/<dimension>`), so a waiter blocked on one pool never delays another's. The
+ * document states no reserved-slot channels (`reserve: []`; an apply keeps what the fleet has).
  */
 export function accountLimiters(document: LimitsDocument): AccountLimiter[] {
   const limiters: AccountLimiter[] = [];
   for (const [account, limits] of Object.entries(document.accounts)) {
-    const pools = Object.values(limits.pools);
-    if (pools.length !== 1 || pools[0] === undefined) {
-      throw new InvalidConfigError(
-        `accounts.${account}.pools: ${pools.length} pools; this release enforces one pool per account (every model of the account shares its buckets), so a document with several is refused rather than applied as one`,
-      );
-    }
+    const pools = Object.entries(limits.pools).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const single = pools.length === 1 ? pools[0]?.[1] : undefined;
+    const rates =
+      single !== undefined
+        ? limiterRates(poolRates(single))
+        : Object.fromEntries(pools.flatMap(([pool, spec]) => Object.entries(limiterRates(poolRates(spec))).map(([dimension, rate]) => [`${pool}/${dimension}`, rate])));
     limiters.push({
       account,
       name: account,
-      limits: { schema: 1, concurrency: limits.concurrency ?? null, rates: limiterRates(poolRates(pools[0])), reserve: [], leaseTtlMs: limits.leaseTtlMs },
+      limits: {
+        schema: 1,
+        concurrency: limits.concurrency ?? null,
+        rates,
+        reserve: [],
+        leaseTtlMs: limits.leaseTtlMs,
+        ...(single !== undefined ? {} : { pools: pools.map(([pool]) => pool) }),
+      },
     });
     if (limits.countTokens !== undefined) {
       const name = `${account}${COUNT_TOKENS_LIMITER_SUFFIX}`;

@@ -1,7 +1,7 @@
-import { createLimiter, readFleetLimits } from '@tollgate/limiter';
+import { createLimiter, limiterOptionsFor, readFleetLimits } from '@tollgate/limiter';
 import { uniqueName } from '@tollgate/test-support';
 import { describe, expect, it } from 'vitest';
-import { APPLY_LOCK_KEY, COUNT_TOKENS_LIMITER_SUFFIX, InvalidConfigError, accountLimiters, applyLimitsDocument, readStoredDocument, validateLimitsDocument } from '../src/index.js';
+import { APPLY_LOCK_KEY, COUNT_TOKENS_LIMITER_SUFFIX, accountLimiters, applyLimitsDocument, readStoredDocument, validateLimitsDocument } from '../src/index.js';
 import { useRedis } from './support.js';
 
 const redis = useRedis();
@@ -54,7 +54,7 @@ describe('applyLimitsDocument', () => {
     }
   });
 
-  it('refuses an account with two pools before writing anything', async () => {
+  it('an account with two pools runs one limiter with pools: a lane and a set of buckets per pool, the concurrency shared', async () => {
     const account = uniqueName('apply-pools');
     const document = validateLimitsDocument(
       {
@@ -62,17 +62,37 @@ describe('applyLimitsDocument', () => {
           [account]: {
             apiKeyEnv: 'ANTHROPIC_API_KEY',
             concurrency: 4,
-            pools: { sonnet: { models: ['claude-sonnet-*'], rpm: 100 }, haiku: { models: ['claude-haiku-*'], rpm: 200 } },
+            pools: { sonnet: { models: ['claude-sonnet-*'], rpm: 100, itpm: 50_000 }, haiku: { models: ['claude-haiku-*'], rpm: 200, burst: { rpm: 20 } } },
           },
         },
       },
       'test',
     );
-    expect(() => accountLimiters(document)).toThrow(InvalidConfigError);
-    const revisionBefore = (await readStoredDocument(redis.client))?.revision;
-    await expect(applyLimitsDocument(redis.client, document)).rejects.toThrow(/pools: 2 pools; this release enforces one pool per account/);
-    expect(await readFleetLimits(redis.client, account)).toBeUndefined();
-    expect((await readStoredDocument(redis.client))?.revision).toBe(revisionBefore);
+    const [messages] = accountLimiters(document);
+    expect(messages?.limits).toEqual({
+      schema: 1,
+      concurrency: 4,
+      pools: ['haiku', 'sonnet'],
+      rates: {
+        'haiku/requests': { limit: 200, intervalMs: 60_000, burst: 20 },
+        'sonnet/requests': { limit: 100, intervalMs: 60_000, burst: null },
+        'sonnet/inputTokens': { limit: 50_000, intervalMs: 60_000, burst: null },
+      },
+      reserve: [],
+      leaseTtlMs: expect.any(Number),
+    });
+    await applyLimitsDocument(redis.client, document);
+    const fleet = await readFleetLimits(redis.client, account);
+    expect(fleet?.limits.pools).toEqual(['haiku', 'sonnet']);
+    // a limiter built from the fleet's limits joins them as they are, and takes from a pool
+    const limiter = createLimiter(limiterOptionsFor(fleet!.limits, redis.client, account));
+    try {
+      const permit = await limiter.acquire({ pool: 'sonnet', cost: { inputTokens: 1_000 } });
+      expect(permit.cost).toEqual({ 'sonnet/requests': 1, 'sonnet/inputTokens': 1_000 });
+      await permit.release();
+    } finally {
+      await limiter.close();
+    }
   });
 
   it('two applies at once never interleave: one holds the lock, the other is refused, and limiters and document agree with the one applied', async () => {

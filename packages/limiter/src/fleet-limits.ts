@@ -28,14 +28,30 @@ export async function readFleetLimits(redis: Redis | Cluster, name: string): Pro
 
 /** Limiter options that state exactly `limits` (so a limiter built from them joins the fleet without a warning). */
 export function limiterOptionsFor(limits: FleetLimits, redis: Redis | Cluster, name: string): LimiterOptions {
-  const rates = Object.fromEntries(
-    Object.entries(limits.rates).map(([dimension, rate]) => [dimension, { limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) }]),
-  );
+  return { redis, name, ...limitsAsOptions(limits) };
+}
+
+/** `limits` in the shape of limiter options, without `redis` and `name` (what `applyLimits` takes, what `tollgate limits show` prints). */
+export function limitsAsOptions(limits: FleetLimits): Omit<LimiterOptions, 'redis' | 'name'> {
+  const rateOf = (rate: FleetLimits['rates'][string]) => ({ limit: rate.limit, intervalMs: rate.intervalMs, ...(rate.burst === null ? {} : { burst: rate.burst }) });
+  const rates = Object.fromEntries(Object.entries(limits.rates).map(([dimension, rate]) => [dimension, rateOf(rate)]));
+  // with pools, every rate is a pool's ('<pool>/<dimension>'): the options state them per pool
+  const pools =
+    limits.pools === undefined
+      ? undefined
+      : Object.fromEntries(
+          limits.pools.map((pool) => [
+            pool,
+            Object.fromEntries(
+              Object.entries(limits.rates)
+                .filter(([dimension]) => dimension.startsWith(`${pool}/`))
+                .map(([dimension, rate]) => [dimension.slice(pool.length + 1), rateOf(rate)]),
+            ),
+          ]),
+        );
   return {
-    redis,
-    name,
     ...(limits.concurrency === null ? {} : { concurrency: limits.concurrency }),
-    ...(Object.keys(rates).length === 0 ? {} : { rates }),
+    ...(pools !== undefined ? { pools } : Object.keys(rates).length === 0 ? {} : { rates }),
     reserve: limits.reserve,
     leaseTtlMs: limits.leaseTtlMs,
   };

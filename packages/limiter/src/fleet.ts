@@ -45,6 +45,11 @@ export class FleetView {
     return this.#buckets;
   }
 
+  /** The pools in force (the fleet's once known, else this process's own); undefined: no pools. */
+  get pools(): readonly string[] | undefined {
+    return this.known.pools;
+  }
+
   /** The lease TTL Redis enforces. */
   get leaseTtlMs(): number {
     return this.#state?.limits.leaseTtlMs ?? this.own.leaseTtlMs;

@@ -20,6 +20,8 @@ export {
   PRIORITY_DEFAULT,
   PRIORITY_MAX,
   PRIORITY_MIN,
+  POOL_NAME_PATTERN,
+  POOLS_MAX,
   REDIS_TIMEOUT_MS_DEFAULT,
   limiterOptionsSchema,
   type LimiterOptions,
@@ -27,5 +29,5 @@ export {
   type ResolvedLimiterOptions,
 } from './options.js';
 export { DATASETS_KEY, LIMITER_NAME_PATTERN, limiterKeys } from './keys.js';
-export { limiterOptionsFor, readFleetLimits, type FleetLimitsReading } from './fleet-limits.js';
+export { limiterOptionsFor, limitsAsOptions, readFleetLimits, type FleetLimitsReading } from './fleet-limits.js';
 export { fleetLimitsSchema, type FleetLimits, type FleetLimitsState } from './limits.js';

@@ -82,7 +82,8 @@ export class LeaseKeeper {
     const settlements: Settlement[] = [];
     if (used !== undefined) {
       for (const [dimension, reserved] of Object.entries(permit.cost)) {
-        const amount = used[dimension];
+        // a pool's permit settles `<pool>/inputTokens` from `used.inputTokens` too (its caller names the pool's dimensions as it acquired them)
+        const amount = used[dimension] ?? (permit.pool === undefined ? undefined : used[dimension.slice(permit.pool.length + 1)]);
         if (amount === undefined || !Number.isFinite(amount) || amount < 0) continue; // keeps the reservation
         settlements.push({ dimension, reserved, used: amount });
       }

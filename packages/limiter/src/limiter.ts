@@ -8,7 +8,17 @@ import { GrantReader } from './grant-reader.js';
 import { limiterKeys, type LimiterKeys } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { limitsFromOptions, type FleetLimitsState } from './limits.js';
-import { PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN, REQUESTS_DIMENSION, formatValue, parseLimiterOptions, type LimiterOptions, type ResolvedLimiterOptions } from './options.js';
+import {
+  PRIORITY_DEFAULT,
+  PRIORITY_MAX,
+  PRIORITY_MIN,
+  REQUESTS_DIMENSION,
+  formatValue,
+  poolDimension,
+  parseLimiterOptions,
+  type LimiterOptions,
+  type ResolvedLimiterOptions,
+} from './options.js';
 import type { Cost, Permit } from './permit.js';
 import { ScriptRunner } from './runner.js';
 import type { RedisLike } from './scripts/library.js';
@@ -160,13 +170,25 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
     if (this.#closed) throw new LimiterClosedError(this.name);
-    const cost = this.#normalizeCost(options.cost); // against the fleet's buckets, known once ready
-    return this.#waiters.acquire({ cost, priority, signal, timeoutMs });
+    const pool = await this.#poolInForce(options.pool);
+    const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
+    return this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs });
   }
 
-  /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before. */
+  /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before (with pools: `<pool>/<dimension>`). */
   get rateDimensions(): readonly string[] {
     return [...this.#fleet.buckets.keys()];
+  }
+
+  /** The pools (the fleet's once ready, this process's own before); undefined for a limiter without pools. */
+  get pools(): readonly string[] | undefined {
+    return this.#fleet.pools;
+  }
+
+  /** The rate dimensions of one pool, as `acquire({ pool, cost })` names them (`inputTokens`, not `<pool>/inputTokens`). */
+  poolDimensions(pool: string): readonly string[] {
+    const prefix = `${pool}/`;
+    return [...this.#fleet.buckets.keys()].filter((name) => name.startsWith(prefix)).map((name) => name.slice(prefix.length));
   }
 
   /** The fleet's limits in force (revision, limits, hash), as this process last heard them; undefined before ready(). */
@@ -203,11 +225,15 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     }
   }
 
-  /** A fleet-wide cool-down of `ms` (e.g. an upstream 429's retry-after). Extends, never shortens. */
-  async pause(ms: number, reason?: string): Promise<{ pausedUntilMs: number }> {
+  /**
+   * A fleet-wide cool-down of `ms` (e.g. an upstream 429's retry-after). Extends, never shortens.
+   * `pool`: pause only that pool (e.g. its input-token limit was hit); the other pools go on.
+   */
+  async pause(ms: number, reason?: string, options: { pool?: string } = {}): Promise<{ pausedUntilMs: number }> {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0 || ms > PAUSE_MS_MAX) throw new InvalidArgumentError('ms', ms, `a pause of 0 to ${PAUSE_MS_MAX} ms`);
     await this.ready();
-    const reply = await this.#runner.run((scripts, epoch) => scripts.pause(epoch, Math.ceil(ms)));
+    const pool = options.pool === undefined ? '' : this.#checkPool(options.pool);
+    const reply = await this.#runner.run((scripts, epoch) => scripts.pause(epoch, Math.ceil(ms), pool ?? ''));
     const { pausedUntilMs, nowMs: atMs } = reply;
     this.#reader.schedulePump(pausedUntilMs, atMs);
     this.emit('paused', { pausedUntilMs, atMs, reason });
@@ -215,25 +241,30 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   }
 
   /**
-   * Ends a fleet-wide pause now (an operator's override of {@link pause}); waiters it held are granted at once.
+   * Ends a fleet-wide pause now (an operator's override of {@link pause}), and every pool's; with
+   * `pool`, that pool's pause only. Waiters it held are granted at once.
    * @returns the Redis time the pause would have ended at, 0 when there was none.
    */
-  async resume(): Promise<{ pausedUntilMs: number }> {
+  async resume(options: { pool?: string } = {}): Promise<{ pausedUntilMs: number }> {
     await this.ready();
-    const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch), this.#core.latePumped);
+    const pool = options.pool === undefined ? '' : this.#checkPool(options.pool);
+    const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch, pool ?? ''), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return { pausedUntilMs: reply.pausedUntilMs };
   }
 
   /**
    * Lowers buckets to what the upstream reports as remaining (its rate-limit headers); never raises one.
-   * `resetMs` is accepted for the record; the bucket's own refill rate governs recovery.
+   * `resetMs` is accepted for the record; the bucket's own refill rate governs recovery. `pool`: the
+   * pool the answer came from (its dimensions named as `acquire` names them).
    */
-  async observe(remaining: Readonly<Record<string, { remaining: number; resetMs?: number }>>): Promise<void> {
+  async observe(remaining: Readonly<Record<string, { remaining: number; resetMs?: number }>>, options: { pool?: string } = {}): Promise<void> {
     await this.ready();
+    const pool = options.pool === undefined ? undefined : this.#checkPool(options.pool);
     const pairs: Array<readonly [string, number]> = [];
     for (const [dimension, value] of Object.entries(remaining)) {
-      if (this.#fleet.buckets.has(dimension) && Number.isFinite(value.remaining) && value.remaining >= 0) pairs.push([dimension, value.remaining]);
+      const name = poolDimension(pool, dimension);
+      if (this.#fleet.buckets.has(name) && Number.isFinite(value.remaining) && value.remaining >= 0) pairs.push([name, value.remaining]);
     }
     if (pairs.length === 0) return;
     await this.#runner.run((scripts, epoch) => scripts.observe(epoch, pairs));
@@ -285,19 +316,52 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
 
   // ---- internals ----
 
-  #normalizeCost(input: Cost | undefined): Cost {
+  /**
+   * {@link #checkPool}, once more after reading the fleet's limits when it fails: an apply that changed the pools
+   * reaches this process with its next heartbeat, and a call made in between is not refused for that.
+   */
+  async #poolInForce(pool: string | undefined): Promise<string | undefined> {
+    try {
+      return this.#checkPool(pool);
+    } catch (error) {
+      const [version, json, hash] = await this.#runner.withTimeout(this.#redis.hmget(this.#keys.config, 'version', 'limits', 'limitsHash')).catch(() => []);
+      if (!version || !json) throw error;
+      this.#fleet.adopt(version, json, hash ?? undefined);
+      return this.#checkPool(pool);
+    }
+  }
+
+  /** The pool an acquire (pause, observe) names, checked against the pools in force: required with pools, refused without. */
+  #checkPool(pool: string | undefined): string | undefined {
+    const pools = this.#fleet.pools;
+    if (pools === undefined) {
+      if (pool !== undefined) throw new InvalidArgumentError('pool', pool, `no pool (limiter ${this.name} has no pools)`);
+      return undefined;
+    }
+    if (pool === undefined || !pools.includes(pool)) throw new InvalidArgumentError('pool', pool, `one of the pools of limiter ${this.name} (${pools.join(', ')})`);
+    return pool;
+  }
+
+  /** The cost by the buckets' names in Redis (`<pool>/<dimension>` in a pool), with the implied request; checked against the fleet's buckets. */
+  #normalizeCost(pool: string | undefined, input: Cost | undefined): Cost {
     const buckets = this.#fleet.buckets;
     const cost: Record<string, number> = {};
-    if (buckets.has(REQUESTS_DIMENSION)) cost[REQUESTS_DIMENSION] = 1;
+    const requests = poolDimension(pool, REQUESTS_DIMENSION);
+    if (buckets.has(requests)) cost[requests] = 1;
+    const ownRates = pool === undefined ? this.options.rates : this.options.pools?.[pool];
     for (const [dimension, amount] of Object.entries(input ?? {})) {
-      const bucket = buckets.get(dimension);
-      if (bucket === undefined && this.options.rates?.[dimension] !== undefined) continue; // this process's own rate, which the fleet does not limit
+      const name = poolDimension(pool, dimension);
+      const bucket = buckets.get(name);
+      if (bucket === undefined && ownRates?.[dimension] !== undefined) continue; // this process's own rate, which the fleet does not limit
       if (bucket === undefined) {
-        throw new InvalidCostError(`limiter ${this.name}: cost names ${formatValue(dimension)}, which is not a configured rate (${[...buckets.keys()].join(', ') || 'none'})`);
+        const configured = pool === undefined ? [...buckets.keys()] : this.poolDimensions(pool);
+        throw new InvalidCostError(
+          `limiter ${this.name}: cost names ${formatValue(dimension)}, which is not a configured rate${pool === undefined ? '' : ` of pool ${pool}`} (${configured.join(', ') || 'none'})`,
+        );
       }
       if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${formatValue(amount)}`);
-      if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, dimension, amount, bucket.capacityTokens);
-      cost[dimension] = amount;
+      if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, name, amount, bucket.capacityTokens);
+      cost[name] = amount;
     }
     return cost;
   }

@@ -9,7 +9,10 @@ import {
   LEASE_TTL_MS_MIN,
   PRIORITY_MAX,
   PRIORITY_MIN,
+  POOL_NAME_PATTERN,
+  POOLS_MAX,
   bucketSpecs,
+  poolDimension,
   describeZodError,
   type BucketSpec,
   type ResolvedLimiterOptions,
@@ -21,18 +24,42 @@ import {
  * revision). Only an explicit apply writes them; a process whose own options differ warns and runs
  * with these. `schema` leaves room for the accounts/pools document of a later release.
  */
-export const fleetLimitsSchema = z.strictObject({
-  schema: z.literal(1),
-  /** null: no concurrency limit. */
-  concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).nullable(),
-  rates: z.record(
-    z.string().regex(DIMENSION_PATTERN),
-    z.strictObject({ limit: z.number().positive().finite(), intervalMs: z.number().int().min(1).max(INTERVAL_MS_MAX), burst: z.number().positive().finite().nullable() }),
-  ),
-  reserve: z.array(z.strictObject({ maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX), concurrency: z.number().int().min(1).max(CONCURRENCY_MAX) })),
-  /** Enforced by Redis (lease expiry, owner liveness); every process times its heartbeats by it. */
-  leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX),
-});
+export const fleetLimitsSchema = z
+  .strictObject({
+    schema: z.literal(1),
+    /** null: no concurrency limit. */
+    concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).nullable(),
+    /** Buckets by dimension; with pools, every dimension is a pool's: `<pool>/<dimension>`. */
+    rates: z.record(
+      z.string().refine((name) => isRateName(name), 'a dimension, or <pool>/<dimension>'),
+      z.strictObject({ limit: z.number().positive().finite(), intervalMs: z.number().int().min(1).max(INTERVAL_MS_MAX), burst: z.number().positive().finite().nullable() }),
+    ),
+    reserve: z.array(z.strictObject({ maxPriority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX), concurrency: z.number().int().min(1).max(CONCURRENCY_MAX) })),
+    /** Enforced by Redis (lease expiry, owner liveness); every process times its heartbeats by it. */
+    leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX),
+    /** The pools, sorted (their order is the queue's lanes); absent: no pools, one queue. */
+    pools: z.array(z.string().regex(POOL_NAME_PATTERN)).min(1).max(POOLS_MAX).optional(),
+  })
+  .superRefine((limits, context) => {
+    const pools = new Set(limits.pools ?? []);
+    if (limits.pools !== undefined && pools.size !== limits.pools.length) context.addIssue({ code: 'custom', path: ['pools'], message: 'a pool is named twice' });
+    for (const name of Object.keys(limits.rates)) {
+      const pool = name.includes('/') ? name.slice(0, name.indexOf('/')) : undefined;
+      if (limits.pools === undefined ? pool !== undefined : pool === undefined || !pools.has(pool)) {
+        context.addIssue({
+          code: 'custom',
+          path: ['rates', name],
+          message: limits.pools === undefined ? 'a pool dimension without pools' : "with pools, every rate is one of the pools' (<pool>/<dimension>)",
+        });
+      }
+    }
+  });
+
+function isRateName(name: string): boolean {
+  const slash = name.indexOf('/');
+  if (slash < 0) return DIMENSION_PATTERN.test(name);
+  return POOL_NAME_PATTERN.test(name.slice(0, slash)) && DIMENSION_PATTERN.test(name.slice(slash + 1));
+}
 
 export type FleetLimits = z.infer<typeof fleetLimitsSchema>;
 
@@ -49,11 +76,17 @@ const LIMITS_HASH_CHARS = 16;
 /** A process's own limits (from its options) as a fleet limits document. */
 export function limitsFromOptions(options: ResolvedLimiterOptions): FleetLimits {
   const rates: FleetLimits['rates'] = {};
-  for (const dimension of Object.keys(options.rates ?? {}).sort()) {
-    const rate = options.rates?.[dimension];
-    if (rate) rates[dimension] = { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null };
-  }
+  const add = (pool: string | undefined, own: ResolvedLimiterOptions['rates']) => {
+    for (const dimension of Object.keys(own ?? {}).sort()) {
+      const rate = own?.[dimension];
+      if (rate) rates[poolDimension(pool, dimension)] = { limit: rate.limit, intervalMs: rate.intervalMs, burst: rate.burst ?? null };
+    }
+  };
+  const pools = options.pools === undefined ? undefined : Object.keys(options.pools).sort();
+  if (pools === undefined) add(undefined, options.rates);
+  else for (const pool of pools) add(pool, options.pools?.[pool]);
   return {
+    ...(pools === undefined ? {} : { pools }),
     schema: 1,
     concurrency: options.concurrency ?? null,
     rates,
@@ -78,6 +111,7 @@ export function canonicalLimits(limits: FleetLimits): { json: string; hash: stri
     rates,
     reserve: limits.reserve.map((channel) => ({ maxPriority: channel.maxPriority, concurrency: channel.concurrency })),
     leaseTtlMs: limits.leaseTtlMs,
+    ...(limits.pools === undefined ? {} : { pools: [...limits.pools].sort() }), // absent without pools: the hash of limits without pools is what it was
   });
   return { json, hash: createHash('sha256').update(json).digest('hex').slice(0, LIMITS_HASH_CHARS) };
 }
@@ -109,6 +143,7 @@ export function limitsDifferences(own: FleetLimits, fleet: FleetLimits): string[
   if (own.concurrency !== fleet.concurrency) differences.push(`concurrency: ${show(own.concurrency)} here, ${show(fleet.concurrency)} in the fleet`);
   if (own.leaseTtlMs !== fleet.leaseTtlMs) differences.push(`leaseTtlMs: ${own.leaseTtlMs} here, ${fleet.leaseTtlMs} in the fleet`);
   if (JSON.stringify(own.reserve) !== JSON.stringify(fleet.reserve)) differences.push(`reserve: ${show(own.reserve)} here, ${show(fleet.reserve)} in the fleet`);
+  if (JSON.stringify(own.pools) !== JSON.stringify(fleet.pools)) differences.push(`pools: ${show(own.pools)} here, ${show(fleet.pools)} in the fleet`);
   for (const dimension of new Set([...Object.keys(own.rates), ...Object.keys(fleet.rates)])) {
     const mine = own.rates[dimension];
     const theirs = fleet.rates[dimension];
@@ -117,13 +152,14 @@ export function limitsDifferences(own: FleetLimits, fleet: FleetLimits): string[
   return differences;
 }
 
-/** The ARGV tail of configure for a limits document: concurrency, leaseTtlMs, reserve, dims. */
+/** The ARGV tail of configure for a limits document: concurrency, leaseTtlMs, reserve, lanes, dims. */
 export function limitsArgs(limits: FleetLimits): Array<string | number> {
   const buckets = limitsBuckets(limits);
   return [
     limits.concurrency ?? 0,
     limits.leaseTtlMs,
     limits.reserve.map((channel) => `${channel.maxPriority}:${channel.concurrency}`).join(';'),
+    [...(limits.pools ?? [])].sort().join(','),
     buckets.length,
     ...buckets.flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]),
   ];

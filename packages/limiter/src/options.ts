@@ -16,8 +16,19 @@ export const REDIS_TIMEOUT_MS_MAX = 60_000;
 export const INTERVAL_MS_MAX = 24 * 60 * 60 * 1000;
 /** A dimension name goes into Redis keys and the config hash: keep it plain. */
 export const DIMENSION_PATTERN = /^[A-Za-z][A-Za-z0-9_]{0,63}$/;
-/** The dimension that gets an implicit cost of 1 per acquire, when it is configured. */
+/** The dimension that gets an implicit cost of 1 per acquire, when it is configured (in a pool: that pool's). */
 export const REQUESTS_DIMENSION = 'requests';
+/**
+ * A pool's name (DESIGN §9): one queue lane and one set of buckets of the limiter, whose bucket
+ * dimensions are named `<pool>/<dimension>` in Redis. No `:`, `/`, `=`, braces or spaces.
+ */
+export const POOL_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** Pools one limiter may have: each is a lane of the queue's scores (prelude.lua LANES_MAX). */
+export const POOLS_MAX = 32;
+/** A bucket's dimension as Redis names it: `<pool>/<dimension>` in a pool, else the dimension. */
+export function poolDimension(pool: string | undefined, dimension: string): string {
+  return pool === undefined ? dimension : `${pool}/${dimension}`;
+}
 
 /**
  * How a process treats the fleet's limits at start (DESIGN §8): 'if-absent' writes its own limits only
@@ -32,6 +43,8 @@ const rateSchema = z.strictObject({
   /** Bucket capacity (the largest burst); the limit itself when omitted. */
   burst: z.number().positive().finite().optional(),
 });
+
+const ratesSchema = z.record(z.string().regex(DIMENSION_PATTERN, 'a dimension name is a letter then letters, digits or _'), rateSchema);
 
 const redisSchema = z.union([
   z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
@@ -50,7 +63,17 @@ export const limiterOptionsSchema = z
     /** One name = one shared set of limits, fleet-wide. */
     name: z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'),
     concurrency: z.number().int().min(1).max(CONCURRENCY_MAX).optional(),
-    rates: z.record(z.string().regex(DIMENSION_PATTERN, 'a dimension name is a letter then letters, digits or _'), rateSchema).optional(),
+    rates: ratesSchema.optional(),
+    /**
+     * Model pools (DESIGN §9), instead of `rates`: each pool has its own buckets and its own lane of
+     * the queue, so a waiter blocked on one pool's buckets never delays another pool's; the
+     * concurrency limit is shared by all. `acquire({ pool })` names the pool.
+     */
+    pools: z
+      .record(z.string().regex(POOL_NAME_PATTERN, "letters, digits and ._- (no ':' or '/'), 1 to 64 characters"), ratesSchema)
+      .refine((pools) => Object.keys(pools).length >= 1, 'at least one pool')
+      .refine((pools) => Object.keys(pools).length <= POOLS_MAX, `at most ${POOLS_MAX} pools`)
+      .optional(),
     reserve: z
       .array(reserveSchema)
       .max(PRIORITY_MAX + 1)
@@ -63,8 +86,12 @@ export const limiterOptionsSchema = z
     applyLimits: z.enum(APPLY_LIMITS_MODES).default('if-absent'),
   })
   .superRefine((options, context) => {
-    if (options.concurrency === undefined && (options.rates === undefined || Object.keys(options.rates).length === 0)) {
-      context.addIssue({ code: 'custom', path: ['concurrency'], message: 'set concurrency, rates, or both' });
+    const limited = Object.keys(options.rates ?? {}).length > 0 || Object.values(options.pools ?? {}).some((rates) => Object.keys(rates).length > 0);
+    if (options.concurrency === undefined && !limited) {
+      context.addIssue({ code: 'custom', path: ['concurrency'], message: 'set concurrency, rates (or pools with rates), or both' });
+    }
+    if (options.pools !== undefined && options.rates !== undefined && Object.keys(options.rates).length > 0) {
+      context.addIssue({ code: 'custom', path: ['rates'], message: "a limiter with pools has each pool's rates instead" });
     }
     if (options.heartbeatMs !== undefined && options.heartbeatMs * 2 > options.leaseTtlMs) {
       context.addIssue({ code: 'custom', path: ['heartbeatMs'], message: `must be at most half of leaseTtlMs (${options.leaseTtlMs})` });

@@ -46,8 +46,10 @@ export class Permit implements AsyncDisposable {
   readonly grantedAtMs: number;
   /** How long acquire waited, measured by this process. */
   readonly waitedMs: number;
-  /** What was reserved from each bucket. */
+  /** What was reserved from each bucket (by the bucket's name in Redis: `<pool>/<dimension>` in a pool). */
   readonly cost: Cost;
+  /** The pool it was granted from; undefined for a limiter without pools. */
+  readonly pool: string | undefined;
 
   #renewedUntil: number;
   readonly #releaseLease: ReleaseLease;
@@ -66,13 +68,14 @@ export class Permit implements AsyncDisposable {
   }
 
   /** Made by the limiter when a grant arrives; a Permit made by hand releases through `releaseLease`. */
-  constructor(releaseLease: ReleaseLease, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; renewedUntil: number }) {
+  constructor(releaseLease: ReleaseLease, init: { id: string; fence: number; grantedAtMs: number; waitedMs: number; cost: Cost; pool?: string | undefined; renewedUntil: number }) {
     this.#releaseLease = releaseLease;
     this.id = init.id;
     this.fence = init.fence;
     this.grantedAtMs = init.grantedAtMs;
     this.waitedMs = init.waitedMs;
     this.cost = init.cost;
+    this.pool = init.pool;
     this.#renewedUntil = init.renewedUntil;
   }
 

@@ -2,7 +2,12 @@ import type { FleetLimits } from './limits.js';
 import type { Cost } from './permit.js';
 
 export interface AcquireOptions {
-  /** Tokens to take from each bucket. `requests: 1` is implied when a `requests` rate is configured. */
+  /**
+   * The pool to take from, for a limiter with pools (required there; refused without pools). The cost
+   * then names that pool's dimensions (`{ inputTokens: 1_200 }` takes from `<pool>/inputTokens`).
+   */
+  pool?: string;
+  /** Tokens to take from each bucket. `requests: 1` is implied when a `requests` rate is configured (in a pool: the pool's). */
   cost?: Cost;
   /** 0 = first … 9 = last. Default 5. */
   priority?: number;
@@ -30,6 +35,8 @@ export interface LimiterSnapshot {
   /** Redis time until which grants are paused; 0 when not paused. */
   pausedUntilMs: number;
   leases: Array<{ id: string; expiresAtMs: number }>;
+  /** Per pool (none without pools): Redis time until which that pool is paused (0: not), and its waiters. */
+  pools: Record<string, { pausedUntilMs: number; waiting: number }>;
 }
 
 /** Typed events: listen with `limiter.on('granted', (event) => …)`. */

@@ -1,6 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import type { LimiterCore } from './core.js';
-import { AcquireAbortedError, AcquireTimeoutError, CostExceedsCapacityError, LimiterClosedError, LimiterUnavailableError, type TollgateError } from './errors.js';
+import {
+  AcquireAbortedError,
+  AcquireTimeoutError,
+  CostExceedsCapacityError,
+  InvalidArgumentError,
+  LimiterClosedError,
+  LimiterUnavailableError,
+  type TollgateError,
+} from './errors.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import { Permit, type Cost } from './permit.js';
 import type { LateReply } from './runner.js';
@@ -11,6 +19,8 @@ const GONE_WAITERS_MAX = 1_000;
 
 interface Waiter {
   readonly id: string;
+  /** Its pool ('' for a limiter without pools). */
+  readonly pool: string;
   readonly cost: Cost;
   readonly priority: number;
   readonly startedAt: number;
@@ -31,6 +41,9 @@ interface Waiter {
 
 /** One acquire, as the waiters take it (options already validated). */
 export interface WaitRequest {
+  /** '' for a limiter without pools. */
+  pool: string;
+  /** By the buckets' names in Redis (`<pool>/<dimension>` in a pool). */
   cost: Cost;
   priority: number;
   signal: AbortSignal | undefined;
@@ -72,7 +85,7 @@ export class Waiters {
   }
 
   async acquire(request: WaitRequest): Promise<Permit> {
-    const { cost, priority, signal, timeoutMs } = request;
+    const { pool, cost, priority, signal, timeoutMs } = request;
     const name = this.#core.name;
     if (signal?.aborted) throw new AcquireAbortedError(name, { cause: signal.reason }); // nothing sent: nothing to cancel
     const startedAt = performance.now();
@@ -88,6 +101,7 @@ export class Waiters {
     granted.catch(() => {});
     const waiter: Waiter = {
       id: `${this.#core.ownerId}:${++this.#sequence}`, // made here and sent with the acquire, so a cancel can name it
+      pool,
       cost,
       priority,
       startedAt,
@@ -147,7 +161,7 @@ export class Waiters {
 
   async #submit(waiter: Waiter): Promise<void> {
     const timeoutMs = waiter.deadlineAt === undefined ? 0 : Math.max(1, Math.ceil(waiter.deadlineAt - performance.now()));
-    const args = { waiterId: waiter.id, priority: waiter.priority, timeoutMs, previousMember: waiter.member, cost: waiter.cost };
+    const args = { waiterId: waiter.id, priority: waiter.priority, timeoutMs, previousMember: waiter.member, pool: waiter.pool, cost: waiter.cost };
     const late: LateReply<Exclude<AcquireReply, { kind: 'resync' }>> = {
       reply: (reply) => this.#lateAcquire(waiter, reply),
       lost: () => this.replyLost(),
@@ -280,7 +294,11 @@ export class Waiters {
     if (grant.rejected !== undefined) {
       // its cost no longer fits a lowered capacity: it left the queue, nothing was granted to release
       const { dimension, capacity } = grant.rejected;
-      if (waiter !== undefined) this.#fail(waiter, new CostExceedsCapacityError(this.#core.name, dimension, waiter.cost[dimension] ?? 0, capacity));
+      // '@<pool>': its pool is gone from the fleet's limits (an apply removed it)
+      const error = dimension.startsWith('@')
+        ? new InvalidArgumentError('pool', dimension.slice(1), `a pool the fleet's limits still have (an apply removed it from limiter ${this.#core.name})`)
+        : new CostExceedsCapacityError(this.#core.name, dimension, waiter?.cost[dimension] ?? 0, capacity);
+      if (waiter !== undefined) this.#fail(waiter, error);
       return;
     }
     if (waiter?.state === 'waiting') {
@@ -303,6 +321,7 @@ export class Waiters {
       grantedAtMs: grant.grantedAtMs,
       waitedMs: now - waiter.startedAt,
       cost: waiter.cost,
+      pool: waiter.pool === '' ? undefined : waiter.pool,
       renewedUntil: now + (grant.expiresAtMs - grant.grantedAtMs),
     });
     waiter.state = 'done';

@@ -36,6 +36,8 @@ async function limiterFor(name: string): Promise<Limiter> {
 interface RogueFields {
   waiterId?: string;
   priority?: string;
+  /** '' (the default) for a limiter without pools. */
+  pool?: string;
   /** costCount, then (dimension, amount) pairs. */
   cost?: string[];
 }
@@ -55,6 +57,7 @@ async function rawAcquire(name: string, timeoutMs: string, fields: RogueFields =
     fields.priority ?? '5',
     timeoutMs,
     '',
+    fields.pool ?? '',
     ...cost,
   );
 }
@@ -86,6 +89,8 @@ describe('the function itself', () => {
       ['cost', ['0', { cost: ['1', 'requests', '-1'] }]],
       ['cost', ['0', { cost: ['1', 'requests', 'nan'] }]],
       ['cost', ['0', { cost: ['1', 'requests', '0x10'] }]],
+      ['pool', ['0', { pool: 'sonnet' }]], // a limiter without pools
+      ['pool', ['0', { pool: 'so nnet' }]],
     ];
     for (const [field, args] of refused) expect([field, await rawAcquire(name, ...args)]).toEqual([field, [-4, field]]);
     expect(await admin.zcard(limiterKeys(name).leases)).toBe(0);
@@ -99,6 +104,31 @@ describe('the function itself', () => {
       expect(reply[0]).toBe(1);
       await admin.zrem(limiterKeys(name).leases, args[1]?.waiterId ?? 'rogue:1');
     }
+  });
+});
+
+describe('the function itself, with pools', () => {
+  it("refuses a pool it does not have, no pool, and a cost outside the waiter's pool", async () => {
+    const name = uniqueName('rogue-pools');
+    const limiter = createLimiter({
+      redis: redis.url,
+      name,
+      concurrency: 1,
+      pools: { haiku: { requests: { limit: 10, intervalMs: 60_000 } }, sonnet: { requests: { limit: 10, intervalMs: 60_000 } } },
+    });
+    open.push(limiter);
+    await limiter.ready();
+    for (const [field, args] of [
+      ['pool', ['0', {}]], // a limiter with pools: every waiter names one
+      ['pool', ['0', { pool: 'opus' }]],
+      ['pool', ['0', { pool: 'haiku', cost: ['1', 'sonnet/requests', '1'] }]],
+      ['pool', ['0', { pool: 'haiku', cost: ['1', 'requests', '1'] }]],
+    ] as Array<[string, RogueCall]>) {
+      expect([field, await rawAcquire(name, ...args)]).toEqual([field, [-4, field]]);
+    }
+    expect(await admin.zcard(limiterKeys(name).waiting)).toBe(0);
+    const reply = (await rawAcquire(name, '0', { pool: 'haiku', cost: ['1', 'haiku/requests', '1'] })) as [number];
+    expect(reply[0]).toBe(1);
   });
 });
 

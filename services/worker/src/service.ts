@@ -5,6 +5,7 @@ import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
 import { createProducer, createWorker } from '@tollgate/queue';
+import { resolvePool } from '@tollgate/config';
 import {
   DeltaTracker,
   addFleetStats,
@@ -146,7 +147,10 @@ export async function startWorkerService(
   const totals: FleetStats = {};
   const sdk = new Anthropic({ baseURL, apiKey, maxRetries: 0, fetch: countingFetch(metrics, totals) });
   // one limited client (one adaptive-concurrency state for the process), one view per job priority
-  const limited = limitAnthropic(sdk, limiter, { logger });
+  // an account with several pools: each call takes its permit from its model's pool (the document's patterns)
+  const pools = account === undefined || Object.keys(account.pools).length < 2 ? undefined : account;
+  const poolFor = pools === undefined ? undefined : (model: string) => resolvePool(pools, model, fromFile?.account ?? env.TOLLGATE_NAME).pool;
+  const limited = limitAnthropic(sdk, limiter, { logger, ...(poolFor === undefined ? {} : { poolFor }) });
   const views = new Map<number, LimitedAnthropic>();
   const clientFor = (priority: number): LimitedAnthropic => {
     let view = views.get(priority);

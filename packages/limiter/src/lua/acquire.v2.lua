@@ -6,8 +6,10 @@
   ARGV[4]  priority       integer 0..9 (0 first)
   ARGV[5]  timeoutMs      integer 0..2^31−1, 0 = no server-side deadline
   ARGV[6]  previous       string, the waiter's queue member when this is a re-submission, else ''
-  ARGV[7]  costCount      integer 0..64, number of (dimension, amount) pairs that follow
-  ARGV[8…] dimension, amount   amount a finite number ≥ 0
+  ARGV[7]  pool           string, the pool the waiter queues in: one of the config's `lanes`, or '' for
+                          a limiter without pools; its cost names only that pool's buckets ('<pool>/<dim>')
+  ARGV[8]  costCount      integer 0..64, number of (dimension, amount) pairs that follow
+  ARGV[9…] dimension, amount   amount a finite number ≥ 0
   Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
   caller sends can leave an entry that other processes' pumps fail on.
   Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
@@ -20,7 +22,8 @@
            {-2, dimension, capacity}                     cost exceeds the bucket's capacity: never grantable
            {-3, dimension}                               dimension not configured
            {-4, field}                                   an argument out of range: 'priority',
-                                                         'timeoutMs', 'cost' or 'waiterId'
+                                                         'timeoutMs', 'cost', 'waiterId' or 'pool'
+                                                         (not a configured pool, or a cost outside it)
 ]]
 local COST_DIMENSIONS_MAX = 64
 
@@ -28,13 +31,17 @@ local COST_DIMENSIONS_MAX = 64
 local function inRange(value, max) return value ~= nil and value >= 0 and value <= max and value % 1 == 0 end
 
 -- nil when the arguments are in range, else the name of the first field that is not.
-local function badAcquireArgument(waiterId, priority, timeoutMs, costCount)
+local function badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
   if not string.find(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
   if not inRange(priority, 9) then return 'priority' end
   if not inRange(timeoutMs, TIMEOUT_MS_MAX) then return 'timeoutMs' end
   if not inRange(costCount, COST_DIMENSIONS_MAX) then return 'cost' end
+  if (pool == '' and #CFG.lanes > 0) or (pool ~= '' and CFG.laneIndex[pool] == nil) then return 'pool' end
+  local prefix = pool .. '/'
   for i = 0, costCount - 1 do
-    local text = ARGV[9 + 2 * i]
+    -- a pool's waiter takes only its own pool's buckets (else it could wait on another pool's)
+    if pool ~= '' and string.sub(ARGV[9 + 2 * i], 1, #prefix) ~= prefix then return 'pool' end
+    local text = ARGV[10 + 2 * i]
     local amount = tonumber(text)
     -- a plain number (it is copied into the queue member as sent); amount ~= amount: NaN; an
     -- infinite amount is caught by the capacity check
@@ -46,11 +53,11 @@ local function acquire_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, waiterId, priority, timeoutMs, previous = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-  local costCount = tonumber(ARGV[7])
-  local bad = badAcquireArgument(waiterId, priority, timeoutMs, costCount)
+  local owner, waiterId, priority, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local costCount = tonumber(ARGV[8])
+  local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
   if bad then return { -4, bad } end
-  local cost = readCost(8, costCount)
+  local cost = readCost(9, costCount)
   for dim, amount in pairs(cost) do
     local cap = CFG.cap[dim]
     if cap == nil then return { -3, dim } end
@@ -68,15 +75,17 @@ local function acquire_v2(keys, args)
     end
   end
 
-  if redis.call('ZCARD', K_WAITING) == 0 and blockedUntil(priority, cost) == 0 then
+  -- granted at once only when nobody waits, in any pool: a waiter of another pool whose wait just
+  -- ended (its refill came, no pump yet) is granted first by the pump below
+  if redis.call('ZCARD', K_WAITING) == 0 and blockedUntil(priority, cost, pool) == 0 then
     local fence, expiresAt = grant(waiterId, cost)
     return { 1, fence, expiresAt, NOW_MS }
   end
 
   local deadline = 0
   if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
-  local member = waiterMember(waiterId, priority, deadline, 8, costCount)
-  redis.call('ZADD', K_WAITING, priority * PRIORITY_SCALE + redis.call('HINCRBY', K_CONFIG, 'seq', 1), member)
+  local member = waiterMember(waiterId, priority, deadline, pool, 9, costCount)
+  redis.call('ZADD', K_WAITING, waiterScore(pool, priority, redis.call('HINCRBY', K_CONFIG, 'seq', 1)), member)
   local wake, own = pump(owner, true)
   return { 0, wake, NOW_MS, own, member }
 end

@@ -19,27 +19,37 @@
   ARGV[8]  concurrency    integer ≥ 0 (0 = no concurrency limit)
   ARGV[9]  leaseTtlMs     integer ≥ 1
   ARGV[10] reserve        string 'maxPriority:slots;…' ('' = none)
-  ARGV[11] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
+  ARGV[11] lanes          string, the pools in lane order 'name,…' ('' = no pools, one queue)
+  ARGV[12] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
   ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
   Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}, wasAlive 0|1}
            version: the fleet limits' revision (rises with every write); limitsJson/limitsHash: the
            fleet's limits in force; wakeAtMs/ownGrant as pump (after an apply, waiters whose cost no
-           longer fits a lowered capacity are rejected and a raise admits waiters at once);
+           longer fits a lowered capacity, or whose pool is gone, are rejected, waiters of a pool
+           that moved to another lane are scored for it, and a raise admits waiters at once);
            wasAlive as heartbeat: 0 when the owner's mark had passed (the process was presumed dead,
            so a pump may have dropped its queued waiters; this call marked it alive again)
 ]]
 local APPLY_SCAN_MAX = 1000 -- queued waiters an apply checks against lowered capacities (the pump checks the rest at the head)
 
--- Rejects queued waiters whose cost a lowered capacity can never hold (the first APPLY_SCAN_MAX).
-local function rejectOversized(caller, own)
-  local members = redis.call('ZRANGE', K_WAITING, 0, APPLY_SCAN_MAX - 1)
-  for _, member in ipairs(members) do
-    local waiterId, owner, _, _, _, cost = parseWaiter(member)
+-- After an apply, for the first APPLY_SCAN_MAX queued waiters: rejects those whose cost a lowered
+-- capacity can never hold, or whose pool the limits no longer have (dimension '@<pool>', capacity 0),
+-- and scores again those whose pool's lane moved (pools added or removed), keeping their order.
+local function recheckWaiting(caller, own)
+  local members = redis.call('ZRANGE', K_WAITING, 0, APPLY_SCAN_MAX - 1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local member, score = members[i], tonumber(members[i + 1])
+    local waiterId, owner, _, _, _, cost, lane = parseWaiter(member)
     if waiterId ~= nil then
       local dim, cap = exceedsCapacity(cost)
+      if dim == nil and lane ~= '' and CFG.laneIndex[lane] == nil then dim, cap = '@' .. lane, 0 end
       if dim ~= nil then
         redis.call('ZREM', K_WAITING, member)
         notify(owner, caller, own, rejection(waiterId, dim, cap))
+      else
+        local rank = score % LANE_SCALE
+        local rescored = (CFG.laneIndex[lane] or 0) * LANE_SCALE + rank
+        if rescored ~= score then redis.call('ZADD', K_WAITING, rescored, member) end
       end
     end
   end
@@ -50,20 +60,20 @@ local function writeLimits()
   local effective = tonumber(redis.call('HGET', K_CONFIG, 'effective') or concurrency)
   local previous = tonumber(redis.call('HGET', K_CONFIG, 'concurrency') or concurrency)
   if effective >= previous or effective > concurrency then effective = concurrency end -- keep an adaptive decrease
-  local dimCount = tonumber(ARGV[11])
+  local dimCount = tonumber(ARGV[12])
   local dims = {}
   local fields = { 'concurrency', concurrency, 'effective', effective, 'leaseTtlMs', ARGV[9], 'reserve', ARGV[10],
-                   'limits', ARGV[6], 'limitsHash', ARGV[7] }
+                   'lanes', ARGV[11], 'limits', ARGV[6], 'limitsHash', ARGV[7] }
   for i = 0, dimCount - 1 do
-    local dim = ARGV[12 + 3 * i]
+    local dim = ARGV[13 + 3 * i]
     table.insert(dims, dim)
-    table.insert(fields, 'cap:' .. dim); table.insert(fields, ARGV[13 + 3 * i])
-    table.insert(fields, 'rate:' .. dim); table.insert(fields, ARGV[14 + 3 * i])
+    table.insert(fields, 'cap:' .. dim); table.insert(fields, ARGV[14 + 3 * i])
+    table.insert(fields, 'rate:' .. dim); table.insert(fields, ARGV[15 + 3 * i])
   end
   table.insert(fields, 'dims'); table.insert(fields, table.concat(dims, ','))
   redis.call('HSET', K_CONFIG, unpack(fields))
   redis.call('HINCRBY', K_CONFIG, 'version', 1) -- every process re-parses the static config
-  return 12 + 3 * dimCount
+  return 13 + 3 * dimCount
 end
 
 local function configure_v2(keys, args)
@@ -82,7 +92,7 @@ local function configure_v2(keys, args)
     redis.call('SET', keys[FUNCTION_KEYS + 1], stored[1], 'NX') -- a database that predates the marker
   end
 
-  local first = 12 + 3 * tonumber(ARGV[11])
+  local first = 13 + 3 * tonumber(ARGV[12])
   if created == 1 or not stored[2] or (mode == 'apply' and stored[2] ~= ARGV[7]) then
     first = writeLimits()
     applied = 1
@@ -105,7 +115,7 @@ local function configure_v2(keys, args)
 
   local wake, own = 0, {}
   if applied == 1 and created == 0 then
-    rejectOversized(owner, own)
+    recheckWaiting(owner, own)
     local pumpedOwn
     wake, pumpedOwn = pump(owner)
     for _, message in ipairs(pumpedOwn) do table.insert(own, message) end

@@ -8,16 +8,22 @@
     KEYS[1] <p>:config   hash   epoch, version (the limits' revision), limits (the fleet's limits as
                                 canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
                                 cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
-                                (Redis ms); and the dataset's counters and buckets, in the same hash so
+                                (Redis ms), lanes (the account's pools, 'name,…' in lane order; '' = one
+                                queue, no pools), pausedUntil@<pool> (Redis ms: that pool's pause); and the dataset's counters and buckets, in the same hash so
                                 that a call declares fewer keys: seq (waiter order, HINCRBY), fence
                                 (fencing numbers, HINCRBY; a new dataset's fence starts at Redis TIME in
                                 µs, or above the highest fence a process re-registering has seen, so
                                 fences rise across data loss), t:<dim> (tokens, may be negative),
                                 ts:<dim> (Redis ms of t)
     KEYS[2] <p>:leases   zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
-    KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs dim=amount …' (deadline
-                                0 = none; integers in plain decimal, never exponent form)
-                                -> priority * 2^44 + sequence; the owner is the waiterId's prefix
+    KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs[ @pool] dim=amount …'
+                                (deadline 0 = none; integers in plain decimal, never exponent form; a
+                                pool's bucket dimensions are named '<pool>/<dim>')
+                                -> lane * 2^48 + priority * 2^44 + sequence, lane = the pool's index
+                                in `lanes` (0 without pools): each pool's waiters are one range of the
+                                zset, so the pump finds each pool's head with one ZRANGE BYSCORE and a
+                                waiter blocked on one pool's buckets never delays another pool's
+                                (DESIGN §9); the owner is the waiterId's prefix
     KEYS[4] <p>:owners   zset   ownerId -> Redis ms until which the process counts as alive (its
                                 heartbeat moves it leaseTtlMs ahead)
     KEYS[5] <p>:granted  hash   waiterId -> 'fence expiresAtMs grantedAtMs' for a grant the pump made
@@ -51,6 +57,8 @@
 ]]
 local STATUS_RESYNC = -1
 local PRIORITY_SCALE = 17592186044416 -- 2^44: sequence numbers below it, priority above
+local LANE_SCALE = 281474976710656    -- 2^48: priority and sequence below it, the lane above
+local LANES_MAX = 32                  -- pools one limiter may have: lane * 2^48 stays below 2^53 (exact)
 local PUMP_GRANTS_MAX = 64            -- grants one call may hand out; more → wake again at once
 local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the head of the queue
 local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
@@ -63,7 +71,7 @@ local K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED -- this call
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
-local CFG = nil        -- config: the cached static part plus this call's effective and pausedUntil
+local CFG = nil        -- config: the cached static part plus this call's effective, pausedUntil and lanePausedUntil
 local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
@@ -93,7 +101,7 @@ local function int(value) return string.format('%d', value) end
 
 -- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
 local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
-local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve' }
+local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes' }
 
 -- Parses the static part of the config (changed only by configure, which bumps `version`). It reads
 -- only the static fields: the hash also holds the counters and the buckets.
@@ -106,7 +114,9 @@ local function loadStatic(epoch, version)
     leaseTtlMs = tonumber(static[2]),
     dims = {}, cap = {}, rate = {}, reserve = {},
     tField = {}, tsField = {}, -- each bucket's field names in <p>:config, built once per config
-    liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, then t:<dim>, ts:<dim> of each dim
+    lanes = {}, laneIndex = {}, -- pool names in lane order, and pool name -> lane (0-based)
+    lanePausedUntil = {},        -- pool name -> Redis ms of its pause (this call's, filled by useConfig)
+    liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
   }
   local limitFields = {}
   for dim in string.gmatch(static[3] or '', '[^,]+') do
@@ -123,6 +133,13 @@ local function loadStatic(epoch, version)
   end
   for maxPriority, slots in string.gmatch(static[4] or '', '(%d+):(%d+)') do
     table.insert(cfg.reserve, { tonumber(maxPriority), tonumber(slots) })
+  end
+  for lane in string.gmatch(static[5] or '', '[^,]+') do
+    if #cfg.lanes < LANES_MAX then
+      cfg.laneIndex[lane] = #cfg.lanes
+      table.insert(cfg.lanes, lane)
+      table.insert(cfg.liveFields, 'pausedUntil@' .. lane)
+    end
   end
   return cfg
 end
@@ -158,10 +175,16 @@ local function useConfig(live)
   CFG = cached
   CFG.effective = tonumber(live[3] or CFG.concurrency)
   CFG.pausedUntil = tonumber(live[4] or '0')
-  -- the buckets read with the config belong to these dimensions only when the cache held (same version)
+  -- the buckets and pool pauses read with the config belong to this config only when the cache held (same version)
+  local lanePauses = live
+  local laneFrom = #LIVE_FIELDS + 2 * #CFG.dims
   if hit then
     for i, dim in ipairs(CFG.dims) do loadBucket(dim, live[3 + 2 * i], live[4 + 2 * i]) end
+  elseif #CFG.lanes > 0 then
+    lanePauses = redis.call('HMGET', K_CONFIG, unpack(CFG.liveFields, laneFrom + 1))
+    laneFrom = 0
   end
+  for i, lane in ipairs(CFG.lanes) do CFG.lanePausedUntil[lane] = tonumber(lanePauses[laneFrom + i] or '0') end
 end
 
 -- The config's live fields, plus the buckets of the cached config's dimensions (when one is cached).
@@ -262,11 +285,13 @@ local function concurrencyBlockedUntil(priority)
   return expiry
 end
 
--- 0 when `cost` fits now; else the earliest Redis time (ms) at which it could: the end of a pause,
--- a refill, or the first lease expiry.
-local function blockedUntil(priority, cost)
+-- 0 when `cost` fits now; else the earliest Redis time (ms) at which it could: the end of a pause
+-- (the account's, or its pool's), a refill, or the first lease expiry.
+local function blockedUntil(priority, cost, lane)
   local wake = 0
   if CFG.pausedUntil > NOW then wake = CFG.pausedUntil end
+  local lanePause = CFG.lanePausedUntil[lane]
+  if lanePause ~= nil and lanePause > wake and lanePause > NOW then wake = lanePause end
   local expiry = concurrencyBlockedUntil(priority)
   if expiry > wake then wake = expiry end
   for _, dim in ipairs(CFG.dims) do
@@ -292,9 +317,11 @@ local function grant(permitId, cost)
   return redis.call('HINCRBY', K_CONFIG, 'fence', 1), expiresAt
 end
 
--- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs dim=amount …'.
-local function waiterMember(waiterId, priority, deadline, costFrom, costCount)
+-- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs[ @pool] dim=amount …' (no pool
+-- token without pools: the members of a limiter without pools are what they were before pools).
+local function waiterMember(waiterId, priority, deadline, lane, costFrom, costCount)
   local parts = { waiterId, int(priority), int(deadline), int(NOW_MS) }
+  if lane ~= '' then table.insert(parts, '@' .. lane) end
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
   end
@@ -307,13 +334,20 @@ local function parseWaiter(member)
   if waiterId == nil then return nil end
   local owner = string.match(waiterId, '^([^:]+):')
   if owner == nil then return nil end
+  local lane, dims = string.match(rest, '^ @(%S+)(.*)$')
+  if lane == nil then lane, dims = '', rest end
   local cost = {}
-  for dim, amount in string.gmatch(rest, ' ([^=]+)=(%S+)') do
+  for dim, amount in string.gmatch(dims, ' ([^=%s]+)=(%S+)') do
     local value = tonumber(amount)
     if value == nil then return nil end
     cost[dim] = value
   end
-  return waiterId, owner, tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost
+  return waiterId, owner, tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost, lane
+end
+
+-- The score of a waiter in the queue: its pool's lane, then priority, then arrival.
+local function waiterScore(lane, priority, sequence)
+  return (CFG.laneIndex[lane] or 0) * LANE_SCALE + priority * PRIORITY_SCALE + sequence
 end
 
 -- The first dimension of `cost` that the config cannot hold (not configured, or above its capacity):
@@ -366,51 +400,128 @@ local function ownerGone(owner, enqueuedAt)
   return aliveUntil == false or tonumber(aliveUntil) <= NOW
 end
 
+-- What the pump does with one head waiter: drops it (unreadable, deadline passed, or its process is
+-- gone), rejects it (the limits were lowered under it: it can never be granted), grants it, or leaves
+-- it. Returns TOOK_DROPPED, TOOK_GRANTED, or the Redis time (> 0) from which it could be granted.
+local TOOK_DROPPED, TOOK_GRANTED = -1, 0
+local function takeHead(member, caller, own)
+  local waiterId, owner, priority, deadline, enqueuedAt, cost, lane = parseWaiter(member)
+  local tooBig, cap = nil, nil
+  if waiterId ~= nil then tooBig, cap = exceedsCapacity(cost) end
+  if waiterId == nil or (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
+    redis.call('ZREM', K_WAITING, member)
+    return TOOK_DROPPED
+  end
+  if tooBig ~= nil then
+    redis.call('ZREM', K_WAITING, member)
+    notify(owner, caller, own, rejection(waiterId, tooBig, cap))
+    return TOOK_DROPPED
+  end
+  local wake = blockedUntil(priority, cost, lane)
+  if wake > 0 then return wake end
+  redis.call('ZREM', K_WAITING, member)
+  local fence, expiresAt = grant(waiterId, cost)
+  if owner == caller then -- in the reply (a reply lost on the way is answered again on re-submission)
+    table.insert(own, waiterId .. ' ' .. int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS))
+  else
+    notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
+  end
+  return TOOK_GRANTED
+end
+
+-- One lane's range of queue scores (lane 0-based), as ZRANGE BYSCORE bounds. The last lane's range is
+-- open above, so that an entry scored for a lane that a change of pools removed is still seen
+-- (configure scores them again).
+local function laneRange(lane)
+  local low = lane * LANE_SCALE
+  if lane < #CFG.lanes - 1 then return int(low), '(' .. int(low + LANE_SCALE) end
+  return int(low), '+inf'
+end
+
+-- The head of one lane: member and rank (priority * 2^44 + sequence), or nil when the lane is empty.
+local function laneHead(lane)
+  local low, high = laneRange(lane)
+  local head = redis.call('ZRANGE', K_WAITING, low, high, 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+  if #head == 0 then return nil end
+  return { head[1], tonumber(head[2]) - lane * LANE_SCALE }
+end
+
+-- Each pool's head, fetched once per pump and again only for the lane a round changed (HEADS[lane]
+-- nil: not fetched, false: empty); ORDER lists the lanes that have a head, most urgent first. HEAD is
+-- the queue's head without pools.
+local HEADS, ORDER, HEAD = {}, {}, nil
+local function byRank(a, b) return HEADS[a][2] < HEADS[b][2] end
+local function orderHeads()
+  for i = #ORDER, 1, -1 do ORDER[i] = nil end
+  for lane = 1, #CFG.lanes do
+    if HEADS[lane] == nil then HEADS[lane] = laneHead(lane - 1) or false end
+    if HEADS[lane] then table.insert(ORDER, lane) end
+  end
+  if #ORDER > 1 then table.sort(ORDER, byRank) end
+  return #ORDER > 0
+end
+local function fetchHead()
+  HEAD = redis.call('ZRANGE', K_WAITING, 0, 0)[1]
+  return HEAD ~= nil
+end
+
+-- The gate of one pump round: nil when the round goes on (a slot is free and `fetch()` found a head);
+-- else what the pump returns as wakeAtMs (0: nobody waits; else when a slot frees or the pause ends).
+-- When even the most urgent priority has no slot, nobody can be granted: the heads are not read. That
+-- is checked first when the queue is known to be non-empty (`full` first: after an enqueue or a grant).
+local function roundGate(fetch, fullFirst)
+  local fullUntil = 0
+  if fullFirst then fullUntil = concurrencyBlockedUntil(0) end
+  if fullUntil == 0 then
+    if not fetch() then return 0 end
+    fullUntil = concurrencyBlockedUntil(0)
+  end
+  if fullUntil == 0 then return nil end
+  if CFG.pausedUntil > fullUntil then return CFG.pausedUntil end
+  return fullUntil
+end
+
+-- The pump with pools: looks at the head of each pool (one ZRANGE each, then one per lane it changes)
+-- and takes the most urgent head, in (priority, arrival) order across pools, that can be granted now;
+-- a head blocked by its own pool's buckets or pause is passed over, so it never delays another pool's
+-- waiters (DESIGN §9). Head of line still holds within a pool (G4). Same contract as pump.
+local function pumpLanes(caller, capacityFirst)
+  local own = {}
+  local granted, dropped = 0, 0
+  for lane = 1, #CFG.lanes do HEADS[lane] = nil end
+  while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
+    local gate = roundGate(orderHeads, capacityFirst or granted > 0)
+    if gate ~= nil then return gate, own end
+    local wakeAt = nil
+    for _, lane in ipairs(ORDER) do
+      local took = takeHead(HEADS[lane][1], caller, own)
+      if took <= TOOK_GRANTED then
+        if took == TOOK_GRANTED then granted = granted + 1 else dropped = dropped + 1 end
+        HEADS[lane] = nil
+        wakeAt = nil
+        break
+      end
+      if wakeAt == nil or took < wakeAt then wakeAt = took end
+    end
+    if wakeAt ~= nil then return math.ceil(wakeAt), own end
+  end
+  return NOW_MS, own -- the limit was reached: whoever reads this pumps again at once
+end
+
 -- Grants head waiters in (priority, sequence) order while they fit. A grant for `caller`'s own
 -- waiters is returned (no extra round trip); others are published on their owner's channel and kept
 -- in <p>:granted until released, for an owner that missed its message.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
 local function pump(caller, capacityFirst)
+  if #CFG.lanes > 1 then return pumpLanes(caller, capacityFirst) end
   local own = {}
   local granted, dropped = 0, 0
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
-    -- when even the most urgent priority has no slot, nobody can be granted: skip the head. Check
-    -- that first when the queue is known to be non-empty (after an enqueue or a grant), else last.
-    local fullUntil = 0
-    if capacityFirst or granted > 0 then fullUntil = concurrencyBlockedUntil(0) end
-    local head = nil
-    if fullUntil == 0 then
-      head = redis.call('ZRANGE', K_WAITING, 0, 0)
-      if #head == 0 then return 0, own end
-      fullUntil = concurrencyBlockedUntil(0)
-    end
-    if fullUntil > 0 then
-      if CFG.pausedUntil > fullUntil then return CFG.pausedUntil, own end
-      return fullUntil, own
-    end
-    local member = head[1]
-    local waiterId, owner, priority, deadline, enqueuedAt, cost = parseWaiter(member)
-    local tooBig, cap = nil, nil
-    if waiterId ~= nil then tooBig, cap = exceedsCapacity(cost) end
-    if waiterId == nil or (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
-      redis.call('ZREM', K_WAITING, member) -- unreadable, deadline passed, or its process is gone
-      dropped = dropped + 1
-    elseif tooBig ~= nil then -- the limits were lowered under it: it can never be granted
-      redis.call('ZREM', K_WAITING, member)
-      notify(owner, caller, own, rejection(waiterId, tooBig, cap))
-      dropped = dropped + 1
-    else
-      local wake = blockedUntil(priority, cost)
-      if wake > 0 then return math.ceil(wake), own end
-      redis.call('ZREM', K_WAITING, member)
-      local fence, expiresAt = grant(waiterId, cost)
-      if owner == caller then -- in the reply (a reply lost on the way is answered again on re-submission)
-        table.insert(own, waiterId .. ' ' .. int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS))
-      else
-        notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
-      end
-      granted = granted + 1
-    end
+    local gate = roundGate(fetchHead, capacityFirst or granted > 0)
+    if gate ~= nil then return gate, own end
+    local took = takeHead(HEAD, caller, own)
+    if took > TOOK_GRANTED then return math.ceil(took), own end
+    if took == TOOK_GRANTED then granted = granted + 1 else dropped = dropped + 1 end
   end
   return NOW_MS, own -- the limit was reached: whoever reads this pumps again at once
 end

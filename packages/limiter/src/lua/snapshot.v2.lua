@@ -4,7 +4,8 @@
   ARGV[1]  epoch          string
   ARGV[2]  leasesMax      integer ≥ 0, how many leases to list (soonest expiry first)
   Returns  {nowMs, inFlight, concurrency, effective, waiting, pausedUntilMs,
-            {dim, tokens (string), capacity (string), refillPerMs (string)}…, {permitId, expiresAtMs}…}
+            {dim, tokens (string), capacity (string), refillPerMs (string)}…, {permitId, expiresAtMs}…,
+            {pool, pausedUntilMs, waiting}… (one per pool, in lane order; none without pools)}
            | {-1, epoch}
 ]]
 local function snapshot_v2(keys, args)
@@ -19,7 +20,12 @@ local function snapshot_v2(keys, args)
   local leases = {}
   local listed = redis.call('ZRANGE', K_LEASES, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
   for i = 1, #listed, 2 do table.insert(leases, { listed[i], tonumber(listed[i + 1]) }) end
+  local pools = {}
+  for i, lane in ipairs(CFG.lanes) do
+    local low, high = laneRange(i - 1)
+    table.insert(pools, { lane, math.floor(CFG.lanePausedUntil[lane]), redis.call('ZCOUNT', K_WAITING, low, high) })
+  end
   return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),
-           math.floor(CFG.pausedUntil), buckets, leases }
+           math.floor(CFG.pausedUntil), buckets, leases, pools }
 end
 redis.register_function('tollgate_snapshot_v2_{{hash}}', snapshot_v2)

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { CostExceedsCapacityError, InvalidCostError } from '../errors.js';
+import { CostExceedsCapacityError, InvalidArgumentError, InvalidCostError } from '../errors.js';
 import type { LimiterKeys } from '../keys.js';
 import { canonicalLimits, limitsArgs, type FleetLimits } from '../limits.js';
 import type { Cost } from '../permit.js';
@@ -102,6 +102,8 @@ export interface AcquireArgs {
   timeoutMs: number;
   /** The waiter's queue member when this is a re-submission, else ''. */
   previousMember: string;
+  /** The pool it queues in ('' for a limiter without pools); its cost names only that pool's buckets. */
+  pool: string;
   cost: Cost;
 }
 
@@ -159,7 +161,7 @@ export class LimiterScripts {
    * cost can never be granted.
    */
   async acquire(epoch: string, args: AcquireArgs): Promise<AcquireReply> {
-    const raw = await this.#call('acquire', [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, ...costArgs(args.cost)]);
+    const raw = await this.#call('acquire', [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, args.pool, ...costArgs(args.cost)]);
     switch (raw[0]) {
       case Status.granted:
         return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]) } };
@@ -206,13 +208,18 @@ export class LimiterScripts {
     }));
   }
 
-  async pause(epoch: string, pauseMs: number): Promise<PauseReply> {
-    const raw = await this.#call('pause', [epoch, pauseMs]);
-    return resyncOr(raw, () => ({ kind: 'paused', pausedUntilMs: integer(raw[0]), nowMs: integer(raw[1]) }));
+  /** `pool`: '' pauses the whole limiter (every pool); a pool's name, that pool only. */
+  async pause(epoch: string, pauseMs: number, pool: string): Promise<PauseReply> {
+    const raw = await this.#call('pause', [epoch, pauseMs, pool]);
+    return resyncOr(raw, () => {
+      if (raw[0] === Status.invalidArgument) throw new InvalidArgumentError('pool', pool, `a pool of limiter ${this.#limiterName} (Redis does not know it)`);
+      return { kind: 'paused', pausedUntilMs: integer(raw[0]), nowMs: integer(raw[1]) };
+    });
   }
 
-  async resume(epoch: string): Promise<ResumeReply> {
-    const raw = await this.#call('resume', [epoch, this.#ownerId]);
+  /** `pool`: '' ends the limiter's pause and every pool's; a pool's name, that pool's only. */
+  async resume(epoch: string, pool: string): Promise<ResumeReply> {
+    const raw = await this.#call('resume', [epoch, this.#ownerId, pool]);
     return resyncOr(raw, () => ({ kind: 'resumed', pausedUntilMs: integer(raw[0]), pumped: pumpedAt(raw, 1) }));
   }
 
@@ -309,6 +316,12 @@ function decodeSnapshot(raw: RawReply): LimiterSnapshot {
       const [id, expiresAtMs] = list(entry);
       return { id: text(id), expiresAtMs: integer(expiresAtMs) };
     }),
+    pools: Object.fromEntries(
+      list(raw[8]).map((entry) => {
+        const [pool, pausedUntilMs, waiting] = list(entry);
+        return [text(pool), { pausedUntilMs: integer(pausedUntilMs), waiting: integer(waiting) }];
+      }),
+    ),
   };
 }
 
