@@ -22,7 +22,7 @@ import {
 import type { Cost, Permit } from './permit.js';
 import { ScriptRunner } from './runner.js';
 import type { RedisLike } from './scripts/library.js';
-import type { Pumped } from './scripts/scripts.js';
+import { PoolsChangedError, type Pumped } from './scripts/scripts.js';
 import type { AcquireOptions, LimiterEvents, LimiterSnapshot } from './types.js';
 import { Waiters } from './waiters.js';
 
@@ -170,9 +170,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
     if (this.#closed) throw new LimiterClosedError(this.name);
-    const pool = await this.#poolInForce(options.pool);
-    const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
-    return this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs });
+    try {
+      const pool = await this.#poolInForce(options.pool);
+      const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
+      return await this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs });
+    } catch (error) {
+      if (!(error instanceof PoolsChangedError)) throw error;
+      // the pools changed in Redis between this process's view and the call: read them, check and send once more
+      await this.#readFleetLimits();
+      const pool = this.#checkPool(options.pool);
+      return this.#waiters.acquire({ pool: pool ?? '', cost: this.#normalizeCost(pool, options.cost), priority, signal, timeoutMs });
+    }
   }
 
   /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before (with pools: `<pool>/<dimension>`). */
@@ -324,11 +332,17 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     try {
       return this.#checkPool(pool);
     } catch (error) {
-      const [version, json, hash] = await this.#runner.withTimeout(this.#redis.hmget(this.#keys.config, 'version', 'limits', 'limitsHash')).catch(() => []);
-      if (!version || !json) throw error;
-      this.#fleet.adopt(version, json, hash ?? undefined);
+      if (!(await this.#readFleetLimits())) throw error;
       return this.#checkPool(pool);
     }
+  }
+
+  /** Reads the fleet's limits from Redis now (rather than at the next heartbeat) and runs with them; false when they could not be read. */
+  async #readFleetLimits(): Promise<boolean> {
+    const [version, json, hash] = await this.#runner.withTimeout(this.#redis.hmget(this.#keys.config, 'version', 'limits', 'limitsHash')).catch(() => []);
+    if (!version || !json) return false;
+    this.#fleet.adopt(version, json, hash ?? undefined);
+    return true;
   }
 
   /** The pool an acquire (pause, observe) names, checked against the pools in force: required with pools, refused without. */

@@ -185,5 +185,13 @@ describe('pools: one limiter, a lane per pool', () => {
     expect(pooled.cost).toEqual({ 'opus/requests': 1 });
     await pooled.release();
     await expect(other.acquire({ pool: 'haiku' })).rejects.toThrow(/one of the pools of limiter .* \(opus\)/); // read again, still refused
+    // a pool this process still believes in, which Redis no longer has: Redis refuses it, the process reads the
+    // limits and refuses the call naming the pools in force; a pool kept by the apply is granted
+    await one.applyLimits({ concurrency: 10, pools: { opus: { requests: slow(1_000) }, sonnet: { requests: slow(1_000) } } });
+    await other.acquire({ pool: 'sonnet' }).then((permit) => permit.release()); // other reads them (opus, sonnet)
+    await one.applyLimits({ concurrency: 10, pools: { opus: { requests: slow(1_000) } } });
+    expect(other.pools).toEqual(['opus', 'sonnet']); // stale again
+    await expect(other.acquire({ pool: 'sonnet' })).rejects.toThrow(/pool: expected one of the pools of limiter .* \(opus\) \(got "sonnet"\)/);
+    expect(other.pools).toEqual(['opus']);
   });
 });

@@ -171,6 +171,8 @@ export class LimiterScripts {
         return { kind: 'grantedEarlier' };
       default:
         return resyncOr(raw, () => {
+          // the pools in Redis are not those this process knows (an apply changed them since it last heard)
+          if (raw[0] === Status.invalidArgument && text(raw[1]) === 'pool') throw new PoolsChangedError(this.#limiterName, args.pool);
           throw scriptError('acquire', this.#limiterName, raw, args.cost);
         });
     }
@@ -267,6 +269,13 @@ export class LimiterScripts {
       pumped: pumpedAt(raw, 7),
       wasAlive: oneOf(raw[10], [0, 1]) === 1,
     };
+  }
+}
+
+/** Redis refused an acquire's pool: the fleet's pools changed since this process read them (the limiter reads them again). */
+export class PoolsChangedError extends InvalidArgumentError {
+  constructor(limiterName: string, pool: string) {
+    super('pool', pool === '' ? undefined : pool, `a pool of limiter ${limiterName} as the fleet's limits in Redis have it (they changed since this process read them)`);
   }
 }
 

@@ -13,7 +13,7 @@
 import { request } from 'node:http';
 import { createLimiter, type Limiter, type Permit } from '../../src/index.js';
 import { applyLimits, limiterOptions, TOKENS } from './limits.js';
-import { errorInfo, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand } from './protocol.js';
+import { ANY_POOL, errorInfo, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand } from './protocol.js';
 
 export interface ClientSettings {
   redisUrl: string;
@@ -70,7 +70,9 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
     controller?.abort(new Error('aborted by the checker'));
   };
   const calledAt = monotonicMs();
+  const pool = command.pool === ANY_POOL ? limiter.pools?.[0] : command.pool;
   const acquiring = limiter.acquire({
+    ...(pool === undefined ? {} : { pool }),
     cost: { [TOKENS]: command.tokens },
     priority: command.priority,
     ...(command.timeoutMs === undefined ? {} : { timeoutMs: command.timeoutMs }),
@@ -94,6 +96,11 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
   );
 }
 
+/** The lowest of some bucket levels (0 without buckets). */
+function lowest(levels: number[]): number {
+  return levels.length === 0 ? 0 : Math.min(...levels);
+}
+
 async function snapshot(op: number, limiter: Limiter): Promise<void> {
   try {
     const state = await limiter.snapshot();
@@ -103,8 +110,9 @@ async function snapshot(op: number, limiter: Limiter): Promise<void> {
       nowMs: state.nowMs,
       inFlight: state.inFlight,
       waiting: state.waiting,
-      pausedUntilMs: state.pausedUntilMs,
-      tokens: state.buckets[TOKENS]?.tokens ?? 0,
+      // with pools, the latest pause and the lowest bucket of any pool (what the drain waits out)
+      pausedUntilMs: Math.max(state.pausedUntilMs, ...Object.values(state.pools).map((pool) => pool.pausedUntilMs)),
+      tokens: lowest(Object.values(state.buckets).map((bucket) => bucket.tokens)),
     });
   } catch (error) {
     send({ type: 'snapshot', op, nowMs: 0, inFlight: 0, waiting: 0, pausedUntilMs: 0, tokens: 0, error: errorInfo(error) });
@@ -115,7 +123,7 @@ async function control(command: Exclude<DriverCommand, { type: 'acquire' | 'clos
   const calledAt = monotonicMs();
   try {
     let value: number | undefined;
-    if (command.type === 'pause') await limiter.pause(command.ms, 'checker');
+    if (command.type === 'pause') await limiter.pause(command.ms, 'checker', command.pool === undefined ? {} : { pool: command.pool });
     else if (command.type === 'setConcurrency') value = await limiter.setConcurrency(command.concurrency);
     else await applyLimits(limiter, command.limits, settings.timings);
     send({ type: 'done', op: command.op, calledAt, settledAt: monotonicMs(), value });

@@ -25,14 +25,19 @@ import {
   type TokenLimit,
   type Violation,
 } from './invariants.js';
-import { monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
+import { ANY_POOL, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
 import { FAULT_KINDS, makeSchedule, type FaultKind, type Omittable, type ScheduledOp } from './schedule.js';
 import { startWitnessServer, type WitnessServer } from './witness-server.js';
 import type { ClientSettings } from './client-process.js';
 
 const CLIENT = fileURLToPath(new URL('./client-process.ts', import.meta.url));
 
-export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000 }; // tokens bind less than concurrency
+export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000, pools: 0 }; // tokens bind less than concurrency
+
+/** Pools of a run's limiter at start: even seeds run a limiter with 2 pools (DESIGN §9), odd seeds one without. */
+export function poolsForSeed(seed: number): number {
+  return seed % 2 === 0 ? 2 : 0;
+}
 export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
 
 /** How long the drain waits for every acquire to settle and every release to answer. */
@@ -117,6 +122,8 @@ export interface CheckerOptions {
   brokenProcess?: boolean;
   /** Self-test: the first process stops answering once it is ready (it ignores every command, close too). */
   wedgedProcess?: boolean;
+  /** Pools of the limiter at start (0: none); default {@link poolsForSeed}. */
+  pools?: number;
   /** The run's hard deadline (default: {@link runDeadlineMs} of its schedule). */
   deadlineMs?: number;
   log?: (line: string) => void;
@@ -177,6 +184,7 @@ export function replayCommand(options: CheckerOptions): string {
   if (options.operations !== undefined) parts.push(`--operations ${options.operations}`);
   if (options.faults !== undefined && options.faults.length !== FAULT_KINDS.length) parts.push(`--faults ${options.faults.join(',') || 'none'}`);
   if (options.without !== undefined && options.without.length > 0) parts.push(`--without ${options.without.join(',')}`);
+  if (options.pools !== undefined) parts.push(`--pools ${options.pools}`);
   if (options.brokenProcess) parts.push('--broken-process');
   if (options.wedgedProcess) parts.push('--wedged-process');
   return parts.join(' ');
@@ -219,7 +227,9 @@ export function endSupersededSegments<T>(segments: Array<Segment<T> & { settleBy
 }
 
 class CheckerRun {
-  readonly #options: Required<Omit<CheckerOptions, 'log' | 'deadlineMs'>> & { log: (line: string) => void };
+  readonly #options: Required<Omit<CheckerOptions, 'log' | 'deadlineMs' | 'pools'>> & { log: (line: string) => void };
+  /** The limits every process is started with (its environment), whatever was applied since. */
+  readonly #limits: CheckerLimits;
   readonly #schedule: ScheduledOp[];
   readonly deadlineMs: number;
   readonly #startedAt = monotonicMs();
@@ -272,12 +282,13 @@ class CheckerRun {
       log: () => {},
       ...options,
     };
+    this.#limits = { ...CHECKER_LIMITS, pools: options.pools ?? poolsForSeed(options.seed) };
     this.#schedule = makeSchedule({
       seed: this.#options.seed,
       operations: this.#options.operations,
       processes: this.#options.processes,
       clientsPerProcess: this.#options.clientsPerProcess,
-      limits: CHECKER_LIMITS,
+      limits: this.#limits,
       leaseTtlMs: CHECKER_TIMINGS.leaseTtlMs,
       faults: this.#options.faults,
       meanGapMs: this.#options.meanGapMs,
@@ -447,7 +458,7 @@ class CheckerRun {
       redisUrl: this.#redis!.url,
       limiterName,
       clients: this.#options.clientsPerProcess,
-      limits: CHECKER_LIMITS, // what a process is started with (its environment), whatever was applied since
+      limits: this.#limits, // what a process is started with (its environment), whatever was applied since
       timings: CHECKER_TIMINGS,
       witnessUrl: this.#witness!.url,
       standby,
@@ -595,7 +606,7 @@ class CheckerRun {
       this.#send(slot, { type: 'acquire', op, ...rest, client });
     } else if (scheduled.kind === 'pause') {
       this.#controls.set(op, { op, kind: 'pause', proc, value: scheduled.ms });
-      this.#send(slot, { type: 'pause', op, client, ms: scheduled.ms });
+      this.#send(slot, { type: 'pause', op, client, ms: scheduled.ms, ...(scheduled.pool === undefined ? {} : { pool: scheduled.pool }) });
     } else if (scheduled.kind === 'setConcurrency') {
       this.#controls.set(op, { op, kind: 'setConcurrency', proc, value: scheduled.concurrency });
       this.#send(slot, { type: 'setConcurrency', op, client, concurrency: scheduled.concurrency });
@@ -802,7 +813,9 @@ class CheckerRun {
         const previous = fresh.get(slot);
         if (previous !== undefined && this.#acquires.get(previous)?.error?.code !== 'LIMITER_UNAVAILABLE') continue;
         const op = FRESH_OP_BASE + attempt * this.#slots.length + slot.index;
-        const spec = { client: 0, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 };
+        // with pools: the first pool of the limits in force, whichever an apply left (the process knows them)
+        const pool = this.#limits.pools > 0 ? ANY_POOL : undefined;
+        const spec = { client: 0, pool, tokens: 0, priority: 0, timeoutMs: CHECKER_TIMINGS.redisTimeoutMs + SCHEDULING_SLACK_MS, holdMs: 1, used: 0 };
         this.#acquires.set(op, { op, proc: this.#proc(slot), ...spec });
         if (this.#send(slot, { type: 'acquire', op, ...spec })) {
           fresh.set(slot, op);
@@ -902,12 +915,12 @@ class CheckerRun {
 
   /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */
   #concurrencySegments(): Array<Segment<number>> {
-    const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: CHECKER_LIMITS.concurrency, settleBy: 0, cause: 'start' }];
-    let configured = CHECKER_LIMITS.concurrency;
+    const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: this.#limits.concurrency, settleBy: 0, cause: 'start' }];
+    let configured = this.#limits.concurrency;
     const events = [
       ...[...this.#controls.values()].filter((control) => control.kind !== 'pause' && control.calledAt !== undefined),
       ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, value: 0, error: undefined })),
-      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, value: CHECKER_LIMITS.concurrency, error: undefined })),
+      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, value: this.#limits.concurrency, error: undefined })),
     ].sort((a, b) => a.calledAt! - b.calledAt!);
     let lostSinceApply = false;
     for (const event of events) {
@@ -950,11 +963,11 @@ class CheckerRun {
 
   #tokenSegments(): Array<Segment<TokenLimit>> {
     const limit = (limits: CheckerLimits): TokenLimit => ({ capacity: limits.tokensLimit, refillPerMs: limits.tokensLimit / limits.tokensIntervalMs });
-    const segments: Array<Segment<TokenLimit> & { settleBy: number }> = [{ from: 0, to: undefined, value: limit(CHECKER_LIMITS), settleBy: 0 }];
+    const segments: Array<Segment<TokenLimit> & { settleBy: number }> = [{ from: 0, to: undefined, value: limit(this.#limits), settleBy: 0 }];
     const events = [
       ...[...this.#controls.values()].filter((control) => control.kind === 'apply' && control.calledAt !== undefined).map((apply) => ({ ...apply, kind: 'apply' as const })),
       ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, limits: undefined, error: undefined })),
-      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, limits: CHECKER_LIMITS, error: undefined })),
+      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, limits: this.#limits, error: undefined })),
     ].sort((a, b) => a.calledAt! - b.calledAt!);
     let lostSinceApply = false;
     for (const event of events) {
@@ -992,7 +1005,7 @@ class CheckerRun {
       const outcome =
         record.outcome === 'granted' ? `granted ${record.permitId} fence ${record.fence}` : `${record.outcome ?? 'unsettled'} ${record.error?.code ?? record.error?.name ?? ''}`;
       lines.push(
-        `  op ${record.op} ${record.proc}/c${record.client} acquire(tokens ${record.tokens}, priority ${record.priority}, timeoutMs ${String(record.timeoutMs)}, abort ${String(
+        `  op ${record.op} ${record.proc}/c${record.client} acquire(${record.pool === undefined ? '' : `pool ${record.pool}, `}tokens ${record.tokens}, priority ${record.priority}, timeoutMs ${String(record.timeoutMs)}, abort ${String(
           record.abortAfterMs,
         )}): ` +
           `called @${at(record.calledAt)} ${outcome} @${at(record.settledAt)}${record.abortedAt === undefined ? '' : ` aborted @${at(record.abortedAt)}`}` +

@@ -392,16 +392,30 @@ export function checkDrain(history: History): Violation[] {
   return violations;
 }
 
-/** Invariant 4, in Redis time, within each dataset's lifetime. */
+/**
+ * Invariant 4, in Redis time, within each dataset's lifetime: per bucket, so per pool with pools (each pool has its own
+ * bucket of the same limits; a call without a pool takes from the limiter's own).
+ */
 export function checkTokens(history: History): Violation[] {
+  const byPool = new Map<string, AcquireRecord[]>();
+  for (const record of history.acquires) {
+    const key = record.pool ?? '';
+    const records = byPool.get(key);
+    if (records === undefined) byPool.set(key, [record]);
+    else records.push(record);
+  }
+  return [...byPool.values()].flatMap((acquires) => checkBucket(history, acquires));
+}
+
+function checkBucket(history: History, acquires: readonly AcquireRecord[]): Violation[] {
   const offset = history.redisOffsetMs;
   const lossWindows = history.dataLoss.map((loss) => [loss.from + offset - CLOCK_SLACK_MS, loss.to + offset + CLOCK_SLACK_MS] as const);
-  const grants = history.acquires
+  const grants = acquires
     .filter((record) => record.outcome === 'granted' && record.grantedAtMs !== undefined)
     .map((record) => ({ record, at: record.grantedAtMs ?? 0 }))
     .filter((grant) => !lossWindows.some(([from, to]) => grant.at >= from && grant.at <= to))
     .sort((a, b) => a.at - b.at);
-  const refunds = history.acquires
+  const refunds = acquires
     .filter((record) => record.release !== undefined && record.outcome === 'granted')
     .map((record) => {
       const release = record.release!;

@@ -1,16 +1,22 @@
 import { createLimiter, type Limiter, type LimiterOptions } from '../../src/index.js';
 import type { CheckerLimits, CheckerTimings } from './protocol.js';
 
-/** The checker's one rate dimension. */
+/** The checker's one rate dimension (in each pool, with pools). */
 export const TOKENS = 'tokens';
+
+/** The pools of limits with `count` pools: 'p0', 'p1', … */
+export function poolNames(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => `p${i}`);
+}
 
 /** Limiter options for a checker client: its limits as a process would be started with them. */
 export function limiterOptions(redis: string, name: string, limits: CheckerLimits, timings: CheckerTimings): LimiterOptions {
+  const rates = { [TOKENS]: { limit: limits.tokensLimit, intervalMs: limits.tokensIntervalMs } };
   return {
     redis,
     name,
     concurrency: limits.concurrency,
-    rates: { [TOKENS]: { limit: limits.tokensLimit, intervalMs: limits.tokensIntervalMs } },
+    ...(limits.pools === 0 ? { rates } : { pools: Object.fromEntries(poolNames(limits.pools).map((pool) => [pool, rates])) }),
     leaseTtlMs: timings.leaseTtlMs,
     heartbeatMs: timings.heartbeatMs,
     redisTimeoutMs: timings.redisTimeoutMs,

@@ -15,12 +15,17 @@ export function monotonicMs(): number {
   return Number(process.hrtime.bigint()) / 1e6;
 }
 
+/** An acquire's pool that the client resolves: the first pool of the limits in force, or none without pools. */
+export const ANY_POOL = '*';
+
 /** The limits a client starts with, or that an apply writes for the whole fleet. */
 export interface CheckerLimits {
   concurrency: number;
   /** The one rate dimension the checker uses: capacity `tokensLimit`, refilled over `tokensIntervalMs`. */
   tokensLimit: number;
   tokensIntervalMs: number;
+  /** 0: no pools; else the limiter has this many pools ('p0', 'p1', …), each with that one rate (DESIGN §9). */
+  pools: number;
 }
 
 export interface CheckerTimings {
@@ -33,6 +38,8 @@ export interface CheckerTimings {
 export interface AcquireSpec {
   /** The limiter within its process (the schedule numbers clients fleet-wide; the driver maps them). */
   client: number;
+  /** The pool it takes from (a limiter with pools); undefined: none; {@link ANY_POOL}: the first of the pools in force, if any. */
+  pool?: string | undefined;
   tokens: number;
   priority: number;
   timeoutMs?: number | undefined;
@@ -46,7 +53,7 @@ export interface AcquireSpec {
 
 export type DriverCommand =
   | ({ type: 'acquire'; op: number } & AcquireSpec)
-  | { type: 'pause'; op: number; client: number; ms: number }
+  | { type: 'pause'; op: number; client: number; ms: number; pool?: string | undefined }
   | { type: 'setConcurrency'; op: number; client: number; concurrency: number }
   | { type: 'apply'; op: number; client: number; limits: CheckerLimits }
   /** Answer with `limiter.snapshot()` of the process's first limiter. */

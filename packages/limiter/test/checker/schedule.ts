@@ -7,7 +7,8 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export type ScheduledOp =
   | ({ kind: 'acquire'; atMs: number } & AcquireSpec)
-  | { kind: 'pause'; atMs: number; client: number; ms: number }
+  /** `pool`: pause that pool only (a limiter with pools). */
+  | { kind: 'pause'; atMs: number; client: number; ms: number; pool?: string | undefined }
   | { kind: 'setConcurrency'; atMs: number; client: number; concurrency: number }
   | { kind: 'apply'; atMs: number; client: number; limits: CheckerLimits }
   /**
@@ -47,6 +48,14 @@ const APPLY_TOKEN_LIMITS = [10, 40, 60, 120] as const;
 const FAULT_GAP_MS = 150;
 /** Seed of the second PRNG stream (any odd constant). */
 const EXTRA_STREAM = 0x9e3779b9;
+/** Seed of the third stream: the pool choices (a run without pools draws none, and keeps its schedule). */
+const POOLS_STREAM = 0x85ebca6b;
+/** Pool counts an apply may move a limiter with pools to (0: no pools). */
+const APPLY_POOL_COUNTS = [0, 2, 3] as const;
+/** Share of applies (of a run that starts with pools) that change the pools. */
+const APPLY_POOLS_CHANGE = 0.3;
+/** Share of pauses (with pools) that pause one pool rather than the whole limiter. */
+const POOL_PAUSE_SHARE = 0.5;
 /** Share of data losses followed at once by a brand-new process. */
 const NEW_PROCESS_AFTER_DATA_LOSS = 0.5;
 /** Share of freezes that freeze the whole fleet around a data loss and a new process, and how long. */
@@ -68,6 +77,10 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
   const random = seededRandom(options.seed);
   // choices added after schedules were first published come from a second stream, so a seed keeps its schedule
   const extra = seededRandom(options.seed ^ EXTRA_STREAM);
+  const poolsRandom = seededRandom(options.seed ^ POOLS_STREAM);
+  const withPools = options.limits.pools > 0;
+  let pools = options.limits.pools; // as the schedule last set them; a call may meet older ones (refused: a TollgateError)
+  const drawPool = () => (pools === 0 ? undefined : `p${Math.floor(poolsRandom() * pools)}`);
   const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
   const clients = options.processes * options.clientsPerProcess;
@@ -87,13 +100,20 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
       ops.push({ kind: 'fault', atMs, fault, durationMs: fleetFreeze ? fleetFreezeMs : durationMs, process: int(0, options.processes - 1), newProcess, fleetFreeze });
       nextFaultAt = atMs + durationMs + FAULT_GAP_MS;
     } else if (roll < 0.17) {
-      ops.push({ kind: 'pause', atMs, client, ms: int(20, 500) });
+      const ms = int(20, 500);
+      const pool = withPools && poolsRandom() < POOL_PAUSE_SHARE ? drawPool() : undefined;
+      ops.push({ kind: 'pause', atMs, client, ms, ...(pool === undefined ? {} : { pool }) });
     } else if (roll < 0.22) {
       const concurrency = int(1, options.limits.concurrency + 1);
       if (!options.without.includes('limitChanges')) ops.push({ kind: 'setConcurrency', atMs, client, concurrency });
     } else if (roll < 0.25) {
       const limits = { ...options.limits, concurrency: int(1, options.limits.concurrency + 2), tokensLimit: pick(APPLY_TOKEN_LIMITS) };
-      if (!options.without.includes('limitChanges')) ops.push({ kind: 'apply', atMs, client, limits });
+      // with pools, some applies add, remove or drop every pool while waiters are queued in them
+      if (withPools) limits.pools = poolsRandom() < APPLY_POOLS_CHANGE ? APPLY_POOL_COUNTS[Math.floor(poolsRandom() * APPLY_POOL_COUNTS.length)]! : pools;
+      if (!options.without.includes('limitChanges')) {
+        ops.push({ kind: 'apply', atMs, client, limits });
+        pools = limits.pools;
+      }
     } else {
       const tokens = int(0, TOKENS_COST_MAX);
       const deadline = random();
@@ -108,7 +128,8 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
       const shortHoldMs = int(2, 150);
       // some holds outlast a heartbeat or the lease: old processes still hold permits when Redis loses its data
       const holdMs = extra() < LONG_HOLD_SHARE ? LONG_HOLD_MS_MIN + Math.floor(extra() * (LONG_HOLD_MS_MAX - LONG_HOLD_MS_MIN)) : shortHoldMs;
-      ops.push({ kind: 'acquire', atMs, client, tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs, used });
+      const pool = drawPool();
+      ops.push({ kind: 'acquire', atMs, client, ...(pool === undefined ? {} : { pool }), tokens, priority: int(0, 9), timeoutMs, abortAfterMs, holdMs, used });
     }
   }
   return ops;

@@ -1,5 +1,5 @@
 /**
- * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--without limitChanges,absurdTimeouts,aborts] [--broken-process] [--wedged-process]`
+ * `npm run soak -- [--minutes N] [--seed S] [--operations N] [--faults a,b|none] [--without limitChanges,absurdTimeouts,aborts] [--pools N (default: 2 for even seeds, 0 for odd)] [--broken-process] [--wedged-process]`
  *   --seed S alone: one run of seed S (a replay). --minutes N: runs seeds until the time is up
  *   (from S, or from a random seed), printing each seed's operation and fault counts, then a summary.
  *   Exits 1 on any violation or hung run (past its deadline, see runDeadlineMs), naming each failing
@@ -21,6 +21,7 @@ const { values } = parseArgs({
     operations: { type: 'string' },
     faults: { type: 'string' },
     without: { type: 'string' },
+    pools: { type: 'string' },
     'broken-process': { type: 'boolean', default: false },
     'wedged-process': { type: 'boolean', default: false },
   },
@@ -77,11 +78,14 @@ function printResult(result: CheckerResult): void {
 
 const minutes = values.minutes === undefined ? undefined : Number(values.minutes);
 if (minutes !== undefined && !(minutes > 0)) throw new Error(`--minutes must be > 0, got ${JSON.stringify(values.minutes)}`);
+const pools = values.pools === undefined ? undefined : Number(values.pools);
+if (pools !== undefined && !(Number.isInteger(pools) && pools >= 0 && pools <= 32)) throw new Error(`--pools must be an integer from 0 to 32, got ${JSON.stringify(values.pools)}`);
 const firstSeed = positiveInteger('seed', values.seed) ?? Math.floor(Math.random() * 2 ** 31);
 const base: Omit<CheckerOptions, 'seed'> = {
   operations: positiveInteger('operations', values.operations) ?? SOAK_OPERATIONS,
   faults: faultsFrom(values.faults),
   without: omitted(values.without),
+  ...(pools === undefined ? {} : { pools }),
   brokenProcess: values['broken-process'],
   wedgedProcess: values['wedged-process'],
 };
