@@ -21,6 +21,8 @@ export class LeaseKeeper {
   /** This process's waiters still waiting: the heartbeat collects grants kept for them whose message was missed. */
   readonly #waitingIds: () => string[];
   readonly #held = new Map<string, Permit>();
+  /** Held permits whose grant may have a copy in `<p>:granted` (see GrantMessage.direct): their release deletes it. */
+  readonly #mayBeKept = new Set<string>();
   /** Releases that failed because Redis was unreachable, sent again when it is back. */
   readonly #unsentReleases = new Map<string, () => Promise<Extract<ReleaseReply, { kind: 'released' }>>>();
   #timer: NodeJS.Timeout | undefined;
@@ -42,8 +44,15 @@ export class LeaseKeeper {
   /** What each Permit calls to release itself. */
   readonly releaser: ReleaseLease = (permit, used) => this.release(permit, used);
 
-  hold(permit: Permit): void {
+  /** `mayBeKept`: its grant may have a copy in `<p>:granted` (when unsure, true). */
+  hold(permit: Permit, mayBeKept: boolean): void {
     this.#held.set(permit.id, permit);
+    if (mayBeKept) this.#mayBeKept.add(permit.id);
+  }
+
+  /** A held permit's grant may have a copy in `<p>:granted` after all (a second copy of it came). */
+  mayBeKept(permitId: string): void {
+    if (this.#held.has(permitId)) this.#mayBeKept.add(permitId);
   }
 
   /** The leases held now with the time each has left, for a re-registration after Redis lost its data. */
@@ -79,6 +88,7 @@ export class LeaseKeeper {
 
   async release(permit: Permit, used: Cost | undefined): Promise<ReleaseResult> {
     this.#held.delete(permit.id);
+    const mayBeKept = this.#mayBeKept.delete(permit.id);
     const settlements: Settlement[] = [];
     if (used !== undefined) {
       for (const [dimension, reserved] of Object.entries(permit.cost)) {
@@ -95,7 +105,7 @@ export class LeaseKeeper {
       },
       lost: this.#core.latePumped.lost,
     };
-    const send = () => this.#core.runner.run((scripts, epoch) => scripts.release(epoch, permit.id, settlements), late);
+    const send = () => this.#core.runner.run((scripts, epoch) => scripts.release(epoch, permit.id, settlements, mayBeKept), late);
     let reply: Extract<ReleaseReply, { kind: 'released' }>;
     try {
       reply = await send();

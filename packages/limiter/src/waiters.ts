@@ -29,6 +29,8 @@ interface Waiter {
   state: 'waiting' | 'cancelling' | 'done';
   /** An acquire for it is in flight: nobody sends a second one (which would queue it twice); its answer decides. */
   submitting: boolean;
+  /** Acquires sent for it: after a re-submission, a grant may be one another process's pump kept in `<p>:granted`. */
+  submissions: number;
   /** Its entry in the fleet-wide queue, once queued ('' before): cancel removes exactly this. */
   member: string;
   /** Why it is leaving (state 'cancelling'): what it is rejected with once its cancel is done. */
@@ -108,6 +110,7 @@ export class Waiters {
       deadlineAt: timeoutMs === undefined ? undefined : startedAt + timeoutMs,
       state: 'waiting',
       submitting: false,
+      submissions: 0,
       member: '',
       reason: undefined,
       resolve,
@@ -162,6 +165,7 @@ export class Waiters {
   async #submit(waiter: Waiter): Promise<void> {
     const timeoutMs = waiter.deadlineAt === undefined ? 0 : Math.max(1, Math.ceil(waiter.deadlineAt - performance.now()));
     const args = { waiterId: waiter.id, priority: waiter.priority, timeoutMs, previousMember: waiter.member, pool: waiter.pool, cost: waiter.cost };
+    waiter.submissions++;
     const late: LateReply<Exclude<AcquireReply, { kind: 'resync' }>> = {
       reply: (reply) => this.#lateAcquire(waiter, reply),
       lost: () => this.replyLost(),
@@ -306,7 +310,12 @@ export class Waiters {
       return;
     }
     if (waiter !== undefined) return; // cancelling: its cancel (sent, or sent once its acquire answers) releases this grant
-    if (this.#leases.holds(grant.waiterId)) return; // a second copy of a grant this process holds
+    if (this.#leases.holds(grant.waiterId)) {
+      // a second copy of a grant this process holds (e.g. the dataset went back to before its grant, and another
+      // process's pump granted it again): that pump may have kept it in <p>:granted, so its release deletes it there
+      this.#leases.mayBeKept(grant.waiterId);
+      return;
+    }
     // a waiter this process no longer has: release the grant at once instead of holding a slot for leaseTtlMs
     const cost = this.#gone.get(grant.waiterId) ?? {};
     this.#gone.delete(grant.waiterId);
@@ -326,7 +335,8 @@ export class Waiters {
     });
     waiter.state = 'done';
     this.#waiters.delete(waiter.id);
-    this.#leases.hold(permit);
+    // no copy in <p>:granted only when the reply of this process's own call made the grant, for a waiter submitted once
+    this.#leases.hold(permit, grant.direct !== true || waiter.submissions > 1);
     this.#core.fleet.sawFence(permit.fence);
     waiter.resolve(permit);
     const events = this.#core.events;

@@ -53,8 +53,8 @@ local function acquire_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, waiterId, priority, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
-  local costCount = tonumber(ARGV[8])
+  local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+  local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[ARGV[8]] or tonumber(ARGV[8])
   local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
   if bad then return { -4, bad } end
   local cost = readCost(9, costCount)
@@ -68,7 +68,7 @@ local function acquire_v2(keys, args)
     local expiresAt = redis.call('ZSCORE', K_LEASES, waiterId)
     -- granted earlier: its grant may have been lost with a reply (or is on the grants list), so it is
     -- answered again, with a new fence (fences only rise); the client keeps whichever copy comes first
-    if expiresAt then return { 1, redis.call('HINCRBY', K_CONFIG, 'fence', 1), tonumber(expiresAt), NOW_MS } end
+    if expiresAt then return { 1, redis.call('HINCRBY', K_CONFIG, 'fence', '1'), expiresAt + 0, NOW_MS } end
     if redis.call('ZSCORE', K_WAITING, previous) then
       local wake, own = pump(owner)
       return { 0, wake, NOW_MS, own, previous }
@@ -85,7 +85,7 @@ local function acquire_v2(keys, args)
   local deadline = 0
   if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
   local member = waiterMember(waiterId, priority, deadline, pool, 9, costCount)
-  redis.call('ZADD', K_WAITING, waiterScore(pool, priority, redis.call('HINCRBY', K_CONFIG, 'seq', 1)), member)
+  redis.call('ZADD', K_WAITING, int(waiterScore(pool, priority, redis.call('HINCRBY', K_CONFIG, 'seq', '1'))), member)
   local wake, own = pump(owner, true)
   return { 0, wake, NOW_MS, own, member }
 end

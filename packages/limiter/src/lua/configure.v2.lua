@@ -49,7 +49,7 @@ local function recheckWaiting(caller, own)
       else
         local rank = score % LANE_SCALE
         local rescored = (CFG.laneIndex[lane] or 0) * LANE_SCALE + rank
-        if rescored ~= score then redis.call('ZADD', K_WAITING, rescored, member) end
+        if rescored ~= score then redis.call('ZADD', K_WAITING, int(rescored), member) end
       end
     end
   end

@@ -30,12 +30,12 @@ local function heartbeat_v2(keys, args)
   if markAlive(owner, NOW_MS + CFG.leaseTtlMs) then wasAlive = 1 end
   redis.call('ZREMRANGEBYSCORE', K_OWNERS, '-inf', NOW - CFG.leaseTtlMs) -- processes gone for a lease
   local lost = {}
-  local expiresAt = NOW_MS + CFG.leaseTtlMs
+  local expiresText = int(NOW_MS + CFG.leaseTtlMs)
   local leasesEnd = 4 + tonumber(ARGV[4])
   for i = 5, leasesEnd do
-    if redis.call('ZADD', K_LEASES, 'XX', 'CH', expiresAt, ARGV[i]) == 0 and
+    if redis.call('ZADD', K_LEASES, 'XX', 'CH', expiresText, ARGV[i]) == 0 and
        not redis.call('ZSCORE', K_LEASES, ARGV[i]) then
-      redis.call('ZADD', K_LEASES, expiresAt, ARGV[i]) -- counted again until released
+      redis.call('ZADD', K_LEASES, expiresText, ARGV[i]) -- counted again until released
       table.insert(lost, ARGV[i])
     end
   end

@@ -16,7 +16,7 @@ local function pause_v2(keys, args)
     if CFG.laneIndex[pool] == nil then return { -4, 'pool' } end
     local current = CFG.lanePausedUntil[pool]
     if untilMs > current then
-      redis.call('HSET', K_CONFIG, 'pausedUntil@' .. pool, untilMs)
+      redis.call('HSET', K_CONFIG, 'pausedUntil@' .. pool, int(untilMs))
       current = untilMs
     end
     return { math.floor(current), NOW_MS }

@@ -52,6 +52,11 @@
   so a call with rates reads its config and buckets in one command.
   Numbers written into strings go through int() (plain decimal): Lua's tostring uses %.14g, so a
   deadline or fence of 15 digits or more would be written in exponent form and could not be parsed.
+  Cost per call (Redis runs every call of the fleet on one thread): a number passed to redis.call is
+  formatted by Redis with snprintf('%.17g'), several times the cost of int()'s '%d', so hot-path
+  commands get strings: literals ('0', '1') or an int() made once per call (nowText) or per grant;
+  and a numeric string that Redis or this library wrote (TIME, a score, a queue member's fields) is
+  converted with `text + 0`, one string-to-number conversion, where tonumber makes two.
   A clock step backwards (Redis TIME earlier than a bucket's ts) never drains a bucket nor refills it
   twice: a bucket's time only moves forward.
 ]]
@@ -71,11 +76,17 @@ local K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED -- this call
 local ARGV = nil       -- this call's arguments
 local NOW, NOW_MS      -- Redis ms (fractional, and floored)
 local NOW_US           -- Redis µs (an integer)
+local NOW_TEXT         -- int(NOW_MS), made once per call when needed (nowText)
 local CFG = nil        -- config: the cached static part plus this call's effective, pausedUntil and lanePausedUntil
 local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
+local NO_COST = {}     -- the cost of a call that names no dimension (shared: costs are only read)
+-- '0' … '64' -> 0 … 64: the counts and priorities a client sends, read without a string-to-number
+-- conversion (anything else goes through tonumber, as before)
+local SMALL_INTEGER = {}
+for i = 0, 64 do SMALL_INTEGER['' .. i] = i end -- (no library functions while the library loads)
 
 -- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' and the owner
 local function grantsChannel(owner) return string.sub(K_CONFIG, 1, -8) .. ':grants:' .. owner end
@@ -86,11 +97,11 @@ local function start(keys, args)
   K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
   ARGV = args
   local time = redis.call('TIME')
-  local seconds, micros = tonumber(time[1]), tonumber(time[2])
+  local seconds, micros = time[1] + 0, time[2] + 0
   NOW = seconds * 1000 + micros / 1000
   NOW_MS = math.floor(NOW)
   NOW_US = seconds * 1000000 + micros
-  CFG, INFLIGHT = nil, nil
+  CFG, INFLIGHT, NOW_TEXT = nil, nil, nil
   -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
   -- for a limiter without rates
   if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
@@ -98,6 +109,12 @@ end
 
 -- An integer as plain decimal digits (never exponent form).
 local function int(value) return string.format('%d', value) end
+
+-- NOW_MS as plain decimal, formatted at most once per call.
+local function nowText()
+  if NOW_TEXT == nil then NOW_TEXT = int(NOW_MS) end
+  return NOW_TEXT
+end
 
 -- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
 local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
@@ -173,8 +190,9 @@ local function useConfig(live)
     CONFIG_CACHE[K_CONFIG] = cached
   end
   CFG = cached
-  CFG.effective = tonumber(live[3] or CFG.concurrency)
-  CFG.pausedUntil = tonumber(live[4] or '0')
+  CFG.effective = (live[3] or CFG.concurrency) + 0
+  local pausedUntil = live[4]
+  if pausedUntil then CFG.pausedUntil = pausedUntil + 0 else CFG.pausedUntil = 0 end
   -- the buckets and pool pauses read with the config belong to this config only when the cache held (same version)
   local lanePauses = live
   local laneFrom = #LIVE_FIELDS + 2 * #CFG.dims
@@ -184,7 +202,7 @@ local function useConfig(live)
     lanePauses = redis.call('HMGET', K_CONFIG, unpack(CFG.liveFields, laneFrom + 1))
     laneFrom = 0
   end
-  for i, lane in ipairs(CFG.lanes) do CFG.lanePausedUntil[lane] = tonumber(lanePauses[laneFrom + i] or '0') end
+  for i, lane in ipairs(CFG.lanes) do CFG.lanePausedUntil[lane] = (lanePauses[laneFrom + i] or 0) + 0 end
 end
 
 -- The config's live fields, plus the buckets of the cached config's dimensions (when one is cached).
@@ -234,14 +252,16 @@ end
 
 -- The soonest live lease expiry (Redis ms), reclaiming expired leases first; nil when none is live.
 local function firstExpiry()
-  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', K_LEASES, '0', '0', 'WITHSCORES')
   if #first == 0 then return nil end
-  if tonumber(first[2]) <= NOW then
+  local expiry = first[2] + 0
+  if expiry <= NOW then
     reclaim()
-    first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+    first = redis.call('ZRANGE', K_LEASES, '0', '0', 'WITHSCORES')
     if #first == 0 then return nil end
+    expiry = first[2] + 0
   end
-  return tonumber(first[2])
+  return expiry
 end
 
 local function bucketTokens(dim)
@@ -305,22 +325,32 @@ local function blockedUntil(priority, cost, lane)
   return wake
 end
 
--- Takes the slot and every bucket's cost for permitId. Returns fence, expiresAtMs.
+-- Takes the slot and every bucket's cost for permitId. Returns fence, expiresAtMs, and expiresAtMs as
+-- int() text (for a grant message).
 local function grant(permitId, cost)
   INFLIGHT = inFlight() + 1
   local expiresAt = NOW_MS + CFG.leaseTtlMs
-  redis.call('ZADD', K_LEASES, expiresAt, permitId)
+  local expiresText = int(expiresAt)
+  redis.call('ZADD', K_LEASES, expiresText, permitId)
   for _, dim in ipairs(CFG.dims) do
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
   end
-  return redis.call('HINCRBY', K_CONFIG, 'fence', 1), expiresAt
+  return redis.call('HINCRBY', K_CONFIG, 'fence', '1'), expiresAt, expiresText
+end
+
+-- A grant message 'waiterId fence expiresAtMs grantedAtMs' (granted now).
+local function grantMessage(waiterId, fence, expiresText)
+  return waiterId .. ' ' .. int(fence) .. ' ' .. expiresText .. ' ' .. nowText()
 end
 
 -- A waiting-queue member: 'waiterId priority deadlineMs enqueuedAtMs[ @pool] dim=amount …' (no pool
 -- token without pools: the members of a limiter without pools are what they were before pools).
+local PRIORITY_TEXT = { [0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' } -- priorities 0..9 as text
 local function waiterMember(waiterId, priority, deadline, lane, costFrom, costCount)
-  local parts = { waiterId, int(priority), int(deadline), int(NOW_MS) }
+  local deadlineText = '0'
+  if deadline ~= 0 then deadlineText = int(deadline) end
+  local parts = { waiterId, PRIORITY_TEXT[priority] or int(priority), deadlineText, nowText() }
   if lane ~= '' then table.insert(parts, '@' .. lane) end
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
@@ -336,13 +366,16 @@ local function parseWaiter(member)
   if owner == nil then return nil end
   local lane, dims = string.match(rest, '^ @(%S+)(.*)$')
   if lane == nil then lane, dims = '', rest end
-  local cost = {}
-  for dim, amount in string.gmatch(dims, ' ([^=%s]+)=(%S+)') do
-    local value = tonumber(amount)
-    if value == nil then return nil end
-    cost[dim] = value
+  local cost = NO_COST
+  if dims ~= '' then
+    cost = {}
+    for dim, amount in string.gmatch(dims, ' ([^=%s]+)=(%S+)') do
+      local value = tonumber(amount)
+      if value == nil then return nil end
+      cost[dim] = value
+    end
   end
-  return waiterId, owner, tonumber(priority), tonumber(deadline), tonumber(enqueuedAt), cost, lane
+  return waiterId, owner, priority + 0, deadline + 0, enqueuedAt + 0, cost, lane -- digits only (the pattern)
 end
 
 -- The score of a waiter in the queue: its pool's lane, then priority, then arrival.
@@ -373,8 +406,8 @@ end
 
 -- The owner's channel may miss a message (its subscription was down): the grant stays here until the
 -- permit is released, cancelled or reclaimed, and the owner's heartbeat collects it.
-local function keepGrant(waiterId, fence, expiresAt)
-  local message = int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS)
+local function keepGrant(waiterId, fence, expiresText)
+  local message = int(fence) .. ' ' .. expiresText .. ' ' .. nowText()
   redis.call('HSET', K_GRANTED, waiterId, message)
   return waiterId .. ' ' .. message
 end
@@ -382,8 +415,8 @@ end
 -- Marks a process alive until `untilMs`; returns whether it was alive (its mark not yet passed).
 local function markAlive(owner, untilMs)
   local was = redis.call('ZSCORE', K_OWNERS, owner)
-  redis.call('ZADD', K_OWNERS, untilMs, owner)
-  return was ~= false and tonumber(was) > NOW
+  redis.call('ZADD', K_OWNERS, int(untilMs), owner)
+  return was ~= false and was + 0 > NOW
 end
 
 -- 'waiterId ! dimension capacity': the waiter left the queue because its cost can never fit.
@@ -397,7 +430,7 @@ end
 local function ownerGone(owner, enqueuedAt)
   if NOW - enqueuedAt < CFG.leaseTtlMs / 2 then return false end
   local aliveUntil = redis.call('ZSCORE', K_OWNERS, owner)
-  return aliveUntil == false or tonumber(aliveUntil) <= NOW
+  return aliveUntil == false or aliveUntil + 0 <= NOW
 end
 
 -- What the pump does with one head waiter: drops it (unreadable, deadline passed, or its process is
@@ -420,11 +453,11 @@ local function takeHead(member, caller, own)
   local wake = blockedUntil(priority, cost, lane)
   if wake > 0 then return wake end
   redis.call('ZREM', K_WAITING, member)
-  local fence, expiresAt = grant(waiterId, cost)
+  local fence, _, expiresText = grant(waiterId, cost)
   if owner == caller then -- in the reply (a reply lost on the way is answered again on re-submission)
-    table.insert(own, waiterId .. ' ' .. int(fence) .. ' ' .. int(expiresAt) .. ' ' .. int(NOW_MS))
+    table.insert(own, grantMessage(waiterId, fence, expiresText))
   else
-    notify(owner, caller, own, keepGrant(waiterId, fence, expiresAt))
+    notify(owner, caller, own, keepGrant(waiterId, fence, expiresText))
   end
   return TOOK_GRANTED
 end
@@ -441,9 +474,9 @@ end
 -- The head of one lane: member and rank (priority * 2^44 + sequence), or nil when the lane is empty.
 local function laneHead(lane)
   local low, high = laneRange(lane)
-  local head = redis.call('ZRANGE', K_WAITING, low, high, 'BYSCORE', 'LIMIT', 0, 1, 'WITHSCORES')
+  local head = redis.call('ZRANGE', K_WAITING, low, high, 'BYSCORE', 'LIMIT', '0', '1', 'WITHSCORES')
   if #head == 0 then return nil end
-  return { head[1], tonumber(head[2]) - lane * LANE_SCALE }
+  return { head[1], head[2] - lane * LANE_SCALE }
 end
 
 -- Each pool's head, fetched once per pump and again only for the lane a round changed (HEADS[lane]
@@ -461,7 +494,7 @@ local function orderHeads()
   return #ORDER > 0
 end
 local function fetchHead()
-  HEAD = redis.call('ZRANGE', K_WAITING, 0, 0)[1]
+  HEAD = redis.call('ZRANGE', K_WAITING, '0', '0')[1]
   return HEAD ~= nil
 end
 
@@ -526,8 +559,10 @@ local function pump(caller, capacityFirst)
   return NOW_MS, own -- the limit was reached: whoever reads this pumps again at once
 end
 
--- Reads ARGV[from], ARGV[from+1], … as (dimension, number) pairs, `count` of them.
+-- Reads ARGV[from], ARGV[from+1], … as (dimension, number) pairs, `count` of them (read only: no
+-- count shares NO_COST).
 local function readCost(from, count)
+  if count == 0 then return NO_COST end
   local cost = {}
   for i = 0, count - 1 do
     cost[ARGV[from + 2 * i]] = tonumber(ARGV[from + 2 * i + 1])

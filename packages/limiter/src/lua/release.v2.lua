@@ -3,8 +3,13 @@
   ARGV[1]  epoch          string
   ARGV[2]  ownerId        string, the calling process (its own grants come back in the reply)
   ARGV[3]  permitId       string
-  ARGV[4]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow
-  ARGV[5…] dimension, reserved, used   numbers ≥ 0; the bucket gets reserved − used back (capped at
+  ARGV[4]  maybeKept      '0' when the caller knows its grant is not in <p>:granted (the reply of its
+                          own call granted it: its acquire, on the waiter's only submission, or its
+                          own pump; that pump kept nothing), anything else ('1') when it may be (it
+                          came by message, by heartbeat collection, or as a re-submission's answer):
+                          then its copy there is deleted. A '0' only spares that HDEL.
+  ARGV[5]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow
+  ARGV[6…] dimension, reserved, used   numbers ≥ 0; the bucket gets reserved − used back (capped at
                                        its capacity; a negative refund is a debt). Settled even when
                                        the lease had already expired, and exactly once: a second
                                        release of the same permit settles nothing.
@@ -14,15 +19,15 @@ local function release_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, permitId, settleCount = ARGV[2], ARGV[3], tonumber(ARGV[4])
+  local owner, permitId, settleCount = ARGV[2], ARGV[3], SMALL_INTEGER[ARGV[5]] or tonumber(ARGV[5])
   local live = redis.call('ZREM', K_LEASES, permitId) -- 0: reclaimed after expiry (the client also
                                                        -- knows a lease it could not renew in time)
-  redis.call('HDEL', K_GRANTED, permitId)
+  if ARGV[4] ~= '0' then redis.call('HDEL', K_GRANTED, permitId) end
   -- settled once: a live lease, or one reclaimed unreleased; a second release (resent after a lost
   -- reply) finds it in neither and settles nothing
   if live == 1 or redis.call('ZREM', K_EXPIRED, permitId) == 1 then
     for i = 0, settleCount - 1 do
-      refund(ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]) - tonumber(ARGV[7 + 3 * i]))
+      refund(ARGV[6 + 3 * i], tonumber(ARGV[7 + 3 * i]) - tonumber(ARGV[8 + 3 * i]))
     end
   end
   local wake, own = pump(owner)

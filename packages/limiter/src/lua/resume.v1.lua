@@ -21,7 +21,7 @@ local function resume_v1(keys, args)
   for _, lane in ipairs(CFG.lanes) do
     if (pool == '' or pool == lane) and CFG.lanePausedUntil[lane] > NOW then
       if CFG.lanePausedUntil[lane] > before then before = math.floor(CFG.lanePausedUntil[lane]) end
-      redis.call('HSET', K_CONFIG, 'pausedUntil@' .. lane, 0)
+      redis.call('HSET', K_CONFIG, 'pausedUntil@' .. lane, '0')
       CFG.lanePausedUntil[lane] = 0
     end
   end

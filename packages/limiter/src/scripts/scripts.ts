@@ -42,6 +42,13 @@ export interface GrantMessage {
   grantedAtMs: number;
   /** Set for 'waiterId ! dimension capacity': the waiter left the queue, its cost no longer fits a lowered capacity. */
   rejected?: { dimension: string; capacity: number };
+  /**
+   * True when the reply of the caller's own call made this grant (an acquire's grant, or its own
+   * pump's): no copy of it was kept in `<p>:granted`, if the waiter was submitted only once (a
+   * re-submission's answer may be a grant another process's pump kept). False for a grant that came
+   * by message or in a heartbeat's reply (it collects kept grants): it may be kept there.
+   */
+  direct?: boolean;
 }
 
 /** What every function that pumps answers: the next wake time, Redis time, and the caller's own grants. */
@@ -164,9 +171,9 @@ export class LimiterScripts {
     const raw = await this.#call('acquire', [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, args.pool, ...costArgs(args.cost)]);
     switch (raw[0]) {
       case Status.granted:
-        return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]) } };
+        return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]), direct: true } };
       case Status.queued:
-        return { kind: 'queued', pumped: pumpedAt(raw, 1), member: text(raw[4]) };
+        return { kind: 'queued', pumped: pumpedAt(raw, 1, true), member: text(raw[4]) };
       case Status.grantedEarlier:
         return { kind: 'grantedEarlier' };
       default:
@@ -178,20 +185,22 @@ export class LimiterScripts {
     }
   }
 
-  async release(epoch: string, permitId: string, settlements: readonly Settlement[]): Promise<ReleaseReply> {
-    const settle = settlements.flatMap((entry) => [entry.dimension, entry.reserved, entry.used]);
-    const raw = await this.#call('release', [epoch, this.#ownerId, permitId, settlements.length, ...settle]);
-    return resyncOr(raw, () => ({ kind: 'released', leaseWasLive: oneOf(raw[0], [0, 1]) === 1, pumped: pumpedAt(raw, 1) }));
+  /** `maybeKept`: false only when this process's own call granted the permit (GrantMessage.direct, one submission); true deletes its copy in `<p>:granted`. */
+  async release(epoch: string, permitId: string, settlements: readonly Settlement[], maybeKept = true): Promise<ReleaseReply> {
+    const args: Array<string | number> = [epoch, this.#ownerId, permitId, maybeKept ? '1' : '0', settlements.length];
+    for (const entry of settlements) args.push(entry.dimension, entry.reserved, entry.used);
+    const raw = await this.#call('release', args);
+    return resyncOr(raw, () => ({ kind: 'released', leaseWasLive: oneOf(raw[0], [0, 1]) === 1, pumped: pumpedAt(raw, 1, true) }));
   }
 
   async cancel(epoch: string, args: CancelArgs): Promise<CancelReply> {
     const raw = await this.#call('cancel', [epoch, this.#ownerId, args.waiterId, args.member, ...costArgs(args.cost)]);
-    return resyncOr(raw, () => ({ kind: 'cancelled', state: cancelState(raw[0]), pumped: pumpedAt(raw, 1) }));
+    return resyncOr(raw, () => ({ kind: 'cancelled', state: cancelState(raw[0]), pumped: pumpedAt(raw, 1, true) }));
   }
 
   async pump(epoch: string): Promise<PumpReply> {
     const raw = await this.#call('pump', [epoch, this.#ownerId]);
-    return resyncOr(raw, () => ({ kind: 'pumped', pumped: pumpedAt(raw, 0) }));
+    return resyncOr(raw, () => ({ kind: 'pumped', pumped: pumpedAt(raw, 0, true) }));
   }
 
   /**
@@ -203,7 +212,7 @@ export class LimiterScripts {
     return resyncOr(raw, () => ({
       kind: 'renewed',
       wasAlive: oneOf(raw[0], [0, 1]) === 1,
-      pumped: pumpedAt(raw, 1),
+      pumped: pumpedAt(raw, 1, false), // its grants include those collected from <p>:granted
       lostPermitIds: list(raw[4]).map(text),
       limitsVersion: text(raw[5]),
       limitsJson: text(raw[6]),
@@ -222,7 +231,7 @@ export class LimiterScripts {
   /** `pool`: '' ends the limiter's pause and every pool's; a pool's name, that pool's only. */
   async resume(epoch: string, pool: string): Promise<ResumeReply> {
     const raw = await this.#call('resume', [epoch, this.#ownerId, pool]);
-    return resyncOr(raw, () => ({ kind: 'resumed', pausedUntilMs: integer(raw[0]), pumped: pumpedAt(raw, 1) }));
+    return resyncOr(raw, () => ({ kind: 'resumed', pausedUntilMs: integer(raw[0]), pumped: pumpedAt(raw, 1, true) }));
   }
 
   /** `remaining`: (dimension, remaining) pairs; unknown dimensions are ignored by the script. */
@@ -233,7 +242,7 @@ export class LimiterScripts {
 
   async setConcurrency(epoch: string, concurrency: number): Promise<SetConcurrencyReply> {
     const raw = await this.#call('set_concurrency', [epoch, this.#ownerId, concurrency]);
-    return resyncOr(raw, () => ({ kind: 'concurrencySet', effective: integer(raw[0]), pumped: pumpedAt(raw, 1) }));
+    return resyncOr(raw, () => ({ kind: 'concurrencySet', effective: integer(raw[0]), pumped: pumpedAt(raw, 1, true) }));
   }
 
   async snapshot(epoch: string, leasesMax: number): Promise<SnapshotReply> {
@@ -266,7 +275,7 @@ export class LimiterScripts {
       limitsVersion: text(raw[4]),
       limitsJson: text(raw[5]),
       limitsHash: text(raw[6]),
-      pumped: pumpedAt(raw, 7),
+      pumped: pumpedAt(raw, 7, true),
       wasAlive: oneOf(raw[10], [0, 1]) === 1,
     };
   }
@@ -301,9 +310,12 @@ function resyncOr<T>(raw: RawReply, decode: () => T): T | Resync {
   return decode();
 }
 
-/** The `…, wakeAtMs, nowMs, {ownGrant…}` part of a reply, starting at index `at`. */
-function pumpedAt(raw: RawReply, at: number): Pumped {
-  return { wakeAtMs: integer(raw[at]), nowMs: integer(raw[at + 1]), ownGrants: list(raw[at + 2]).map((message) => parseGrant(text(message))) };
+/**
+ * The `…, wakeAtMs, nowMs, {ownGrant…}` part of a reply, starting at index `at`. `direct`: the grants
+ * are only those of the caller's own pump (every function but heartbeat), none kept in `<p>:granted`.
+ */
+function pumpedAt(raw: RawReply, at: number, direct: boolean): Pumped {
+  return { wakeAtMs: integer(raw[at]), nowMs: integer(raw[at + 1]), ownGrants: list(raw[at + 2]).map((message) => parseGrant(text(message), direct)) };
 }
 
 function decodeSnapshot(raw: RawReply): LimiterSnapshot {
@@ -350,12 +362,12 @@ function costArgs(cost: Cost): Array<string | number> {
 /** The fence field of a message that rejects its waiter: 'waiterId ! dimension capacity'. */
 const REJECTED = '!';
 
-/** Parses a grant (or rejection) message, from a reply or from the grants list. */
-export function parseGrant(message: string): GrantMessage {
+/** Parses a grant (or rejection) message, from a reply (`direct`: see GrantMessage.direct) or from the grants channel. */
+export function parseGrant(message: string, direct = false): GrantMessage {
   const [waiterId, fence, expiresAtMs, grantedAtMs] = message.split(' ');
   if (waiterId === undefined || fence === undefined || expiresAtMs === undefined || grantedAtMs === undefined) throw contractBroken(`bad grant message ${message}`);
   if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
-  const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs) };
+  const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs), direct };
   if (!Number.isSafeInteger(grant.fence) || !Number.isSafeInteger(grant.expiresAtMs) || !Number.isSafeInteger(grant.grantedAtMs))
     throw contractBroken(`bad grant message ${message}`);
   return grant;
