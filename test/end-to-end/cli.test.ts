@@ -33,7 +33,9 @@ interface StatusJson {
     waiting: number;
     pausedForMs: number;
     buckets: Record<string, unknown>;
+    pools: Array<{ pool: string; waiting: number; pausedForMs: number; buckets: Record<string, { capacity: number }> }>;
   }>;
+  tenants: { account: string; pool: string };
   queue: { name: string; counts: Record<string, number>; totals: Record<string, number> };
 }
 
@@ -85,6 +87,9 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     expect(status.limiters[0]).toMatchObject({ name: fleet.limiterName, pool: 'default', concurrency: CONCURRENCY, concurrencyConfigured: CONCURRENCY, pausedForMs: 0 });
     expect(status.limiters[0]!.inFlight).toBeLessThanOrEqual(CONCURRENCY);
     expect(Object.keys(status.limiters[0]!.buckets)).toEqual(['requests']);
+    // without pools: the one pool `default`, with the limiter's buckets, waiters and pause
+    expect(status.limiters[0]!.pools).toEqual([{ pool: 'default', waiting: status.limiters[0]!.waiting, pausedForMs: 0, buckets: status.limiters[0]!.buckets }]);
+    expect(status.tenants).toMatchObject({ account: fleet.limiterName, pool: 'default' });
     expect(status.queue.name).toBe(fleet.queue);
     expect(status.queue.counts.completed).toBeGreaterThanOrEqual(12);
     const text = await runTollgate(['status'], env);
@@ -242,6 +247,30 @@ describe('tollgate CLI, as a process against a live fleet (a worker process, the
     const shownPools = jsonOf<{ limits: unknown }>(await runTollgate(['limits', 'show', '--json'], env));
     expect(shownPools.limits).toMatchObject({ pools: { haiku: { requests: { limit: 200, intervalMs: 60_000 } }, sonnet: { requests: { limit: 100, intervalMs: 60_000 } } } });
     expect(await eventually(async () => (await fleet.observer.snapshot()).pools.sonnet !== undefined, EVENTUALLY_MS)).toBe(true);
+    // status: one entry per pool, its buckets by their plain dimensions; what the account shares is pool `*`
+    await fleet.observer.pause(60_000, 'test: sonnet only', { pool: 'sonnet' });
+    const pooledStatus = jsonOf<StatusJson>(await runTollgate(['status', '--json'], env));
+    expect(pooledStatus.limiters[0]).toMatchObject({ name: fleet.limiterName, pool: '*', concurrencyConfigured: CONCURRENCY, pausedForMs: 0 });
+    expect(Object.keys(pooledStatus.limiters[0]!.buckets).sort()).toEqual(['haiku/requests', 'sonnet/requests']);
+    const [haiku, sonnet] = pooledStatus.limiters[0]!.pools;
+    expect(pooledStatus.limiters[0]!.pools.map(({ pool }) => pool)).toEqual(['haiku', 'sonnet']);
+    expect(haiku).toMatchObject({ waiting: 0, pausedForMs: 0, buckets: { requests: { capacity: 200 } } });
+    expect(sonnet).toMatchObject({ waiting: 0, buckets: { requests: { capacity: 100 } } });
+    expect(sonnet!.pausedForMs).toBeGreaterThan(50_000);
+    expect(pooledStatus.tenants).toMatchObject({ account: fleet.limiterName, pool: '*' });
+    const pooledText = (await runTollgate(['status'], env)).stdout;
+    expect(pooledText).toContain(`limiter ${fleet.limiterName} (pools haiku, sonnet)`);
+    expect(pooledText).toMatch(/ {2}pool sonnet\n {4}waiting {4}0\n {4}paused {5}yes, [^\n]+ left\n {4}buckets {4}requests {2}[\d.]+ \/ 100 /);
+    expect(pooledText).toMatch(/ {2}pool haiku\n {4}waiting {4}0\n {4}paused {5}no\n {4}buckets {4}requests {2}[\d.]+ \/ 200 /);
+    // a worker process's metrics: the fleet gauges per pool
+    const metrics = await (await fetch(String(fleet.workers[0]!.ready.url))).text();
+    const account = `account="${fleet.limiterName}"`;
+    expect(metrics).toContain(`tollgate_bucket_capacity_tokens{${account},pool="sonnet",dimension="requests"} 100`);
+    expect(metrics).toContain(`tollgate_bucket_capacity_tokens{${account},pool="haiku",dimension="requests"} 200`);
+    expect(metrics).toContain(`tollgate_waiting{${account},pool="haiku"} 0`);
+    expect(metrics).toMatch(new RegExp(`^tollgate_pause_remaining_seconds\\{${account},pool="sonnet"\\} [1-9]`, 'm'));
+    expect(metrics).toContain(`tollgate_concurrency_configured{${account},pool="*"} ${CONCURRENCY}`);
+    await fleet.observer.resume({ pool: 'sonnet' });
     const badTenant = join(dir, 'bad-tenant.yaml');
     await writeFile(badTenant, documentFor(CONCURRENCY, 4).replace(`account: ${fleet.limiterName}`, 'account: nowhere'));
     const badRefused = await runTollgate(['limits', 'apply', badTenant], env);

@@ -1,6 +1,6 @@
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
 import { TENANT_PATTERN } from '@tollgate/queue';
-import { DEFAULT_POOL, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
+import { ALL_POOLS, accountPool, poolViews, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { shown } from './errors.js';
@@ -10,17 +10,32 @@ import { openLimiter, openQueue, type Context } from './fleet.js';
 export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'waiting-children'] as const;
 export type JobCounts = Record<(typeof JOB_STATES)[number], number>;
 
+/** One pool of a limiter (DESIGN §9): its waiters, the pause that holds it and its buckets by dimension. */
+export interface PoolStatus {
+  pool: string;
+  waiting: number;
+  /** What is left of the pause that holds the pool (its own or the account's, whichever ends later); 0 when not paused. */
+  pausedForMs: number;
+  /** By dimension (`inputTokens`, not `sonnet/inputTokens`). */
+  buckets: Record<string, BucketSnapshot>;
+}
+
 export interface LimiterStatus {
   name: string;
+  /** `default` for a limiter without pools; `*` (all its pools) for one with pools, whose pools are in `pools`. */
   pool: string;
   inFlight: number;
   /** The effective limit (adaptive concurrency may hold it below the configured one); null: no concurrency limit. */
   concurrency: number | null;
   concurrencyConfigured: number | null;
+  /** All pools together. */
   waiting: number;
-  /** 0 when not paused. */
+  /** The account's pause (every pool); 0 when not paused. */
   pausedForMs: number;
+  /** Every bucket, as the limiter names them (`<pool>/<dimension>` with pools). */
   buckets: Record<string, BucketSnapshot>;
+  /** One entry per pool, in lane order; without pools, the one pool `default`. */
+  pools: PoolStatus[];
 }
 
 export interface FleetStatus {
@@ -29,8 +44,8 @@ export interface FleetStatus {
   limiters: LimiterStatus[];
   queue: { name: string; counts: JobCounts; totals: FleetStats };
   /**
-   * The queue's jobs per tenant (busiest first; tenants with nothing unfinished left out), for the account and pool
-   * that run the queue (the first `--name`; one pool per account until pools exist).
+   * The queue's jobs per tenant (busiest first; tenants with nothing unfinished left out), for the account that runs
+   * the queue (the first `--name`); `pool` as that limiter's (`*`: all the pools of an account with pools).
    */
   tenants: { account: string; pool: string; rows: TenantCount[] };
 }
@@ -57,16 +72,17 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       atMs: snapshots[0]?.nowMs ?? Date.now(),
       limiters: snapshots.map((snapshot, i) => ({
         name: limiters[i]?.name ?? '',
-        pool: DEFAULT_POOL,
+        pool: accountPool(snapshot),
         inFlight: snapshot.inFlight,
         concurrency: snapshot.concurrency,
         concurrencyConfigured: snapshot.concurrencyConfigured,
         waiting: snapshot.waiting,
         pausedForMs: Math.max(0, snapshot.pausedUntilMs - snapshot.nowMs),
         buckets: snapshot.buckets,
+        pools: poolViews(snapshot).map(({ pool, waiting, pausedUntilMs, buckets }) => ({ pool, waiting, pausedForMs: Math.max(0, pausedUntilMs - snapshot.nowMs), buckets })),
       })),
       queue: { name: context.queue, counts, totals },
-      tenants: { account: context.names[0] ?? '', pool: DEFAULT_POOL, rows: tenants },
+      tenants: { account: context.names[0] ?? '', pool: accountPool(snapshots[0] ?? { pools: {} }), rows: tenants },
     };
   };
 }
@@ -77,7 +93,8 @@ const number = (value: number) => (Number.isInteger(value) ? String(value) : val
 export function renderStatus(status: FleetStatus): string {
   const lines = [`tollgate status at ${new Date(status.atMs).toISOString()} (Redis time)`, ''];
   for (const limiter of status.limiters) {
-    lines.push(`limiter ${limiter.name} (pool ${limiter.pool})`);
+    const pooled = limiter.pool === ALL_POOLS;
+    lines.push(pooled ? `limiter ${limiter.name} (pools ${limiter.pools.map(({ pool }) => pool).join(', ')})` : `limiter ${limiter.name} (pool ${limiter.pool})`);
     if (limiter.concurrency === null) lines.push(`  in flight    ${limiter.inFlight} (no concurrency limit)`);
     else {
       const adaptive =
@@ -85,13 +102,16 @@ export function renderStatus(status: FleetStatus): string {
       lines.push(`  in flight    ${limiter.inFlight} / ${limiter.concurrency}${adaptive}`);
     }
     lines.push(`  waiting      ${limiter.waiting}`);
-    lines.push(`  paused       ${limiter.pausedForMs > 0 ? `yes, ${formatDuration(limiter.pausedForMs)} left` : 'no'}`);
-    const buckets = Object.entries(limiter.buckets);
-    const width = Math.max(0, ...buckets.map(([dimension]) => dimension.length));
-    buckets.forEach(([dimension, bucket], i) => {
-      const level = `${number(bucket.tokens)} / ${number(bucket.capacity)}`;
-      lines.push(`  ${i === 0 ? 'buckets ' : '        '}     ${dimension.padEnd(width)}  ${level.padEnd(20)} refills ${number(bucket.refillPerSecond * 60)}/min`);
-    });
+    lines.push(`  paused       ${paused(limiter.pausedForMs)}`);
+    if (!pooled) lines.push(...renderBuckets(limiter.buckets, '  '));
+    else {
+      for (const pool of limiter.pools) {
+        lines.push(`  pool ${pool.pool}`);
+        lines.push(`    waiting    ${pool.waiting}`);
+        lines.push(`    paused     ${paused(pool.pausedForMs)}`);
+        lines.push(...renderBuckets(pool.buckets, '    '));
+      }
+    }
     lines.push('');
   }
   const { counts, totals } = status.queue;
@@ -103,6 +123,19 @@ export function renderStatus(status: FleetStatus): string {
   lines.push(`  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`);
   lines.push('', ...renderTenants(status.tenants));
   return lines.join('\n');
+}
+
+const paused = (ms: number) => (ms > 0 ? `yes, ${formatDuration(ms)} left` : 'no');
+
+/** One line per bucket, `indent` before the label (the columns line up with the lines above it). */
+function renderBuckets(buckets: Record<string, BucketSnapshot>, indent: string): string[] {
+  const entries = Object.entries(buckets);
+  const width = Math.max(0, ...entries.map(([dimension]) => dimension.length));
+  const label = 'buckets'.padEnd(15 - indent.length);
+  return entries.map(([dimension, bucket], i) => {
+    const level = `${number(bucket.tokens)} / ${number(bucket.capacity)}`;
+    return `${indent}${i === 0 ? label : ' '.repeat(label.length)}${dimension.padEnd(width)}  ${level.padEnd(20)} refills ${number(bucket.refillPerSecond * 60)}/min`;
+  });
 }
 
 /** The per-tenant table: one row per tenant with unfinished jobs. */

@@ -48,7 +48,19 @@ export { idempotentJobId, randomJobId } from './job-ids.js';
 export { RESERVE_GRACE_MS } from './tenant-cap.js';
 export { bullmqPriority } from './priority.js';
 export { DeltaTracker, addFleetStats, readFleetStats, type FleetStats } from './fleet-stats.js';
-export { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges, OTHER_TENANTS_LABEL, TENANT_SERIES_MAX, type FleetMetricsScope } from './fleet-metrics.js';
+export {
+  ACCOUNT_LABELS,
+  ALL_POOLS,
+  DEFAULT_POOL,
+  FleetGauges,
+  OTHER_TENANTS_LABEL,
+  TENANT_SERIES_MAX,
+  accountPool,
+  bucketPool,
+  poolViews,
+  type FleetMetricsScope,
+  type PoolView,
+} from './fleet-metrics.js';
 export {
   NO_TENANT_LABEL,
   TENANT_SWEEP_BATCH,

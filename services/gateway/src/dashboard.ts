@@ -49,6 +49,9 @@ const PAGE = /* html */ `<!doctype html>
   .bar { height:10px; border-radius:5px; background:#21262d; overflow:hidden; position:relative; }
   .bar > div { height:100%; background:linear-gradient(90deg,var(--fill),var(--accent)); transition:width .6s; }
   .bar > div.debt { background:var(--bad); }
+  .pool { margin-bottom:18px; padding-bottom:6px; border-bottom:1px solid #21262d; }
+  .pool > .row { display:flex; justify-content:space-between; margin-bottom:8px; font-variant-numeric:tabular-nums; }
+  .pool > .row > b { font-family:ui-monospace,Menlo,monospace; color:var(--accent); }
   .tiles { display:grid; grid-template-columns:repeat(5,1fr); gap:10px; }
   .tile { background:#0d1117; border:1px solid var(--line); border-radius:8px; padding:10px; text-align:center; }
   .tile b { display:block; font-size:24px; font-variant-numeric:tabular-nums; }
@@ -87,7 +90,7 @@ const PAGE = /* html */ `<!doctype html>
     <div class="legend"><span><i style="background:#1f6feb"></i>in flight</span><span><i style="background:#8b949e"></i>limit</span><span><i style="background:#3fb950"></i>jobs/s</span><span><i style="background:#f85149"></i>429s</span></div>
   </section>
   <section class="card span6">
-    <h2>Token buckets</h2>
+    <h2 id="buckets-title">Token buckets</h2>
     <div id="buckets" data-testid="buckets"><div class="sub">no rate limits configured</div></div>
   </section>
   <section class="card span6">
@@ -121,6 +124,7 @@ const PAGE = /* html */ `<!doctype html>
 <script>
 (() => {
   const $ = (id) => document.querySelector('[data-testid="' + id + '"]') || document.getElementById(id);
+  const esc = (text) => String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
   const fmt = (n) => n === null || n === undefined || Number.isNaN(n) ? '–' : Math.round(n).toLocaleString();
   const frames = [];
   const HISTORY = 120;
@@ -140,22 +144,39 @@ const PAGE = /* html */ `<!doctype html>
       const n = l.concurrencyConfigured || 0;
       if (slots.children.length !== n) { slots.innerHTML = ''; for (let i = 0; i < n; i++) { const d = document.createElement('div'); d.className = 'slot'; slots.appendChild(d); } }
       [...slots.children].forEach((d, i) => { d.className = 'slot' + (i < l.inFlight ? ' on' : '') + (l.concurrency !== null && i >= l.concurrency ? ' off' : ''); });
+      // with pools (DESIGN §9): each pool is held by its own pause or the account's, whichever ends later
+      const pools = l.pools || {};
+      const poolNames = Object.keys(pools);
+      const poolPausedMs = (p) => Math.max(pools[p].pausedUntilMs, l.pausedUntilMs) - l.nowMs;
       const paused = $('paused');
       const pausedMs = l.pausedUntilMs - l.nowMs;
-      paused.className = 'banner' + (pausedMs > 0 ? ' show' : '');
-      paused.textContent = pausedMs > 0 ? 'Fleet paused by an upstream 429 for another ' + (pausedMs / 1000).toFixed(1) + ' s' : '';
+      const pauses = pausedMs > 0 ? ['Fleet paused by an upstream 429 for another ' + (pausedMs / 1000).toFixed(1) + ' s'] : [];
+      for (const p of poolNames) if (pausedMs <= 0 && poolPausedMs(p) > 0) pauses.push('Pool ' + p + ' paused by an upstream 429 for another ' + (poolPausedMs(p) / 1000).toFixed(1) + ' s');
+      paused.className = 'banner' + (pauses.length ? ' show' : '');
+      paused.textContent = pauses.join(' · ');
       const buckets = $('buckets');
-      const dims = Object.keys(l.buckets);
-      if (dims.length) {
-        buckets.innerHTML = dims.map((d) => {
-          const b = l.buckets[d];
-          const pct = Math.max(0, Math.min(100, 100 * b.tokens / b.capacity));
-          const debt = b.tokens < 0;
-          const fullIn = b.refillPerSecond > 0 ? Math.max(0, (b.capacity - b.tokens) / b.refillPerSecond) : 0;
-          return '<div class="bucket" data-dimension="' + d + '"><div class="row"><b>' + d + '</b><span>' + fmt(b.tokens) + ' / ' + fmt(b.capacity) + '</span></div>' +
-            '<div class="bar"><div class="' + (debt ? 'debt' : '') + '" style="width:' + (debt ? 100 : pct) + '%"></div></div>' +
-            '<div class="sub">' + (debt ? 'in debt · ' : '') + 'refills ' + b.refillPerSecond.toFixed(1) + '/s' + (fullIn > 0.5 ? ' · full in ' + fullIn.toFixed(0) + ' s' : ' · full') + '</div></div>';
+      const names = Object.keys(l.buckets);
+      const bucketHtml = (name, label) => {
+        const b = l.buckets[name];
+        const pct = Math.max(0, Math.min(100, 100 * b.tokens / b.capacity));
+        const debt = b.tokens < 0;
+        const fullIn = b.refillPerSecond > 0 ? Math.max(0, (b.capacity - b.tokens) / b.refillPerSecond) : 0;
+        return '<div class="bucket" data-dimension="' + esc(name) + '"><div class="row"><b>' + esc(label) + '</b><span>' + fmt(b.tokens) + ' / ' + fmt(b.capacity) + '</span></div>' +
+          '<div class="bar"><div class="' + (debt ? 'debt' : '') + '" style="width:' + (debt ? 100 : pct) + '%"></div></div>' +
+          '<div class="sub">' + (debt ? 'in debt · ' : '') + 'refills ' + b.refillPerSecond.toFixed(1) + '/s' + (fullIn > 0.5 ? ' · full in ' + fullIn.toFixed(0) + ' s' : ' · full') + '</div></div>';
+      };
+      if (poolNames.length) {
+        $('buckets-title').textContent = 'Pools and their token buckets';
+        buckets.innerHTML = poolNames.map((p) => {
+          const ms = poolPausedMs(p);
+          const own = names.filter((name) => name.startsWith(p + '/'));
+          return '<div class="pool" data-pool="' + esc(p) + '"><div class="row"><b>' + esc(p) + '</b><span>waiting <b data-field="waiting">' + fmt(pools[p].waiting) + '</b> · ' +
+            '<span data-field="paused" class="' + (ms > 0 ? 'nonzero' : 'zero') + '">' + (ms > 0 ? 'paused ' + (ms / 1000).toFixed(1) + ' s' : 'not paused') + '</span></span></div>' +
+            (own.length ? own.map((name) => bucketHtml(name, name.slice(p.length + 1))).join('') : '<div class="sub">no rate limits configured</div>') + '</div>';
         }).join('');
+      } else if (names.length) {
+        $('buckets-title').textContent = 'Token buckets';
+        buckets.innerHTML = names.map((name) => bucketHtml(name, name)).join('');
       }
     }
     const q = f.queue;

@@ -1,4 +1,7 @@
 import { mkdirSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLimiter, type Limiter, type Permit } from '@tollgate/limiter';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
@@ -85,5 +88,76 @@ describe('the dashboard', () => {
     mkdirSync(OUTPUT_DIR, { recursive: true });
     await page.screenshot({ path: `${OUTPUT_DIR}dashboard.png`, fullPage: true });
     await page.close();
+  });
+
+  it("with pools (DESIGN §9): each pool's buckets, waiters and pause, as limiter.snapshot() has them, and the gateway's metrics per pool", async () => {
+    const account = uniqueName('dash-pools');
+    const dir = await mkdtemp(join(tmpdir(), 'tollgate-dashboard-pools-'));
+    const path = join(dir, 'tollgate.yaml');
+    await writeFile(
+      path,
+      [
+        'accounts:',
+        `  ${account}:`,
+        '    apiKeyEnv: ANTHROPIC_API_KEY',
+        `    concurrency: ${CONCURRENCY}`,
+        '    pools:',
+        `      sonnet: { models: ['claude-sonnet-*'], rpm: ${RPM}, itpm: ${ITPM} }`,
+        "      haiku: { models: ['claude-haiku-*'], rpm: 1 }",
+        '',
+      ].join('\n'),
+    );
+    const pooled = await startGateway({ REDIS_URL: redis.url, TOLLGATE_CONFIG: path, TOLLGATE_QUEUE: uniqueName('dash-pools-queue') });
+    const held: Permit[] = [];
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    try {
+      const poolLimiter = pooled.gateway.limiter;
+      expect(poolLimiter.pools).toEqual(['haiku', 'sonnet']);
+      held.push(await poolLimiter.acquire({ pool: 'sonnet', cost: { inputTokens: 2_000 } }));
+      held.push(await poolLimiter.acquire({ pool: 'haiku' })); // haiku's one request a minute
+      const queued = poolLimiter.acquire({ pool: 'haiku', timeoutMs: 60_000 }); // waits for haiku/requests
+      queued.then((permit) => held.push(permit)).catch(() => {}); // rejected when the gateway closes
+      await poolLimiter.pause(60_000, 'sonnet ITPM 429', { pool: 'sonnet' });
+      await page.goto(`${pooled.url}/?token=${ADMIN_TOKEN}`);
+      await page.waitForFunction(`document.querySelector('[data-pool="haiku"] [data-field="waiting"]')?.textContent === '1'`, undefined, { timeout: PAGE_DEADLINE_MS });
+      const snapshot = await poolLimiter.snapshot();
+      const pools = await page.locator('[data-pool]').evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-pool')));
+      expect(pools).toEqual(Object.keys(snapshot.pools));
+      expect(pools).toEqual(['haiku', 'sonnet']);
+      for (const pool of pools as string[]) {
+        const dimensions = await page.locator(`[data-pool="${pool}"] [data-dimension]`).evaluateAll((nodes) => nodes.map((node) => node.getAttribute('data-dimension')));
+        expect(dimensions.sort()).toEqual(
+          Object.keys(snapshot.buckets)
+            .filter((name) => name.startsWith(`${pool}/`))
+            .sort(),
+        );
+        expect(await page.textContent(`[data-pool="${pool}"] [data-field="waiting"]`)).toBe(String(snapshot.pools[pool]?.waiting));
+      }
+      // a bucket shows its plain dimension under its pool, and its capacity
+      expect(await page.textContent('[data-dimension="sonnet/inputTokens"] .row b')).toBe('inputTokens');
+      expect(await page.textContent('[data-dimension="sonnet/inputTokens"] .row span')).toMatch(new RegExp(`/ ${ITPM.toLocaleString('en-US')}$`));
+      expect(await page.textContent('[data-pool="sonnet"] [data-field="paused"]')).toMatch(/^paused \d+\.\d s$/);
+      expect(await page.textContent('[data-pool="haiku"] [data-field="paused"]')).toBe('not paused');
+      expect(await page.textContent('[data-testid="paused"]')).toMatch(/^Pool sonnet paused by an upstream 429 for another \d+\.\d s$/);
+      expect(await page.textContent('[data-testid="in-flight"]')).toBe('2');
+      expect(await page.textContent('[data-testid="waiting"]')).toBe('1');
+      mkdirSync(OUTPUT_DIR, { recursive: true });
+      await page.screenshot({ path: `${OUTPUT_DIR}dashboard-pools.png`, fullPage: true });
+
+      const metrics = await (await fetch(`${pooled.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+      expect(metrics).toContain(`tollgate_bucket_capacity_tokens{account="${account}",pool="sonnet",dimension="inputTokens"} ${ITPM}`);
+      expect(metrics).toContain(`tollgate_bucket_capacity_tokens{account="${account}",pool="haiku",dimension="requests"} 1`);
+      expect(metrics).toContain(`tollgate_waiting{account="${account}",pool="haiku"} 1`);
+      expect(metrics).toContain(`tollgate_waiting{account="${account}",pool="sonnet"} 0`);
+      expect(metrics).toContain(`tollgate_pause_remaining_seconds{account="${account}",pool="haiku"} 0`);
+      expect(metrics).toMatch(new RegExp(`^tollgate_pause_remaining_seconds\\{account="${account}",pool="sonnet"\\} [1-9]`, 'm'));
+      expect(metrics).toContain(`tollgate_permits_in_flight{account="${account}",pool="*"} 2`);
+      expect(metrics).not.toContain('pool="default"');
+    } finally {
+      await page.close();
+      for (const permit of held) await permit.release().catch(() => {});
+      await pooled.gateway.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,7 +2,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import type { LimitedAnthropicStats } from '@tollgate/anthropic';
 import type { Limiter } from '@tollgate/limiter';
 import { type Producer } from '@tollgate/queue';
-import { ACCOUNT_LABELS, DEFAULT_POOL, FleetGauges } from '@tollgate/queue/internal';
+import { ACCOUNT_LABELS, ALL_POOLS, DEFAULT_POOL, FleetGauges } from '@tollgate/queue/internal';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Upper bounds of the acquire-wait histogram, in seconds. */
@@ -20,8 +20,9 @@ const USAGE_DIMENSIONS = {
 const RATE_LIMITED_KINDS = ['concurrency', 'rate', 'other'] as const satisfies ReadonlyArray<keyof LimitedAnthropicStats['rateLimited']>;
 
 /**
- * The metrics of one worker process (DESIGN §5). Limiter metrics carry `account` (the limiter name) and `pool`;
- * job metrics carry `queue`. Fleet-wide gauges are read from `limiter.snapshot()` and the queue at each scrape.
+ * The metrics of one worker process (DESIGN §5). Limiter metrics carry `account` (the limiter name) and `pool`
+ * (this process's counters: `default` for a limiter without pools, `*` for all the pools of one with pools; the
+ * fleet gauges: see {@link FleetGauges}); job metrics carry `queue`. Fleet-wide gauges are read from `limiter.snapshot()` and the queue at each scrape.
  * Every label value comes from configuration or a fixed set (HTTP statuses, 429 kinds, job states, usage fields):
  * never a job id or a model string. The fleet gauges' `tenant` label is bounded (TENANT_SERIES_MAX).
  */
@@ -69,7 +70,7 @@ export class ServiceMetrics {
   constructor(limiter: Limiter, producer: Producer) {
     this.#limiter = limiter;
     this.#producer = producer;
-    this.#labels = { account: limiter.name, pool: DEFAULT_POOL };
+    this.#labels = { account: limiter.name, pool: limiter.options.pools === undefined ? DEFAULT_POOL : ALL_POOLS };
     this.#queueLabel = { queue: producer.name };
     this.#fleet = new FleetGauges(this.registry, { account: limiter.name, queue: producer.name });
     limiter.on('granted', ({ waitedMs }) => this.#acquireWait.observe(this.#labels, waitedMs / 1_000));
