@@ -21,7 +21,12 @@ const KEY = 'sk-ant-pools-e2e';
 const MS_PER_MINUTE = 60_000;
 const WINDOW_MS = 1_000;
 const WORKERS = 3;
-/** Enough slots for every job of a load at once: a job waiting for its permit holds a worker slot. */
+/**
+ * Enough slots for every job of a load at once. A job waiting for its permit holds a worker slot, and the account's
+ * jobs share one BullMQ queue in FIFO order: with fewer slots than one pool's backlog, the other pool's jobs wait in
+ * the queue behind it (measured with the default 16 slots × 3 workers: Haiku jobs behind 300 Sonnet jobs took 5.5 s
+ * while the limiter granted Haiku at once). The limiter's lanes are what these tests prove.
+ */
 const WORKER_CONCURRENCY = 110;
 const CONCURRENCY = 32;
 /** The limiter's bucket capacities (the document's `burst`): small, so that a run lasts seconds, not minutes. */
