@@ -130,6 +130,17 @@ export class LimitedRunner {
     if (typeof estimate === 'function') return estimate(params);
     const figures = { imageTokens: this.options.imageTokens, documentTokens: this.options.documentTokens };
     if (estimate === 'local') return estimateInputTokens(params, figures);
+    // count_tokens has its own fleet-wide rate: a permit of its limiter first, or the local estimate
+    let permit: Permit | undefined;
+    const { countTokensLimiter, countTokensWaitMs } = this.options;
+    if (countTokensLimiter !== undefined) {
+      try {
+        permit = await countTokensLimiter.acquire({ timeoutMs: countTokensWaitMs, ...(options?.signal ? { signal: options.signal } : {}) });
+      } catch (error) {
+        this.#logger?.warn({ errorName: toError(error).name }, 'no count_tokens permit in time; using the local estimate');
+        return estimateInputTokens(params, figures);
+      }
+    }
     try {
       const counted = await this.client.messages.countTokens(
         {
@@ -147,6 +158,8 @@ export class LimitedRunner {
       // count_tokens has its own rate limit; a failure there must not fail the call: the local estimate stands in
       this.#logger?.warn({ errorName: toError(error).name }, 'count_tokens failed; using the local estimate');
       return estimateInputTokens(params, figures);
+    } finally {
+      await permit?.release().catch((error: unknown) => this.#logger?.warn({ errorName: toError(error).name }, 'count_tokens permit release failed'));
     }
   }
 

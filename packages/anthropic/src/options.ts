@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type Anthropic from '@anthropic-ai/sdk';
+import type { Limiter } from '@tollgate/limiter';
 
 /** Attempts per call (the first one included) unless configured. */
 export const MAX_ATTEMPTS_DEFAULT = 4;
@@ -27,6 +28,8 @@ export const OBSERVE_INTERVAL_MS_DEFAULT = 1_000;
  * this is well above any pause between real events.
  */
 export const STREAM_IDLE_TIMEOUT_MS_DEFAULT = 60_000;
+/** Longest wait for a count_tokens permit unless configured: the estimate is worth less than the call's time. */
+export const COUNT_TOKENS_WAIT_MS_DEFAULT = 2_000;
 /** Local estimate: tokens counted for one image block (a 1092×1092 image is about 1,600 tokens). */
 export const IMAGE_TOKENS_DEFAULT = 1_600;
 /** Local estimate: tokens counted for one document block whose text we cannot see (base64 PDF, URL). */
@@ -51,6 +54,19 @@ const loggerSchema = z.custom<Logger>(
 export const limitAnthropicOptionsSchema = z.strictObject({
   /** How `inputTokens` is reserved: the local estimate, the count_tokens endpoint, or a function. */
   estimate: estimateSchema.default('local'),
+  /**
+   * With `estimate: 'count_tokens'`: the limiter of the account's count_tokens rate (its own RPM, apart from the
+   * Messages limits; e.g. the document's `<account>:count-tokens` limiter). Each count_tokens call takes a permit
+   * from it first; without a permit in time (or Redis away) the local estimate stands in, and count_tokens is not called.
+   */
+  countTokensLimiter: z
+    .custom<Limiter>(
+      (value) => value !== null && typeof value === 'object' && typeof (value as { acquire?: unknown }).acquire === 'function',
+      'expected a @tollgate/limiter Limiter',
+    )
+    .optional(),
+  /** Longest wait for a count_tokens permit, in ms, before the local estimate stands in. */
+  countTokensWaitMs: z.number().int().min(0).max(MAX_RETRY_MS_MAX).default(COUNT_TOKENS_WAIT_MS_DEFAULT),
   imageTokens: z.number().int().min(0).max(1_000_000).default(IMAGE_TOKENS_DEFAULT),
   documentTokens: z.number().int().min(0).max(1_000_000).default(DOCUMENT_TOKENS_DEFAULT),
   maxAttempts: z.number().int().min(1).max(MAX_ATTEMPTS_MAX).default(MAX_ATTEMPTS_DEFAULT),

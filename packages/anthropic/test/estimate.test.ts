@@ -85,6 +85,23 @@ describe('the input-token reservation', () => {
     expect(mock.stats()).toMatchObject({ countTokens: 2, messages: 1, rateLimited: { count_tokens: 1 } });
   });
 
+  it("with countTokensLimiter, each count_tokens call takes a permit of the account's count_tokens rate first: none in time, the local estimate, count_tokens never called and never a 429", async () => {
+    mock.setConfig({ limits: { countTokensRpm: 3 } }); // the account's count_tokens limit: 3 a minute, of which the test takes 1
+    const counted = await countedByUpstream();
+    const countTokensLimiter = await stack.limiter({ rates: { requests: { limit: 2, intervalMs: 60_000 } } }); // the fleet's share: 2
+    const costs = recordCosts();
+    const anthropic = limitAnthropic(clientFor(mock.url), limiter, { estimate: 'count_tokens', countTokensLimiter, countTokensWaitMs: 100 });
+    for (let call = 0; call < 3; call += 1) await anthropic.messages.create(PARAMS);
+    expect(costs).toEqual([
+      { inputTokens: counted, outputTokens: MAX_TOKENS },
+      { inputTokens: counted, outputTokens: MAX_TOKENS },
+      { inputTokens: LOCAL_ESTIMATE, outputTokens: MAX_TOKENS }, // no count_tokens permit within 100 ms: not called
+    ]);
+    expect(mock.stats()).toMatchObject({ countTokens: 3, messages: 3, rateLimited: { count_tokens: 0 } });
+    expect((await countTokensLimiter.snapshot()).inFlight).toBe(0); // released
+    expect((await limiter.snapshot()).buckets.requests?.tokens).toBeGreaterThan(RATE.limit - 4); // the Messages buckets paid only the 3 messages
+  });
+
   it("the default 'local' estimate never calls count_tokens", async () => {
     const costs = recordCosts();
     await limitAnthropic(clientFor(mock.url), limiter).messages.create(PARAMS);

@@ -27,6 +27,11 @@ export const workerEnvSchema = requireLimit(
     WORKER_STALLED_INTERVAL_MS: envInt(100, 10 * 60 * 1000).default(STALLED_INTERVAL_MS_DEFAULT),
     /** At start, a limiter that cannot be readied (Redis away or slow) is retried with backoff for this long; 0: one try. */
     WORKER_START_TIMEOUT_MS: envInt(0, 60 * 60 * 1000).default(WORKER_START_TIMEOUT_MS_DEFAULT),
+    /**
+     * How a Messages job's input tokens are reserved: 'local' (an estimate from the request) or 'count_tokens' (the
+     * endpoint, each call under the account's count_tokens limiter when it has one; the local estimate when not in time).
+     */
+    WORKER_ESTIMATE: z.enum(['local', 'count_tokens']).default('local'),
   }),
 ).superRefine((env, context) => {
   if (env.ANTHROPIC_API_KEY === undefined && env.TOLLGATE_CONFIG === undefined) context.addIssue({ code: 'custom', path: ['ANTHROPIC_API_KEY'], message: 'required' });

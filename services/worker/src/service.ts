@@ -150,7 +150,12 @@ export async function startWorkerService(
   // an account with several pools: each call takes its permit from its model's pool (the document's patterns)
   const pools = account === undefined || Object.keys(account.pools).length < 2 ? undefined : account;
   const poolFor = pools === undefined ? undefined : (model: string) => resolvePool(pools, model, fromFile?.account ?? env.TOLLGATE_NAME).pool;
-  const limited = limitAnthropic(sdk, limiter, { logger, ...(poolFor === undefined ? {} : { poolFor }) });
+  const limited = limitAnthropic(sdk, limiter, {
+    logger,
+    estimate: env.WORKER_ESTIMATE,
+    ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
+    ...(poolFor === undefined ? {} : { poolFor }),
+  });
   const views = new Map<number, LimitedAnthropic>();
   const clientFor = (priority: number): LimitedAnthropic => {
     let view = views.get(priority);

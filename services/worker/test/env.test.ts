@@ -17,7 +17,8 @@ function envError(env: Record<string, string>): string {
 describe('worker environment', () => {
   it('applies defaults and builds the limiter options', () => {
     const env = parseWorkerEnv({ ...VALID, TOLLGATE_RPM: '50', TOLLGATE_OTPM: '8000', TOLLGATE_LEASE_TTL_MS: '2000' });
-    expect(env).toMatchObject({ WORKER_CONCURRENCY: 16, METRICS_PORT: 9464, TOLLGATE_NAME: 'anthropic', TOLLGATE_QUEUE: 'messages', LOG_LEVEL: 'info' });
+    expect(env).toMatchObject({ WORKER_CONCURRENCY: 16, METRICS_PORT: 9464, TOLLGATE_NAME: 'anthropic', TOLLGATE_QUEUE: 'messages', LOG_LEVEL: 'info', WORKER_ESTIMATE: 'local' });
+    expect(parseWorkerEnv({ ...VALID, WORKER_ESTIMATE: 'count_tokens' }).WORKER_ESTIMATE).toBe('count_tokens');
     expect(limiterOptionsFromEnv(env)).toEqual({
       redis: VALID.REDIS_URL,
       name: 'anthropic',
@@ -35,6 +36,7 @@ describe('worker environment', () => {
     [{ REDIS_CLUSTER_NODES: 'redis-1,redis-2' }, /^REDIS_CLUSTER_NODES="redis-1,redis-2" is invalid: expected host:port,host:port/],
     [{ ANTHROPIC_BASE_URL: 'ftp://x' }, /^ANTHROPIC_BASE_URL="ftp:\/\/x" is invalid: /],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud" is invalid: /],
+    [{ WORKER_ESTIMATE: 'remote' }, /^WORKER_ESTIMATE="remote" is invalid: /],
     [{ TOLLGATE_NAME: 'has space' }, /^TOLLGATE_NAME="has space" is invalid: /],
     [{ TOLLGATE_APPLY_LIMITS: 'yes' }, /^TOLLGATE_APPLY_LIMITS="yes" is invalid: expected 0 or 1/],
   ])('%o stops the start with a message naming the variable', (override, message) => {
