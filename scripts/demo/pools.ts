@@ -72,6 +72,8 @@ export interface PoolsDemoContext {
   run: string;
   style: { bold: (text: string | number) => string; dim: (text: string | number) => string; green: (text: string | number) => string; red: (text: string | number) => string };
   tty: boolean;
+  /** How long each configuration runs (default {@link PHASE_MS}). */
+  phaseMs?: number;
 }
 
 /** The mock's limits: the account's two pools, and nothing on models outside them. */
@@ -133,7 +135,8 @@ async function runVariant(variant: Variant, ctx: PoolsDemoContext): Promise<Pool
     await Promise.all(clients.flatMap((client) => POOL_NAMES.map((pool) => client.messages.create(request(pool, -1)))));
     await new Promise((resolve) => setTimeout(resolve, LIMITER_BURST_MS)); // the limiter's buckets full again
     await fetch(`${ctx.mockUrl}/_mock/reset`, { method: 'POST' }); // the windows start with the load, the buckets full
-    const endsAt = performance.now() + PHASE_MS;
+    const phaseMs = ctx.phaseMs ?? PHASE_MS;
+    const endsAt = performance.now() + phaseMs;
     let next = 0;
     const lane = async (client: (typeof clients)[number], pool: PoolName) => {
       while (performance.now() < endsAt) {
@@ -145,7 +148,7 @@ async function runVariant(variant: Variant, ctx: PoolsDemoContext): Promise<Pool
       }
     };
     const lanes = clients.flatMap((client) => POOL_NAMES.flatMap((pool) => Array.from({ length: LANES_PER_MODEL }, () => lane(client, pool))));
-    const ticker = setInterval(() => void progress(variant, ctx, endsAt), 500);
+    const ticker = setInterval(() => void progress(variant, ctx, endsAt, phaseMs), 500);
     try {
       await Promise.all(lanes);
     } finally {
@@ -169,7 +172,7 @@ async function runVariant(variant: Variant, ctx: PoolsDemoContext): Promise<Pool
   return { variant, perPool, rateLimited: stats.byStatus['429'] ?? 0, failed, maxConcurrent: stats.maxConcurrent };
 }
 
-async function progress(variant: Variant, ctx: PoolsDemoContext, endsAt: number): Promise<void> {
+async function progress(variant: Variant, ctx: PoolsDemoContext, endsAt: number, phaseMs: number): Promise<void> {
   if (!ctx.tty) return;
   const stats = await mockStats(ctx.mockUrl).catch(() => undefined);
   const key = stats === undefined ? undefined : (Object.values(stats.byKey)[0] as KeyStats | undefined);
@@ -184,7 +187,7 @@ async function progress(variant: Variant, ctx: PoolsDemoContext, endsAt: number)
   const tooMany = stats?.byStatus['429'] ?? 0;
   process.stdout.write(
     `\r\x1b[2K${ctx.style.bold(variant.label.padEnd(24))} ${parts.join('   ')}   429s ${tooMany > 0 ? ctx.style.red(tooMany) : ctx.style.green(0)}  ${ctx.style.dim(
-      `${((PHASE_MS - (endsAt - performance.now())) / 1000).toFixed(1)} s`,
+      `${((phaseMs - (endsAt - performance.now())) / 1000).toFixed(1)} s`,
     )}`,
   );
 }
@@ -219,7 +222,7 @@ export async function runPoolsDemo(ctx: PoolsDemoContext): Promise<PoolsResult[]
   console.log(
     bold('Model pools') +
       dim(
-        `: ${CLIENTS} limiter clients × ${LANES_PER_MODEL} callers per model, ${PHASE_MS / 1000} s per configuration. ` +
+        `: ${CLIENTS} limiter clients × ${LANES_PER_MODEL} callers per model, ${(ctx.phaseMs ?? PHASE_MS) / 1000} s per configuration. ` +
           `Sonnet pool ${POOLS.sonnet.rpm} RPM, ${POOLS.sonnet.itpm.toLocaleString('en-US')} ITPM, ${POOLS.sonnet.otpm.toLocaleString('en-US')} OTPM; ` +
           `Haiku pool ${POOLS.haiku.rpm} RPM, ${POOLS.haiku.itpm.toLocaleString('en-US')} ITPM, ${POOLS.haiku.otpm.toLocaleString('en-US')} OTPM.`,
       ),
