@@ -11,6 +11,22 @@ export interface TokenCall {
   inputTokens: number;
   maxTokens: number;
   outputTokens: number;
+  /** The call's model, when not the spec's (scenario 4-pools: Sonnet and Haiku calls); each model's calls get their own lanes. */
+  model?: string;
+}
+
+/** A per-minute limit and the limiter's bucket for it. */
+export interface TokenRate {
+  perMinute: number;
+  burst: number;
+}
+
+/** Scenario 4-pools: one model pool of the limiter (its buckets) and the models it holds (by prefix). */
+export interface TokenPoolSpec {
+  modelPrefix: string;
+  requests: TokenRate;
+  inputTokens: TokenRate;
+  outputTokens: TokenRate;
 }
 
 /** Scenario 4: what one process sends and how its client is limited. */
@@ -21,8 +37,14 @@ export interface TokenTrialSpec {
   calls: TokenCall[];
   /** tollgate: the fleet limits the limiter enforces. */
   concurrency: number;
-  inputTokens: { perMinute: number; burst: number };
-  outputTokens: { perMinute: number; burst: number };
+  inputTokens: TokenRate;
+  outputTokens: TokenRate;
+  /** tollgate: a requests bucket too (scenario 4-pools' one set of buckets for every model). */
+  requests?: TokenRate;
+  /** tollgate: a limiter with these pools instead of one set of buckets (the rates above are then unused). */
+  pools?: Record<string, TokenPoolSpec>;
+  /** When set, the lanes go round their calls until this long has passed, instead of making each call once. */
+  durationMs?: number;
   /** The plain SDK's own retries (the tollgate client keeps them off and retries itself). */
   sdkMaxRetries: number;
 }

@@ -3,6 +3,7 @@ import { isAdapterContender, type ContenderName } from './contenders.js';
 import { firstLine, fixed, markdownTable, NOT_APPLICABLE, percent, signed, violations, whole } from './format.js';
 import type { TrialKind, TrialSpec } from './protocol.js';
 import { quantile, splitByWeight, splitEvenly } from './stats.js';
+import { runTokenPoolsScenario } from './tokens-pools-scenario.js';
 import { runTokenScenario } from './tokens-scenario.js';
 import type { CommandStat } from './redis-stats.js';
 import { overlapProbe, runTrial, type TrialContext, type TrialMeasurement, type TrialPlan } from './trial.js';
@@ -30,8 +31,8 @@ const MICRO_REFERENCE: ContenderName = 'redis-semaphore';
 /** The contender whose utilization per permit is the ceiling (DESIGN §6). */
 export const CEILING: ContenderName = 'static-split';
 
-/** The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`. */
-export const SCENARIO_IDS = ['1', '2', '3', '4', 'micro'] as const;
+/** The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`, its mixed-model variant in `tokens-pools-scenario.ts`. */
+export const SCENARIO_IDS = ['1', '2', '3', '4', '4-pools', 'micro'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 export function isScenarioId(value: string): value is ScenarioId {
@@ -542,6 +543,7 @@ const FLEET_SCENARIOS: readonly FleetScenario[] = [
 export async function runScenario(id: ScenarioId, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
   if (id === 'micro') return runMicro(context, settings);
   if (id === '4') return runTokenScenario(context, settings);
+  if (id === '4-pools') return runTokenPoolsScenario(context, settings);
   const scenario = FLEET_SCENARIOS.find((candidate) => candidate.id === id);
   if (!scenario) throw new Error(`unknown scenario ${id}`);
   return runFleetScenario(scenario, context, settings);

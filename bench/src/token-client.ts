@@ -6,7 +6,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { LocalSemaphore } from './local-semaphore.js';
 import { loadTollgate, type ContenderName } from './contenders.js';
-import type { TokenCall, TokenTrialSpec } from './protocol.js';
+import type { TokenCall, TokenRate, TokenTrialSpec } from './protocol.js';
 
 const MS_PER_MINUTE = 60_000;
 /** The mock's token estimate is ceil(chars / 4), the same as the wrapper's local estimate. */
@@ -26,7 +26,7 @@ export interface TokenClient {
 /** A prompt of exactly `inputTokens` tokens by both estimators, different for every call. */
 function params(call: TokenCall, index: number, model: string): Anthropic.MessageCreateParamsNonStreaming {
   const content = `${index} `.padEnd(call.inputTokens * CHARS_PER_TOKEN, 'x');
-  return { model, max_tokens: call.maxTokens, messages: [{ role: 'user', content }] };
+  return { model: call.model ?? model, max_tokens: call.maxTokens, messages: [{ role: 'user', content }] };
 }
 
 function requestOptions(call: TokenCall): Anthropic.RequestOptions {
@@ -37,17 +37,30 @@ async function tollgateClient(spec: TokenTrialSpec, redisUrl: string, name: stri
   const tollgate = await loadTollgate();
   if ('error' in tollgate) throw new Error(`@tollgate/limiter: ${tollgate.error}`);
   const { limitAnthropic } = await import('@tollgate/anthropic');
+  const rate = (r: TokenRate) => ({ limit: r.perMinute, intervalMs: MS_PER_MINUTE, burst: r.burst });
+  const pools = spec.pools;
   const limiter = tollgate.createLimiter({
     redis: redisUrl,
     name,
     concurrency: spec.concurrency,
-    rates: {
-      inputTokens: { limit: spec.inputTokens.perMinute, intervalMs: MS_PER_MINUTE, burst: spec.inputTokens.burst },
-      outputTokens: { limit: spec.outputTokens.perMinute, intervalMs: MS_PER_MINUTE, burst: spec.outputTokens.burst },
-    },
+    ...(pools === undefined
+      ? {
+          rates: {
+            ...(spec.requests === undefined ? {} : { requests: rate(spec.requests) }),
+            inputTokens: rate(spec.inputTokens),
+            outputTokens: rate(spec.outputTokens),
+          },
+        }
+      : {
+          pools: Object.fromEntries(
+            Object.entries(pools).map(([pool, p]) => [pool, { requests: rate(p.requests), inputTokens: rate(p.inputTokens), outputTokens: rate(p.outputTokens) }]),
+          ),
+        }),
   });
   await limiter.ready();
-  const anthropic = limitAnthropic(new Anthropic({ baseURL: spec.mockUrl, apiKey: API_KEY, maxRetries: 0 }), limiter);
+  // with pools, each call takes its permit from the pool of its model (the first pool whose prefix it has)
+  const poolFor = (model: string): string => Object.entries(pools ?? {}).find(([, p]) => model.startsWith(p.modelPrefix))?.[0] ?? '';
+  const anthropic = limitAnthropic(new Anthropic({ baseURL: spec.mockUrl, apiKey: API_KEY, maxRetries: 0 }), limiter, pools === undefined ? {} : { poolFor });
   return {
     call: async (call, index) => {
       await anthropic.messages.create(params(call, index, spec.model), requestOptions(call));

@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
 import { baselineRedisClass, createAdapter, isAdapterContender, loadBaseline, loadTollgate, type LimiterAdapter } from './contenders.js';
-import { parseCoordinatorMessage, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { parseCoordinatorMessage, type TokenCall, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { splitEvenly } from './stats.js';
 import { createTokenClient, failureKind, type TokenClient } from './token-client.js';
 import { UpstreamClient } from './upstream-client.js';
 
@@ -78,8 +79,14 @@ async function setupTokens(spec: TrialSpec): Promise<void> {
   if (!spec.tokens) throw new Error('a tokens trial needs its calls');
   const tokenClient = await createTokenClient(spec.contender, spec.tokens, spec.adapter);
   // one tiny call per lane opens the sockets and compiles the call path; the coordinator resets the mock afterwards
-  const warmup = { inputTokens: 1, maxTokens: 1, outputTokens: 1 };
-  await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup, -1 - lane)));
+  const models = [...new Set(spec.tokens.calls.map((call) => call.model))]; // every model's call path (and pool)
+  const warmup = (lane: number) => ({
+    inputTokens: 1,
+    maxTokens: 1,
+    outputTokens: 1,
+    ...(models[lane % models.length] === undefined ? {} : { model: models[lane % models.length] }),
+  });
+  await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup(lane), -1 - lane)));
   trial = {
     spec,
     adapter: undefined,
@@ -172,25 +179,35 @@ async function runMicro(current: Trial, adapter: LimiterAdapter): Promise<void> 
 }
 
 async function runTokens(current: Trial, client: TokenClient): Promise<void> {
-  const calls = current.spec.tokens?.calls ?? [];
+  const spec = current.spec.tokens;
+  const calls = spec?.calls ?? [];
   const result: TokenWorkerResult = { failed: {}, callMs: [] };
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    for (let index = next++; index < calls.length; index = next++) {
-      const call = calls[index];
-      if (!call) continue;
-      const startedAtMs = performance.now();
-      try {
-        await client.call(call, index);
-        result.callMs.push(performance.now() - startedAtMs);
-        current.operations += 1;
-      } catch (error) {
-        const kind = failureKind(error);
-        result.failed[kind] = (result.failed[kind] ?? 0) + 1;
+  const endsAtMs = spec?.durationMs === undefined ? undefined : performance.now() + spec.durationMs;
+  // each model's calls get their own lanes (split evenly), so that callers waiting on one pool never hold up another's
+  const groups = new Map<string | undefined, TokenCall[]>();
+  for (const call of calls) groups.set(call.model, [...(groups.get(call.model) ?? []), call]);
+  let made = 0;
+  const lanesPerGroup = splitEvenly(current.spec.lanes, Math.max(1, groups.size));
+  const lanes = [...groups.values()].flatMap((group, g) => {
+    let next = 0;
+    // with a duration the lanes go round the calls until it has passed; without, each call is made once
+    const take = (): TokenCall | undefined => (endsAtMs === undefined ? group[next++] : performance.now() < endsAtMs ? group[next++ % group.length] : undefined);
+    const lane = async (): Promise<void> => {
+      for (let call = take(); call !== undefined; call = take()) {
+        const startedAtMs = performance.now();
+        try {
+          await client.call(call, made++);
+          result.callMs.push(performance.now() - startedAtMs);
+          current.operations += 1;
+        } catch (error) {
+          const kind = failureKind(error);
+          result.failed[kind] = (result.failed[kind] ?? 0) + 1;
+        }
       }
-    }
-  };
-  await Promise.all(Array.from({ length: current.spec.lanes }, lane));
+    };
+    return Array.from({ length: lanesPerGroup[g] ?? 0 }, lane);
+  });
+  await Promise.all(lanes);
   current.tokenResult = result;
 }
 

@@ -1,5 +1,6 @@
 // `npm run demo`: the same 400 jobs through 4 worker processes, with Tollgate and without, against a mock API account
 // with a concurrency limit of 5 and per-minute limits. Every number shown is read from the mock upstream or the queue.
+// `npm run demo -- --pools`: a mixed Sonnet/Haiku load against an account with two model pools (scripts/demo/pools.ts).
 import { execFileSync } from 'node:child_process';
 import { createLimiter } from '@tollgate/limiter';
 import type { MockStats } from '@tollgate/mock-anthropic';
@@ -7,8 +8,10 @@ import { createProducer } from '@tollgate/queue';
 import { RedisServerProcess } from '@tollgate/test-support';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { runPoolsDemo } from './pools.js';
 import { MOCK_ENTRY, WORKER_ENTRY, sourceEntryCommand, spawnService, stopAllServices, type ServiceProcess } from '../../test/support/processes.js';
 
+const POOLS_DEMO = process.argv.includes('--pools');
 const JOBS = Number(process.env.DEMO_JOBS ?? 400);
 const WORKERS = 4;
 /** The mock account's limits; Tollgate is told the same. */
@@ -152,10 +155,12 @@ function table(results: readonly PhaseResult[]): void {
 
 async function main(): Promise<void> {
   const demoStartedMs = performance.now();
-  console.log(
-    bold('Tollgate demo') +
-      dim(`: ${JOBS} jobs, ${WORKERS} worker processes, one API account (concurrency ${ACCOUNT.concurrency}, ${ACCOUNT.rpm} RPM, ${ACCOUNT.itpm} ITPM, ${ACCOUNT.otpm} OTPM)`),
-  );
+  if (POOLS_DEMO) console.log(bold('Tollgate demo, model pools') + dim(': one API account whose Sonnet and Haiku models have separate limits'));
+  else
+    console.log(
+      bold('Tollgate demo') +
+        dim(`: ${JOBS} jobs, ${WORKERS} worker processes, one API account (concurrency ${ACCOUNT.concurrency}, ${ACCOUNT.rpm} RPM, ${ACCOUNT.itpm} ITPM, ${ACCOUNT.otpm} OTPM)`),
+    );
   const redis = await chooseRedis();
   console.log(dim(`Redis: ${redis.how}`));
   const run = `demo-${process.pid}-${Date.now().toString(36)}`;
@@ -176,6 +181,11 @@ async function main(): Promise<void> {
   });
   const mockUrl = mock.ready.url ?? '';
   console.log(dim(`Mock Anthropic API: ${mockUrl}`));
+  if (POOLS_DEMO) {
+    await runPoolsDemo({ redisUrl: redis.url, mockUrl, run, style: { bold, dim, green, red }, tty });
+    console.log(dim(`Demo took ${((performance.now() - demoStartedMs) / 1000).toFixed(1)} s.`));
+    return;
+  }
 
   // 1. With Tollgate: the deployable worker, four processes sharing one limiter in Redis.
   const queue = `${run}-tollgate`;
@@ -252,7 +262,9 @@ async function main(): Promise<void> {
         `Utilization samples the mock's in-flight count every ${TICK_MS} ms. Demo took ${((performance.now() - demoStartedMs) / 1000).toFixed(1)} s.`,
     ),
   );
-  console.log(`${cyan('Next:')} docker compose up --build --scale worker=4, then open http://localhost:8080/ for the live dashboard.`);
+  console.log(
+    `${cyan('Next:')} npm run demo -- --pools for an account with two model pools; docker compose up --build --scale worker=4, then open http://localhost:8080/ for the live dashboard.`,
+  );
 }
 
 let exiting = false;
