@@ -1,6 +1,6 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { APIUserAbortError } from '@anthropic-ai/sdk';
-import type { Cost, Limiter, Permit } from '@tollgate/limiter';
+import { InvalidArgumentError, type Cost, type Limiter, type Permit } from '@tollgate/limiter';
 import { toError } from '@tollgate/limiter/internal';
 import type { Logger } from 'pino';
 import { AdaptiveConcurrency } from './adaptive.js';
@@ -20,9 +20,15 @@ export const REDACTED_LOG_PATHS = ['apiKey', '*.apiKey', 'authorization', 'heade
 
 /** Per-call retry bookkeeping: attempts made and the time spent waiting between them. */
 export interface CallState {
-  /** The pool its permits come from; undefined for a limiter without pools. */
-  readonly pool: string | undefined;
-  readonly cost: Cost;
+  readonly model: string;
+  /** The pool its permits come from; undefined for a limiter without pools. Taken again when an apply changed the pools. */
+  pool: string | undefined;
+  cost: Cost;
+  /** The input-token estimate made once per call (undefined when no bucket needed it), for a cost made again. */
+  inputTokens: number | undefined;
+  readonly maxTokens: number;
+  /** The local estimate, for a cost made again in a pool that needs input tokens when none was estimated. */
+  readonly localEstimate: () => number;
   readonly priority: number | undefined;
   readonly callerSignal: AbortSignal | undefined;
   attempts: number;
@@ -118,11 +124,29 @@ export class LimitedRunner {
   async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, priority: number | undefined): Promise<CallState> {
     this.#stats.called();
     const pool = await this.#poolOf(params.model);
+    const inputTokens = this.#dimensions(pool).has('inputTokens') ? await this.#estimate(params, options) : undefined;
+    const local = () => estimateInputTokens(params, { imageTokens: this.options.imageTokens, documentTokens: this.options.documentTokens });
+    return {
+      model: params.model,
+      pool,
+      cost: this.#costOf(pool, params.max_tokens, () => inputTokens ?? local()),
+      inputTokens,
+      maxTokens: params.max_tokens,
+      localEstimate: local,
+      priority,
+      callerSignal: options?.signal ?? undefined,
+      attempts: 0,
+      retryWaitedMs: 0,
+    };
+  }
+
+  /** A call's cost in `pool`'s dimensions (the fleet's, which may differ from this process's options). */
+  #costOf(pool: string | undefined, maxTokens: number, inputTokens: () => number): Cost {
     const dimensions = this.#dimensions(pool);
     const cost: Record<string, number> = {};
-    if (dimensions.has('inputTokens')) cost.inputTokens = await this.#estimate(params, options);
-    if (dimensions.has('outputTokens')) cost.outputTokens = params.max_tokens;
-    return { pool, cost, priority, callerSignal: options?.signal ?? undefined, attempts: 0, retryWaitedMs: 0 };
+    if (dimensions.has('inputTokens')) cost.inputTokens = inputTokens();
+    if (dimensions.has('outputTokens')) cost.outputTokens = maxTokens;
+    return cost;
   }
 
   async #estimate(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined): Promise<number> {
@@ -166,14 +190,26 @@ export class LimitedRunner {
   async acquire(state: CallState): Promise<Permit> {
     this.#waiting += 1;
     let permit: Permit;
-    try {
-      permit = await this.limiter.acquire({
+    const take = () =>
+      this.limiter.acquire({
         ...(state.pool === undefined ? {} : { pool: state.pool }),
         cost: state.cost,
         ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
         ...(state.priority === undefined ? {} : { priority: state.priority }),
         ...(this.options.acquireTimeoutMs === undefined ? {} : { timeoutMs: this.options.acquireTimeoutMs }),
       });
+    try {
+      try {
+        permit = await take();
+      } catch (error) {
+        // an apply changed the account's pools (the limiter has read them): the model's pool, and its cost, once more
+        if (!(error instanceof InvalidArgumentError && error.field === 'pool')) throw error;
+        const pool = await this.#poolOf(state.model);
+        if (pool === state.pool) throw error;
+        state.pool = pool;
+        state.cost = this.#costOf(pool, state.maxTokens, () => state.inputTokens ?? state.localEstimate());
+        permit = await take();
+      }
     } finally {
       this.#waiting -= 1;
     }

@@ -75,4 +75,19 @@ describe('limitAnthropic with pools', () => {
     await expect(anthropic.messages.create(ask(HAIKU))).rejects.toThrow(/pool: expected one of the pools of limiter .* \(haiku, sonnet\) \(got undefined\)/);
     expect(stack.mock.stats().messages).toBe(before);
   });
+
+  it("an apply that changes the account's pools under a queued call: the call takes its model's pool again and completes", async () => {
+    const limiter = await stack.limiter({
+      concurrency: 1,
+      pools: { haiku: { requests: { limit: 1_000, intervalMs: MINUTE_MS } }, sonnet: { requests: { limit: 1_000, intervalMs: MINUTE_MS } } },
+    });
+    const anthropic = limitAnthropic(clientFor(stack.mock.url), limiter, { poolFor });
+    const held = await limiter.acquire({ pool: 'sonnet' });
+    const call = anthropic.messages.create(ask(SONNET)); // waits for the one slot, in sonnet's lane
+    await expect.poll(async () => (await limiter.snapshot()).pools.sonnet?.waiting, { timeout: 5_000 }).toBe(1);
+    await limiter.applyLimits({ concurrency: 1, rates: { requests: { limit: 1_000, intervalMs: MINUTE_MS } } }); // one pool: no pools
+    await held.release();
+    expect((await call).type).toBe('message');
+    expect((await limiter.snapshot()).inFlight).toBe(0);
+  });
 });

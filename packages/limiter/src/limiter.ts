@@ -177,7 +177,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     } catch (error) {
       if (!(error instanceof PoolsChangedError)) throw error;
       // the pools changed in Redis between this process's view and the call: read them, check and send once more
-      await this.#readFleetLimits();
+      await this.#readFleetLimits(error);
       const pool = this.#checkPool(options.pool);
       return this.#waiters.acquire({ pool: pool ?? '', cost: this.#normalizeCost(pool, options.cost), priority, signal, timeoutMs });
     }
@@ -332,17 +332,25 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     try {
       return this.#checkPool(pool);
     } catch (error) {
-      if (!(await this.#readFleetLimits())) throw error;
+      await this.#readFleetLimits(error);
       return this.#checkPool(pool);
     }
   }
 
-  /** Reads the fleet's limits from Redis now (rather than at the next heartbeat) and runs with them; false when they could not be read. */
-  async #readFleetLimits(): Promise<boolean> {
-    const [version, json, hash] = await this.#runner.withTimeout(this.#redis.hmget(this.#keys.config, 'version', 'limits', 'limitsHash')).catch(() => []);
-    if (!version || !json) return false;
+  /**
+   * Reads the fleet's limits from Redis now (rather than at the next heartbeat) and runs with them.
+   * @throws {@link LimiterUnavailableError} when Redis does not answer in time; `refused` when it has no limits.
+   */
+  async #readFleetLimits(refused: unknown): Promise<void> {
+    let fields: Array<string | null>;
+    try {
+      fields = await this.#runner.withTimeout(this.#redis.hmget(this.#keys.config, 'version', 'limits', 'limitsHash'));
+    } catch (error) {
+      throw this.#runner.unavailable(error);
+    }
+    const [version, json, hash] = fields;
+    if (!version || !json) throw refused;
     this.#fleet.adopt(version, json, hash ?? undefined);
-    return true;
   }
 
   /** The pool an acquire (pause, observe) names, checked against the pools in force: required with pools, refused without. */

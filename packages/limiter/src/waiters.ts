@@ -1,18 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import type { LimiterCore } from './core.js';
-import {
-  AcquireAbortedError,
-  AcquireTimeoutError,
-  CostExceedsCapacityError,
-  InvalidArgumentError,
-  LimiterClosedError,
-  LimiterUnavailableError,
-  type TollgateError,
-} from './errors.js';
+import { AcquireAbortedError, AcquireTimeoutError, CostExceedsCapacityError, LimiterClosedError, LimiterUnavailableError, type TollgateError } from './errors.js';
 import type { LeaseKeeper } from './lease-keeper.js';
 import { Permit, type Cost } from './permit.js';
 import type { LateReply } from './runner.js';
-import type { AcquireReply, CancelArgs, GrantMessage, Pumped } from './scripts/scripts.js';
+import { PoolsChangedError, type AcquireReply, type CancelArgs, type GrantMessage, type Pumped } from './scripts/scripts.js';
 
 /** Waiters that left without a permit, remembered (oldest forgotten first) so that a grant reaching one late is refunded in full. */
 const GONE_WAITERS_MAX = 1_000;
@@ -298,10 +290,12 @@ export class Waiters {
     if (grant.rejected !== undefined) {
       // its cost no longer fits a lowered capacity: it left the queue, nothing was granted to release
       const { dimension, capacity } = grant.rejected;
-      // '@<pool>': its pool is gone from the fleet's limits (an apply removed it)
-      const error = dimension.startsWith('@')
-        ? new InvalidArgumentError('pool', dimension.slice(1), `a pool the fleet's limits still have (an apply removed it from limiter ${this.#core.name})`)
-        : new CostExceedsCapacityError(this.#core.name, dimension, waiter?.cost[dimension] ?? 0, capacity);
+      // '@<pool>': its pool is gone from the fleet's limits (an apply removed it, or gave a limiter without pools
+      // some); capacity 0: its dimension is gone. The limiter reads the limits and queues the call again as they say
+      const error =
+        dimension.startsWith('@') || capacity === 0
+          ? new PoolsChangedError(this.#core.name, waiter?.pool ?? '')
+          : new CostExceedsCapacityError(this.#core.name, dimension, waiter?.cost[dimension] ?? 0, capacity);
       if (waiter !== undefined) this.#fail(waiter, error);
       return;
     }

@@ -55,15 +55,8 @@ local function acquire_v2(keys, args)
 
   local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6], ARGV[7]
   local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[ARGV[8]] or tonumber(ARGV[8])
-  local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
-  if bad then return { -4, bad } end
-  local cost = readCost(9, costCount)
-  for dim, amount in pairs(cost) do
-    local cap = CFG.cap[dim]
-    if cap == nil then return { -3, dim } end
-    if amount > cap then return { -2, dim, tostring(cap) } end
-  end
-
+  -- a re-submission first: its grant or queue entry stands whatever changed since it was made (an apply
+  -- that removed its pool or lowered a capacity: the queue entry is then rejected by a message)
   if previous ~= '' then
     local expiresAt = redis.call('ZSCORE', K_LEASES, waiterId)
     -- granted earlier: its grant may have been lost with a reply (or is on the grants list), so it is
@@ -73,6 +66,15 @@ local function acquire_v2(keys, args)
       local wake, own = pump(owner)
       return { 0, wake, NOW_MS, own, previous }
     end
+  end
+
+  local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
+  if bad then return { -4, bad } end
+  local cost = readCost(9, costCount)
+  for dim, amount in pairs(cost) do
+    local cap = CFG.cap[dim]
+    if cap == nil then return { -3, dim } end
+    if amount > cap then return { -2, dim, tostring(cap) } end
   end
 
   -- granted at once only when nobody waits, in any pool: a waiter of another pool whose wait just

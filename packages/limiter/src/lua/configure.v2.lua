@@ -19,40 +19,76 @@
   ARGV[8]  concurrency    integer ≥ 0 (0 = no concurrency limit)
   ARGV[9]  leaseTtlMs     integer ≥ 1
   ARGV[10] reserve        string 'maxPriority:slots;…' ('' = none)
-  ARGV[11] lanes          string, the pools in lane order 'name,…' ('' = no pools, one queue)
+  ARGV[11] pools          string, the pools 'name,…' ('' = no pools, one queue); each keeps the lane it
+                          has (a new one takes a free lane, or a new one at the end; a removed one leaves
+                          its lane marked removed until its waiters are gone: prelude.lua `lanes`)
   ARGV[12] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
   ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
   Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}, wasAlive 0|1}
            version: the fleet limits' revision (rises with every write); limitsJson/limitsHash: the
            fleet's limits in force; wakeAtMs/ownGrant as pump (after an apply, waiters whose cost no
-           longer fits a lowered capacity, or whose pool is gone, are rejected, waiters of a pool
-           that moved to another lane are scored for it, and a raise admits waiters at once);
+           longer fits a lowered capacity, or whose pool is gone, are rejected (the first
+           APPLY_SCAN_MAX; the pump rejects the others when they reach the head), and a raise
+           admits waiters at once);
            wasAlive as heartbeat: 0 when the owner's mark had passed (the process was presumed dead,
            so a pump may have dropped its queued waiters; this call marked it alive again)
 ]]
 local APPLY_SCAN_MAX = 1000 -- queued waiters an apply checks against lowered capacities (the pump checks the rest at the head)
 
--- After an apply, for the first APPLY_SCAN_MAX queued waiters: rejects those whose cost a lowered
--- capacity can never hold, or whose pool the limits no longer have (dimension '@<pool>', capacity 0),
--- and scores again those whose pool's lane moved (pools added or removed), keeping their order.
+-- After an apply, for the first APPLY_SCAN_MAX queued waiters: rejects those whose pool the limits no
+-- longer have (dimension '@<pool>', capacity 0), or whose cost a lowered capacity can never hold.
 local function recheckWaiting(caller, own)
-  local members = redis.call('ZRANGE', K_WAITING, 0, APPLY_SCAN_MAX - 1, 'WITHSCORES')
-  for i = 1, #members, 2 do
-    local member, score = members[i], tonumber(members[i + 1])
+  local members = redis.call('ZRANGE', K_WAITING, '0', int(APPLY_SCAN_MAX - 1))
+  for _, member in ipairs(members) do
     local waiterId, owner, _, _, _, cost, lane = parseWaiter(member)
     if waiterId ~= nil then
-      local dim, cap = exceedsCapacity(cost)
-      if dim == nil and lane ~= '' and CFG.laneIndex[lane] == nil then dim, cap = '@' .. lane, 0 end
+      local dim, cap = poolGoneOrTooBig(lane, cost)
       if dim ~= nil then
         redis.call('ZREM', K_WAITING, member)
         notify(owner, caller, own, rejection(waiterId, dim, cap))
-      else
-        local rank = score % LANE_SCALE
-        local rescored = (CFG.laneIndex[lane] or 0) * LANE_SCALE + rank
-        if rescored ~= score then redis.call('ZADD', K_WAITING, int(rescored), member) end
       end
     end
   end
+end
+
+-- The lanes after an apply of `pools` ('name,…'), from the lanes in force (prelude.lua `lanes`): a pool
+-- that stays keeps its lane; a removed one's lane is marked removed, and freed once no waiter is left
+-- in it; a new pool takes the first free lane, else a new lane at the end (with every lane taken, the
+-- first removed one: its waiters are rejected when they reach the head). Also clears the pause of each
+-- pool it removes (one added again later starts unpaused).
+local function placeLanes(pools)
+  local positions = {}
+  local old = redis.call('HGET', K_CONFIG, 'lanes') or ''
+  if old ~= '' then for entry in string.gmatch(old .. ',', '([^,]*),') do table.insert(positions, entry) end end
+  local wanted, placed = {}, {}
+  for pool in string.gmatch(pools, '[^,]+') do wanted[pool] = true end
+  for i, entry in ipairs(positions) do
+    local name = entry
+    if string.sub(entry, 1, 1) == REMOVED then name = string.sub(entry, 2) end
+    if name ~= '' and wanted[name] and not placed[name] then
+      positions[i], placed[name] = name, true
+    elseif name ~= '' then
+      if name == entry then redis.call('HDEL', K_CONFIG, 'pausedUntil@' .. name) end -- removed now
+      positions[i] = REMOVED .. name
+      local low = (i - 1) * LANE_SCALE
+      local high = '+inf'
+      if i < #positions then high = '(' .. int(low + LANE_SCALE) end
+      if redis.call('ZCOUNT', K_WAITING, int(low), high) == 0 then positions[i] = '' end
+    end
+  end
+  for pool in string.gmatch(pools, '[^,]+') do
+    if not placed[pool] then
+      local at = nil
+      for i, entry in ipairs(positions) do if entry == '' then at = i; break end end
+      if at == nil and #positions >= LANES_MAX then
+        for i, entry in ipairs(positions) do if string.sub(entry, 1, 1) == REMOVED then at = i; break end end
+      end
+      if at == nil then table.insert(positions, pool) else positions[at] = pool end
+      placed[pool] = true
+    end
+  end
+  while #positions > 0 and positions[#positions] == '' do table.remove(positions) end
+  return table.concat(positions, ',')
 end
 
 local function writeLimits()
@@ -63,7 +99,7 @@ local function writeLimits()
   local dimCount = tonumber(ARGV[12])
   local dims = {}
   local fields = { 'concurrency', concurrency, 'effective', effective, 'leaseTtlMs', ARGV[9], 'reserve', ARGV[10],
-                   'lanes', ARGV[11], 'limits', ARGV[6], 'limitsHash', ARGV[7] }
+                   'lanes', placeLanes(ARGV[11]), 'limits', ARGV[6], 'limitsHash', ARGV[7] }
   for i = 0, dimCount - 1 do
     local dim = ARGV[13 + 3 * i]
     table.insert(dims, dim)

@@ -8,8 +8,12 @@
     KEYS[1] <p>:config   hash   epoch, version (the limits' revision), limits (the fleet's limits as
                                 canonical JSON), limitsHash, concurrency, effective, leaseTtlMs, dims,
                                 cap:<dim>, rate:<dim>, reserve ('maxPriority:slots;…'), pausedUntil
-                                (Redis ms), lanes (the account's pools, 'name,…' in lane order; '' = one
-                                queue, no pools), pausedUntil@<pool> (Redis ms: that pool's pause); and the dataset's counters and buckets, in the same hash so
+                                (Redis ms), lanes (the lanes of the queue: 'entry,…' where entry i is
+                                the pool that lane i belongs to, '!<pool>' a removed pool whose waiters
+                                may still be queued there (the pump rejects them at the head), '' a
+                                free lane; '' = no lanes, one queue, no pools; a pool keeps its lane
+                                across applies, so no waiter ever moves), pausedUntil@<pool> (Redis ms:
+                                that pool's pause); and the dataset's counters and buckets, in the same hash so
                                 that a call declares fewer keys: seq (waiter order, HINCRBY), fence
                                 (fencing numbers, HINCRBY; a new dataset's fence starts at Redis TIME in
                                 µs, or above the highest fence a process re-registering has seen, so
@@ -63,7 +67,8 @@
 local STATUS_RESYNC = -1
 local PRIORITY_SCALE = 17592186044416 -- 2^44: sequence numbers below it, priority above
 local LANE_SCALE = 281474976710656    -- 2^48: priority and sequence below it, the lane above
-local LANES_MAX = 32                  -- pools one limiter may have: lane * 2^48 stays below 2^53 (exact)
+local LANES_MAX = 32                  -- lanes one limiter may have: lane * 2^48 stays below 2^53 (exact)
+local REMOVED = '!'                   -- the prefix of a lane whose pool an apply removed
 local PUMP_GRANTS_MAX = 64            -- grants one call may hand out; more → wake again at once
 local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the head of the queue
 local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
@@ -131,7 +136,8 @@ local function loadStatic(epoch, version)
     leaseTtlMs = tonumber(static[2]),
     dims = {}, cap = {}, rate = {}, reserve = {},
     tField = {}, tsField = {}, -- each bucket's field names in <p>:config, built once per config
-    lanes = {}, laneIndex = {}, -- pool names in lane order, and pool name -> lane (0-based)
+    lanes = {}, laneIndex = {}, -- the configured pools in lane order, and pool name -> lane (0-based)
+    positions = {},              -- every lane's entry in `lanes` (removed and free ones too): what the pump reads
     lanePausedUntil = {},        -- pool name -> Redis ms of its pause (this call's, filled by useConfig)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
   }
@@ -151,11 +157,15 @@ local function loadStatic(epoch, version)
   for maxPriority, slots in string.gmatch(static[4] or '', '(%d+):(%d+)') do
     table.insert(cfg.reserve, { tonumber(maxPriority), tonumber(slots) })
   end
-  for lane in string.gmatch(static[5] or '', '[^,]+') do
-    if #cfg.lanes < LANES_MAX then
-      cfg.laneIndex[lane] = #cfg.lanes
-      table.insert(cfg.lanes, lane)
-      table.insert(cfg.liveFields, 'pausedUntil@' .. lane)
+  local lanes = static[5] or ''
+  for entry in string.gmatch(lanes .. ',', '([^,]*),') do -- each entry ends with a comma: empty ones count too
+    if lanes ~= '' and #cfg.positions < LANES_MAX then
+      if entry ~= '' and string.sub(entry, 1, 1) ~= REMOVED then
+        cfg.laneIndex[entry] = #cfg.positions
+        table.insert(cfg.lanes, entry)
+        table.insert(cfg.liveFields, 'pausedUntil@' .. entry)
+      end
+      table.insert(cfg.positions, entry)
     end
   end
   return cfg
@@ -394,6 +404,14 @@ local function exceedsCapacity(cost)
   return nil
 end
 
+-- Why a queued waiter can never be granted under the limits in force, as a rejection's (dimension,
+-- capacity): '@<pool>', 0 when its pool is gone (an apply removed it; '@' for a waiter without a pool
+-- in a limiter that now has pools), else exceedsCapacity's. nil when it may be granted some day.
+local function poolGoneOrTooBig(lane, cost)
+  if (lane ~= '' and CFG.laneIndex[lane] == nil) or (lane == '' and #CFG.lanes > 0) then return '@' .. lane, 0 end
+  return exceedsCapacity(cost)
+end
+
 -- Sends a waiter its grant or rejection message: in the caller's reply when it is the caller's own,
 -- else on its owner's channel.
 local function notify(owner, caller, own, message)
@@ -440,7 +458,7 @@ local TOOK_DROPPED, TOOK_GRANTED = -1, 0
 local function takeHead(member, caller, own)
   local waiterId, owner, priority, deadline, enqueuedAt, cost, lane = parseWaiter(member)
   local tooBig, cap = nil, nil
-  if waiterId ~= nil then tooBig, cap = exceedsCapacity(cost) end
+  if waiterId ~= nil then tooBig, cap = poolGoneOrTooBig(lane, cost) end
   if waiterId == nil or (deadline > 0 and deadline <= NOW) or (owner ~= caller and ownerGone(owner, enqueuedAt)) then
     redis.call('ZREM', K_WAITING, member)
     return TOOK_DROPPED
@@ -467,7 +485,7 @@ end
 -- (configure scores them again).
 local function laneRange(lane)
   local low = lane * LANE_SCALE
-  if lane < #CFG.lanes - 1 then return int(low), '(' .. int(low + LANE_SCALE) end
+  if lane < #CFG.positions - 1 then return int(low), '(' .. int(low + LANE_SCALE) end
   return int(low), '+inf'
 end
 
@@ -486,8 +504,8 @@ local HEADS, ORDER, HEAD = {}, {}, nil
 local function byRank(a, b) return HEADS[a][2] < HEADS[b][2] end
 local function orderHeads()
   for i = #ORDER, 1, -1 do ORDER[i] = nil end
-  for lane = 1, #CFG.lanes do
-    if HEADS[lane] == nil then HEADS[lane] = laneHead(lane - 1) or false end
+  for lane = 1, #CFG.positions do
+    if HEADS[lane] == nil then HEADS[lane] = CFG.positions[lane] ~= '' and laneHead(lane - 1) or false end
     if HEADS[lane] then table.insert(ORDER, lane) end
   end
   if #ORDER > 1 then table.sort(ORDER, byRank) end
@@ -521,7 +539,7 @@ end
 local function pumpLanes(caller, capacityFirst)
   local own = {}
   local granted, dropped = 0, 0
-  for lane = 1, #CFG.lanes do HEADS[lane] = nil end
+  for lane = 1, #CFG.positions do HEADS[lane] = nil end
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
     local gate = roundGate(orderHeads, capacityFirst or granted > 0)
     if gate ~= nil then return gate, own end
@@ -546,7 +564,7 @@ end
 -- in <p>:granted until released, for an owner that missed its message.
 -- Returns wakeAtMs (0: nobody waits) and the caller's grants as 'waiterId fence expiresAt grantedAt'.
 local function pump(caller, capacityFirst)
-  if #CFG.lanes > 1 then return pumpLanes(caller, capacityFirst) end
+  if #CFG.positions > 1 then return pumpLanes(caller, capacityFirst) end
   local own = {}
   local granted, dropped = 0, 0
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do

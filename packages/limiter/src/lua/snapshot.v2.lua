@@ -21,8 +21,8 @@ local function snapshot_v2(keys, args)
   local listed = redis.call('ZRANGE', K_LEASES, 0, tonumber(ARGV[2]) - 1, 'WITHSCORES')
   for i = 1, #listed, 2 do table.insert(leases, { listed[i], tonumber(listed[i + 1]) }) end
   local pools = {}
-  for i, lane in ipairs(CFG.lanes) do
-    local low, high = laneRange(i - 1)
+  for _, lane in ipairs(CFG.lanes) do
+    local low, high = laneRange(CFG.laneIndex[lane])
     table.insert(pools, { lane, math.floor(CFG.lanePausedUntil[lane]), redis.call('ZCOUNT', K_WAITING, low, high) })
   end
   return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),

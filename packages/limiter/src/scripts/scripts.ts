@@ -281,7 +281,11 @@ export class LimiterScripts {
   }
 }
 
-/** Redis refused an acquire's pool: the fleet's pools changed since this process read them (the limiter reads them again). */
+/**
+ * The fleet's pools (or a pool's dimensions) changed since this process read them: Redis refused an acquire's pool, or
+ * an apply rejected a queued waiter whose pool or dimension it removed. The limiter reads the limits and, when the call
+ * still fits them, queues it again.
+ */
 export class PoolsChangedError extends InvalidArgumentError {
   constructor(limiterName: string, pool: string) {
     super('pool', pool === '' ? undefined : pool, `a pool of limiter ${limiterName} as the fleet's limits in Redis have it (they changed since this process read them)`);
