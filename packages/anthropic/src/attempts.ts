@@ -190,13 +190,16 @@ export class LimitedRunner {
   async acquire(state: CallState): Promise<Permit> {
     this.#waiting += 1;
     let permit: Permit;
+    const { acquireTimeoutMs } = this.options;
+    const startedAt = performance.now();
+    // a second try (the pools changed) gets what is left of the permit's wait, counted from the first
     const take = () =>
       this.limiter.acquire({
         ...(state.pool === undefined ? {} : { pool: state.pool }),
         cost: state.cost,
         ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
         ...(state.priority === undefined ? {} : { priority: state.priority }),
-        ...(this.options.acquireTimeoutMs === undefined ? {} : { timeoutMs: this.options.acquireTimeoutMs }),
+        ...(acquireTimeoutMs === undefined ? {} : { timeoutMs: Math.max(0, Math.ceil(acquireTimeoutMs - (performance.now() - startedAt))) }),
       });
     try {
       try {

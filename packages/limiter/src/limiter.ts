@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import type { LimiterCore } from './core.js';
-import { AcquireAbortedError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError, LimiterClosedError, toError } from './errors.js';
+import { AcquireAbortedError, AcquireTimeoutError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError, LimiterClosedError, toError } from './errors.js';
 import { FleetView } from './fleet.js';
 import { GrantReader } from './grant-reader.js';
 import { limiterKeys, type LimiterKeys } from './keys.js';
@@ -170,16 +171,21 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
     await this.ready();
     if (this.#closed) throw new LimiterClosedError(this.name);
+    const startedAt = performance.now();
     try {
       const pool = await this.#poolInForce(options.pool);
       const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
       return await this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs });
     } catch (error) {
       if (!(error instanceof PoolsChangedError)) throw error;
-      // the pools changed in Redis between this process's view and the call: read them, check and send once more
+      // the pools changed in Redis between this process's view and the call: read them, check and send once more,
+      // within what is left of the caller's deadline (which counts from the call)
       await this.#readFleetLimits(error);
       const pool = this.#checkPool(options.pool);
-      return this.#waiters.acquire({ pool: pool ?? '', cost: this.#normalizeCost(pool, options.cost), priority, signal, timeoutMs });
+      const cost = this.#normalizeCost(pool, options.cost);
+      const leftMs = timeoutMs === undefined ? undefined : Math.floor(timeoutMs - (performance.now() - startedAt));
+      if (leftMs !== undefined && leftMs <= 0) throw new AcquireTimeoutError(this.name, timeoutMs ?? 0);
+      return this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs: leftMs });
     }
   }
 

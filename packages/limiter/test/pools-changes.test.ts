@@ -156,3 +156,22 @@ describe('pools changed under queued waiters: #poolInForce under a stall', () =>
     expect(got).toMatch(/^LimiterUnavailableError/);
   });
 });
+describe('pools changed under queued waiters: deadlines', () => {
+  it("a waiter queued again because an apply removed a dimension of its pool keeps its deadline, counted from the call (found by the checker's invariant 2)", async () => {
+    const name = uniqueName('rv-deadline');
+    const limiter = await fixture.limiter({ name, concurrency: 1, pools: { a: { requests: slow(1_000), tokens: slow(1_000) }, b: { tokens: slow(1_000) } } });
+    const held = await limiter.acquire({ pool: 'b' });
+    const calledAt = performance.now();
+    const waiting = limiter.acquire({ pool: 'a', cost: { tokens: 5 }, timeoutMs: 1_000 });
+    const settled = waiting.then(
+      () => 'granted',
+      (e: Error) => e.name,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    // a/tokens goes: the queued waiter's cost names a dimension the fleet no longer has; it is queued again without it
+    await limiter.applyLimits({ concurrency: 1, pools: { a: { requests: slow(1_000) }, b: { tokens: slow(1_000) } } });
+    expect(await settled).toBe('AcquireTimeoutError');
+    expect(performance.now() - calledAt).toBeLessThan(1_000 + 400); // not 600 + another 1,000
+    await held.release();
+  });
+});
