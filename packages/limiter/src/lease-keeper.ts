@@ -24,13 +24,16 @@ export class LeaseKeeper {
   /** Held permits whose grant may have a copy in `<p>:granted` (see GrantMessage.direct): their release deletes it. */
   readonly #mayBeKept = new Set<string>();
   /** Releases that failed because Redis was unreachable, sent again when it is back. */
+  /** After a heartbeat Redis answered: the waiters' cancels that failed, and a lost reply's re-submission. */
+  readonly #retryWaiters: () => Promise<void>;
   readonly #unsentReleases = new Map<string, () => Promise<Extract<ReleaseReply, { kind: 'released' }>>>();
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>, waitingIds: () => string[]) {
+  constructor(core: LimiterCore, resubmitWaiters: () => Promise<void>, waitingIds: () => string[], retryWaiters: () => Promise<void>) {
     this.#core = core;
     this.#resubmitWaiters = resubmitWaiters;
     this.#waitingIds = waitingIds;
+    this.#retryWaiters = retryWaiters;
   }
 
   get count(): number {
@@ -161,6 +164,10 @@ export class LeaseKeeper {
       }
       // this process was presumed dead (frozen, cut off): its queued waiters may have been dropped
       if (!wasAlive) await this.#resubmitWaiters();
+      // Redis answers: what failed to reach it earlier goes now, not only after a reconnect (a Redis Cluster whose
+      // slot moved, or a call that timed out on a live connection, has none): releases, then the waiters' cancels
+      if (this.#unsentReleases.size > 0) await this.#sendUnsentReleases();
+      await this.#retryWaiters();
     } catch (error) {
       core.redisError(error);
     }

@@ -115,6 +115,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       core,
       () => this.#waiters.resubmitAll(),
       () => this.#waiters.waitingIds(),
+      () => this.#waiters.retryPending(),
     );
     this.#waiters = new Waiters(core, this.#leases);
     this.#reader = new GrantReader(core, this.#keys, this.#waiters, () => void this.#leases.heartbeat());

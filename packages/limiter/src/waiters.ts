@@ -212,6 +212,11 @@ export class Waiters {
     this.#replyLost = true;
   }
 
+  /** After a heartbeat Redis answered: what {@link onReconnect} does, when there is something to do. */
+  async retryPending(): Promise<void> {
+    if (this.#unsentCancels.size > 0 || this.#replyLost) await this.onReconnect();
+  }
+
   /** After a reconnect: the cancels that failed, then the waiters a lost reply may have granted. */
   async onReconnect(): Promise<void> {
     for (const [waiterId, args] of [...this.#unsentCancels]) {
