@@ -97,7 +97,8 @@ describe('Redis faults (DESIGN §7 rows 3 to 5)', () => {
       `Redis AOF restart: first upstream call ${Math.round(consumingAfterMs)} ms after Redis answered again (bound ${CONSUMING_AGAIN_MS_MAX} ms); ` +
         `completed ${outcomes.completed.length}/${JOBS}, failed ${outcomes.failed.size}, lost ${outcomes.lost.length}; mock max concurrent ${
           stats.maxConcurrent
-        }/${CONCURRENCY}, 429s ${stats.byStatus['429'] ?? 0}`,
+        }/${CONCURRENCY}, 429s ${stats.byStatus['429'] ?? 0}` +
+        (outcomes.failed.size === 0 ? '' : `; first failure: ${[...outcomes.failed.values()][0]?.message ?? ''}`),
     );
     expect(consuming).toBe(true);
     expect(consumingAfterMs).toBeLessThanOrEqual(CONSUMING_AGAIN_MS_MAX);
