@@ -247,7 +247,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   async pause(ms: number, reason?: string, options: { pool?: string } = {}): Promise<{ pausedUntilMs: number }> {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0 || ms > PAUSE_MS_MAX) throw new InvalidArgumentError('ms', ms, `a pause of 0 to ${PAUSE_MS_MAX} ms`);
     await this.ready();
-    const pool = options.pool === undefined ? '' : this.#checkPool(options.pool);
+    const pool = options.pool === undefined ? '' : await this.#poolInForce(options.pool);
     const reply = await this.#runner.run((scripts, epoch) => scripts.pause(epoch, Math.ceil(ms), pool ?? ''));
     const { pausedUntilMs, nowMs: atMs } = reply;
     this.#reader.schedulePump(pausedUntilMs, atMs);
@@ -262,7 +262,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
    */
   async resume(options: { pool?: string } = {}): Promise<{ pausedUntilMs: number }> {
     await this.ready();
-    const pool = options.pool === undefined ? '' : this.#checkPool(options.pool);
+    const pool = options.pool === undefined ? '' : await this.#poolInForce(options.pool);
     const reply = await this.#runner.run((scripts, epoch) => scripts.resume(epoch, pool ?? ''), this.#core.latePumped);
     this.#reader.afterPump(reply.pumped);
     return { pausedUntilMs: reply.pausedUntilMs };
@@ -275,7 +275,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
    */
   async observe(remaining: Readonly<Record<string, { remaining: number; resetMs?: number }>>, options: { pool?: string } = {}): Promise<void> {
     await this.ready();
-    const pool = options.pool === undefined ? undefined : this.#checkPool(options.pool);
+    const pool = options.pool === undefined ? undefined : await this.#poolInForce(options.pool);
     const pairs: Array<readonly [string, number]> = [];
     for (const [dimension, value] of Object.entries(remaining)) {
       const name = poolDimension(pool, dimension);
