@@ -72,6 +72,13 @@ export interface FleetMetricsScope {
   tenants?: readonly string[];
 }
 
+/** A gauge of the registry, made on first use: every account's {@link FleetGauges} of one process writes the same gauges. */
+function sharedGauge<Label extends string>(registry: Registry, name: string, help: string, labelNames: readonly Label[]): Gauge<Label> {
+  const existing = registry.getSingleMetric(name);
+  if (existing !== undefined) return existing as Gauge<Label>;
+  return new Gauge({ name, help, labelNames: [...labelNames], registers: [registry] });
+}
+
 /**
  * The fleet-wide gauges that every process exporting metrics shows the same way (workers and the gateway): the
  * limiter's snapshot and the queue's counts, read at scrape time. Label values come from configuration (account,
@@ -81,13 +88,12 @@ export interface FleetMetricsScope {
  * dimension `inputTokens`), and `tollgate_waiting` and `tollgate_pause_remaining_seconds` have one series per pool.
  * Without pools all of them carry pool `default`. What the account shares (permits in flight, concurrency, jobs per
  * tenant) carries pool `default` without pools and `*` (all pools) with pools.
+ *
+ * Per account: a process serving several accounts makes one of these per account on one registry; each writes and
+ * removes only its own series (an apply that drops a pool drops that account's series of it, not another's).
  */
 export class FleetGauges {
   readonly #account: string;
-  /** The `pool` label of the account-wide gauges, from the last snapshot read. */
-  #accountPool: string = DEFAULT_POOL;
-  /** The `pool` label the tenant gauges' series were written with. */
-  #tenantPool: string = DEFAULT_POOL;
   readonly #queue: string;
   readonly #inFlight: Gauge<'account' | 'pool'>;
   readonly #limit: Gauge<'account' | 'pool'>;
@@ -101,91 +107,75 @@ export class FleetGauges {
   readonly #redisUp: Gauge;
   readonly #tenantInFlight: Gauge<'account' | 'pool' | 'tenant'>;
   readonly #tenantWaiting: Gauge<'account' | 'pool' | 'tenant'>;
+  /** The series this account's limiter gauges hold now, and its tenant gauges': removed before each rewrite. */
+  #limiterSeries: Array<[Gauge<string>, Record<string, string>]> = [];
+  #tenantSeries: Array<[Gauge<string>, Record<string, string>]> = [];
+  /** The `pool` label of the account-wide gauges, from the last snapshot read. */
+  #accountPool: string = DEFAULT_POOL;
   /** Tenant label values exported so far (a tenant whose jobs are all done shows 0, not a gap), at most TENANT_SERIES_MAX. */
   readonly #tenantsShown = new Set<string>();
 
   constructor(registry: Registry, scope: FleetMetricsScope) {
     this.#account = scope.account;
     this.#queue = scope.queue;
-    const registers = [registry];
-    const labelNames = ACCOUNT_LABELS;
+    const gauge = <Label extends string>(name: string, help: string, labelNames: readonly Label[]) => sharedGauge(registry, name, help, labelNames);
     const bucketLabels = [...ACCOUNT_LABELS, 'dimension'] as const;
-    this.#inFlight = new Gauge({ name: 'tollgate_permits_in_flight', help: 'Permits in flight fleet-wide (limiter snapshot)', labelNames, registers });
-    this.#limit = new Gauge({
-      name: 'tollgate_concurrency_limit',
-      help: 'Effective fleet-wide concurrency limit (adaptive control may hold it below the configured one)',
-      labelNames,
-      registers,
-    });
-    this.#configured = new Gauge({ name: 'tollgate_concurrency_configured', help: 'Configured fleet-wide concurrency limit', labelNames, registers });
-    this.#waiting = new Gauge({ name: 'tollgate_waiting', help: 'Waiters for a permit, fleet-wide, per pool', labelNames, registers });
-    this.#pause = new Gauge({
-      name: 'tollgate_pause_remaining_seconds',
-      help: "Seconds left of the pause that holds each pool (its own or the account's; 0: not paused)",
-      labelNames,
-      registers,
-    });
-    this.#bucketTokens = new Gauge({ name: 'tollgate_bucket_tokens', help: 'Tokens in each bucket (negative: debt)', labelNames: bucketLabels, registers });
-    this.#bucketCapacity = new Gauge({ name: 'tollgate_bucket_capacity_tokens', help: 'Capacity of each bucket', labelNames: bucketLabels, registers });
-    this.#bucketRefill = new Gauge({
-      name: 'tollgate_bucket_refill_tokens_per_second',
-      help: 'Refill rate of each bucket: the limit per second',
-      labelNames: bucketLabels,
-      registers,
-    });
-    this.#queueJobs = new Gauge({
-      name: 'tollgate_queue_jobs',
-      help: 'Jobs in the queue by state (waiting + prioritized = waiting for a worker)',
-      labelNames: ['queue', 'state'],
-      registers,
-    });
     const tenantLabels = [...ACCOUNT_LABELS, 'tenant'] as const;
-    this.#tenantInFlight = new Gauge({
-      name: 'tollgate_tenant_jobs_in_flight',
-      help: 'Jobs of each tenant held by a worker now, fleet-wide ("-": no tenant)',
-      labelNames: tenantLabels,
-      registers,
-    });
-    this.#tenantWaiting = new Gauge({
-      name: 'tollgate_tenant_jobs_waiting',
-      help: 'Unfinished jobs of each tenant not held by a worker (waiting, prioritized, delayed), fleet-wide',
-      labelNames: tenantLabels,
-      registers,
-    });
+    this.#inFlight = gauge('tollgate_permits_in_flight', 'Permits in flight fleet-wide (limiter snapshot)', ACCOUNT_LABELS);
+    this.#limit = gauge('tollgate_concurrency_limit', 'Effective fleet-wide concurrency limit (adaptive control may hold it below the configured one)', ACCOUNT_LABELS);
+    this.#configured = gauge('tollgate_concurrency_configured', 'Configured fleet-wide concurrency limit', ACCOUNT_LABELS);
+    this.#waiting = gauge('tollgate_waiting', 'Waiters for a permit, fleet-wide, per pool', ACCOUNT_LABELS);
+    this.#pause = gauge('tollgate_pause_remaining_seconds', "Seconds left of the pause that holds each pool (its own or the account's; 0: not paused)", ACCOUNT_LABELS);
+    this.#bucketTokens = gauge('tollgate_bucket_tokens', 'Tokens in each bucket (negative: debt)', bucketLabels);
+    this.#bucketCapacity = gauge('tollgate_bucket_capacity_tokens', 'Capacity of each bucket', bucketLabels);
+    this.#bucketRefill = gauge('tollgate_bucket_refill_tokens_per_second', 'Refill rate of each bucket: the limit per second', bucketLabels);
+    this.#queueJobs = gauge('tollgate_queue_jobs', 'Jobs in the queue by state (waiting + prioritized = waiting for a worker)', ['queue', 'state']);
+    this.#tenantInFlight = gauge('tollgate_tenant_jobs_in_flight', 'Jobs of each tenant held by a worker now, fleet-wide ("-": no tenant)', tenantLabels);
+    this.#tenantWaiting = gauge('tollgate_tenant_jobs_waiting', 'Unfinished jobs of each tenant not held by a worker (waiting, prioritized, delayed), fleet-wide', tenantLabels);
     for (const tenant of (scope.tenants ?? []).slice(0, TENANT_SERIES_MAX)) this.#tenantsShown.add(tenant);
     this.#updateTenants([]);
-    this.#redisUp = new Gauge({ name: 'tollgate_redis_up', help: '1 when this process reached Redis at the last scrape', registers });
+    this.#redisUp = gauge('tollgate_redis_up', '1 when this process reached Redis at the last scrape', []);
   }
 
-  /** Sets the gauges from what a scrape read; a part that could not be read (null) leaves its gauges as they were, and `tollgate_redis_up` 0 says so. */
-  update(snapshot: Omit<LimiterSnapshot, 'leases'> | null, counts: QueueCounts | null, tenants: readonly TenantCount[] | null = null): void {
-    this.#redisUp.set(snapshot !== null && counts !== null ? 1 : 0);
+  /**
+   * Sets the gauges from what a scrape read; a part that could not be read (null) leaves its gauges as they were, and
+   * `tollgate_redis_up` 0 says so. Returns whether Redis answered (a process with several accounts sets
+   * `tollgate_redis_up` from all of them with {@link FleetGauges.setRedisUp}).
+   */
+  update(snapshot: Omit<LimiterSnapshot, 'leases'> | null, counts: QueueCounts | null, tenants: readonly TenantCount[] | null = null): boolean {
+    const up = snapshot !== null && counts !== null;
+    this.setRedisUp(up);
     if (snapshot !== null) this.#updateLimiter(snapshot);
     for (const [state, count] of Object.entries(counts ?? {})) this.#queueJobs.set({ queue: this.#queue, state }, count);
     if (tenants !== null) this.#updateTenants(tenants);
+    return up;
+  }
+
+  setRedisUp(up: boolean): void {
+    this.#redisUp.set(up ? 1 : 0);
   }
 
   #updateLimiter(snapshot: Omit<LimiterSnapshot, 'leases'>): void {
+    // an apply may add or remove pools (and dimensions): the series of those gone go with them
+    const series = rewrite(this.#limiterSeries);
     const account = this.#account;
     const pool = accountPool(snapshot);
-    // an apply may add or remove pools (and dimensions): the series of those gone go with them
-    if (pool !== this.#accountPool) for (const gauge of [this.#inFlight, this.#limit, this.#configured]) gauge.reset();
     this.#accountPool = pool;
-    for (const gauge of [this.#waiting, this.#pause, this.#bucketTokens, this.#bucketCapacity, this.#bucketRefill]) gauge.reset();
     const labels = { account, pool };
-    this.#inFlight.set(labels, snapshot.inFlight);
-    this.#limit.set(labels, snapshot.concurrency ?? Number.NaN);
-    this.#configured.set(labels, snapshot.concurrencyConfigured ?? Number.NaN);
+    series.set(this.#inFlight, labels, snapshot.inFlight);
+    series.set(this.#limit, labels, snapshot.concurrency ?? Number.NaN);
+    series.set(this.#configured, labels, snapshot.concurrencyConfigured ?? Number.NaN);
     for (const view of poolViews(snapshot)) {
       const poolLabels = { account, pool: view.pool };
-      this.#waiting.set(poolLabels, view.waiting);
-      this.#pause.set(poolLabels, Math.max(0, view.pausedUntilMs - snapshot.nowMs) / 1_000);
+      series.set(this.#waiting, poolLabels, view.waiting);
+      series.set(this.#pause, poolLabels, Math.max(0, view.pausedUntilMs - snapshot.nowMs) / 1_000);
       for (const [dimension, bucket] of Object.entries(view.buckets)) {
-        this.#bucketTokens.set({ ...poolLabels, dimension }, bucket.tokens);
-        this.#bucketCapacity.set({ ...poolLabels, dimension }, bucket.capacity);
-        this.#bucketRefill.set({ ...poolLabels, dimension }, bucket.refillPerSecond);
+        series.set(this.#bucketTokens, { ...poolLabels, dimension }, bucket.tokens);
+        series.set(this.#bucketCapacity, { ...poolLabels, dimension }, bucket.capacity);
+        series.set(this.#bucketRefill, { ...poolLabels, dimension }, bucket.refillPerSecond);
       }
     }
+    this.#limiterSeries = series.written;
   }
 
   #updateTenants(tenants: readonly TenantCount[]): void {
@@ -197,12 +187,25 @@ export class FleetGauges {
       const total = totals.get(label) ?? { inFlight: 0, waiting: 0 };
       totals.set(label, { inFlight: total.inFlight + inFlight, waiting: total.waiting + waiting });
     }
-    if (this.#tenantPool !== this.#accountPool) for (const gauge of [this.#tenantInFlight, this.#tenantWaiting]) gauge.reset();
-    this.#tenantPool = this.#accountPool;
+    const series = rewrite(this.#tenantSeries);
     const labels = { account: this.#account, pool: this.#accountPool };
     for (const [tenant, total] of totals) {
-      this.#tenantInFlight.set({ ...labels, tenant }, total.inFlight);
-      this.#tenantWaiting.set({ ...labels, tenant }, total.waiting);
+      series.set(this.#tenantInFlight, { ...labels, tenant }, total.inFlight);
+      series.set(this.#tenantWaiting, { ...labels, tenant }, total.waiting);
     }
+    this.#tenantSeries = series.written;
   }
+}
+
+/** Removes the series written last time, then records the ones written now (synchronously: no scrape sees the gap). */
+function rewrite(previous: ReadonlyArray<[Gauge<string>, Record<string, string>]>) {
+  for (const [gauge, labels] of previous) gauge.remove(labels);
+  const written: Array<[Gauge<string>, Record<string, string>]> = [];
+  return {
+    written,
+    set<Label extends string>(gauge: Gauge<Label>, labels: Record<Label, string>, value: number): void {
+      gauge.set(labels, value);
+      written.push([gauge as unknown as Gauge<string>, labels]);
+    },
+  };
 }

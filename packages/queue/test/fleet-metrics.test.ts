@@ -105,4 +105,34 @@ describe('FleetGauges with pools', () => {
     expect(sample(text, `tollgate_tenant_jobs_waiting{account="${name}",pool="default",tenant="alpha"}`)).toBe(0);
     expect(text).not.toMatch(/pool="(opus|haiku|\*)"/);
   });
+
+  it('two accounts on one registry (a process serving both): each writes and removes only its own series', async () => {
+    const name = uniqueName('metrics-two');
+    const first = await open({ name: `${name}-a`, concurrency: 2, pools: { opus: { requests: slow(10) }, haiku: { requests: slow(20) } } });
+    const second = await open({ name: `${name}-b`, concurrency: 6, rates: { requests: slow(30) } });
+    const plainFirst = await open({ name: `${name}-a2`, concurrency: 3, rates: { requests: slow(40) } });
+    const registry = new Registry();
+    const a = new FleetGauges(registry, { account: `${name}-a`, queue: 'q', tenants: ['alpha'] });
+    const b = new FleetGauges(registry, { account: `${name}-b`, queue: 'q@b', tenants: ['beta'] });
+    a.update(await first.snapshot(), null, []);
+    b.update(await second.snapshot(), { waiting: 1, prioritized: 0, delayed: 0, active: 0, completed: 0, failed: 0 }, []);
+    let text = await registry.metrics();
+    expect(sample(text, `tollgate_bucket_capacity_tokens{account="${name}-a",pool="opus",dimension="requests"}`)).toBe(10);
+    expect(sample(text, `tollgate_bucket_capacity_tokens{account="${name}-b",pool="default",dimension="requests"}`)).toBe(30);
+    expect(sample(text, `tollgate_concurrency_configured{account="${name}-a",pool="*"}`)).toBe(2);
+    expect(sample(text, `tollgate_concurrency_configured{account="${name}-b",pool="default"}`)).toBe(6);
+    expect(sample(text, `tollgate_tenant_jobs_waiting{account="${name}-b",pool="default",tenant="beta"}`)).toBe(0);
+    expect(sample(text, 'tollgate_queue_jobs{queue="q@b",state="waiting"}')).toBe(1);
+    // account a drops its pools (an apply): its pool series go, b's stay
+    a.update(await plainFirst.snapshot(), null, []);
+    text = await registry.metrics();
+    expect(text).not.toMatch(/pool="(opus|haiku|\*)"/);
+    expect(sample(text, `tollgate_bucket_capacity_tokens{account="${name}-a",pool="default",dimension="requests"}`)).toBe(40);
+    expect(sample(text, `tollgate_bucket_capacity_tokens{account="${name}-b",pool="default",dimension="requests"}`)).toBe(30);
+    expect(sample(text, `tollgate_concurrency_configured{account="${name}-b",pool="default"}`)).toBe(6);
+    expect(sample(text, `tollgate_tenant_jobs_waiting{account="${name}-b",pool="default",tenant="beta"}`)).toBe(0);
+    // one tollgate_redis_up for the process: what the caller sets from all accounts
+    b.setRedisUp(false);
+    expect(sample(await registry.metrics(), 'tollgate_redis_up')).toBe(0);
+  });
 });
