@@ -165,21 +165,41 @@ export interface ProcessDocument {
   path: string;
 }
 
+/** `TOLLGATE_CONFIG`'s document, and the account a process runs by default there (undefined: none named, several). */
+export interface ConfiguredDocument {
+  document: LimitsDocument;
+  path: string;
+  /** `TOLLGATE_NAME` when the document has that account, else the document's only account. */
+  defaultAccount: string | undefined;
+}
+
+/**
+ * Reads `TOLLGATE_CONFIG`; undefined when it is unset (the `TOLLGATE_*` variables are the shorthand then).
+ * @throws {@link InvalidConfigError} naming the file and each bad field.
+ */
+export async function configuredDocumentFromEnv(env: TollgateEnv): Promise<ConfiguredDocument | undefined> {
+  const path = env.TOLLGATE_CONFIG;
+  if (path === undefined) return undefined;
+  const document = await readLimitsDocument(path);
+  const names = Object.keys(document.accounts);
+  const defaultAccount = Object.hasOwn(document.accounts, env.TOLLGATE_NAME) ? env.TOLLGATE_NAME : names.length === 1 ? names[0] : undefined;
+  return { document, path, defaultAccount };
+}
+
 /**
  * Reads `TOLLGATE_CONFIG`; undefined when it is unset (the `TOLLGATE_*` variables are the shorthand then).
  * @throws {@link InvalidConfigError} naming the file and each bad field; {@link EnvError} when `TOLLGATE_NAME` names no
  * account of a document with several.
  */
 export async function processDocumentFromEnv(env: TollgateEnv): Promise<ProcessDocument | undefined> {
-  const path = env.TOLLGATE_CONFIG;
-  if (path === undefined) return undefined;
-  const document = await readLimitsDocument(path);
-  const names = Object.keys(document.accounts);
-  const account = Object.hasOwn(document.accounts, env.TOLLGATE_NAME) ? env.TOLLGATE_NAME : names.length === 1 ? names[0] : undefined;
-  if (account === undefined) {
+  const configured = await configuredDocumentFromEnv(env);
+  if (configured === undefined) return undefined;
+  const { document, path, defaultAccount } = configured;
+  if (defaultAccount === undefined) {
+    const names = Object.keys(document.accounts);
     throw new EnvError(`TOLLGATE_NAME=${JSON.stringify(env.TOLLGATE_NAME)} names no account of ${path} (accounts: ${names.join(', ')}): set it to the account this process runs`);
   }
-  return { document, account, path };
+  return { document, account: defaultAccount, path };
 }
 
 /** The limiters of the process's account (Messages, and count_tokens when the account limits it), from its document. */

@@ -3,11 +3,30 @@ import { TENANT_PATTERN } from './schema.js';
 
 /** Queue names share the limiter's alphabet minus `:` (BullMQ splits its keys on it). */
 export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
+/**
+ * The BullMQ queue of one account's jobs: `<queue>@<account>`, the account's `:` written `%3A` (BullMQ splits keys
+ * on `:`). Neither a queue nor an account name holds `@` or `%`, so each pair has a name of its own, apart from every
+ * plain queue.
+ */
+export const ACCOUNT_QUEUE_PATTERN = /^[A-Za-z0-9._-]{1,100}@[A-Za-z0-9._%-]{1,600}$/;
+
+/**
+ * The queue that the jobs of `account` go on (DESIGN §9: one queue per account, so that one account's backlog never
+ * holds the worker slots another account's jobs need).
+ * @throws {@link InvalidArgumentError} for a queue or account name outside their patterns.
+ */
+export function accountQueueName(queue: string, account: string): string {
+  if (!QUEUE_NAME_PATTERN.test(queue)) throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters)');
+  if (!LIMITER_NAME_PATTERN.test(account)) throw new InvalidArgumentError('account', account, 'an account name (letters, digits and :._-, 1 to 200 characters)');
+  return `${queue}@${account.replaceAll(':', '%3A')}`;
+}
+
+/** A plain queue name, or an account's queue ({@link accountQueueName}). */
+export const isQueueName = (name: string): boolean => QUEUE_NAME_PATTERN.test(name) || ACCOUNT_QUEUE_PATTERN.test(name);
 
 /** Every key of one queue, with one hash tag so BullMQ's scripts and our per-job streams stay in one Cluster slot. */
 export function queueKeys(queue: string) {
-  if (!QUEUE_NAME_PATTERN.test(queue) || !LIMITER_NAME_PATTERN.test(queue))
-    throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters)');
+  if (!isQueueName(queue)) throw new InvalidArgumentError('queue', queue, 'a queue name (letters, digits and ._-, 1 to 100 characters), or an account queue <queue>@<account>');
   const prefix = `{tollgate-queue:${queue}}`;
   return {
     /** BullMQ's `prefix` option: its keys become `<prefix>:<queue>:…`. */

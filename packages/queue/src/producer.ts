@@ -1,7 +1,7 @@
 import type Anthropic from '@anthropic-ai/sdk';
 import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, resolvePool, servedPriority, type LimitsDocument } from '@tollgate/config';
-import { InvalidArgumentError, InvalidConfigError, PRIORITY_DEFAULT } from '@tollgate/limiter';
-import { describeZodError, toError } from '@tollgate/limiter/internal';
+import { InvalidArgumentError, InvalidConfigError, LIMITER_NAME_PATTERN, PRIORITY_DEFAULT } from '@tollgate/limiter';
+import { describeZodError, formatValue, toError } from '@tollgate/limiter/internal';
 import { Job, Queue } from 'bullmq';
 import { z } from 'zod';
 import { IdempotencyConflictError, InvalidRequestError, TenantQueueFullError } from './errors.js';
@@ -10,7 +10,7 @@ import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
-import { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, type QueueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -45,6 +45,12 @@ export const COUNT_TOKENS_JOB_NAME = 'count_tokens';
 const producerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
   queue: z.string().regex(QUEUE_NAME_PATTERN, 'a queue name: letters, digits and ._-, 1 to 100 characters'),
+  /**
+   * The account of the fleet's limits document whose key and limits run these jobs: they go on that account's own
+   * queue (`<queue>@<account>`), which the workers holding its key serve. Absent: the plain queue, run by each
+   * worker's own account (`TOLLGATE_NAME`, or the document's only account).
+   */
+  account: z.string().regex(LIMITER_NAME_PATTERN, 'an account name: letters, digits and :._-, 1 to 200 characters').optional(),
   /** Longest wait for Redis per call, in ms; then {@link QueueUnavailableError}. */
   redisTimeoutMs: z.number().int().min(10).max(60_000).default(REDIS_TIMEOUT_MS_DEFAULT),
   /** Most unfinished jobs (waiting, delayed or running) one tenant may have; unset: no cap. */
@@ -120,7 +126,10 @@ export type CancelOutcome = 'cancelled' | 'active' | 'finished' | 'missing';
  */
 export class Producer {
   readonly queue: Queue;
+  /** The BullMQ queue's name: `queue`, or `<queue>@<account>` with `account`. */
   readonly name: string;
+  /** The account these jobs name; undefined: the plain queue's. */
+  readonly account: string | undefined;
   readonly #options: z.output<typeof producerOptionsSchema>;
   readonly #redis: OwnedRedis;
   readonly #keys: QueueKeys;
@@ -135,7 +144,8 @@ export class Producer {
     const parsed = producerOptionsSchema.safeParse(options);
     if (!parsed.success) throw new InvalidConfigError(`invalid producer options: ${describeZodError(parsed.error, options)}`, { cause: parsed.error });
     this.#options = parsed.data;
-    this.name = parsed.data.queue;
+    this.account = parsed.data.account;
+    this.name = this.account === undefined ? parsed.data.queue : accountQueueName(parsed.data.queue, this.account);
     const keys = queueKeys(this.name);
     this.#keys = keys;
     this.#within = deadlineOf(parsed.data.redisTimeoutMs);
@@ -188,7 +198,7 @@ export class Producer {
           this.queue.waitUntilReady().then(() => document.ready()),
           'enqueue',
         );
-      if (body.route === 'messages') checkModelPool(document.current?.document, body.params.model);
+      checkAccount(document.current?.document, this.account, body.route === 'messages' ? body.params.model : undefined);
     }
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
@@ -345,18 +355,22 @@ export class Producer {
 }
 
 /**
- * A Messages job's model must belong to a pool of the account (DESIGN §8): refused at enqueue, never queued, when the
- * fleet's document has one account and no pool (and no `defaultPool`) takes the model. With several accounts in the
- * document a job names none yet, so nothing is checked.
- * @throws {@link InvalidRequestError} naming the model and the account's patterns.
+ * A job's account must be one of the fleet's document (else no worker holds its key: it would wait forever), and a
+ * Messages job's model must belong to a pool of that account (DESIGN §8): refused at enqueue, never queued. A job that
+ * names no account is checked against the document's only account; with several, against none (its queue's workers
+ * run it with their own account).
+ * @throws {@link InvalidRequestError} naming the account, or the model and the account's patterns.
  */
-function checkModelPool(document: LimitsDocument | undefined, model: unknown): void {
-  if (document === undefined || typeof model !== 'string') return;
-  const accounts = Object.entries(document.accounts);
-  const only = accounts.length === 1 ? accounts[0] : undefined;
-  if (only === undefined) return;
+function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown): void {
+  if (document === undefined) return;
+  const names = Object.keys(document.accounts);
+  const name = account ?? (names.length === 1 ? names[0] : undefined);
+  if (name === undefined) return;
+  const limits = Object.hasOwn(document.accounts, name) ? document.accounts[name] : undefined;
+  if (limits === undefined) throw new InvalidRequestError(`account ${formatValue(name)} is not in the fleet's limits document (accounts: ${names.join(', ')})`);
+  if (typeof model !== 'string') return;
   try {
-    resolvePool(only[1], model, only[0]);
+    resolvePool(limits, model, name);
   } catch (error) {
     throw new InvalidRequestError(toError(error).message, { cause: error });
   }

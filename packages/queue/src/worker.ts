@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { InvalidRequestError } from './errors.js';
 import { anthropicError, describeFailure, encodeFailure, type JobFailure } from './failure.js';
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
-import { QUEUE_NAME_PATTERN, queueKeys, type QueueKeys } from './keys.js';
+import { isQueueName, queueKeys, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
 import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
@@ -50,7 +50,8 @@ const isClient = (value: unknown): value is MessagesClient =>
 
 const workerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
-  queue: z.string().regex(QUEUE_NAME_PATTERN, 'a queue name: letters, digits and ._-, 1 to 100 characters'),
+  /** A queue name, or an account's queue (`accountQueueName(queue, account)`): the jobs that name that account. */
+  queue: z.string().refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or an account queue from accountQueueName()'),
   /** A client, or one per priority (a limited client takes its permits at one priority). */
   client: z.custom<MessagesClient | ClientForPriority>((value) => typeof value === 'function' || isClient(value), 'expected an Anthropic client or a function of priority'),
   /** Jobs this process runs at once; the fleet-wide limit is the limiter's. */
