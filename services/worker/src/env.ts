@@ -32,9 +32,20 @@ export const workerEnvSchema = requireLimit(
      * endpoint, each call under the account's count_tokens limiter when it has one; the local estimate when not in time).
      */
     WORKER_ESTIMATE: z.enum(['local', 'count_tokens']).default('local'),
+    /**
+     * The accounts of `TOLLGATE_CONFIG` this process runs, comma-separated (each key variable must be set). Unset: every
+     * account of the document whose key variable is set here.
+     */
+    WORKER_ACCOUNTS: z
+      .string()
+      .regex(/^[A-Za-z0-9:._-]{1,200}(,[A-Za-z0-9:._-]{1,200})*$/, 'account names (letters, digits and :._-), comma-separated')
+      .transform((list) => [...new Set(list.split(','))])
+      .optional(),
   }),
 ).superRefine((env, context) => {
   if (env.ANTHROPIC_API_KEY === undefined && env.TOLLGATE_CONFIG === undefined) context.addIssue({ code: 'custom', path: ['ANTHROPIC_API_KEY'], message: 'required' });
+  if (env.WORKER_ACCOUNTS !== undefined && env.TOLLGATE_CONFIG === undefined)
+    context.addIssue({ code: 'custom', path: ['WORKER_ACCOUNTS'], message: 'names accounts of a limits document: set TOLLGATE_CONFIG too' });
 });
 
 export type WorkerEnv = z.output<typeof workerEnvSchema>;

@@ -3,27 +3,24 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
-import { LimiterUnavailableError, createLimiter } from '@tollgate/limiter';
-import { createProducer, createWorker } from '@tollgate/queue';
-import { resolvePool } from '@tollgate/config';
+import { LimiterUnavailableError, createLimiter, type Limiter } from '@tollgate/limiter';
+import { createProducer, createWorker, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
+import { DocumentFollower, resolvePool } from '@tollgate/config';
 import {
   DeltaTracker,
   addFleetStats,
   commandConnection,
-  EnvError,
-  countTokensLimiterOptionsFromEnv,
+  configuredDocumentFromEnv,
   joinFleetDocumentLogged,
-  limiterOptionsFromDocument,
-  limiterOptionsFromEnv,
-  processDocumentFromEnv,
   queueKeys,
   redisFromEnv,
   withDeadline,
   type FleetStats,
 } from '@tollgate/queue/internal';
 import { pino, type Logger } from 'pino';
+import { planAccounts, type AccountPlan } from './accounts.js';
 import type { WorkerEnv } from './env.js';
-import { ServiceMetrics } from './metrics.js';
+import { ServiceMetrics, type AccountMetrics } from './metrics.js';
 import { startMetricsServer, type Readiness } from './metrics-server.js';
 
 /** How often this process adds its counters to the fleet-wide stats hash, in ms. */
@@ -45,7 +42,7 @@ export function createLogger(level: WorkerEnv['LOG_LEVEL']): Logger {
 }
 
 /** Counts every upstream answer by status, and failed connections, around the SDK's fetch. */
-function countingFetch(metrics: ServiceMetrics, totals: FleetStats): typeof fetch {
+function countingFetch(metrics: AccountMetrics, totals: FleetStats): typeof fetch {
   const count = (status: string) => {
     metrics.upstreamAnswered(status);
     totals[`upstream:${status}`] = (totals[`upstream:${status}`] ?? 0) + 1;
@@ -95,8 +92,23 @@ export async function retryAtStart(
   }
 }
 
+/** One account of this process, running: its limiters, its clients and one queue worker per queue of the account. */
+interface AccountRun {
+  plan: AccountPlan;
+  limiter: Limiter;
+  countTokensLimiter: Limiter | undefined;
+  /** Reads the counts of the account's first queue for the metrics (it opens its event reader only for waits, which this never does). */
+  counter: Producer;
+  metrics: AccountMetrics;
+  /** This account's counters, added to its first queue's fleet-wide stats hash. */
+  totals: FleetStats;
+  workers: QueueWorker[];
+  limited: LimitedAnthropic | undefined;
+}
+
 /**
- * Starts the worker: limiter, one limited client (a view per priority), the BullMQ worker, metrics and fleet stats.
+ * Starts the worker: for each account it runs (several accounts in one fleet, see {@link planAccounts}), its limiters,
+ * one limited client (a view per priority) and one BullMQ worker per queue; then metrics and fleet stats.
  * @throws when Redis cannot be reached within `WORKER_START_TIMEOUT_MS` (retried with backoff meanwhile, /readyz not ready).
  */
 export async function startWorkerService(
@@ -104,25 +116,37 @@ export async function startWorkerService(
   logger: Logger = createLogger(env.LOG_LEVEL),
   processEnv: Readonly<Record<string, string | undefined>> = process.env,
 ): Promise<WorkerService> {
-  // TOLLGATE_CONFIG: the account, its limits, its key variable and its upstream come from the document
-  const fromFile = await processDocumentFromEnv(env);
-  const account = fromFile === undefined ? undefined : fromFile.document.accounts[fromFile.account];
-  const apiKey = account === undefined ? env.ANTHROPIC_API_KEY : processEnv[account.apiKeyEnv];
-  if (apiKey === undefined || apiKey === '') {
-    throw new EnvError(`${account?.apiKeyEnv ?? 'ANTHROPIC_API_KEY'}=unset is invalid: the API key of account ${fromFile?.account ?? env.TOLLGATE_NAME} (required)`);
-  }
-  const baseURL = account === undefined ? env.ANTHROPIC_BASE_URL : account.baseUrl;
+  // TOLLGATE_CONFIG: the accounts, their limits, their key variables and their upstreams come from the document
+  const configured = await configuredDocumentFromEnv(env);
   const redis = redisFromEnv(env);
-  const fromDocument = fromFile === undefined ? undefined : limiterOptionsFromDocument(fromFile, env, redis.input);
-  const limiter = createLimiter(fromDocument?.messages ?? limiterOptionsFromEnv(env, redis.input));
-  // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
-  const countTokensOptions = fromDocument === undefined ? countTokensLimiterOptionsFromEnv(env, redis.input) : fromDocument.countTokens;
-  const countTokensLimiter = countTokensOptions === undefined ? undefined : createLimiter(countTokensOptions);
-  // reads the queue's counts for the metrics (it opens its event reader only for waits, which this never does)
-  const counter = createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, redisTimeoutMs: limiter.options.redisTimeoutMs });
-  const metrics = new ServiceMetrics(limiter, counter);
+  const plan = planAccounts(env, configured, processEnv, redis.input);
+  for (const { account, apiKeyEnv } of plan.skipped) logger.info({ account, apiKeyEnv }, `account ${account} is not run here: ${apiKeyEnv} is unset`);
+  if (configured !== undefined && plan.defaultAccount === undefined)
+    logger.info(
+      { queue: env.TOLLGATE_QUEUE },
+      `no account of this process is the default (TOLLGATE_NAME): jobs that name no account (queue ${env.TOLLGATE_QUEUE}) are left to other processes`,
+    );
+  const metrics = new ServiceMetrics();
+  const runs: AccountRun[] = plan.accounts.map((account) => {
+    const limiter = createLimiter(account.messages);
+    // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
+    const countTokensLimiter = account.countTokens === undefined ? undefined : createLimiter(account.countTokens);
+    const counter = createProducer({
+      redis: redis.input,
+      queue: env.TOLLGATE_QUEUE,
+      ...(account.queues[0] === env.TOLLGATE_QUEUE ? {} : { account: account.name }),
+      redisTimeoutMs: limiter.options.redisTimeoutMs,
+      tenantPolicy: 'none',
+    });
+    return { plan: account, limiter, countTokensLimiter, counter, metrics: metrics.addAccount(limiter, counter), totals: {}, workers: [], limited: undefined };
+  });
+  const limiters = runs.flatMap((run) => (run.countTokensLimiter === undefined ? [run.limiter] : [run.limiter, run.countTokensLimiter]));
+  const redisTimeoutMs = Math.max(...runs.map((run) => run.limiter.options.redisTimeoutMs));
+  const closeAll = async () => {
+    await Promise.allSettled([...limiters.map((limiter) => limiter.close()), ...runs.map((run) => run.counter.close())]);
+  };
 
-  // /healthz and /readyz answer from the start: not ready while the limiter cannot be readied (Redis away or slow)
+  // /healthz and /readyz answer from the start: not ready while a limiter cannot be readied (Redis away or slow)
   let starting: string | undefined = 'starting';
   let closing: Promise<void> | undefined;
   let readiness = async (): Promise<Readiness> => ({ ready: false, reasons: [`starting: ${starting}`] });
@@ -130,32 +154,113 @@ export async function startWorkerService(
   try {
     await retryAtStart(
       async () => {
-        await limiter.ready();
-        await countTokensLimiter?.ready();
+        for (const limiter of limiters) await limiter.ready();
       },
       // only Redis away or too slow (LimiterUnavailableError) is worth a retry
       { timeoutMs: env.WORKER_START_TIMEOUT_MS, logger, retryable: (error) => error instanceof LimiterUnavailableError, onFailure: (message) => (starting = message) },
     );
   } catch (error) {
     await server.close();
-    await Promise.allSettled([limiter.close(), countTokensLimiter?.close(), counter.close()]);
+    await closeAll();
     redis.close();
     throw error;
   }
+  const fleet = commandConnection(redis.input, redisTimeoutMs);
+  fleet.client.on('error', () => {}); // a failed flush is retried at the next tick with the deltas it missed
   // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it)
-  if (fromFile !== undefined) await joinFleetDocumentLogged(redis.input, fromFile, logger);
-  const totals: FleetStats = {};
-  const sdk = new Anthropic({ baseURL, apiKey, maxRetries: 0, fetch: countingFetch(metrics, totals) });
-  // one limited client (one adaptive-concurrency state for the process), one view per job priority
-  // an account with several pools: each call takes its permit from its model's pool (the document's patterns)
-  const pools = account === undefined || Object.keys(account.pools).length < 2 ? undefined : account;
-  const poolFor = pools === undefined ? undefined : (model: string) => resolvePool(pools, model, fromFile?.account ?? env.TOLLGATE_NAME).pool;
+  const source = runs[0]?.plan.source;
+  if (source !== undefined) await joinFleetDocumentLogged(redis.input, source, logger);
+  // the fleet's document, followed live: a model's pool is the one the fleet's patterns give (an apply may change them)
+  const document = configured === undefined ? undefined : new DocumentFollower({ redis: fleet.client, onError: () => {} });
+  await document?.ready().catch(() => {}); // not read yet: this process's own patterns until it is
+
+  for (const run of runs) startAccount(run, { env, redis: redis.input, logger, document });
+  await Promise.all(runs.flatMap((run) => run.workers.map((worker) => worker.ready())));
+
+  // Fleet-wide stats for the dashboard: this process's deltas, one pipelined HINCRBY batch per account and interval at most.
+  const trackers = new Map(runs.map((run) => [run, { totals: new DeltaTracker(), rateLimited: new DeltaTracker(), pending: {} as FleetStats }]));
+  const flush = async () => {
+    await Promise.all(
+      runs.map(async (run) => {
+        const tracker = trackers.get(run);
+        if (tracker === undefined || run.limited === undefined) return;
+        const rateLimited: FleetStats = { ...run.limited.stats().rateLimited }; // the views share the client's stats
+        for (const [kind, delta] of Object.entries(tracker.rateLimited.deltas(rateLimited))) {
+          if (delta > 0) run.metrics.rateLimited(kind, delta);
+          run.totals[`rate_limited:${kind}`] = (run.totals[`rate_limited:${kind}`] ?? 0) + delta;
+        }
+        for (const [field, delta] of Object.entries(tracker.totals.deltas(run.totals))) tracker.pending[field] = (tracker.pending[field] ?? 0) + delta;
+        const sending = tracker.pending;
+        tracker.pending = {};
+        try {
+          await addFleetStats(fleet.client, queueKeys(run.counter.name).fleetStats, sending);
+        } catch {
+          for (const [field, delta] of Object.entries(sending)) tracker.pending[field] = (tracker.pending[field] ?? 0) + delta; // Redis down: keep them for later
+        }
+      }),
+    );
+  };
+  const flushTimer = setInterval(() => void flush(), FLEET_STATS_INTERVAL_MS);
+
+  readiness = async (): Promise<Readiness> => {
+    if (closing !== undefined) return { ready: false, reasons: ['draining'] };
+    const checks = await Promise.allSettled([
+      withDeadline(fleet.client.ping(), redisTimeoutMs, 'ping'),
+      ...runs.map((run) => run.limiter.snapshot()), // each limiter's own connection and its functions
+    ]);
+    const reasons = checks.flatMap((check, i) =>
+      check.status === 'rejected' ? [`${i === 0 ? 'redis' : `limiter ${runs[i - 1]?.limiter.name ?? ''}`}: ${toError(check.reason).message}`] : [],
+    );
+    return { ready: reasons.length === 0, reasons };
+  };
+  // the ready line and /readyz say the same: the fail-fast connection of the ping is up too (else the next check says why)
+  if (fleet.client.status !== 'ready') await withDeadline(once(fleet.client, 'ready'), redisTimeoutMs, 'fleet connection').catch(() => {});
+  starting = undefined;
+  logger.info({ accounts: runs.map((run) => ({ account: run.plan.name, queues: run.plan.queues })) }, 'accounts running');
+  return {
+    metricsUrl: server.url,
+    logger,
+    close: () => {
+      closing ??= (async () => {
+        logger.info({ drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS }, 'draining');
+        await Promise.all(runs.flatMap((run) => run.workers.map((worker) => worker.close())));
+        clearInterval(flushTimer);
+        await flush();
+        document?.close();
+        await closeAll(); // releases any permit still held
+        await server.close(); // last: /readyz answers 503 ("draining") while the drain runs
+        if (fleet.owned) fleet.client.disconnect();
+        redis.close();
+        logger.info('closed');
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Starts one account's client and its queue workers (into `run`). */
+function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisInput; logger: Logger; document: DocumentFollower | undefined }): void {
+  const { env, logger, document } = context;
+  const { plan, limiter, countTokensLimiter, metrics, totals } = run;
+  const sdk = new Anthropic({ baseURL: plan.baseURL, apiKey: plan.apiKey, maxRetries: 0, fetch: countingFetch(metrics, totals) });
+  // each call takes its permit from its model's pool, by the fleet's patterns (this process's own until they are read);
+  // a limiter without pools takes none
+  const source = plan.source;
+  const poolFor =
+    source === undefined
+      ? undefined
+      : (model: string) => {
+          const fleetAccount = document?.current?.document.accounts[plan.name];
+          return resolvePool(fleetAccount ?? source.document.accounts[plan.name] ?? { pools: {} }, model, plan.name).pool;
+        };
+  // one limited client (one adaptive-concurrency state per account), one view per job priority
   const limited = limitAnthropic(sdk, limiter, {
     logger,
     estimate: env.WORKER_ESTIMATE,
     ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
     ...(poolFor === undefined ? {} : { poolFor }),
   });
+  run.limited = limited;
   const views = new Map<number, LimitedAnthropic>();
   const clientFor = (priority: number): LimitedAnthropic => {
     let view = views.get(priority);
@@ -165,87 +270,32 @@ export async function startWorkerService(
     }
     return view;
   };
-
-  const worker = createWorker({
-    redis: redis.input,
-    queue: env.TOLLGATE_QUEUE,
-    client: clientFor,
-    concurrency: env.WORKER_CONCURRENCY,
-    drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS,
-    lockDurationMs: env.WORKER_LOCK_DURATION_MS,
-    stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
-    logger,
-    account: limiter.name,
-    modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
-    ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
-  });
-  const bump = (field: string) => {
+  const bump = (queue: string, field: string) => {
     totals[field] = (totals[field] ?? 0) + 1;
-    metrics.job(field);
+    metrics.job(queue, field);
   };
-  worker.on('completed', ({ usage }) => {
-    bump('completed');
-    if (usage !== undefined) metrics.completed(usage);
-  });
-  worker.on('failed', ({ final }) => bump(final ? 'failed' : 'retried'));
-  worker.on('handedBack', () => bump('handed_back'));
-  worker.on('error', (error) => logger.warn({ err: { name: error.name, message: error.message } }, 'worker connection error'));
-  limiter.on('leaseLost', ({ permitId }) => logger.warn({ permitId }, 'lease lost'));
-  await worker.ready();
-
-  // Fleet-wide stats for the dashboard: this process's deltas, one pipelined HINCRBY batch per interval at most.
-  const fleet = commandConnection(redis.input, limiter.options.redisTimeoutMs);
-  fleet.client.on('error', () => {}); // a failed flush is retried at the next tick with the deltas it missed
-  const tracker = new DeltaTracker();
-  const rateLimitedSeen = new DeltaTracker();
-  let pending: FleetStats = {};
-  const flush = async () => {
-    const rateLimited: FleetStats = { ...limited.stats().rateLimited }; // the views share the client's stats
-    for (const [kind, delta] of Object.entries(rateLimitedSeen.deltas(rateLimited))) {
-      if (delta > 0) metrics.rateLimited(kind, delta);
-      totals[`rate_limited:${kind}`] = (totals[`rate_limited:${kind}`] ?? 0) + delta;
-    }
-    for (const [field, delta] of Object.entries(tracker.deltas(totals))) pending[field] = (pending[field] ?? 0) + delta;
-    const sending = pending;
-    pending = {};
-    try {
-      await addFleetStats(fleet.client, queueKeys(env.TOLLGATE_QUEUE).fleetStats, sending);
-    } catch {
-      for (const [field, delta] of Object.entries(sending)) pending[field] = (pending[field] ?? 0) + delta; // Redis down: keep them for later
-    }
-  };
-  const flushTimer = setInterval(() => void flush(), FLEET_STATS_INTERVAL_MS);
-
-  readiness = async (): Promise<Readiness> => {
-    if (closing !== undefined) return { ready: false, reasons: ['draining'] };
-    const checks = await Promise.allSettled([
-      withDeadline(fleet.client.ping(), limiter.options.redisTimeoutMs, 'ping'),
-      limiter.snapshot(), // the limiter's own connection and its functions
-    ]);
-    const reasons = checks.flatMap((check, i) => (check.status === 'rejected' ? [`${i === 0 ? 'redis' : 'limiter'}: ${toError(check.reason).message}`] : []));
-    return { ready: reasons.length === 0, reasons };
-  };
-  // the ready line and /readyz say the same: the fail-fast connection of the ping is up too (else the next check says why)
-  if (fleet.client.status !== 'ready') await withDeadline(once(fleet.client, 'ready'), limiter.options.redisTimeoutMs, 'fleet connection').catch(() => {});
-  starting = undefined;
-  return {
-    metricsUrl: server.url,
-    logger,
-    close: () => {
-      closing ??= (async () => {
-        logger.info({ drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS }, 'draining');
-        await worker.close();
-        clearInterval(flushTimer);
-        await flush();
-        await limiter.close(); // releases any permit still held
-        await countTokensLimiter?.close();
-        await server.close(); // last: /readyz answers 503 ("draining") while the drain runs
-        await counter.close();
-        if (fleet.owned) fleet.client.disconnect();
-        redis.close();
-        logger.info('closed');
-      })();
-      return closing;
-    },
-  };
+  for (const queue of plan.queues) {
+    const worker = createWorker({
+      redis: context.redis,
+      queue,
+      client: clientFor,
+      concurrency: env.WORKER_CONCURRENCY,
+      drainTimeoutMs: env.WORKER_DRAIN_TIMEOUT_MS,
+      lockDurationMs: env.WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
+      logger,
+      account: limiter.name,
+      modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
+      ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
+    });
+    worker.on('completed', ({ usage }) => {
+      bump(queue, 'completed');
+      if (usage !== undefined) metrics.completed(usage);
+    });
+    worker.on('failed', ({ final }) => bump(queue, final ? 'failed' : 'retried'));
+    worker.on('handedBack', () => bump(queue, 'handed_back'));
+    worker.on('error', (error) => logger.warn({ queue, err: { name: error.name, message: error.message } }, 'worker connection error'));
+    run.workers.push(worker);
+  }
+  limiter.on('leaseLost', ({ permitId }) => logger.warn({ account: plan.name, permitId }, 'lease lost'));
 }

@@ -25,9 +25,10 @@ describe('ServiceMetrics with pools', () => {
     const producer = createProducer({ redis: redis.url, queue: uniqueName('worker-pools-queue') });
     try {
       await limiter.ready();
-      const metrics = new ServiceMetrics(limiter, producer);
+      const metrics = new ServiceMetrics();
+      const counters = metrics.addAccount(limiter, producer);
       const permit = await limiter.acquire({ pool: 'sonnet' });
-      metrics.upstreamAnswered('200');
+      counters.upstreamAnswered('200');
       const text = await metrics.render();
       await permit.release();
       const account = `account="${name}"`;
