@@ -23,13 +23,16 @@ import {
   FleetGauges,
   isConnectionError,
   joinFleetDocumentLogged,
+  EnvError,
+  configuredDocumentFromEnv,
   limiterOptionsFromDocument,
   limiterOptionsFromEnv,
-  processDocumentFromEnv,
   queueKeys,
   redisFromEnv,
   withDeadline,
   type FleetMetricsScope,
+  type ProcessDocument,
+  type QueueKeys,
 } from '@tollgate/queue/internal';
 import { performance } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -130,6 +133,13 @@ export interface Gateway {
 
 type EnqueuedJob = Awaited<ReturnType<Producer['enqueueJob']>>;
 
+/** The queue one account's jobs go on, as the gateway uses it: its producer, its keys, its event stream readers. */
+interface Lane {
+  producer: Producer;
+  keys: QueueKeys;
+  readers: StreamReaders;
+}
+
 /** Reads the priority header, if any. @throws {@link InvalidRequestError} naming the header. */
 function priorityOf(request: FastifyRequest): number | undefined {
   const raw = request.headers[PRIORITY_HEADER];
@@ -187,26 +197,62 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
  * `GET /health`, `GET /metrics`, and the dashboard at `GET /`.
  */
 export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: Readonly<Record<string, string | undefined>> = process.env): Promise<Gateway> {
-  // TOLLGATE_CONFIG: the account this gateway shows, with the document's limits (the fleet's stored ones win), and the
-  // tokens of its tenants; read before anything connects, so that a bad document or token leaves nothing open
-  const fromFile = await processDocumentFromEnv(env);
+  // TOLLGATE_CONFIG: the accounts of its tenants, the account this gateway shows (its default: TOLLGATE_NAME, or the
+  // document's only or first account), with the document's limits (the fleet's stored ones win), and the tokens of its
+  // tenants; read before anything connects, so that a bad document or token leaves nothing open
+  const configured = await configuredDocumentFromEnv(env);
+  const fromFile: ProcessDocument | undefined =
+    configured === undefined
+      ? undefined
+      : { document: configured.document, path: configured.path, account: configured.defaultAccount ?? Object.keys(configured.document.accounts)[0] ?? '' };
   const tenantsByToken = tenantTokens(env, fromFile, processEnv);
+  // each document tenant's jobs go to its account's queue, run by the workers holding that account's key; the other
+  // tenants' (GATEWAY_TOKENS) to the plain queue, run by the workers' default account
+  const tenantAccounts = new Map(Object.entries(fromFile?.document.tenants ?? {}).map(([tenant, policy]) => [tenant, policy.account]));
+  if (configured !== undefined && configured.defaultAccount === undefined && (env.GATEWAY_TOKENS?.size ?? 0) > 0) {
+    throw new EnvError(
+      `GATEWAY_TOKENS is invalid here: its tenants' jobs name no account, and ${configured.path} has several with none the default: set TOLLGATE_NAME to one of ${Object.keys(configured.document.accounts).join(', ')}`,
+    );
+  }
   const source = redisFromEnv(env); // REDIS_URL, or a Cluster client for REDIS_CLUSTER_NODES
   const redis = commandConnection(source.input, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
-  const keys = queueKeys(env.TOLLGATE_QUEUE);
-  const producer = createProducer({
-    redis: redis.client,
-    queue: env.TOLLGATE_QUEUE,
-    redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS,
-    tenantQueuedMax: env.GATEWAY_TENANT_QUEUED_MAX,
-    retention: {
-      completedSeconds: env.GATEWAY_KEEP_COMPLETED_SECONDS,
-      completedJobs: env.GATEWAY_KEEP_COMPLETED_JOBS,
-      failedSeconds: env.GATEWAY_KEEP_FAILED_SECONDS,
-      failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
-    },
-  });
+  /** One queue's producer and stream readers: the plain queue's (key ''), and one per other account its tenants use. */
+  const makeLane = (account: string | undefined): Lane => {
+    const producer = createProducer({
+      redis: redis.client,
+      queue: env.TOLLGATE_QUEUE,
+      ...(account === undefined ? {} : { account }),
+      redisTimeoutMs: env.GATEWAY_REDIS_OP_TIMEOUT_MS,
+      tenantQueuedMax: env.GATEWAY_TENANT_QUEUED_MAX,
+      retention: {
+        completedSeconds: env.GATEWAY_KEEP_COMPLETED_SECONDS,
+        completedJobs: env.GATEWAY_KEEP_COMPLETED_JOBS,
+        failedSeconds: env.GATEWAY_KEEP_FAILED_SECONDS,
+        failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
+      },
+    });
+    const keys = queueKeys(producer.name);
+    const readers = new StreamReaders(
+      () => {
+        const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
+        reader.on('error', () => {}); // a failed read is retried; each relay's deadline is its own
+        return reader;
+      },
+      redis.client,
+      keys.relayWakePrefix,
+    );
+    return { producer, keys, readers };
+  };
+  const defaultLane = makeLane(undefined);
+  const lanes = new Map<string, Lane>([['', defaultLane]]);
+  for (const account of new Set(tenantAccounts.values())) if (account !== configured?.defaultAccount && !lanes.has(account)) lanes.set(account, makeLane(account));
+  /** The lane of a tenant's jobs (its account's queue). */
+  const laneOf = (tenant: string | undefined): Lane => {
+    const account = tenant === undefined ? undefined : tenantAccounts.get(tenant);
+    return (account === undefined ? undefined : lanes.get(account)) ?? defaultLane;
+  };
+  const { producer, keys } = defaultLane;
   const limiterOptions = fromFile === undefined ? limiterOptionsFromEnv(env, source.input) : limiterOptionsFromDocument(fromFile, env, source.input).messages;
   const limiter = createLimiter({ ...limiterOptions, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
@@ -214,18 +260,9 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   // first boot stores this process's document; a fleet that has one keeps it (only `tollgate limits apply` changes it).
   // Before the producer's first read of it, so that this gateway's first jobs follow it.
   if (fromFile !== undefined) await joinFleetDocumentLogged(source.input, fromFile, logger);
-  await Promise.all([limiter.ready().catch(() => {}), producer.ready().catch(() => {})]);
+  await Promise.all([limiter.ready().catch(() => {}), ...[...lanes.values()].map((lane) => lane.producer.ready().catch(() => {}))]);
   const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   const tokens = new TokenTable(tenantsByToken);
-  const readers = new StreamReaders(
-    () => {
-      const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
-      reader.on('error', () => {}); // a failed read is retried; each relay's deadline is its own
-      return reader;
-    },
-    redis.client,
-    keys.relayWakePrefix,
-  );
   /** Streams relayed now, by tenant and in all. */
   const openStreams = new Map<string, number>();
   let openStreamsTotal = 0;
@@ -319,6 +356,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     // Redis is down (not merely slow): answer at once, without trying to enqueue
     if (redis.client.status !== 'ready') return sendFailure(request, reply, new QueueUnavailableError('Redis connection is down'));
     const startedAt = performance.now();
+    const { producer } = laneOf(request.tenant);
     let job: EnqueuedJob;
     try {
       await producer.ready(); // listening for job ends before the job exists
@@ -376,6 +414,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
       );
     openStreams.set(tenant, ofTenant + 1);
     openStreamsTotal += 1;
+    const { producer, keys, readers } = laneOf(request.tenant);
     try {
       const startedAt = performance.now();
       let job: EnqueuedJob;
@@ -448,7 +487,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
 
   app.post('/v1/jobs', async (request, reply) => {
     try {
-      const { id, priority } = await producer.enqueueJob(requestBody(request, 'messages'), enqueueOptions(request, true));
+      const { id, priority } = await laneOf(request.tenant).producer.enqueueJob(requestBody(request, 'messages'), enqueueOptions(request, true));
       return reply
         .code(202)
         .headers({ [JOB_ID_HEADER]: id, [PRIORITY_HEADER]: String(priority) })
@@ -460,7 +499,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
 
   /** A job of the caller's own tenant; another tenant's job is reported as missing. */
   const ownJob = async (request: FastifyRequest<{ Params: { id: string } }>) => {
-    const job = await producer.getJob(request.params.id);
+    const job = await laneOf(request.tenant).producer.getJob(request.params.id);
     return job !== undefined && job.tenant === request.tenant ? job : undefined;
   };
 
@@ -477,7 +516,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
     try {
       if ((await ownJob(request)) === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
-      const outcome = await producer.cancel(request.params.id);
+      const outcome = await laneOf(request.tenant).producer.cancel(request.params.id);
       if (outcome === 'cancelled') return reply.send({ id: request.params.id, cancelled: true });
       if (outcome === 'missing') return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
       return sendError(request, reply, 409, `job ${request.params.id} is ${outcome === 'active' ? 'running' : 'finished'} and cannot be cancelled`);
@@ -545,8 +584,10 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
         monitor.stop();
         await app.close();
         await metricsServer?.close();
-        readers.close();
-        await producer.close();
+        for (const lane of lanes.values()) {
+          lane.readers.close();
+          await lane.producer.close();
+        }
         await limiter.close();
         if (redis.owned) redis.client.disconnect();
         source.close();

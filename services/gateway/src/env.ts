@@ -112,7 +112,7 @@ const NOT_TOKEN_VARIABLES = /^(REDIS_|TOLLGATE_|GATEWAY_|ANTHROPIC_|NODE_|npm_|M
 const isTokenVariable = (name: string) => !NOT_TOKEN_VARIABLES.test(name);
 
 /**
- * The tenant tokens: `GATEWAY_TOKENS`, and each tenant of the document's account from the variable its `tokenEnv`
+ * The tenant tokens: `GATEWAY_TOKENS`, and each tenant of the document (of any account) from the variable its `tokenEnv`
  * names (DESIGN §8: a token is never stored in the document or in Redis).
  * @throws {@link EnvError} naming the variable: unset, shorter than {@link TOKEN_LENGTH_MIN}, another tenant's token, or
  * an admin token; or when there is no tenant at all.
@@ -121,7 +121,6 @@ export function tenantTokens(env: GatewayEnv, source: ProcessDocument | undefine
   const byToken = new Map(env.GATEWAY_TOKENS ?? []);
   const admin = new Set([env.GATEWAY_ADMIN_TOKEN, env.GATEWAY_METRICS_TOKEN].filter((token) => token !== undefined));
   for (const [tenant, policy] of Object.entries(source?.document.tenants ?? {})) {
-    if (policy.account !== source?.account) continue; // another account's gateway serves it
     const token = processEnv[policy.tokenEnv];
     const problem = !isTokenVariable(policy.tokenEnv)
       ? "a variable of the gateway's own (REDIS_*, TOLLGATE_*, GATEWAY_*, ANTHROPIC_*, NODE_*, npm_*, PATH, HOME, HOSTNAME…), not a token"

@@ -1,0 +1,109 @@
+/**
+ * Issue 13, several accounts in one fleet, at the gateway: each tenant of the limits document maps to its account, and
+ * its jobs go on that account's own queue (`<queue>@<account>`), where the workers holding that account's key take
+ * them; a job is looked up on its tenant's queue only.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createProducer } from '@tollgate/queue';
+import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildGateway, parseGatewayEnv } from '../src/index.js';
+import { ADMIN_TOKEN, request } from './support.js';
+
+const SEARCH_TOKEN = 'search-tenant-token-0123456789';
+const BATCH_TOKEN = 'batch-tenant-token-0123456789';
+const LEGACY_TOKEN = 'legacy-tenant-token-0123456789';
+let redis: TestRedis;
+let dir: string;
+let path: string;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  dir = await mkdtemp(join(tmpdir(), 'tollgate-gateway-accounts-'));
+  path = join(dir, 'tollgate.yaml');
+  await writeFile(
+    path,
+    [
+      'accounts:',
+      '  interactive: { apiKeyEnv: INTERACTIVE_KEY, concurrency: 4, pools: { all: { models: ["*"], rpm: 1000 } } }',
+      '  "org:batch": { apiKeyEnv: BATCH_KEY, concurrency: 8, pools: { all: { models: ["*"], rpm: 1000 } } }',
+      'tenants:',
+      '  search: { tokenEnv: SEARCH_TOKEN_VAR, account: interactive }',
+      '  batch: { tokenEnv: BATCH_TOKEN_VAR, account: "org:batch" }',
+      '',
+    ].join('\n'),
+  );
+});
+afterAll(async () => {
+  await redis.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('a gateway whose document has two accounts', () => {
+  it("puts each tenant's jobs on its account's queue; the plain queue takes GATEWAY_TOKENS tenants' (TOLLGATE_NAME's account)", async () => {
+    const queue = uniqueName('gw-accounts');
+    const env = parseGatewayEnv({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      REDIS_URL: redis.url,
+      TOLLGATE_QUEUE: queue,
+      TOLLGATE_CONFIG: path,
+      TOLLGATE_NAME: 'interactive',
+      GATEWAY_TOKENS: `legacy:${LEGACY_TOKEN}`,
+      GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+    });
+    const gateway = await buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: BATCH_TOKEN });
+    const onQueue = (account?: string) => createProducer({ redis: redis.url, queue, ...(account === undefined ? {} : { account }), tenantPolicy: 'none' });
+    const plain = onQueue();
+    const interactive = onQueue('interactive');
+    const batch = onQueue('org:batch');
+    try {
+      const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
+      const post = async (token: string) => {
+        const answer = await fetch(`${url}/v1/jobs`, {
+          method: 'POST',
+          body: JSON.stringify(request('accounts')),
+          headers: { 'content-type': 'application/json', 'x-api-key': token },
+        });
+        expect(answer.status).toBe(202);
+        return ((await answer.json()) as { id: string }).id;
+      };
+      const batchId = await post(BATCH_TOKEN);
+      const searchId = await post(SEARCH_TOKEN);
+      const legacyId = await post(LEGACY_TOKEN);
+      // batch's account is not the default: its own queue (the ':' of its name written %3A)
+      expect(batch.name).toBe(`${queue}@org%3Abatch`);
+      expect((await batch.getJob(batchId))?.tenant).toBe('batch');
+      expect(await plain.getJob(batchId)).toBeUndefined();
+      // search's account is the gateway's default (TOLLGATE_NAME), whose workers also serve the plain queue
+      expect((await plain.getJob(searchId))?.tenant).toBe('search');
+      expect((await plain.getJob(legacyId))?.tenant).toBe('legacy');
+      expect(await interactive.getJob(searchId)).toBeUndefined();
+      // a tenant reads and cancels its own jobs on its own queue; another tenant's id is not found
+      const get = (id: string, token: string) => fetch(`${url}/v1/jobs/${id}`, { headers: { 'x-api-key': token } });
+      expect(((await (await get(batchId, BATCH_TOKEN)).json()) as { state: string }).state).toBe('prioritized'); // queued (BullMQ's state for a job with a priority)
+      expect((await get(batchId, SEARCH_TOKEN)).status).toBe(404);
+      expect((await fetch(`${url}/v1/jobs/${batchId}`, { method: 'DELETE', headers: { 'x-api-key': BATCH_TOKEN } })).status).toBe(200);
+      expect(await batch.getJob(batchId)).toBeUndefined();
+    } finally {
+      await gateway.close();
+      await Promise.all([plain.close(), interactive.close(), batch.close()]);
+    }
+  });
+
+  it('refuses GATEWAY_TOKENS when no account is the default (their jobs would name none that a worker runs)', async () => {
+    const env = parseGatewayEnv({
+      PORT: '0',
+      REDIS_URL: redis.url,
+      TOLLGATE_QUEUE: uniqueName('gw-accounts-bad'),
+      TOLLGATE_CONFIG: path,
+      GATEWAY_TOKENS: `legacy:${LEGACY_TOKEN}`,
+    });
+    await expect(buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: BATCH_TOKEN })).rejects.toThrow(
+      /GATEWAY_TOKENS is invalid here: .* set TOLLGATE_NAME to one of interactive, org:batch/,
+    );
+  });
+});
