@@ -158,6 +158,11 @@ export class Producer {
     this.#document = parsed.data.tenantPolicy === 'fleet' ? new DocumentFollower({ redis: this.#redis.client, pollMs: parsed.data.documentPollMs }) : undefined;
   }
 
+  /** The fleet's limits document as this producer last read it (`tenantPolicy: 'fleet'`); undefined before that, or with 'none'. */
+  get fleetDocument(): LimitsDocument | undefined {
+    return this.#document?.current?.document;
+  }
+
   /**
    * The priority a job of `tenant` asking for `requested` is served with under the fleet's document (DESIGN §9: a
    * tenant may not ask for more than its `maxPriority`); as asked before the document was first read.

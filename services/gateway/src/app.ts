@@ -247,10 +247,22 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   const defaultLane = makeLane(undefined);
   const lanes = new Map<string, Lane>([['', defaultLane]]);
   for (const account of new Set(tenantAccounts.values())) if (account !== configured?.defaultAccount && !lanes.has(account)) lanes.set(account, makeLane(account));
-  /** The lane of a tenant's jobs (its account's queue). */
+  /**
+   * The lane of a tenant's jobs: its account's queue, by the fleet's document as the producer follows it (an apply
+   * may move a tenant to another account), else by this process's own.
+   */
   const laneOf = (tenant: string | undefined): Lane => {
-    const account = tenant === undefined ? undefined : tenantAccounts.get(tenant);
-    return (account === undefined ? undefined : lanes.get(account)) ?? defaultLane;
+    if (tenant === undefined) return defaultLane;
+    const fleet = defaultLane.producer.fleetDocument;
+    const policy = fleet !== undefined && Object.hasOwn(fleet.tenants, tenant) ? fleet.tenants[tenant] : undefined;
+    const account = policy?.account ?? tenantAccounts.get(tenant);
+    if (account === undefined || account === configured?.defaultAccount) return defaultLane;
+    let lane = lanes.get(account);
+    if (lane === undefined) {
+      lane = makeLane(account); // an account a later apply gave this tenant
+      lanes.set(account, lane);
+    }
+    return lane;
   };
   const { producer, keys } = defaultLane;
   const limiterOptions = fromFile === undefined ? limiterOptionsFromEnv(env, source.input) : limiterOptionsFromDocument(fromFile, env, source.input).messages;

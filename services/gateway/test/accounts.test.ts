@@ -3,11 +3,13 @@
  * its jobs go on that account's own queue (`<queue>@<account>`), where the workers holding that account's key take
  * them; a job is looked up on its tenant's queue only.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseLimitsDocument, storeLimitsDocument } from '@tollgate/config';
 import { createProducer } from '@tollgate/queue';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildGateway, parseGatewayEnv } from '../src/index.js';
@@ -91,6 +93,41 @@ describe('a gateway whose document has two accounts', () => {
     } finally {
       await gateway.close();
       await Promise.all([plain.close(), interactive.close(), batch.close()]);
+    }
+  });
+
+  it("follows the fleet's document: an apply that moves a tenant to another account sends its next jobs to that account's queue", async () => {
+    const queue = uniqueName('gw-accounts-move');
+    const env = parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, TOLLGATE_QUEUE: queue, TOLLGATE_CONFIG: path, TOLLGATE_NAME: 'interactive' });
+    const gateway = await buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN, BATCH_TOKEN_VAR: BATCH_TOKEN });
+    const client = new Redis(redis.url);
+    const batch = createProducer({ redis: redis.url, queue, account: 'org:batch', tenantPolicy: 'none' });
+    try {
+      const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
+      const moved = (await readFile(path, 'utf8')).replace(
+        'search: { tokenEnv: SEARCH_TOKEN_VAR, account: interactive }',
+        'search: { tokenEnv: SEARCH_TOKEN_VAR, account: "org:batch" }',
+      );
+      expect(moved).not.toBe(await readFile(path, 'utf8'));
+      await storeLimitsDocument(client, parseLimitsDocument(moved, 'moved.yaml'));
+      await expect
+        .poll(
+          async () => {
+            const answer = await fetch(`${url}/v1/jobs`, {
+              method: 'POST',
+              body: JSON.stringify(request('moved')),
+              headers: { 'content-type': 'application/json', 'x-api-key': SEARCH_TOKEN },
+            });
+            const { id } = (await answer.json()) as { id: string };
+            return (await batch.getJob(id))?.tenant;
+          },
+          { timeout: 5_000, interval: 300 },
+        )
+        .toBe('search');
+    } finally {
+      await gateway.close();
+      await batch.close();
+      client.disconnect();
     }
   });
 
