@@ -54,5 +54,6 @@ export function limitsAsOptions(limits: FleetLimits): Omit<LimiterOptions, 'redi
     ...(pools !== undefined ? { pools } : Object.keys(rates).length === 0 ? {} : { rates }),
     reserve: limits.reserve,
     leaseTtlMs: limits.leaseTtlMs,
+    ...(limits.groups === undefined ? {} : { groups: limits.groups }),
   };
 }

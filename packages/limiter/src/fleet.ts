@@ -45,6 +45,11 @@ export class FleetView {
     return this.#buckets;
   }
 
+  /** The groups' weights in force (fair share, DESIGN §9); undefined: waiters in arrival order. */
+  get groups(): Readonly<Record<string, { weight: number }>> | undefined {
+    return this.known.groups;
+  }
+
   /** The pools in force (the fleet's once known, else this process's own); undefined: no pools. */
   get pools(): readonly string[] | undefined {
     return this.known.pools;

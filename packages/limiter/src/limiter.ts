@@ -10,6 +10,7 @@ import { limiterKeys, type LimiterKeys } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { limitsFromOptions, type FleetLimitsState } from './limits.js';
 import {
+  GROUP_NAME_PATTERN,
   PRIORITY_DEFAULT,
   PRIORITY_MAX,
   PRIORITY_MIN,
@@ -25,6 +26,11 @@ import { ScriptRunner } from './runner.js';
 import type { RedisLike } from './scripts/library.js';
 import { PoolsChangedError, type Pumped } from './scripts/scripts.js';
 import type { AcquireOptions, LimiterEvents, LimiterSnapshot } from './types.js';
+
+/** A queued waiter of weight 1 moves its group's finish tag this far (a weight-w group's: FAIR_TAG_UNIT / w). */
+const FAIR_TAG_UNIT = 1_000;
+/** The group of an acquire that names none, in a limiter with groups (not a group name: `*` is outside their pattern). */
+const UNGROUPED = '*';
 import { Waiters } from './waiters.js';
 
 export type { AcquireOptions, BucketSnapshot, LimiterEvents, LimiterSnapshot } from './types.js';
@@ -176,7 +182,7 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     try {
       const pool = await this.#poolInForce(options.pool);
       const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
-      return await this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs });
+      return await this.#waiters.acquire({ pool: pool ?? '', ...this.#groupOf(options.group), cost, priority, signal, timeoutMs });
     } catch (error) {
       if (!(error instanceof PoolsChangedError)) throw error;
       // the pools changed in Redis between this process's view and the call: read them, check and send once more,
@@ -186,8 +192,22 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       const cost = this.#normalizeCost(pool, options.cost);
       const leftMs = timeoutMs === undefined ? undefined : Math.floor(timeoutMs - (performance.now() - startedAt));
       if (leftMs !== undefined && leftMs <= 0) throw new AcquireTimeoutError(this.name, timeoutMs ?? 0);
-      return this.#waiters.acquire({ pool: pool ?? '', cost, priority, signal, timeoutMs: leftMs });
+      return this.#waiters.acquire({ pool: pool ?? '', ...this.#groupOf(options.group), cost, priority, signal, timeoutMs: leftMs });
     }
+  }
+
+  /**
+   * The group an acquire queues under and its finish-tag step (1000 / weight, DESIGN §9), by the groups in force: ''
+   * and 0 without groups (arrival order); `*` for a call that names none.
+   */
+  #groupOf(group: string | undefined): { group: string; step: number } {
+    if (group !== undefined && (typeof group !== 'string' || !GROUP_NAME_PATTERN.test(group))) {
+      throw new InvalidArgumentError('group', group, 'a group name (letters, digits and ._-, 1 to 64 characters)');
+    }
+    const groups = this.#fleet.groups;
+    if (groups === undefined) return { group: '', step: 0 };
+    const weight = group !== undefined && Object.hasOwn(groups, group) ? (groups[group]?.weight ?? 1) : 1;
+    return { group: group ?? UNGROUPED, step: Math.max(1, Math.round(FAIR_TAG_UNIT / weight)) };
   }
 
   /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before (with pools: `<pool>/<dimension>`). */

@@ -11,6 +11,9 @@ import {
   PRIORITY_MIN,
   POOL_NAME_PATTERN,
   POOLS_MAX,
+  GROUP_NAME_PATTERN,
+  GROUP_WEIGHT_MAX,
+  GROUP_WEIGHT_MIN,
   bucketSpecs,
   poolDimension,
   describeZodError,
@@ -39,6 +42,8 @@ export const fleetLimitsSchema = z
     leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX),
     /** The pools, sorted (their order is the queue's lanes); absent: no pools, one queue. */
     pools: z.array(z.string().regex(POOL_NAME_PATTERN)).min(1).max(POOLS_MAX).optional(),
+    /** Fair share between groups (their weights); absent: waiters in arrival order. */
+    groups: z.record(z.string().regex(GROUP_NAME_PATTERN), z.strictObject({ weight: z.number().min(GROUP_WEIGHT_MIN).max(GROUP_WEIGHT_MAX) })).optional(),
   })
   .superRefine((limits, context) => {
     const pools = new Set(limits.pools ?? []);
@@ -87,6 +92,7 @@ export function limitsFromOptions(options: ResolvedLimiterOptions): FleetLimits 
   else for (const pool of pools) add(pool, options.pools?.[pool]);
   return {
     ...(pools === undefined ? {} : { pools }),
+    ...(options.groups === undefined ? {} : { groups: sortedGroups(options.groups) }),
     schema: 1,
     concurrency: options.concurrency ?? null,
     rates,
@@ -112,8 +118,17 @@ export function canonicalLimits(limits: FleetLimits): { json: string; hash: stri
     reserve: limits.reserve.map((channel) => ({ maxPriority: channel.maxPriority, concurrency: channel.concurrency })),
     leaseTtlMs: limits.leaseTtlMs,
     ...(limits.pools === undefined ? {} : { pools: [...limits.pools].sort() }), // absent without pools: the hash of limits without pools is what it was
+    ...(limits.groups === undefined ? {} : { groups: sortedGroups(limits.groups) }), // the same without groups
   });
   return { json, hash: createHash('sha256').update(json).digest('hex').slice(0, LIMITS_HASH_CHARS) };
+}
+
+function sortedGroups(groups: Readonly<Record<string, { weight: number }>>): Record<string, { weight: number }> {
+  return Object.fromEntries(
+    Object.keys(groups)
+      .sort()
+      .map((name) => [name, { weight: groups[name]?.weight ?? 1 }]),
+  );
 }
 
 /** Parses the fleet's limits as Redis holds them; a document that does not parse is an InvalidConfigError. */
@@ -144,6 +159,8 @@ export function limitsDifferences(own: FleetLimits, fleet: FleetLimits): string[
   if (own.leaseTtlMs !== fleet.leaseTtlMs) differences.push(`leaseTtlMs: ${own.leaseTtlMs} here, ${fleet.leaseTtlMs} in the fleet`);
   if (JSON.stringify(own.reserve) !== JSON.stringify(fleet.reserve)) differences.push(`reserve: ${show(own.reserve)} here, ${show(fleet.reserve)} in the fleet`);
   if (JSON.stringify(own.pools) !== JSON.stringify(fleet.pools)) differences.push(`pools: ${show(own.pools)} here, ${show(fleet.pools)} in the fleet`);
+  const groups = (limits: FleetLimits) => (limits.groups === undefined ? undefined : sortedGroups(limits.groups));
+  if (JSON.stringify(groups(own)) !== JSON.stringify(groups(fleet))) differences.push(`groups: ${show(groups(own))} here, ${show(groups(fleet))} in the fleet`);
   for (const dimension of new Set([...Object.keys(own.rates), ...Object.keys(fleet.rates)])) {
     const mine = own.rates[dimension];
     const theirs = fleet.rates[dimension];

@@ -25,6 +25,13 @@ export const REQUESTS_DIMENSION = 'requests';
 export const POOL_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 /** Pools one limiter may have: each is a lane of the queue's scores (prelude.lua LANES_MAX). */
 export const POOLS_MAX = 32;
+/** A group (a tenant) as `acquire({ group })` names it: letters, digits and ._-, 1 to 64 characters. */
+export const GROUP_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+/** Group weights: a share is weight / (sum of the weights of the groups that wait). */
+export const GROUP_WEIGHT_MIN = 0.001;
+export const GROUP_WEIGHT_MAX = 1_000;
+/** Groups one limiter's limits may name. */
+export const GROUPS_MAX = 10_000;
 /** A bucket's dimension as Redis names it: `<pool>/<dimension>` in a pool, else the dimension. */
 export function poolDimension(pool: string | undefined, dimension: string): string {
   return pool === undefined ? dimension : `${pool}/${dimension}`;
@@ -73,6 +80,18 @@ export const limiterOptionsSchema = z
       .record(z.string().regex(POOL_NAME_PATTERN, "letters, digits and ._- (no ':' or '/'), 1 to 64 characters"), ratesSchema)
       .refine((pools) => Object.keys(pools).length >= 1, 'at least one pool')
       .refine((pools) => Object.keys(pools).length <= POOLS_MAX, `at most ${POOLS_MAX} pools`)
+      .optional(),
+    /**
+     * Fair share between groups (tenants, DESIGN §9): with `groups` (even `{}`), waiters of one pool and priority are
+     * served by start-time fair queuing across the groups `acquire({ group })` names, each in proportion to its weight
+     * (a group not listed here has weight 1; an acquire without a group is group `*`); without, in arrival order.
+     */
+    groups: z
+      .record(
+        z.string().regex(GROUP_NAME_PATTERN, 'letters, digits and ._-, 1 to 64 characters'),
+        z.strictObject({ weight: z.number().min(GROUP_WEIGHT_MIN).max(GROUP_WEIGHT_MAX) }),
+      )
+      .refine((groups) => Object.keys(groups).length <= GROUPS_MAX, `at most ${GROUPS_MAX} groups`)
       .optional(),
     reserve: z
       .array(reserveSchema)

@@ -7,6 +7,11 @@ export interface AcquireOptions {
    * then names that pool's dimensions (`{ inputTokens: 1_200 }` takes from `<pool>/inputTokens`).
    */
   pool?: string;
+  /**
+   * The group (tenant) the call is for, in a limiter with `groups`: waiters of one pool and priority are shared
+   * between groups by their weights (start-time fair queuing). Without `groups` it changes nothing.
+   */
+  group?: string;
   /** Tokens to take from each bucket. `requests: 1` is implied when a `requests` rate is configured (in a pool: the pool's). */
   cost?: Cost;
   /** 0 = first … 9 = last. Default 5. */

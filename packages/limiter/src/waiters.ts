@@ -13,6 +13,9 @@ interface Waiter {
   readonly id: string;
   /** Its pool ('' for a limiter without pools). */
   readonly pool: string;
+  /** Its group and finish-tag step ('' and 0 without groups). */
+  readonly group: string;
+  readonly step: number;
   readonly cost: Cost;
   readonly priority: number;
   readonly startedAt: number;
@@ -37,6 +40,9 @@ interface Waiter {
 export interface WaitRequest {
   /** '' for a limiter without pools. */
   pool: string;
+  /** '' and 0 in a limiter without groups. */
+  group: string;
+  step: number;
   /** By the buckets' names in Redis (`<pool>/<dimension>` in a pool). */
   cost: Cost;
   priority: number;
@@ -79,7 +85,7 @@ export class Waiters {
   }
 
   async acquire(request: WaitRequest): Promise<Permit> {
-    const { pool, cost, priority, signal, timeoutMs } = request;
+    const { pool, group, step, cost, priority, signal, timeoutMs } = request;
     const name = this.#core.name;
     if (signal?.aborted) throw new AcquireAbortedError(name, { cause: signal.reason }); // nothing sent: nothing to cancel
     const startedAt = performance.now();
@@ -96,6 +102,8 @@ export class Waiters {
     const waiter: Waiter = {
       id: `${this.#core.ownerId}:${++this.#sequence}`, // made here and sent with the acquire, so a cancel can name it
       pool,
+      group,
+      step,
       cost,
       priority,
       startedAt,
@@ -156,7 +164,16 @@ export class Waiters {
 
   async #submit(waiter: Waiter): Promise<void> {
     const timeoutMs = waiter.deadlineAt === undefined ? 0 : Math.max(1, Math.ceil(waiter.deadlineAt - performance.now()));
-    const args = { waiterId: waiter.id, priority: waiter.priority, timeoutMs, previousMember: waiter.member, pool: waiter.pool, cost: waiter.cost };
+    const args = {
+      waiterId: waiter.id,
+      priority: waiter.priority,
+      timeoutMs,
+      previousMember: waiter.member,
+      pool: waiter.pool,
+      group: waiter.group,
+      step: waiter.step,
+      cost: waiter.cost,
+    };
     waiter.submissions++;
     const late: LateReply<Exclude<AcquireReply, { kind: 'resync' }>> = {
       reply: (reply) => this.#lateAcquire(waiter, reply),

@@ -38,6 +38,8 @@ interface RogueFields {
   priority?: string;
   /** '' (the default) for a limiter without pools. */
   pool?: string;
+  /** group and step ('' and '0' by default: a limiter without groups). */
+  group?: [string, string];
   /** costCount, then (dimension, amount) pairs. */
   cost?: string[];
 }
@@ -58,6 +60,7 @@ async function rawAcquire(name: string, timeoutMs: string, fields: RogueFields =
     timeoutMs,
     '',
     fields.pool ?? '',
+    ...(fields.group ?? ['', '0']),
     ...cost,
   );
 }
@@ -91,6 +94,13 @@ describe('the function itself', () => {
       ['cost', ['0', { cost: ['1', 'requests', '0x10'] }]],
       ['pool', ['0', { pool: 'sonnet' }]], // a limiter without pools
       ['pool', ['0', { pool: 'so nnet' }]],
+      // a group's name and step (fair share): a rogue step would move a group's tags out of its band
+      ['group', ['0', { group: ['a b', '1000'] }]],
+      ['group', ['0', { group: ['x'.repeat(65), '1000'] }]],
+      ['group', ['0', { group: ['team', '0'] }]],
+      ['group', ['0', { group: ['team', '1.5'] }]],
+      ['group', ['0', { group: ['team', '1000000001'] }]],
+      ['group', ['0', { group: ['team', 'nan'] }]],
     ];
     for (const [field, args] of refused) expect([field, await rawAcquire(name, ...args)]).toEqual([field, [-4, field]]);
     expect(await admin.zcard(limiterKeys(name).leases)).toBe(0);

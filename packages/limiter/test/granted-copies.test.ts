@@ -82,7 +82,7 @@ describe('the granted hash after a release', () => {
     const epoch = (await fixture.admin.hget(limiterKeys(name).config, 'epoch')) ?? '';
     const holder = new LimiterScripts(fixture.admin, name, limiterKeys(name), 'holder');
     const waiter = new LimiterScripts(fixture.admin, name, limiterKeys(name), 'waiter');
-    const args = { priority: 5, timeoutMs: 0, previousMember: '', pool: '', cost: {} };
+    const args = { priority: 5, timeoutMs: 0, previousMember: '', pool: '', group: '', step: 0, cost: {} };
     expect((await holder.acquire(epoch, { ...args, waiterId: 'holder:1' })).kind).toBe('granted');
     const queued = await waiter.acquire(epoch, { ...args, waiterId: 'waiter:1' });
     if (queued.kind !== 'queued') throw new Error(`expected queued, got ${queued.kind}`);

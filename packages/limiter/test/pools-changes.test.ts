@@ -109,13 +109,13 @@ describe('pools changed under queued waiters: re-submission after an apply remov
     const call = (s: 'acquire' | 'release', args: Array<string | number>) =>
       fixture.admin.call('FCALL', fn(s), keys.functionKeys.length, ...keys.functionKeys, ...args.map(String));
     // process "ghost": its first permit takes the one slot, its second waiter queues in pool b
-    const queued = (await call('acquire', [epoch, 'ghost', 'ghost:2', 5, 0, '', 'b', 1, 'b/tokens', 1])) as unknown[];
+    const queued = (await call('acquire', [epoch, 'ghost', 'ghost:2', 5, 0, '', 'b', '', 0, 1, 'b/tokens', 1])) as unknown[];
     const member = queued[4] as string;
     // ghost releases ghost:1: its own pump grants ghost:2 in this reply (not kept in <p>:granted) -- and the reply is lost
     // an apply removes pool b
     await limiter.applyLimits({ concurrency: 1, pools: { a: { tokens: slow(100) } } });
     // ghost reconnects and re-submits ghost:2 with its member, as resubmitAll does
-    const again = await call('acquire', [epoch, 'ghost', 'ghost:2', 5, 0, member, 'b', 1, 'b/tokens', 1]);
+    const again = await call('acquire', [epoch, 'ghost', 'ghost:2', 5, 0, member, 'b', '', 0, 1, 'b/tokens', 1]);
     // the lease holds the account's only slot: pool a is blocked until the lease expires
     const a = await limiter.acquire({ pool: 'a', timeoutMs: 500 }).then(
       () => 'granted',

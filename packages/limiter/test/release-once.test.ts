@@ -48,7 +48,7 @@ describe('a release that reaches Redis twice settles once', () => {
     const epoch = (await fixture.admin.hget(`{tollgate:${name}}:config`, 'epoch')) ?? '';
     const scripts = new LimiterScripts(fixture.admin, name, limiterKeys(name), 'frozen');
     // a lease of a process that stopped renewing it: set its expiry to now, so the next script reclaims it
-    const granted = await scripts.acquire(epoch, { waiterId: 'frozen:1', priority: 5, timeoutMs: 0, previousMember: '', pool: '', cost: { tokens: 300 } });
+    const granted = await scripts.acquire(epoch, { waiterId: 'frozen:1', priority: 5, timeoutMs: 0, previousMember: '', pool: '', group: '', step: 0, cost: { tokens: 300 } });
     expect(granted.kind).toBe('granted');
     const [seconds, micros] = (await fixture.admin.time()).map(Number);
     await fixture.admin.zadd(`{tollgate:${name}}:leases`, 'XX', (seconds ?? 0) * 1000 + Math.floor((micros ?? 0) / 1000) - 1, 'frozen:1');

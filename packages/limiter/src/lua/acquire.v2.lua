@@ -8,8 +8,12 @@
   ARGV[6]  previous       string, the waiter's queue member when this is a re-submission, else ''
   ARGV[7]  pool           string, the pool the waiter queues in: one of the config's `lanes`, or '' for
                           a limiter without pools; its cost names only that pool's buckets ('<pool>/<dim>')
-  ARGV[8]  costCount      integer 0..64, number of (dimension, amount) pairs that follow
-  ARGV[9…] dimension, amount   amount a finite number ≥ 0
+  ARGV[8]  group          string, the waiter's group (a tenant; '*' for none) in a limiter whose
+                          fleet limits have groups, else '' (then waiters queue in arrival order)
+  ARGV[9]  step           integer 1..10^9: how far a queued waiter of the group moves its group's
+                          finish tag (1000 / weight; 0 with group ''); see fairTag
+  ARGV[10] costCount      integer 0..64, number of (dimension, amount) pairs that follow
+  ARGV[11…] dimension, amount  amount a finite number ≥ 0
   Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
   caller sends can leave an entry that other processes' pumps fail on.
   Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
@@ -22,17 +26,24 @@
            {-2, dimension, capacity}                     cost exceeds the bucket's capacity: never grantable
            {-3, dimension}                               dimension not configured
            {-4, field}                                   an argument out of range: 'priority',
-                                                         'timeoutMs', 'cost', 'waiterId' or 'pool'
-                                                         (not a configured pool, or a cost outside it)
+                                                         'timeoutMs', 'cost', 'waiterId', 'group'
+                                                         or 'pool' (not a configured pool, or a cost
+                                                         outside it)
 ]]
 local COST_DIMENSIONS_MAX = 64
+local COST_FROM = 11 -- ARGV index of the first (dimension, amount) pair
+local STEP_MAX = 1000000000
+-- Fair tags stay below the priority's band: beyond this (about 10^10 grants of weight 1 in one band)
+-- a group's waiters share the band's last tag and go in member order.
+local TAG_MAX = PRIORITY_SCALE - STEP_MAX - 1
 
 -- An integer from 0 to max (nil, NaN, infinities and fractions are not: NaN fails every comparison).
 local function inRange(value, max) return value ~= nil and value >= 0 and value <= max and value % 1 == 0 end
 
 -- nil when the arguments are in range, else the name of the first field that is not.
-local function badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
+local function badAcquireArgument(waiterId, priority, timeoutMs, pool, group, step, costCount)
   if not string.find(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
+  if group ~= '' and (not string.find(group, '^[%w._*-]+$') or #group > 64 or not inRange(step, STEP_MAX) or step < 1) then return 'group' end
   if not inRange(priority, 9) then return 'priority' end
   if not inRange(timeoutMs, TIMEOUT_MS_MAX) then return 'timeoutMs' end
   if not inRange(costCount, COST_DIMENSIONS_MAX) then return 'cost' end
@@ -40,8 +51,8 @@ local function badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount
   local prefix = pool .. '/'
   for i = 0, costCount - 1 do
     -- a pool's waiter takes only its own pool's buckets (else it could wait on another pool's)
-    if pool ~= '' and string.sub(ARGV[9 + 2 * i], 1, #prefix) ~= prefix then return 'pool' end
-    local text = ARGV[10 + 2 * i]
+    if pool ~= '' and string.sub(ARGV[COST_FROM + 2 * i], 1, #prefix) ~= prefix then return 'pool' end
+    local text = ARGV[COST_FROM + 1 + 2 * i]
     local amount = tonumber(text)
     -- a plain number (it is copied into the queue member as sent); amount ~= amount: NaN; an
     -- infinite amount is caught by the capacity check
@@ -49,12 +60,35 @@ local function badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount
   end
   return nil
 end
+
+-- Start-time fair queuing between groups (DESIGN §9), within one (pool, priority) band of the queue:
+-- a queued waiter's score in its band is its group's start tag S = max(V, F[group]), and F[group]
+-- becomes S + step (step = 1000 / weight). V, the band's virtual time, is the tag of the band's head
+-- (the next to be served), never below what it was at the last enqueue ('vt@<pool>@<priority>'), so
+-- a group that just arrived starts at V: it is served after at most about one waiter per weight unit
+-- of each busy group, not after their whole backlog. A group's waiters keep their order (F rises).
+-- Costs three commands, only for a waiter that queues, only in a limiter with groups.
+local function fairTag(pool, priority, group, step)
+  local low = (CFG.laneIndex[pool] or 0) * LANE_SCALE + priority * PRIORITY_SCALE
+  local vtField, ftField = 'vt@' .. pool .. '@' .. priority, 'ft@' .. pool .. '@' .. priority .. '@' .. group
+  local stored = redis.call('HMGET', K_CONFIG, vtField, ftField)
+  local virtual = (stored[1] or 0) + 0
+  local head = redis.call('ZRANGE', K_WAITING, int(low), '(' .. int(low + PRIORITY_SCALE), 'BYSCORE', 'LIMIT', '0', '1', 'WITHSCORES')
+  if #head > 0 and head[2] - low > virtual then virtual = head[2] - low end
+  local tag = (stored[2] or 0) + 0
+  if virtual > tag then tag = virtual end
+  if tag > TAG_MAX then tag = TAG_MAX end
+  redis.call('HSET', K_CONFIG, vtField, int(virtual), ftField, int(tag + step))
+  return low + tag
+end
+
 local function acquire_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
   local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-  local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[ARGV[8]] or tonumber(ARGV[8])
+  local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[ARGV[10]] or tonumber(ARGV[10])
+  local group, step = ARGV[8], SMALL_INTEGER[ARGV[9]] or tonumber(ARGV[9])
   -- a re-submission first: its grant or queue entry stands whatever changed since it was made (an apply
   -- that removed its pool or lowered a capacity: the queue entry is then rejected by a message)
   if previous ~= '' then
@@ -68,9 +102,9 @@ local function acquire_v2(keys, args)
     end
   end
 
-  local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, costCount)
+  local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, group, step, costCount)
   if bad then return { -4, bad } end
-  local cost = readCost(9, costCount)
+  local cost = readCost(COST_FROM, costCount)
   for dim, amount in pairs(cost) do
     local cap = CFG.cap[dim]
     if cap == nil then return { -3, dim } end
@@ -86,8 +120,11 @@ local function acquire_v2(keys, args)
 
   local deadline = 0
   if timeoutMs > 0 then deadline = NOW_MS + timeoutMs end
-  local member = waiterMember(waiterId, priority, deadline, pool, 9, costCount)
-  redis.call('ZADD', K_WAITING, int(waiterScore(pool, priority, redis.call('HINCRBY', K_CONFIG, 'seq', '1'))), member)
+  local member = waiterMember(waiterId, priority, deadline, pool, COST_FROM, costCount)
+  local score
+  if group == '' then score = waiterScore(pool, priority, redis.call('HINCRBY', K_CONFIG, 'seq', '1'))
+  else score = fairTag(pool, priority, group, step) end
+  redis.call('ZADD', K_WAITING, int(score), member)
   local wake, own = pump(owner, true)
   return { 0, wake, NOW_MS, own, member }
 end

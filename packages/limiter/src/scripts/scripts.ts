@@ -111,6 +111,9 @@ export interface AcquireArgs {
   previousMember: string;
   /** The pool it queues in ('' for a limiter without pools); its cost names only that pool's buckets. */
   pool: string;
+  /** Its group ('*': none) in a limiter with groups, else ''; and the finish-tag step of the group (1000 / weight; 0 with ''). */
+  group: string;
+  step: number;
   cost: Cost;
 }
 
@@ -168,7 +171,18 @@ export class LimiterScripts {
    * cost can never be granted.
    */
   async acquire(epoch: string, args: AcquireArgs): Promise<AcquireReply> {
-    const raw = await this.#call('acquire', [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, args.pool, ...costArgs(args.cost)]);
+    const raw = await this.#call('acquire', [
+      epoch,
+      this.#ownerId,
+      args.waiterId,
+      args.priority,
+      args.timeoutMs,
+      args.previousMember,
+      args.pool,
+      args.group,
+      args.step,
+      ...costArgs(args.cost),
+    ]);
     switch (raw[0]) {
       case Status.granted:
         return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]), direct: true } };

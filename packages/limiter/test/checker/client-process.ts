@@ -12,7 +12,7 @@
  */
 import { request } from 'node:http';
 import { createLimiter, type Limiter, type Permit } from '../../src/index.js';
-import { applyLimits, limiterOptions, TOKENS } from './limits.js';
+import { applyLimits, groupOf, limiterOptions, TOKENS } from './limits.js';
 import { ANY_POOL, errorInfo, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand } from './protocol.js';
 
 export interface ClientSettings {
@@ -74,6 +74,7 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
   const acquiring = limiter.acquire({
     ...(pool === undefined ? {} : { pool }),
     cost: { [TOKENS]: command.tokens },
+    group: groupOf(command.op), // changes nothing in a limiter without groups
     priority: command.priority,
     ...(command.timeoutMs === undefined ? {} : { timeoutMs: command.timeoutMs }),
     ...(controller === undefined ? {} : { signal: controller.signal }),

@@ -32,11 +32,15 @@ import type { ClientSettings } from './client-process.js';
 
 const CLIENT = fileURLToPath(new URL('./client-process.ts', import.meta.url));
 
-export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000, pools: 0 }; // tokens bind less than concurrency
+export const CHECKER_LIMITS: CheckerLimits = { concurrency: 4, tokensLimit: 120, tokensIntervalMs: 1_000, pools: 0, groups: false }; // tokens bind less than concurrency
 
 /** Pools of a run's limiter at start: even seeds run a limiter with 2 pools (DESIGN §9), odd seeds one without. */
 export function poolsForSeed(seed: number): number {
   return seed % 2 === 0 ? 2 : 0;
+}
+/** Groups (fair share) of a run's limiter at start: seeds 2, 3, 6, 7, 10, 11, … (every pools / no-pools mix). */
+export function groupsForSeed(seed: number): boolean {
+  return Math.floor(seed / 2) % 2 === 1;
 }
 export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs: 300, redisTimeoutMs: 150 };
 
@@ -282,7 +286,7 @@ class CheckerRun {
       log: () => {},
       ...options,
     };
-    this.#limits = { ...CHECKER_LIMITS, pools: options.pools ?? poolsForSeed(options.seed) };
+    this.#limits = { ...CHECKER_LIMITS, pools: options.pools ?? poolsForSeed(options.seed), groups: groupsForSeed(options.seed) };
     this.#schedule = makeSchedule({
       seed: this.#options.seed,
       operations: this.#options.operations,

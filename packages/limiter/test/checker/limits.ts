@@ -9,6 +9,12 @@ export function poolNames(count: number): string[] {
   return Array.from({ length: count }, (_, i) => `p${i}`);
 }
 
+/** The groups' weights of a limiter with groups; an acquire names `g<op % 3>` (g0 is not listed: weight 1). */
+export const CHECKER_GROUPS = { g1: { weight: 3 }, g2: { weight: 0.5 } };
+
+/** The group an acquire names: drawn from its op number (no schedule draws it, so seeds keep their schedules). */
+export const groupOf = (op: number): string => `g${op % 3}`;
+
 /** Limiter options for a checker client: its limits as a process would be started with them. */
 export function limiterOptions(redis: string, name: string, limits: CheckerLimits, timings: CheckerTimings): LimiterOptions {
   const rates = { [TOKENS]: { limit: limits.tokensLimit, intervalMs: limits.tokensIntervalMs } };
@@ -17,6 +23,7 @@ export function limiterOptions(redis: string, name: string, limits: CheckerLimit
     name,
     concurrency: limits.concurrency,
     ...(limits.pools === 0 ? { rates } : { pools: Object.fromEntries(poolNames(limits.pools).map((pool) => [pool, rates])) }),
+    ...(limits.groups ? { groups: CHECKER_GROUPS } : {}),
     leaseTtlMs: timings.leaseTtlMs,
     heartbeatMs: timings.heartbeatMs,
     redisTimeoutMs: timings.redisTimeoutMs,

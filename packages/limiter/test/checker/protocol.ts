@@ -26,6 +26,8 @@ export interface CheckerLimits {
   tokensIntervalMs: number;
   /** 0: no pools; else the limiter has this many pools ('p0', 'p1', …), each with that one rate (DESIGN §9). */
   pools: number;
+  /** Fair share between groups (DESIGN §9, issue 15): each acquire names group g0, g1 or g2 ({@link CHECKER_GROUPS} weights). */
+  groups: boolean;
 }
 
 export interface CheckerTimings {

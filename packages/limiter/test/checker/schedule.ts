@@ -54,6 +54,10 @@ const POOLS_STREAM = 0x85ebca6b;
 const APPLY_POOL_COUNTS = [0, 2, 3] as const;
 /** Share of applies (of a run that starts with pools) that change the pools. */
 const APPLY_POOLS_CHANGE = 0.3;
+/** Seed of the fourth stream: whether an apply turns fair share between groups on or off. */
+const GROUPS_STREAM = 0xc2b2ae35;
+/** Share of applies that turn groups on or off while waiters are queued (their scores change kind: arrival order, fair tags). */
+const APPLY_GROUPS_FLIP = 0.2;
 /** Share of pauses (with pools) that pause one pool rather than the whole limiter. */
 const POOL_PAUSE_SHARE = 0.5;
 /** Share of data losses followed at once by a brand-new process. */
@@ -78,6 +82,8 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
   // choices added after schedules were first published come from a second stream, so a seed keeps its schedule
   const extra = seededRandom(options.seed ^ EXTRA_STREAM);
   const poolsRandom = seededRandom(options.seed ^ POOLS_STREAM);
+  const groupsRandom = seededRandom(options.seed ^ GROUPS_STREAM);
+  let groups = options.limits.groups;
   const withPools = options.limits.pools > 0;
   let pools = options.limits.pools; // as the schedule last set them; a call may meet older ones (refused: a TollgateError)
   const drawPool = () => (pools === 0 ? undefined : `p${Math.floor(poolsRandom() * pools)}`);
@@ -110,9 +116,11 @@ export function makeSchedule(options: ScheduleOptions): ScheduledOp[] {
       const limits = { ...options.limits, concurrency: int(1, options.limits.concurrency + 2), tokensLimit: pick(APPLY_TOKEN_LIMITS) };
       // with pools, some applies add, remove or drop every pool while waiters are queued in them
       if (withPools) limits.pools = poolsRandom() < APPLY_POOLS_CHANGE ? APPLY_POOL_COUNTS[Math.floor(poolsRandom() * APPLY_POOL_COUNTS.length)]! : pools;
+      limits.groups = groupsRandom() < APPLY_GROUPS_FLIP ? !groups : groups;
       if (!options.without.includes('limitChanges')) {
         ops.push({ kind: 'apply', atMs, client, limits });
         pools = limits.pools;
+        groups = limits.groups;
       }
     } else {
       const tokens = int(0, TOKENS_COST_MAX);
