@@ -60,6 +60,21 @@ describe('fair share between groups', () => {
       expect(served.filter((entry) => entry.group === group).map((entry) => entry.index)).toEqual([...Array(group === 'flood' ? 40 : 5).keys()]);
   });
 
+  it('a group that was served alone before is not held back for it: service moved the virtual time with its grants', async () => {
+    const limiter = await fixture.limiter({ name: uniqueName('fair-after-alone'), concurrency: 1, groups: {} });
+    await serveAll(
+      { a: limiter },
+      Array.from({ length: 20 }, () => ({ group: 'light', via: 'a' })),
+    ); // alone: nobody to share with
+    const served = await serveAll({ a: limiter }, [
+      ...Array.from({ length: 40 }, () => ({ group: 'flood', via: 'a' })),
+      ...Array.from({ length: 5 }, () => ({ group: 'light', via: 'a' })),
+    ]);
+    const light = positionsOf(served, 'light');
+    console.log(`fair-after-alone: light served at positions ${light.join(', ')} of ${served.length}`);
+    light.forEach((position, i) => expect(position).toBeLessThanOrEqual(2 * i + 2)); // (was: behind 20 of the flood)
+  });
+
   it('without groups the same load is first come, first served (the control)', async () => {
     const limiter = await fixture.limiter({ name: uniqueName('fair-fifo'), concurrency: 1 });
     const served = await serveAll({ a: limiter }, [

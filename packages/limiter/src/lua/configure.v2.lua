@@ -99,7 +99,9 @@ local function writeLimits()
   local dimCount = tonumber(ARGV[12])
   local dims = {}
   local fields = { 'concurrency', concurrency, 'effective', effective, 'leaseTtlMs', ARGV[9], 'reserve', ARGV[10],
-                   'lanes', placeLanes(ARGV[11]), 'limits', ARGV[6], 'limitsHash', ARGV[7] }
+                   'lanes', placeLanes(ARGV[11]), 'limits', ARGV[6], 'limitsHash', ARGV[7],
+                   -- fair share between groups (prelude.lua `fair`) when the limits name groups
+                   'fair', string.find(ARGV[6], '"groups":', 1, true) and '1' or '0' }
   for i = 0, dimCount - 1 do
     local dim = ARGV[13 + 3 * i]
     table.insert(dims, dim)

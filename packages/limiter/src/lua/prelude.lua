@@ -123,7 +123,7 @@ end
 
 -- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
 local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
-local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes' }
+local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes', 'fair' }
 
 -- Parses the static part of the config (changed only by configure, which bumps `version`). It reads
 -- only the static fields: the hash also holds the counters and the buckets.
@@ -139,6 +139,7 @@ local function loadStatic(epoch, version)
     lanes = {}, laneIndex = {}, -- the configured pools in lane order, and pool name -> lane (0-based)
     positions = {},              -- every lane's entry in `lanes` (removed and free ones too): what the pump reads
     lanePausedUntil = {},        -- pool name -> Redis ms of its pause (this call's, filled by useConfig)
+    fair = static[6] == '1',     -- the limits have groups: queued waiters are scored by fair tags (acquire.v2.lua fairTag)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
   }
   local limitFields = {}
@@ -451,11 +452,21 @@ local function ownerGone(owner, enqueuedAt)
   return aliveUntil == false or aliveUntil + 0 <= NOW
 end
 
+-- Fair share (limits with groups): a grant moves its band's virtual time 'vt@<pool>@<priority>' up to
+-- the granted waiter's tag, so that a group arriving later starts where service is (acquire.v2.lua
+-- fairTag), not behind tags a group took while it was alone. `score` is the waiter's queue score.
+local function advanceVirtual(lane, priority, score)
+  local tag = score - (CFG.laneIndex[lane] or 0) * LANE_SCALE - priority * PRIORITY_SCALE
+  local field = 'vt@' .. lane .. '@' .. priority
+  local virtual = redis.call('HGET', K_CONFIG, field)
+  if virtual == false or virtual + 0 < tag then redis.call('HSET', K_CONFIG, field, int(tag)) end
+end
+
 -- What the pump does with one head waiter: drops it (unreadable, deadline passed, or its process is
 -- gone), rejects it (the limits were lowered under it: it can never be granted), grants it, or leaves
 -- it. Returns TOOK_DROPPED, TOOK_GRANTED, or the Redis time (> 0) from which it could be granted.
 local TOOK_DROPPED, TOOK_GRANTED = -1, 0
-local function takeHead(member, caller, own)
+local function takeHead(member, caller, own, score)
   local waiterId, owner, priority, deadline, enqueuedAt, cost, lane = parseWaiter(member)
   local tooBig, cap = nil, nil
   if waiterId ~= nil then tooBig, cap = poolGoneOrTooBig(lane, cost) end
@@ -471,6 +482,7 @@ local function takeHead(member, caller, own)
   local wake = blockedUntil(priority, cost, lane)
   if wake > 0 then return wake end
   redis.call('ZREM', K_WAITING, member)
+  if CFG.fair and score ~= nil then advanceVirtual(lane, priority, score + 0) end
   local fence, _, expiresText = grant(waiterId, cost)
   if owner == caller then -- in the reply (a reply lost on the way is answered again on re-submission)
     table.insert(own, grantMessage(waiterId, fence, expiresText))
@@ -500,7 +512,7 @@ end
 -- Each pool's head, fetched once per pump and again only for the lane a round changed (HEADS[lane]
 -- nil: not fetched, false: empty); ORDER lists the lanes that have a head, most urgent first. HEAD is
 -- the queue's head without pools.
-local HEADS, ORDER, HEAD = {}, {}, nil
+local HEADS, ORDER, HEAD, HEAD_SCORE = {}, {}, nil, nil
 local function byRank(a, b) return HEADS[a][2] < HEADS[b][2] end
 local function orderHeads()
   for i = #ORDER, 1, -1 do ORDER[i] = nil end
@@ -512,7 +524,12 @@ local function orderHeads()
   return #ORDER > 0
 end
 local function fetchHead()
-  HEAD = redis.call('ZRANGE', K_WAITING, '0', '0')[1]
+  if CFG.fair then -- its score too: a grant moves the band's virtual time to it
+    local head = redis.call('ZRANGE', K_WAITING, '0', '0', 'WITHSCORES')
+    HEAD, HEAD_SCORE = head[1], head[2]
+  else
+    HEAD = redis.call('ZRANGE', K_WAITING, '0', '0')[1]
+  end
   return HEAD ~= nil
 end
 
@@ -545,7 +562,7 @@ local function pumpLanes(caller, capacityFirst)
     if gate ~= nil then return gate, own end
     local wakeAt = nil
     for _, lane in ipairs(ORDER) do
-      local took = takeHead(HEADS[lane][1], caller, own)
+      local took = takeHead(HEADS[lane][1], caller, own, HEADS[lane][2] + (lane - 1) * LANE_SCALE)
       if took <= TOOK_GRANTED then
         if took == TOOK_GRANTED then granted = granted + 1 else dropped = dropped + 1 end
         HEADS[lane] = nil
@@ -570,7 +587,7 @@ local function pump(caller, capacityFirst)
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
     local gate = roundGate(fetchHead, capacityFirst or granted > 0)
     if gate ~= nil then return gate, own end
-    local took = takeHead(HEAD, caller, own)
+    local took = takeHead(HEAD, caller, own, HEAD_SCORE)
     if took > TOOK_GRANTED then return math.ceil(took), own end
     if took == TOOK_GRANTED then granted = granted + 1 else dropped = dropped + 1 end
   end
