@@ -178,6 +178,12 @@ describe('each bad field is named with its path and value', () => {
     ['tenant concurrency', (input) => (input.tenants!.search!.concurrency = 0), /tenants\.search\.concurrency: Too small: .* \(got 0\)/],
     ['budget', (input) => (input.tenants!.search!.budgets = { outputTokensPerDay: -1 }), /tenants\.search\.budgets\.outputTokensPerDay: Too small: .* \(got -1\)/],
     ['unknown budget', (input) => (input.tenants!.search!.budgets = { dollarsPerDay: 5 } as never), /tenants\.search\.budgets: Unrecognized key: "dollarsPerDay" \(got 5\)/],
+    // review: account main's count_tokens limiter is 'main:count-tokens'; an account of that name would share its keys
+    [
+      "an account named like another's count_tokens limiter",
+      (input) => (input.accounts['main:count-tokens'] = { apiKeyEnv: 'OTHER_KEY', concurrency: 1, pools: { all: { models: ['*'] } } }),
+      /accounts\.main:count-tokens: an account name may not end in :count-tokens/,
+    ],
   ];
   it.each(cases)('%s', (_name, breakIt, expected) => {
     const input = base();

@@ -122,6 +122,8 @@ export function tenantTokens(env: GatewayEnv, source: ProcessDocument | undefine
   const admin = new Set([env.GATEWAY_ADMIN_TOKEN, env.GATEWAY_METRICS_TOKEN].filter((token) => token !== undefined));
   for (const [tenant, policy] of Object.entries(source?.document.tenants ?? {})) {
     const token = processEnv[policy.tokenEnv];
+    // a gateway deployed for one account need not hold the other accounts' tenants' tokens: those tenants sign in elsewhere
+    if ((token === undefined || token === '') && policy.account !== source?.account) continue;
     const problem = !isTokenVariable(policy.tokenEnv)
       ? "a variable of the gateway's own (REDIS_*, TOLLGATE_*, GATEWAY_*, ANTHROPIC_*, NODE_*, npm_*, PATH, HOME, HOSTNAME…), not a token"
       : token === undefined || token === ''

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { LimiterOptions } from '@tollgate/limiter';
 import { accountQueueName } from '@tollgate/queue';
 import {
@@ -103,5 +104,17 @@ export function planAccounts(
       source,
     };
   });
+  // one key at one upstream is one set of limits: two accounts holding it would each spend all of it
+  const seen = new Map<string, string>();
+  for (const account of accounts) {
+    const fingerprint = createHash('sha256').update(`${account.apiKey}\n${new URL(account.baseURL).href}`).digest('hex');
+    const first = seen.get(fingerprint);
+    if (first !== undefined) {
+      throw new EnvError(
+        `${document.accounts[account.name]?.apiKeyEnv ?? account.name} is invalid: it holds the same key as ${document.accounts[first]?.apiKeyEnv ?? first} (account ${first}) at the same baseUrl; one key is one account`,
+      );
+    }
+    seen.set(fingerprint, account.name);
+  }
   return { accounts, skipped, defaultAccount: chosen.includes(defaultAccount ?? '') ? defaultAccount : undefined };
 }

@@ -68,6 +68,21 @@ describe('planAccounts', () => {
     expect(plan.accounts.map(({ name, queues }) => ({ name, queues }))).toEqual([{ name: 'acct', queues: ['messages', 'messages@acct'] }]);
   });
 
+  it('refuses two accounts that hold the same key at the same baseUrl (one key is one set of limits), naming the variables, never the key', () => {
+    const twins = parseLimitsDocument(
+      [
+        'accounts:',
+        '  one: { apiKeyEnv: ONE_KEY, concurrency: 4, pools: { all: { models: ["*"] } } }',
+        '  two: { apiKeyEnv: TWO_KEY, concurrency: 4, pools: { all: { models: ["*"] } } }',
+      ].join('\n'),
+      'twins.yaml',
+    );
+    const start = () => planAccounts(env(), { document: twins, path: 'twins.yaml', defaultAccount: undefined }, { ONE_KEY: 'sk-ant-same', TWO_KEY: 'sk-ant-same' }, REDIS);
+    expect(start).toThrow(/^TWO_KEY is invalid: it holds the same key as ONE_KEY \(account one\) at the same baseUrl/);
+    expect(start).not.toThrow(/sk-ant-same/);
+    expect(planAccounts(env(), { document: twins, path: 'twins.yaml', defaultAccount: undefined }, { ONE_KEY: 'sk-ant-a', TWO_KEY: 'sk-ant-b' }, REDIS).accounts).toHaveLength(2);
+  });
+
   it('WORKER_ACCOUNTS needs TOLLGATE_CONFIG', () => {
     expect(() => parseWorkerEnv({ REDIS_URL: REDIS, ANTHROPIC_API_KEY: 'sk-x', TOLLGATE_CONCURRENCY: '3', WORKER_ACCOUNTS: 'a' })).toThrow(
       /WORKER_ACCOUNTS="a" is invalid: names accounts of a limits document: set TOLLGATE_CONFIG too/,
