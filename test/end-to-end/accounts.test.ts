@@ -87,8 +87,9 @@ describe('several accounts in one fleet (issue 13)', () => {
     workers.push(...started);
     // each worker says which accounts and queues it runs (a document with two accounts and no TOLLGATE_NAME: no default)
     for (const worker of started) {
-      const running = worker.logs.find((line) => line.msg === 'accounts running') as { accounts?: Array<{ account: string; queues: string[] }> } | undefined;
-      expect(running?.accounts).toEqual([
+      const running = () => worker.logs.find((line) => line.msg === 'accounts running') as { accounts?: Array<{ account: string; queues: string[] }> } | undefined;
+      await expect.poll(() => running(), { timeout: 5_000 }).toBeDefined(); // a line of its stdout, read as it comes
+      expect(running()?.accounts).toEqual([
         { account: 'team-a', queues: [`${queue}@team-a`] },
         { account: 'team-b', queues: [`${queue}@team-b`] },
       ]);

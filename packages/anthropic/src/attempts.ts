@@ -30,9 +30,17 @@ export interface CallState {
   /** The local estimate, for a cost made again in a pool that needs input tokens when none was estimated. */
   readonly localEstimate: () => number;
   readonly priority: number | undefined;
+  /** The limiter group (tenant) of its permits. */
+  readonly tenant: string | undefined;
   readonly callerSignal: AbortSignal | undefined;
   attempts: number;
   retryWaitedMs: number;
+}
+
+/** Who a view's calls are for: the priority and the tenant (the limiter's group) of their permits. */
+export interface CallView {
+  priority?: number | undefined;
+  tenant?: string | undefined;
 }
 
 /** The caller's client's own abort class: a CommonJS caller's `instanceof Anthropic.APIUserAbortError` holds too. */
@@ -121,7 +129,7 @@ export class LimitedRunner {
 
   // ---- the steps of one call ----
 
-  async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, priority: number | undefined): Promise<CallState> {
+  async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, view: CallView): Promise<CallState> {
     this.#stats.called();
     const pool = await this.#poolOf(params.model);
     const inputTokens = this.#dimensions(pool).has('inputTokens') ? await this.#estimate(params, options) : undefined;
@@ -133,7 +141,8 @@ export class LimitedRunner {
       inputTokens,
       maxTokens: params.max_tokens,
       localEstimate: local,
-      priority,
+      priority: view.priority,
+      tenant: view.tenant,
       callerSignal: options?.signal ?? undefined,
       attempts: 0,
       retryWaitedMs: 0,
@@ -199,6 +208,7 @@ export class LimitedRunner {
         cost: state.cost,
         ...(state.callerSignal === undefined ? {} : { signal: state.callerSignal }),
         ...(state.priority === undefined ? {} : { priority: state.priority }),
+        ...(state.tenant === undefined ? {} : { group: state.tenant }),
         ...(acquireTimeoutMs === undefined ? {} : { timeoutMs: Math.max(0, Math.ceil(acquireTimeoutMs - (performance.now() - startedAt))) }),
       });
     try {
@@ -339,12 +349,8 @@ export class LimitedRunner {
 
   // ---- the attempt loop of a non-streaming call ----
 
-  async createMessage(
-    params: Anthropic.MessageCreateParamsNonStreaming,
-    options: RequestOptions | undefined,
-    priority: number | undefined,
-  ): Promise<WithResponse<Anthropic.Message>> {
-    const state = await this.begin(params, options, priority);
+  async createMessage(params: Anthropic.MessageCreateParamsNonStreaming, options: RequestOptions | undefined, view: CallView): Promise<WithResponse<Anthropic.Message>> {
+    const state = await this.begin(params, options, view);
     for (;;) {
       const permit = await this.acquire(state);
       let result: WithResponse<Anthropic.Message>;

@@ -5,7 +5,7 @@ import type { MessageCreateParamsBase } from '@anthropic-ai/sdk/resources/messag
 import { InvalidArgumentError, InvalidConfigError, PRIORITY_MAX, PRIORITY_MIN, type Limiter } from '@tollgate/limiter';
 import { describeZodError } from '@tollgate/limiter/internal';
 import { LimitedAPIPromise } from './api-promise.js';
-import { LimitedRunner, type RequestOptions, type SdkMessages } from './attempts.js';
+import { LimitedRunner, type CallView, type RequestOptions, type SdkMessages } from './attempts.js';
 import { limitAnthropicOptionsSchema, type LimitAnthropicOptions } from './options.js';
 import { createRetryingStream } from './retrying-stream.js';
 import type { LimitedAnthropicStats } from './stats.js';
@@ -30,6 +30,11 @@ export interface LimitedAnthropic {
    * runner: the adaptive concurrency state, the stats and the header sync are the client's, not the view's.
    */
   withPriority(priority: number): LimitedAnthropic;
+  /**
+   * The same client taking its permits for `tenant` (the limiter's group: fair share between tenants in a limiter
+   * with groups, DESIGN §9), at this view's priority; `null`: for no tenant. Views share one runner.
+   */
+  withTenant(tenant: string | null): LimitedAnthropic;
 }
 
 /**
@@ -47,16 +52,18 @@ export function limitAnthropic(client: Anthropic, limiter: Limiter, options: Lim
   const parsed = limitAnthropicOptionsSchema.safeParse(options);
   if (!parsed.success) throw new InvalidConfigError(`invalid limitAnthropic options: ${describeZodError(parsed.error, options)}`, { cause: parsed.error });
   const runner = new LimitedRunner(client, limiter, parsed.data);
-  return limitedView(runner, parsed.data.priority);
+  return limitedView(runner, { priority: parsed.data.priority, tenant: parsed.data.tenant });
 }
 
-/** The SDK-shaped surface over one runner, taking its permits at `priority`. */
-function limitedView(runner: LimitedRunner, priority: number | undefined): LimitedAnthropic {
+const TENANT_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The SDK-shaped surface over one runner, taking its permits at the view's priority, for its tenant. */
+function limitedView(runner: LimitedRunner, view: CallView): LimitedAnthropic {
   const { client, limiter } = runner;
   function create(params: Anthropic.MessageCreateParams, requestOptions?: RequestOptions): LimitedAPIPromise<Anthropic.Message> | LimitedAPIPromise<Stream<RawEvent>> {
     return params.stream === true
-      ? LimitedAPIPromise.from(createRetryingStream(runner, params, requestOptions, priority))
-      : LimitedAPIPromise.from(runner.createMessage(params, requestOptions, priority));
+      ? LimitedAPIPromise.from(createRetryingStream(runner, params, requestOptions, view))
+      : LimitedAPIPromise.from(runner.createMessage(params, requestOptions, view));
   }
   // The SDK types these as APIPromise; LimitedAPIPromise has its public surface (await, withResponse, asResponse).
   const limitedCreate = create as unknown as SdkMessages['create'];
@@ -75,7 +82,13 @@ function limitedView(runner: LimitedRunner, priority: number | undefined): Limit
       if (!Number.isInteger(other) || other < PRIORITY_MIN || other > PRIORITY_MAX) {
         throw new InvalidArgumentError('priority', other, `an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX} (withPriority)`);
       }
-      return limitedView(runner, other);
+      return limitedView(runner, { ...view, priority: other });
+    },
+    withTenant: (tenant) => {
+      if (tenant !== null && (typeof tenant !== 'string' || !TENANT_PATTERN.test(tenant))) {
+        throw new InvalidArgumentError('tenant', tenant, 'a tenant name: letters, digits and ._-, 1 to 64 characters (withTenant)');
+      }
+      return limitedView(runner, { ...view, tenant: tenant ?? undefined });
     },
   };
 }

@@ -78,6 +78,14 @@ export const limitAnthropicOptionsSchema = z.strictObject({
   acquireTimeoutMs: z.number().int().min(0).max(MAX_RETRY_MS_MAX).optional(),
   /** Priority of every permit taken by this client: 0 = first … 9 = last. */
   priority: z.number().int().min(0).max(9).optional(),
+  /**
+   * The tenant every permit of this client is for: the limiter's group (fair share between tenants, DESIGN §9); see
+   * `withTenant` for one view per tenant.
+   */
+  tenant: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'a tenant name: letters, digits and ._-, 1 to 64 characters')
+    .optional(),
   /** Adaptive concurrency (only when the limiter has a concurrency limit); `false` turns it off. */
   adaptiveConcurrency: z
     .union([

@@ -2,7 +2,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import { Stream } from '@anthropic-ai/sdk/core/streaming';
 import type { Permit } from '@tollgate/limiter';
 import type { WithResponse } from './api-promise.js';
-import type { CallState, LimitedRunner, RequestOptions } from './attempts.js';
+import type { CallState, CallView, LimitedRunner, RequestOptions } from './attempts.js';
 import { classifyFailure } from './classify.js';
 import { idleLimited, StreamIdleTimeoutError } from './stream-idle.js';
 import { deliversOutput, StreamUsage } from './usage.js';
@@ -49,9 +49,9 @@ export async function createRetryingStream(
   runner: LimitedRunner,
   params: Anthropic.MessageCreateParamsStreaming,
   options: RequestOptions | undefined,
-  priority: number | undefined,
+  view: CallView,
 ): Promise<WithResponse<Stream<RawEvent>>> {
-  const state = await runner.begin(params, options, priority);
+  const state = await runner.begin(params, options, view);
   const stop = new AbortController(); // the returned Stream's controller: aborting it stops whichever attempt runs
   const first = await openStream(runner, state, params, options, stop.signal);
   let current = first;

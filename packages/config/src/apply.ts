@@ -48,6 +48,8 @@ export function accountLimiters(document: LimitsDocument): AccountLimiter[] {
         reserve: [],
         leaseTtlMs: limits.leaseTtlMs,
         ...(single !== undefined ? {} : { pools: pools.map(([pool]) => pool) }),
+        // an account whose tenants the document names shares its queue between them by weight (DESIGN §9)
+        ...(tenantGroups(document, account) ?? {}),
       },
     });
     if (limits.countTokens !== undefined) {
@@ -60,6 +62,15 @@ export function accountLimiters(document: LimitsDocument): AccountLimiter[] {
     }
   }
   return limiters;
+}
+
+/** The weights of an account's tenants as its limiter's groups; undefined when the document names none of them. */
+function tenantGroups(document: LimitsDocument, account: string): { groups: Record<string, { weight: number }> } | undefined {
+  const tenants = Object.entries(document.tenants)
+    .filter(([, tenant]) => tenant.account === account)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  if (tenants.length === 0) return undefined;
+  return { groups: Object.fromEntries(tenants.map(([name, tenant]) => [name, { weight: tenant.weight }])) };
 }
 
 /** What {@link applyLimitsDocument} did. */

@@ -31,7 +31,7 @@ export {
 export { blockingConnection, commandConnection, deadlineOf, isConnectionError, withDeadline, type Deadline, type OwnedRedis } from './redis.js';
 export { queueKeys, type QueueKeys } from './keys.js';
 export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
-export { JOB_UPSTREAM_EVENT } from './worker.js';
+export { JOB_UPSTREAM_EVENT, setQueueConcurrency } from './worker.js';
 export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema } from './upstream.js';
 export { NON_RETRYABLE_STATUSES, anthropicError, decodeFailure, describeFailure, encodeFailure, jobFailureSchema, statusType } from './failure.js';
 export {

@@ -8,7 +8,7 @@ export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
  * on `:`). Neither a queue nor an account name holds `@` or `%`, so each pair has a name of its own, apart from every
  * plain queue.
  */
-export const ACCOUNT_QUEUE_PATTERN = /^[A-Za-z0-9._-]{1,100}@[A-Za-z0-9._%-]{1,600}$/;
+export const ACCOUNT_QUEUE_PATTERN = /^[A-Za-z0-9._-]{1,100}@[A-Za-z0-9._%-]{1,600}(#[A-Za-z0-9._-]{1,64})?$/;
 
 /**
  * The queue that the jobs of `account` go on (DESIGN §9: one queue per account, so that one account's backlog never
@@ -21,7 +21,18 @@ export function accountQueueName(queue: string, account: string): string {
   return `${queue}@${account.replaceAll(':', '%3A')}`;
 }
 
-/** A plain queue name, or an account's queue ({@link accountQueueName}). */
+/**
+ * The queue of one tenant's jobs on an account's queue: `<queue>@<account>#<tenant>` (DESIGN §9: its backlog holds only
+ * its own worker slots, and its cap is that queue's global concurrency).
+ * @throws {@link InvalidArgumentError} for a name outside the patterns.
+ */
+export function tenantQueueName(accountQueue: string, tenant: string): string {
+  if (!ACCOUNT_QUEUE_PATTERN.test(accountQueue) || accountQueue.includes('#')) throw new InvalidArgumentError('queue', accountQueue, 'an account queue (accountQueueName)');
+  if (!TENANT_PATTERN.test(tenant)) throw new InvalidArgumentError('tenant', tenant, 'a tenant name (letters, digits and ._-, 1 to 64 characters)');
+  return `${accountQueue}#${tenant}`;
+}
+
+/** A plain queue name, an account's queue ({@link accountQueueName}) or a tenant's ({@link tenantQueueName}). */
 export const isQueueName = (name: string): boolean => QUEUE_NAME_PATTERN.test(name) || ACCOUNT_QUEUE_PATTERN.test(name);
 
 /** Every key of one queue, with one hash tag so BullMQ's scripts and our per-job streams stay in one Cluster slot. */

@@ -10,7 +10,7 @@ import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
-import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -37,6 +37,8 @@ export const TENANT_QUEUED_MAX = 100_000;
 export const DATA_LOSS_CHECK_MS_DEFAULT = 2_000;
 /** Bytes per ms a Redis write of a job is given beyond `redisTimeoutMs` (50 MB/s): a 30 MiB body is not an outage. */
 export const ENQUEUE_BYTES_PER_MS = 50_000;
+/** Jobs whose queue a producer remembers for their wait (beyond: looked up on its tenants' queues). */
+const JOB_LANES_REMEMBERED = 100_000;
 /** The BullMQ job name of every Messages job. */
 export const MESSAGES_JOB_NAME = 'messages';
 /** The BullMQ job name of a count_tokens job. */
@@ -120,6 +122,14 @@ export type QueueCounts = Record<'waiting' | 'prioritized' | 'delayed' | 'active
 /** What `cancel` did. */
 export type CancelOutcome = 'cancelled' | 'active' | 'finished' | 'missing';
 
+/** One BullMQ queue a producer writes to: its own (plain or the account's), or a tenant's. */
+interface QueueLane {
+  readonly name: string;
+  readonly queue: Queue;
+  readonly keys: QueueKeys;
+  readonly waiter: JobWaiter;
+}
+
 /**
  * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
  * {@link InvalidRequestError} and nothing enters the queue. Waits for answers go through its {@link JobWaiter}.
@@ -132,10 +142,14 @@ export class Producer {
   readonly account: string | undefined;
   readonly #options: z.output<typeof producerOptionsSchema>;
   readonly #redis: OwnedRedis;
-  readonly #keys: QueueKeys;
   /** Every Redis call of this producer (and its waiter) under `redisTimeoutMs`. */
   readonly #within: Deadline;
   readonly #waiter: JobWaiter;
+  /** This producer's own queue, and the queues of the tenants it has enqueued for (by queue name). */
+  readonly #own: QueueLane;
+  readonly #lanes = new Map<string, QueueLane>();
+  /** The lane of each job this producer enqueued lately (the oldest forgotten first), for its wait. */
+  readonly #jobLanes = new Map<string, QueueLane>();
   /** The fleet's limits document, for tenant policy; undefined with `tenantPolicy: 'none'`. */
   readonly #document: DocumentFollower | undefined;
 
@@ -147,7 +161,6 @@ export class Producer {
     this.account = parsed.data.account;
     this.name = this.account === undefined ? parsed.data.queue : accountQueueName(parsed.data.queue, this.account);
     const keys = queueKeys(this.name);
-    this.#keys = keys;
     this.#within = deadlineOf(parsed.data.redisTimeoutMs);
     this.#redis = commandConnection(parsed.data.redis, parsed.data.redisTimeoutMs);
     defineTenantReserve(this.#redis.client);
@@ -155,7 +168,104 @@ export class Producer {
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
     this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
     this.#waiter = new JobWaiter({ queue: this.queue, keys, redis: parsed.data.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: parsed.data.dataLossCheckMs });
+    this.#own = { name: this.name, queue: this.queue, keys, waiter: this.#waiter };
+    this.#lanes.set(this.name, this.#own);
     this.#document = parsed.data.tenantPolicy === 'fleet' ? new DocumentFollower({ redis: this.#redis.client, pollMs: parsed.data.documentPollMs }) : undefined;
+  }
+
+  /**
+   * The queue a job of `tenant` goes on (DESIGN §9): a tenant that the fleet's document names has a queue of its own on
+   * its account, `<queue>@<account>#<tenant>`, so that its backlog holds only its own worker slots and its cap
+   * (BullMQ's global concurrency on that queue) holds only its own jobs; every other job goes on this producer's queue.
+   * @throws {@link InvalidRequestError} when this producer names an account and the tenant's is another.
+   */
+  #laneFor(tenant: string | undefined, lookup = false): { lane: QueueLane; account: string | undefined } {
+    const document = this.#document?.current?.document;
+    const policy = tenant !== undefined && document !== undefined && Object.hasOwn(document.tenants, tenant) ? document.tenants[tenant] : undefined;
+    if (tenant === undefined || policy === undefined) return { lane: this.#own, account: this.account };
+    if (!lookup && this.account !== undefined && policy.account !== this.account) {
+      throw new InvalidRequestError(`tenant ${tenant} uses account ${policy.account} in the fleet's limits document; this producer enqueues for account ${this.account}`);
+    }
+    return { lane: this.#lane(tenantQueueName(accountQueueName(this.#options.queue, policy.account), tenant)), account: policy.account };
+  }
+
+  /** The lane of queue `name`, made on first use. */
+  #lane(name: string): QueueLane {
+    let lane = this.#lanes.get(name);
+    if (lane === undefined) {
+      const keys = queueKeys(name);
+      const queue = new Queue(name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
+      queue.on('error', () => {});
+      const waiter = new JobWaiter({ queue, keys, redis: this.#options.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: this.#options.dataLossCheckMs });
+      lane = { name, queue, keys, waiter };
+      this.#lanes.set(name, lane);
+    }
+    return lane;
+  }
+
+  /**
+   * The lanes a job id may be on: this producer's queue first, then every tenant queue of the fleet's document that
+   * belongs to its account (or to any account, for a producer without one), and any other it has used.
+   */
+  #candidateLanes(tenant?: string | null): QueueLane[] {
+    if (tenant !== undefined && tenant !== null) {
+      // its queue now first, then this producer's, then any other it used (the tenant's queue before an apply moved it)
+      const { lane } = this.#laneFor(tenant, true); // a lookup: the tenant's queue, whichever account it is on
+      return [...new Set([lane, this.#own, ...this.#lanes.values()])];
+    }
+    const document = this.#document?.current?.document;
+    for (const [name, policy] of Object.entries(document?.tenants ?? {})) {
+      if (this.account === undefined || policy.account === this.account) this.#lane(tenantQueueName(accountQueueName(this.#options.queue, policy.account), name));
+    }
+    return [...this.#lanes.values()];
+  }
+
+  /** Reads the fleet's document once (after the connection is up: it queues no command offline); the tenant queues are its. */
+  async #documentLoaded(what: string, strict = false): Promise<void> {
+    const document = this.#document;
+    if (document === undefined || document.loaded) return;
+    const reading = this.#within(
+      this.queue.waitUntilReady().then(() => document.ready()),
+      what,
+    );
+    // only an enqueue must not go on without it (it would miss the tenant's policy); a read looks where it can
+    if (strict) await reading;
+    else await reading.catch(() => {});
+  }
+
+  /** The lane that holds job `jobId` (undefined: none), and the job. */
+  async #find(jobId: string, tenant: string | null | undefined, what: string): Promise<{ lane: QueueLane; job: Job } | undefined> {
+    await this.#documentLoaded(what);
+    for (const lane of this.#candidateLanes(tenant)) {
+      const job = await this.#within(Job.fromId(lane.queue, jobId), what);
+      if (job !== undefined) return { lane, job };
+    }
+    return undefined;
+  }
+
+  #remember(jobId: string, lane: QueueLane): void {
+    if (lane === this.#own) return; // the default
+    this.#jobLanes.delete(jobId);
+    this.#jobLanes.set(jobId, lane);
+    if (this.#jobLanes.size > JOB_LANES_REMEMBERED) this.#jobLanes.delete(this.#jobLanes.keys().next().value ?? '');
+  }
+
+  /** The lane of a job: where this producer put it, else where it is found (this producer's queue when nowhere). */
+  async #laneOfJob(jobId: string, what: string): Promise<QueueLane> {
+    const known = this.#jobLanes.get(jobId);
+    if (known !== undefined) return known;
+    if (!isJobId(jobId) || this.#lanes.size === 1) return this.#own;
+    return (await this.#find(jobId, undefined, what))?.lane ?? this.#own;
+  }
+
+  /** The keys of the queue this producer put job `jobId` on (its event stream, its abort channel); its own queue's for a job it does not know. */
+  keysOfJob(jobId: string): QueueKeys {
+    return (this.#jobLanes.get(jobId) ?? this.#own).keys;
+  }
+
+  /** The BullMQ queue this producer put job `jobId` on (a tenant's own, or its own queue); its own for a job it does not know. */
+  queueOfJob(jobId: string): Queue {
+    return (this.#jobLanes.get(jobId) ?? this.#own).queue;
   }
 
   /** The fleet's limits document as this producer last read it (`tenantPolicy: 'fleet'`); undefined before that, or with 'none'. */
@@ -203,18 +313,30 @@ export class Producer {
           this.queue.waitUntilReady().then(() => document.ready()),
           'enqueue',
         );
-      checkAccount(document.current?.document, this.account, body.route === 'messages' ? body.params.model : undefined);
     }
+    const { lane, account } = this.#laneFor(tenant);
+    if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined);
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
+    // an idempotent job may be on another of this producer's queues (enqueued before its tenant had a queue of its own,
+    // or had another one): that job is the answer, never a second one
+    if (idempotencyKey !== undefined && this.#lanes.size > 1) {
+      const elsewhere = await this.#find(jobId, tenant ?? null, 'enqueue');
+      if (elsewhere !== undefined && elsewhere.lane !== lane) {
+        const existing = elsewhere.job.data as Partial<JobData>;
+        if (!sameRequest(existing, data)) throw new IdempotencyConflictError(jobId);
+        this.#remember(jobId, elsewhere.lane);
+        return { id: jobId, priority: typeof existing.priority === 'number' ? existing.priority : priority };
+      }
+    }
     const { tenantQueuedMax, retention } = this.#options;
     if (tenant !== undefined && tenantQueuedMax !== undefined) {
-      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, this.#keys.tenantOpen(tenant), jobId, tenantQueuedMax, this.#keys.jobPrefix), 'enqueue');
+      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId, tenantQueuedMax, lane.keys.jobPrefix), 'enqueue');
       if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
     }
     await this.#within(
-      this.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
+      lane.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
         jobId, // never BullMQ's incrementing ids: they would tell one tenant how many jobs the others sent
         priority: bullmqPriority(priority),
         attempts,
@@ -225,12 +347,13 @@ export class Producer {
       'enqueue',
       Math.ceil(body.text.length / ENQUEUE_BYTES_PER_MS),
     );
+    this.#remember(jobId, lane);
     // the per-tenant view; the job exists whole already, so a failure here must not fail the enqueue (the caller would
     // send it again): the job is then counted only while active, under no tenant
-    await this.#within(trackTenantJob(this.#redis.client, this.#keys, jobId, tenant ?? null), 'enqueue').catch(() => {});
+    await this.#within(trackTenantJob(this.#redis.client, lane.keys, jobId, tenant ?? null), 'enqueue').catch(() => {});
     // BullMQ answers an existing id with that job, untouched: it must carry this very request
     if (idempotencyKey !== undefined) {
-      const stored = await this.#within(this.#redis.client.hget(this.#keys.job(jobId), 'data'), 'enqueue');
+      const stored = await this.#within(this.#redis.client.hget(lane.keys.job(jobId), 'data'), 'enqueue');
       if (stored !== null) {
         const existing = JSON.parse(stored) as Partial<JobData>;
         if (!sameRequest(existing, data)) throw new IdempotencyConflictError(jobId);
@@ -249,7 +372,8 @@ export class Producer {
    */
   async enqueueAndWait(params: unknown, options: EnqueueOptions & WaitOptions = {}): Promise<Anthropic.Message> {
     const { timeoutMs, ...enqueueOptions } = options;
-    await this.#waiter.ready(); // listening before the job exists, so its end cannot be missed
+    await this.#documentLoaded('enqueue', true);
+    await this.#laneFor(enqueueOptions.tenant).lane.waiter.ready(); // listening before the job exists, so its end cannot be missed
     const jobId = await this.enqueue(params, enqueueOptions);
     return this.wait(jobId, timeoutMs === undefined ? {} : { timeoutMs });
   }
@@ -265,7 +389,7 @@ export class Producer {
    * job id or `timeoutMs`.
    */
   async waitForResult(jobId: string, options: WaitOptions = {}): Promise<JobResult> {
-    return this.#waiter.wait(jobId, options);
+    return (await this.#laneOfJob(jobId, 'wait')).waiter.wait(jobId, options);
   }
 
   /** Connects the queue and the reader of job events now, so that the first `enqueueAndWait` does not pay for it. */
@@ -275,11 +399,15 @@ export class Producer {
     await this.#waiter.ready();
   }
 
-  /** The job's state, tenant, answer or error; undefined when there is no such job. */
-  async getJob(jobId: string): Promise<JobView | undefined> {
+  /**
+   * The job's state, tenant, answer or error; undefined when there is no such job. `tenant`: look where that tenant's
+   * jobs go (its own queue, then this producer's); else on every queue of this producer's tenants.
+   */
+  async getJob(jobId: string, options: { tenant?: string | null } = {}): Promise<JobView | undefined> {
     if (!isJobId(jobId)) return undefined; // a caller's string never reaches Redis as a key
-    const job = await this.#within(Job.fromId<JobData, unknown>(this.queue, jobId), 'getJob');
-    if (job === undefined) return undefined;
+    const found = await this.#find(jobId, options.tenant, 'getJob');
+    if (found === undefined) return undefined;
+    const job = found.job as Job<JobData, unknown>;
     const state = (await this.#within(job.getState(), 'getJob')) as JobState;
     const data = job.data as Partial<JobData>;
     return {
@@ -295,19 +423,34 @@ export class Producer {
     };
   }
 
-  /** Removes a job that has not started. An active job is left running (`active`); a finished one is kept (`finished`). */
-  async cancel(jobId: string): Promise<CancelOutcome> {
-    if (!isJobId(jobId)) return 'missing';
-    const job = await this.#within(Job.fromId(this.queue, jobId), 'cancel');
-    if (job === undefined) return 'missing';
+  /** Removes a job that has not started. An active job is left running (`active`); a finished one is kept (`finished`). `tenant` as {@link Producer.getJob}. */
+  async cancel(jobId: string, options: { tenant?: string | null } = {}): Promise<CancelOutcome> {
+    return (await this.#cancel(jobId, options.tenant)).outcome;
+  }
+
+  async #cancel(jobId: string, tenantHint: string | null | undefined): Promise<{ outcome: CancelOutcome; lane: QueueLane }> {
+    if (!isJobId(jobId)) return { outcome: 'missing', lane: this.#own };
+    const known = this.#jobLanes.get(jobId);
+    const found =
+      known === undefined
+        ? await this.#find(jobId, tenantHint, 'cancel')
+        : await this.#within(Job.fromId(known.queue, jobId), 'cancel').then((job) => (job === undefined ? undefined : { lane: known, job }));
+    if (found === undefined) return { outcome: 'missing', lane: known ?? this.#own };
+    const { lane, job } = found;
+    const outcome = await this.#removeQueued(lane, job);
+    return { outcome, lane };
+  }
+
+  async #removeQueued(lane: QueueLane, job: Job): Promise<CancelOutcome> {
+    const jobId = job.id ?? '';
     const state = await this.#within(job.getState(), 'cancel');
     if (state === 'completed' || state === 'failed') return 'finished';
     if (state === 'active') return 'active';
     try {
       await this.#within(job.remove(), 'cancel');
       const tenant = (job.data as Partial<JobData>).tenant;
-      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, this.#keys.tenantOpen(tenant), jobId), 'cancel');
-      await this.#within(pruneTenantJobs(this.#redis.client, this.#keys, [jobId]), 'cancel').catch(() => {}); // else the workers' sweep does it
+      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId), 'cancel');
+      await this.#within(pruneTenantJobs(this.#redis.client, lane.keys, [jobId]), 'cancel').catch(() => {}); // else the workers' sweep does it
       return 'cancelled';
     } catch (error) {
       // a worker took it between the state read and the removal: BullMQ refuses to remove a locked job
@@ -321,36 +464,42 @@ export class Producer {
    * its worker (through the queue's abort channel), which releases its permit as the call ends.
    */
   async abandon(jobId: string, options: { abortRunning: boolean }): Promise<AbandonOutcome> {
-    const outcome = await this.cancel(jobId);
+    const { outcome, lane } = await this.#cancel(jobId, undefined);
     if (outcome !== 'active') return outcome;
     if (!options.abortRunning) return 'running'; // left to finish: its answer is kept for GET /v1/jobs/:id
-    await this.#within(this.#redis.client.publish(this.#keys.abortChannel, jobId), 'abandon');
+    await this.#within(this.#redis.client.publish(lane.keys.abortChannel, jobId), 'abandon');
     return 'aborting';
   }
 
-  /** Jobs per state, fleet-wide. */
+  /** Jobs per state, fleet-wide: this producer's queue and its tenants' queues together. */
   async counts(): Promise<QueueCounts> {
-    const counts = await this.#within(this.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts');
-    return {
-      waiting: counts.waiting ?? 0,
-      prioritized: counts.prioritized ?? 0,
-      delayed: counts.delayed ?? 0,
-      active: counts.active ?? 0,
-      completed: counts.completed ?? 0,
-      failed: counts.failed ?? 0,
-    };
+    await this.#documentLoaded('counts');
+    const all = await Promise.all(
+      this.#candidateLanes().map((lane) => this.#within(lane.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts')),
+    );
+    const sum = (state: keyof QueueCounts) => all.reduce((total, counts) => total + (counts[state] ?? 0), 0);
+    return { waiting: sum('waiting'), prioritized: sum('prioritized'), delayed: sum('delayed'), active: sum('active'), completed: sum('completed'), failed: sum('failed') };
   }
 
-  /** Jobs per tenant, fleet-wide: in flight (held by a worker) and waiting; see tenant-counts.ts. */
+  /** Jobs per tenant, fleet-wide: in flight (held by a worker) and waiting, on every queue of this producer; see tenant-counts.ts. */
   async tenantCounts(): Promise<TenantCount[]> {
-    return this.#within(readTenantCounts(this.#redis.client, this.#keys), 'tenant counts');
+    await this.#documentLoaded('tenant counts');
+    const all = await Promise.all(this.#candidateLanes().map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
+    const byTenant = new Map<string, TenantCount>();
+    for (const { tenant, inFlight, waiting } of all.flat()) {
+      const total = byTenant.get(tenant);
+      byTenant.set(tenant, total === undefined ? { tenant, inFlight, waiting } : { tenant, inFlight: total.inFlight + inFlight, waiting: total.waiting + waiting });
+    }
+    return [...byTenant.values()].sort((a, b) => b.inFlight + b.waiting - (a.inFlight + a.waiting) || a.tenant.localeCompare(b.tenant)); // as readTenantCounts
   }
 
-  /** Closes the queue and the connections this producer opened. Idempotent. */
+  /** Closes the queues and the connections this producer opened. Idempotent. */
   async close(): Promise<void> {
     this.#document?.close();
-    await this.#waiter.close();
-    await this.queue.close().catch(() => {});
+    for (const lane of this.#lanes.values()) {
+      await lane.waiter.close();
+      await lane.queue.close().catch(() => {});
+    }
     if (this.#redis.owned) this.#redis.client.disconnect();
   }
 

@@ -4,13 +4,15 @@ import type Anthropic from '@anthropic-ai/sdk';
 import type { Middleware } from '@anthropic-ai/sdk';
 import { InvalidConfigError, type Limiter } from '@tollgate/limiter';
 import { describeZodError, toError } from '@tollgate/limiter/internal';
-import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { InvalidRequestError } from './errors.js';
 import { anthropicError, describeFailure, encodeFailure, type JobFailure } from './failure.js';
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
-import { isQueueName, queueKeys, type QueueKeys } from './keys.js';
+import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, type LimitsDocument } from '@tollgate/config';
+import { accountQueueName, isQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
 import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
@@ -42,8 +44,11 @@ export interface MessagesClient {
   messages: Pick<Anthropic['messages'], 'create' | 'stream' | 'countTokens'>;
 }
 
-/** Picks the client for a job's priority (0 = first … 9 = last), so that its permit waits at that priority. */
-export type ClientForPriority = (priority: number) => MessagesClient;
+/**
+ * Picks the client for a job's priority (0 = first … 9 = last) and tenant (null: none), so that its permit waits at
+ * that priority, in that tenant's share (a limited client's `withPriority(p).withTenant(t)`).
+ */
+export type ClientForPriority = (priority: number, tenant: string | null) => MessagesClient;
 
 const isClient = (value: unknown): value is MessagesClient =>
   typeof value === 'object' && value !== null && typeof (value as { messages?: { create?: unknown } }).messages?.create === 'function';
@@ -87,6 +92,13 @@ const workerOptionsSchema = z.strictObject({
     .optional(),
   /** Named in each answer's `tollgate-account` (the Messages limiter's name). */
   account: z.string().min(1).optional(),
+  /**
+   * `fleet`: this worker also runs the queue of each tenant that the fleet's limits document gives its account
+   * (`account`, or the document's only account): `<queue>@<account>#<tenant>`, where producers put that tenant's jobs
+   * (DESIGN §9), each with `concurrency` slots and the tenant's cap as the queue's global concurrency; a tenant added
+   * by an apply is run from then on, a removed one's queue still (to drain it). `none`: only `queue`.
+   */
+  tenantQueues: z.enum(['fleet', 'none']).default('fleet'),
   /** count_tokens jobs take one `requests` token from this limiter before their call (its own RPM); absent: not limited here. */
   countTokensLimiter: z
     .custom<Limiter>((value) => typeof value === 'object' && value !== null && typeof (value as { acquire?: unknown }).acquire === 'function', 'expected a limiter')
@@ -107,6 +119,22 @@ export interface WorkerEvents {
   error: [Error];
 }
 
+/**
+ * Caps the jobs of queue `name` held by workers at once, fleet-wide (BullMQ's global concurrency; undefined: no cap).
+ * A tenant's queue gets the tenant's `concurrency` (DESIGN §9): the tenant's other jobs wait in its own queue.
+ */
+export async function setQueueConcurrency(connection: Redis | Cluster, name: string, concurrency: number | undefined): Promise<void> {
+  const keys = queueKeys(name);
+  const queue = new Queue(name, { connection, prefix: keys.prefix, skipVersionCheck: true });
+  queue.on('error', () => {});
+  try {
+    if (concurrency === undefined) await queue.removeGlobalConcurrency();
+    else await queue.setGlobalConcurrency(concurrency);
+  } finally {
+    await queue.close().catch(() => {});
+  }
+}
+
 /** Runs queued Messages jobs through a (limited) Anthropic client. Create with {@link createWorker}. */
 export class QueueWorker extends EventEmitter<WorkerEvents> {
   readonly bullmq: Worker;
@@ -121,12 +149,22 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweepCursor = '0';
   #sweeping = false;
+  /** The options as given, for the workers of the tenant queues. */
+  readonly #input: WorkerOptions;
+  /** The fleet's document (tenantQueues 'fleet'), and the worker of each tenant queue run so far. */
+  #document: DocumentFollower | undefined;
+  readonly #tenantWorkers = new Map<string, QueueWorker>();
+  #tenantSync: Promise<void> = Promise.resolve();
+  #documentRetry: NodeJS.Timeout | undefined;
+  /** Settles once the tenant queues of the first document read (or its failure) are running. */
+  #firstSync: Promise<void> = Promise.resolve();
 
   constructor(input: WorkerOptions) {
     super();
     const parsed = workerOptionsSchema.safeParse(input);
     if (!parsed.success) throw new InvalidConfigError(`invalid worker options: ${describeZodError(parsed.error, input)}`, { cause: parsed.error });
     this.#options = parsed.data;
+    this.#input = input;
     this.#keys = queueKeys(parsed.data.queue);
     this.#blocking = blockingConnection(parsed.data.redis);
     this.#commands = blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
@@ -164,11 +202,63 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
         this.bullmq.cancelJob(jobId, LOCK_LOST_REASON); // another worker may take the job: stop our call now
       }
     });
+    if (parsed.data.tenantQueues === 'fleet' && !parsed.data.queue.includes('#')) {
+      const document = new DocumentFollower({ redis: this.#commands.client, onError: () => {}, onChange: (stored) => this.#syncTenants(stored?.document) });
+      this.#document = document;
+      this.#firstSync = this.#readDocument(document);
+    }
   }
 
-  /** Resolves once the worker's connection is ready. */
+  /** Reads the fleet's document (again every poll period while it cannot), then runs its tenants' queues. */
+  async #readDocument(document: DocumentFollower): Promise<void> {
+    try {
+      await document.ready();
+      await this.#syncTenants(document.current?.document);
+    } catch {
+      if (this.#closing !== undefined) return;
+      this.#documentRetry = setTimeout(() => void this.#readDocument(document), DOCUMENT_POLL_MS_DEFAULT);
+      this.#documentRetry.unref();
+    }
+  }
+
+  /** Runs the queue of every tenant `document` gives this worker's account, with its cap; one sync at a time. */
+  #syncTenants(document: LimitsDocument | undefined): Promise<void> {
+    this.#tenantSync = this.#tenantSync.then(async () => {
+      if (document === undefined || this.#closing !== undefined) return;
+      const accounts = Object.keys(document.accounts);
+      const account = this.#options.account ?? (accounts.length === 1 ? accounts[0] : undefined);
+      if (account === undefined || !Object.hasOwn(document.accounts, account)) return;
+      const base = accountQueueName(this.#options.queue.split('@')[0] ?? this.#options.queue, account);
+      for (const [tenant, policy] of Object.entries(document.tenants)) {
+        if (policy.account !== account) continue;
+        const name = tenantQueueName(base, tenant);
+        try {
+          await setQueueConcurrency(this.#commands.client, name, policy.concurrency);
+        } catch (error) {
+          this.#error(toError(error)); // the next document change sets it again
+        }
+        if (this.#tenantWorkers.has(name) || this.#closing !== undefined) continue;
+        const worker = new QueueWorker({ ...this.#input, queue: name, tenantQueues: 'none' });
+        for (const event of ['completed', 'failed', 'handedBack', 'lockLost', 'error'] as const) {
+          worker.on(event, (...args: unknown[]) => (this.emit as (name: string, ...rest: unknown[]) => boolean)(event, ...args));
+        }
+        this.#tenantWorkers.set(name, worker);
+        await worker.ready();
+      }
+    });
+    return this.#tenantSync;
+  }
+
+  /** The tenant queues this worker runs besides its own (tenantQueues 'fleet'). */
+  get tenantQueues(): string[] {
+    return [...this.#tenantWorkers.keys()];
+  }
+
+  /** Resolves once the worker's connection is ready, and the tenant queues of the fleet's document run. */
   async ready(): Promise<void> {
     await this.bullmq.waitUntilReady();
+    await this.#firstSync;
+    await this.#tenantSync;
   }
 
   /**
@@ -198,9 +288,14 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
 
   async #close(drainTimeoutMs: number): Promise<void> {
     clearInterval(this.#sweepTimer);
+    clearTimeout(this.#documentRetry);
+    this.#document?.close();
+    await this.#tenantSync.catch(() => {}); // no tenant worker starts after this
+    const tenants = Promise.all([...this.#tenantWorkers.values()].map((worker) => worker.close({ drainTimeoutMs })));
     const timer = setTimeout(() => this.bullmq.cancelAllJobs(SHUTDOWN_REASON), drainTimeoutMs);
     try {
       await this.bullmq.close();
+      await tenants;
     } finally {
       clearTimeout(timer);
       for (const owned of [this.#blocking, this.#commands, this.#aborts]) if (owned.owned) owned.client.disconnect();
@@ -213,9 +308,9 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     else this.#options.logger?.warn({ err: { name: error.name, message: error.message } }, 'worker error');
   }
 
-  #clientFor(priority: number): MessagesClient {
+  #clientFor(priority: number, tenant: string | null): MessagesClient {
     const client = this.#options.client;
-    return typeof client === 'function' ? client(priority) : client;
+    return typeof client === 'function' ? client(priority, tenant) : client;
   }
 
   async #process(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<JobResult> {
@@ -239,7 +334,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
     log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');
     try {
-      const result = await this.#call(this.#clientFor(priority), parsed, signal, publisher, startedAt);
+      const result = await this.#call(this.#clientFor(priority, tenant), parsed, signal, publisher, startedAt);
       const durationMs = performance.now() - startedAt;
       const usage = (result.answer as Partial<Anthropic.Message>).usage;
       log?.info({ durationMs: Math.round(durationMs), inputTokens: usage?.input_tokens, outputTokens: usage?.output_tokens }, 'job completed');

@@ -25,6 +25,7 @@ import {
   joinFleetDocumentLogged,
   EnvError,
   configuredDocumentFromEnv,
+  idempotentJobId,
   limiterOptionsFromDocument,
   limiterOptionsFromEnv,
   queueKeys,
@@ -133,11 +134,10 @@ export interface Gateway {
 
 type EnqueuedJob = Awaited<ReturnType<Producer['enqueueJob']>>;
 
-/** The queue one account's jobs go on, as the gateway uses it: its producer, its keys, its event stream readers. */
+/** The queue one account's jobs go on, as the gateway uses it: its producer (which puts a document tenant's jobs on that tenant's queue) and its keys. */
 interface Lane {
   producer: Producer;
   keys: QueueKeys;
-  readers: StreamReaders;
 }
 
 /** Reads the priority header, if any. @throws {@link InvalidRequestError} naming the header. */
@@ -232,17 +232,25 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
         failedJobs: env.GATEWAY_KEEP_FAILED_JOBS,
       },
     });
-    const keys = queueKeys(producer.name);
-    const readers = new StreamReaders(
-      () => {
-        const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
-        reader.on('error', () => {}); // a failed read is retried; each relay's deadline is its own
-        return reader;
-      },
-      redis.client,
-      keys.relayWakePrefix,
-    );
-    return { producer, keys, readers };
+    return { producer, keys: queueKeys(producer.name) };
+  };
+  /** The readers of one queue's job event streams (each queue has its own hash tag: one slot), made on first use. */
+  const readersByQueue = new Map<string, StreamReaders>();
+  const readersFor = (keys: QueueKeys): StreamReaders => {
+    let readers = readersByQueue.get(keys.prefix);
+    if (readers === undefined) {
+      readers = new StreamReaders(
+        () => {
+          const reader = source.input instanceof Cluster ? source.input.duplicate() : new Redis(env.REDIS_URL, { maxRetriesPerRequest: null }); // the job's event stream key is hash-tagged: one slot
+          reader.on('error', () => {}); // a failed read is retried; each relay's deadline is its own
+          return reader;
+        },
+        redis.client,
+        keys.relayWakePrefix,
+      );
+      readersByQueue.set(keys.prefix, readers);
+    }
+    return readers;
   };
   const defaultLane = makeLane(undefined);
   const lanes = new Map<string, Lane>([['', defaultLane]]);
@@ -426,7 +434,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
       );
     openStreams.set(tenant, ofTenant + 1);
     openStreamsTotal += 1;
-    const { producer, keys, readers } = laneOf(request.tenant);
+    const { producer } = laneOf(request.tenant);
     try {
       const startedAt = performance.now();
       let job: EnqueuedJob;
@@ -436,7 +444,9 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
         return sendFailure(request, reply, error);
       }
       const jobId = job.id;
-      const streamKey = keys.jobEvents(jobId);
+      const queueKeysOfJob = producer.keysOfJob(jobId); // the tenant's own queue, when the fleet's document gives it one
+      const readers = readersFor(queueKeysOfJob);
+      const streamKey = queueKeysOfJob.jobEvents(jobId);
       await relayJobEvents({
         request,
         reply,
@@ -472,7 +482,8 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     const query: Record<string, string> = {};
     for (const name of ['limit', 'after_id', 'before_id'] as const) if (typeof raw[name] === 'string') query[name] = raw[name];
     const options = enqueueOptions(request, false);
-    const cacheKey = JSON.stringify([id, query, options.headers]);
+    // per queue (account): another account's key may see other models and other rate-limit headers
+    const cacheKey = JSON.stringify([laneOf(request.tenant).producer.name, id, query, options.headers]);
     const cached = modelsCache.get(cacheKey);
     if (cached !== undefined && cached.expiresAtMs > performance.now()) {
       return reply
@@ -499,7 +510,14 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
 
   app.post('/v1/jobs', async (request, reply) => {
     try {
-      const { id, priority } = await laneOf(request.tenant).producer.enqueueJob(requestBody(request, 'messages'), enqueueOptions(request, true));
+      const options = enqueueOptions(request, true);
+      // an idempotent retry finds its job wherever it is (an apply may have moved the tenant to another account since)
+      const key = options.idempotencyKey;
+      const earlier = key === undefined ? undefined : await ownJob(request.tenant, idempotentJobId(request.tenant ?? null, key));
+      const { id, priority } =
+        earlier === undefined
+          ? await laneOf(request.tenant).producer.enqueueJob(requestBody(request, 'messages'), options)
+          : await earlier.producer.enqueueJob(requestBody(request, 'messages'), options); // the same id: BullMQ answers the existing job, and a different request is a 409
       return reply
         .code(202)
         .headers({ [JOB_ID_HEADER]: id, [PRIORITY_HEADER]: String(priority) })
@@ -510,16 +528,24 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   });
 
   /** A job of the caller's own tenant; another tenant's job is reported as missing. */
-  const ownJob = async (request: FastifyRequest<{ Params: { id: string } }>) => {
-    const job = await laneOf(request.tenant).producer.getJob(request.params.id);
-    return job !== undefined && job.tenant === request.tenant ? job : undefined;
+  /**
+   * A job of the caller's own tenant, with the producer whose queues hold it; another tenant's job is reported as
+   * missing. Every lane is looked in, its tenant's current one first: an apply may have moved the tenant to another
+   * account since the job was enqueued.
+   */
+  const ownJob = async (tenant: string | undefined, id: string) => {
+    for (const lane of new Set([laneOf(tenant), ...lanes.values()])) {
+      const job = await lane.producer.getJob(id, { tenant: tenant ?? null });
+      if (job !== undefined) return job.tenant === (tenant ?? null) ? { job, producer: lane.producer } : undefined;
+    }
+    return undefined;
   };
 
   app.get<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
     try {
-      const job = await ownJob(request);
-      if (job === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
-      return reply.send(job);
+      const own = await ownJob(request.tenant, request.params.id);
+      if (own === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
+      return reply.send(own.job);
     } catch (error) {
       return sendFailure(request, reply, error);
     }
@@ -527,8 +553,9 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
 
   app.delete<{ Params: { id: string } }>('/v1/jobs/:id', async (request, reply) => {
     try {
-      if ((await ownJob(request)) === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
-      const outcome = await laneOf(request.tenant).producer.cancel(request.params.id);
+      const own = await ownJob(request.tenant, request.params.id);
+      if (own === undefined) return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
+      const outcome = await own.producer.cancel(request.params.id, { tenant: request.tenant ?? null });
       if (outcome === 'cancelled') return reply.send({ id: request.params.id, cancelled: true });
       if (outcome === 'missing') return sendError(request, reply, 404, `job ${cutText(request.params.id)} not found`);
       return sendError(request, reply, 409, `job ${request.params.id} is ${outcome === 'active' ? 'running' : 'finished'} and cannot be cancelled`);
@@ -596,10 +623,8 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
         monitor.stop();
         await app.close();
         await metricsServer?.close();
-        for (const lane of lanes.values()) {
-          lane.readers.close();
-          await lane.producer.close();
-        }
+        for (const readers of readersByQueue.values()) readers.close();
+        for (const lane of lanes.values()) await lane.producer.close();
         await limiter.close();
         if (redis.owned) redis.client.disconnect();
         source.close();

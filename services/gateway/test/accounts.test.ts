@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseLimitsDocument, storeLimitsDocument } from '@tollgate/config';
 import { createProducer } from '@tollgate/queue';
+import { queueKeys } from '@tollgate/queue/internal';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
@@ -62,6 +63,9 @@ describe('a gateway whose document has two accounts', () => {
     const plain = onQueue();
     const interactive = onQueue('interactive');
     const batch = onQueue('org:batch');
+    const client = new Redis(redis.url);
+    /** Whether BullMQ's hash of job `id` is on queue `name`. */
+    const isOn = async (name: string, id: string) => (await client.exists(queueKeys(name).job(id))) === 1;
     try {
       const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
       const post = async (token: string) => {
@@ -76,23 +80,26 @@ describe('a gateway whose document has two accounts', () => {
       const batchId = await post(BATCH_TOKEN);
       const searchId = await post(SEARCH_TOKEN);
       const legacyId = await post(LEGACY_TOKEN);
-      // batch's account is not the default: its own queue (the ':' of its name written %3A)
+      // a document tenant's jobs go on its own queue on its account (the ':' of the account's name written %3A),
+      // the account's workers run it (DESIGN §9: its backlog holds only its own worker slots)
       expect(batch.name).toBe(`${queue}@org%3Abatch`);
-      expect((await batch.getJob(batchId))?.tenant).toBe('batch');
-      expect(await plain.getJob(batchId)).toBeUndefined();
-      // search's account is the gateway's default (TOLLGATE_NAME), whose workers also serve the plain queue
-      expect((await plain.getJob(searchId))?.tenant).toBe('search');
+      expect(await isOn(`${queue}@org%3Abatch#batch`, batchId)).toBe(true);
+      expect(await isOn(queue, batchId)).toBe(false);
+      expect(await isOn(`${queue}@interactive#search`, searchId)).toBe(true);
+      expect(await isOn(queue, searchId)).toBe(false);
+      // a GATEWAY_TOKENS tenant's on the plain queue, run by the workers of the default account (TOLLGATE_NAME)
       expect((await plain.getJob(legacyId))?.tenant).toBe('legacy');
-      expect(await interactive.getJob(searchId)).toBeUndefined();
+      expect(await interactive.getJob(legacyId)).toBeUndefined();
       // a tenant reads and cancels its own jobs on its own queue; another tenant's id is not found
       const get = (id: string, token: string) => fetch(`${url}/v1/jobs/${id}`, { headers: { 'x-api-key': token } });
       expect(((await (await get(batchId, BATCH_TOKEN)).json()) as { state: string }).state).toBe('prioritized'); // queued (BullMQ's state for a job with a priority)
       expect((await get(batchId, SEARCH_TOKEN)).status).toBe(404);
       expect((await fetch(`${url}/v1/jobs/${batchId}`, { method: 'DELETE', headers: { 'x-api-key': BATCH_TOKEN } })).status).toBe(200);
-      expect(await batch.getJob(batchId)).toBeUndefined();
+      expect(await isOn(`${queue}@org%3Abatch#batch`, batchId)).toBe(false);
     } finally {
       await gateway.close();
       await Promise.all([plain.close(), interactive.close(), batch.close()]);
+      client.disconnect();
     }
   });
 
@@ -104,6 +111,17 @@ describe('a gateway whose document has two accounts', () => {
     const batch = createProducer({ redis: redis.url, queue, account: 'org:batch', tenantPolicy: 'none' });
     try {
       const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
+      const postOnce = async () => {
+        const answer = await fetch(`${url}/v1/jobs`, {
+          method: 'POST',
+          body: JSON.stringify(request('once')),
+          headers: { 'content-type': 'application/json', 'x-api-key': SEARCH_TOKEN, 'idempotency-key': 'move-once' },
+        });
+        expect(answer.status).toBe(202);
+        return ((await answer.json()) as { id: string }).id;
+      };
+      const once = await postOnce(); // before the move: on search's queue on account interactive
+      expect(await client.exists(queueKeys(`${queue}@interactive#search`).job(once))).toBe(1);
       const moved = (await readFile(path, 'utf8')).replace(
         'search: { tokenEnv: SEARCH_TOKEN_VAR, account: interactive }',
         'search: { tokenEnv: SEARCH_TOKEN_VAR, account: "org:batch" }',
@@ -119,16 +137,35 @@ describe('a gateway whose document has two accounts', () => {
               headers: { 'content-type': 'application/json', 'x-api-key': SEARCH_TOKEN },
             });
             const { id } = (await answer.json()) as { id: string };
-            return (await batch.getJob(id))?.tenant;
+            return (await client.exists(queueKeys(`${queue}@org%3Abatch#search`).job(id))) === 1;
           },
           { timeout: 5_000, interval: 300 },
         )
-        .toBe('search');
+        .toBe(true);
+      // after the move, the tenant's earlier job is still its own (found on the old queue), and an idempotent retry
+      // answers that job instead of enqueuing a second one on the new queue (review: it ran twice)
+      expect((await fetch(`${url}/v1/jobs/${once}`, { headers: { 'x-api-key': SEARCH_TOKEN } })).status).toBe(200);
+      expect(await postOnce()).toBe(once);
+      expect(await client.exists(queueKeys(`${queue}@org%3Abatch#search`).job(once))).toBe(0);
     } finally {
       await gateway.close();
       await batch.close();
       client.disconnect();
     }
+  });
+
+  it("starts for one account without the other accounts' tenants' tokens (a gateway per account); those tenants cannot sign in here", async () => {
+    const env = parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, TOLLGATE_QUEUE: uniqueName('gw-one-account'), TOLLGATE_CONFIG: path, TOLLGATE_NAME: 'interactive' });
+    const gateway = await buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN }); // batch's (org:batch) token is not here
+    try {
+      const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });
+      expect((await fetch(`${url}/v1/jobs/job_x`, { headers: { 'x-api-key': BATCH_TOKEN } })).status).toBe(401);
+      expect((await fetch(`${url}/v1/jobs/job_x`, { headers: { 'x-api-key': SEARCH_TOKEN } })).status).toBe(404);
+    } finally {
+      await gateway.close();
+    }
+    // its own account's tenant without a token still fails the start, naming the variable
+    await expect(buildGateway(env, pino({ level: 'silent' }), { BATCH_TOKEN_VAR: BATCH_TOKEN })).rejects.toThrow(/SEARCH_TOKEN_VAR .* is invalid: unset/);
   });
 
   it('refuses GATEWAY_TOKENS when no account is the default (their jobs would name none that a worker runs)', async () => {

@@ -1,6 +1,8 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { storeLimitsDocument, validateLimitsDocument } from '@tollgate/config';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
+import { createLimiter } from '@tollgate/limiter';
+import { limitAnthropic } from '@tollgate/anthropic';
 import { createProducer, createWorker, type Producer } from '@tollgate/queue';
 import { bullmqPriority } from '@tollgate/queue/internal';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
@@ -77,7 +79,7 @@ describe('priority policy (DESIGN §9)', () => {
     const job = await producer.enqueueJob(request('node'), { tenant: 'team-a', priority: 0 });
     expect(job.priority).toBe(5);
     expect(await storedPriority(job.id)).toBe(5);
-    const raw = await producer.queue.getJob(job.id);
+    const raw = await producer.queueOfJob(job.id).getJob(job.id); // the tenant's own queue (DESIGN §9)
     expect(raw?.opts.priority).toBe(bullmqPriority(5)); // its place in the queue too, not only its label
     expect(await storedPriority(await producer.enqueue(request('node-untenanted'), { priority: 0 }))).toBe(0); // no tenant, no policy
     const unmanaged = createProducer({ redis: redis.url, queue, tenantPolicy: 'none' });
@@ -91,24 +93,35 @@ describe('priority policy (DESIGN §9)', () => {
   it('the clamped priority decides the order: team-a asking for 0 is served after team-b asking for 3', async () => {
     const ordered = uniqueName('policy-order');
     const orderProducer = createProducer({ redis: redis.url, queue: ordered });
+    // each tenant's jobs have a queue of their own (DESIGN §9): across tenants the fleet's limiter orders the calls,
+    // by served priority first; its one slot is held until both wait for it
+    const limiter = createLimiter({ redis: redis.url, name: uniqueName('policy-order-limiter'), concurrency: 1 });
+    const limited = limitAnthropic(new Anthropic({ baseURL: mock.url, apiKey: API_KEY, maxRetries: 0 }), limiter);
     const finished: string[] = [];
     try {
+      const held = await limiter.acquire();
       const a = await orderProducer.enqueue(request('order-a'), { tenant: 'team-a', priority: 0 });
       const b = await orderProducer.enqueue(request('order-b'), { tenant: 'team-b', priority: 3 });
-      const worker = createWorker({ redis: redis.url, queue: ordered, client: new Anthropic({ baseURL: mock.url, apiKey: API_KEY, maxRetries: 0 }), concurrency: 1 });
+      const worker = createWorker({ redis: redis.url, queue: ordered, client: (priority, tenant) => limited.withPriority(priority).withTenant(tenant), concurrency: 1 });
       try {
-        await Promise.all(
-          [a, b].map(async (id) => {
-            await orderProducer.wait(id);
-            finished.push(id === a ? 'team-a' : 'team-b');
-          }),
-        );
+        await worker.ready();
+        await expect.poll(async () => (await limiter.snapshot()).waiting, { timeout: 10_000 }).toBe(2);
+        const before = mock.requests().at(-1)?.seq ?? 0;
+        await held.release();
+        await Promise.all([a, b].map((id) => orderProducer.wait(id)));
+        // the order the calls reached the upstream (the two jobs' ends are read from two queues' event streams)
+        for (const logged of mock.requests().filter((entry) => entry.seq > before)) {
+          const text = logged.body ?? '';
+          if (text.includes('order-a')) finished.push('team-a');
+          if (text.includes('order-b')) finished.push('team-b');
+        }
       } finally {
         await worker.close({ drainTimeoutMs: 0 });
       }
       expect(finished).toEqual(['team-b', 'team-a']);
     } finally {
       await orderProducer.close();
+      await limiter.close();
     }
   });
 

@@ -174,6 +174,7 @@ export async function startWorkerService(
   const document = configured === undefined ? undefined : new DocumentFollower({ redis: fleet.client, onError: () => {} });
   await document?.ready().catch(() => {}); // not read yet: this process's own patterns until it is
 
+  // each queue worker also runs the queue of every tenant the fleet's document gives its account (QueueWorker)
   for (const run of runs) startAccount(run, { env, redis: redis.input, logger, document });
   await Promise.all(runs.flatMap((run) => run.workers.map((worker) => worker.ready())));
 
@@ -261,12 +262,14 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
     ...(poolFor === undefined ? {} : { poolFor }),
   });
   run.limited = limited;
-  const views = new Map<number, LimitedAnthropic>();
-  const clientFor = (priority: number): LimitedAnthropic => {
-    let view = views.get(priority);
+  // one view per (priority, tenant): a tenant's permits take its share of the account (the limiter's group)
+  const views = new Map<string, LimitedAnthropic>();
+  const clientFor = (priority: number, tenant: string | null): LimitedAnthropic => {
+    const key = `${priority} ${tenant ?? ''}`;
+    let view = views.get(key);
     if (view === undefined) {
-      view = limited.withPriority(priority);
-      views.set(priority, view);
+      view = limited.withPriority(priority).withTenant(tenant);
+      views.set(key, view);
     }
     return view;
   };
@@ -285,6 +288,8 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
       stalledIntervalMs: env.WORKER_STALLED_INTERVAL_MS,
       logger,
       account: limiter.name,
+      // the account's own queue's worker also runs its tenants' queues (once per account, not again for the plain queue)
+      tenantQueues: queue === plan.queues[plan.queues.length - 1] ? 'fleet' : 'none',
       modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
       ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
     });
