@@ -137,7 +137,11 @@ export const limitsDocumentSchema = z
       if (!limited) context.addIssue({ code: 'custom', path: [...at, 'concurrency'], message: 'set concurrency, a pool limit (rpm, itpm, otpm), or both' });
       // another account's count_tokens limiter is named `<account>:count-tokens`: an account of that name would share its Redis keys
       if (accountName.endsWith(COUNT_TOKENS_LIMITER_SUFFIX))
-        context.addIssue({ code: 'custom', path: [...at], message: `an account name may not end in ${COUNT_TOKENS_LIMITER_SUFFIX} (the name of an account's count_tokens limiter)` });
+        context.addIssue({
+          code: 'custom',
+          path: [...at],
+          message: `an account name may not end in ${COUNT_TOKENS_LIMITER_SUFFIX} (the name of an account's count_tokens limiter)`,
+        });
       // its count_tokens limiter is named `<account>:count-tokens`, which must still be a limiter name
       if (account.countTokens !== undefined && accountName.length > ACCOUNT_NAME_WITH_COUNT_TOKENS_MAX)
         context.addIssue({

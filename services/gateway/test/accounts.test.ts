@@ -155,7 +155,14 @@ describe('a gateway whose document has two accounts', () => {
   });
 
   it("starts for one account without the other accounts' tenants' tokens (a gateway per account); those tenants cannot sign in here", async () => {
-    const env = parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, TOLLGATE_QUEUE: uniqueName('gw-one-account'), TOLLGATE_CONFIG: path, TOLLGATE_NAME: 'interactive' });
+    const env = parseGatewayEnv({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      REDIS_URL: redis.url,
+      TOLLGATE_QUEUE: uniqueName('gw-one-account'),
+      TOLLGATE_CONFIG: path,
+      TOLLGATE_NAME: 'interactive',
+    });
     const gateway = await buildGateway(env, pino({ level: 'silent' }), { SEARCH_TOKEN_VAR: SEARCH_TOKEN }); // batch's (org:batch) token is not here
     try {
       const url = await gateway.app.listen({ port: 0, host: '127.0.0.1' });

@@ -107,7 +107,9 @@ export function planAccounts(
   // one key at one upstream is one set of limits: two accounts holding it would each spend all of it
   const seen = new Map<string, string>();
   for (const account of accounts) {
-    const fingerprint = createHash('sha256').update(`${account.apiKey}\n${new URL(account.baseURL).href}`).digest('hex');
+    const fingerprint = createHash('sha256')
+      .update(`${account.apiKey}\n${new URL(account.baseURL).href}`)
+      .digest('hex');
     const first = seen.get(fingerprint);
     if (first !== undefined) {
       throw new EnvError(
