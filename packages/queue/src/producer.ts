@@ -186,7 +186,12 @@ export class Producer {
     if (!lookup && this.account !== undefined && policy.account !== this.account) {
       throw new InvalidRequestError(`tenant ${tenant} uses account ${policy.account} in the fleet's limits document; this producer enqueues for account ${this.account}`);
     }
-    return { lane: this.#lane(tenantQueueName(accountQueueName(this.#options.queue, policy.account), tenant)), account: policy.account };
+    return { lane: this.#tenantLane(policy.account, tenant), account: policy.account };
+  }
+
+  /** The lane of a tenant's own queue on `account`. */
+  #tenantLane(account: string, tenant: string): QueueLane {
+    return this.#lane(tenantQueueName(accountQueueName(this.#options.queue, account), tenant));
   }
 
   /** The lane of queue `name`, made on first use. */
@@ -215,7 +220,7 @@ export class Producer {
     }
     const document = this.#document?.current?.document;
     for (const [name, policy] of Object.entries(document?.tenants ?? {})) {
-      if (this.account === undefined || policy.account === this.account) this.#lane(tenantQueueName(accountQueueName(this.#options.queue, policy.account), name));
+      if (this.account === undefined || policy.account === this.account) this.#tenantLane(policy.account, name);
     }
     return [...this.#lanes.values()];
   }
@@ -305,15 +310,8 @@ export class Producer {
     if (!parsed.success) throw InvalidArgumentError.fromZod('enqueue options', parsed.error, options);
     const { tenant, idempotencyKey, attempts, headers } = parsed.data;
     const document = this.#document;
-    // once: later calls find it read (after the connection: a producer's own connection queues no command offline)
-    if (document !== undefined) {
-      // no deadline timer per enqueue once it is read: the usual enqueue waits for nothing here
-      if (!document.loaded)
-        await this.#within(
-          this.queue.waitUntilReady().then(() => document.ready()),
-          'enqueue',
-        );
-    }
+    // once: later calls find it read (no deadline timer per enqueue then: the usual enqueue waits for nothing here)
+    await this.#documentLoaded('enqueue', true);
     const { lane, account } = this.#laneFor(tenant);
     if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined);
     const priority = this.servedPriority(tenant, parsed.data.priority);

@@ -135,8 +135,7 @@ export async function startWorkerService(
       redis: redis.input,
       queue: env.TOLLGATE_QUEUE,
       ...(account.queues[0] === env.TOLLGATE_QUEUE ? {} : { account: account.name }),
-      redisTimeoutMs: limiter.options.redisTimeoutMs,
-      tenantPolicy: 'none',
+      redisTimeoutMs: limiter.options.redisTimeoutMs, // counts its tenants' queues too (the fleet's document names them)
     });
     return { plan: account, limiter, countTokensLimiter, counter, metrics: metrics.addAccount(limiter, counter), totals: {}, workers: [], limited: undefined };
   });
