@@ -12,7 +12,7 @@ export const FLEET_HISTORY_FRAMES = 120;
 export interface FleetFrame {
   atMs: number;
   redis: 'up' | 'down';
-  limiter: Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools'> | null;
+  limiter: Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools' | 'budgets'> | null;
   queue: QueueCounts | null;
   /** Jobs per tenant, busiest first (tenants with nothing unfinished left out); null when Redis did not answer. */
   tenants: TenantCount[] | null;
@@ -94,6 +94,7 @@ export class FleetMonitor {
               pausedUntilMs: limiter.pausedUntilMs,
               buckets: limiter.buckets,
               pools: limiter.pools,
+              budgets: limiter.budgets,
             },
       queue: queue.status === 'fulfilled' ? queue.value : null,
       tenants: tenants.status === 'fulfilled' ? tenants.value : null,
