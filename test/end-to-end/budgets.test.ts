@@ -8,6 +8,7 @@ import { createProducer, type Producer } from '@tollgate/queue';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsonOf, runTollgate } from '../support/cli.js';
 import { MODEL, startWithEnv } from '../support/fleet.js';
 import { GATEWAY_ENTRY, WORKER_ENTRY, stopAllServices, type ServiceProcess } from '../support/processes.js';
 
@@ -122,5 +123,13 @@ describe('tenant budgets through the gateway, a worker and the mock (issue 15)',
     console.log(`budgets e2e: tollgate_tenant_budget_remaining_tokens of capped ${remaining}`);
     expect(Number(remaining)).toBeGreaterThanOrEqual(500);
     expect(Number(remaining)).toBeLessThan(520);
+    // and `tollgate status` beside its tenant view
+    const env = { REDIS_URL: redis.url, TOLLGATE_NAME: 'budgeted', TOLLGATE_QUEUE: queue };
+    const status = jsonOf<{ budgets: Record<string, Record<string, { tokens: number; capacity: number }>> }>(await runTollgate(['status', '--json'], env));
+    expect(status.budgets.capped?.outputTokensPerDay?.capacity).toBe(BUDGET);
+    expect(status.budgets.capped?.outputTokensPerDay?.tokens).toBeGreaterThanOrEqual(500);
+    const text = await runTollgate(['status'], env);
+    console.log(`budgets e2e: tollgate status shows\n${text.stdout.slice(text.stdout.indexOf('tenant budgets'))}`);
+    expect(text.stdout).toMatch(/tenant budgets \(left \/ budget\)\n +capped +outputTokensPerDay +50\d(\.\d)? \/ 5000 +refills 5000\/day/);
   }, 60_000);
 });

@@ -48,6 +48,8 @@ export interface FleetStatus {
    * the queue (the first `--name`); `pool` as that limiter's (`*`: all the pools of an account with pools).
    */
   tenants: { account: string; pool: string; rows: TenantCount[] };
+  /** What is left of each tenant's budgets (its group's buckets in that account's limiter), by tenant and budget; `{}` without budgets. */
+  budgets: Record<string, Record<string, BucketSnapshot>>;
 }
 
 export async function jobCounts(context: Context, queue: Queue): Promise<JobCounts> {
@@ -83,6 +85,7 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       })),
       queue: { name: context.queue, counts, totals },
       tenants: { account: context.names[0] ?? '', pool: accountPool(snapshots[0] ?? { pools: {} }), rows: tenants },
+      budgets: snapshots[0]?.budgets ?? {},
     };
   };
 }
@@ -122,6 +125,7 @@ export function renderStatus(status: FleetStatus): string {
   const rateLimited = Object.entries(totals).filter(([field]) => field.startsWith('rate_limited:'));
   lines.push(`  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`);
   lines.push('', ...renderTenants(status.tenants));
+  if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.budgets));
   return lines.join('\n');
 }
 
@@ -149,6 +153,23 @@ function renderTenants(tenants: FleetStatus['tenants']): string[] {
   tenants.rows.forEach((row, i) => lines.push(`  ${(names[i] ?? '').padEnd(width)}  ${String(row.inFlight).padStart(9)}  ${String(row.waiting).padStart(9)}`));
   return lines;
 }
+
+/** Each tenant's budgets: what is left of each (negative: a debt), its capacity, and its refill per day. */
+function renderBudgets(budgets: FleetStatus['budgets']): string[] {
+  const rows = Object.entries(budgets).flatMap(([tenant, buckets]) =>
+    Object.entries(buckets).map(([budget, bucket]) => [TENANT_PATTERN.test(tenant) ? tenant : shown(tenant), budget, bucket] as const),
+  );
+  const width = Math.max('tenant'.length, ...rows.map(([tenant]) => tenant.length));
+  const budgetWidth = Math.max(...rows.map(([, budget]) => budget.length));
+  return [
+    'tenant budgets (left / budget)',
+    ...rows.map(
+      ([tenant, budget, bucket]) =>
+        `  ${tenant.padEnd(width)}  ${budget.padEnd(budgetWidth)}  ${`${number(bucket.tokens)} / ${number(bucket.capacity)}`.padEnd(20)} refills ${number(Number((bucket.refillPerSecond * SECONDS_PER_DAY).toPrecision(12)))}/day`,
+    ),
+  ];
+}
+const SECONDS_PER_DAY = 24 * 60 * 60;
 
 /** `status`: prints once, or with `--watch` every `intervalMs` until interrupted (one JSON line per refresh with `--json`). */
 export async function statusCommand(context: Context, options: { watch: boolean; intervalMs: number }): Promise<void> {
