@@ -57,6 +57,7 @@ export {
   FleetGauges,
   OTHER_TENANTS_LABEL,
   TENANT_SERIES_MAX,
+  TenantLabels,
   accountPool,
   bucketPool,
   poolViews,

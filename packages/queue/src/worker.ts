@@ -109,8 +109,11 @@ export type WorkerOptions = z.input<typeof workerOptionsSchema>;
 
 /** Typed events: listen with `worker.on('completed', (event) => …)`. */
 export interface WorkerEvents {
-  /** `usage`: the answer's token counts, for metrics (absent for answers without usage: count_tokens, models). */
-  completed: [{ jobId: string; durationMs: number; streamed: boolean; usage?: Anthropic.Usage }];
+  /**
+   * `usage`: the answer's token counts, for metrics (absent for answers without usage: count_tokens, models); `tenant`
+   * and `model`: the job's (null: none), so that its tokens can be counted per tenant and per pool.
+   */
+  completed: [{ jobId: string; durationMs: number; streamed: boolean; tenant: string | null; model: string | null; usage?: Anthropic.Usage }];
   /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
   failed: [{ jobId: string; failure: JobFailure; final: boolean }];
   /** Shutdown aborted the job's call and put the job back in the queue. */
@@ -370,7 +373,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const durationMs = performance.now() - startedAt;
       const usage = (result.answer as Partial<Anthropic.Message>).usage;
       log?.info({ durationMs: Math.round(durationMs), inputTokens: usage?.input_tokens, outputTokens: usage?.output_tokens }, 'job completed');
-      this.emit('completed', { jobId, durationMs, streamed, ...(usage === undefined ? {} : { usage }) });
+      const model = typeof params.model === 'string' ? params.model : null;
+      this.emit('completed', { jobId, durationMs, streamed, tenant, model, ...(usage === undefined ? {} : { usage }) });
       return result;
     } catch (error) {
       if (signal?.aborted === true && signal.reason === SHUTDOWN_REASON && token !== undefined) {

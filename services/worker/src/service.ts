@@ -7,6 +7,7 @@ import { LimiterUnavailableError, createLimiter, type Limiter } from '@tollgate/
 import { createProducer, createWorker, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
 import { DocumentFollower, resolvePool } from '@tollgate/config';
 import {
+  DEFAULT_POOL,
   DeltaTracker,
   addFleetStats,
   commandConnection,
@@ -261,6 +262,9 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
     ...(poolFor === undefined ? {} : { poolFor }),
   });
   run.limited = limited;
+  metrics.follow(() => limited.stats()); // its 429s per tenant, read at each scrape
+  // the pool a job's tokens are counted in: its model's, as its permit's (`default` for a limiter without pools)
+  const poolOf = (model: string | null): string => (limiter.pools === undefined || poolFor === undefined || model === null ? DEFAULT_POOL : poolFor(model));
   // one view per (priority, tenant): a tenant's permits take its share of the account (the limiter's group)
   const views = new Map<string, LimitedAnthropic>();
   const clientFor = (priority: number, tenant: string | null): LimitedAnthropic => {
@@ -292,9 +296,11 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
       modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
       ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
     });
-    worker.on('completed', ({ usage }) => {
+    worker.on('completed', ({ usage, tenant, model }) => {
       bump(queue, 'completed');
-      if (usage !== undefined) metrics.completed(usage);
+      if (usage === undefined) return;
+      metrics.completed(usage);
+      metrics.tenantCompleted(tenant, poolOf(model), usage);
     });
     worker.on('failed', ({ final }) => bump(queue, final ? 'failed' : 'retried'));
     worker.on('handedBack', () => bump(queue, 'handed_back'));
