@@ -169,9 +169,17 @@ export class FleetGauges {
     const up = snapshot !== null && counts !== null;
     this.setRedisUp(up);
     if (snapshot !== null) this.#updateLimiter(snapshot);
-    for (const [state, count] of Object.entries(counts ?? {})) this.#queueJobs.set({ queue: this.#queue, state }, count);
+    if (counts !== null) this.queueCounts(this.#queue, counts);
     if (tenants !== null) this.#updateTenants(tenants);
     return up;
+  }
+
+  /**
+   * Sets `tollgate_queue_jobs` of one queue of the account: the scope's (by {@link FleetGauges.update}), or another it
+   * also serves (a worker's default account runs the plain queue beside its own).
+   */
+  queueCounts(queue: string, counts: QueueCounts): void {
+    for (const [state, count] of Object.entries(counts)) this.#queueJobs.set({ queue, state }, count);
   }
 
   setRedisUp(up: boolean): void {

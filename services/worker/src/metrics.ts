@@ -2,7 +2,7 @@ import type Anthropic from '@anthropic-ai/sdk';
 import { UPSTREAM_RATE_LIMIT_KINDS, countedInputTokens, type LimitedAnthropicStats, type TenantRateLimited } from '@tollgate/anthropic';
 import type { Limiter } from '@tollgate/limiter';
 import { type Producer } from '@tollgate/queue';
-import { ACCOUNT_LABELS, ALL_POOLS, DEFAULT_POOL, FleetGauges, NO_TENANT_LABEL } from '@tollgate/queue/internal';
+import { ACCOUNT_LABELS, ALL_POOLS, DEFAULT_POOL, FleetGauges, NO_TENANT_LABEL, mergeTenantCounts } from '@tollgate/queue/internal';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Upper bounds of the acquire-wait histogram, in seconds. */
@@ -91,11 +91,12 @@ export class ServiceMetrics {
 
   /**
    * Adds an account this process runs: its limiter's events and counters, and its fleet gauges (the limiter's state
-   * and the queue `producer` counts).
+   * and the counts of each of its queues: `producers[0]`'s queue with its tenants' queues, then any other it runs,
+   * such as the plain queue of the default account, each its own `tollgate_queue_jobs` series).
    */
-  addAccount(limiter: Limiter, producer: Producer): AccountMetrics {
+  addAccount(limiter: Limiter, producers: readonly [Producer, ...Producer[]]): AccountMetrics {
     const labels = { account: limiter.name, pool: limiter.options.pools === undefined ? DEFAULT_POOL : ALL_POOLS };
-    const account = new AccountMetrics(labels, limiter, producer, new FleetGauges(this.registry, { account: limiter.name, queue: producer.name }), {
+    const account = new AccountMetrics(labels, limiter, producers, new FleetGauges(this.registry, { account: limiter.name, queue: producers[0].name }), {
       upstreamRequests: this.#upstreamRequests,
       upstreamRateLimited: this.#upstreamRateLimited,
       upstreamTokens: this.#upstreamTokens,
@@ -138,7 +139,7 @@ export class AccountMetrics {
   constructor(
     readonly labels: { account: string; pool: string },
     readonly limiter: Limiter,
-    readonly producer: Producer,
+    readonly producers: readonly [Producer, ...Producer[]],
     readonly fleet: FleetGauges,
     readonly counters: {
       upstreamRequests: Counter<'account' | 'pool' | 'status'>;
@@ -213,10 +214,20 @@ export class AccountMetrics {
     }
   }
 
-  /** Reads the limiter's and the queue's fleet-wide state into the gauges; whether Redis answered. */
+  /** Reads the limiter's and the queues' fleet-wide state into the gauges; whether Redis answered. */
   async updateFleet(): Promise<boolean> {
-    const [snapshot, counts, tenants] = await Promise.allSettled([this.limiter.snapshot(), this.producer.counts(), this.producer.tenantCounts()]);
+    const [snapshot, counts, tenants] = await Promise.allSettled([
+      this.limiter.snapshot(),
+      Promise.all(this.producers.map((producer) => producer.counts())),
+      Promise.all(this.producers.map((producer) => producer.tenantCounts())),
+    ]);
     const value = <T>(result: PromiseSettledResult<T>) => (result.status === 'fulfilled' ? result.value : null);
-    return this.fleet.update(value(snapshot), value(counts), value(tenants));
+    const queues = value(counts);
+    const up = this.fleet.update(value(snapshot), queues?.[0] ?? null, tenants.status === 'fulfilled' ? mergeTenantCounts(tenants.value) : null);
+    this.producers.slice(1).forEach((producer, i) => {
+      const other = queues?.[i + 1];
+      if (other !== undefined) this.fleet.queueCounts(producer.name, other);
+    });
+    return up;
   }
 }

@@ -28,7 +28,7 @@ describe('ServiceMetrics with pools', () => {
     try {
       await limiter.ready();
       const metrics = new ServiceMetrics();
-      const counters = metrics.addAccount(limiter, producer);
+      const counters = metrics.addAccount(limiter, [producer]);
       const permit = await limiter.acquire({ pool: 'sonnet' });
       counters.upstreamAnswered('200');
       const text = await metrics.render();
@@ -63,7 +63,7 @@ describe('ServiceMetrics per tenant', () => {
     try {
       await limiter.ready();
       const metrics = new ServiceMetrics();
-      const account = metrics.addAccount(limiter, producer);
+      const account = metrics.addAccount(limiter, [producer]);
       const tenants = Array.from({ length: TENANT_SERIES_MAX + 2 }, (_, i) => `t${i}`);
       const usage = { input_tokens: 10, output_tokens: 3, cache_creation_input_tokens: 5, cache_read_input_tokens: 7 } as Parameters<typeof account.tenantCompleted>[2];
       for (const tenant of tenants) account.tenantCompleted(tenant, 'default', usage);
