@@ -2,9 +2,10 @@ import type { AdapterParams, ContenderName } from './contenders.js';
 
 /**
  * direct: lanes call the upstream; queue: BullMQ jobs call it; micro: acquire+release with no upstream;
- * tokens: lanes send Messages calls to the mock Anthropic API (scenario 4).
+ * tokens: lanes send Messages calls to the mock Anthropic API (scenario 4); fairness: each tenant's lanes take a
+ * permit for their tenant, then call the mock (scenario fairness).
  */
-export type TrialKind = 'direct' | 'queue' | 'micro' | 'tokens';
+export type TrialKind = 'direct' | 'queue' | 'micro' | 'tokens' | 'fairness';
 
 /** One Messages call of scenario 4: its prompt size, `max_tokens` and the answer length the mock is told to produce. */
 export interface TokenCall {
@@ -49,6 +50,29 @@ export interface TokenTrialSpec {
   sdkMaxRetries: number;
 }
 
+/** Scenario fairness: one tenant's callers in one process. */
+export interface FairnessTenantSpec {
+  /** The limiter group of its permits (with `groups`), else only the row its figures go to. */
+  tenant: string;
+  /** Callers of this tenant in this process; each asks again as soon as its call ends. */
+  lanes: number;
+}
+
+/** Scenario fairness: the limiter every process shares and what each tenant's callers send. */
+export interface FairnessTrialSpec {
+  mockUrl: string;
+  model: string;
+  /** The account's concurrency limit, fleet-wide. */
+  concurrency: number;
+  /** The tenants as limiter groups with these weights (fair share); absent: one FIFO for everyone. */
+  groups?: Record<string, number>;
+  tenants: FairnessTenantSpec[];
+  /** How long the lanes keep asking; a grant after this is released unused and not counted. */
+  durationMs: number;
+  /** Every call's prompt, `max_tokens` and answer length (the mock's fixed latency makes the calls alike). */
+  call: TokenCall;
+}
+
 /** What one worker process runs in one trial. */
 export interface TrialSpec {
   kind: TrialKind;
@@ -64,6 +88,8 @@ export interface TrialSpec {
   queueName: string;
   /** tokens: the calls and limits of scenario 4. */
   tokens?: TokenTrialSpec;
+  /** fairness: the tenants and the limiter of scenario fairness. */
+  fairness?: FairnessTrialSpec;
 }
 
 /** Scenario 4: what one process's Messages calls came to. */
@@ -72,6 +98,14 @@ export interface TokenWorkerResult {
   failed: Record<string, number>;
   /** From a call's start to its answer, retries and limiter waits included, one entry per successful call. */
   callMs: number[];
+}
+
+/** Scenario fairness: one tenant's grants in one process. */
+export interface FairnessTenantResult {
+  /** From asking for a permit to holding it, one entry per grant within the run's duration. */
+  waitsMs: number[];
+  /** Calls that failed (by status, as scenario 4 counts them). */
+  failed: Record<string, number>;
 }
 
 /** What a worker measured in one trial, between `go` and the end of its work. */
@@ -88,6 +122,8 @@ export interface WorkerResult {
   cpuUs: number;
   /** tokens: the outcome of the Messages calls. */
   tokens?: TokenWorkerResult;
+  /** fairness: per tenant. */
+  fairness?: Record<string, FairnessTenantResult>;
 }
 
 export type CoordinatorMessage =

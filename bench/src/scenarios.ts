@@ -2,6 +2,7 @@ import { startOverlapServer, type OverlapHoldMs } from '@tollgate/test-support';
 import { isAdapterContender, type ContenderName } from './contenders.js';
 import { firstLine, fixed, markdownTable, NOT_APPLICABLE, percent, signed, violations, whole } from './format.js';
 import type { TrialKind, TrialSpec } from './protocol.js';
+import { runFairnessScenario } from './fairness-scenario.js';
 import { quantile, splitByWeight, splitEvenly } from './stats.js';
 import { runTokenPoolsScenario } from './tokens-pools-scenario.js';
 import { runTokenScenario } from './tokens-scenario.js';
@@ -31,8 +32,11 @@ const MICRO_REFERENCE: ContenderName = 'redis-semaphore';
 /** The contender whose utilization per permit is the ceiling (DESIGN §6). */
 export const CEILING: ContenderName = 'static-split';
 
-/** The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`, its mixed-model variant in `tokens-pools-scenario.ts`. */
-export const SCENARIO_IDS = ['1', '2', '3', '4', '4-pools', 'micro'] as const;
+/**
+ * The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`, its mixed-model variant in
+ * `tokens-pools-scenario.ts`, the two tenants' scenario in `fairness-scenario.ts`.
+ */
+export const SCENARIO_IDS = ['1', '2', '3', '4', '4-pools', 'fairness', 'micro'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 export function isScenarioId(value: string): value is ScenarioId {
@@ -544,6 +548,7 @@ export async function runScenario(id: ScenarioId, context: TrialContext, setting
   if (id === 'micro') return runMicro(context, settings);
   if (id === '4') return runTokenScenario(context, settings);
   if (id === '4-pools') return runTokenPoolsScenario(context, settings);
+  if (id === 'fairness') return runFairnessScenario(context, settings);
   const scenario = FLEET_SCENARIOS.find((candidate) => candidate.id === id);
   if (!scenario) throw new Error(`unknown scenario ${id}`);
   return runFleetScenario(scenario, context, settings);

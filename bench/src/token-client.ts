@@ -14,7 +14,7 @@ const CHARS_PER_TOKEN = 4;
 /** Tells the mock how many tokens the answer has, so every run produces the same output. */
 const OUTPUT_TOKENS_HEADER = 'x-mock-output-tokens';
 /** The mock accepts any non-empty key. */
-const API_KEY = 'bench-key';
+export const API_KEY = 'bench-key';
 
 /** One process's Messages client for scenario 4. */
 export interface TokenClient {
@@ -24,12 +24,13 @@ export interface TokenClient {
 }
 
 /** A prompt of exactly `inputTokens` tokens by both estimators, different for every call. */
-function params(call: TokenCall, index: number, model: string): Anthropic.MessageCreateParamsNonStreaming {
+export function params(call: TokenCall, index: number, model: string): Anthropic.MessageCreateParamsNonStreaming {
   const content = `${index} `.padEnd(call.inputTokens * CHARS_PER_TOKEN, 'x');
   return { model: call.model ?? model, max_tokens: call.maxTokens, messages: [{ role: 'user', content }] };
 }
 
-function requestOptions(call: TokenCall): Anthropic.RequestOptions {
+/** Tells the mock the answer's length (scenario 4, fairness). */
+export function requestOptions(call: TokenCall): Anthropic.RequestOptions {
   return { headers: { [OUTPUT_TOKENS_HEADER]: String(call.outputTokens) } };
 }
 

@@ -5,10 +5,10 @@
  * Each row runs for a fixed time with every caller always asking; the figures are each pool's share of its limits.
  */
 import { startMockAnthropic, type KeyStats, type MockStats } from '@tollgate/mock-anthropic';
-import { firstLine, fixed, markdownTable, percent, whole } from './format.js';
+import { fixed, markdownTable, percent, whole } from './format.js';
 import type { TokenCall, TokenPoolSpec, TokenRate, TokenTrialSpec, TrialSpec } from './protocol.js';
 import type { RunSettings, ScenarioResult, TargetCheck } from './scenarios.js';
-import { runTrial, type TrialContext, type TrialMeasurement } from './trial.js';
+import { runVariants, type TrialContext, type TrialMeasurement } from './trial.js';
 
 const PROCESSES = 4;
 /** Callers per process, half per model: more than either pool lets through. */
@@ -189,30 +189,22 @@ export async function runTokenPoolsScenario(context: TrialContext, settings: Run
     },
     latency: MOCK_LATENCY,
   });
-  const rows: PoolsFigures[] = [];
-  const failures: string[] = [];
+  let result: { rows: PoolsFigures[]; failures: string[] };
   try {
-    for (const variant of settings.contenders.includes('tollgate') ? VARIANTS : []) {
-      settings.signal.throwIfAborted();
-      try {
-        const measurement = await runTrial<MockStats>(context, {
-          specs: specs(variant, context, mock.url, durationMs),
-          upstream: { reset: () => mock.reset(), stats: () => mock.stats() },
-          jobs: 0,
-          globalConcurrency: undefined,
-        });
-        const row = figures(variant, measurement);
-        rows.push(row);
-        settings.log(
-          `scenario 4-pools: ${variant.label}: ${POOL_NAMES.map(
-            (name) => `${name} ${percent(row.pools[name].itpm / POOLS[name].itpm)} of ITPM, ${percent(row.pools[name].otpm / POOLS[name].otpm)} of OTPM`,
-          ).join('; ')}; ${total(row.rateLimited)} 429s`,
-        );
-      } catch (error) {
-        failures.push(`${variant.label}: ${firstLine(error)}`);
-        settings.log(`scenario 4-pools: ${variant.label} failed: ${String(error)}`);
-      }
-    }
+    result = await runVariants(
+      context,
+      { ...settings, scenario: '4-pools' },
+      { reset: () => mock.reset(), stats: () => mock.stats() },
+      settings.contenders.includes('tollgate') ? VARIANTS : [],
+      {
+        specs: (variant) => specs(variant, context, mock.url, durationMs),
+        figures,
+        line: (row) =>
+          `${POOL_NAMES.map((name) => `${name} ${percent(row.pools[name].itpm / POOLS[name].itpm)} of ITPM, ${percent(row.pools[name].otpm / POOLS[name].otpm)} of OTPM`).join(
+            '; ',
+          )}; ${total(row.rateLimited)} 429s`,
+      },
+    );
   } finally {
     await mock.close();
   }
@@ -233,8 +225,8 @@ export async function runTokenPoolsScenario(context: TrialContext, settings: Run
         STEADY_AFTER_MS / 1_000
       } s to before the last; 429s as the mock counted them per pool.`,
     ].join(' '),
-    table: poolsTable(rows),
-    failures,
-    targets: poolsTargets(rows),
+    table: poolsTable(result.rows),
+    failures: result.failures,
+    targets: poolsTargets(result.rows),
   };
 }

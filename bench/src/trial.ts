@@ -5,6 +5,7 @@ import { DATASETS_KEY } from '@tollgate/limiter';
 import type { Redis } from 'ioredis';
 import type { OverlapServer, OverlapStats } from '@tollgate/test-support';
 import type { ForkedWorker, WorkerPool } from './fleet.js';
+import { firstLine } from './format.js';
 import type { TrialSpec, WorkerResult } from './protocol.js';
 import { commandsExecuted, redisCommandStats, redisCpuUs, resetRedisStats, type CommandStat } from './redis-stats.js';
 
@@ -142,4 +143,32 @@ export async function runTrial<S = OverlapStats>(context: TrialContext, plan: Tr
   } finally {
     await queue?.close();
   }
+}
+
+/**
+ * Runs every variant (a row of a scenario against the mock Anthropic API: 4-pools, fairness) as one trial, in order:
+ * each its figures, or a failure naming it (no row). `line` is the progress line of a row.
+ */
+export async function runVariants<V extends { label: string }, S, R>(
+  context: TrialContext,
+  settings: { log: (line: string) => void; signal: AbortSignal; scenario: string },
+  upstream: UpstreamProbe<S>,
+  variants: readonly V[],
+  plan: { specs: (variant: V) => TrialSpec[]; figures: (variant: V, measurement: TrialMeasurement<S>) => R; line: (row: R) => string },
+): Promise<{ rows: R[]; failures: string[] }> {
+  const rows: R[] = [];
+  const failures: string[] = [];
+  for (const variant of variants) {
+    settings.signal.throwIfAborted();
+    try {
+      const measurement = await runTrial<S>(context, { specs: plan.specs(variant), upstream, jobs: 0, globalConcurrency: undefined });
+      const row = plan.figures(variant, measurement);
+      rows.push(row);
+      settings.log(`scenario ${settings.scenario}: ${variant.label}: ${plan.line(row)}`);
+    } catch (error) {
+      failures.push(`${variant.label}: ${firstLine(error)}`);
+      settings.log(`scenario ${settings.scenario}: ${variant.label} failed: ${String(error)}`);
+    }
+  }
+  return { rows, failures };
 }

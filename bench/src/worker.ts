@@ -6,7 +6,8 @@ import { performance } from 'node:perf_hooks';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
 import { baselineRedisClass, createAdapter, isAdapterContender, loadBaseline, loadTollgate, type LimiterAdapter } from './contenders.js';
-import { parseCoordinatorMessage, type TokenCall, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
+import { createFairnessClient, type FairnessClient } from './fairness-client.js';
+import { parseCoordinatorMessage, type FairnessTenantResult, type TokenCall, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
 import { splitEvenly } from './stats.js';
 import { createTokenClient, failureKind, type TokenClient } from './token-client.js';
 import { UpstreamClient } from './upstream-client.js';
@@ -31,6 +32,8 @@ interface Trial {
   queueWorker: BullWorker | undefined;
   tokenClient: TokenClient | undefined;
   tokenResult: TokenWorkerResult | undefined;
+  fairnessClient: FairnessClient | undefined;
+  fairnessResult: Record<string, FairnessTenantResult> | undefined;
   acquireWaitsMs: number[];
   operations: number;
   startedAtMs: number;
@@ -38,6 +41,24 @@ interface Trial {
 }
 
 let trial: Trial | undefined;
+
+/** A trial of `spec` before `go`: nothing measured yet, and only the clients its kind uses. */
+function newTrial(spec: TrialSpec, clients: Partial<Pick<Trial, 'adapter' | 'upstream' | 'tokenClient' | 'fairnessClient'>>): Trial {
+  return {
+    spec,
+    adapter: clients.adapter,
+    upstream: clients.upstream,
+    queueWorker: undefined,
+    tokenClient: clients.tokenClient,
+    tokenResult: undefined,
+    fairnessClient: clients.fairnessClient,
+    fairnessResult: undefined,
+    acquireWaitsMs: [],
+    operations: 0,
+    startedAtMs: 0,
+    cpuAtStart: undefined,
+  };
+}
 
 function send(message: WorkerMessage): void {
   process.send?.(message);
@@ -71,6 +92,7 @@ function result(current: Trial): WorkerResult {
     roundTrips: counts.roundTrips,
     cpuUs: cpuUsedUs(current.cpuAtStart),
     ...(current.tokenResult ? { tokens: current.tokenResult } : {}),
+    ...(current.fairnessResult ? { fairness: current.fairnessResult } : {}),
   };
 }
 
@@ -87,22 +109,20 @@ async function setupTokens(spec: TrialSpec): Promise<void> {
     ...(models[lane % models.length] === undefined ? {} : { model: models[lane % models.length] }),
   });
   await Promise.all(Array.from({ length: spec.lanes }, (_, lane) => tokenClient.call(warmup(lane), -1 - lane)));
-  trial = {
-    spec,
-    adapter: undefined,
-    upstream: undefined,
-    queueWorker: undefined,
-    tokenClient,
-    tokenResult: undefined,
-    acquireWaitsMs: [],
-    operations: 0,
-    startedAtMs: 0,
-    cpuAtStart: undefined,
-  };
+  trial = newTrial(spec, { tokenClient });
+}
+
+/** Scenario fairness: no adapter; the tenants' lanes take their permits from one limiter with groups or without. */
+async function setupFairness(spec: TrialSpec): Promise<void> {
+  if (!spec.fairness) throw new Error('a fairness trial needs its tenants');
+  const fairnessClient = await createFairnessClient(spec.fairness, spec.adapter);
+  await fairnessClient.warm(); // the coordinator resets the mock afterwards
+  trial = newTrial(spec, { fairnessClient });
 }
 
 async function setup(spec: TrialSpec): Promise<void> {
   if (spec.kind === 'tokens') return setupTokens(spec);
+  if (spec.kind === 'fairness') return setupFairness(spec);
   const adapter =
     isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split') ? await createAdapter(spec.contender, spec.adapter) : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
   for (let pair = 0; adapter && pair < WARMUP_PAIRS; pair += 1) {
@@ -111,18 +131,7 @@ async function setup(spec: TrialSpec): Promise<void> {
   }
   const upstream = spec.kind === 'micro' ? undefined : new UpstreamClient(spec.upstreamUrl, spec.lanes);
   await upstream?.warm(spec.lanes);
-  const current: Trial = {
-    spec,
-    adapter,
-    upstream,
-    queueWorker: undefined,
-    tokenClient: undefined,
-    tokenResult: undefined,
-    acquireWaitsMs: [],
-    operations: 0,
-    startedAtMs: 0,
-    cpuAtStart: undefined,
-  };
+  const current = newTrial(spec, { adapter, upstream });
   if (spec.kind === 'queue') current.queueWorker = await createQueueWorker(current);
   trial = current;
 }
@@ -226,6 +235,12 @@ async function go(): Promise<void> {
     send({ type: 'done', result: result(current) });
     return;
   }
+  if (kind === 'fairness' && current.fairnessClient) {
+    current.fairnessResult = await current.fairnessClient.run();
+    current.operations = Object.values(current.fairnessResult).reduce((sum, tenant) => sum + tenant.waitsMs.length, 0);
+    send({ type: 'done', result: result(current) });
+    return;
+  }
   if (!current.adapter) throw new Error(`${current.spec.contender} has no adapter for a ${kind} run`);
   if (kind === 'micro') await runMicro(current, current.adapter);
   else if (current.upstream) await runDirect(current, current.adapter, current.upstream);
@@ -239,6 +254,7 @@ async function teardown(): Promise<void> {
     await current.queueWorker?.close();
     await current.adapter?.close();
     await current.tokenClient?.close();
+    await current.fairnessClient?.close();
     current.upstream?.close();
   }
   send({ type: 'tornDown' });

@@ -130,6 +130,6 @@ describe('tenant budgets through the gateway, a worker and the mock (issue 15)',
     expect(status.budgets.capped?.outputTokensPerDay?.tokens).toBeGreaterThanOrEqual(500);
     const text = await runTollgate(['status'], env);
     console.log(`budgets e2e: tollgate status shows\n${text.stdout.slice(text.stdout.indexOf('tenant budgets'))}`);
-    expect(text.stdout).toMatch(/tenant budgets \(left \/ budget\)\n +capped +outputTokensPerDay +50\d(\.\d)? \/ 5000 +refills 5000\/day/);
+    expect(text.stdout).toMatch(/tenant budgets \(account budgeted; left \/ budget\)\n +capped +outputTokensPerDay +50\d(\.\d)? \/ 5000 +refills 5000\/day/);
   }, 60_000);
 });

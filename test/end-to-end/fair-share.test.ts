@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyLimitsDocument, parseLimitsDocument } from '@tollgate/config';
+import { applyLimitsDocument, DOCUMENT_KEY, parseLimitsDocument } from '@tollgate/config';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
 import { createProducer, type Producer } from '@tollgate/queue';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
@@ -140,6 +140,24 @@ describe('tenants: fair share, caps (issue 15)', () => {
       expect(cappedMax).toBeLessThanOrEqual(2);
       expect(mock.stats().maxConcurrent).toBeLessThanOrEqual(CONCURRENCY);
       expect(mock.stats().byStatus['429'] ?? 0).toBe(0);
+    } finally {
+      clearInterval(sampler);
+    }
+  }, 120_000);
+
+  it("Redis loses its data (FLUSHALL): the fleet's document comes back, and with it the capped tenant's cap", async () => {
+    await client.flushall();
+    // the workers' followers store the document they followed again (a limiter does the same with its limits)
+    await expect.poll(() => client.exists(DOCUMENT_KEY), { timeout: 10_000 }).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 2_500)); // a poll period or two after the document is back
+    let atMock = 0;
+    const sampler = setInterval(() => (atMock = Math.max(atMock, mock.stats().inFlight)), 5);
+    try {
+      const capped = await enqueue('capped', 30);
+      await waits(capped);
+      console.log(`tenants: after FLUSHALL, the capped tenant (cap 2) had at most ${atMock} calls in flight at the mock (account concurrency ${CONCURRENCY})`);
+      expect(atMock).toBeGreaterThan(0);
+      expect(atMock).toBeLessThanOrEqual(2);
     } finally {
       clearInterval(sampler);
     }

@@ -34,7 +34,7 @@ const LABEL_VALUES: Record<string, RegExp> = {
   queue: /^fleet-[0-9a-f]+$/,
   dimension: /^(requests|inputTokens|outputTokens|input|output|cache_creation_input|cache_read_input)$/,
   status: /^(\d{3}|connection)$/,
-  kind: /^(concurrency|rate|other)$/,
+  kind: /^(concurrency|rate|other|rpm|itpm|otpm)$/, // the account's 429 kinds, and a tenant's (what the 429 ran out of)
   state: /^(waiting|prioritized|delayed|active|completed|failed|retried|handed_back)$/,
   route: /^(\/[a-z0-9/:_]*|unknown)$/,
   tenant: /^(fleet|-)$/, // the gateway's one configured tenant, and jobs without one
@@ -153,6 +153,16 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     expect(usage.output).toBeGreaterThan(0);
   });
 
+  it("per tenant: the settled tokens add up to the answers' usage, and the injected 429 is an RPM 429 of one tenant", async () => {
+    const byDimension = await prometheus.query(`sum by (dimension) (tollgate_tenant_granted_tokens_total{account="${account}", pool="default"})`);
+    const tokens = Object.fromEntries(byDimension.map((sample) => [sample.metric.dimension, sample.value]));
+    expect(tokens).toEqual({ inputTokens: usage.input, outputTokens: usage.output }); // the mock writes no cache: input is input_tokens
+    const byTenant = await prometheus.query(`sum by (tenant) (tollgate_tenant_granted_tokens_total{account="${account}", dimension="outputTokens"})`);
+    expect(byTenant.map((sample) => sample.metric.tenant).sort()).toEqual(['-', 'fleet']); // Node jobs without a tenant; the gateway's tenant
+    const byKind = await prometheus.query(`sum by (kind) (tollgate_tenant_rate_limited_total{account="${account}", pool="default"})`);
+    expect(Object.fromEntries(byKind.map((sample) => [sample.metric.kind, sample.value]))).toEqual({ concurrency: 0, rpm: 1, itpm: 0, otpm: 0, other: 0 });
+  });
+
   it('wait histogram: one observation per grant (each attempt, the retry too), and quantiles PromQL can compute', async () => {
     const grants = await prometheus.query(`sum(tollgate_acquire_wait_seconds_count{account="${account}"})`);
     expect(one(grants, 'grants')).toBe(QUEUE_JOBS + GATEWAY_REQUESTS + 1);
@@ -215,6 +225,8 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
         /lease losses/i,
         /in flight per tenant/i,
         /waiting per tenant/i,
+        /tokens per second per tenant/i,
+        /429s per tenant/i,
       ]) {
         expect(
           titles.some((title) => wanted.test(title)),

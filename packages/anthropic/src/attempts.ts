@@ -312,7 +312,7 @@ export class LimitedRunner {
    */
   async failed(state: CallState, permit: Permit, error: unknown, used?: KnownUsage): Promise<void> {
     const failure = classifyFailure(error, permit.leaseLost);
-    this.count(error, failure);
+    this.count(error, failure, state);
     let fleetPaused = false;
     try {
       const observed = this.observe(state.pool, sdkError(error)?.headers, failure.kind === 'rate_limited' || failure.kind === 'concurrency');
@@ -355,8 +355,9 @@ export class LimitedRunner {
     return state.retryWaitedMs + budgetMs > maxRetryMs ? undefined : waitMs;
   }
 
-  count(error: unknown, failure: Failure): void {
-    this.#stats.failed(error, failure);
+  /** Counts a failed attempt of `state`'s call (its tenant and pool). */
+  count(error: unknown, failure: Failure, state: Pick<CallState, 'tenant' | 'pool'>): void {
+    this.#stats.failed(error, failure, { tenant: state.tenant, pool: state.pool });
   }
 
   // ---- the attempt loop of a non-streaming call ----

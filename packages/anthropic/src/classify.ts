@@ -31,6 +31,34 @@ export function isNetworkError(error: unknown): boolean {
   return false;
 }
 
+/**
+ * What an upstream 429 ran out of: the account's concurrency, one of a pool's per-minute limits (requests, input
+ * tokens, output tokens), or `other` (a spend limit, an injected 429, one that names no limit).
+ */
+export const UPSTREAM_RATE_LIMIT_KINDS = ['concurrency', 'rpm', 'itpm', 'otpm', 'other'] as const;
+export type UpstreamRateLimitKind = (typeof UPSTREAM_RATE_LIMIT_KINDS)[number];
+
+/** `… rate limit of 30,000 input tokens per minute …` (anthropic-api.md §2): the unit names the limit. */
+const RATE_LIMIT_MESSAGE = /rate limit of [\d,.]+ (requests|input tokens|output tokens) per minute/;
+const KIND_BY_UNIT: Record<string, UpstreamRateLimitKind> = { requests: 'rpm', 'input tokens': 'itpm', 'output tokens': 'otpm' };
+/** Without a message that names it, the `anthropic-ratelimit-*-remaining` header that reads 0 does (first one wins). */
+const KIND_BY_EMPTY_HEADER: ReadonlyArray<[string, UpstreamRateLimitKind]> = [
+  ['anthropic-ratelimit-requests-remaining', 'rpm'],
+  ['anthropic-ratelimit-input-tokens-remaining', 'itpm'],
+  ['anthropic-ratelimit-output-tokens-remaining', 'otpm'],
+];
+
+/** The kind of an upstream 429, from either build of the SDK alike; undefined for any other error. */
+export function rateLimitKind(error: unknown): UpstreamRateLimitKind | undefined {
+  const sdk = sdkError(error);
+  if (sdk?.status !== 429) return undefined;
+  if (sdk.apiMessage?.startsWith(CONCURRENCY_MESSAGE_PREFIX) === true) return 'concurrency'; // the message is all it has
+  const unit = sdk.apiMessage === null ? undefined : RATE_LIMIT_MESSAGE.exec(sdk.apiMessage)?.[1];
+  if (unit !== undefined) return KIND_BY_UNIT[unit] ?? 'other';
+  if (sdk.errorCode === SPEND_LIMIT_ERROR_CODE) return 'other'; // a spend limit is no per-minute limit, whatever the headers say
+  return KIND_BY_EMPTY_HEADER.find(([header]) => sdk.headers?.get(header) === '0')?.[1] ?? 'other';
+}
+
 /** What to do after a failed attempt. */
 export type Failure =
   /** Do not retry: the SDK's error goes to the caller as it is. */

@@ -1,6 +1,6 @@
 export { limitAnthropic, type LimitedAnthropic, type LimitedMessages } from './limit-anthropic.js';
 export { REDACTED_LOG_PATHS } from './attempts.js';
-export type { LimitedAnthropicStats } from './stats.js';
+export type { LimitedAnthropicStats, TenantRateLimited } from './stats.js';
 export { LimitedAPIPromise, type WithResponse } from './api-promise.js';
 export {
   BACKOFF_BASE_MS_DEFAULT,
@@ -21,5 +21,16 @@ export {
 } from './options.js';
 export { StreamIdleTimeoutError } from './stream-idle.js';
 export { CHARS_PER_TOKEN, estimateInputTokens, type EstimateFigures } from './estimate.js';
-export { CONCURRENCY_MESSAGE_PREFIX, backoffMs, classifyFailure, isNetworkError, serverWaitMs, type Failure } from './classify.js';
+export {
+  CONCURRENCY_MESSAGE_PREFIX,
+  UPSTREAM_RATE_LIMIT_KINDS,
+  backoffMs,
+  classifyFailure,
+  isNetworkError,
+  rateLimitKind,
+  serverWaitMs,
+  type Failure,
+  type UpstreamRateLimitKind,
+} from './classify.js';
+export { countedInputTokens } from './usage.js';
 export { TOKEN_REMAINING_ROUNDING_SLACK, readRateLimitHeaders, type AnthropicDimension, type ObservedRemaining } from './ratelimit-headers.js';

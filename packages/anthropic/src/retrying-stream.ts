@@ -67,7 +67,7 @@ export async function createRetryingStream(
   // Aborted before anyone iterates: nothing will read the stream, so give the permit back now.
   stop.signal.addEventListener('abort', () => void (started ? undefined : finish('stopped')), { once: true });
 
-  const count = (error: unknown) => runner.count(error, classifyFailure(error, current.permit.leaseLost));
+  const count = (error: unknown) => runner.count(error, classifyFailure(error, current.permit.leaseLost), state);
   const idleMs = runner.options.streamIdleTimeoutMs;
   // Never read within idleMs of its headers: nobody may ever read it, and the open request holds a slot upstream too,
   // so end the request and give the permit back; a late reader gets the error.

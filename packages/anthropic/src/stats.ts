@@ -1,4 +1,4 @@
-import { sdkError, type Failure } from './classify.js';
+import { rateLimitKind, sdkError, type Failure, type UpstreamRateLimitKind } from './classify.js';
 import { StreamIdleTimeoutError } from './stream-idle.js';
 
 /** Counters of one wrapped client (this process only). */
@@ -14,10 +14,29 @@ export interface LimitedAnthropicStats {
    * `"stream_idle"` for a stalled stream, `"stream_unread"` for one its caller did not start reading in time).
    */
   failures: Record<string, number>;
+  /**
+   * The same 429s by who and where: the tenant of the call (null: none), its pool (null: a limiter without pools) and
+   * what the 429 ran out of ({@link UpstreamRateLimitKind}); one entry per combination seen, in the order first seen.
+   */
+  rateLimitedBy: TenantRateLimited[];
   /** Calls to `limiter.observe` (Redis round trips for rate-limit headers). */
   observes: number;
   concurrencyDecreases: number;
   concurrencyRaises: number;
+}
+
+/** 429s of one kind for one tenant in one pool ({@link LimitedAnthropicStats.rateLimitedBy}). */
+export interface TenantRateLimited {
+  tenant: string | null;
+  pool: string | null;
+  kind: UpstreamRateLimitKind;
+  count: number;
+}
+
+/** Where a failed attempt was made: its permit's tenant and pool. */
+export interface AttemptScope {
+  tenant: string | undefined;
+  pool: string | undefined;
 }
 
 /** The label a failed attempt is counted and logged under. */
@@ -35,11 +54,14 @@ export class CallStats {
     calls: 0,
     attempts: 0,
     rateLimited: { concurrency: 0, rate: 0, other: 0 },
+    rateLimitedBy: [],
     failures: {},
     observes: 0,
     concurrencyDecreases: 0,
     concurrencyRaises: 0,
   };
+  /** The entries of `rateLimitedBy` by tenant, pool and kind (NUL-separated: no tenant or pool name has one). */
+  readonly #rateLimitedBy = new Map<string, TenantRateLimited>();
 
   called(): void {
     this.#stats.calls += 1;
@@ -53,8 +75,10 @@ export class CallStats {
     this.#stats.observes += 1;
   }
 
-  /** Counts a failed attempt under its 429 kind or its failure label. */
-  failed(error: unknown, failure: Failure): void {
+  /** Counts a failed attempt under its 429 kind (and its tenant's and pool's) or its failure label. */
+  failed(error: unknown, failure: Failure, scope: AttemptScope): void {
+    const kind = rateLimitKind(error);
+    if (kind !== undefined) this.#rateLimited(scope, kind);
     if (failure.kind === 'concurrency') this.#stats.rateLimited.concurrency += 1;
     else if (failure.kind === 'rate_limited') this.#stats.rateLimited.rate += 1;
     else if (sdkError(error)?.status === 429) this.#stats.rateLimited.other += 1;
@@ -62,6 +86,17 @@ export class CallStats {
       const label = failureLabel(error);
       this.#stats.failures[label] = (this.#stats.failures[label] ?? 0) + 1;
     }
+  }
+
+  #rateLimited(scope: AttemptScope, kind: UpstreamRateLimitKind): void {
+    const key = `${scope.tenant ?? ''}\u0000${scope.pool ?? ''}\u0000${kind}`;
+    let entry = this.#rateLimitedBy.get(key);
+    if (entry === undefined) {
+      entry = { tenant: scope.tenant ?? null, pool: scope.pool ?? null, kind, count: 0 };
+      this.#rateLimitedBy.set(key, entry);
+      this.#stats.rateLimitedBy.push(entry);
+    }
+    entry.count += 1;
   }
 
   snapshot(adaptive: { decreases: number; raises: number } | undefined): LimitedAnthropicStats {

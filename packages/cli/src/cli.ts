@@ -1,13 +1,13 @@
 import { parseArgs } from 'node:util';
 import { toError } from '@tollgate/limiter/internal';
 import { CONCURRENCY_MAX, LIMITER_NAME_PATTERN, LimiterUnavailableError, TollgateError } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, QueueUnavailableError } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, QueueUnavailableError, TENANT_PATTERN, accountQueueName, isQueueName, tenantQueueName } from '@tollgate/queue';
 import { EnvError, isConnectionError, parseEnv, tollgateEnvSchema } from '@tollgate/queue/internal';
 import { z } from 'zod';
 import { connect, type RedisTarget } from './connection.js';
 import { durationSchema } from './duration.js';
 import { CliError, EXIT, shown } from './errors.js';
-import type { Context } from './fleet.js';
+import { storedDocument, type Context } from './fleet.js';
 import { limitsApplyCommand, limitsDiffCommand, limitsShowCommand } from './limits.js';
 import { CLEANABLE_STATES, cleanCommand, drainCommand, jobsShowCommand, queueCountsCommand, retryFailedCommand } from './queue.js';
 import { statusCommand } from './status.js';
@@ -22,6 +22,8 @@ const OPTIONS = {
   redis: { type: 'string' },
   name: { type: 'string', multiple: true },
   queue: { type: 'string' },
+  account: { type: 'string' },
+  tenant: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -37,12 +39,16 @@ const OPTIONS = {
 type OptionName = keyof typeof OPTIONS;
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-const GLOBAL_OPTIONS: readonly OptionName[] = ['redis', 'name', 'queue', 'timeout', 'json', 'help'];
+const GLOBAL_OPTIONS: readonly OptionName[] = ['redis', 'name', 'queue', 'account', 'tenant', 'timeout', 'json', 'help'];
 
 const GLOBAL_HELP = `Global options:
   --redis URL        redis:// or rediss:// URL (default: REDIS_CLUSTER_NODES, else REDIS_URL, else redis://127.0.0.1:6379)
   --name NAME        limiter name (default: TOLLGATE_NAME, else "anthropic"); status takes several
-  --queue NAME       queue name (default: TOLLGATE_QUEUE, else "messages")
+  --queue NAME       queue name (default: TOLLGATE_QUEUE, else "messages"), or an account's or tenant's queue as
+                     BullMQ names it (<queue>@<account>, <queue>@<account>#<tenant>)
+  --account NAME     the queue of one account of the limits document: <queue>@<account>
+  --tenant NAME      the queue of one tenant: <queue>@<account>#<tenant> (its account: --account, else the fleet's
+                     limits document's)
   --timeout D        deadline of each Redis call (default 2s)
   --json             one JSON document on stdout, for scripts
   -h, --help         help for a command
@@ -73,7 +79,8 @@ const singleName = (context: Context): string => {
 const COMMANDS: Record<string, Command> = {
   status: {
     usage: 'tollgate status [--watch [--interval D]] [--name NAME ...] [--json]',
-    summary: 'per limiter: in flight / limit, waiting, buckets, pause, adaptive concurrency; queue counts',
+    summary:
+      "per limiter: in flight / limit, waiting, buckets, pause, adaptive concurrency; queue counts; without --name every account of the fleet's limits document, each with its queue",
     options: ['watch', 'interval'],
     arguments: 0,
     run: (context, _args, values) =>
@@ -126,21 +133,21 @@ const COMMANDS: Record<string, Command> = {
     run: (context, [file]) => limitsApplyCommand(context, singleName(context), file ?? ''),
   },
   'queue counts': {
-    usage: 'tollgate queue counts [--queue NAME] [--json]',
+    usage: 'tollgate queue counts [--queue NAME] [--account NAME [--tenant NAME]] [--json]',
     summary: 'jobs per state',
     options: [],
     arguments: 0,
     run: (context) => queueCountsCommand(context),
   },
   'queue retry-failed': {
-    usage: 'tollgate queue retry-failed [--queue NAME]',
+    usage: 'tollgate queue retry-failed [--queue NAME] [--account NAME [--tenant NAME]]',
     summary: 'put every failed job back in the queue',
     options: [],
     arguments: 0,
     run: (context) => retryFailedCommand(context),
   },
   'queue clean': {
-    usage: 'tollgate queue clean --older-than D [--state completed|failed ...] [--queue NAME]',
+    usage: 'tollgate queue clean --older-than D [--state completed|failed ...] [--queue NAME] [--account NAME [--tenant NAME]]',
     summary: 'remove finished jobs that ended more than D ago (default: completed and failed)',
     options: ['older-than', 'state'],
     arguments: 0,
@@ -151,14 +158,14 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'queue drain': {
-    usage: 'tollgate queue drain --yes [--delayed] [--queue NAME]',
+    usage: 'tollgate queue drain --yes [--delayed] [--queue NAME] [--account NAME [--tenant NAME]]',
     summary: 'remove every waiting job (and delayed ones with --delayed); running jobs finish',
     options: ['yes', 'delayed'],
     arguments: 0,
     run: (context, _args, values) => drainCommand(context, { yes: values.yes === true, delayed: values.delayed === true }),
   },
   'jobs show': {
-    usage: 'tollgate jobs show ID [--show-content] [--queue NAME] [--json]',
+    usage: 'tollgate jobs show ID [--show-content] [--queue NAME] [--account NAME [--tenant NAME]] [--json]',
     summary: 'state, attempts, error and usage of a job (the prompt and answer only with --show-content)',
     options: ['show-content'],
     arguments: 1,
@@ -249,10 +256,33 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const names = (values.name ?? [env.TOLLGATE_NAME]).map((limiterName) =>
       parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), limiterName, '--name'),
     );
-    const queue = parse(z.string().regex(QUEUE_NAME_PATTERN, 'letters, digits and ._- only, 1 to 100 characters'), values.queue ?? env.TOLLGATE_QUEUE, '--queue');
+    const baseQueue = parse(
+      z.string().refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or <queue>@<account>[#<tenant>]'),
+      values.queue ?? env.TOLLGATE_QUEUE,
+      '--queue',
+    );
+    if ((values.account !== undefined || values.tenant !== undefined) && !QUEUE_NAME_PATTERN.test(baseQueue)) {
+      throw new CliError(EXIT.usage, `--queue ${shown(baseQueue)} names an account's queue already: with --account or --tenant, give the plain queue name`);
+    }
+    const account =
+      values.account === undefined ? undefined : parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), values.account, '--account');
+    const tenant = values.tenant === undefined ? undefined : parse(z.string().regex(TENANT_PATTERN, 'letters, digits and ._- only, 1 to 64 characters'), values.tenant, '--tenant');
     const timeoutMs = values.timeout === undefined ? REDIS_TIMEOUT_MS_DEFAULT : parse(durationSchema.pipe(z.number().min(10, 'at least 10ms')), values.timeout, '--timeout');
     redis = await connect(redisTarget(values.redis, env), timeoutMs);
-    const context: Context = { redis, names, queue, timeoutMs, json: values.json === true, print: io.out, closers, signal: io.signal };
+    const selected = await selectQueue({ redis, timeoutMs }, baseQueue, account, tenant);
+    const context: Context = {
+      redis,
+      names,
+      namesGiven: values.name !== undefined,
+      queue: selected.queue,
+      baseQueue,
+      account: selected.account,
+      timeoutMs,
+      json: values.json === true,
+      print: io.out,
+      closers,
+      signal: io.signal,
+    };
     return (await command.run(context, args, values)) ?? EXIT.ok;
   } catch (error) {
     io.err(`tollgate: ${describe(error)}`);
@@ -261,6 +291,27 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     for (const close of closers.reverse()) await close().catch(() => {});
     redis?.disconnect();
   }
+}
+
+/**
+ * The queue `--account` and `--tenant` select on `baseQueue`: the account's (`<queue>@<account>`), or the tenant's on
+ * its account (`<queue>@<account>#<tenant>`, the account from `--account`, else from the fleet's stored document).
+ */
+async function selectQueue(
+  context: Pick<Context, 'redis' | 'timeoutMs'>,
+  baseQueue: string,
+  account: string | undefined,
+  tenant: string | undefined,
+): Promise<{ queue: string; account: string | undefined }> {
+  if (tenant === undefined) return { queue: account === undefined ? baseQueue : accountQueueName(baseQueue, account), account };
+  let tenantAccount = account;
+  if (tenantAccount === undefined) {
+    const stored = await storedDocument(context);
+    const policy = stored !== undefined && Object.hasOwn(stored.document.tenants, tenant) ? stored.document.tenants[tenant] : undefined;
+    if (policy === undefined) throw new CliError(EXIT.usage, `--tenant ${shown(tenant)}: the fleet's limits document names no such tenant; pass its --account too`);
+    tenantAccount = policy.account;
+  }
+  return { queue: tenantQueueName(accountQueueName(baseQueue, tenantAccount), tenant), account: tenantAccount };
 }
 
 function describe(error: unknown): string {

@@ -1,4 +1,6 @@
 import { createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimitsReading, type Limiter } from '@tollgate/limiter';
+import { readStoredDocument, type StoredDocument } from '@tollgate/config';
+import { InvalidConfigError } from '@tollgate/limiter';
 import { queueKeys, withDeadline } from '@tollgate/queue/internal';
 import { Queue } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
@@ -9,7 +11,14 @@ export interface Context {
   redis: Redis | Cluster;
   /** Limiter names (`--name`, repeatable for `status`). */
   names: string[];
+  /** Whether `--name` chose `names` (else TOLLGATE_NAME's default: `status` then shows every account of the fleet's document). */
+  namesGiven: boolean;
+  /** The BullMQ queue the queue commands act on: `--queue`, or its account's or tenant's queue with `--account` / `--tenant`. */
   queue: string;
+  /** `--queue` as given (or TOLLGATE_QUEUE): the name every account's queue is made of. */
+  baseQueue: string;
+  /** The account of `queue` (`--account`, or `--tenant`'s); undefined for the queue as given. */
+  account: string | undefined;
   timeoutMs: number;
   json: boolean;
   /** Writes one line (or a block) to stdout. */
@@ -45,14 +54,27 @@ export async function openLimiter(context: Context, name: string): Promise<{ lim
   return { limiter, reading };
 }
 
-/** The BullMQ queue, read-mostly: it never writes the queue's settings, and an unknown name is an error. */
-export async function openQueue(context: Context): Promise<Queue> {
-  const keys = queueKeys(context.queue);
-  if ((await withDeadline(context.redis.exists(keys.meta), context.timeoutMs, 'queue')) === 0) {
-    throw new CliError(EXIT.notFound, `no queue named ${shown(context.queue)} in this Redis: pass the right --queue (default: TOLLGATE_QUEUE, else "messages")`);
+/**
+ * The BullMQ queue `name` (default: the command's), read-mostly: it never writes the queue's settings. An unknown name
+ * is an error, unless `mayBeEmpty` (an account's or a tenant's queue that has had no job yet counts as empty).
+ */
+export async function openQueue(context: Context, name: string = context.queue, options: { mayBeEmpty?: boolean } = {}): Promise<Queue> {
+  const keys = queueKeys(name);
+  if (options.mayBeEmpty !== true && (await withDeadline(context.redis.exists(keys.meta), context.timeoutMs, 'queue')) === 0) {
+    throw new CliError(EXIT.notFound, `no queue named ${shown(name)} in this Redis: pass the right --queue (default: TOLLGATE_QUEUE, else "messages"), --account or --tenant`);
   }
-  const queue = new Queue(context.queue, { connection: context.redis, prefix: keys.prefix, skipVersionCheck: true, skipMetasUpdate: true });
+  const queue = new Queue(name, { connection: context.redis, prefix: keys.prefix, skipVersionCheck: true, skipMetasUpdate: true });
   queue.on('error', () => {}); // each call rejects on its own
   context.closers.push(() => queue.close());
   return queue;
+}
+
+/** The fleet's stored limits document, when one was applied. */
+export async function storedDocument(context: Pick<Context, 'redis' | 'timeoutMs'>): Promise<StoredDocument | undefined> {
+  try {
+    return await withDeadline(readStoredDocument(context.redis), context.timeoutMs, 'read the limits document');
+  } catch (error) {
+    if (error instanceof InvalidConfigError) throw new CliError(EXIT.refused, error.message);
+    throw error;
+  }
 }

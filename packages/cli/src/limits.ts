@@ -2,19 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { describeZodError, toError } from '@tollgate/limiter/internal';
 import { InvalidConfigError, limiterOptionsSchema, limitsAsOptions, type FleetLimits, type FleetLimitsReading } from '@tollgate/limiter';
 import { withDeadline } from '@tollgate/queue/internal';
-import {
-  applyLimitsDocument,
-  describeDocumentChanges,
-  diffLimitsDocuments,
-  parseLimitsDocument,
-  readStoredDocument,
-  type LimitsDocument,
-  type StoredDocument,
-} from '@tollgate/config';
+import { applyLimitsDocument, describeDocumentChanges, diffLimitsDocuments, parseLimitsDocument, type LimitsDocument, type StoredDocument } from '@tollgate/config';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
 import { CliError, EXIT, shown } from './errors.js';
-import { fleetLimits, openLimiter, type Context } from './fleet.js';
+import { fleetLimits, openLimiter, storedDocument, type Context } from './fleet.js';
 
 /** A limits file larger than this is not a limits file. */
 const LIMITS_FILE_BYTES_MAX = 1024 * 1024;
@@ -145,16 +137,6 @@ export function diffLimits(fleet: FleetLimits, next: FleetLimits): LimitChange[]
 
 function renderChanges(changes: readonly LimitChange[]): string {
   return changes.map((change) => `  ${change.field}: ${change.fleet ?? '(none)'} → ${change.file ?? '(none)'}`).join('\n');
-}
-
-/** The fleet's stored document, when one was applied. */
-async function storedDocument(context: Context): Promise<StoredDocument | undefined> {
-  try {
-    return await withDeadline(readStoredDocument(context.redis), context.timeoutMs, 'read the limits document');
-  } catch (error) {
-    if (error instanceof InvalidConfigError) throw new CliError(EXIT.refused, error.message);
-    throw error;
-  }
 }
 
 export async function limitsShowCommand(context: Context, name: string): Promise<void> {

@@ -1,10 +1,23 @@
+import type { LimitsDocument } from '@tollgate/config';
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { TENANT_PATTERN } from '@tollgate/queue';
-import { ALL_POOLS, accountPool, poolViews, queueKeys, readFleetStats, readTenantCounts, withDeadline, type FleetStats, type TenantCount } from '@tollgate/queue/internal';
+import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, tenantQueueName } from '@tollgate/queue';
+import {
+  ALL_POOLS,
+  accountPool,
+  fleetStatsKey,
+  mergeTenantCounts,
+  poolViews,
+  queueKeys,
+  readFleetStats,
+  readTenantCounts,
+  withDeadline,
+  type FleetStats,
+  type TenantCount,
+} from '@tollgate/queue/internal';
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { shown } from './errors.js';
-import { openLimiter, openQueue, type Context } from './fleet.js';
+import { openLimiter, openQueue, storedDocument, type Context } from './fleet.js';
 
 /** BullMQ job states shown by `status` and `queue counts`. */
 export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'waiting-children'] as const;
@@ -38,17 +51,33 @@ export interface LimiterStatus {
   pools: PoolStatus[];
 }
 
+/** One account of the fleet's limits document: its queue, with its tenants' queues, and its jobs per tenant. */
+export interface AccountStatus {
+  account: string;
+  /** The account's queue, `<queue>@<account>`; the queues of its tenants (`<queue>@<account>#<tenant>`) are counted with it. */
+  queue: string;
+  counts: JobCounts;
+  /** The account's fleet-wide counters (completed, failed, rate_limited:<kind>, upstream:<status>). */
+  totals: FleetStats;
+  /** As its limiter's (`*`: all the pools of an account with pools). */
+  pool: string;
+  /** Busiest first; tenants with nothing unfinished left out. */
+  tenants: TenantCount[];
+}
+
 export interface FleetStatus {
   /** Redis time of the first snapshot. */
   atMs: number;
   limiters: LimiterStatus[];
   queue: { name: string; counts: JobCounts; totals: FleetStats };
+  /** Every account of the fleet's limits document that `status` shows (none without a document), each with its own queue. */
+  accounts: AccountStatus[];
   /**
    * The queue's jobs per tenant (busiest first; tenants with nothing unfinished left out), for the account that runs
    * the queue (the first `--name`); `pool` as that limiter's (`*`: all the pools of an account with pools).
    */
   tenants: { account: string; pool: string; rows: TenantCount[] };
-  /** What is left of each tenant's budgets (its group's buckets in that account's limiter), by tenant and budget; `{}` without budgets. */
+  /** What is left of each tenant's budgets in the account of `tenants` (its group's buckets in that account's limiter), by tenant and budget; `{}` without budgets. */
   budgets: Record<string, Record<string, BucketSnapshot>>;
 }
 
@@ -57,19 +86,65 @@ export async function jobCounts(context: Context, queue: Queue): Promise<JobCoun
   return Object.fromEntries(JOB_STATES.map((state) => [state, counts[state] ?? 0])) as JobCounts;
 }
 
+/**
+ * The limiters `status` shows: `--name`'s; without it and with a fleet document, every account of the document
+ * (TOLLGATE_NAME's first when it is one of them); else TOLLGATE_NAME's. The accounts whose queues it shows: those of
+ * the document among them.
+ */
+async function shownAccounts(context: Context): Promise<{ names: string[]; accounts: string[]; document: LimitsDocument | undefined }> {
+  const document = (await storedDocument(context))?.document;
+  if (document === undefined) return { names: context.names, accounts: [], document };
+  const all = Object.keys(document.accounts);
+  const names = context.namesGiven ? context.names : [...new Set([...context.names.filter((name) => all.includes(name)), ...all])];
+  return { names, accounts: all.filter((account) => names.includes(account)), document };
+}
+
+/** Sums the job counts of several queues. */
+function addCounts(all: readonly JobCounts[]): JobCounts {
+  return Object.fromEntries(JOB_STATES.map((state) => [state, all.reduce((total, counts) => total + counts[state], 0)])) as JobCounts;
+}
+
 /** Opens what `status` reads once, then reads it as often as asked (`--watch`). */
 export async function statusReader(context: Context): Promise<() => Promise<FleetStatus>> {
+  const { names, accounts: documentAccounts, document } = await shownAccounts(context);
   const limiters: Limiter[] = [];
-  for (const name of context.names) limiters.push((await openLimiter(context, name)).limiter);
-  const queue = await openQueue(context);
+  for (const name of names) limiters.push((await openLimiter(context, name)).limiter);
+  // with a fleet document the accounts' queues are the ones that matter: the plain queue may never have had a job
+  const queue = await openQueue(context, context.queue, { mayBeEmpty: document !== undefined });
   const keys = queueKeys(context.queue);
+  // the account of the queue shown first: --account's (or --tenant's), else the first limiter's
+  const statsKey =
+    context.account !== undefined
+      ? fleetStatsKey(context.baseQueue, context.account)
+      : QUEUE_NAME_PATTERN.test(context.baseQueue)
+        ? fleetStatsKey(context.baseQueue, names[0] ?? '')
+        : keys.fleetStats;
+  // each account of the document: its own queue and its tenants' queues (a queue with no job yet is empty); none when
+  // --queue names an account's queue already (its name is no base for the others)
+  const accounts = await Promise.all(
+    (QUEUE_NAME_PATTERN.test(context.baseQueue) ? documentAccounts : []).map(async (account) => {
+      const own = accountQueueName(context.baseQueue, account);
+      const tenants = Object.entries(document?.tenants ?? {}).flatMap(([tenant, policy]) => (policy.account === account ? [tenantQueueName(own, tenant)] : []));
+      const lanes = await Promise.all([own, ...tenants].map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })));
+      return { account, own, lanes, statsKey: fleetStatsKey(context.baseQueue, account) };
+    }),
+  );
+  const readAccount = async (account: (typeof accounts)[number], pool: string): Promise<AccountStatus> => {
+    const [counts, totals, tenants] = await Promise.all([
+      Promise.all(account.lanes.map((lane) => jobCounts(context, lane.queue))),
+      withDeadline(readFleetStats(context.redis, account.statsKey), context.timeoutMs, 'fleet stats'),
+      Promise.all(account.lanes.map((lane) => withDeadline(readTenantCounts(context.redis, queueKeys(lane.name)), context.timeoutMs, 'tenant counts'))),
+    ]);
+    return { account: account.account, queue: account.own, counts: addCounts(counts), totals, pool, tenants: mergeTenantCounts(tenants) };
+  };
   return async () => {
     const [snapshots, counts, totals, tenants] = await Promise.all([
       Promise.all(limiters.map((limiter) => limiter.snapshot())),
       jobCounts(context, queue),
-      withDeadline(readFleetStats(context.redis, keys.fleetStats), context.timeoutMs, 'fleet stats'),
+      withDeadline(readFleetStats(context.redis, statsKey), context.timeoutMs, 'fleet stats'),
       withDeadline(readTenantCounts(context.redis, keys), context.timeoutMs, 'tenant counts'),
     ]);
+    const poolOf = (account: string) => accountPool(snapshots[names.indexOf(account)] ?? { pools: {} });
     return {
       atMs: snapshots[0]?.nowMs ?? Date.now(),
       limiters: snapshots.map((snapshot, i) => ({
@@ -84,8 +159,9 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
         pools: poolViews(snapshot).map(({ pool, waiting, pausedUntilMs, buckets }) => ({ pool, waiting, pausedForMs: Math.max(0, pausedUntilMs - snapshot.nowMs), buckets })),
       })),
       queue: { name: context.queue, counts, totals },
-      tenants: { account: context.names[0] ?? '', pool: accountPool(snapshots[0] ?? { pools: {} }), rows: tenants },
-      budgets: snapshots[0]?.budgets ?? {},
+      accounts: await Promise.all(accounts.map((account) => readAccount(account, poolOf(account.account)))),
+      tenants: { account: context.account ?? names[0] ?? '', pool: poolOf(context.account ?? names[0] ?? ''), rows: tenants },
+      budgets: snapshots[names.indexOf(context.account ?? names[0] ?? '')]?.budgets ?? {},
     };
   };
 }
@@ -117,16 +193,25 @@ export function renderStatus(status: FleetStatus): string {
     }
     lines.push('');
   }
-  const { counts, totals } = status.queue;
-  lines.push(`queue ${status.queue.name}`);
-  lines.push(`  waiting      ${counts.waiting + counts.prioritized} (prioritized ${counts.prioritized}), delayed ${counts.delayed}`);
-  lines.push(`  active       ${counts.active}`);
-  lines.push(`  finished     completed ${counts.completed}, failed ${counts.failed}`);
-  const rateLimited = Object.entries(totals).filter(([field]) => field.startsWith('rate_limited:'));
-  lines.push(`  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`);
+  lines.push(`queue ${status.queue.name}`, ...renderCounts(status.queue.counts, status.queue.totals));
   lines.push('', ...renderTenants(status.tenants));
-  if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.budgets));
+  for (const account of status.accounts) {
+    lines.push('', `account ${account.account} (queue ${account.queue}, with its tenants' queues)`, ...renderCounts(account.counts, account.totals));
+    lines.push(...renderTenants({ account: account.account, pool: account.pool, rows: account.tenants }).map((line) => `  ${line}`));
+  }
+  if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.tenants.account, status.budgets));
   return lines.join('\n');
+}
+
+/** A queue's jobs by state and its account's upstream 429s. */
+function renderCounts(counts: JobCounts, totals: FleetStats): string[] {
+  const rateLimited = Object.entries(totals).filter(([field]) => field.startsWith('rate_limited:'));
+  return [
+    `  waiting      ${counts.waiting + counts.prioritized} (prioritized ${counts.prioritized}), delayed ${counts.delayed}`,
+    `  active       ${counts.active}`,
+    `  finished     completed ${counts.completed}, failed ${counts.failed}`,
+    `  upstream 429s ${rateLimited.length === 0 ? 'none' : rateLimited.map(([field, count]) => `${field.slice('rate_limited:'.length)} ${count}`).join(', ')}`,
+  ];
 }
 
 const paused = (ms: number) => (ms > 0 ? `yes, ${formatDuration(ms)} left` : 'no');
@@ -155,14 +240,14 @@ function renderTenants(tenants: FleetStatus['tenants']): string[] {
 }
 
 /** Each tenant's budgets: what is left of each (negative: a debt), its capacity, and its refill per day. */
-function renderBudgets(budgets: FleetStatus['budgets']): string[] {
+function renderBudgets(account: string, budgets: FleetStatus['budgets']): string[] {
   const rows = Object.entries(budgets).flatMap(([tenant, buckets]) =>
     Object.entries(buckets).map(([budget, bucket]) => [TENANT_PATTERN.test(tenant) ? tenant : shown(tenant), budget, bucket] as const),
   );
   const width = Math.max('tenant'.length, ...rows.map(([tenant]) => tenant.length));
   const budgetWidth = Math.max(...rows.map(([, budget]) => budget.length));
   return [
-    'tenant budgets (left / budget)',
+    `tenant budgets (account ${account}; left / budget)`,
     ...rows.map(
       ([tenant, budget, bucket]) =>
         `  ${tenant.padEnd(width)}  ${budget.padEnd(budgetWidth)}  ${`${number(bucket.tokens)} / ${number(bucket.capacity)}`.padEnd(20)} refills ${number(Number((bucket.refillPerSecond * SECONDS_PER_DAY).toPrecision(12)))}/day`,

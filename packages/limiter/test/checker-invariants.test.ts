@@ -4,7 +4,7 @@
  * self-test with a double-granting process is in checker.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { endSupersededSegments } from './checker/driver.js';
+import { concurrencySegments, endSupersededSegments } from './checker/segments.js';
 import {
   checkBudgets,
   checkConcurrency,
@@ -128,6 +128,50 @@ describe('checker: the limits in force after overlapping changes', () => {
     expect(segments.map((segment) => segment.to)).toEqual([140, undefined, undefined]);
     endSupersededSegments(segments, 200, 210);
     expect(segments.map((segment) => segment.to)).toEqual([140, 210, 210]);
+  });
+
+  const noLoss = (): [number, number] => [0, 0];
+  const inForceAt = (segments: ReturnType<typeof concurrencySegments>, at: number) =>
+    Math.max(...segments.filter((segment) => segment.from <= at && (segment.to === undefined || segment.to >= at)).map((segment) => segment.value));
+
+  it('an apply whose answer was lost may run after a later answered apply: setConcurrency is clamped to the larger (seed 1311398277)', () => {
+    // apply(4) called at 1,000 times out at 1,150 during a stall; apply(1) called at 1,200, answered at 2,800 when the stall ends;
+    // Redis ran the apply(4) last, so a setConcurrency(3) at 5,000 (after every window closed) gets 3, not 1
+    const segments = concurrencySegments(
+      2,
+      [
+        { kind: 'apply', calledAt: 1_000, settledAt: 1_150, value: 4, unanswered: true },
+        { kind: 'apply', calledAt: 1_200, settledAt: 2_800, value: 1, unanswered: false },
+        { kind: 'setConcurrency', calledAt: 5_000, settledAt: 5_010, value: 3, unanswered: false },
+      ],
+      noLoss,
+    );
+    expect(inForceAt(segments, 6_000)).toBe(3);
+    // a later answered apply called after the lost one's window closed settles it: setConcurrency is clamped to 1 again
+    const settled = concurrencySegments(
+      2,
+      [
+        { kind: 'apply', calledAt: 1_000, settledAt: 1_150, value: 4, unanswered: true },
+        { kind: 'apply', calledAt: 1_200, settledAt: 2_800, value: 1, unanswered: false },
+        { kind: 'apply', calledAt: 4_500, settledAt: 4_510, value: 1, unanswered: false },
+        { kind: 'setConcurrency', calledAt: 5_000, settledAt: 5_010, value: 3, unanswered: false },
+      ],
+      noLoss,
+    );
+    expect(inForceAt(settled, 6_000)).toBe(1);
+  });
+
+  it('two answered applies whose calls overlap: either may be the configured one', () => {
+    const segments = concurrencySegments(
+      2,
+      [
+        { kind: 'apply', calledAt: 1_000, settledAt: 1_300, value: 5, unanswered: false },
+        { kind: 'apply', calledAt: 1_100, settledAt: 1_200, value: 1, unanswered: false },
+        { kind: 'setConcurrency', calledAt: 2_000, settledAt: 2_010, value: 4, unanswered: false },
+      ],
+      noLoss,
+    );
+    expect(inForceAt(segments, 3_000)).toBe(4);
   });
 });
 

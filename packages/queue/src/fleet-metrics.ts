@@ -64,6 +64,29 @@ export const TENANT_SERIES_MAX = 100;
 /** The `tenant` label of the jobs of tenants beyond {@link TENANT_SERIES_MAX}. */
 export const OTHER_TENANTS_LABEL = '_other';
 
+/**
+ * The tenant label values of one account's metrics: each tenant keeps its name once given, up to
+ * {@link TENANT_SERIES_MAX} of them; the tenants beyond are {@link OTHER_TENANTS_LABEL}.
+ */
+export class TenantLabels {
+  readonly #shown = new Set<string>();
+
+  constructor(known: readonly string[] = []) {
+    for (const tenant of known.slice(0, TENANT_SERIES_MAX)) this.#shown.add(tenant);
+  }
+
+  /** The label `tenant`'s series carry: its name while there is room (or it has one already), else {@link OTHER_TENANTS_LABEL}. */
+  label(tenant: string): string {
+    if (!this.#shown.has(tenant) && this.#shown.size < TENANT_SERIES_MAX) this.#shown.add(tenant);
+    return this.#shown.has(tenant) ? tenant : OTHER_TENANTS_LABEL;
+  }
+
+  /** The tenants named so far (a tenant whose jobs are all done still shows, at 0). */
+  get shown(): ReadonlySet<string> {
+    return this.#shown;
+  }
+}
+
 /** What the fleet gauges describe: one limiter and one queue. */
 export interface FleetMetricsScope {
   account: string;
@@ -114,7 +137,7 @@ export class FleetGauges {
   /** The `pool` label of the account-wide gauges, from the last snapshot read. */
   #accountPool: string = DEFAULT_POOL;
   /** Tenant label values exported so far (a tenant whose jobs are all done shows 0, not a gap), at most TENANT_SERIES_MAX. */
-  readonly #tenantsShown = new Set<string>();
+  readonly tenantLabels: TenantLabels;
 
   constructor(registry: Registry, scope: FleetMetricsScope) {
     this.#account = scope.account;
@@ -139,7 +162,7 @@ export class FleetGauges {
       'tenant',
       'dimension',
     ]);
-    for (const tenant of (scope.tenants ?? []).slice(0, TENANT_SERIES_MAX)) this.#tenantsShown.add(tenant);
+    this.tenantLabels = new TenantLabels(scope.tenants);
     this.#updateTenants([]);
     this.#redisUp = gauge('tollgate_redis_up', '1 when this process reached Redis at the last scrape', []);
   }
@@ -153,9 +176,17 @@ export class FleetGauges {
     const up = snapshot !== null && counts !== null;
     this.setRedisUp(up);
     if (snapshot !== null) this.#updateLimiter(snapshot);
-    for (const [state, count] of Object.entries(counts ?? {})) this.#queueJobs.set({ queue: this.#queue, state }, count);
+    if (counts !== null) this.queueCounts(this.#queue, counts);
     if (tenants !== null) this.#updateTenants(tenants);
     return up;
+  }
+
+  /**
+   * Sets `tollgate_queue_jobs` of one queue of the account: the scope's (by {@link FleetGauges.update}), or another it
+   * also serves (a worker's default account runs the plain queue beside its own).
+   */
+  queueCounts(queue: string, counts: QueueCounts): void {
+    for (const [state, count] of Object.entries(counts)) this.#queueJobs.set({ queue, state }, count);
   }
 
   setRedisUp(up: boolean): void {
@@ -190,10 +221,9 @@ export class FleetGauges {
 
   #updateTenants(tenants: readonly TenantCount[]): void {
     const totals = new Map<string, { inFlight: number; waiting: number }>();
-    for (const shown of this.#tenantsShown) totals.set(shown, { inFlight: 0, waiting: 0 });
+    for (const shown of this.tenantLabels.shown) totals.set(shown, { inFlight: 0, waiting: 0 });
     for (const { tenant, inFlight, waiting } of tenants) {
-      if (!this.#tenantsShown.has(tenant) && this.#tenantsShown.size < TENANT_SERIES_MAX) this.#tenantsShown.add(tenant);
-      const label = this.#tenantsShown.has(tenant) ? tenant : OTHER_TENANTS_LABEL;
+      const label = this.tenantLabels.label(tenant);
       const total = totals.get(label) ?? { inFlight: 0, waiting: 0 };
       totals.set(label, { inFlight: total.inFlight + inFlight, waiting: total.waiting + waiting });
     }

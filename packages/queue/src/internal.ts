@@ -29,7 +29,7 @@ export {
   type TollgateEnv,
 } from './env.js';
 export { blockingConnection, commandConnection, deadlineOf, isConnectionError, withDeadline, type Deadline, type OwnedRedis } from './redis.js';
-export { queueKeys, type QueueKeys } from './keys.js';
+export { fleetStatsKey, queueKeys, type QueueKeys } from './keys.js';
 export { JOB_EVENTS_BLOCK_MS, JOB_EVENTS_TTL_MS, JOB_FAILED_EVENT, JobEventPublisher, readJobEvents, toJobEvent, type JobEvent } from './job-events.js';
 export { JOB_UPSTREAM_EVENT, setQueueConcurrency } from './worker.js';
 export { RELAYED_HEADER_PATTERN, decodeResult, jobResultSchema, relayedHeaders, upstreamMetaSchema } from './upstream.js';
@@ -57,6 +57,7 @@ export {
   FleetGauges,
   OTHER_TENANTS_LABEL,
   TENANT_SERIES_MAX,
+  TenantLabels,
   accountPool,
   bucketPool,
   poolViews,
@@ -67,6 +68,7 @@ export {
   NO_TENANT_LABEL,
   TENANT_SWEEP_BATCH,
   TENANT_SWEEP_INTERVAL_MS,
+  mergeTenantCounts,
   pruneTenantJobs,
   readTenantCounts,
   sweepAllTenantJobs,

@@ -75,3 +75,12 @@ export function queueKeys(queue: string) {
 }
 
 export type QueueKeys = ReturnType<typeof queueKeys>;
+
+/**
+ * The hash of an account's fleet-wide counters (completed, failed, 429s by kind, answers by status): its own queue's
+ * (`<queue>@<account>`), whichever of the account's queues a job came from, so that every process reading an account
+ * (the gateway's dashboard, `tollgate status`) finds them whatever the writing worker's default account is.
+ */
+export function fleetStatsKey(queue: string, account: string): string {
+  return queueKeys(accountQueueName(queue, account)).fleetStats;
+}

@@ -8,7 +8,7 @@ import { IdempotencyConflictError, InvalidRequestError, TenantQueueFullError } f
 import { IDEMPOTENCY_KEY_LENGTH_MAX, idempotentJobId, isJobId, randomJobId } from './job-ids.js';
 import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
-import { pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
+import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
 import { bullmqPriority } from './priority.js';
@@ -50,7 +50,9 @@ const producerOptionsSchema = z.strictObject({
   /**
    * The account of the fleet's limits document whose key and limits run these jobs: they go on that account's own
    * queue (`<queue>@<account>`), which the workers holding its key serve. Absent: the plain queue, run by each
-   * worker's own account (`TOLLGATE_NAME`, or the document's only account).
+   * worker's default account (`TOLLGATE_NAME`, or the document's only account). When the fleet's document has several
+   * accounts, a job that names none (and whose tenant the document does not map to one) is refused at enqueue: a
+   * worker takes the plain queue only when its `TOLLGATE_NAME` names an account, so nothing promises it a worker.
    */
   account: z.string().regex(LIMITER_NAME_PATTERN, 'an account name: letters, digits and :._-, 1 to 200 characters').optional(),
   /** Longest wait for Redis per call, in ms; then {@link QueueUnavailableError}. */
@@ -313,7 +315,7 @@ export class Producer {
     // once: later calls find it read (no deadline timer per enqueue then: the usual enqueue waits for nothing here)
     await this.#documentLoaded('enqueue', true);
     const { lane, account } = this.#laneFor(tenant);
-    if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined);
+    if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined, tenant);
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
@@ -483,12 +485,7 @@ export class Producer {
   async tenantCounts(): Promise<TenantCount[]> {
     await this.#documentLoaded('tenant counts');
     const all = await Promise.all(this.#candidateLanes().map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
-    const byTenant = new Map<string, TenantCount>();
-    for (const { tenant, inFlight, waiting } of all.flat()) {
-      const total = byTenant.get(tenant);
-      byTenant.set(tenant, total === undefined ? { tenant, inFlight, waiting } : { tenant, inFlight: total.inFlight + inFlight, waiting: total.waiting + waiting });
-    }
-    return [...byTenant.values()].sort((a, b) => b.inFlight + b.waiting - (a.inFlight + a.waiting) || a.tenant.localeCompare(b.tenant)); // as readTenantCounts
+    return mergeTenantCounts(all);
   }
 
   /** Closes the queues and the connections this producer opened. Idempotent. */
@@ -509,15 +506,23 @@ export class Producer {
 /**
  * A job's account must be one of the fleet's document (else no worker holds its key: it would wait forever), and a
  * Messages job's model must belong to a pool of that account (DESIGN §8): refused at enqueue, never queued. A job that
- * names no account is checked against the document's only account; with several, against none (its queue's workers
- * run it with their own account).
- * @throws {@link InvalidRequestError} naming the account, or the model and the account's patterns.
+ * names no account is checked against the document's only account; with several, it is refused: it would go on the
+ * plain queue, which only a worker whose `TOLLGATE_NAME` names an account serves (the worker's default account, see
+ * services/worker accounts.ts), so nothing promises it a worker, and which account's key ran it would depend on the
+ * worker that took it.
+ * @throws {@link InvalidRequestError} naming the account, or the model and the account's patterns, or the accounts to
+ * choose from.
  */
-function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown): void {
+function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown, tenant: string | undefined): void {
   if (document === undefined) return;
   const names = Object.keys(document.accounts);
   const name = account ?? (names.length === 1 ? names[0] : undefined);
-  if (name === undefined) return;
+  if (name === undefined) {
+    const fix = tenant === undefined ? '' : `, or give tenant ${tenant} an account in the document`;
+    throw new InvalidRequestError(
+      `this job names no account and the fleet's limits document has several (accounts: ${names.join(', ')}), so no worker is sure to run it: create the producer with { account } naming one of them${fix}`,
+    );
+  }
   const limits = Object.hasOwn(document.accounts, name) ? document.accounts[name] : undefined;
   if (limits === undefined) throw new InvalidRequestError(`account ${formatValue(name)} is not in the fleet's limits document (accounts: ${names.join(', ')})`);
   if (typeof model !== 'string') return;

@@ -209,3 +209,13 @@ export async function readTenantCounts(redis: Redis | Cluster, keys: TenantCount
     .filter((count) => count.inFlight + count.waiting > 0)
     .sort((a, b) => b.inFlight + b.waiting - (a.inFlight + a.waiting) || a.tenant.localeCompare(b.tenant));
 }
+
+/** Sums the per-tenant counts of several queues (a tenant's jobs may be on more than one), busiest first as {@link readTenantCounts}. */
+export function mergeTenantCounts(lists: ReadonlyArray<readonly TenantCount[]>): TenantCount[] {
+  const byTenant = new Map<string, TenantCount>();
+  for (const { tenant, inFlight, waiting } of lists.flat()) {
+    const total = byTenant.get(tenant);
+    byTenant.set(tenant, total === undefined ? { tenant, inFlight, waiting } : { tenant, inFlight: total.inFlight + inFlight, waiting: total.waiting + waiting });
+  }
+  return [...byTenant.values()].sort((a, b) => b.inFlight + b.waiting - (a.inFlight + a.waiting) || a.tenant.localeCompare(b.tenant));
+}

@@ -109,8 +109,11 @@ export type WorkerOptions = z.input<typeof workerOptionsSchema>;
 
 /** Typed events: listen with `worker.on('completed', (event) => …)`. */
 export interface WorkerEvents {
-  /** `usage`: the answer's token counts, for metrics (absent for answers without usage: count_tokens, models). */
-  completed: [{ jobId: string; durationMs: number; streamed: boolean; usage?: Anthropic.Usage }];
+  /**
+   * `usage`: the answer's token counts, for metrics (absent for answers without usage: count_tokens, models); `tenant`
+   * and `model`: the job's (null: none), so that its tokens can be counted per tenant and per pool.
+   */
+  completed: [{ jobId: string; durationMs: number; streamed: boolean; tenant: string | null; model: string | null; usage?: Anthropic.Usage }];
   /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
   failed: [{ jobId: string; failure: JobFailure; final: boolean }];
   /** Shutdown aborted the job's call and put the job back in the queue. */
@@ -124,15 +127,31 @@ export interface WorkerEvents {
  * A tenant's queue gets the tenant's `concurrency` (DESIGN §9): the tenant's other jobs wait in its own queue.
  */
 export async function setQueueConcurrency(connection: Redis | Cluster, name: string, concurrency: number | undefined): Promise<void> {
-  const keys = queueKeys(name);
-  const queue = new Queue(name, { connection, prefix: keys.prefix, skipVersionCheck: true });
-  queue.on('error', () => {});
+  const queue = capQueue(connection, name);
   try {
-    if (concurrency === undefined) await queue.removeGlobalConcurrency();
-    else await queue.setGlobalConcurrency(concurrency);
+    await keepQueueConcurrency(queue, concurrency);
   } finally {
     await queue.close().catch(() => {});
   }
+}
+
+/** A BullMQ Queue of `name` on `connection`, for its global concurrency only. */
+function capQueue(connection: Redis | Cluster, name: string): Queue {
+  const queue = new Queue(name, { connection, prefix: queueKeys(name).prefix, skipVersionCheck: true });
+  queue.on('error', () => {});
+  return queue;
+}
+
+/**
+ * Makes `queue`'s global concurrency `concurrency` (undefined: none) unless it is that already: one HGET when nothing
+ * changed, so a worker can keep its tenants' caps every poll period (Redis may have lost them: FLUSHALL, a restart
+ * without persistence, a failover to a replica that had not received them).
+ */
+async function keepQueueConcurrency(queue: Queue, concurrency: number | undefined): Promise<void> {
+  const current = await queue.getGlobalConcurrency();
+  if ((current ?? undefined) === concurrency) return;
+  if (concurrency === undefined) await queue.removeGlobalConcurrency();
+  else await queue.setGlobalConcurrency(concurrency);
 }
 
 /** Runs queued Messages jobs through a (limited) Anthropic client. Create with {@link createWorker}. */
@@ -158,6 +177,10 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   #documentRetry: NodeJS.Timeout | undefined;
   /** Settles once the tenant queues of the first document read (or its failure) are running. */
   #firstSync: Promise<void> = Promise.resolve();
+  /** Each tenant queue's BullMQ Queue, for its cap; and the timer that keeps the caps. */
+  readonly #capQueues = new Map<string, Queue>();
+  #capTimer: NodeJS.Timeout | undefined;
+  #capsPending = false;
 
   constructor(input: WorkerOptions) {
     super();
@@ -206,6 +229,14 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const document = new DocumentFollower({ redis: this.#commands.client, onError: () => {}, onChange: (stored) => this.#syncTenants(stored?.document) });
       this.#document = document;
       this.#firstSync = this.#readDocument(document);
+      // a cap lives in Redis: data loss removes it while the document comes back unchanged (the same revision, so
+      // no change to follow); each poll period the worker puts back what the document says
+      this.#capTimer = setInterval(() => {
+        if (!document.loaded || this.#capsPending) return; // one at a time: a Redis that is away holds it, not a pile
+        this.#capsPending = true;
+        void this.#syncTenants(document.current?.document).finally(() => (this.#capsPending = false));
+      }, DOCUMENT_POLL_MS_DEFAULT);
+      this.#capTimer.unref();
     }
   }
 
@@ -232,10 +263,12 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       for (const [tenant, policy] of Object.entries(document.tenants)) {
         if (policy.account !== account) continue;
         const name = tenantQueueName(base, tenant);
+        let queue = this.#capQueues.get(name);
+        if (queue === undefined) this.#capQueues.set(name, (queue = capQueue(this.#commands.client, name)));
         try {
-          await setQueueConcurrency(this.#commands.client, name, policy.concurrency);
+          await keepQueueConcurrency(queue, policy.concurrency);
         } catch (error) {
-          this.#error(toError(error)); // the next document change sets it again
+          this.#error(toError(error)); // the next poll period sets it again
         }
         if (this.#tenantWorkers.has(name) || this.#closing !== undefined) continue;
         const worker = new QueueWorker({ ...this.#input, queue: name, tenantQueues: 'none' });
@@ -288,6 +321,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
 
   async #close(drainTimeoutMs: number): Promise<void> {
     clearInterval(this.#sweepTimer);
+    clearInterval(this.#capTimer);
     clearTimeout(this.#documentRetry);
     this.#document?.close();
     await this.#tenantSync.catch(() => {}); // no tenant worker starts after this
@@ -296,6 +330,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     try {
       await this.bullmq.close();
       await tenants;
+      await Promise.all([...this.#capQueues.values()].map((queue) => queue.close().catch(() => {})));
     } finally {
       clearTimeout(timer);
       for (const owned of [this.#blocking, this.#commands, this.#aborts]) if (owned.owned) owned.client.disconnect();
@@ -338,7 +373,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const durationMs = performance.now() - startedAt;
       const usage = (result.answer as Partial<Anthropic.Message>).usage;
       log?.info({ durationMs: Math.round(durationMs), inputTokens: usage?.input_tokens, outputTokens: usage?.output_tokens }, 'job completed');
-      this.emit('completed', { jobId, durationMs, streamed, ...(usage === undefined ? {} : { usage }) });
+      const model = typeof params.model === 'string' ? params.model : null;
+      this.emit('completed', { jobId, durationMs, streamed, tenant, model, ...(usage === undefined ? {} : { usage }) });
       return result;
     } catch (error) {
       if (signal?.aborted === true && signal.reason === SHUTDOWN_REASON && token !== undefined) {

@@ -21,6 +21,7 @@ import {
   anthropicError,
   commandConnection,
   FleetGauges,
+  fleetStatsKey,
   isConnectionError,
   joinFleetDocumentLogged,
   EnvError,
@@ -31,7 +32,6 @@ import {
   queueKeys,
   redisFromEnv,
   withDeadline,
-  type FleetMetricsScope,
   type ProcessDocument,
   type QueueKeys,
 } from '@tollgate/queue/internal';
@@ -217,7 +217,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   const source = redisFromEnv(env); // REDIS_URL, or a Cluster client for REDIS_CLUSTER_NODES
   const redis = commandConnection(source.input, env.GATEWAY_REDIS_OP_TIMEOUT_MS);
   redis.client.on('error', () => {}); // every call that needs Redis answers 503 on its own
-  /** One queue's producer and stream readers: the plain queue's (key ''), and one per other account its tenants use. */
+  /** One queue's producer: its own account's (the plain queue's, or the account's), and one per other account its tenants use. */
   const makeLane = (account: string | undefined): Lane => {
     const producer = createProducer({
       redis: redis.client,
@@ -252,19 +252,30 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     }
     return readers;
   };
-  const defaultLane = makeLane(undefined);
-  const lanes = new Map<string, Lane>([['', defaultLane]]);
-  for (const account of new Set(tenantAccounts.values())) if (account !== configured?.defaultAccount && !lanes.has(account)) lanes.set(account, makeLane(account));
+  /**
+   * The account this gateway shows and whose queue takes the jobs that name no other (GATEWAY_TOKENS tenants'): its
+   * default (TOLLGATE_NAME, or the document's only or first account), or TOLLGATE_NAME without a document.
+   */
+  const ownAccount = fromFile?.account ?? env.TOLLGATE_NAME;
+  // With several accounts in the document those jobs go on the account's own queue (`<queue>@<account>`), which every
+  // worker running the account serves; the plain queue only a worker whose TOLLGATE_NAME names it (and a producer
+  // refuses a job for it then). With one account (or none), the plain queue, as every worker of the account serves it.
+  const defaultLane = makeLane(fromFile !== undefined && Object.keys(fromFile.document.accounts).length > 1 ? ownAccount : undefined);
+  /** The lane of each account this gateway serves: its own account's (the default lane), and each other account of its tenants. */
+  const lanes = new Map<string, Lane>([[ownAccount, defaultLane]]);
+  for (const account of new Set(tenantAccounts.values())) if (!lanes.has(account)) lanes.set(account, makeLane(account));
   /**
    * The lane of a tenant's jobs: its account's queue, by the fleet's document as the producer follows it (an apply
    * may move a tenant to another account), else by this process's own.
    */
-  const laneOf = (tenant: string | undefined): Lane => {
-    if (tenant === undefined) return defaultLane;
+  const accountOf = (tenant: string | undefined): string => {
+    if (tenant === undefined) return ownAccount;
     const fleet = defaultLane.producer.fleetDocument;
     const policy = fleet !== undefined && Object.hasOwn(fleet.tenants, tenant) ? fleet.tenants[tenant] : undefined;
-    const account = policy?.account ?? tenantAccounts.get(tenant);
-    if (account === undefined || account === configured?.defaultAccount) return defaultLane;
+    return policy?.account ?? tenantAccounts.get(tenant) ?? ownAccount;
+  };
+  const laneOf = (tenant: string | undefined): Lane => {
+    const account = accountOf(tenant);
     let lane = lanes.get(account);
     if (lane === undefined) {
       lane = makeLane(account); // an account a later apply gave this tenant
@@ -272,7 +283,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     }
     return lane;
   };
-  const { producer, keys } = defaultLane;
+  const { producer } = defaultLane;
   const limiterOptions = fromFile === undefined ? limiterOptionsFromEnv(env, source.input) : limiterOptionsFromDocument(fromFile, env, source.input).messages;
   const limiter = createLimiter({ ...limiterOptions, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
   limiter.on('redisError', () => {}); // the dashboard shows Redis as down; no log line per retry
@@ -281,7 +292,35 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
   // Before the producer's first read of it, so that this gateway's first jobs follow it.
   if (fromFile !== undefined) await joinFleetDocumentLogged(source.input, fromFile, logger);
   await Promise.all([limiter.ready().catch(() => {}), ...[...lanes.values()].map((lane) => lane.producer.ready().catch(() => {}))]);
-  const monitor = new FleetMonitor({ limiter, producer, redis: redis.client, statsKey: keys.fleetStats, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+  /**
+   * The limiter of each account the gateway serves, read for the dashboard and /metrics: its own account's, and one
+   * per other account, made on first use with that account's limits from the fleet's document (else this process's).
+   */
+  const limiters = new Map<string, Limiter>([[ownAccount, limiter]]);
+  const limiterOf = (account: string): Limiter => {
+    let found = limiters.get(account);
+    if (found === undefined) {
+      const document =
+        defaultLane.producer.fleetDocument !== undefined && Object.hasOwn(defaultLane.producer.fleetDocument.accounts, account)
+          ? defaultLane.producer.fleetDocument
+          : fromFile?.document;
+      const { applyLimits: _ignored, ...options } = limiterOptionsFromDocument(
+        { document: document ?? { accounts: {}, tenants: {} }, account, path: fromFile?.path ?? 'the fleet' },
+        env,
+        source.input,
+      ).messages;
+      found = createLimiter({ ...options, redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS });
+      found.on('redisError', () => {});
+      void found.ready().catch(() => {}); // Redis down: its snapshot fails, and the frame says so
+      limiters.set(account, found);
+    }
+    return found;
+  };
+  const monitor = new FleetMonitor({
+    accounts: () => [...lanes].map(([account, lane]) => ({ account, limiter: limiterOf(account), producer: lane.producer, statsKey: fleetStatsKey(env.TOLLGATE_QUEUE, account) })),
+    redis: redis.client,
+    redisTimeoutMs: env.GATEWAY_REDIS_TIMEOUT_MS,
+  });
   const tokens = new TokenTable(tenantsByToken);
   /** Streams relayed now, by tenant and in all. */
   const openStreams = new Map<string, number>();
@@ -357,7 +396,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
     return sendError(request, reply, 404, `Not found: ${request.method} ${cutText(path)}`);
   });
 
-  const metrics = gatewayMetrics({ account: limiter.name, queue: env.TOLLGATE_QUEUE, tenants: [...new Set(tenantsByToken.values())] });
+  const metrics = gatewayMetrics([...new Set(tenantsByToken.values())], accountOf);
   app.addHook('onResponse', async (request, reply) => {
     metrics.requests.inc({ route: request.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
@@ -625,7 +664,7 @@ export async function buildGateway(env: GatewayEnv, logger: Logger, processEnv: 
         await metricsServer?.close();
         for (const readers of readersByQueue.values()) readers.close();
         for (const lane of lanes.values()) await lane.producer.close();
-        await limiter.close();
+        for (const each of limiters.values()) await each.close();
         if (redis.owned) redis.client.disconnect();
         source.close();
       })();
@@ -663,17 +702,33 @@ function metricsListener(text: () => Promise<{ type: string; body: string }>, lo
   };
 }
 
-/** The gateway's Prometheus metrics: the fleet gauges every process shows (limiter and queue), and its HTTP answers. */
-function gatewayMetrics(scope: FleetMetricsScope) {
+/**
+ * The gateway's Prometheus metrics: the fleet gauges every process shows (limiter and queue), for every account the
+ * gateway serves, each labelled with its account; and its HTTP answers. `tenants` (its tokens' tenants) have series
+ * from the start, at 0, under the account `accountOf` gives them.
+ */
+function gatewayMetrics(tenants: readonly string[], accountOf: (tenant: string) => string) {
   const registry = new Registry();
-  const fleet = new FleetGauges(registry, scope);
+  const fleet = new Map<string, FleetGauges>();
+  const gaugesOf = (account: string, queue: string): FleetGauges => {
+    let gauges = fleet.get(account);
+    if (gauges === undefined) {
+      gauges = new FleetGauges(registry, { account, queue, tenants: tenants.filter((tenant) => accountOf(tenant) === account) });
+      fleet.set(account, gauges);
+    }
+    return gauges;
+  };
   // `route` is the route's pattern (or "unknown" for a 404), never the raw URL: a bounded label
   const requests = new Counter({ name: 'tollgate_gateway_requests_total', help: 'HTTP answers by route and status', labelNames: ['route', 'status'], registers: [registry] });
   return {
     registry,
     requests,
     update(frame: FleetFrame): void {
-      fleet.update(frame.limiter, frame.queue, frame.tenants);
+      for (const account of frame.accounts) gaugesOf(account.account, account.queueName).update(account.limiter, account.queue, account.tenants);
+      fleet
+        .values()
+        .next()
+        .value?.setRedisUp(frame.redis === 'up'); // one series for the process, from every account
     },
   };
 }

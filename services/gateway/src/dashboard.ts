@@ -8,6 +8,7 @@ function escapeHtml(text: string): string {
  * second). Elements tests read carry `data-testid`.
  */
 export function dashboardHtml(names: { limiterName: string; queueName: string }): string {
+  // the header names the gateway's own account; with several, the "Per account" card shows each
   return PAGE.replaceAll('{{LIMITER}}', escapeHtml(names.limiterName)).replaceAll('{{QUEUE}}', escapeHtml(names.queueName));
 }
 
@@ -114,9 +115,13 @@ const PAGE = /* html */ `<!doctype html>
       <div class="tile failed"><b data-testid="queue-failed">–</b><span>failed</span></div>
     </div>
   </section>
+  <section class="card span12" id="accounts-card" style="display:none">
+    <h2>Per account</h2>
+    <table class="tenants" data-testid="accounts"><thead><tr><th>account</th><th>in flight</th><th>limit</th><th>waiting for a permit</th><th>queued</th><th>active</th><th>completed</th><th>failed</th></tr></thead><tbody></tbody></table>
+  </section>
   <section class="card span12">
     <h2>Per tenant</h2>
-    <table class="tenants" data-testid="tenants"><thead><tr><th>tenant</th><th>in flight</th><th>waiting</th></tr></thead><tbody></tbody></table>
+    <table class="tenants" data-testid="tenants"><thead><tr><th class="account-column" style="display:none">account</th><th>tenant</th><th>in flight</th><th>waiting</th></tr></thead><tbody></tbody></table>
     <div class="sub" id="tenants-none">no unfinished jobs</div>
   </section>
 </main>
@@ -187,14 +192,31 @@ const PAGE = /* html */ `<!doctype html>
       $('queue-completed').textContent = fmt(q.completed);
       $('queue-failed').textContent = fmt(q.failed);
     }
+    // several accounts (issue 13): one row per account, and the tenants' table names each row's account
+    const accounts = f.accounts || [];
+    const several = accounts.length > 1;
+    $('accounts-card').style.display = several ? '' : 'none';
+    for (const th of document.querySelectorAll('.account-column')) th.style.display = several ? '' : 'none';
+    // built from text nodes: a name read from Redis is never parsed as HTML
+    const row = (data, cells) => {
+      const tr = document.createElement('tr');
+      Object.assign(tr.dataset, data);
+      for (const [field, text] of cells) { const td = document.createElement('td'); td.dataset.field = field; td.textContent = text; tr.appendChild(td); }
+      return tr;
+    };
+    $('accounts').querySelector('tbody').replaceChildren(...accounts.map((a) => row({ account: a.account }, [
+      ['account', a.account],
+      ['in-flight', a.limiter ? fmt(a.limiter.inFlight) : '–'],
+      ['limit', a.limiter ? (a.limiter.concurrency === null ? '∞' : fmt(a.limiter.concurrency)) : '–'],
+      ['permit-waiting', a.limiter ? fmt(a.limiter.waiting) : '–'],
+      ['queued', a.queue ? fmt(a.queue.waiting + a.queue.prioritized + a.queue.delayed) : '–'],
+      ['active', a.queue ? fmt(a.queue.active) : '–'],
+      ['completed', fmt(a.totals.completed || 0)],
+      ['failed', fmt(a.totals.failed || 0)],
+    ])));
     if (f.tenants) {
-      // built from text nodes: a tenant's name is never parsed as HTML
-      const body = $('tenants').querySelector('tbody');
-      body.replaceChildren(...f.tenants.map((t) => {
-        const tr = document.createElement('tr'); tr.dataset.tenant = t.tenant;
-        for (const [field, text] of [['tenant', t.tenant], ['in-flight', fmt(t.inFlight)], ['waiting', fmt(t.waiting)]]) { const td = document.createElement('td'); td.dataset.field = field; td.textContent = text; tr.appendChild(td); }
-        return tr;
-      }));
+      $('tenants').querySelector('tbody').replaceChildren(...f.tenants.map((t) =>
+        row({ tenant: t.tenant, account: t.account }, [...(several ? [['account', t.account]] : []), ['tenant', t.tenant], ['in-flight', fmt(t.inFlight)], ['waiting', fmt(t.waiting)]])));
       $('tenants-none').style.display = f.tenants.length ? 'none' : '';
     }
     $('throughput').textContent = f.completedPerSecond.toFixed(1);

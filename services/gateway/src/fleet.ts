@@ -8,16 +8,44 @@ export const FLEET_SAMPLE_INTERVAL_MS = 1_000;
 /** Frames kept for a new page's charts: two minutes at one per second. */
 export const FLEET_HISTORY_FRAMES = 120;
 
+/** What the dashboard draws of one account's limiter (its snapshot, without the leases). */
+export type LimiterView = Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools' | 'budgets'>;
+
+/** One account the gateway serves, as the monitor reads it: its limiter, the producer of its queue, its fleet stats. */
+export interface MonitoredAccount {
+  account: string;
+  limiter: Limiter;
+  producer: Producer;
+  statsKey: string;
+}
+
+/** One account of a frame (each part null when Redis did not answer it). */
+export interface AccountFrame {
+  account: string;
+  /** The BullMQ queue of the account's jobs (its tenants' queues are counted with it). */
+  queueName: string;
+  limiter: LimiterView | null;
+  queue: QueueCounts | null;
+  /** Jobs per tenant of this account, busiest first (tenants with nothing unfinished left out). */
+  tenants: TenantCount[] | null;
+  /** Fleet-wide counters the workers add to for this account (completed, failed, rate_limited:<kind>, upstream:<status>). */
+  totals: FleetStats;
+}
+
 /** One sample of the fleet: what the dashboard draws. */
 export interface FleetFrame {
   atMs: number;
   redis: 'up' | 'down';
-  limiter: Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools' | 'budgets'> | null;
+  /** The first account's limiter (the gateway's own account, named in the page's header). */
+  limiter: LimiterView | null;
+  /** Every account's queue together. */
   queue: QueueCounts | null;
-  /** Jobs per tenant, busiest first (tenants with nothing unfinished left out); null when Redis did not answer. */
-  tenants: TenantCount[] | null;
-  /** Fleet-wide counters the workers add to (completed, failed, rate_limited:<kind>, upstream:<status>). */
+  /** Jobs per tenant of every account, each row naming its account, busiest first; null when Redis did not answer. */
+  tenants: Array<TenantCount & { account: string }> | null;
+  /** Every account's fleet-wide counters together. */
   totals: FleetStats;
+  /** Each account the gateway serves, its own account first (DESIGN §9: per account, everywhere). */
+  accounts: AccountFrame[];
   /** Jobs completed per second since the previous frame. */
   completedPerSecond: number;
   failedPerSecond: number;
@@ -27,23 +55,35 @@ export interface FleetFrame {
 
 const sum429 = (totals: FleetStats) => Object.entries(totals).reduce((total, [field, count]) => (field.startsWith('rate_limited:') ? total + count : total), 0);
 
-/** Samples the limiter, the queue and the fleet counters once a second while anyone is watching. */
+/** The sum of several fleet stats, field by field. */
+function addTotals(all: readonly FleetStats[]): FleetStats {
+  const sum: FleetStats = {};
+  for (const totals of all) for (const [field, count] of Object.entries(totals)) sum[field] = (sum[field] ?? 0) + count;
+  return sum;
+}
+
+/** The sum of several queues' counts; null when any could not be read (a partial sum would be a wrong number). */
+function addCounts(all: ReadonlyArray<QueueCounts | null>): QueueCounts | null {
+  if (all.some((counts) => counts === null)) return null;
+  const sum: QueueCounts = { waiting: 0, prioritized: 0, delayed: 0, active: 0, completed: 0, failed: 0 };
+  for (const counts of all) for (const state of Object.keys(sum) as Array<keyof QueueCounts>) sum[state] += counts?.[state] ?? 0;
+  return sum;
+}
+
+/** Samples every account's limiter, queue and fleet counters once a second while anyone is watching. */
 export class FleetMonitor {
   readonly history: FleetFrame[] = [];
-  readonly #limiter: Limiter;
-  readonly #producer: Producer;
+  readonly #accounts: () => readonly MonitoredAccount[];
   readonly #redis: Redis | Cluster;
-  readonly #statsKey: string;
   readonly #timeoutMs: number;
   readonly #listeners = new Set<(frame: FleetFrame) => void>();
   #timer: NodeJS.Timeout | undefined;
   #sampling = false;
 
-  constructor(options: { limiter: Limiter; producer: Producer; redis: Redis | Cluster; statsKey: string; redisTimeoutMs: number }) {
-    this.#limiter = options.limiter;
-    this.#producer = options.producer;
+  /** `accounts` is read at each sample: an account a later apply gives a tenant shows from then on. */
+  constructor(options: { accounts: () => readonly MonitoredAccount[]; redis: Redis | Cluster; redisTimeoutMs: number }) {
+    this.#accounts = options.accounts;
     this.#redis = options.redis;
-    this.#statsKey = options.statsKey;
     this.#timeoutMs = options.redisTimeoutMs;
   }
 
@@ -67,41 +107,64 @@ export class FleetMonitor {
 
   /** Takes one frame now (each part may fail alone: Redis down leaves nulls, never a stale number). */
   async sample(): Promise<FleetFrame> {
-    const [snapshot, queue, totals, tenants] = await Promise.allSettled([
-      withDeadline(this.#limiter.snapshot(), this.#timeoutMs, 'snapshot'),
-      this.#producer.counts(),
-      withDeadline(readFleetStats(this.#redis, this.#statsKey), this.#timeoutMs, 'fleet stats'),
-      this.#producer.tenantCounts(),
-    ]);
     const previous = this.history.at(-1);
+    const accounts = await Promise.all(this.#accounts().map((account) => this.#sampleAccount(account, previous)));
     const atMs = Date.now();
-    const currentTotals = totals.status === 'fulfilled' ? totals.value : (previous?.totals ?? {});
+    const currentTotals = addTotals(accounts.map((account) => account.frame.totals));
     const seconds = previous === undefined ? 0 : (atMs - previous.atMs) / 1_000;
     const rate = (field: string) => (previous === undefined || seconds <= 0 ? 0 : Math.max(0, ((currentTotals[field] ?? 0) - (previous.totals[field] ?? 0)) / seconds));
-    const limiter = snapshot.status === 'fulfilled' ? snapshot.value : null;
+    const frames = accounts.map((account) => account.frame);
+    const tenants = frames.some((frame) => frame.tenants === null)
+      ? null
+      : frames
+          .flatMap((frame) => (frame.tenants ?? []).map((row) => ({ ...row, account: frame.account })))
+          .sort((a, b) => b.inFlight + b.waiting - (a.inFlight + a.waiting) || a.account.localeCompare(b.account) || a.tenant.localeCompare(b.tenant));
     return {
       atMs,
-      redis: limiter !== null && queue.status === 'fulfilled' ? 'up' : 'down',
-      limiter:
-        limiter === null
-          ? null
-          : {
-              nowMs: limiter.nowMs,
-              inFlight: limiter.inFlight,
-              concurrency: limiter.concurrency,
-              concurrencyConfigured: limiter.concurrencyConfigured,
-              waiting: limiter.waiting,
-              pausedUntilMs: limiter.pausedUntilMs,
-              buckets: limiter.buckets,
-              pools: limiter.pools,
-              budgets: limiter.budgets,
-            },
-      queue: queue.status === 'fulfilled' ? queue.value : null,
-      tenants: tenants.status === 'fulfilled' ? tenants.value : null,
+      redis: accounts.length > 0 && accounts.every((account) => account.up) ? 'up' : 'down',
+      limiter: frames[0]?.limiter ?? null,
+      queue: addCounts(frames.map((frame) => frame.queue)),
+      tenants,
       totals: currentTotals,
+      accounts: frames,
       completedPerSecond: rate('completed'),
       failedPerSecond: rate('failed'),
       rateLimitedDelta: previous === undefined ? 0 : Math.max(0, sum429(currentTotals) - sum429(previous.totals)),
+    };
+  }
+
+  async #sampleAccount(monitored: MonitoredAccount, previous: FleetFrame | undefined): Promise<{ frame: AccountFrame; up: boolean }> {
+    const [snapshot, queue, totals, tenants] = await Promise.allSettled([
+      withDeadline(monitored.limiter.snapshot(), this.#timeoutMs, 'snapshot'),
+      monitored.producer.counts(),
+      withDeadline(readFleetStats(this.#redis, monitored.statsKey), this.#timeoutMs, 'fleet stats'),
+      monitored.producer.tenantCounts(),
+    ]);
+    const limiter = snapshot.status === 'fulfilled' ? snapshot.value : null;
+    const before = previous?.accounts.find((frame) => frame.account === monitored.account);
+    return {
+      up: limiter !== null && queue.status === 'fulfilled',
+      frame: {
+        account: monitored.account,
+        queueName: monitored.producer.name,
+        limiter:
+          limiter === null
+            ? null
+            : {
+                nowMs: limiter.nowMs,
+                inFlight: limiter.inFlight,
+                concurrency: limiter.concurrency,
+                concurrencyConfigured: limiter.concurrencyConfigured,
+                waiting: limiter.waiting,
+                pausedUntilMs: limiter.pausedUntilMs,
+                buckets: limiter.buckets,
+                pools: limiter.pools,
+                budgets: limiter.budgets,
+              },
+        queue: queue.status === 'fulfilled' ? queue.value : null,
+        tenants: tenants.status === 'fulfilled' ? tenants.value : null,
+        totals: totals.status === 'fulfilled' ? totals.value : (before?.totals ?? {}),
+      },
     };
   }
 

@@ -46,7 +46,7 @@ afterAll(async () => {
 });
 
 describe('a gateway whose document has two accounts', () => {
-  it("puts each tenant's jobs on its account's queue; the plain queue takes GATEWAY_TOKENS tenants' (TOLLGATE_NAME's account)", async () => {
+  it("puts each tenant's jobs on its account's queue; GATEWAY_TOKENS tenants' on TOLLGATE_NAME's account's own queue, not the plain one", async () => {
     const queue = uniqueName('gw-accounts');
     const env = parseGatewayEnv({
       PORT: '0',
@@ -87,9 +87,12 @@ describe('a gateway whose document has two accounts', () => {
       expect(await isOn(queue, batchId)).toBe(false);
       expect(await isOn(`${queue}@interactive#search`, searchId)).toBe(true);
       expect(await isOn(queue, searchId)).toBe(false);
-      // a GATEWAY_TOKENS tenant's on the plain queue, run by the workers of the default account (TOLLGATE_NAME)
-      expect((await plain.getJob(legacyId))?.tenant).toBe('legacy');
-      expect(await interactive.getJob(legacyId)).toBeUndefined();
+      // a GATEWAY_TOKENS tenant's on the gateway's default account's own queue (TOLLGATE_NAME's), which every worker
+      // running that account serves; the plain queue only a worker whose own TOLLGATE_NAME names it (issue 13)
+      expect((await interactive.getJob(legacyId))?.tenant).toBe('legacy');
+      expect(await isOn(`${queue}@interactive`, legacyId)).toBe(true);
+      expect(await plain.getJob(legacyId)).toBeUndefined();
+      expect(await isOn(queue, legacyId)).toBe(false);
       // a tenant reads and cancels its own jobs on its own queue; another tenant's id is not found
       const get = (id: string, token: string) => fetch(`${url}/v1/jobs/${id}`, { headers: { 'x-api-key': token } });
       expect(((await (await get(batchId, BATCH_TOKEN)).json()) as { state: string }).state).toBe('prioritized'); // queued (BullMQ's state for a job with a priority)

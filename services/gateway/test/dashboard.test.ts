@@ -3,11 +3,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseLimitsDocument, storeLimitsDocument } from '@tollgate/config';
 import { createLimiter, type Limiter, type Permit } from '@tollgate/limiter';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { Redis } from 'ioredis';
+import { pino } from 'pino';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Gateway } from '../src/index.js';
+import { buildGateway, parseGatewayEnv, type Gateway } from '../src/index.js';
 import { ADMIN_TOKEN, request, startGateway } from './support.js';
 
 const OUTPUT_DIR = fileURLToPath(new URL('../test-output/', import.meta.url));
@@ -157,6 +160,85 @@ describe('the dashboard', () => {
       await page.close();
       for (const permit of held) await permit.release().catch(() => {});
       await pooled.gateway.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("several accounts (issue 13): a row per account, every account's tenants with their account, and /metrics labelled by account", async () => {
+    const [own, other] = [uniqueName('dash-own'), uniqueName('dash-other')];
+    const queue = uniqueName('dash-accounts-queue');
+    const dir = await mkdtemp(join(tmpdir(), 'tollgate-dashboard-accounts-'));
+    const path = join(dir, 'tollgate.yaml');
+    const text = [
+      'accounts:',
+      `  ${own}: { apiKeyEnv: OWN_KEY, concurrency: 4, pools: { all: { models: ['*'], rpm: ${RPM} } } }`,
+      `  ${other}: { apiKeyEnv: OTHER_KEY, concurrency: 6, pools: { all: { models: ['*'], rpm: ${RPM} } } }`,
+      'tenants:',
+      `  search: { tokenEnv: SEARCH_TOKEN_VAR, account: ${own} }`,
+      `  batch: { tokenEnv: BATCH_TOKEN_VAR, account: ${other} }`,
+      '',
+    ].join('\n');
+    await writeFile(path, text);
+    const client = new Redis(redis.url);
+    await storeLimitsDocument(client, parseLimitsDocument(text, path)); // this file's Redis has the pools test's document: this one is the fleet's now
+    const tokens = { SEARCH_TOKEN_VAR: 'search-token-0123456789abcdef', BATCH_TOKEN_VAR: 'batch-token-0123456789abcdef' };
+    const accounts = await buildGateway(
+      parseGatewayEnv({ PORT: '0', HOST: '127.0.0.1', REDIS_URL: redis.url, TOLLGATE_CONFIG: path, TOLLGATE_NAME: own, TOLLGATE_QUEUE: queue, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN }),
+      pino({ level: 'silent' }),
+      tokens,
+    );
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1200 } });
+    try {
+      const base = await accounts.app.listen({ port: 0, host: '127.0.0.1' });
+      const post = async (token: string) => {
+        const answer = await fetch(`${base}/v1/jobs`, {
+          method: 'POST',
+          body: JSON.stringify(request('accounts')),
+          headers: { 'content-type': 'application/json', 'x-api-key': token },
+        });
+        expect(answer.status).toBe(202);
+      };
+      // no worker: they stay queued, 2 of batch (account other), 1 of search (the gateway's own account)
+      await post(tokens.BATCH_TOKEN_VAR);
+      await post(tokens.BATCH_TOKEN_VAR);
+      await post(tokens.SEARCH_TOKEN_VAR);
+
+      const metrics = await (await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+      const lines = metrics.split('\n').filter((line) => /^tollgate_(tenant_jobs_waiting|concurrency_limit|queue_jobs)\{/.test(line) && !/ 0$/.test(line));
+      console.log(`gateway metrics, two accounts:\n${lines.join('\n')}`);
+      for (const line of [
+        `tollgate_tenant_jobs_waiting{account="${other}",pool="default",tenant="batch"} 2`,
+        `tollgate_tenant_jobs_waiting{account="${own}",pool="default",tenant="search"} 1`,
+        `tollgate_concurrency_limit{account="${other}",pool="default"} 6`,
+        `tollgate_concurrency_limit{account="${own}",pool="default"} 4`,
+        `tollgate_queue_jobs{queue="${queue}@${other}",state="prioritized"} 2`,
+        `tollgate_queue_jobs{queue="${queue}@${own}",state="prioritized"} 1`,
+        'tollgate_redis_up 1',
+      ]) {
+        expect(metrics).toContain(line);
+      }
+      // each tenant under its own account only
+      expect(metrics).not.toContain(`account="${own}",pool="default",tenant="batch"`);
+      expect(metrics).not.toContain(`account="${other}",pool="default",tenant="search"`);
+
+      await page.goto(`${base}/?token=${ADMIN_TOKEN}`);
+      const row = `[data-testid="accounts"] tr[data-account="${other}"]`;
+      await page.waitForFunction(`document.querySelector('${row} [data-field="queued"]')?.textContent === '2'`, undefined, { timeout: PAGE_DEADLINE_MS });
+      expect(await page.textContent(`${row} [data-field="limit"]`)).toBe('6');
+      expect(await page.textContent(`[data-testid="accounts"] tr[data-account="${own}"] [data-field="queued"]`)).toBe('1');
+      expect(await page.textContent(`[data-testid="accounts"] tr[data-account="${own}"] [data-field="limit"]`)).toBe('4');
+      expect(await page.textContent('[data-testid="queue-waiting"]')).toBe('3'); // every account's queue together
+      const tenantRows = await page.locator('[data-testid="tenants"] tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+      expect(tenantRows).toEqual([
+        [other, 'batch', '0', '2'],
+        [own, 'search', '0', '1'],
+      ]);
+      mkdirSync(OUTPUT_DIR, { recursive: true });
+      await page.screenshot({ path: `${OUTPUT_DIR}dashboard-accounts.png`, fullPage: true });
+    } finally {
+      await page.close();
+      await accounts.close();
+      client.disconnect();
       await rm(dir, { recursive: true, force: true });
     }
   });

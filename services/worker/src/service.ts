@@ -4,15 +4,16 @@ import { performance } from 'node:perf_hooks';
 import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { LimiterUnavailableError, createLimiter, type Limiter } from '@tollgate/limiter';
-import { createProducer, createWorker, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
-import { DocumentFollower, resolvePool } from '@tollgate/config';
+import { accountQueueName, createProducer, createWorker, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
+import { DocumentFollower, resolvePool, type StoredDocument } from '@tollgate/config';
 import {
+  DEFAULT_POOL,
   DeltaTracker,
   addFleetStats,
   commandConnection,
   configuredDocumentFromEnv,
   joinFleetDocumentLogged,
-  queueKeys,
+  fleetStatsKey,
   redisFromEnv,
   withDeadline,
   type FleetStats,
@@ -97,8 +98,11 @@ interface AccountRun {
   plan: AccountPlan;
   limiter: Limiter;
   countTokensLimiter: Limiter | undefined;
-  /** Reads the counts of the account's first queue for the metrics (it opens its event reader only for waits, which this never does). */
-  counter: Producer;
+  /**
+   * Read for the metrics' queue counts (they open their event readers only for waits, which these never do): the
+   * account's own queue with its tenants' queues, then the plain queue when this is the default account.
+   */
+  counters: [Producer, ...Producer[]];
   metrics: AccountMetrics;
   /** This account's counters, added to its first queue's fleet-wide stats hash. */
   totals: FleetStats;
@@ -131,18 +135,16 @@ export async function startWorkerService(
     const limiter = createLimiter(account.messages);
     // count_tokens has its own fleet-wide RPM, apart from the Messages limits (DESIGN §8)
     const countTokensLimiter = account.countTokens === undefined ? undefined : createLimiter(account.countTokens);
-    const counter = createProducer({
-      redis: redis.input,
-      queue: env.TOLLGATE_QUEUE,
-      ...(account.queues[0] === env.TOLLGATE_QUEUE ? {} : { account: account.name }),
-      redisTimeoutMs: limiter.options.redisTimeoutMs, // counts its tenants' queues too (the fleet's document names them)
-    });
-    return { plan: account, limiter, countTokensLimiter, counter, metrics: metrics.addAccount(limiter, counter), totals: {}, workers: [], limited: undefined };
+    const redisTimeoutMs = limiter.options.redisTimeoutMs;
+    // the account's queue counts its tenants' queues too (the fleet's document names them); the plain queue only itself
+    const counters: AccountRun['counters'] = [createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, account: account.name, redisTimeoutMs })];
+    if (account.queues.includes(env.TOLLGATE_QUEUE)) counters.push(createProducer({ redis: redis.input, queue: env.TOLLGATE_QUEUE, tenantPolicy: 'none', redisTimeoutMs }));
+    return { plan: account, limiter, countTokensLimiter, counters, metrics: metrics.addAccount(limiter, counters), totals: {}, workers: [], limited: undefined };
   });
   const limiters = runs.flatMap((run) => (run.countTokensLimiter === undefined ? [run.limiter] : [run.limiter, run.countTokensLimiter]));
   const redisTimeoutMs = Math.max(...runs.map((run) => run.limiter.options.redisTimeoutMs));
   const closeAll = async () => {
-    await Promise.allSettled([...limiters.map((limiter) => limiter.close()), ...runs.map((run) => run.counter.close())]);
+    await Promise.allSettled([...limiters.map((limiter) => limiter.close()), ...runs.flatMap((run) => run.counters.map((counter) => counter.close()))]);
   };
 
   // /healthz and /readyz answer from the start: not ready while a limiter cannot be readied (Redis away or slow)
@@ -170,7 +172,21 @@ export async function startWorkerService(
   const source = runs[0]?.plan.source;
   if (source !== undefined) await joinFleetDocumentLogged(redis.input, source, logger);
   // the fleet's document, followed live: a model's pool is the one the fleet's patterns give (an apply may change them)
-  const document = configured === undefined ? undefined : new DocumentFollower({ redis: fleet.client, onError: () => {} });
+  // An account that an apply adds to the fleet's document after this process started is not run here: its key, its
+  // client and its queue workers are set up at start, from this process's own document. One warning per account.
+  const started = new Set(Object.keys(configured?.document.accounts ?? {}));
+  const warnAdded = (stored: StoredDocument | undefined) => {
+    for (const [account, limits] of Object.entries(stored?.document.accounts ?? {})) {
+      if (started.has(account)) continue;
+      started.add(account);
+      const keySet = (processEnv[limits.apiKeyEnv] ?? '') !== '';
+      logger.warn(
+        { account, apiKeyEnv: limits.apiKeyEnv, revision: stored?.revision, config: configured?.path },
+        `account ${account} is in the fleet's limits document but not in this worker's ${configured?.path ?? 'TOLLGATE_CONFIG'}: its jobs (queue ${accountQueueName(env.TOLLGATE_QUEUE, account)}) are not run here until the worker is restarted with it there${keySet ? '' : ` and ${limits.apiKeyEnv} set`}`,
+      );
+    }
+  };
+  const document = configured === undefined ? undefined : new DocumentFollower({ redis: fleet.client, onError: () => {}, onChange: warnAdded });
   await document?.ready().catch(() => {}); // not read yet: this process's own patterns until it is
 
   // each queue worker also runs the queue of every tenant the fleet's document gives its account (QueueWorker)
@@ -193,7 +209,7 @@ export async function startWorkerService(
         const sending = tracker.pending;
         tracker.pending = {};
         try {
-          await addFleetStats(fleet.client, queueKeys(run.counter.name).fleetStats, sending);
+          await addFleetStats(fleet.client, fleetStatsKey(env.TOLLGATE_QUEUE, run.plan.name), sending);
         } catch {
           for (const [field, delta] of Object.entries(sending)) tracker.pending[field] = (tracker.pending[field] ?? 0) + delta; // Redis down: keep them for later
         }
@@ -261,6 +277,9 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
     ...(poolFor === undefined ? {} : { poolFor }),
   });
   run.limited = limited;
+  metrics.follow(() => limited.stats()); // its 429s per tenant, read at each scrape
+  // the pool a job's tokens are counted in: its model's, as its permit's (`default` for a limiter without pools)
+  const poolOf = (model: string | null): string => (limiter.pools === undefined || poolFor === undefined || model === null ? DEFAULT_POOL : poolFor(model));
   // one view per (priority, tenant): a tenant's permits take its share of the account (the limiter's group)
   const views = new Map<string, LimitedAnthropic>();
   const clientFor = (priority: number, tenant: string | null): LimitedAnthropic => {
@@ -292,9 +311,11 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
       modelsClient: sdk, // GET /v1/models…: not limited by the fleet (the gateway caches the answers)
       ...(countTokensLimiter === undefined ? {} : { countTokensLimiter }),
     });
-    worker.on('completed', ({ usage }) => {
+    worker.on('completed', ({ usage, tenant, model }) => {
       bump(queue, 'completed');
-      if (usage !== undefined) metrics.completed(usage);
+      if (usage === undefined) return;
+      metrics.completed(usage);
+      metrics.tenantCompleted(tenant, poolOf(model), usage);
     });
     worker.on('failed', ({ final }) => bump(queue, final ? 'failed' : 'retried'));
     worker.on('handedBack', () => bump(queue, 'handed_back'));

@@ -115,9 +115,10 @@ async function snapshot(op: number, limiter: Limiter): Promise<void> {
       // with pools, the latest pause and the lowest bucket of any pool (what the drain waits out)
       pausedUntilMs: Math.max(state.pausedUntilMs, ...Object.values(state.pools).map((pool) => pool.pausedUntilMs)),
       tokens: lowest([...Object.values(state.buckets), ...Object.values(state.budgets).flatMap((budgets) => Object.values(budgets))].map((bucket) => bucket.tokens)),
+      concurrency: state.concurrency,
     });
   } catch (error) {
-    send({ type: 'snapshot', op, nowMs: 0, inFlight: 0, waiting: 0, pausedUntilMs: 0, tokens: 0, error: errorInfo(error) });
+    send({ type: 'snapshot', op, nowMs: 0, inFlight: 0, waiting: 0, pausedUntilMs: 0, tokens: 0, concurrency: null, error: errorInfo(error) });
   }
 }
 

@@ -27,6 +27,7 @@ import {
 } from './invariants.js';
 import { ANY_POOL, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
 import { FAULT_KINDS, makeSchedule, type FaultKind, type Omittable, type ScheduledOp } from './schedule.js';
+import { concurrencySegments, endSupersededSegments, LOST_REPLY_RUNS_WITHIN_MS, type ConcurrencyEvent } from './segments.js';
 import { startWitnessServer, type WitnessServer } from './witness-server.js';
 import type { ClientSettings } from './client-process.js';
 
@@ -46,8 +47,6 @@ export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs:
 
 /** How long the drain waits for every acquire to settle and every release to answer. */
 const SETTLE_WAIT_MS = 2 * CHECKER_TIMINGS.leaseTtlMs + 3_000;
-/** A change whose answer was lost may still run this long after its caller gave up (a stall ends). */
-const LOST_REPLY_RUNS_WITHIN_MS = 3_000;
 /** Longest wait for a process to start (tsx compiles on the fly; 2 busy cores). */
 const PROCESS_START_MS = 30_000;
 /** Polling of Redis during the drain. */
@@ -219,17 +218,6 @@ export async function runChecker(options: CheckerOptions): Promise<CheckerResult
   }
 }
 
-/**
- * An answered change, called at `calledAt` and done by `settleBy`, ends the limits in force before
- * it, but only those whose own change was surely done before it was called: two changes whose
- * call-to-answer intervals overlap ran in Redis in an order nobody saw (seed 296997051: a
- * setConcurrency(4) answered after a setConcurrency(1) was called left 4 in force, where the order
- * of the calls said 1), so the earlier one stays in force until a change called after its answer.
- */
-export function endSupersededSegments<T>(segments: Array<Segment<T> & { settleBy: number }>, calledAt: number, settleBy: number): void {
-  for (const segment of segments) if (segment.to === undefined && segment.settleBy <= calledAt) segment.to = settleBy;
-}
-
 class CheckerRun {
   readonly #options: Required<Omit<CheckerOptions, 'log' | 'deadlineMs' | 'pools'>> & { log: (line: string) => void };
   /** The limits every process is started with (its environment), whatever was applied since. */
@@ -270,6 +258,8 @@ class CheckerRun {
   #nextSnapshotOp = SNAPSHOT_OP_BASE;
   /** The concurrency segments with what started each (for the traces of invariant 1). */
   #concurrencyCauses: Array<Segment<number> & { cause: string }> = [];
+  /** The effective concurrency Redis held before the drain's fresh acquires, when it could be read. */
+  #quietConcurrency: { at: number; value: number } | undefined;
   /** One process loaded and waiting, so a "new process" can start as fast as a real one would. */
   #standby: ClientProcess | undefined;
 
@@ -808,6 +798,10 @@ class CheckerRun {
     // a connection that Redis dropped reconnects with a backoff, failing closed meanwhile (G8, as it should)
     const lastFaultEnd = Math.max(0, ...this.#faultLog.map((fault) => fault.to ?? 0));
     await sleep(Math.max(0, lastFaultEnd + RECONNECT_GRACE_MS - monotonicMs()));
+    // nothing changes the limits from here on: the fresh acquires are held to the concurrency Redis holds now
+    const quietSnapshotAt = monotonicMs();
+    const quiet = await this.#snapshot();
+    if (quiet !== undefined && quiet.error === undefined && quiet.concurrency !== null) this.#quietConcurrency = { at: quietSnapshotAt, value: quiet.concurrency };
     // one fresh acquire per process: granted at once, now that nothing is held. A round trip slower
     // than redisTimeoutMs on a loaded machine fails closed (LIMITER_UNAVAILABLE): only that is tried again
     const fresh = new Map<Slot, number>();
@@ -917,49 +911,27 @@ class CheckerRun {
     return [from, loss.settledAt];
   }
 
-  /** The concurrency in force over time, as the driver asked for it (see invariants.ts for the rules). */
+  /** The concurrency in force over time, as the driver asked for it (see segments.ts for the rules). */
   #concurrencySegments(): Array<Segment<number>> {
-    const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: this.#limits.concurrency, settleBy: 0, cause: 'start' }];
-    let configured = this.#limits.concurrency;
-    const events = [
-      ...[...this.#controls.values()].filter((control) => control.kind !== 'pause' && control.calledAt !== undefined),
-      ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, value: 0, error: undefined })),
-      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, value: this.#limits.concurrency, error: undefined })),
-    ].sort((a, b) => a.calledAt! - b.calledAt!);
-    let lostSinceApply = false;
-    for (const event of events) {
-      const from = event.calledAt!;
-      const answered = event.error === undefined;
-      const settleBy = answered ? event.settledAt! : event.settledAt! + LOST_REPLY_RUNS_WITHIN_MS;
-      let value: number;
-      if (event.kind === 'dataLoss') {
-        lostSinceApply = true;
-        const [recentFrom, recentTo] = this.#heardBefore(event);
-        value = Math.max(
-          configured,
-          maxIn(segments, recentFrom, recentTo, (limit) => limit),
-        ); // back at the configured one, or one not everyone had heard was replaced
-        configured = value;
-        segments.push({ from, to: undefined, value, settleBy, cause: 'data loss' });
-        continue;
-      }
-      if (event.kind === 'processStart') {
-        // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
-        if (lostSinceApply) {
-          configured = Math.max(configured, event.value);
-          segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
-        }
-        continue;
-      }
-      if (event.kind === 'apply' && answered) lostSinceApply = false;
-      if (event.kind === 'apply') {
-        configured = answered ? event.value : Math.max(configured, event.value);
-        value = event.value;
-      } else {
-        value = Math.min(Math.max(event.value, 1), configured);
-      }
-      if (answered) endSupersededSegments(segments, from, settleBy);
-      segments.push({ from, to: undefined, value, settleBy, cause: `${event.kind}(${event.value})${answered ? '' : ' unanswered'}` });
+    const events: ConcurrencyEvent[] = [
+      ...[...this.#controls.values()]
+        .filter((control) => control.kind !== 'pause' && control.calledAt !== undefined)
+        .map((control) => ({
+          kind: control.kind as 'setConcurrency' | 'apply',
+          calledAt: control.calledAt!,
+          settledAt: control.settledAt!,
+          value: control.value,
+          unanswered: control.error !== undefined,
+        })),
+      ...this.#dataLoss.map((loss) => ({ kind: 'dataLoss' as const, calledAt: loss.from, settledAt: loss.to, value: 0, unanswered: false })),
+      ...this.#restarts.map((start) => ({ kind: 'processStart' as const, calledAt: start.from, settledAt: start.to, value: this.#limits.concurrency, unanswered: false })),
+    ];
+    const segments = concurrencySegments(this.#limits.concurrency, events, (loss) => this.#heardBefore(loss));
+    if (this.#quietConcurrency !== undefined) {
+      // once the run is quiet (no change in flight, none to come), the limit is the one Redis holds: no wider bound excuses a grant
+      const { at, value } = this.#quietConcurrency;
+      for (const segment of segments) if (segment.to === undefined || segment.to > at) segment.to = at;
+      segments.push({ from: at, to: undefined, value, settleBy: at, cause: 'held in Redis once the run was quiet' });
     }
     this.#concurrencyCauses = segments;
     return segments.map(({ from, to, value }) => ({ from, to, value }));

@@ -94,7 +94,18 @@ export type ClientMessage =
   /** The guarded work ended (before release was called). */
   | { type: 'ended'; op: number; endedAt: number }
   | { type: 'released'; op: number; calledAt: number; settledAt: number; leaseLost?: boolean | undefined; error?: ErrorInfo | undefined }
-  | { type: 'snapshot'; op: number; nowMs: number; inFlight: number; waiting: number; pausedUntilMs: number; tokens: number; error?: ErrorInfo | undefined }
+  | {
+      type: 'snapshot';
+      op: number;
+      nowMs: number;
+      inFlight: number;
+      waiting: number;
+      pausedUntilMs: number;
+      tokens: number;
+      /** The effective concurrency Redis holds (null: none). */
+      concurrency: number | null;
+      error?: ErrorInfo | undefined;
+    }
   | { type: 'done'; op: number; calledAt: number; settledAt: number; error?: ErrorInfo | undefined; value?: number | undefined }
   /** The process did not run for `to − from` ms (its event loop ran late and it used no CPU meanwhile: the machine gave it none). */
   | { type: 'notRunning'; from: number; to: number };

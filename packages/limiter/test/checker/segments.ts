@@ -1,0 +1,90 @@
+/**
+ * The limits in force over a run, as the driver asked for them: the upper bounds invariant 1 checks
+ * against (see invariants.ts and the checker README for the rules). Pure functions of what the
+ * driver recorded, so that the rules are tested on hand-made histories (checker-invariants.test.ts).
+ */
+import { maxIn, type Segment } from './invariants.js';
+
+/** A change whose answer was lost may still run this long after its caller gave up (a stall ends). */
+export const LOST_REPLY_RUNS_WITHIN_MS = 3_000;
+
+/**
+ * An answered change, called at `calledAt` and done by `settleBy`, ends the limits in force before
+ * it, but only those whose own change was surely done before it was called: two changes whose
+ * call-to-answer intervals overlap ran in Redis in an order nobody saw (seed 296997051: a
+ * setConcurrency(4) answered after a setConcurrency(1) was called left 4 in force, where the order
+ * of the calls said 1), so the earlier one stays in force until a change called after its answer.
+ */
+export function endSupersededSegments<T>(segments: Array<Segment<T> & { settleBy: number }>, calledAt: number, settleBy: number): void {
+  for (const segment of segments) if (segment.to === undefined && segment.settleBy <= calledAt) segment.to = settleBy;
+}
+
+/** One thing that changed the concurrency, or may have: a call (answered or not), a data loss, a process start. */
+export interface ConcurrencyEvent {
+  kind: 'setConcurrency' | 'apply' | 'dataLoss' | 'processStart';
+  calledAt: number;
+  /** Answered, or given up on (an unanswered call). */
+  settledAt: number;
+  /** The value asked for (a process start: the concurrency it was started with). */
+  value: number;
+  /** The call's answer was lost (it timed out or failed): it may still run later. */
+  unanswered: boolean;
+}
+
+/**
+ * The concurrency in force over time. A setConcurrency is clamped to the configured concurrency
+ * (the last apply), and the configured one is itself uncertain: an apply whose answer was lost, or
+ * one whose call overlapped a later answered one, may have run after it (seed 1311398277: an
+ * apply(4) that timed out during a 1.7 s DEBUG SLEEP ran after the apply(1) answered once the stall
+ * ended, because Redis reads the queued commands of two connections in its own order, not in the
+ * order they were sent). So the configured bound is the largest apply that may have run last: every
+ * apply not surely done before the last answered apply was called.
+ */
+export function concurrencySegments(
+  start: number,
+  events: readonly ConcurrencyEvent[],
+  heardBefore: (loss: { calledAt: number; settledAt: number }) => [number, number],
+): Array<Segment<number> & { settleBy: number; cause: string }> {
+  const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: start, settleBy: 0, cause: 'start' }];
+  // applies (or their equivalents) that may be the last to have run, each done by its settleBy
+  let applies: Array<{ value: number; settleBy: number }> = [{ value: start, settleBy: 0 }];
+  const configured = () => Math.max(...applies.map((apply) => apply.value));
+  let lostSinceApply = false;
+  for (const event of [...events].sort((a, b) => a.calledAt - b.calledAt)) {
+    const from = event.calledAt;
+    const settleBy = event.unanswered ? event.settledAt + LOST_REPLY_RUNS_WITHIN_MS : event.settledAt;
+    if (event.kind === 'dataLoss') {
+      lostSinceApply = true;
+      const [recentFrom, recentTo] = heardBefore(event);
+      // back at the configured one, or one not everyone had heard was written back
+      const value = Math.max(
+        configured(),
+        maxIn(segments, recentFrom, recentTo, (limit) => limit),
+      );
+      applies.push({ value, settleBy });
+      segments.push({ from, to: undefined, value, settleBy, cause: 'data loss' });
+      continue;
+    }
+    if (event.kind === 'processStart') {
+      // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
+      if (lostSinceApply) {
+        applies.push({ value: event.value, settleBy });
+        segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
+      }
+      continue;
+    }
+    let value = event.value;
+    if (event.kind === 'apply') {
+      if (!event.unanswered) {
+        lostSinceApply = false;
+        applies = applies.filter((apply) => apply.settleBy > from); // those may still run after this one
+      }
+      applies.push({ value, settleBy });
+    } else {
+      value = Math.min(Math.max(event.value, 1), configured());
+    }
+    if (!event.unanswered) endSupersededSegments(segments, from, settleBy);
+    segments.push({ from, to: undefined, value, settleBy, cause: `${event.kind}(${event.value})${event.unanswered ? ' unanswered' : ''}` });
+  }
+  return segments;
+}
