@@ -101,6 +101,18 @@ export class LimitedRunner {
     this.#adaptive = adaptive !== false && limiter.options.concurrency !== undefined ? new AdaptiveConcurrency(limiter, adaptive, this.#logger) : undefined;
   }
 
+  /**
+   * The dimensions a call's cost names (in `pool`, for `tenant`): the pool's buckets and the tenant's budgets (its
+   * limiter group's), by the fleet's limits, which may differ from this process's options (DESIGN §8).
+   */
+  #charged(pool: string | undefined, tenant: string | undefined): ReadonlySet<AnthropicDimension> {
+    const pooled = this.#dimensions(pool);
+    if (tenant === undefined) return pooled;
+    const budgeted = this.limiter.budgetDimensions(tenant);
+    if (budgeted.length === 0) return pooled;
+    return new Set(ANTHROPIC_DIMENSIONS.filter((dimension) => pooled.has(dimension) || budgeted.includes(dimension)));
+  }
+
   /** The dimensions costs are charged to (in `pool`): the fleet's limits, which may differ from this process's options (DESIGN §8). */
   #dimensions(pool: string | undefined): ReadonlySet<AnthropicDimension> {
     const from = pool === undefined ? this.limiter.rateDimensions : this.limiter.poolDimensions(pool);
@@ -132,12 +144,12 @@ export class LimitedRunner {
   async begin(params: Anthropic.MessageCreateParams, options: RequestOptions | undefined, view: CallView): Promise<CallState> {
     this.#stats.called();
     const pool = await this.#poolOf(params.model);
-    const inputTokens = this.#dimensions(pool).has('inputTokens') ? await this.#estimate(params, options) : undefined;
+    const inputTokens = this.#charged(pool, view.tenant).has('inputTokens') ? await this.#estimate(params, options) : undefined;
     const local = () => estimateInputTokens(params, { imageTokens: this.options.imageTokens, documentTokens: this.options.documentTokens });
     return {
       model: params.model,
       pool,
-      cost: this.#costOf(pool, params.max_tokens, () => inputTokens ?? local()),
+      cost: this.#costOf(pool, view.tenant, params.max_tokens, () => inputTokens ?? local()),
       inputTokens,
       maxTokens: params.max_tokens,
       localEstimate: local,
@@ -149,9 +161,9 @@ export class LimitedRunner {
     };
   }
 
-  /** A call's cost in `pool`'s dimensions (the fleet's, which may differ from this process's options). */
-  #costOf(pool: string | undefined, maxTokens: number, inputTokens: () => number): Cost {
-    const dimensions = this.#dimensions(pool);
+  /** A call's cost in `pool`'s dimensions and its tenant's budgets' (the fleet's, which may differ from this process's options). */
+  #costOf(pool: string | undefined, tenant: string | undefined, maxTokens: number, inputTokens: () => number): Cost {
+    const dimensions = this.#charged(pool, tenant);
     const cost: Record<string, number> = {};
     if (dimensions.has('inputTokens')) cost.inputTokens = inputTokens();
     if (dimensions.has('outputTokens')) cost.outputTokens = maxTokens;
@@ -220,7 +232,7 @@ export class LimitedRunner {
         const pool = await this.#poolOf(state.model);
         if (pool === state.pool) throw error;
         state.pool = pool;
-        state.cost = this.#costOf(pool, state.maxTokens, () => state.inputTokens ?? state.localEstimate());
+        state.cost = this.#costOf(pool, state.tenant, state.maxTokens, () => state.inputTokens ?? state.localEstimate());
         permit = await take();
       }
     } finally {
@@ -237,13 +249,13 @@ export class LimitedRunner {
     return { ...options, maxRetries: 0, signal: anySignal([options?.signal, permit.signal, ...extra]) };
   }
 
-  /** Releases, settling `used` for the configured dimensions; a failed release is logged (the lease then expires). */
+  /** Releases, settling `used` for the dimensions its cost named (pool buckets and tenant budgets); a failed release is logged (the lease then expires). */
   async release(permit: Permit, used: KnownUsage | undefined): Promise<void> {
     const settle: Record<string, number> = {};
-    const dimensions = this.#dimensions(permit.pool);
     for (const dimension of ['inputTokens', 'outputTokens'] as const) {
       const amount = used?.[dimension];
-      if (amount !== undefined && dimensions.has(dimension)) settle[dimension] = amount;
+      // the limiter settles each bucket and budget that reserved it, once (a dimension nothing reserved is ignored)
+      if (amount !== undefined) settle[dimension] = amount;
     }
     try {
       const { leaseLost } = await permit.release(used === undefined ? {} : { used: settle });

@@ -77,6 +77,8 @@ export interface FleetStatus {
    * the queue (the first `--name`); `pool` as that limiter's (`*`: all the pools of an account with pools).
    */
   tenants: { account: string; pool: string; rows: TenantCount[] };
+  /** What is left of each tenant's budgets in the account of `tenants` (its group's buckets in that account's limiter), by tenant and budget; `{}` without budgets. */
+  budgets: Record<string, Record<string, BucketSnapshot>>;
 }
 
 export async function jobCounts(context: Context, queue: Queue): Promise<JobCounts> {
@@ -159,6 +161,7 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       queue: { name: context.queue, counts, totals },
       accounts: await Promise.all(accounts.map((account) => readAccount(account, poolOf(account.account)))),
       tenants: { account: context.account ?? names[0] ?? '', pool: poolOf(context.account ?? names[0] ?? ''), rows: tenants },
+      budgets: snapshots[names.indexOf(context.account ?? names[0] ?? '')]?.budgets ?? {},
     };
   };
 }
@@ -196,6 +199,7 @@ export function renderStatus(status: FleetStatus): string {
     lines.push('', `account ${account.account} (queue ${account.queue}, with its tenants' queues)`, ...renderCounts(account.counts, account.totals));
     lines.push(...renderTenants({ account: account.account, pool: account.pool, rows: account.tenants }).map((line) => `  ${line}`));
   }
+  if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.tenants.account, status.budgets));
   return lines.join('\n');
 }
 
@@ -234,6 +238,23 @@ function renderTenants(tenants: FleetStatus['tenants']): string[] {
   tenants.rows.forEach((row, i) => lines.push(`  ${(names[i] ?? '').padEnd(width)}  ${String(row.inFlight).padStart(9)}  ${String(row.waiting).padStart(9)}`));
   return lines;
 }
+
+/** Each tenant's budgets: what is left of each (negative: a debt), its capacity, and its refill per day. */
+function renderBudgets(account: string, budgets: FleetStatus['budgets']): string[] {
+  const rows = Object.entries(budgets).flatMap(([tenant, buckets]) =>
+    Object.entries(buckets).map(([budget, bucket]) => [TENANT_PATTERN.test(tenant) ? tenant : shown(tenant), budget, bucket] as const),
+  );
+  const width = Math.max('tenant'.length, ...rows.map(([tenant]) => tenant.length));
+  const budgetWidth = Math.max(...rows.map(([, budget]) => budget.length));
+  return [
+    `tenant budgets (account ${account}; left / budget)`,
+    ...rows.map(
+      ([tenant, budget, bucket]) =>
+        `  ${tenant.padEnd(width)}  ${budget.padEnd(budgetWidth)}  ${`${number(bucket.tokens)} / ${number(bucket.capacity)}`.padEnd(20)} refills ${number(Number((bucket.refillPerSecond * SECONDS_PER_DAY).toPrecision(12)))}/day`,
+    ),
+  ];
+}
+const SECONDS_PER_DAY = 24 * 60 * 60;
 
 /** `status`: prints once, or with `--watch` every `intervalMs` until interrupted (one JSON line per refresh with `--json`). */
 export async function statusCommand(context: Context, options: { watch: boolean; intervalMs: number }): Promise<void> {

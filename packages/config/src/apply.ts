@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Cluster, Redis } from 'ioredis';
 import { InvalidConfigError, createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimits } from '@tollgate/limiter';
-import { COUNT_TOKENS_LIMITER_SUFFIX, type LimitsDocument } from './document.js';
+import { COUNT_TOKENS_LIMITER_SUFFIX, type LimitsDocument, type TenantPolicy } from './document.js';
 import { countTokensRates, poolRates, type LimiterRate } from './env.js';
 import { storeLimitsDocument } from './store.js';
 
@@ -64,13 +64,42 @@ export function accountLimiters(document: LimitsDocument): AccountLimiter[] {
   return limiters;
 }
 
-/** The weights of an account's tenants as its limiter's groups; undefined when the document names none of them. */
-function tenantGroups(document: LimitsDocument, account: string): { groups: Record<string, { weight: number }> } | undefined {
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** A month's budget refills over 30 days (continuously, like every bucket: no calendar boundary). */
+const MONTH_MS = 30 * DAY_MS;
+/** Each budget of the document as a bucket of the tenant's group: the cost dimension it counts, and its refill interval. */
+const BUDGET_BUCKETS = {
+  inputTokensPerDay: { dimension: 'inputTokens', intervalMs: DAY_MS },
+  outputTokensPerDay: { dimension: 'outputTokens', intervalMs: DAY_MS },
+  inputTokensPerMonth: { dimension: 'inputTokens', intervalMs: MONTH_MS },
+  outputTokensPerMonth: { dimension: 'outputTokens', intervalMs: MONTH_MS },
+  requestsPerDay: { dimension: 'requests', intervalMs: DAY_MS },
+} as const satisfies Record<keyof NonNullable<TenantPolicy['budgets']>, { dimension: string; intervalMs: number }>;
+
+type TenantGroup = NonNullable<FleetLimits['groups']>[string];
+
+/** A tenant's budgets as its group's buckets; undefined when it has none. */
+function budgetBuckets(budgets: TenantPolicy['budgets']): TenantGroup['buckets'] {
+  const buckets = Object.entries(budgets ?? {}).flatMap(([name, limit]) =>
+    limit === undefined ? [] : [[name, { ...BUDGET_BUCKETS[name as keyof typeof BUDGET_BUCKETS], limit }] as const],
+  );
+  return buckets.length === 0 ? undefined : Object.fromEntries(buckets);
+}
+
+/** The weights and budgets of an account's tenants as its limiter's groups; undefined when the document names none of them. */
+function tenantGroups(document: LimitsDocument, account: string): { groups: Record<string, TenantGroup> } | undefined {
   const tenants = Object.entries(document.tenants)
     .filter(([, tenant]) => tenant.account === account)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   if (tenants.length === 0) return undefined;
-  return { groups: Object.fromEntries(tenants.map(([name, tenant]) => [name, { weight: tenant.weight }])) };
+  return {
+    groups: Object.fromEntries(
+      tenants.map(([name, tenant]) => {
+        const buckets = budgetBuckets(tenant.budgets);
+        return [name, { weight: tenant.weight, ...(buckets === undefined ? {} : { buckets }) }];
+      }),
+    ),
+  };
 }
 
 /** What {@link applyLimitsDocument} did. */

@@ -73,11 +73,18 @@ export const accountSchema = z.strictObject({
   leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX).default(LEASE_TTL_MS_DEFAULT),
 });
 
+/**
+ * A tenant's budgets (DESIGN §9): each a bucket of the account limiter's group for the tenant, of capacity the budget,
+ * refilled continuously at the budget per day (per 30 days for a month's), checked in the same decision as the account's
+ * concurrency and the pool's buckets; a call it cannot cover fails at once (HTTP 429, `tenant_budget_exceeded`).
+ */
 const budgetsSchema = z.strictObject({
   inputTokensPerDay: tokens.optional(),
   outputTokensPerDay: tokens.optional(),
   inputTokensPerMonth: tokens.optional(),
   outputTokensPerMonth: tokens.optional(),
+  /** Messages calls per day (every attempt that takes a permit counts). */
+  requestsPerDay: tokens.optional(),
 });
 
 export const tenantSchema = z.strictObject({

@@ -95,6 +95,46 @@ describe('applyLimitsDocument', () => {
     }
   });
 
+  it("a tenant's budgets become its group's buckets (a day's over 24 h, a month's over 30 days), enforced by the account's limiter", async () => {
+    const account = uniqueName('apply-budgets');
+    const document = validateLimitsDocument(
+      {
+        accounts: { [account]: { apiKeyEnv: 'ANTHROPIC_API_KEY', concurrency: 4, pools: { all: { models: ['*'], otpm: 100_000 } } } },
+        tenants: {
+          capped: { tokenEnv: 'TOKEN_CAPPED', account, budgets: { outputTokensPerDay: 5_000, inputTokensPerMonth: 90_000, requestsPerDay: 10 } },
+          free: { tokenEnv: 'TOKEN_FREE', account, weight: 2 },
+        },
+      },
+      'test',
+    );
+    await applyLimitsDocument(redis.client, document);
+    const day = 24 * 60 * 60 * 1000;
+    expect((await readFleetLimits(redis.client, account))?.limits.groups).toEqual({
+      capped: {
+        weight: 1,
+        buckets: {
+          inputTokensPerMonth: { dimension: 'inputTokens', limit: 90_000, intervalMs: 30 * day },
+          outputTokensPerDay: { dimension: 'outputTokens', limit: 5_000, intervalMs: day },
+          requestsPerDay: { dimension: 'requests', limit: 10, intervalMs: day },
+        },
+      },
+      free: { weight: 2 },
+    });
+    const limiter = createLimiter({ redis: redis.server.url, name: account, concurrency: 4 });
+    try {
+      await limiter.ready();
+      await (await limiter.acquire({ group: 'capped', cost: { outputTokens: 5_000 } })).release();
+      await expect(limiter.acquire({ group: 'capped', cost: { outputTokens: 1 } })).rejects.toMatchObject({
+        code: 'BUDGET_EXCEEDED',
+        group: 'capped',
+        dimension: 'outputTokensPerDay',
+      });
+      await (await limiter.acquire({ group: 'free', cost: { outputTokens: 50_000 } })).release();
+    } finally {
+      await limiter.close();
+    }
+  });
+
   it('two applies at once never interleave: one holds the lock, the other is refused, and limiters and document agree with the one applied', async () => {
     const account = uniqueName('apply-race');
     const results = await Promise.allSettled([applyLimitsDocument(redis.client, documentFor(account, 2)), applyLimitsDocument(redis.client, documentFor(account, 5))]);

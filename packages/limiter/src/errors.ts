@@ -10,6 +10,7 @@ export type TollgateErrorCode =
   | 'ACQUIRE_TIMEOUT'
   | 'ACQUIRE_ABORTED'
   | 'COST_EXCEEDS_CAPACITY'
+  | 'BUDGET_EXCEEDED'
   | 'INVALID_CONFIG'
   | 'INVALID_COST'
   | 'INVALID_ARGUMENT'
@@ -70,6 +71,31 @@ export class CostExceedsCapacityError extends TollgateError {
     this.cost = cost;
     this.capacity = capacity;
   }
+}
+
+/**
+ * A budget of the call's group (a tenant's, DESIGN §9) cannot cover its cost now: the call was refused at once, or
+ * left the queue when its group's other calls spent the budget while it waited. Nothing was granted. `dimension` is
+ * the budget's name in the group (e.g. `outputTokensPerDay`); `retryAfterMs`, how long until it will have refilled
+ * enough for this cost (Redis time). Recognize it by shape across builds with {@link isBudgetExceededError}.
+ */
+export class BudgetExceededError extends TollgateError {
+  readonly group: string;
+  readonly dimension: string;
+  readonly retryAfterMs: number;
+  constructor(limiterName: string, group: string, dimension: string, retryAfterMs: number) {
+    super('BUDGET_EXCEEDED', `limiter ${limiterName}: group ${group} has spent its budget ${dimension}; it covers this call again in ${retryAfterMs} ms`);
+    this.group = group;
+    this.dimension = dimension;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** A {@link BudgetExceededError} of either build of this package (ESM or CommonJS), read by its shape (STYLE 19). */
+export function isBudgetExceededError(error: unknown): error is BudgetExceededError {
+  if (!(error instanceof Error)) return false;
+  const shape = error as Partial<Record<'code' | 'group' | 'dimension' | 'retryAfterMs', unknown>>;
+  return shape.code === 'BUDGET_EXCEEDED' && typeof shape.group === 'string' && typeof shape.dimension === 'string' && typeof shape.retryAfterMs === 'number';
 }
 
 /** The options (or environment) are invalid; the message names the field and the value. */

@@ -1,5 +1,15 @@
 import type { EventEmitter } from 'node:events';
-import { canonicalLimits, limitsBuckets, limitsDifferences, limitsFromOptions, parseFleetLimits, type FleetLimits, type FleetLimitsState } from './limits.js';
+import {
+  canonicalLimits,
+  limitsBuckets,
+  limitsDifferences,
+  limitsFromOptions,
+  limitsGroupBuckets,
+  parseFleetLimits,
+  type FleetLimits,
+  type FleetLimitsState,
+  type GroupBucketSpec,
+} from './limits.js';
 import { heartbeatMsFor, type BucketSpec, type ResolvedLimiterOptions } from './options.js';
 import type { LimiterEvents } from './types.js';
 
@@ -17,6 +27,9 @@ export class FleetView {
   readonly #events: EventEmitter<LimiterEvents>;
   #state: FleetLimitsState | undefined;
   #buckets: ReadonlyMap<string, BucketSpec>;
+  /** The groups' budgets by dimension in Redis (`~<group>/<bucket>`), and each group's list. */
+  #budgets: ReadonlyMap<string, GroupBucketSpec>;
+  #groupBudgets: ReadonlyMap<string, readonly GroupBucketSpec[]>;
   #heartbeatMs: number;
   #highestFence = 0;
   /** Called when the heartbeat period changed (the fleet's leaseTtlMs did). */
@@ -28,6 +41,7 @@ export class FleetView {
     this.#events = events;
     this.own = limitsFromOptions(options);
     this.#buckets = bucketMap(this.own);
+    [this.#budgets, this.#groupBudgets] = budgetMaps(this.own);
     this.#heartbeatMs = options.heartbeatMs;
   }
 
@@ -48,6 +62,16 @@ export class FleetView {
   /** The groups' weights in force (fair share, DESIGN §9); undefined: waiters in arrival order. */
   get groups(): Readonly<Record<string, { weight: number }>> | undefined {
     return this.known.groups;
+  }
+
+  /** The budgets of `group` in force (none for a group without, or a limiter without groups). */
+  groupBudgets(group: string): readonly GroupBucketSpec[] {
+    return this.#groupBudgets.get(group) ?? NO_BUDGETS;
+  }
+
+  /** A budget in force by its dimension in Redis (`~<group>/<bucket>`); undefined when the limits no longer have it. */
+  budget(dimension: string): GroupBucketSpec | undefined {
+    return this.#budgets.get(dimension);
   }
 
   /** The pools in force (the fleet's once known, else this process's own); undefined: no pools. */
@@ -88,6 +112,7 @@ export class FleetView {
     if (previous?.version === version && previous.hash === limitsHash) return;
     this.#state = { limits, version, hash: limitsHash };
     this.#buckets = bucketMap(limits);
+    [this.#budgets, this.#groupBudgets] = budgetMaps(limits);
     const heartbeatMs = heartbeatMsFor(this.#options, limits.leaseTtlMs);
     if (heartbeatMs !== this.#heartbeatMs) {
       this.#heartbeatMs = heartbeatMs;
@@ -108,4 +133,13 @@ export class FleetView {
 
 function bucketMap(limits: FleetLimits): ReadonlyMap<string, BucketSpec> {
   return new Map(limitsBuckets(limits).map((spec) => [spec.dimension, spec]));
+}
+
+const NO_BUDGETS: readonly GroupBucketSpec[] = Object.freeze([]);
+
+function budgetMaps(limits: FleetLimits): [ReadonlyMap<string, GroupBucketSpec>, ReadonlyMap<string, readonly GroupBucketSpec[]>] {
+  const specs = limitsGroupBuckets(limits);
+  const byGroup = new Map<string, GroupBucketSpec[]>();
+  for (const spec of specs) byGroup.set(spec.group, [...(byGroup.get(spec.group) ?? []), spec]);
+  return [new Map(specs.map((spec) => [spec.dimension, spec])), byGroup];
 }

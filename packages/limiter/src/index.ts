@@ -3,6 +3,7 @@ export { Permit, type Cost, type ReleaseOptions, type ReleaseResult } from './pe
 export {
   AcquireAbortedError,
   AcquireTimeoutError,
+  BudgetExceededError,
   CostExceedsCapacityError,
   InvalidArgumentError,
   InvalidConfigError,
@@ -11,6 +12,7 @@ export {
   LimiterClosedError,
   LimiterUnavailableError,
   TollgateError,
+  isBudgetExceededError,
   type TollgateErrorCode,
 } from './errors.js';
 export {
@@ -23,6 +25,8 @@ export {
   POOL_NAME_PATTERN,
   POOLS_MAX,
   REDIS_TIMEOUT_MS_DEFAULT,
+  GROUP_BUCKET_INTERVAL_MS_MAX,
+  GROUP_BUCKETS_MAX,
   limiterOptionsSchema,
   type LimiterOptions,
   type RateOptions,

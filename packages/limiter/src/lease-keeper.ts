@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { LimiterCore } from './core.js';
 import { LimiterUnavailableError } from './errors.js';
+import { GROUP_BUCKET_PREFIX, REQUESTS_DIMENSION } from './options.js';
 import { permitLease, type Cost, type Permit, type ReleaseLease, type ReleaseResult } from './permit.js';
 import type { LateReply } from './runner.js';
 import type { HeartbeatReply, Pumped, ReleaseReply, Settlement } from './scripts/scripts.js';
@@ -95,8 +96,11 @@ export class LeaseKeeper {
     const settlements: Settlement[] = [];
     if (used !== undefined) {
       for (const [dimension, reserved] of Object.entries(permit.cost)) {
-        // a pool's permit settles `<pool>/inputTokens` from `used.inputTokens` too (its caller names the pool's dimensions as it acquired them)
-        const amount = used[dimension] ?? (permit.pool === undefined ? undefined : used[dimension.slice(permit.pool.length + 1)]);
+        // a pool's permit settles `<pool>/inputTokens` from `used.inputTokens` too (its caller names the pool's dimensions as it acquired them);
+        // a group's budget (`~<group>/<bucket>`) from its dimension's (one removed since is not settled: Redis ignores it anyway)
+        const amount = dimension.startsWith(GROUP_BUCKET_PREFIX)
+          ? this.#budgetUsed(dimension, used)
+          : (used[dimension] ?? (permit.pool === undefined ? undefined : used[dimension.slice(permit.pool.length + 1)]));
         if (amount === undefined || !Number.isFinite(amount) || amount < 0) continue; // keeps the reservation
         settlements.push({ dimension, reserved, used: amount });
       }
@@ -124,6 +128,13 @@ export class LeaseKeeper {
     const events = this.#core.events;
     if (events.listenerCount('released') > 0) events.emit('released', { permitId: permit.id, leaseLost });
     return { leaseLost };
+  }
+
+  /** What a budget's dimension used: the `used` amount of the dimension the budget counts (a request is a request: 1). */
+  #budgetUsed(dimension: string, used: Cost): number | undefined {
+    const source = this.#core.fleet.budget(dimension)?.source;
+    if (source === undefined || source === REQUESTS_DIMENSION) return undefined;
+    return used[source];
   }
 
   async #sendUnsentReleases(): Promise<void> {

@@ -181,18 +181,20 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     const startedAt = performance.now();
     try {
       const pool = await this.#poolInForce(options.pool);
-      const cost = this.#normalizeCost(pool, options.cost); // against the fleet's buckets, known once ready
-      return await this.#waiters.acquire({ pool: pool ?? '', ...this.#groupOf(options.group), cost, priority, signal, timeoutMs });
+      const group = this.#groupOf(options.group);
+      const cost = this.#normalizeCost(pool, options.cost, group.group); // against the fleet's buckets, known once ready
+      return await this.#waiters.acquire({ pool: pool ?? '', ...group, cost, priority, signal, timeoutMs });
     } catch (error) {
       if (!(error instanceof PoolsChangedError)) throw error;
       // the pools changed in Redis between this process's view and the call: read them, check and send once more,
       // within what is left of the caller's deadline (which counts from the call)
       await this.#readFleetLimits(error);
       const pool = this.#checkPool(options.pool);
-      const cost = this.#normalizeCost(pool, options.cost);
+      const group = this.#groupOf(options.group);
+      const cost = this.#normalizeCost(pool, options.cost, group.group);
       const leftMs = timeoutMs === undefined ? undefined : Math.floor(timeoutMs - (performance.now() - startedAt));
       if (leftMs !== undefined && leftMs <= 0) throw new AcquireTimeoutError(this.name, timeoutMs ?? 0);
-      return this.#waiters.acquire({ pool: pool ?? '', ...this.#groupOf(options.group), cost, priority, signal, timeoutMs: leftMs });
+      return this.#waiters.acquire({ pool: pool ?? '', ...group, cost, priority, signal, timeoutMs: leftMs });
     }
   }
 
@@ -213,6 +215,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   /** The rate dimensions costs are charged to: the fleet's once ready, this process's own options before (with pools: `<pool>/<dimension>`). */
   get rateDimensions(): readonly string[] {
     return [...this.#fleet.buckets.keys()];
+  }
+
+  /**
+   * The cost dimensions the budgets of `group` count (e.g. `outputTokens`), by the fleet's limits once ready: an acquire
+   * for the group charges them to its budgets, so a caller names them in its cost even where no pool bucket does.
+   */
+  budgetDimensions(group: string): readonly string[] {
+    return [...new Set(this.#fleet.groupBudgets(group).map((budget) => budget.source))];
   }
 
   /** The pools (the fleet's once ready, this process's own before); undefined for a limiter without pools. */
@@ -391,9 +401,14 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     return pool;
   }
 
-  /** The cost by the buckets' names in Redis (`<pool>/<dimension>` in a pool), with the implied request; checked against the fleet's buckets. */
-  #normalizeCost(pool: string | undefined, input: Cost | undefined): Cost {
+  /**
+   * The cost by the buckets' names in Redis (`<pool>/<dimension>` in a pool), with the implied request, checked against
+   * the fleet's buckets; and the amount of each budget of `group` (`~<group>/<bucket>`: the cost's amount of the
+   * budget's dimension, 1 for `requests`).
+   */
+  #normalizeCost(pool: string | undefined, input: Cost | undefined, group: string): Cost {
     const buckets = this.#fleet.buckets;
+    const budgets = this.#fleet.groupBudgets(group);
     const cost: Record<string, number> = {};
     const requests = poolDimension(pool, REQUESTS_DIMENSION);
     if (buckets.has(requests)) cost[requests] = 1;
@@ -401,7 +416,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
     for (const [dimension, amount] of Object.entries(input ?? {})) {
       const name = poolDimension(pool, dimension);
       const bucket = buckets.get(name);
-      if (bucket === undefined && ownRates?.[dimension] !== undefined) continue; // this process's own rate, which the fleet does not limit
+      const budgeted = budgets.some((budget) => budget.source === dimension); // only a budget may count it (checked below)
+      if (bucket === undefined && (budgeted || ownRates?.[dimension] !== undefined)) continue; // this process's own rate, which the fleet does not limit
       if (bucket === undefined) {
         const configured = pool === undefined ? [...buckets.keys()] : this.poolDimensions(pool);
         throw new InvalidCostError(
@@ -411,6 +427,13 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${dimension}" must be a number ≥ 0, got ${formatValue(amount)}`);
       if (amount > bucket.capacityTokens) throw new CostExceedsCapacityError(this.name, name, amount, bucket.capacityTokens);
       cost[name] = amount;
+    }
+    for (const budget of budgets) {
+      const amount = budget.source === REQUESTS_DIMENSION ? 1 : (input?.[budget.source] ?? 0);
+      if (!Number.isFinite(amount) || amount < 0) throw new InvalidCostError(`limiter ${this.name}: cost of "${budget.source}" must be a number ≥ 0, got ${formatValue(amount)}`);
+      // more than the whole budget: no refill will ever cover it
+      if (amount > budget.capacityTokens) throw new CostExceedsCapacityError(this.name, budget.dimension, amount, budget.capacityTokens);
+      cost[budget.dimension] = amount;
     }
     return cost;
   }

@@ -12,12 +12,13 @@ import {
   POOL_NAME_PATTERN,
   POOLS_MAX,
   GROUP_NAME_PATTERN,
-  GROUP_WEIGHT_MAX,
-  GROUP_WEIGHT_MIN,
   bucketSpecs,
+  groupBucketDimension,
+  groupSchema,
   poolDimension,
   describeZodError,
   type BucketSpec,
+  type GroupLimits,
   type ResolvedLimiterOptions,
 } from './options.js';
 
@@ -42,8 +43,8 @@ export const fleetLimitsSchema = z
     leaseTtlMs: z.number().int().min(LEASE_TTL_MS_MIN).max(LEASE_TTL_MS_MAX),
     /** The pools, sorted (their order is the queue's lanes); absent: no pools, one queue. */
     pools: z.array(z.string().regex(POOL_NAME_PATTERN)).min(1).max(POOLS_MAX).optional(),
-    /** Fair share between groups (their weights); absent: waiters in arrival order. */
-    groups: z.record(z.string().regex(GROUP_NAME_PATTERN), z.strictObject({ weight: z.number().min(GROUP_WEIGHT_MIN).max(GROUP_WEIGHT_MAX) })).optional(),
+    /** Fair share between groups (their weights), and their budgets; absent: waiters in arrival order. */
+    groups: z.record(z.string().regex(GROUP_NAME_PATTERN), groupSchema).optional(),
   })
   .superRefine((limits, context) => {
     const pools = new Set(limits.pools ?? []);
@@ -123,12 +124,48 @@ export function canonicalLimits(limits: FleetLimits): { json: string; hash: stri
   return { json, hash: createHash('sha256').update(json).digest('hex').slice(0, LIMITS_HASH_CHARS) };
 }
 
-function sortedGroups(groups: Readonly<Record<string, { weight: number }>>): Record<string, { weight: number }> {
+/** Groups sorted by name, each with its budgets sorted by name (absent when it has none: the JSON of groups without budgets is what it was). */
+function sortedGroups(groups: Readonly<Record<string, GroupLimits>>): Record<string, GroupLimits> {
   return Object.fromEntries(
     Object.keys(groups)
       .sort()
-      .map((name) => [name, { weight: groups[name]?.weight ?? 1 }]),
+      .map((name) => {
+        const group = groups[name];
+        const buckets = group?.buckets;
+        const sorted =
+          buckets === undefined || Object.keys(buckets).length === 0
+            ? undefined
+            : Object.fromEntries(
+                Object.keys(buckets)
+                  .sort()
+                  .map((bucket) => {
+                    const spec = buckets[bucket];
+                    return [bucket, { dimension: spec?.dimension ?? '', limit: spec?.limit ?? 0, intervalMs: spec?.intervalMs ?? 0 }];
+                  }),
+              );
+        return [name, { weight: group?.weight ?? 1, ...(sorted === undefined ? {} : { buckets: sorted }) }];
+      }),
   );
+}
+
+/** One budget of a group as the scripts and the limiter see it. */
+export interface GroupBucketSpec extends BucketSpec {
+  group: string;
+  /** Its name in the group's `buckets`. */
+  bucket: string;
+  /** The cost dimension it is charged (`requests`: 1 per call). */
+  source: string;
+}
+
+/** The groups' budgets of a limits document, by their dimension in Redis (`~<group>/<bucket>`). */
+export function limitsGroupBuckets(limits: FleetLimits): GroupBucketSpec[] {
+  const specs: GroupBucketSpec[] = [];
+  for (const [group, { buckets }] of Object.entries(sortedGroups(limits.groups ?? {}))) {
+    for (const [bucket, spec] of Object.entries(buckets ?? {})) {
+      specs.push({ group, bucket, source: spec.dimension, dimension: groupBucketDimension(group, bucket), capacityTokens: spec.limit, refillPerMs: spec.limit / spec.intervalMs });
+    }
+  }
+  return specs;
 }
 
 /** Parses the fleet's limits as Redis holds them; a document that does not parse is an InvalidConfigError. */
@@ -172,6 +209,7 @@ export function limitsDifferences(own: FleetLimits, fleet: FleetLimits): string[
 /** The ARGV tail of configure for a limits document: concurrency, leaseTtlMs, reserve, lanes, dims. */
 export function limitsArgs(limits: FleetLimits): Array<string | number> {
   const buckets = limitsBuckets(limits);
+  const budgets = limitsGroupBuckets(limits);
   return [
     limits.concurrency ?? 0,
     limits.leaseTtlMs,
@@ -179,5 +217,7 @@ export function limitsArgs(limits: FleetLimits): Array<string | number> {
     [...(limits.pools ?? [])].sort().join(','),
     buckets.length,
     ...buckets.flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]),
+    budgets.length,
+    ...budgets.flatMap((spec) => [spec.dimension, spec.capacityTokens, spec.refillPerMs]),
   ];
 }

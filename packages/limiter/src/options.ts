@@ -32,6 +32,46 @@ export const GROUP_WEIGHT_MIN = 0.001;
 export const GROUP_WEIGHT_MAX = 1_000;
 /** Groups one limiter's limits may name. */
 export const GROUPS_MAX = 10_000;
+/** Budgets (buckets) one group may have: a call of the group checks each of them. */
+export const GROUP_BUCKETS_MAX = 8;
+/** The longest refill interval of a group's budget (a year); a month's budget is 30 days. */
+export const GROUP_BUCKET_INTERVAL_MS_MAX = 366 * 24 * 60 * 60 * 1000;
+/** The first character of a group budget's dimension as Redis names it (`~<group>/<bucket>`): never a pool's. */
+export const GROUP_BUCKET_PREFIX = '~';
+/** A group's budget as Redis names it: `~<group>/<bucket>`. */
+export function groupBucketDimension(group: string, bucket: string): string {
+  return `${GROUP_BUCKET_PREFIX}${group}/${bucket}`;
+}
+/** The group and budget name of a dimension `~<group>/<bucket>`; undefined for any other dimension. */
+export function splitGroupBucketDimension(dimension: string): { group: string; bucket: string } | undefined {
+  const slash = dimension.indexOf('/');
+  if (!dimension.startsWith(GROUP_BUCKET_PREFIX) || slash < 0) return undefined;
+  return { group: dimension.slice(GROUP_BUCKET_PREFIX.length, slash), bucket: dimension.slice(slash + 1) };
+}
+
+/**
+ * A group's budget (DESIGN §9): a token bucket of capacity `limit`, refilled continuously at `limit` per `intervalMs`
+ * (not a calendar window: no day boundary at which twice the budget could go through), charged the cost's `dimension`
+ * (in any pool: `outputTokens` charges each pool's output tokens; `requests` charges 1 per call). It is checked in the
+ * same decision as the concurrency slot and the pool's buckets, and a call it cannot cover fails at once with
+ * {@link BudgetExceededError}; it never queues.
+ */
+export const groupBucketSchema = z.strictObject({
+  dimension: z.string().regex(DIMENSION_PATTERN, 'a dimension name is a letter then letters, digits or _'),
+  limit: z.number().positive().finite(),
+  intervalMs: z.number().int().min(1).max(GROUP_BUCKET_INTERVAL_MS_MAX),
+});
+
+/** One group of the limits: its weight (fair share) and its budgets. */
+export const groupSchema = z.strictObject({
+  weight: z.number().min(GROUP_WEIGHT_MIN).max(GROUP_WEIGHT_MAX),
+  /** Its budgets by name (e.g. `outputTokensPerDay`); absent: none. */
+  buckets: z
+    .record(z.string().regex(DIMENSION_PATTERN, 'a budget name is a letter then letters, digits or _'), groupBucketSchema)
+    .refine((buckets) => Object.keys(buckets).length <= GROUP_BUCKETS_MAX, `at most ${GROUP_BUCKETS_MAX} budgets per group`)
+    .optional(),
+});
+export type GroupLimits = z.infer<typeof groupSchema>;
 /** A bucket's dimension as Redis names it: `<pool>/<dimension>` in a pool, else the dimension. */
 export function poolDimension(pool: string | undefined, dimension: string): string {
   return pool === undefined ? dimension : `${pool}/${dimension}`;
@@ -85,12 +125,10 @@ export const limiterOptionsSchema = z
      * Fair share between groups (tenants, DESIGN §9): with `groups` (even `{}`), waiters of one pool and priority are
      * served by start-time fair queuing across the groups `acquire({ group })` names, each in proportion to its weight
      * (a group not listed here has weight 1; an acquire without a group is group `*`); without, in arrival order.
+     * A group's `buckets` are its budgets ({@link groupBucketSchema}).
      */
     groups: z
-      .record(
-        z.string().regex(GROUP_NAME_PATTERN, 'letters, digits and ._-, 1 to 64 characters'),
-        z.strictObject({ weight: z.number().min(GROUP_WEIGHT_MIN).max(GROUP_WEIGHT_MAX) }),
-      )
+      .record(z.string().regex(GROUP_NAME_PATTERN, 'letters, digits and ._-, 1 to 64 characters'), groupSchema)
       .refine((groups) => Object.keys(groups).length <= GROUPS_MAX, `at most ${GROUPS_MAX} groups`)
       .optional(),
     reserve: z

@@ -12,7 +12,11 @@ export interface AcquireOptions {
    * between groups by their weights (start-time fair queuing). Without `groups` it changes nothing.
    */
   group?: string;
-  /** Tokens to take from each bucket. `requests: 1` is implied when a `requests` rate is configured (in a pool: the pool's). */
+  /**
+   * Tokens to take from each bucket. `requests: 1` is implied when a `requests` rate is configured (in a pool: the pool's).
+   * The group's budgets are charged the same dimensions (a budget on `requests`, 1); a dimension only a budget of the
+   * group counts (e.g. `outputTokens` in a pool without an output-token rate) is accepted for it.
+   */
   cost?: Cost;
   /** 0 = first … 9 = last. Default 5. */
   priority?: number;
@@ -42,6 +46,8 @@ export interface LimiterSnapshot {
   leases: Array<{ id: string; expiresAtMs: number }>;
   /** Per pool (none without pools): Redis time until which that pool is paused (0: not), and its waiters. */
   pools: Record<string, { pausedUntilMs: number; waiting: number }>;
+  /** Per group with budgets, each budget's bucket by its name (e.g. `outputTokensPerDay`); tokens may be negative (a debt). */
+  budgets: Record<string, Record<string, BucketSnapshot>>;
 }
 
 /** Typed events: listen with `limiter.on('granted', (event) => …)`. */

@@ -4,7 +4,7 @@ import { AcquireAbortedError, AcquireTimeoutError, CostExceedsCapacityError, Lim
 import type { LeaseKeeper } from './lease-keeper.js';
 import { Permit, type Cost } from './permit.js';
 import type { LateReply } from './runner.js';
-import { PoolsChangedError, type AcquireReply, type CancelArgs, type GrantMessage, type Pumped } from './scripts/scripts.js';
+import { PoolsChangedError, budgetExceeded, type AcquireReply, type CancelArgs, type GrantMessage, type Pumped } from './scripts/scripts.js';
 
 /** Waiters that left without a permit, remembered (oldest forgotten first) so that a grant reaching one late is refunded in full. */
 const GONE_WAITERS_MAX = 1_000;
@@ -309,6 +309,11 @@ export class Waiters {
 
   #offer(grant: GrantMessage): void {
     const waiter = this.#waiters.get(grant.waiterId);
+    if (grant.overBudget !== undefined) {
+      // its group's budget no longer covers it (its group's other calls spent it while it waited, or an apply cut it)
+      if (waiter !== undefined) this.#fail(waiter, budgetExceeded(this.#core.name, grant.overBudget.dimension, grant.overBudget.retryAfterMs));
+      return;
+    }
     if (grant.rejected !== undefined) {
       // its cost no longer fits a lowered capacity: it left the queue, nothing was granted to release
       const { dimension, capacity } = grant.rejected;

@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { concurrencySegments, endSupersededSegments } from './checker/segments.js';
 import {
+  checkBudgets,
   checkConcurrency,
   checkDrain,
   checkFences,
@@ -300,6 +301,20 @@ describe('checker invariant 4: tokens', () => {
   it('does not carry a window across data loss (the bucket starts full again)', () => {
     const grants = [held(1, 100, 110, { tokens: 8 }), held(2, 200, 210, { tokens: 8 })];
     expect(checkTokens(history(grants, { dataLoss: [{ from: 150, to: 160 }] }))).toEqual([]);
+  });
+});
+
+describe("checker invariant 4: a group's budget (issue 15)", () => {
+  // group g2 (op % 3 = 2): budget 12 tokens, refilled at 0.12/ms; the token bucket (capacity 10 here) is checked apart
+  it('reports more granted to the group than its budget + refill·Δ, counting only grants charged to it, and a refund once', () => {
+    const over = [held(2, 100, 101, { tokens: 10, budgeted: true }), held(5, 110, 111, { tokens: 10, budgeted: true })];
+    expect(checkBudgets(history(over))).toHaveLength(1); // 20 > 12 + 0.12·10
+    expect(checkBudgets(history(over))[0]?.message).toMatch(/^group g2's budget: 20 tokens granted/);
+    expect(checkBudgets(history([held(2, 100, 101, { tokens: 10, budgeted: true }), held(5, 200, 201, { tokens: 10, budgeted: true })]))).toEqual([]); // 20 ≤ 12 + 12
+    expect(checkBudgets(history([held(2, 100, 101, { tokens: 10, budgeted: true }), held(5, 110, 111, { tokens: 10 })]))).toEqual([]); // the second was not charged (groups were off)
+    expect(checkBudgets(history([held(2, 100, 101, { tokens: 10, budgeted: true }), held(4, 110, 111, { tokens: 10, budgeted: true })]))).toEqual([]); // op 4 is g1's
+    const refunded = [held(2, 100, 101, { tokens: 10, used: 2, budgeted: true }), held(5, 110, 111, { tokens: 10, budgeted: true })];
+    expect(checkBudgets(history(refunded))).toEqual([]); // 20 ≤ 12 + 1.2 + refund 8
   });
 });
 

@@ -1,4 +1,4 @@
-import { TollgateError } from '@tollgate/limiter';
+import { TollgateError, isBudgetExceededError } from '@tollgate/limiter';
 import { toError } from '@tollgate/limiter/internal';
 import { z } from 'zod';
 import { errorBodySchema, type ErrorBody } from './errors.js';
@@ -13,6 +13,12 @@ const INTERNAL_STATUS = 500;
 /** Statuses of a mid-stream `event: error`, which arrives without one, by `error.type`. */
 const STREAM_ERROR_STATUSES: Readonly<Record<string, number>> = { overloaded_error: 529, api_error: 500, timeout_error: 504, rate_limit_error: 429 };
 const SPEND_LIMIT_ERROR_CODE = 'enforced_spend_limit_reached';
+/**
+ * Tollgate's code in a 429 for a tenant whose budget cannot cover the call (DESIGN §9), where the API puts its own
+ * codes (`error.details.error_code`, as in `enforced_spend_limit_reached`): clients read it the same way.
+ */
+export const TENANT_BUDGET_EXCEEDED_CODE = 'tenant_budget_exceeded';
+const MS_PER_SECOND = 1_000;
 
 /** How a job attempt failed, as stored in BullMQ's `failedReason` (JSON): the error body is kept whole. */
 export const jobFailureSchema = z.strictObject({
@@ -64,6 +70,17 @@ export function describeFailure(error: unknown): JobFailure {
       (body.error as { details?: { error_code?: unknown } | null }).details?.error_code === SPEND_LIMIT_ERROR_CODE;
     const headers = relayedHeaders(error.headers);
     return { status: error.status, retryable: !final, body, ...(Object.keys(headers).length === 0 ? {} : { headers }) };
+  }
+  // a tenant's budget: final (the job fails with it at once; a retry would only spin until the budget refills), a 429
+  // with retry-after (whole seconds, rounded up) as the API answers a rate limit; by shape, so either build's error counts
+  if (isBudgetExceededError(error)) {
+    const body = errorBody('rate_limit_error', `tenant ${error.group} has spent its budget ${error.dimension}; retry after ${Math.ceil(error.retryAfterMs / MS_PER_SECOND)} s`);
+    return {
+      status: 429,
+      retryable: false,
+      body: { ...body, error: { ...body.error, details: { error_code: TENANT_BUDGET_EXCEEDED_CODE } } },
+      headers: { 'retry-after': String(Math.ceil(error.retryAfterMs / MS_PER_SECOND)) },
+    };
   }
   if (error instanceof TollgateError) {
     if (error.code === 'COST_EXCEEDS_CAPACITY' || error.code === 'INVALID_COST' || error.code === 'INVALID_ARGUMENT')

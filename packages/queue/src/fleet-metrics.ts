@@ -130,6 +130,7 @@ export class FleetGauges {
   readonly #redisUp: Gauge;
   readonly #tenantInFlight: Gauge<'account' | 'pool' | 'tenant'>;
   readonly #tenantWaiting: Gauge<'account' | 'pool' | 'tenant'>;
+  readonly #tenantBudget: Gauge<'account' | 'tenant' | 'dimension'>;
   /** The series this account's limiter gauges hold now, and its tenant gauges': removed before each rewrite. */
   #limiterSeries: Array<[Gauge<string>, Record<string, string>]> = [];
   #tenantSeries: Array<[Gauge<string>, Record<string, string>]> = [];
@@ -155,6 +156,12 @@ export class FleetGauges {
     this.#queueJobs = gauge('tollgate_queue_jobs', 'Jobs in the queue by state (waiting + prioritized = waiting for a worker)', ['queue', 'state']);
     this.#tenantInFlight = gauge('tollgate_tenant_jobs_in_flight', 'Jobs of each tenant held by a worker now, fleet-wide ("-": no tenant)', tenantLabels);
     this.#tenantWaiting = gauge('tollgate_tenant_jobs_waiting', 'Unfinished jobs of each tenant not held by a worker (waiting, prioritized, delayed), fleet-wide', tenantLabels);
+    // a tenant's budgets are its limiter group's buckets: named by the limits document (bounded like the tenants)
+    this.#tenantBudget = gauge('tollgate_tenant_budget_remaining_tokens', "What is left of each tenant's budget now (negative: debt), by budget", [
+      'account',
+      'tenant',
+      'dimension',
+    ]);
     this.tenantLabels = new TenantLabels(scope.tenants);
     this.#updateTenants([]);
     this.#redisUp = gauge('tollgate_redis_up', '1 when this process reached Redis at the last scrape', []);
@@ -205,6 +212,9 @@ export class FleetGauges {
         series.set(this.#bucketCapacity, { ...poolLabels, dimension }, bucket.capacity);
         series.set(this.#bucketRefill, { ...poolLabels, dimension }, bucket.refillPerSecond);
       }
+    }
+    for (const [tenant, budgets] of Object.entries(snapshot.budgets).slice(0, TENANT_SERIES_MAX)) {
+      for (const [dimension, bucket] of Object.entries(budgets)) series.set(this.#tenantBudget, { account, tenant, dimension }, bucket.tokens);
     }
     this.#limiterSeries = series.written;
   }

@@ -9,7 +9,7 @@ export const FLEET_SAMPLE_INTERVAL_MS = 1_000;
 export const FLEET_HISTORY_FRAMES = 120;
 
 /** What the dashboard draws of one account's limiter (its snapshot, without the leases). */
-export type LimiterView = Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools'>;
+export type LimiterView = Pick<LimiterSnapshot, 'inFlight' | 'concurrency' | 'concurrencyConfigured' | 'waiting' | 'pausedUntilMs' | 'buckets' | 'nowMs' | 'pools' | 'budgets'>;
 
 /** One account the gateway serves, as the monitor reads it: its limiter, the producer of its queue, its fleet stats. */
 export interface MonitoredAccount {
@@ -159,6 +159,7 @@ export class FleetMonitor {
                 pausedUntilMs: limiter.pausedUntilMs,
                 buckets: limiter.buckets,
                 pools: limiter.pools,
+                budgets: limiter.budgets,
               },
         queue: queue.status === 'fulfilled' ? queue.value : null,
         tenants: tenants.status === 'fulfilled' ? tenants.value : null,

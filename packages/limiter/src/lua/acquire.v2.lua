@@ -13,7 +13,9 @@
   ARGV[9]  step           integer 1..10^9: how far a queued waiter of the group moves its group's
                           finish tag (1000 / weight; 0 with group ''); see fairTag
   ARGV[10] costCount      integer 0..64, number of (dimension, amount) pairs that follow
-  ARGV[11…] dimension, amount  amount a finite number ≥ 0
+  ARGV[11…] dimension, amount  amount a finite number ≥ 0; a dimension '~<group>/<bucket>' is one of
+                          the group's budgets (the client charges every budget of its group, and
+                          only those: its view of the limits is checked here)
   Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
   caller sends can leave an entry that other processes' pumps fail on.
   Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
@@ -28,7 +30,12 @@
            {-4, field}                                   an argument out of range: 'priority',
                                                          'timeoutMs', 'cost', 'waiterId', 'group'
                                                          or 'pool' (not a configured pool, or a cost
-                                                         outside it)
+                                                         outside it, or budgets that are not its
+                                                         group's in force: the client's view is stale)
+           {-5, dimension, retryAfterMs}                 a budget of its group ('~<group>/<bucket>')
+                                                         cannot cover its amount now: refused at once
+                                                         (never queued); retryAfterMs: until it
+                                                         will have refilled enough (Redis time)
 ]]
 local COST_DIMENSIONS_MAX = 64
 local COST_FROM = 11 -- ARGV index of the first (dimension, amount) pair
@@ -50,8 +57,12 @@ local function badAcquireArgument(waiterId, priority, timeoutMs, pool, group, st
   if (pool == '' and #CFG.lanes > 0) or (pool ~= '' and CFG.laneIndex[pool] == nil) then return 'pool' end
   local prefix = pool .. '/'
   for i = 0, costCount - 1 do
+    local dim = ARGV[COST_FROM + 2 * i]
+    if string.byte(dim) == GROUP_BUCKET_BYTE then
+      -- a group's budget: only the caller's own group's
+      if group == '' or string.sub(dim, 2, #group + 2) ~= group .. '/' then return 'cost' end
     -- a pool's waiter takes only its own pool's buckets (else it could wait on another pool's)
-    if pool ~= '' and string.sub(ARGV[COST_FROM + 2 * i], 1, #prefix) ~= prefix then return 'pool' end
+    elseif pool ~= '' and string.sub(dim, 1, #prefix) ~= prefix then return 'pool' end
     local text = ARGV[COST_FROM + 1 + 2 * i]
     local amount = tonumber(text)
     -- a plain number (it is copied into the queue member as sent); amount ~= amount: NaN; an
@@ -105,11 +116,22 @@ local function acquire_v2(keys, args)
   local bad = badAcquireArgument(waiterId, priority, timeoutMs, pool, group, step, costCount)
   if bad then return { -4, bad } end
   local cost = readCost(COST_FROM, costCount)
+  local budgets = 0
   for dim, amount in pairs(cost) do
     local cap = CFG.cap[dim]
+    local budget = string.byte(dim) == GROUP_BUCKET_BYTE
+    if cap == nil and budget then return { -4, 'pool' } end -- a budget an apply removed: the client reads the limits again
     if cap == nil then return { -3, dim } end
     if amount > cap then return { -2, dim, tostring(cap) } end
+    if budget then budgets = budgets + 1 end
   end
+  if CFG.budgets then
+    -- every budget of its group, or the client does not know an apply that added one
+    local own = CFG.groupDims[group]
+    if budgets ~= (own and #own or 0) then return { -4, 'pool' } end
+    local short, waitMs = budgetShort(cost)
+    if short ~= nil then return { -5, short, waitMs } end
+  elseif budgets > 0 then return { -4, 'pool' } end
 
   -- granted at once only when nobody waits, in any pool: a waiter of another pool whose wait just
   -- ended (its refill came, no pump yet) is granted first by the pump below

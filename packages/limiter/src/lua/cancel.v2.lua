@@ -23,7 +23,7 @@ local function cancel_v2(keys, args)
     redis.call('HDEL', K_GRANTED, waiterId)
     INFLIGHT = nil
     local cost = readCost(6, tonumber(ARGV[5]))
-    for _, dim in ipairs(CFG.dims) do refund(dim, cost[dim] or 0) end
+    for dim, amount in pairs(cost) do refund(dim, amount) end -- the pool's buckets and its group's budgets
     state = 2
   end
   local wake, own = pump(owner)

@@ -23,6 +23,10 @@
                           has (a new one takes a free lane, or a new one at the end; a removed one leaves
                           its lane marked removed until its waiters are gone: prelude.lua `lanes`)
   ARGV[12] dimCount       integer ≥ 0; then dimCount (dimension, capacity, refillPerMs) triples
+  ARGV[…]  budgetCount    integer ≥ 0; then budgetCount (dimension '~<group>/<bucket>', capacity,
+                          refillPerMs) triples: the groups' budgets. A budget whose capacity changes
+                          keeps what was spent: its tokens move by the change (a raise lets calls
+                          through at once; a cut may leave a debt)
   ARGV[…]  permitId, remainingTtlMs   pairs: leases this process holds, to re-register
   Returns  {epoch, nowMs, created 0|1, applied 0|1, version, limitsJson, limitsHash, wakeAtMs, nowMs, {ownGrant…}, wasAlive 0|1}
            version: the fleet limits' revision (rises with every write); limitsJson/limitsHash: the
@@ -36,16 +40,22 @@
 local APPLY_SCAN_MAX = 1000 -- queued waiters an apply checks against lowered capacities (the pump checks the rest at the head)
 
 -- After an apply, for the first APPLY_SCAN_MAX queued waiters: rejects those whose pool the limits no
--- longer have (dimension '@<pool>', capacity 0), or whose cost a lowered capacity can never hold.
+-- longer have (dimension '@<pool>', capacity 0), whose cost a lowered capacity can never hold, or
+-- whose group's budget a cut no longer covers.
 local function recheckWaiting(caller, own)
   local members = redis.call('ZRANGE', K_WAITING, '0', int(APPLY_SCAN_MAX - 1))
   for _, member in ipairs(members) do
     local waiterId, owner, _, _, _, cost, lane = parseWaiter(member)
     if waiterId ~= nil then
       local dim, cap = poolGoneOrTooBig(lane, cost)
+      local short, waitMs = nil, 0
+      if dim == nil and CFG.budgets then short, waitMs = budgetShort(cost) end -- a cut budget no longer covers it
       if dim ~= nil then
         redis.call('ZREM', K_WAITING, member)
         notify(owner, caller, own, rejection(waiterId, dim, cap))
+      elseif short ~= nil then
+        redis.call('ZREM', K_WAITING, member)
+        notify(owner, caller, own, overBudget(waiterId, short, waitMs))
       end
     end
   end
@@ -91,6 +101,20 @@ local function placeLanes(pools)
   return table.concat(positions, ',')
 end
 
+-- A group budget's tokens when an apply moves its capacity from `oldCap` to `newCap` (both set): refilled
+-- to now at the old rate, then moved by the change, so what was spent stays spent; written with ts = now.
+local function moveBudget(dim, oldCap, oldRate, newCap)
+  local stored = redis.call('HMGET', K_CONFIG, 't:' .. dim, 'ts:' .. dim)
+  if not stored[1] then return end -- never spent: full at any capacity
+  local tokens, stamp = tonumber(stored[1]), tonumber(stored[2])
+  if stamp < NOW then tokens = tokens + (NOW - stamp) * oldRate end
+  if tokens > oldCap then tokens = oldCap end
+  tokens = tokens + newCap - oldCap
+  if tokens > newCap then tokens = newCap end
+  if stamp < NOW then stamp = NOW end
+  redis.call('HSET', K_CONFIG, 't:' .. dim, tokens, 'ts:' .. dim, stamp)
+end
+
 local function writeLimits()
   local concurrency = tonumber(ARGV[8])
   local effective = tonumber(redis.call('HGET', K_CONFIG, 'effective') or concurrency)
@@ -109,9 +133,21 @@ local function writeLimits()
     table.insert(fields, 'rate:' .. dim); table.insert(fields, ARGV[15 + 3 * i])
   end
   table.insert(fields, 'dims'); table.insert(fields, table.concat(dims, ','))
+  local budgetAt = 13 + 3 * dimCount
+  local budgetCount = tonumber(ARGV[budgetAt])
+  local budgets = {}
+  for i = 0, budgetCount - 1 do
+    local dim, cap, rate = ARGV[budgetAt + 1 + 3 * i], ARGV[budgetAt + 2 + 3 * i], ARGV[budgetAt + 3 + 3 * i]
+    table.insert(budgets, dim)
+    local old = redis.call('HMGET', K_CONFIG, 'cap:' .. dim, 'rate:' .. dim)
+    if old[1] and tonumber(old[1]) ~= tonumber(cap) then moveBudget(dim, tonumber(old[1]), tonumber(old[2]), tonumber(cap)) end
+    table.insert(fields, 'cap:' .. dim); table.insert(fields, cap)
+    table.insert(fields, 'rate:' .. dim); table.insert(fields, rate)
+  end
+  table.insert(fields, 'gdims'); table.insert(fields, table.concat(budgets, ','))
   redis.call('HSET', K_CONFIG, unpack(fields))
   redis.call('HINCRBY', K_CONFIG, 'version', 1) -- every process re-parses the static config
-  return 13 + 3 * dimCount
+  return budgetAt + 1 + 3 * budgetCount
 end
 
 local function configure_v2(keys, args)
@@ -130,7 +166,8 @@ local function configure_v2(keys, args)
     redis.call('SET', keys[FUNCTION_KEYS + 1], stored[1], 'NX') -- a database that predates the marker
   end
 
-  local first = 13 + 3 * tonumber(ARGV[12])
+  local budgetAt = 13 + 3 * tonumber(ARGV[12])
+  local first = budgetAt + 1 + 3 * tonumber(ARGV[budgetAt])
   if created == 1 or not stored[2] or (mode == 'apply' and stored[2] ~= ARGV[7]) then
     first = writeLimits()
     applied = 1

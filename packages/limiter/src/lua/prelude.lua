@@ -18,11 +18,14 @@
                                 (fencing numbers, HINCRBY; a new dataset's fence starts at Redis TIME in
                                 µs, or above the highest fence a process re-registering has seen, so
                                 fences rise across data loss), t:<dim> (tokens, may be negative),
-                                ts:<dim> (Redis ms of t)
+                                ts:<dim> (Redis ms of t); gdims (the groups' buckets, their budgets:
+                                '~<group>/<bucket>,…', each with cap:, rate:, t:, ts: like a pool's,
+                                but read only by the calls of waiters of that group)
     KEYS[2] <p>:leases   zset   permitId -> lease expiry (Redis ms); permitId = '<ownerId>:<n>'
     KEYS[3] <p>:waiting  zset   member 'waiterId priority deadlineMs enqueuedAtMs[ @pool] dim=amount …'
                                 (deadline 0 = none; integers in plain decimal, never exponent form; a
-                                pool's bucket dimensions are named '<pool>/<dim>')
+                                pool's bucket dimensions are named '<pool>/<dim>', a group's budget
+                                buckets '~<group>/<bucket>')
                                 -> lane * 2^48 + priority * 2^44 + sequence, lane = the pool's index
                                 in `lanes` (0 without pools): each pool's waiters are one range of the
                                 zset, so the pump finds each pool's head with one ZRANGE BYSCORE and a
@@ -38,7 +41,8 @@
     KEYS[6] <p>:expired  zset   permitId -> expiry (Redis ms): leases reclaimed after expiry and not
                                 released yet (kept 1 h), so that a late release settles once
   A pump's grant reaches its process as a message 'waiterId fence expiresAtMs grantedAtMs' (or
-  'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity): in the reply
+  'waiterId ! dimension capacity': rejected, its cost no longer fits a lowered capacity; or
+  'waiterId $ ~<group>/<bucket> retryAfterMs': rejected, its group's budget no longer covers it): in the reply
   when the caller is its owner, else PUBLISHed on channel '<p>:grants:<ownerId>' (a channel is no key,
   so it needs no declaring and never migrates).
     tollgate:datasets string (configure only, KEYS[7] on a single Redis; absent on a Cluster): set once
@@ -74,6 +78,8 @@ local PUMP_DROPS_MAX = 64             -- dead waiters one call may drop from the
 local CONFIG_CACHE_MAX = 1000         -- limiter names whose parsed config one Redis keeps
 local TIMEOUT_MS_MAX = 2147483647     -- a waiter's deadline, ms from now (2^31 − 1, about 24.8 days)
 local REJECTED = '!'                  -- the fence field of a grants message that rejects the waiter
+local OVER_BUDGET = '$'               -- the fence field of a message that rejects it for its group's budget
+local GROUP_BUCKET_BYTE = 126         -- string.byte('~'): the first byte of a group's bucket dimension
 local RECLAIM_MAX = 256               -- expired leases one call reclaims (more: the next calls do)
 local FUNCTION_KEYS = 6               -- KEYS every function declares (configure may add the marker)
 
@@ -88,6 +94,7 @@ local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 local NO_COST = {}     -- the cost of a call that names no dimension (shared: costs are only read)
+local BUDGET_SPENT = false -- this call granted a waiter with group budgets (the pump then looks for heads they no longer cover)
 -- '0' … '64' -> 0 … 64: the counts and priorities a client sends, read without a string-to-number
 -- conversion (anything else goes through tonumber, as before)
 local SMALL_INTEGER = {}
@@ -106,7 +113,7 @@ local function start(keys, args)
   NOW = seconds * 1000 + micros / 1000
   NOW_MS = math.floor(NOW)
   NOW_US = seconds * 1000000 + micros
-  CFG, INFLIGHT, NOW_TEXT = nil, nil, nil
+  CFG, INFLIGHT, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, false
   -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
   -- for a limiter without rates
   if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
@@ -123,7 +130,7 @@ end
 
 -- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
 local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
-local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes', 'fair' }
+local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes', 'fair', 'gdims' }
 
 -- Parses the static part of the config (changed only by configure, which bumps `version`). It reads
 -- only the static fields: the hash also holds the counters and the buckets.
@@ -140,6 +147,9 @@ local function loadStatic(epoch, version)
     positions = {},              -- every lane's entry in `lanes` (removed and free ones too): what the pump reads
     lanePausedUntil = {},        -- pool name -> Redis ms of its pause (this call's, filled by useConfig)
     fair = static[6] == '1',     -- the limits have groups: queued waiters are scored by fair tags (acquire.v2.lua fairTag)
+    groupDims = {},              -- group -> its budget buckets' dimensions ('~<group>/<bucket>'); not in `dims`, so
+                                 -- that no call reads them unless its waiter is of that group
+    budgets = false,             -- some group has buckets (else no call spends a step on them)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
   }
   local limitFields = {}
@@ -149,9 +159,21 @@ local function loadStatic(epoch, version)
     cfg.tField[dim], cfg.tsField[dim] = 't:' .. dim, 'ts:' .. dim
     table.insert(cfg.liveFields, cfg.tField[dim]); table.insert(cfg.liveFields, cfg.tsField[dim])
   end
+  local bucketDims = { unpack(cfg.dims) }
+  for dim in string.gmatch(static[7] or '', '[^,]+') do
+    local group = string.match(dim, '^~([^/]+)/')
+    if group ~= nil then
+      if cfg.groupDims[group] == nil then cfg.groupDims[group] = {} end
+      table.insert(cfg.groupDims[group], dim)
+      table.insert(bucketDims, dim)
+      table.insert(limitFields, 'cap:' .. dim); table.insert(limitFields, 'rate:' .. dim)
+      cfg.tField[dim], cfg.tsField[dim] = 't:' .. dim, 'ts:' .. dim
+      cfg.budgets = true
+    end
+  end
   if #limitFields > 0 then
     local limits = redis.call('HMGET', K_CONFIG, unpack(limitFields))
-    for i, dim in ipairs(cfg.dims) do
+    for i, dim in ipairs(bucketDims) do
       cfg.cap[dim], cfg.rate[dim] = tonumber(limits[2 * i - 1]), tonumber(limits[2 * i])
     end
   end
@@ -336,6 +358,27 @@ local function blockedUntil(priority, cost, lane)
   return wake
 end
 
+-- A budget never makes a waiter wait (DESIGN §9): the first of the cost's group budget buckets that
+-- cannot cover its amount now, and the ms until it will have refilled enough (the longest such wait
+-- when several are short); nil when every budget covers it (or the cost has none). Also refuses a zero
+-- amount while the bucket is in debt (a settle charged more than was reserved).
+local function budgetShort(cost)
+  local short, waitMs = nil, 0
+  for dim, amount in pairs(cost) do
+    if string.byte(dim) == GROUP_BUCKET_BYTE and CFG.cap[dim] ~= nil then
+      local tokens = bucketTokens(dim)
+      if tokens < amount or tokens < 0 then
+        local need = amount
+        if need < 0 then need = 0 end
+        local ms = math.ceil(BUCKET_TS[dim] + (need - tokens) / CFG.rate[dim] - NOW)
+        if ms < 1 then ms = 1 end
+        if short == nil or ms > waitMs then short, waitMs = dim, ms end
+      end
+    end
+  end
+  return short, waitMs
+end
+
 -- Takes the slot and every bucket's cost for permitId. Returns fence, expiresAtMs, and expiresAtMs as
 -- int() text (for a grant message).
 local function grant(permitId, cost)
@@ -346,6 +389,14 @@ local function grant(permitId, cost)
   for _, dim in ipairs(CFG.dims) do
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
+  end
+  if CFG.budgets then -- the group's budgets, in the same decision (G3)
+    for dim, amount in pairs(cost) do
+      if string.byte(dim) == GROUP_BUCKET_BYTE and CFG.cap[dim] ~= nil then
+        BUDGET_SPENT = true
+        if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
+      end
+    end
   end
   return redis.call('HINCRBY', K_CONFIG, 'fence', '1'), expiresAt, expiresText
 end
@@ -443,6 +494,11 @@ local function rejection(waiterId, dim, cap)
   return waiterId .. ' ' .. REJECTED .. ' ' .. dim .. ' ' .. tostring(cap)
 end
 
+-- 'waiterId $ ~<group>/<bucket> retryAfterMs': the waiter left the queue, its group's budget no longer covers it.
+local function overBudget(waiterId, dim, waitMs)
+  return waiterId .. ' ' .. OVER_BUDGET .. ' ' .. dim .. ' ' .. int(waitMs)
+end
+
 -- Is the waiter's process gone? Its mark was moved at most heartbeatMs ≤ leaseTtlMs / 2 before it
 -- enqueued (options enforce that bound), so a younger waiter's mark has not passed: the ZSCORE is
 -- needed only for waiters older than half a lease.
@@ -478,6 +534,14 @@ local function takeHead(member, caller, own, score)
     redis.call('ZREM', K_WAITING, member)
     notify(owner, caller, own, rejection(waiterId, tooBig, cap))
     return TOOK_DROPPED
+  end
+  if CFG.budgets then -- its group's budget ran out while it waited (its own group's grants spent it): it never waits for it
+    local short, waitMs = budgetShort(cost)
+    if short ~= nil then
+      redis.call('ZREM', K_WAITING, member)
+      notify(owner, caller, own, overBudget(waiterId, short, waitMs))
+      return TOOK_DROPPED
+    end
   end
   local wake = blockedUntil(priority, cost, lane)
   if wake > 0 then return wake end
@@ -549,6 +613,32 @@ local function roundGate(fetch, fullFirst)
   return fullUntil
 end
 
+-- After a grant that spent a group's budget, with no slot left for anyone: the rounds do not read the
+-- heads then (roundGate), so a head whose budget that grant used up would wait for a slot only to be
+-- rejected at it. It is rejected now (each lane's head, then its next, at most PUMP_DROPS_MAX).
+local function rejectOverBudgetHeads(caller, own)
+  local dropped = 0
+  local lanes = #CFG.positions > 1
+  for lane = 1, math.max(1, #CFG.positions) do
+    while dropped < PUMP_DROPS_MAX do
+      local member = nil
+      if not lanes then member = redis.call('ZRANGE', K_WAITING, '0', '0')[1]
+      elseif CFG.positions[lane] ~= '' then
+        local head = laneHead(lane - 1)
+        if head ~= nil then member = head[1] end
+      end
+      if member == nil then break end
+      local waiterId, owner, _, _, _, cost = parseWaiter(member)
+      if waiterId == nil then break end
+      local short, waitMs = budgetShort(cost)
+      if short == nil then break end
+      redis.call('ZREM', K_WAITING, member)
+      notify(owner, caller, own, overBudget(waiterId, short, waitMs))
+      dropped = dropped + 1
+    end
+  end
+end
+
 -- The pump with pools: looks at the head of each pool (one ZRANGE each, then one per lane it changes)
 -- and takes the most urgent head, in (priority, arrival) order across pools, that can be granted now;
 -- a head blocked by its own pool's buckets or pause is passed over, so it never delays another pool's
@@ -559,7 +649,10 @@ local function pumpLanes(caller, capacityFirst)
   for lane = 1, #CFG.positions do HEADS[lane] = nil end
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
     local gate = roundGate(orderHeads, capacityFirst or granted > 0)
-    if gate ~= nil then return gate, own end
+    if gate ~= nil then
+      if BUDGET_SPENT then rejectOverBudgetHeads(caller, own) end
+      return gate, own
+    end
     local wakeAt = nil
     for _, lane in ipairs(ORDER) do
       local took = takeHead(HEADS[lane][1], caller, own, HEADS[lane][2] + (lane - 1) * LANE_SCALE)
@@ -586,7 +679,10 @@ local function pump(caller, capacityFirst)
   local granted, dropped = 0, 0
   while granted < PUMP_GRANTS_MAX and dropped < PUMP_DROPS_MAX do
     local gate = roundGate(fetchHead, capacityFirst or granted > 0)
-    if gate ~= nil then return gate, own end
+    if gate ~= nil then
+      if BUDGET_SPENT then rejectOverBudgetHeads(caller, own) end
+      return gate, own
+    end
     local took = takeHead(HEAD, caller, own, HEAD_SCORE)
     if took > TOOK_GRANTED then return math.ceil(took), own end
     if took == TOOK_GRANTED then granted = granted + 1 else dropped = dropped + 1 end

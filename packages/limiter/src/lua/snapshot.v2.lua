@@ -5,7 +5,8 @@
   ARGV[2]  leasesMax      integer ≥ 0, how many leases to list (soonest expiry first)
   Returns  {nowMs, inFlight, concurrency, effective, waiting, pausedUntilMs,
             {dim, tokens (string), capacity (string), refillPerMs (string)}…, {permitId, expiresAtMs}…,
-            {pool, pausedUntilMs, waiting}… (one per pool, in lane order; none without pools)}
+            {pool, pausedUntilMs, waiting}… (one per pool, in lane order; none without pools),
+            {dim '~<group>/<bucket>', tokens, capacity, refillPerMs}… (the groups' budgets)}
            | {-1, epoch}
 ]]
 local function snapshot_v2(keys, args)
@@ -25,7 +26,13 @@ local function snapshot_v2(keys, args)
     local low, high = laneRange(CFG.laneIndex[lane])
     table.insert(pools, { lane, math.floor(CFG.lanePausedUntil[lane]), redis.call('ZCOUNT', K_WAITING, low, high) })
   end
+  local budgets = {}
+  for _, dims in pairs(CFG.groupDims) do
+    for _, dim in ipairs(dims) do
+      table.insert(budgets, { dim, tostring(bucketTokens(dim)), tostring(CFG.cap[dim]), tostring(CFG.rate[dim]) })
+    end
+  end
   return { NOW_MS, INFLIGHT, CFG.concurrency, CFG.effective, redis.call('ZCARD', K_WAITING),
-           math.floor(CFG.pausedUntil), buckets, leases, pools }
+           math.floor(CFG.pausedUntil), buckets, leases, pools, budgets }
 end
 redis.register_function('tollgate_snapshot_v2_{{hash}}', snapshot_v2)

@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { CostExceedsCapacityError, InvalidArgumentError, InvalidCostError } from '../errors.js';
+import { BudgetExceededError, CostExceedsCapacityError, InvalidArgumentError, InvalidCostError } from '../errors.js';
 import type { LimiterKeys } from '../keys.js';
 import { canonicalLimits, limitsArgs, type FleetLimits } from '../limits.js';
+import { splitGroupBucketDimension } from '../options.js';
 import type { Cost } from '../permit.js';
 import type { BucketSnapshot, LimiterSnapshot } from '../types.js';
 import { callFunction, type RawReply, type RedisLike, type ScriptName } from './library.js';
@@ -29,6 +30,8 @@ const Status = {
   dimensionNotConfigured: -3,
   /** acquire: an argument out of range (`{-4, field}`); the client's own checks should have caught it. */
   invalidArgument: -4,
+  /** acquire: a budget of the waiter's group cannot cover its cost now (`{-5, dimension, retryAfterMs}`); never queued. */
+  overBudget: -5,
 } as const;
 
 /** cancel's first element. */
@@ -42,6 +45,8 @@ export interface GrantMessage {
   grantedAtMs: number;
   /** Set for 'waiterId ! dimension capacity': the waiter left the queue, its cost no longer fits a lowered capacity. */
   rejected?: { dimension: string; capacity: number };
+  /** Set for 'waiterId $ ~<group>/<bucket> retryAfterMs': the waiter left the queue, its group's budget no longer covers it. */
+  overBudget?: { dimension: string; retryAfterMs: number };
   /**
    * True when the reply of the caller's own call made this grant (an acquire's grant, or its own
    * pump's): no copy of it was kept in `<p>:granted`, if the waiter was submitted only once (a
@@ -306,6 +311,13 @@ export class PoolsChangedError extends InvalidArgumentError {
   }
 }
 
+/** A budget's refusal, from its dimension in Redis (`~<group>/<bucket>`). */
+export function budgetExceeded(limiterName: string, dimension: string, retryAfterMs: number): BudgetExceededError {
+  const named = splitGroupBucketDimension(dimension);
+  if (named === undefined) throw contractBroken(`a budget refusal names ${dimension}, not a group's budget`);
+  return new BudgetExceededError(limiterName, named.group, named.bucket, retryAfterMs);
+}
+
 /** The one place a function's error status (or an unknown one) becomes an error. */
 function scriptError(script: ScriptName, limiterName: string, raw: RawReply, cost: Cost): Error {
   switch (raw[0]) {
@@ -317,6 +329,8 @@ function scriptError(script: ScriptName, limiterName: string, raw: RawReply, cos
       return new InvalidCostError(`limiter ${limiterName}: dimension "${text(raw[1])}" is not configured in Redis`);
     case Status.invalidArgument:
       return new InvalidCostError(`limiter ${limiterName}: Redis refused the ${script}'s ${text(raw[1])} as out of range`);
+    case Status.overBudget:
+      return budgetExceeded(limiterName, text(raw[1]), integer(raw[2]));
     default:
       return contractBroken(`${script} replied with an unknown status: ${JSON.stringify(raw)}`); // our contract is broken
   }
@@ -338,10 +352,16 @@ function pumpedAt(raw: RawReply, at: number, direct: boolean): Pumped {
 
 function decodeSnapshot(raw: RawReply): LimiterSnapshot {
   const hasConcurrency = integer(raw[2]) > 0;
-  const buckets: Record<string, BucketSnapshot> = {};
-  for (const entry of list(raw[6])) {
+  const bucketOf = (entry: RawReply[number]): [string, BucketSnapshot] => {
     const [dimension, tokens, capacity, refillPerMs] = list(entry).map(text);
-    buckets[dimension ?? ''] = { tokens: Number(tokens), capacity: Number(capacity), refillPerSecond: Number(refillPerMs) * 1000 };
+    return [dimension ?? '', { tokens: Number(tokens), capacity: Number(capacity), refillPerSecond: Number(refillPerMs) * 1000 }];
+  };
+  const buckets = Object.fromEntries(list(raw[6]).map(bucketOf));
+  const budgets: Record<string, Record<string, BucketSnapshot>> = {};
+  for (const [dimension, bucket] of list(raw[9]).map(bucketOf)) {
+    const named = splitGroupBucketDimension(dimension);
+    if (named === undefined) throw contractBroken(`snapshot lists ${dimension} as a group's budget`);
+    (budgets[named.group] ??= {})[named.bucket] = bucket;
   }
   return {
     nowMs: integer(raw[0]),
@@ -361,6 +381,7 @@ function decodeSnapshot(raw: RawReply): LimiterSnapshot {
         return [text(pool), { pausedUntilMs: integer(pausedUntilMs), waiting: integer(waiting) }];
       }),
     ),
+    budgets,
   };
 }
 
@@ -379,12 +400,15 @@ function costArgs(cost: Cost): Array<string | number> {
 
 /** The fence field of a message that rejects its waiter: 'waiterId ! dimension capacity'. */
 const REJECTED = '!';
+/** The fence field of a message that rejects its waiter for its group's budget: 'waiterId $ ~<group>/<bucket> retryAfterMs'. */
+const OVER_BUDGET = '$';
 
 /** Parses a grant (or rejection) message, from a reply (`direct`: see GrantMessage.direct) or from the grants channel. */
 export function parseGrant(message: string, direct = false): GrantMessage {
   const [waiterId, fence, expiresAtMs, grantedAtMs] = message.split(' ');
   if (waiterId === undefined || fence === undefined || expiresAtMs === undefined || grantedAtMs === undefined) throw contractBroken(`bad grant message ${message}`);
   if (fence === REJECTED) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, rejected: { dimension: expiresAtMs, capacity: Number(grantedAtMs) } };
+  if (fence === OVER_BUDGET) return { waiterId, fence: 0, expiresAtMs: 0, grantedAtMs: 0, overBudget: { dimension: expiresAtMs, retryAfterMs: integer(Number(grantedAtMs)) } };
   const grant = { waiterId, fence: Number(fence), expiresAtMs: Number(expiresAtMs), grantedAtMs: Number(grantedAtMs), direct };
   if (!Number.isSafeInteger(grant.fence) || !Number.isSafeInteger(grant.expiresAtMs) || !Number.isSafeInteger(grant.grantedAtMs))
     throw contractBroken(`bad grant message ${message}`);

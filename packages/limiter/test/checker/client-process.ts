@@ -86,7 +86,8 @@ function acquire(limiter: Limiter, command: Extract<DriverCommand, { type: 'acqu
     (permit) => {
       const settledAt = monotonicMs();
       clearTimeout(abortTimer);
-      send({ type: 'granted', op: command.op, calledAt, settledAt, abortedAt, permitId: permit.id, fence: permit.fence, grantedAtMs: permit.grantedAtMs });
+      const budgeted = Object.keys(permit.cost).some((dimension) => dimension.startsWith('~')); // '~<group>/<bucket>': a budget's
+      send({ type: 'granted', op: command.op, calledAt, settledAt, abortedAt, permitId: permit.id, fence: permit.fence, grantedAtMs: permit.grantedAtMs, budgeted });
       void holdAndRelease(command, permit);
     },
     (error: unknown) => {
@@ -113,7 +114,7 @@ async function snapshot(op: number, limiter: Limiter): Promise<void> {
       waiting: state.waiting,
       // with pools, the latest pause and the lowest bucket of any pool (what the drain waits out)
       pausedUntilMs: Math.max(state.pausedUntilMs, ...Object.values(state.pools).map((pool) => pool.pausedUntilMs)),
-      tokens: lowest(Object.values(state.buckets).map((bucket) => bucket.tokens)),
+      tokens: lowest([...Object.values(state.buckets), ...Object.values(state.budgets).flatMap((budgets) => Object.values(budgets))].map((bucket) => bucket.tokens)),
       concurrency: state.concurrency,
     });
   } catch (error) {

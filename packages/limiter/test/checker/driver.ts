@@ -552,7 +552,7 @@ class CheckerRun {
     switch (message.type) {
       case 'granted':
         Object.assign(record, { outcome: 'granted', calledAt: message.calledAt, settledAt: message.settledAt, abortedAt: message.abortedAt });
-        Object.assign(record, { permitId: message.permitId, fence: message.fence, grantedAtMs: message.grantedAtMs });
+        Object.assign(record, { permitId: message.permitId, fence: message.fence, grantedAtMs: message.grantedAtMs, budgeted: message.budgeted });
         break;
       case 'rejected':
         Object.assign(record, { outcome: 'rejected', calledAt: message.calledAt, settledAt: message.settledAt, abortedAt: message.abortedAt, error: message.error });

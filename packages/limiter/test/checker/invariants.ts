@@ -23,6 +23,7 @@
  * - Tokens: data loss refills the buckets, so token windows never span one. Refunds count once,
  *   in every window their release could have run in (capped refunds only make the bound looser).
  */
+import { CHECKER_BUDGET, groupOf } from './limits.js';
 import type { AcquireSpec, CheckerTimings, ErrorInfo } from './protocol.js';
 import type { WitnessCall } from './witness-server.js';
 
@@ -66,6 +67,8 @@ export interface AcquireRecord extends AcquireSpec {
   permitId?: string | undefined;
   fence?: number | undefined;
   grantedAtMs?: number | undefined;
+  /** Its cost was charged to its group's budget. */
+  budgeted?: boolean | undefined;
   lostAt?: number | undefined;
   endedAt?: number | undefined;
   release?: { calledAt: number; settledAt: number; leaseLost?: boolean | undefined; error?: ErrorInfo | undefined };
@@ -119,7 +122,7 @@ export interface InvariantReport {
 }
 
 export function checkInvariants(history: History): InvariantReport {
-  const all = [...checkConcurrency(history), ...checkSettling(history), ...checkDrain(history), ...checkTokens(history), ...checkFences(history)];
+  const all = [...checkConcurrency(history), ...checkSettling(history), ...checkDrain(history), ...checkTokens(history), ...checkBudgets(history), ...checkFences(history)];
   const counts: Record<InvariantId, number> = { 1: 0, 2: 0, 3: 0, 4: 0, 5: 0 };
   const violations: Violation[] = [];
   const shown = new Map<string, number>();
@@ -407,7 +410,22 @@ export function checkTokens(history: History): Violation[] {
   return [...byPool.values()].flatMap((acquires) => checkBucket(history, acquires));
 }
 
-function checkBucket(history: History, acquires: readonly AcquireRecord[]): Violation[] {
+/**
+ * Invariant 4 for a group's budget (issue 15), seen from outside: what was granted to the group's calls charged to
+ * its budget (their permits name it), less refunds, within any window of Redis time ≤ the budget + its refill·Δ.
+ */
+export function checkBudgets(history: History): Violation[] {
+  const charged = history.acquires.filter((record) => record.budgeted === true && groupOf(record.op) === CHECKER_BUDGET.group);
+  const budget: Segment<TokenLimit> = {
+    from: Number.NEGATIVE_INFINITY,
+    to: undefined,
+    value: { capacity: CHECKER_BUDGET.capacity, refillPerMs: CHECKER_BUDGET.capacity / CHECKER_BUDGET.intervalMs },
+  };
+  return checkBucket(history, charged, [budget], `group ${CHECKER_BUDGET.group}'s budget: `);
+}
+
+/** Invariant 4 for one bucket of limits `limits` (the token limits in force by default); `label` starts its messages. */
+function checkBucket(history: History, acquires: readonly AcquireRecord[], limits: ReadonlyArray<Segment<TokenLimit>> = history.tokens, label = ''): Violation[] {
   const offset = history.redisOffsetMs;
   const lossWindows = history.dataLoss.map((loss) => [loss.from + offset - CLOCK_SLACK_MS, loss.to + offset + CLOCK_SLACK_MS] as const);
   const grants = acquires
@@ -453,14 +471,14 @@ function checkBucket(history: History, acquires: readonly AcquireRecord[]): Viol
       const granted = costSums[j + 1]! - costSums[i]!;
       // Redis TIME, floored to the ms, mapped through an offset measured at start: the limits of
       // any moment within the clock slack may be the ones the grant met (as for invariant 1)
-      const capacity = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.capacity);
-      const refill = maxIn(history.tokens, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.refillPerMs);
+      const capacity = maxIn(limits, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.capacity);
+      const refill = maxIn(limits, a - offset - CLOCK_SLACK_MS, b - offset + CLOCK_SLACK_MS, (value) => value.refillPerMs);
       const bound = capacity + refill * (b - a + 2) + refundedWithin(a, b) + 1e-6;
       if (granted > bound) {
         violations.push({
           invariant: 4,
           atMs: grants[j]!.record.settledAt ?? b - offset,
-          message: `${granted} tokens granted within ${(b - a).toFixed(0)} ms (Redis time), bound ${bound.toFixed(1)} = capacity ${capacity} + refill ${refill.toFixed(
+          message: `${label}${granted} tokens granted within ${(b - a).toFixed(0)} ms (Redis time), bound ${bound.toFixed(1)} = capacity ${capacity} + refill ${refill.toFixed(
             3,
           )}/ms·Δ + refunds ${refundedWithin(a, b)}`,
           ops: grants.slice(i, j + 1).map((grant) => grant.record.op),

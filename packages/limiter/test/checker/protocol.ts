@@ -85,6 +85,8 @@ export type ClientMessage =
       permitId: string;
       fence: number;
       grantedAtMs: number;
+      /** Its cost was charged to its group's budget (the permit's cost names one): what invariant 4 counts per group. */
+      budgeted?: boolean | undefined;
     }
   | { type: 'rejected'; op: number; calledAt: number; settledAt: number; abortedAt?: number | undefined; error: ErrorInfo }
   /** The permit's signal aborted (lease lost). */
