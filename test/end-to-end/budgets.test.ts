@@ -123,6 +123,15 @@ describe('tenant budgets through the gateway, a worker and the mock (issue 15)',
     console.log(`budgets e2e: tollgate_tenant_budget_remaining_tokens of capped ${remaining}`);
     expect(Number(remaining)).toBeGreaterThanOrEqual(500);
     expect(Number(remaining)).toBeLessThan(520);
+    // the refusal counts as the tenant's 429 of kind budget (the other tenant has none)
+    const refusals = (tenant: string) =>
+      [...metrics.matchAll(new RegExp(`tollgate_tenant_rate_limited_total\\{[^}]*tenant="${tenant}"[^}]*kind="budget"[^}]*\\} (\\S+)`, 'g'))].reduce(
+        (sum, match) => sum + Number(match[1]),
+        0,
+      );
+    console.log(`budgets e2e: tollgate_tenant_rate_limited_total kind budget: capped ${refusals('capped')}, free ${refusals('free')}`);
+    expect(refusals('capped')).toBe(1);
+    expect(refusals('free')).toBe(0);
     // and `tollgate status` beside its tenant view
     const env = { REDIS_URL: redis.url, TOLLGATE_NAME: 'budgeted', TOLLGATE_QUEUE: queue };
     const status = jsonOf<{ budgets: Record<string, Record<string, { tokens: number; capacity: number }>> }>(await runTollgate(['status', '--json'], env));

@@ -48,6 +48,11 @@ function isApiErrorLike(error: unknown): error is ApiErrorLike {
   return error instanceof Error && 'status' in error && 'error' in error && 'headers' in error;
 }
 
+/** The code an error body carries in `error.details.error_code` (the API's `enforced_spend_limit_reached`, Tollgate's `tenant_budget_exceeded`), if any. */
+export function errorCode(body: ErrorBody): unknown {
+  return (body.error as { details?: { error_code?: unknown } | null }).details?.error_code;
+}
+
 /**
  * Classifies a failed attempt. Upstream 400/401/403/404/413/422, a spend cap and `x-should-retry: false` are final;
  * 429s and 5xx that outlasted the client's own retries, connection errors and Tollgate's transient errors are
@@ -64,10 +69,7 @@ export function describeFailure(error: unknown): JobFailure {
       return { status, retryable: status !== INTERNAL_STATUS || parsed.data.error.type === 'api_error', body: parsed.data };
     }
     const body: ErrorBody = parsed.success ? parsed.data : errorBody(statusType(error.status), error.message, requestId);
-    const final =
-      NON_RETRYABLE_STATUSES.has(error.status) ||
-      error.headers?.get('x-should-retry') === 'false' ||
-      (body.error as { details?: { error_code?: unknown } | null }).details?.error_code === SPEND_LIMIT_ERROR_CODE;
+    const final = NON_RETRYABLE_STATUSES.has(error.status) || error.headers?.get('x-should-retry') === 'false' || errorCode(body) === SPEND_LIMIT_ERROR_CODE;
     const headers = relayedHeaders(error.headers);
     return { status: error.status, retryable: !final, body, ...(Object.keys(headers).length === 0 ? {} : { headers }) };
   }

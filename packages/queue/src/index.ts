@@ -69,6 +69,6 @@ export {
   type ErrorBody,
 } from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, isJobId } from './job-ids.js';
-export { TENANT_BUDGET_EXCEEDED_CODE, type JobFailure } from './failure.js';
+export { errorCode, TENANT_BUDGET_EXCEEDED_CODE, type JobFailure } from './failure.js';
 export { ACCOUNT_QUEUE_PATTERN, QUEUE_NAME_PATTERN, accountQueueName, isQueueName, tenantQueueName } from './keys.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, type RedisInput } from './redis.js';

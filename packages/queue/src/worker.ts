@@ -115,7 +115,7 @@ export interface WorkerEvents {
    */
   completed: [{ jobId: string; durationMs: number; streamed: boolean; tenant: string | null; model: string | null; usage?: Anthropic.Usage }];
   /** An attempt failed; `final` says the job went to the failed set (else BullMQ retries it). */
-  failed: [{ jobId: string; failure: JobFailure; final: boolean }];
+  failed: [{ jobId: string; failure: JobFailure; final: boolean; tenant: string | null; model: string | null }];
   /** Shutdown aborted the job's call and put the job back in the queue. */
   handedBack: [{ jobId: string }];
   lockLost: [{ jobId: string }];
@@ -358,13 +358,14 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     } catch (error) {
       // enqueue validates every job, so this is a job written by something else: never worth a retry
       const failure: JobFailure = { status: 400, retryable: false, body: anthropicError(400, toError(error).message) };
-      this.emit('failed', { jobId, failure, final: true });
+      this.emit('failed', { jobId, failure, final: true, tenant: null, model: null });
       throw new UnrecoverableError(encodeFailure(failure));
     }
     const { priority, tenant, params } = parsed;
     const log = this.#options.logger?.child({ jobId, attempt, priority, tenant, route: parsed.route });
     // counted already by its enqueue (a no-op then); a job `queue retry-failed` brought back is counted again from here
     void trackTenantJob(this.#commands.client, this.#keys, jobId, tenant).catch(() => {});
+    const model = typeof params.model === 'string' ? params.model : null;
     const streamed = parsed.route === 'messages' && params.stream === true;
     const publisher = streamed ? new JobEventPublisher(this.#commands.client, this.#keys.jobEvents(jobId), attempt) : undefined;
     log?.debug({ model: params.model, maxTokens: params.max_tokens, streamed }, 'job started');
@@ -373,7 +374,6 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const durationMs = performance.now() - startedAt;
       const usage = (result.answer as Partial<Anthropic.Message>).usage;
       log?.info({ durationMs: Math.round(durationMs), inputTokens: usage?.input_tokens, outputTokens: usage?.output_tokens }, 'job completed');
-      const model = typeof params.model === 'string' ? params.model : null;
       this.emit('completed', { jobId, durationMs, streamed, tenant, model, ...(usage === undefined ? {} : { usage }) });
       return result;
     } catch (error) {
@@ -395,7 +395,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       const final = !failure.retryable || outputSent || !retriesLeft;
       if (publisher !== undefined && final) await publisher.publish(JOB_FAILED_EVENT, failure).catch(() => {});
       log?.warn({ status: failure.status, errorType: failure.body.error.type, final, outputSent }, final ? 'job failed' : 'job attempt failed; BullMQ retries it');
-      this.emit('failed', { jobId, failure, final });
+      this.emit('failed', { jobId, failure, final, tenant, model });
       const reason = encodeFailure(final ? { ...failure, retryable: false } : failure);
       throw final && retriesLeft ? new UnrecoverableError(reason) : new Error(reason);
     }

@@ -30,7 +30,7 @@ export const TENANT_TOKEN_DIMENSIONS = ['inputTokens', 'outputTokens'] as const;
  * otpm, other). A refusal by Tollgate itself gets a kind of its own here (a tenant budget: `budget`), so that each of
  * a tenant's series exists, at 0, from its first call on.
  */
-export const TENANT_RATE_LIMITED_KINDS: readonly string[] = [...UPSTREAM_RATE_LIMIT_KINDS];
+export const TENANT_RATE_LIMITED_KINDS: readonly string[] = [...UPSTREAM_RATE_LIMIT_KINDS, 'budget'];
 
 /**
  * The metrics of one worker process (DESIGN §5), for every account it runs ({@link ServiceMetrics.addAccount}). Limiter
@@ -170,6 +170,11 @@ export class AccountMetrics {
       this.#rateLimitedCounted.set(key, count);
       if (count > counted) this.counters.tenantRateLimited.inc({ ...labels, kind }, count - counted);
     }
+  }
+
+  /** A tenant's call in `pool` refused by its budget (Tollgate's own 429, `tenant_budget_exceeded`): nothing reached the API. */
+  tenantBudgetRefused(tenant: string | null, pool: string): void {
+    this.counters.tenantRateLimited.inc({ ...this.#tenantLabels(tenant, pool), kind: 'budget' });
   }
 
   /** A tenant's completed call in `pool`: its settled tokens (what the limiter's buckets were charged). */

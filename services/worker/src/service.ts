@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { toError } from '@tollgate/limiter/internal';
 import { REDACTED_LOG_PATHS, limitAnthropic, type LimitedAnthropic } from '@tollgate/anthropic';
 import { LimiterUnavailableError, createLimiter, type Limiter } from '@tollgate/limiter';
-import { accountQueueName, createProducer, createWorker, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
+import { accountQueueName, createProducer, createWorker, errorCode, TENANT_BUDGET_EXCEEDED_CODE, type Producer, type QueueWorker, type RedisInput } from '@tollgate/queue';
 import { DocumentFollower, resolvePool, type StoredDocument } from '@tollgate/config';
 import {
   DEFAULT_POOL,
@@ -317,7 +317,10 @@ function startAccount(run: AccountRun, context: { env: WorkerEnv; redis: RedisIn
       metrics.completed(usage);
       metrics.tenantCompleted(tenant, poolOf(model), usage);
     });
-    worker.on('failed', ({ final }) => bump(queue, final ? 'failed' : 'retried'));
+    worker.on('failed', ({ final, failure, tenant, model }) => {
+      bump(queue, final ? 'failed' : 'retried');
+      if (errorCode(failure.body) === TENANT_BUDGET_EXCEEDED_CODE) metrics.tenantBudgetRefused(tenant, poolOf(model));
+    });
     worker.on('handedBack', () => bump(queue, 'handed_back'));
     worker.on('error', (error) => logger.warn({ queue, err: { name: error.name, message: error.message } }, 'worker connection error'));
     run.workers.push(worker);
