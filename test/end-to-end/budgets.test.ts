@@ -99,6 +99,9 @@ describe('tenant budgets through the gateway, a worker and the mock (issue 15)',
     const error = refused as InstanceType<typeof Anthropic.RateLimitError>;
     expect(error.status).toBe(429);
     expect(error.error).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', details: { error_code: 'tenant_budget_exceeded' } } });
+    // a request id, as the API always gives one (the gateway's: nothing reached the upstream), in the body and the header
+    expect((error.error as { request_id?: unknown }).request_id).toEqual(expect.any(String));
+    expect(error.requestID).toBe((error.error as { request_id?: unknown }).request_id);
     const retryAfterS = Number(error.headers?.get('retry-after'));
     // 1,000 tokens left, 2,000 asked: 1,000 more at 5,000 a day is 17,280 s, rounded up (less what refilled since)
     console.log(`budgets e2e: third call refused, retry-after ${retryAfterS} s; body ${JSON.stringify(error.error)}`);

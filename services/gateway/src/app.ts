@@ -46,7 +46,7 @@ import { ADMIN_COOKIE, TokenTable, cookieOf, tokenOf, type Access } from './auth
 import { dashboardHtml } from './dashboard.js';
 import { tenantTokens, type GatewayEnv } from './env.js';
 import { FleetMonitor, type FleetFrame } from './fleet.js';
-import { JSON_TOO_DEEP, clientError, describeFastifyError, frameworkError, nestsDeeperThan, newRequestId, sendError } from './http-errors.js';
+import { JSON_TOO_DEEP, clientError, describeFastifyError, failedJobBody, frameworkError, nestsDeeperThan, newRequestId, sendError } from './http-errors.js';
 import { StreamReaders } from './stream-readers.js';
 import { relayJobEvents } from './relay.js';
 
@@ -176,8 +176,8 @@ function sendFailure(request: FastifyRequest, reply: FastifyReply, error: unknow
     // the upstream's answer as it sent it: status, body, request id and rate-limit headers
     return reply
       .code(error.status)
-      .headers({ ...error.headers, [REQUEST_ID_HEADER]: request.id, [JOB_ID_HEADER]: error.jobId })
-      .send(error.body);
+      .headers({ 'request-id': request.id, ...error.headers, [REQUEST_ID_HEADER]: request.id, [JOB_ID_HEADER]: error.jobId })
+      .send(failedJobBody(error, request));
   }
   if (error instanceof JobWaitTimeoutError) {
     void reply.header(JOB_ID_HEADER, error.jobId);

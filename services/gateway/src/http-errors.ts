@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { cutText } from '@tollgate/limiter/internal';
+import type { ErrorBody } from '@tollgate/queue';
 import { anthropicError } from '@tollgate/queue/internal';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
@@ -22,6 +23,14 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, status: 
 
 /** The code of the error a too deeply nested body raises. */
 export const JSON_TOO_DEEP = 'TOLLGATE_JSON_TOO_DEEP';
+
+/**
+ * A failed job's error body as the gateway answers it: the upstream's, with its request id, or, for a failure that never
+ * reached the upstream (Tollgate's own: a tenant's budget, a lost job), this request's id, as the API always gives one.
+ */
+export function failedJobBody(error: { body: ErrorBody; requestId: string | null }, request: FastifyRequest): ErrorBody {
+  return { ...error.body, request_id: error.requestId ?? request.id };
+}
 
 /** Maps fastify's own errors (body limit, bad JSON, bad media type) onto the envelope. */
 export function describeFastifyError(error: { code?: string; statusCode?: number; message: string }): { status: number; message: string } {

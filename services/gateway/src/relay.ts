@@ -2,6 +2,7 @@ import { JobLostError, JobWaitTimeoutError, UpstreamError, type Producer, type U
 import { toError } from '@tollgate/limiter/internal';
 import { JOB_FAILED_EVENT, JOB_UPSTREAM_EVENT, anthropicError, decodeFailure, upstreamMetaSchema, type JobEvent } from '@tollgate/queue/internal';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { failedJobBody } from './http-errors.js';
 
 /** SSE events after which the answer is over (anthropic-api.md §1.3). */
 const TERMINAL_EVENTS: ReadonlySet<string> = new Set(['message_stop', 'error']);
@@ -55,7 +56,7 @@ export async function relayJobEvents(options: RelayOptions): Promise<void> {
 
   // The job may fail without writing to its stream (e.g. stalled too often) or not finish in time: watch it too.
   const watched = producer.wait(jobId, { timeoutMs: waitMs }).catch((error: unknown) => {
-    if (error instanceof UpstreamError) fail(error.status, { ...error.body, request_id: error.requestId ?? request.id }, error.headers);
+    if (error instanceof UpstreamError) fail(error.status, failedJobBody(error, request), error.headers);
     else if (error instanceof JobLostError) fail(503, anthropicError(503, error.message, request.id));
     else if (error instanceof JobWaitTimeoutError) fail(504, anthropicError(504, `no answer within ${waitMs} ms (job ${jobId} continues)`, request.id));
     else fail(503, anthropicError(503, 'the queue is unavailable', request.id));
