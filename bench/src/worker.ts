@@ -122,6 +122,8 @@ async function setupTokens(spec: TrialSpec): Promise<void> {
   trial = newTrial(spec, { tokenClient });
 }
 
+/** How long a steady trial's teardown lets the lanes finish their pairs before it closes the clients under them. */
+const STEADY_DRAIN_MS_MAX = 3_000;
 /** How often a steady trial's setup looks whether every lane has held a slot once. */
 const PRIME_POLL_MS = 50;
 
@@ -145,9 +147,14 @@ async function setupSteady(spec: TrialSpec): Promise<void> {
     let first = true;
     while (!steady.stopping) {
       const askedAtMs = performance.now();
-      const release = await adapter.acquire();
-      if (steady.measuring) current.acquireWaitsMs.push(performance.now() - askedAtMs);
-      await release();
+      try {
+        const release = await adapter.acquire();
+        if (steady.measuring) current.acquireWaitsMs.push(performance.now() - askedAtMs);
+        await release();
+      } catch (error) {
+        if (steady.stopping) return; // teardown closed the client under a waiting lane (see teardown)
+        throw error;
+      }
       if (steady.measuring) current.operations += 1;
       if (first) primed += 1;
       first = false;
@@ -330,11 +337,13 @@ async function teardown(): Promise<void> {
   trial = undefined;
   if (current) {
     if (current.steady) {
-      // each lane stops after its pair in progress (a contender without abort, redis-semaphore, cannot be
-      // closed under a waiting caller), then the clients close
+      // each lane stops after its pair in progress; a lane still waiting after STEADY_DRAIN_MS_MAX (a deep queue
+      // of a slow contender) is ended by closing its client: its acquire fails, and holds nothing
       current.steady.stopping = true;
-      await current.steady.running.catch(() => {}); // a failure was reported when it happened
+      const running = current.steady.running.catch(() => {}); // a failure was reported when it happened
+      await Promise.race([running, sleep(STEADY_DRAIN_MS_MAX)]);
       await Promise.all(current.steady.adapters.map((adapter) => adapter.close()));
+      await running;
     }
     await current.queueWorker?.close();
     await current.adapter?.close();
