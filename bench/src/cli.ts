@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { CONTENDERS, isContenderName, type ContenderName } from './contenders.js';
-import { isScenarioId, SCENARIO_IDS, type ScenarioId } from './scenarios.js';
+import { isScenarioId, SCENARIO_IDS, SHAPE_IDS, type ScenarioId } from './scenarios.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -15,6 +15,8 @@ export interface BenchOptions {
   trials: number;
   /** `--worker-cpu-prof`: a directory for the workers' V8 CPU profiles. */
   workerCpuProf: string | undefined;
+  /** `--shapes`: the micro and scale shapes to run; undefined: all. */
+  shapes: string[] | undefined;
 }
 
 export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2).join(',')}] [--scenario 1,micro] [--out FILE]
@@ -23,7 +25,8 @@ export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2
   --scenario    scenarios: ${SCENARIO_IDS.join(', ')}
   --out         report file (default bench/RESULTS.md)
   --baseline-limiter DIR   also measure DIR (another checkout's packages/limiter) as tollgate-baseline
-  --worker-cpu-prof DIR    every worker process writes a V8 CPU profile (node --cpu-prof) into DIR
+  --worker-cpu-prof DIR    every worker process writes a V8 CPU profile of each measured window into DIR
+  --shapes      micro and scale shapes: ${SHAPE_IDS.join(', ')} (scale always runs 4x16, its reference)
   --trials N    run each scenario's trials N times, contenders interleaved (ABBA), report medians (default 1)`;
 
 function list<T extends string>(raw: string | undefined, all: readonly T[], guard: (value: string) => value is T, what: string): T[] {
@@ -55,6 +58,7 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
       'baseline-limiter': { type: 'string' },
       trials: { type: 'string', default: '1' },
       'worker-cpu-prof': { type: 'string' },
+      shapes: { type: 'string' },
     },
     strict: true,
   });
@@ -67,5 +71,6 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
     baselineLimiter: values['baseline-limiter'],
     trials: positiveInteger(values.trials, 'trials'),
     workerCpuProf: values['worker-cpu-prof'],
+    shapes: values.shapes === undefined ? undefined : list(values.shapes, SHAPE_IDS, (value): value is string => SHAPE_IDS.includes(value), 'shape'),
   };
 }

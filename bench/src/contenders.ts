@@ -178,7 +178,8 @@ async function redisSemaphoreAdapter(params: AdapterParams, retryIntervalMs: num
       return () => semaphore.release();
     },
     close: async () => {
-      await client.quit();
+      // a connection already closed (the scale scenario closes it under thousands of polling callers) needs no QUIT
+      await client.quit().catch(() => client.disconnect());
     },
   };
 }

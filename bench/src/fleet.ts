@@ -6,15 +6,11 @@ const WORKER_ENTRY = fileURLToPath(new URL('./worker.ts', import.meta.url));
 /** The same flags `npm run bench` starts the coordinator with: TypeScript sources through tsx. */
 const WORKER_EXEC_ARGV = ['--conditions=tollgate-source', '--import', 'tsx'];
 /**
- * `--worker-cpu-prof DIR` puts it here: every worker writes a V8 CPU profile (`node --cpu-prof`) into
- * DIR when it exits, for chrome://inspect or `speedscope`.
+ * `--worker-cpu-prof DIR` puts it here: every worker writes a V8 CPU profile of each measured window
+ * (the inspector's profiler, as `node --cpu-prof` samples, without the boot and setup) into DIR, for
+ * chrome://inspect or `speedscope`.
  */
 export const WORKER_CPU_PROF_ENV = 'TOLLGATE_BENCH_WORKER_CPU_PROF';
-
-function workerExecArgv(): string[] {
-  const profileDir = process.env[WORKER_CPU_PROF_ENV];
-  return profileDir ? [...WORKER_EXEC_ARGV, '--cpu-prof', `--cpu-prof-dir=${profileDir}`] : WORKER_EXEC_ARGV;
-}
 /** How long a worker may take to exit after its IPC channel closes before it is killed. */
 const WORKER_EXIT_GRACE_MS = 2_000;
 
@@ -44,7 +40,7 @@ export class ForkedWorker {
     this.index = index;
     this.failed = new Promise<never>((_, reject) => (this.#rejectFailed = reject));
     this.failed.catch(() => {}); // observed through `failed`, `next` and `request`; never unhandled
-    this.#child = fork(WORKER_ENTRY, [], { execArgv: workerExecArgv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.#child = fork(WORKER_ENTRY, [], { execArgv: WORKER_EXEC_ARGV, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.#exited = new Promise((resolve) => this.#child.once('exit', () => resolve()));
     this.#child.on('message', (raw: unknown) => this.#onMessage(parseWorkerMessage(raw)));
     this.#child.once('exit', (code, signal) => this.#fail(new Error(`worker ${index} exited (code ${code}, signal ${signal})`)));

@@ -1,7 +1,7 @@
 /**
  * Redis time per acquire+release pair, this checkout's limiter against a baseline checkout's, in one
  * run on one dedicated redis-server, interleaved (A B B A …): `npm run lua-side-by-side -w bench --
- * --baseline-limiter DIR [--pairs N] [--rounds R]`. From `INFO commandstats`: FCALL's µs (they include
+ * --baseline-limiter DIR [--pairs N] [--rounds R] [--shape 4x16]`. From `INFO commandstats`: FCALL's µs (they include
  * the commands the functions ran) and each inner command's calls per pair. Shapes: one caller
  * (uncontended), 16 callers of one process over a limit of 4 (its own grants come in the reply), and
  * 4 limiter clients × 4 callers over a limit of 4 (grants to the other clients: the hand-off path).
@@ -17,7 +17,7 @@ import { redisCommandStats, redisCpuUs, type CommandStat } from './redis-stats.j
 import { quantile } from './stats.js';
 
 const { values } = parseArgs({
-  options: { 'baseline-limiter': { type: 'string' }, pairs: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '3' } },
+  options: { 'baseline-limiter': { type: 'string' }, pairs: { type: 'string', default: '10000' }, rounds: { type: 'string', default: '3' }, shape: { type: 'string' } },
 });
 if (values['baseline-limiter'] !== undefined) process.env[BASELINE_LIMITER_ENV] = values['baseline-limiter'];
 const PAIRS = Number(values.pairs);
@@ -30,12 +30,14 @@ interface Shape {
   concurrency: number;
 }
 
-const SHAPES: Shape[] = [
+const ALL_SHAPES: Shape[] = [
   { label: '1 caller, limit 10', clients: 1, callersPerClient: 1, concurrency: 10 },
   { label: '1 client × 16 callers, limit 4', clients: 1, callersPerClient: 16, concurrency: 4 },
   { label: '4 clients × 4 callers, limit 4', clients: 4, callersPerClient: 4, concurrency: 4 },
   { label: '4 clients × 16 callers, limit 10', clients: 4, callersPerClient: 16, concurrency: 10 },
 ];
+/** `--shape CxN`: only the shape of C clients × N callers. */
+const SHAPES = values.shape === undefined ? ALL_SHAPES : ALL_SHAPES.filter((shape) => `${shape.clients}x${shape.callersPerClient}` === values.shape);
 
 type CreateLimiter = Extract<Awaited<ReturnType<typeof loadTollgate>>, { createLimiter: unknown }>['createLimiter'];
 

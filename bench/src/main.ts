@@ -74,7 +74,7 @@ async function bench(options: BenchOptions, cleanup: Cleanup, signal: AbortSigna
   const context = { redisUrl: redis.url, admin, pool };
   const results: ScenarioResult[] = [];
   for (const id of options.scenarios) {
-    const result = await runScenario(id, context, { quick: options.quick, contenders, log, signal, trials: options.trials });
+    const result = await runScenario(id, context, { quick: options.quick, contenders, log, signal, trials: options.trials, shapes: options.shapes });
     results.push(result);
     console.log(`\n${scenarioMarkdown(result)}\n`);
   }

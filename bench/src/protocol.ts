@@ -3,9 +3,10 @@ import type { AdapterParams, ContenderName } from './contenders.js';
 /**
  * direct: lanes call the upstream; queue: BullMQ jobs call it; micro: acquire+release with no upstream;
  * tokens: lanes send Messages calls to the mock Anthropic API (scenario 4); fairness: each tenant's lanes take a
- * permit for their tenant, then call the mock (scenario fairness).
+ * permit for their tenant, then call the mock (scenario fairness); steady: acquire+release with no upstream,
+ * measured in a window once the lanes have been running (the scale scenario).
  */
-export type TrialKind = 'direct' | 'queue' | 'micro' | 'tokens' | 'fairness';
+export type TrialKind = 'direct' | 'queue' | 'micro' | 'tokens' | 'fairness' | 'steady';
 
 /** One Messages call of scenario 4: its prompt size, `max_tokens` and the answer length the mock is told to produce. */
 export interface TokenCall {
@@ -82,8 +83,12 @@ export interface TrialSpec {
   lanes: number;
   /** direct: the calls this process makes. */
   calls: number;
-  /** micro: how long the lanes loop. */
+  /** micro: how long the lanes loop; steady: how long the measured window lasts. */
   durationMs: number;
+  /** steady: contender clients in this process (each a limiter, or a Redis connection, of its own, as a process would have), `lanes` callers each. */
+  clients?: number;
+  /** steady: the longest the lanes run before `ready`, until every lane has held a slot once (the queue has turned over). */
+  primeMsMax?: number;
   upstreamUrl: string;
   queueName: string;
   /** tokens: the calls and limits of scenario 4. */

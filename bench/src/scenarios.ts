@@ -3,7 +3,8 @@ import { isAdapterContender, type ContenderName } from './contenders.js';
 import { firstLine, fixed, markdownTable, NOT_APPLICABLE, percent, signed, violations, whole } from './format.js';
 import type { TrialKind, TrialSpec } from './protocol.js';
 import { runFairnessScenario } from './fairness-scenario.js';
-import { quantile, splitByWeight, splitEvenly } from './stats.js';
+import { medianOfEach, quantile, splitByWeight, splitEvenly } from './stats.js';
+import { runScaleScenario, SCALE_SHAPE_IDS } from './scale-scenario.js';
 import { runTokenPoolsScenario } from './tokens-pools-scenario.js';
 import { runTokenScenario } from './tokens-scenario.js';
 import type { CommandStat } from './redis-stats.js';
@@ -34,9 +35,9 @@ export const CEILING: ContenderName = 'static-split';
 
 /**
  * The scenarios, in run order; scenario 4 (tokens) lives in `tokens-scenario.ts`, its mixed-model variant in
- * `tokens-pools-scenario.ts`, the two tenants' scenario in `fairness-scenario.ts`.
+ * `tokens-pools-scenario.ts`, the two tenants' scenario in `fairness-scenario.ts`, the scale shapes in `scale-scenario.ts`.
  */
-export const SCENARIO_IDS = ['1', '2', '3', '4', '4-pools', 'fairness', 'micro'] as const;
+export const SCENARIO_IDS = ['1', '2', '3', '4', '4-pools', 'fairness', 'micro', 'scale'] as const;
 export type ScenarioId = (typeof SCENARIO_IDS)[number];
 
 export function isScenarioId(value: string): value is ScenarioId {
@@ -52,7 +53,12 @@ export interface RunSettings {
   signal: AbortSignal;
   /** Trials per cell, contenders interleaved (see {@link interleaved}); each figure is their median. */
   trials: number;
+  /** `--shapes`: the micro and scale shapes to run (ids as {@link SHAPE_IDS}); undefined: all. */
+  shapes?: readonly string[] | undefined;
 }
+
+/** What `--shapes` may name: the micro shapes and the scale scenario's rows. */
+export const SHAPE_IDS: readonly string[] = [...MICRO_SHAPES.map((shape) => `${shape.processes}x${shape.lanes}`), ...SCALE_SHAPE_IDS.filter((id) => id !== '4x16')];
 
 /** One scenario's rendered table plus the figures the target check reads. */
 export interface ScenarioResult {
@@ -289,7 +295,7 @@ async function runFleetScenario(scenario: FleetScenario, context: TrialContext, 
   };
 }
 
-interface MicroCell {
+interface MicroCell extends Record<string, number> {
   pairsPerSecond: number;
   commandsPerPair: number;
   redisCommandsPerPair: number;
@@ -346,22 +352,6 @@ async function runMicroTrial(context: TrialContext, contender: ContenderName, sh
       redisCpuUsPerPair: measurement.redisCpuUs / pairs,
       workerCpuUsPerPair: sum((worker) => worker.cpuUs) / pairs,
     },
-  };
-}
-
-/** Each figure's median over the trials of one cell. */
-function medianCell(trials: readonly MicroTrial[]): MicroCell {
-  const median = (pick: (cell: MicroCell) => number): number =>
-    quantile(
-      trials.map((trial) => pick(trial.cell)),
-      0.5,
-    );
-  return {
-    pairsPerSecond: median((cell) => cell.pairsPerSecond),
-    commandsPerPair: median((cell) => cell.commandsPerPair),
-    redisCommandsPerPair: median((cell) => cell.redisCommandsPerPair),
-    redisCpuUsPerPair: median((cell) => cell.redisCpuUsPerPair),
-    workerCpuUsPerPair: median((cell) => cell.workerCpuUsPerPair),
   };
 }
 
@@ -444,6 +434,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   const failures: string[] = [];
   const key = (contender: ContenderName, shapeIndex: number): string => `${contender}/${shapeIndex}`;
   for (const [shapeIndex, shape] of MICRO_SHAPES.entries()) {
+    if (settings.shapes !== undefined && !settings.shapes.includes(`${shape.processes}x${shape.lanes}`)) continue;
     for (const contender of interleaved(
       contenders.filter((name) => microApplies(name, shape.processes)),
       settings.trials,
@@ -464,7 +455,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
       }
     }
   }
-  const cells = new Map([...trials].map(([cellKey, cellTrials]) => [cellKey, medianCell(cellTrials)]));
+  const cells = new Map([...trials].map(([cellKey, cellTrials]) => [cellKey, medianOfEach(cellTrials.map((trial) => trial.cell))]));
   const stats = new Map([...trials].map(([cellKey, cellTrials]) => [cellKey, commandsPerPair(cellTrials)]));
   const shapeName = (shape: (typeof MICRO_SHAPES)[number]): string => `${shape.processes}×${shape.lanes}`;
   const widest = MICRO_SHAPES.length - 1;
@@ -497,6 +488,7 @@ async function runMicro(context: TrialContext, settings: RunSettings): Promise<S
   const targets: TargetCheck[] = [];
   if (cells.has(key('tollgate', widest)) || cells.has(key('tollgate', 0))) {
     for (const [index, shape] of MICRO_SHAPES.entries()) {
+      if (!cells.has(key('tollgate', index))) continue; // not run (--shapes)
       const value = ratio('tollgate', index);
       targets.push({ figure: `micro ${shapeName(shape)} pairs/s ÷ ${MICRO_REFERENCE}`, target: '≥ 1.00', measured: fixed(value, 2), met: value >= 1 });
     }
@@ -546,6 +538,7 @@ const FLEET_SCENARIOS: readonly FleetScenario[] = [
 /** Runs one scenario for every selected contender that applies to it. */
 export async function runScenario(id: ScenarioId, context: TrialContext, settings: RunSettings): Promise<ScenarioResult> {
   if (id === 'micro') return runMicro(context, settings);
+  if (id === 'scale') return runScaleScenario(context, settings, settings.shapes);
   if (id === '4') return runTokenScenario(context, settings);
   if (id === '4-pools') return runTokenPoolsScenario(context, settings);
   if (id === 'fairness') return runFairnessScenario(context, settings);

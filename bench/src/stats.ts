@@ -6,6 +6,21 @@ export function quantile(values: readonly number[], q: number): number {
   return sorted[rank] ?? Number.NaN;
 }
 
+/** Each figure's median over several measurements of one cell. */
+export function medianOfEach<T extends Record<string, number>>(cells: readonly T[]): T {
+  const first = cells[0];
+  if (first === undefined) throw new RangeError('no measurements to take the median of');
+  return Object.fromEntries(
+    Object.keys(first).map((name) => [
+      name,
+      quantile(
+        cells.map((cell) => cell[name] ?? Number.NaN),
+        0.5,
+      ),
+    ]),
+  ) as T;
+}
+
 /** Splits `total` into `parts` integers as evenly as possible, larger ones first: 10 over 4 → 3, 3, 2, 2. */
 export function splitEvenly(total: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, index) => Math.floor(total / parts) + (index < total % parts ? 1 : 0));

@@ -2,7 +2,11 @@
  * One worker process of the bench fleet. The coordinator forks it once and drives it over IPC:
  * setup (build the contender, warm the sockets) → ready → go (measure) → done → teardown.
  */
+import { writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker as BullWorker, type Job } from 'bullmq';
 import { commandCounts, installCommandCounter, resetCommandCounts } from './command-counter.js';
 import { baselineRedisClass, createAdapter, isAdapterContender, loadBaseline, loadTollgate, type LimiterAdapter } from './contenders.js';
@@ -10,6 +14,7 @@ import { createFairnessClient, type FairnessClient } from './fairness-client.js'
 import { parseCoordinatorMessage, type FairnessTenantResult, type TokenCall, type TokenWorkerResult, type TrialSpec, type WorkerMessage, type WorkerResult } from './protocol.js';
 import { splitEvenly } from './stats.js';
 import { createTokenClient, failureKind, type TokenClient } from './token-client.js';
+import { WORKER_CPU_PROF_ENV } from './fleet.js';
 import { UpstreamClient } from './upstream-client.js';
 
 installCommandCounter(); // before any client exists
@@ -25,9 +30,19 @@ const booted = Promise.all([
 /** Acquire+release pairs each process runs before `ready`: loads Lua scripts and warms the JIT, unmeasured. */
 const WARMUP_PAIRS = 20;
 
+/** A steady trial's lanes, running from setup to teardown; only what they do between `go` and `done` is counted. */
+interface SteadyLanes {
+  adapters: LimiterAdapter[];
+  /** Every lane, settled once teardown has closed the adapters. */
+  running: Promise<void>;
+  measuring: boolean;
+  stopping: boolean;
+}
+
 interface Trial {
   spec: TrialSpec;
   adapter: LimiterAdapter | undefined;
+  steady: SteadyLanes | undefined;
   upstream: UpstreamClient | undefined;
   queueWorker: BullWorker | undefined;
   tokenClient: TokenClient | undefined;
@@ -42,16 +57,17 @@ interface Trial {
 
 let trial: Trial | undefined;
 
-/** A trial of `spec` before `go`: nothing measured yet, and only the clients its kind uses. */
-function newTrial(spec: TrialSpec, clients: Partial<Pick<Trial, 'adapter' | 'upstream' | 'tokenClient' | 'fairnessClient'>>): Trial {
+/** A trial with nothing measured yet: its parts (adapter, lanes, upstream, clients) as given, the rest empty. */
+function newTrial(spec: TrialSpec, parts: Partial<Pick<Trial, 'adapter' | 'steady' | 'upstream' | 'tokenClient' | 'fairnessClient'>>): Trial {
   return {
     spec,
-    adapter: clients.adapter,
-    upstream: clients.upstream,
+    adapter: parts.adapter,
+    steady: parts.steady,
+    upstream: parts.upstream,
     queueWorker: undefined,
-    tokenClient: clients.tokenClient,
+    tokenClient: parts.tokenClient,
     tokenResult: undefined,
-    fairnessClient: clients.fairnessClient,
+    fairnessClient: parts.fairnessClient,
     fairnessResult: undefined,
     acquireWaitsMs: [],
     operations: 0,
@@ -120,9 +136,56 @@ async function setupFairness(spec: TrialSpec): Promise<void> {
   trial = newTrial(spec, { fairnessClient });
 }
 
+/** How long a steady trial's teardown lets the lanes finish their pairs before it closes the clients under them. */
+const STEADY_DRAIN_MS_MAX = 3_000;
+/** How often a steady trial's setup looks whether every lane has held a slot once. */
+const PRIME_POLL_MS = 50;
+
+/**
+ * Steady (the scale scenario): `clients` adapters of the contender in this process (each a limiter or a
+ * Redis connection of its own, standing for a process), `lanes` callers each, looping acquire+release
+ * from now until teardown. Ready once every lane has held a slot once (the queue has turned over, so
+ * `go` measures the steady state, not the first fill) or `primeMsMax` has passed.
+ */
+async function setupSteady(spec: TrialSpec): Promise<void> {
+  if (!isAdapterContender(spec.contender)) throw new Error(`${spec.contender} has no adapter for a steady run`);
+  const contender = spec.contender;
+  const adapters = await Promise.all(Array.from({ length: spec.clients ?? 1 }, () => createAdapter(contender, spec.adapter)));
+  for (const adapter of adapters) {
+    for (let pair = 0; pair < WARMUP_PAIRS; pair += 1) await (await adapter.acquire())();
+  }
+  const steady: SteadyLanes = { adapters, running: Promise.resolve(), measuring: false, stopping: false };
+  const current = newTrial(spec, { steady });
+  let primed = 0;
+  const lane = async (adapter: LimiterAdapter): Promise<void> => {
+    let first = true;
+    while (!steady.stopping) {
+      const askedAtMs = performance.now();
+      try {
+        const release = await adapter.acquire();
+        if (steady.measuring) current.acquireWaitsMs.push(performance.now() - askedAtMs);
+        await release();
+      } catch (error) {
+        if (steady.stopping) return; // teardown closed the client under a waiting lane (see teardown)
+        throw error;
+      }
+      if (steady.measuring) current.operations += 1;
+      if (first) primed += 1;
+      first = false;
+    }
+  };
+  const lanes = adapters.flatMap((adapter) => Array.from({ length: spec.lanes }, () => lane(adapter)));
+  steady.running = Promise.all(lanes).then(() => undefined);
+  steady.running.catch((error: unknown) => send({ type: 'failed', message: error instanceof Error ? (error.stack ?? error.message) : String(error) }));
+  const primeUntilMs = performance.now() + (spec.primeMsMax ?? 0);
+  while (primed < lanes.length && performance.now() < primeUntilMs) await sleep(PRIME_POLL_MS);
+  trial = current;
+}
+
 async function setup(spec: TrialSpec): Promise<void> {
   if (spec.kind === 'tokens') return setupTokens(spec);
   if (spec.kind === 'fairness') return setupFairness(spec);
+  if (spec.kind === 'steady') return setupSteady(spec);
   const adapter =
     isAdapterContender(spec.contender) && !(spec.kind === 'queue' && spec.contender === 'static-split') ? await createAdapter(spec.contender, spec.adapter) : undefined; // bullmq-global limits in the queue; a queue's static split is the worker concurrency itself
   for (let pair = 0; adapter && pair < WARMUP_PAIRS; pair += 1) {
@@ -220,19 +283,62 @@ async function runTokens(current: Trial, client: TokenClient): Promise<void> {
   current.tokenResult = result;
 }
 
+/**
+ * `--worker-cpu-prof DIR`: a V8 CPU profile of each measured window (from `go` to the report), not of
+ * the process's boot or setup, written to DIR as `<contender>-<kind>-<lanes>-<pid>-<n>.cpuprofile`.
+ */
+const profileDir = process.env[WORKER_CPU_PROF_ENV];
+let profiles = 0;
+let profiler: Session | undefined;
+
+async function startProfile(): Promise<void> {
+  if (profileDir === undefined || profileDir === '') return;
+  profiler = new Session();
+  profiler.connect();
+  await profiler.post('Profiler.enable');
+  await profiler.post('Profiler.start');
+}
+
+async function stopProfile(spec: TrialSpec): Promise<void> {
+  const session = profiler;
+  profiler = undefined;
+  if (session === undefined || profileDir === undefined) return;
+  const { profile } = await session.post('Profiler.stop');
+  session.disconnect();
+  profiles += 1;
+  await writeFile(join(profileDir, `${spec.contender}-${spec.kind}-${spec.clients ?? 1}x${spec.lanes}-${process.pid}-${profiles}.cpuprofile`), JSON.stringify(profile));
+}
+
+/** Sends the trial's report, ending its window's profile first. */
+async function report(current: Trial): Promise<void> {
+  const measured = result(current);
+  await stopProfile(current.spec);
+  send({ type: 'done', result: measured });
+}
+
 async function go(): Promise<void> {
   const current = requireTrial();
+  await startProfile();
   resetCommandCounts();
+  current.acquireWaitsMs = [];
+  current.operations = 0;
   current.startedAtMs = performance.now();
   current.cpuAtStart = process.cpuUsage();
   const { kind } = current.spec;
+  if (kind === 'steady' && current.steady) {
+    current.steady.measuring = true;
+    await sleep(current.spec.durationMs);
+    current.steady.measuring = false;
+    await report(current);
+    return;
+  }
   if (kind === 'queue') {
     void current.queueWorker?.run().catch((error: unknown) => send({ type: 'failed', message: String(error) }));
     return; // `done` is sent on `stop`, once the coordinator has seen every job finish
   }
   if (kind === 'tokens' && current.tokenClient) {
     await runTokens(current, current.tokenClient);
-    send({ type: 'done', result: result(current) });
+    await report(current);
     return;
   }
   if (kind === 'fairness' && current.fairnessClient) {
@@ -244,13 +350,22 @@ async function go(): Promise<void> {
   if (!current.adapter) throw new Error(`${current.spec.contender} has no adapter for a ${kind} run`);
   if (kind === 'micro') await runMicro(current, current.adapter);
   else if (current.upstream) await runDirect(current, current.adapter, current.upstream);
-  send({ type: 'done', result: result(current) });
+  await report(current);
 }
 
 async function teardown(): Promise<void> {
   const current = trial;
   trial = undefined;
   if (current) {
+    if (current.steady) {
+      // each lane stops after its pair in progress; a lane still waiting after STEADY_DRAIN_MS_MAX (a deep queue
+      // of a slow contender) is ended by closing its client: its acquire fails, and holds nothing
+      current.steady.stopping = true;
+      const running = current.steady.running.catch(() => {}); // a failure was reported when it happened
+      await Promise.race([running, sleep(STEADY_DRAIN_MS_MAX)]);
+      await Promise.all(current.steady.adapters.map((adapter) => adapter.close()));
+      await running;
+    }
     await current.queueWorker?.close();
     await current.adapter?.close();
     await current.tokenClient?.close();
@@ -272,7 +387,7 @@ async function handle(raw: unknown): Promise<void> {
       await go();
       return;
     case 'stop':
-      send({ type: 'done', result: result(requireTrial()) });
+      await report(requireTrial());
       return;
     case 'teardown':
       await teardown();

@@ -66,6 +66,8 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
   readonly #reader: GrantReader;
   readonly #core: LimiterCore;
   #ready: Promise<void> | undefined;
+  /** ready() has resolved: acquire need not await it. */
+  #started = false;
   #closed = false;
 
   constructor(input: LimiterOptions) {
@@ -135,7 +137,9 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
 
   /** Validates the config, loads the scripts, writes the limits, starts the heartbeat and grant reader. */
   ready(): Promise<void> {
-    this.#ready ??= this.#start();
+    this.#ready ??= this.#start().then(() => {
+      this.#started = true;
+    });
     return this.#ready;
   }
 
@@ -176,11 +180,12 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
       throw new InvalidArgumentError('timeoutMs', timeoutMs, `a number of ms from 0 to ${TIMEOUT_MS_MAX}`);
     }
     if (signal?.aborted) throw new AcquireAbortedError(this.name, { cause: signal.reason });
-    await this.ready();
+    if (!this.#started) await this.ready(); // once started, no promise hop for it
     if (this.#closed) throw new LimiterClosedError(this.name);
     const startedAt = performance.now();
     try {
-      const pool = await this.#poolInForce(options.pool);
+      const inForce = this.#poolInForce(options.pool);
+      const pool = typeof inForce === 'object' ? await inForce : inForce; // no promise hop when the pool checks out
       const group = this.#groupOf(options.group);
       const cost = this.#normalizeCost(pool, options.cost, group.group); // against the fleet's buckets, known once ready
       return await this.#waiters.acquire({ pool: pool ?? '', ...group, cost, priority, signal, timeoutMs });
@@ -365,12 +370,11 @@ export class Limiter extends EventEmitter<LimiterEvents> implements AsyncDisposa
    * {@link #checkPool}, once more after reading the fleet's limits when it fails: an apply that changed the pools
    * reaches this process with its next heartbeat, and a call made in between is not refused for that.
    */
-  async #poolInForce(pool: string | undefined): Promise<string | undefined> {
+  #poolInForce(pool: string | undefined): string | undefined | Promise<string | undefined> {
     try {
-      return this.#checkPool(pool);
+      return this.#checkPool(pool); // the usual call: answered at once, no promise
     } catch (error) {
-      await this.#readFleetLimits(error);
-      return this.#checkPool(pool);
+      return this.#readFleetLimits(error).then(() => this.#checkPool(pool));
     }
   }
 

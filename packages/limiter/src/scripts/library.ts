@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { Writable } from 'node:stream';
 import { Cluster, type Redis } from 'ioredis';
 
 /**
@@ -95,7 +96,29 @@ export async function loadLibrary(redis: RedisLike): Promise<void> {
 type FcallArrays = (this: RedisLike, name: string, numKeys: string, keys: readonly string[], args: ReadonlyArray<string | number>) => Promise<unknown>;
 
 function sendFcall(redis: RedisLike, name: string, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<RawReply> {
+  if (!(redis instanceof Cluster)) corkUntilTickEnd(redis.stream);
   return (redis.fcall as unknown as FcallArrays).call(redis, name, String(keys.length), keys, args) as Promise<RawReply>;
+}
+
+/** Connections whose writes wait for the end of this tick (see {@link corkUntilTickEnd}). */
+const corked = new Set<Writable>();
+
+function uncorkAll(): void {
+  for (const stream of corked) stream.uncork();
+  corked.clear();
+}
+
+/**
+ * Holds the connection's writes until the end of the current tick (its promise jobs included), so that
+ * the calls one event starts (a reply that resolves several callers, each sending its next call) leave
+ * in one write system call instead of one each: on a contended limiter that write was the largest
+ * single cost of the client (issue 18). Same bytes, same order, same tick: nothing waits for I/O.
+ */
+function corkUntilTickEnd(stream: Writable | undefined): void {
+  if (stream === undefined || corked.has(stream)) return;
+  if (corked.size === 0) process.nextTick(uncorkAll);
+  stream.cork();
+  corked.add(stream);
 }
 
 /**
