@@ -125,6 +125,38 @@ describe('priority policy (DESIGN §9)', () => {
     }
   });
 
+  it("a tenant with maxPriority 0 gets the reserved slots: team-a, clamped to 5, never takes them, and team-b's priority 0 job is granted at once behind team-a's backlog", async () => {
+    const reserved = uniqueName('policy-reserve');
+    const slow = await startMockAnthropic({ apiKeys: [API_KEY], latency: { timeToFirstTokenMs: 400 } });
+    const reserveProducer = createProducer({ redis: redis.url, queue: reserved });
+    // 3 slots, 1 of them reserved for priority 0 (DESIGN §4): what team-a may ask for is clamped to 5, so it holds 2 at most
+    const limiter = createLimiter({ redis: redis.url, name: uniqueName('policy-reserve-limiter'), concurrency: 3, reserve: [{ maxPriority: 0, concurrency: 1 }] });
+    const limited = limitAnthropic(new Anthropic({ baseURL: slow.url, apiKey: API_KEY, maxRetries: 0 }), limiter);
+    const worker = createWorker({ redis: redis.url, queue: reserved, client: (priority, tenant) => limited.withPriority(priority).withTenant(tenant), concurrency: 8 });
+    let teamAMax = 0;
+    const sampler = setInterval(() => void limiter.snapshot().then((snapshot) => (teamAMax = Math.max(teamAMax, snapshot.inFlight))), 10);
+    try {
+      await worker.ready();
+      const flood = await Promise.all(Array.from({ length: 6 }, (_, i) => reserveProducer.enqueue(request(`reserve-a${i}`), { tenant: 'team-a', priority: 0 })));
+      await expect.poll(async () => (await limiter.snapshot()).waiting, { timeout: 10_000 }).toBeGreaterThan(0); // team-a has a backlog
+      clearInterval(sampler);
+      expect(teamAMax).toBeLessThanOrEqual(2);
+      const urgent = await reserveProducer.enqueue(request('reserve-b'), { tenant: 'team-b', priority: 0 });
+      const result = await reserveProducer.waitForResult(urgent, { timeoutMs: 10_000 });
+      console.log(
+        `priority policy: team-a (clamped to 5) held at most ${teamAMax} of 3 slots; team-b's priority 0 job waited ${Math.round(result.upstream.waitedMs)} ms for its permit`,
+      );
+      expect(result.upstream.waitedMs).toBeLessThan(200); // the reserved slot, not behind team-a's 400 ms calls
+      await Promise.all(flood.map((id) => reserveProducer.wait(id, { timeoutMs: 20_000 })));
+    } finally {
+      clearInterval(sampler);
+      await worker.close({ drainTimeoutMs: 0 });
+      await reserveProducer.close();
+      await limiter.close();
+      await slow.close();
+    }
+  }, 30_000);
+
   it('a model that no pool of the account takes is refused at enqueue (400 naming the model and the patterns), from the gateway and from Node, and nothing is queued', async () => {
     await storeLimitsDocument(client, documentWith(3, ['claude-haiku-*']));
     try {
