@@ -131,46 +131,37 @@ describe('checker: the limits in force after overlapping changes', () => {
   });
 
   const noLoss = (): [number, number] => [0, 0];
+  const change = (kind: 'apply' | 'setConcurrency', calledAt: number, settledAt: number, value: number, unanswered = false) => ({ kind, calledAt, settledAt, value, unanswered });
   const inForceAt = (segments: ReturnType<typeof concurrencySegments>, at: number) =>
     Math.max(...segments.filter((segment) => segment.from <= at && (segment.to === undefined || segment.to >= at)).map((segment) => segment.value));
 
   it('an apply whose answer was lost may run after a later answered apply: setConcurrency is clamped to the larger (seed 1311398277)', () => {
     // apply(4) called at 1,000 times out at 1,150 during a stall; apply(1) called at 1,200, answered at 2,800 when the stall ends;
     // Redis ran the apply(4) last, so a setConcurrency(3) at 5,000 (after every window closed) gets 3, not 1
-    const segments = concurrencySegments(
-      2,
-      [
-        { kind: 'apply', calledAt: 1_000, settledAt: 1_150, value: 4, unanswered: true },
-        { kind: 'apply', calledAt: 1_200, settledAt: 2_800, value: 1, unanswered: false },
-        { kind: 'setConcurrency', calledAt: 5_000, settledAt: 5_010, value: 3, unanswered: false },
-      ],
-      noLoss,
-    );
+    const segments = concurrencySegments(2, [change('apply', 1_000, 1_150, 4, true), change('apply', 1_200, 2_800, 1), change('setConcurrency', 5_000, 5_010, 3)], noLoss);
     expect(inForceAt(segments, 6_000)).toBe(3);
     // a later answered apply called after the lost one's window closed settles it: setConcurrency is clamped to 1 again
     const settled = concurrencySegments(
       2,
-      [
-        { kind: 'apply', calledAt: 1_000, settledAt: 1_150, value: 4, unanswered: true },
-        { kind: 'apply', calledAt: 1_200, settledAt: 2_800, value: 1, unanswered: false },
-        { kind: 'apply', calledAt: 4_500, settledAt: 4_510, value: 1, unanswered: false },
-        { kind: 'setConcurrency', calledAt: 5_000, settledAt: 5_010, value: 3, unanswered: false },
-      ],
+      [change('apply', 1_000, 1_150, 4, true), change('apply', 1_200, 2_800, 1), change('apply', 4_500, 4_510, 1), change('setConcurrency', 5_000, 5_010, 3)],
       noLoss,
     );
     expect(inForceAt(settled, 6_000)).toBe(1);
   });
 
+  it('a setConcurrency that ran while an apply was on its way may be clamped by the limits before it (seed 217594292)', () => {
+    // configured 4 at start; apply(1) called at 212, answered at 250; setConcurrency(5) called at 233, answered at 252:
+    // it may have run first (effective 4), and the apply after it: 4 may be in force until the apply's answer
+    const segments = concurrencySegments(4, [change('setConcurrency', 113, 170, 1), change('apply', 212, 250, 1), change('setConcurrency', 233, 252, 5)], noLoss);
+    expect(inForceAt(segments, 248)).toBe(4);
+    expect(inForceAt(segments, 1_000)).toBe(4); // nothing answered since ends the setConcurrency's 4
+    // a setConcurrency called after the apply's answer is clamped to 1
+    const after = concurrencySegments(4, [change('apply', 212, 250, 1), change('setConcurrency', 300, 310, 5)], noLoss);
+    expect(inForceAt(after, 400)).toBe(1);
+  });
+
   it('two answered applies whose calls overlap: either may be the configured one', () => {
-    const segments = concurrencySegments(
-      2,
-      [
-        { kind: 'apply', calledAt: 1_000, settledAt: 1_300, value: 5, unanswered: false },
-        { kind: 'apply', calledAt: 1_100, settledAt: 1_200, value: 1, unanswered: false },
-        { kind: 'setConcurrency', calledAt: 2_000, settledAt: 2_010, value: 4, unanswered: false },
-      ],
-      noLoss,
-    );
+    const segments = concurrencySegments(2, [change('apply', 1_000, 1_300, 5), change('apply', 1_100, 1_200, 1), change('setConcurrency', 2_000, 2_010, 4)], noLoss);
     expect(inForceAt(segments, 3_000)).toBe(4);
   });
 });

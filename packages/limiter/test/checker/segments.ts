@@ -37,51 +37,70 @@ export interface ConcurrencyEvent {
  * one whose call overlapped a later answered one, may have run after it (seed 1311398277: an
  * apply(4) that timed out during a 1.7 s DEBUG SLEEP ran after the apply(1) answered once the stall
  * ended, because Redis reads the queued commands of two connections in its own order, not in the
- * order they were sent). So the configured bound is the largest apply that may have run last: every
- * apply not surely done before the last answered apply was called.
+ * order they were sent); and an apply takes effect at an unknown moment before its answer, so a
+ * setConcurrency that ran meanwhile may have been clamped by the limits before it (seed 217594292: a
+ * setConcurrency(5) called while an apply(1) was on its way ran first, under the configured 4). So
+ * the configured concurrency is itself a set of segments with the same rules (an answered apply ends
+ * only what was surely done before it was called, at its answer), and a setConcurrency is clamped to
+ * the largest configured value in force at any moment between its call and its answer.
  */
 export function concurrencySegments(
   start: number,
   events: readonly ConcurrencyEvent[],
   heardBefore: (loss: { calledAt: number; settledAt: number }) => [number, number],
 ): Array<Segment<number> & { settleBy: number; cause: string }> {
-  const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: start, settleBy: 0, cause: 'start' }];
-  // applies (or their equivalents) that may be the last to have run, each done by its settleBy
-  let applies: Array<{ value: number; settleBy: number }> = [{ value: start, settleBy: 0 }];
-  const configured = () => Math.max(...applies.map((apply) => apply.value));
+  const sorted = [...events].sort((a, b) => a.calledAt - b.calledAt);
+  const settleByOf = (event: ConcurrencyEvent) => (event.unanswered ? event.settledAt + LOST_REPLY_RUNS_WITHIN_MS : event.settledAt);
+  // the configured concurrency: the applies (and what data loss or a first boot may write back)
+  const configured: Array<Segment<number> & { settleBy: number }> = [{ from: 0, to: undefined, value: start, settleBy: 0 }];
   let lostSinceApply = false;
-  for (const event of [...events].sort((a, b) => a.calledAt - b.calledAt)) {
+  for (const event of sorted) {
     const from = event.calledAt;
-    const settleBy = event.unanswered ? event.settledAt + LOST_REPLY_RUNS_WITHIN_MS : event.settledAt;
+    const settleBy = settleByOf(event);
+    if (event.kind === 'dataLoss') {
+      lostSinceApply = true;
+      const [recentFrom, recentTo] = heardBefore(event);
+      configured.push({ from, to: undefined, value: maxIn(configured, recentFrom, recentTo, (limit) => limit), settleBy }); // written back
+    } else if (event.kind === 'processStart') {
+      // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
+      if (lostSinceApply) configured.push({ from, to: undefined, value: event.value, settleBy });
+    } else if (event.kind === 'apply') {
+      if (!event.unanswered) {
+        lostSinceApply = false;
+        endSupersededSegments(configured, from, settleBy);
+      }
+      configured.push({ from, to: undefined, value: event.value, settleBy });
+    }
+  }
+
+  const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: start, settleBy: 0, cause: 'start' }];
+  lostSinceApply = false;
+  for (const event of sorted) {
+    const from = event.calledAt;
+    const settleBy = settleByOf(event);
     if (event.kind === 'dataLoss') {
       lostSinceApply = true;
       const [recentFrom, recentTo] = heardBefore(event);
       // back at the configured one, or one not everyone had heard was written back
       const value = Math.max(
-        configured(),
+        maxIn(configured, recentFrom, recentTo, (limit) => limit),
         maxIn(segments, recentFrom, recentTo, (limit) => limit),
       );
-      applies.push({ value, settleBy });
       segments.push({ from, to: undefined, value, settleBy, cause: 'data loss' });
       continue;
     }
     if (event.kind === 'processStart') {
-      // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
-      if (lostSinceApply) {
-        applies.push({ value: event.value, settleBy });
-        segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
-      }
+      if (lostSinceApply) segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
       continue;
     }
     let value = event.value;
     if (event.kind === 'apply') {
-      if (!event.unanswered) {
-        lostSinceApply = false;
-        applies = applies.filter((apply) => apply.settleBy > from); // those may still run after this one
-      }
-      applies.push({ value, settleBy });
+      if (!event.unanswered) lostSinceApply = false;
     } else {
-      value = Math.min(Math.max(event.value, 1), configured());
+      value = Math.min(
+        Math.max(event.value, 1),
+        maxIn(configured, from, settleBy, (limit) => limit),
+      );
     }
     if (!event.unanswered) endSupersededSegments(segments, from, settleBy);
     segments.push({ from, to: undefined, value, settleBy, cause: `${event.kind}(${event.value})${event.unanswered ? ' unanswered' : ''}` });
