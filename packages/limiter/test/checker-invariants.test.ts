@@ -4,7 +4,7 @@
  * self-test with a double-granting process is in checker.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { concurrencySegments, endSupersededSegments } from './checker/segments.js';
+import { concurrencySegments, endSupersededSegments, heardWindow } from './checker/segments.js';
 import {
   checkBudgets,
   checkConcurrency,
@@ -163,6 +163,20 @@ describe('checker: the limits in force after overlapping changes', () => {
   it('two answered applies whose calls overlap: either may be the configured one', () => {
     const segments = concurrencySegments(2, [change('apply', 1_000, 1_300, 5), change('apply', 1_100, 1_200, 1), change('setConcurrency', 2_000, 2_010, 4)], noLoss);
     expect(inForceAt(segments, 3_000)).toBe(4);
+  });
+});
+
+describe('checker: the limits a data loss may bring back', () => {
+  const loss = { calledAt: 11_687, settledAt: 11_769 };
+  it('one hearing before the loss, or before a freeze and a stall chained across it (seed 881170558)', () => {
+    expect(heardWindow(loss, 800, [], [])).toEqual([10_887, 11_769]);
+    // p2 frozen 7,803 → 10,372, then Redis asleep 10,372 → 11,687: p2 heard nothing since 7,003
+    const frozen = [{ proc: 'p2', from: 7_803, to: 10_372 }];
+    expect(heardWindow(loss, 800, [{ from: 10_372, to: 11_687 }], frozen)).toEqual([7_003, 11_769]);
+    // without the stall the freeze ended long enough before the loss for p2 to hear again
+    expect(heardWindow(loss, 800, [], frozen)).toEqual([10_887, 11_769]);
+    // another process's freeze does not chain onto p2's: each process's own windows, and Redis's
+    expect(heardWindow(loss, 800, [{ from: 10_372, to: 11_687 }], [{ proc: 'p1', from: 5_000, to: 9_000 }, ...frozen])).toEqual([7_003, 11_769]);
   });
 });
 

@@ -27,7 +27,7 @@ import {
 } from './invariants.js';
 import { ANY_POOL, monotonicMs, type CheckerLimits, type CheckerTimings, type ClientMessage, type DriverCommand, type ErrorInfo } from './protocol.js';
 import { FAULT_KINDS, makeSchedule, type FaultKind, type Omittable, type ScheduledOp } from './schedule.js';
-import { concurrencySegments, endSupersededSegments, LOST_REPLY_RUNS_WITHIN_MS, type ConcurrencyEvent } from './segments.js';
+import { concurrencySegments, endSupersededSegments, heardWindow, LOST_REPLY_RUNS_WITHIN_MS, type ConcurrencyEvent } from './segments.js';
 import { startWitnessServer, type WitnessServer } from './witness-server.js';
 import type { ClientSettings } from './client-process.js';
 
@@ -47,6 +47,8 @@ export const CHECKER_TIMINGS: CheckerTimings = { leaseTtlMs: 1_500, heartbeatMs:
 
 /** How long the drain waits for every acquire to settle and every release to answer. */
 const SETTLE_WAIT_MS = 2 * CHECKER_TIMINGS.leaseTtlMs + 3_000;
+/** Faults during which Redis answers nobody's heartbeat: no process hears the fleet's limits meanwhile. */
+const REDIS_AWAY_FAULTS: ReadonlySet<FaultKind> = new Set(['stall', 'pauseWrites', 'restartKeep', 'restartEmpty']);
 /** Longest wait for a process to start (tsx compiles on the fly; 2 busy cores). */
 const PROCESS_START_MS = 30_000;
 /** Polling of Redis during the drain. */
@@ -903,12 +905,8 @@ class CheckerRun {
    * by it (Redis lost the only copy): a decision, see the checker README and docs/ARCHITECTURE.md.
    */
   #heardBefore(loss: { calledAt: number; settledAt: number }): [number, number] {
-    const hearing = CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS;
-    let from = loss.calledAt - hearing;
-    for (const window of this.#frozen) {
-      if (window.from <= loss.settledAt && window.to >= loss.calledAt - hearing) from = Math.min(from, window.from - hearing);
-    }
-    return [from, loss.settledAt];
+    const redisAway = this.#faultLog.filter((fault) => REDIS_AWAY_FAULTS.has(fault.kind)).map((fault) => ({ from: fault.from, to: fault.to ?? loss.settledAt }));
+    return heardWindow(loss, CHECKER_TIMINGS.heartbeatMs + SCHEDULING_SLACK_MS, redisAway, this.#frozen);
   }
 
   /** The concurrency in force over time, as the driver asked for it (see segments.ts for the rules). */

@@ -107,3 +107,35 @@ export function concurrencySegments(
   }
   return segments;
 }
+
+/**
+ * The window of limits some process may still have held as the fleet's when Redis lost its data over `loss`, and so
+ * may write back (DESIGN §8: a process re-creating the dataset writes the limits it last heard): from one hearing
+ * (`hearingMs`: a heartbeat + slack) before the loss, or before the deaf windows chained across it. A process hears
+ * the limits by its heartbeats: not while it is frozen (its own windows), nor while Redis answers nobody (`redisAway`:
+ * a stall, a pause of writes, a restart). Seed 881170558: a process frozen for 2.6 s, then a 1.3 s DEBUG SLEEP, then a
+ * restart without data: it had heard nothing since before its freeze, and wrote those limits back.
+ */
+export function heardWindow(
+  loss: { calledAt: number; settledAt: number },
+  hearingMs: number,
+  redisAway: ReadonlyArray<{ from: number; to: number }>,
+  frozen: ReadonlyArray<{ proc: string; from: number; to: number }>,
+): [number, number] {
+  let earliest = loss.calledAt - hearingMs;
+  for (const proc of [undefined, ...new Set(frozen.map((window) => window.proc))]) {
+    const deaf = [...redisAway, ...frozen.filter((window) => window.proc === proc)];
+    let from = loss.calledAt - hearingMs;
+    for (let moved = true; moved;) {
+      moved = false;
+      for (const window of deaf) {
+        if (window.from <= loss.settledAt && window.to >= from && window.from - hearingMs < from) {
+          from = window.from - hearingMs;
+          moved = true;
+        }
+      }
+    }
+    earliest = Math.min(earliest, from);
+  }
+  return [earliest, loss.settledAt];
+}
