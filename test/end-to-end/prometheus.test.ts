@@ -31,10 +31,10 @@ const LABEL_VALUES: Record<string, RegExp> = {
   job: /^tollgate-(worker|gateway)$/,
   account: /^fleet-[0-9a-f]+-limiter$/,
   pool: /^default$/,
-  queue: /^fleet-[0-9a-f]+$/,
+  queue: /^fleet-[0-9a-f]+(@fleet-[0-9a-f]+-limiter)?$/, // the plain queue, and the account's own (`<queue>@<account>`)
   dimension: /^(requests|inputTokens|outputTokens|input|output|cache_creation_input|cache_read_input)$/,
   status: /^(\d{3}|connection)$/,
-  kind: /^(concurrency|rate|other|rpm|itpm|otpm)$/, // the account's 429 kinds, and a tenant's (what the 429 ran out of)
+  kind: /^(concurrency|rate|other|rpm|itpm|otpm|budget)$/, // the account's 429 kinds, and a tenant's (what the 429 ran out of, or its budget)
   state: /^(waiting|prioritized|delayed|active|completed|failed|retried|handed_back)$/,
   route: /^(\/[a-z0-9/:_]*|unknown)$/,
   tenant: /^(fleet|-)$/, // the gateway's one configured tenant, and jobs without one
@@ -160,7 +160,7 @@ describe.skipIf(!installed)('a real Prometheus scrapes the workers and the gatew
     const byTenant = await prometheus.query(`sum by (tenant) (tollgate_tenant_granted_tokens_total{account="${account}", dimension="outputTokens"})`);
     expect(byTenant.map((sample) => sample.metric.tenant).sort()).toEqual(['-', 'fleet']); // Node jobs without a tenant; the gateway's tenant
     const byKind = await prometheus.query(`sum by (kind) (tollgate_tenant_rate_limited_total{account="${account}", pool="default"})`);
-    expect(Object.fromEntries(byKind.map((sample) => [sample.metric.kind, sample.value]))).toEqual({ concurrency: 0, rpm: 1, itpm: 0, otpm: 0, other: 0 });
+    expect(Object.fromEntries(byKind.map((sample) => [sample.metric.kind, sample.value]))).toEqual({ concurrency: 0, rpm: 1, itpm: 0, otpm: 0, other: 0, budget: 0 });
   });
 
   it('wait histogram: one observation per grant (each attempt, the retry too), and quantiles PromQL can compute', async () => {
