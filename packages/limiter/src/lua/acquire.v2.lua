@@ -134,8 +134,9 @@ local function acquire_v2(keys, args)
   elseif budgets > 0 then return { -4, 'pool' } end
 
   -- granted at once only when nobody waits, in any pool: a waiter of another pool whose wait just
-  -- ended (its refill came, no pump yet) is granted first by the pump below
-  if redis.call('ZCARD', K_WAITING) == 0 and blockedUntil(priority, cost, pool) == 0 then
+  -- ended (its refill came, no pump yet) is granted first by the pump below. The slot and the buckets
+  -- first: when they block, it queues whoever waits, and the pump reuses what they read (no ZCARD)
+  if blockedUntil(priority, cost, pool) == 0 and redis.call('ZCARD', K_WAITING) == 0 then
     local fence, expiresAt = grant(waiterId, cost)
     return { 1, fence, expiresAt, NOW_MS }
   end

@@ -90,6 +90,7 @@ local NOW_US           -- Redis µs (an integer)
 local NOW_TEXT         -- int(NOW_MS), made once per call when needed (nowText)
 local CFG = nil        -- config: the cached static part plus this call's effective, pausedUntil and lanePausedUntil
 local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
+local FIRST_EXPIRY = nil -- firstExpiry's answer in this call (false: no live lease; nil: not read yet)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
@@ -113,7 +114,7 @@ local function start(keys, args)
   NOW = seconds * 1000 + micros / 1000
   NOW_MS = math.floor(NOW)
   NOW_US = seconds * 1000000 + micros
-  CFG, INFLIGHT, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, false
+  CFG, INFLIGHT, FIRST_EXPIRY, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, nil, false
   -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
   -- for a limiter without rates
   if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
@@ -261,6 +262,9 @@ local function inFlight()
   return INFLIGHT
 end
 
+-- A function that added, moved or removed leases other than by grant(): inFlight and firstExpiry read them again.
+local function leasesChanged() INFLIGHT, FIRST_EXPIRY = nil, nil end
+
 -- Expired leases come back by themselves: dropped here (with their grant copies), by every script
 -- that finds them in its way; at most RECLAIM_MAX per call (more: the next calls take them).
 -- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
@@ -284,7 +288,8 @@ local function reclaim()
 end
 
 -- The soonest live lease expiry (Redis ms), reclaiming expired leases first; nil when none is live.
-local function firstExpiry()
+-- Read once per call (an acquire that queues asks, then its pump): grant() keeps it, leasesChanged() drops it.
+local function readFirstExpiry()
   local first = redis.call('ZRANGE', K_LEASES, '0', '0', 'WITHSCORES')
   if #first == 0 then return nil end
   local expiry = first[2] + 0
@@ -295,6 +300,10 @@ local function firstExpiry()
     expiry = first[2] + 0
   end
   return expiry
+end
+local function firstExpiry()
+  if FIRST_EXPIRY == nil then FIRST_EXPIRY = readFirstExpiry() or false end
+  return FIRST_EXPIRY or nil
 end
 
 local function bucketTokens(dim)
@@ -386,6 +395,8 @@ local function grant(permitId, cost)
   local expiresAt = NOW_MS + CFG.leaseTtlMs
   local expiresText = int(expiresAt)
   redis.call('ZADD', K_LEASES, expiresText, permitId)
+  -- a new permit (never in leases already: a re-submission that was granted is answered before)
+  if FIRST_EXPIRY == false or (FIRST_EXPIRY ~= nil and expiresAt < FIRST_EXPIRY) then FIRST_EXPIRY = expiresAt end
   for _, dim in ipairs(CFG.dims) do
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
