@@ -16,6 +16,8 @@
   ARGV[11…] dimension, amount  amount a finite number ≥ 0; a dimension '~<group>/<bucket>' is one of
                           the group's budgets (the client charges every budget of its group, and
                           only those: its view of the limits is checked here)
+  ARGV[6…10] may be left off from the first one on when every one left off is its default ('', '',
+                          '', 0, 0): the client sends 5 arguments for a call with no cost, pool or group
   Arguments out of these ranges are refused ({-4, field}) before anything is written, so nothing one
   caller sends can leave an entry that other processes' pumps fail on.
   Returns  {1, fence, expiresAtMs, nowMs}                granted now (also a re-submitted waiter that was
@@ -97,9 +99,10 @@ local function acquire_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-  local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[ARGV[10]] or tonumber(ARGV[10])
-  local group, step = ARGV[8], SMALL_INTEGER[ARGV[9]] or tonumber(ARGV[9])
+  local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6] or '', ARGV[7] or ''
+  local costText, stepText = ARGV[10] or '0', ARGV[9] or '0' -- left off: the defaults (header)
+  local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[costText] or tonumber(costText)
+  local group, step = ARGV[8] or '', SMALL_INTEGER[stepText] or tonumber(stepText)
   -- a re-submission first: its grant or queue entry stands whatever changed since it was made (an apply
   -- that removed its pool or lowered a capacity: the queue entry is then rejected by a message)
   if previous ~= '' then
