@@ -51,7 +51,9 @@ local function inRange(value, max) return value ~= nil and value >= 0 and value 
 
 -- nil when the arguments are in range, else the name of the first field that is not.
 local function badAcquireArgument(waiterId, priority, timeoutMs, pool, group, step, costCount)
-  if not string.find(waiterId, '^[^%s:]+:%S+$') then return 'waiterId' end
+  -- '^[^%s:]+:%S+$' (its first colon neither first nor last, no space) in fewer steps of Lua's matcher
+  local colon = string.find(waiterId, ':', 1, true)
+  if colon == nil or colon == 1 or colon == #waiterId or not string.find(waiterId, '^%S+$') then return 'waiterId' end
   if group ~= '' and (not string.find(group, '^[%w._*-]+$') or #group > 64 or not inRange(step, STEP_MAX) or step < 1) then return 'group' end
   if not inRange(priority, 9) then return 'priority' end
   if not inRange(timeoutMs, TIMEOUT_MS_MAX) then return 'timeoutMs' end

@@ -101,8 +101,9 @@ local BUDGET_SPENT = false -- this call granted a waiter with group budgets (the
 local SMALL_INTEGER = {}
 for i = 0, 64 do SMALL_INTEGER['' .. i] = i end -- (no library functions while the library loads)
 
--- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' and the owner
-local function grantsChannel(owner) return string.sub(K_CONFIG, 1, -8) .. ':grants:' .. owner end
+-- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' (made once per
+-- config, loadStatic), and the owner. Called only once the call's config is read.
+local function grantsChannel(owner) return CFG.grantsPrefix .. owner end
 
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
@@ -152,6 +153,7 @@ local function loadStatic(epoch, version)
                                  -- that no call reads them unless its waiter is of that group
     budgets = false,             -- some group has buckets (else no call spends a step on them)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
+    grantsPrefix = string.sub(K_CONFIG, 1, -8) .. ':grants:', -- grantsChannel's
   }
   local limitFields = {}
   for dim in string.gmatch(static[3] or '', '[^,]+') do
@@ -423,7 +425,9 @@ local PRIORITY_TEXT = { [0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
 local function waiterMember(waiterId, priority, deadline, lane, costFrom, costCount)
   local deadlineText = '0'
   if deadline ~= 0 then deadlineText = int(deadline) end
-  local parts = { waiterId, PRIORITY_TEXT[priority] or int(priority), deadlineText, nowText() }
+  local member = waiterId .. ' ' .. (PRIORITY_TEXT[priority] or int(priority)) .. ' ' .. deadlineText .. ' ' .. nowText()
+  if lane == '' and costCount == 0 then return member end -- no table to build and join (the most common member)
+  local parts = { member }
   if lane ~= '' then table.insert(parts, '@' .. lane) end
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
@@ -433,12 +437,15 @@ end
 
 -- Returns nil for a member it cannot read (the pump drops it rather than fail for every process).
 local function parseWaiter(member)
-  local waiterId, priority, deadline, enqueuedAt, rest = string.match(member, '^(%S+) (%d+) (%d+) (%d+)(.*)$')
+  -- one match for the waiterId and its owner (the part before its first colon); the pool's only when
+  -- something follows enqueuedAt
+  local waiterId, owner, priority, deadline, enqueuedAt, rest = string.match(member, '^(([^:%s]+):%S*) (%d+) (%d+) (%d+)(.*)$')
   if waiterId == nil then return nil end
-  local owner = string.match(waiterId, '^([^:]+):')
-  if owner == nil then return nil end
-  local lane, dims = string.match(rest, '^ @(%S+)(.*)$')
-  if lane == nil then lane, dims = '', rest end
+  local lane, dims = '', rest
+  if rest ~= '' then
+    local named, after = string.match(rest, '^ @(%S+)(.*)$')
+    if named ~= nil then lane, dims = named, after end
+  end
   local cost = NO_COST
   if dims ~= '' then
     cost = {}
