@@ -4,8 +4,9 @@
  * `npm run callgrind-pairs -w bench -- --baseline-limiter DIR [--pairs N] [--rounds R] [--shape 1x16]`.
  * Starts `valgrind --tool=callgrind redis-server` with instrumentation off, and per run (baseline and
  * new interleaved, A B B A …): warm-up, zero the counters, instrumentation on, N pairs, off, dump.
- * Prints Ir per pair of the whole server and of FCALL (inclusive) per run, and each run's dump file
- * for `callgrind_annotate`.
+ * Prints Ir per pair of the whole server and of FCALL (inclusive) per run, the commands Redis ran per
+ * pair in the counted part (`INFO commandstats`, FCALL's inner commands included), and each run's dump
+ * file for `callgrind_annotate`.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
@@ -16,6 +17,7 @@ import { Redis } from 'ioredis';
 import { DATASETS_KEY } from '@tollgate/limiter';
 import { freePort, uniqueName } from '@tollgate/test-support';
 import { BASELINE_LIMITER_ENV, loadBaseline, loadTollgate } from './contenders.js';
+import { commandsExecuted, redisCommandStats, resetRedisStats } from './redis-stats.js';
 
 const { values } = parseArgs({
   options: {
@@ -69,7 +71,13 @@ const admin = new Redis(url, { retryStrategy: () => 200, maxRetriesPerRequest: n
 admin.on('error', () => {}); // refused until valgrind has started the server: retried
 await admin.set(DATASETS_KEY, 'bench');
 
-async function run(createLimiter: CreateLimiter, label: string): Promise<string> {
+/** A run's commands per pair: in all, and each command's (most first). */
+interface Commands {
+  perPair: number;
+  each: string;
+}
+
+async function run(createLimiter: CreateLimiter, label: string): Promise<Commands> {
   const name = uniqueName('cg');
   // a lease far longer than a run: no heartbeat (nor lease expiry) inside the counted part; valgrind runs Redis tens of
   // times slower, and the machine is shared: a call may take seconds, which is no failure here
@@ -89,13 +97,19 @@ async function run(createLimiter: CreateLimiter, label: string): Promise<string>
     );
   };
   await drive(300); // warm-up: the config cache, the JIT of the client
+  await resetRedisStats(admin);
   control('--zero');
   control('--instr=on');
   await drive(PAIRS);
   control('--instr=off');
   control(`--dump=${label}`);
+  const stats = await redisCommandStats(admin);
   await Promise.all(limiters.map((limiter) => limiter.close()));
-  return label;
+  const each = [...stats]
+    .sort((a, b) => b[1].calls - a[1].calls)
+    .map(([command, stat]) => `${command} ${(stat.calls / PAIRS).toFixed(2)}`)
+    .join(', ');
+  return { perPair: commandsExecuted(stats) / PAIRS, each };
 }
 
 function totals(file: string): { total: number; fcall: number } {
@@ -106,21 +120,21 @@ function totals(file: string): { total: number; fcall: number } {
   return { total, fcall };
 }
 
-const results: Record<'baseline' | 'new', Array<{ total: number; fcall: number; file: string }>> = { baseline: [], new: [] };
+const results: Record<'baseline' | 'new', Array<{ total: number; fcall: number; file: string; commands: Commands }>> = { baseline: [], new: [] };
 try {
   let index = 0;
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? (['baseline', 'new'] as const) : (['new', 'baseline'] as const);
     for (const which of order) {
       const label = `${which}-${++index}`;
-      await run(which === 'new' ? current.createLimiter : baseline.createLimiter, label);
+      const commands = await run(which === 'new' ? current.createLimiter : baseline.createLimiter, label);
       await new Promise((resolve) => setTimeout(resolve, 500));
       const file = readdirSync(dir)
         .filter((entry) => entry.startsWith('callgrind.out'))
         .map((entry) => join(dir, entry))
         .find((path) => readFileSync(path, 'utf8').includes(`\ndesc: Trigger: dump ${label}\n`));
       if (file === undefined) throw new Error(`no dump for ${label} in ${dir}`);
-      results[which].push({ ...totals(file), file });
+      results[which].push({ ...totals(file), file, commands });
     }
   }
 } finally {
@@ -130,5 +144,8 @@ try {
 console.log(`shape ${CLIENTS}×${CALLERS}, limit ${LIMIT}, ${PAIRS} pairs per run, ${ROUNDS} rounds; Ir per pair`);
 for (const which of ['baseline', 'new'] as const) {
   for (const run of results[which])
-    console.log(`${which.padEnd(8)} total ${(run.total / PAIRS).toFixed(0).padStart(8)}  fcall ${(run.fcall / PAIRS).toFixed(0).padStart(8)}  ${run.file}`);
+    console.log(
+      `${which.padEnd(8)} total ${(run.total / PAIRS).toFixed(0).padStart(8)}  fcall ${(run.fcall / PAIRS).toFixed(0).padStart(8)}  ` +
+        `commands ${run.commands.perPair.toFixed(2)} (${run.commands.each})  ${run.file}`,
+    );
 }

@@ -117,6 +117,25 @@ describe('the function itself', () => {
   });
 });
 
+describe('the function itself, with fields left off', () => {
+  it('reads the fields after timeoutMs (acquire) and settleCount (release) that a caller leaves off as their defaults', async () => {
+    const name = uniqueName('rogue-short');
+    await limiterFor(name);
+    const { functionKeys, config, leases, waiting } = limiterKeys(name);
+    const epoch = (await admin.hget(config, 'epoch')) ?? '';
+    const call = (script: 'acquire' | 'release', ...args: string[]) =>
+      admin.fcall(tollgateLibrary().functionName(script), functionKeys.length, ...functionKeys, epoch, 'rogue', ...args);
+    expect(((await call('acquire', 'rogue:1', '0', '0')) as [number])[0]).toBe(1);
+    expect(((await call('acquire', 'rogue:2', '0', '0')) as [number])[0]).toBe(0); // concurrency 1: queued
+    expect(await admin.zcard(waiting)).toBe(1);
+    const released = (await call('release', 'rogue:1', '0')) as [number, number, number, string[]];
+    expect(released[0]).toBe(1);
+    expect(released[3].map((message) => message.split(' ')[0])).toEqual(['rogue:2']); // the pump granted the next
+    expect(await admin.zrange(leases, '0', '-1')).toEqual(['rogue:2']);
+    expect(await admin.zcard(waiting)).toBe(0);
+  });
+});
+
 describe('the function itself, with pools', () => {
   it("refuses a pool it does not have, no pool, and a cost outside the waiter's pool", async () => {
     const name = uniqueName('rogue-pools');

@@ -21,7 +21,7 @@ local function cancel_v2(keys, args)
     state = 1
   elseif redis.call('ZREM', K_LEASES, waiterId) == 1 then
     redis.call('HDEL', K_GRANTED, waiterId)
-    INFLIGHT = nil
+    leasesChanged()
     local cost = readCost(6, tonumber(ARGV[5]))
     for dim, amount in pairs(cost) do refund(dim, amount) end -- the pool's buckets and its group's budgets
     state = 2

@@ -186,7 +186,7 @@ local function configure_v2(keys, args)
   for i = first, #ARGV - 1, 2 do
     redis.call('ZADD', K_LEASES, NOW_MS + tonumber(ARGV[i + 1]), ARGV[i])
   end
-  INFLIGHT = nil
+  leasesChanged()
 
   local wake, own = 0, {}
   if applied == 1 and created == 0 then

@@ -39,7 +39,7 @@ local function heartbeat_v2(keys, args)
       table.insert(lost, ARGV[i])
     end
   end
-  INFLIGHT = nil
+  leasesChanged()
   local wake, own = pump(owner)
   if #ARGV > leasesEnd then -- grants this process's waiters were sent, and may have missed
     local waiters = { unpack(ARGV, leasesEnd + 1) }

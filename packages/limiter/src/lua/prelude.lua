@@ -90,6 +90,7 @@ local NOW_US           -- Redis µs (an integer)
 local NOW_TEXT         -- int(NOW_MS), made once per call when needed (nowText)
 local CFG = nil        -- config: the cached static part plus this call's effective, pausedUntil and lanePausedUntil
 local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaimed when they would block)
+local FIRST_EXPIRY = nil -- firstExpiry's answer in this call (false: no live lease; nil: not read yet)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
@@ -100,8 +101,9 @@ local BUDGET_SPENT = false -- this call granted a waiter with group budgets (the
 local SMALL_INTEGER = {}
 for i = 0, 64 do SMALL_INTEGER['' .. i] = i end -- (no library functions while the library loads)
 
--- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' and the owner
-local function grantsChannel(owner) return string.sub(K_CONFIG, 1, -8) .. ':grants:' .. owner end
+-- '<p>:grants:<owner>': '<p>:config' less ':config' (7 characters), then ':grants:' (made once per
+-- config, loadStatic), and the owner. Called only once the call's config is read.
+local function grantsChannel(owner) return CFG.grantsPrefix .. owner end
 
 -- Resets the per-call state. Every function calls it (through begin) first.
 local function start(keys, args)
@@ -113,7 +115,7 @@ local function start(keys, args)
   NOW = seconds * 1000 + micros / 1000
   NOW_MS = math.floor(NOW)
   NOW_US = seconds * 1000000 + micros
-  CFG, INFLIGHT, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, false
+  CFG, INFLIGHT, FIRST_EXPIRY, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, nil, false
   -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
   -- for a limiter without rates
   if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
@@ -151,6 +153,7 @@ local function loadStatic(epoch, version)
                                  -- that no call reads them unless its waiter is of that group
     budgets = false,             -- some group has buckets (else no call spends a step on them)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
+    grantsPrefix = string.sub(K_CONFIG, 1, -8) .. ':grants:', -- grantsChannel's
   }
   local limitFields = {}
   for dim in string.gmatch(static[3] or '', '[^,]+') do
@@ -261,6 +264,9 @@ local function inFlight()
   return INFLIGHT
 end
 
+-- A function that added, moved or removed leases other than by grant(): inFlight and firstExpiry read them again.
+local function leasesChanged() INFLIGHT, FIRST_EXPIRY = nil, nil end
+
 -- Expired leases come back by themselves: dropped here (with their grant copies), by every script
 -- that finds them in its way; at most RECLAIM_MAX per call (more: the next calls take them).
 -- A lease reclaimed here was not released: its id goes to <p>:expired (zset permitId -> expiry), so that
@@ -284,7 +290,8 @@ local function reclaim()
 end
 
 -- The soonest live lease expiry (Redis ms), reclaiming expired leases first; nil when none is live.
-local function firstExpiry()
+-- Read once per call (an acquire that queues asks, then its pump): grant() keeps it, leasesChanged() drops it.
+local function readFirstExpiry()
   local first = redis.call('ZRANGE', K_LEASES, '0', '0', 'WITHSCORES')
   if #first == 0 then return nil end
   local expiry = first[2] + 0
@@ -295,6 +302,10 @@ local function firstExpiry()
     expiry = first[2] + 0
   end
   return expiry
+end
+local function firstExpiry()
+  if FIRST_EXPIRY == nil then FIRST_EXPIRY = readFirstExpiry() or false end
+  return FIRST_EXPIRY or nil
 end
 
 local function bucketTokens(dim)
@@ -386,6 +397,8 @@ local function grant(permitId, cost)
   local expiresAt = NOW_MS + CFG.leaseTtlMs
   local expiresText = int(expiresAt)
   redis.call('ZADD', K_LEASES, expiresText, permitId)
+  -- a new permit (never in leases already: a re-submission that was granted is answered before)
+  if FIRST_EXPIRY == false or (FIRST_EXPIRY ~= nil and expiresAt < FIRST_EXPIRY) then FIRST_EXPIRY = expiresAt end
   for _, dim in ipairs(CFG.dims) do
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
@@ -412,7 +425,9 @@ local PRIORITY_TEXT = { [0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
 local function waiterMember(waiterId, priority, deadline, lane, costFrom, costCount)
   local deadlineText = '0'
   if deadline ~= 0 then deadlineText = int(deadline) end
-  local parts = { waiterId, PRIORITY_TEXT[priority] or int(priority), deadlineText, nowText() }
+  local member = waiterId .. ' ' .. (PRIORITY_TEXT[priority] or int(priority)) .. ' ' .. deadlineText .. ' ' .. nowText()
+  if lane == '' and costCount == 0 then return member end -- no table to build and join (the most common member)
+  local parts = { member }
   if lane ~= '' then table.insert(parts, '@' .. lane) end
   for i = 0, costCount - 1 do
     table.insert(parts, ARGV[costFrom + 2 * i] .. '=' .. ARGV[costFrom + 2 * i + 1])
@@ -422,12 +437,15 @@ end
 
 -- Returns nil for a member it cannot read (the pump drops it rather than fail for every process).
 local function parseWaiter(member)
-  local waiterId, priority, deadline, enqueuedAt, rest = string.match(member, '^(%S+) (%d+) (%d+) (%d+)(.*)$')
+  -- one match for the waiterId and its owner (the part before its first colon); the pool's only when
+  -- something follows enqueuedAt
+  local waiterId, owner, priority, deadline, enqueuedAt, rest = string.match(member, '^(([^:%s]+):%S*) (%d+) (%d+) (%d+)(.*)$')
   if waiterId == nil then return nil end
-  local owner = string.match(waiterId, '^([^:]+):')
-  if owner == nil then return nil end
-  local lane, dims = string.match(rest, '^ @(%S+)(.*)$')
-  if lane == nil then lane, dims = '', rest end
+  local lane, dims = '', rest
+  if rest ~= '' then
+    local named, after = string.match(rest, '^ @(%S+)(.*)$')
+    if named ~= nil then lane, dims = named, after end
+  end
   local cost = NO_COST
   if dims ~= '' then
     cost = {}

@@ -8,7 +8,8 @@
                           own pump; that pump kept nothing), anything else ('1') when it may be (it
                           came by message, by heartbeat collection, or as a re-submission's answer):
                           then its copy there is deleted. A '0' only spares that HDEL.
-  ARGV[5]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow
+  ARGV[5]  settleCount    integer ≥ 0, number of (dimension, reserved, used) triples that follow (left
+                          off: 0)
   ARGV[6…] dimension, reserved, used   numbers ≥ 0; the bucket gets reserved − used back (capped at
                                        its capacity; a negative refund is a debt). Settled even when
                                        the lease had already expired, and exactly once: a second
@@ -19,7 +20,8 @@ local function release_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, permitId, settleCount = ARGV[2], ARGV[3], SMALL_INTEGER[ARGV[5]] or tonumber(ARGV[5])
+  local settleText = ARGV[5] or '0'
+  local owner, permitId, settleCount = ARGV[2], ARGV[3], SMALL_INTEGER[settleText] or tonumber(settleText)
   local live = redis.call('ZREM', K_LEASES, permitId) -- 0: reclaimed after expiry (the client also
                                                        -- knows a lease it could not renew in time)
   if ARGV[4] ~= '0' then redis.call('HDEL', K_GRANTED, permitId) end

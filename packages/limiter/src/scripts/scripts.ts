@@ -34,6 +34,9 @@ const Status = {
   overBudget: -5,
 } as const;
 
+/** acquire's ARGV up to its timeoutMs: the fields after it may be left off when they are their defaults. */
+const ACQUIRE_REQUIRED_ARGS = 5;
+
 /** cancel's first element. */
 const CancelState = { absent: 0, dequeued: 1, grantReleased: 2 } as const;
 
@@ -176,18 +179,12 @@ export class LimiterScripts {
    * cost can never be granted.
    */
   async acquire(epoch: string, args: AcquireArgs): Promise<AcquireReply> {
-    const raw = await this.#call('acquire', [
-      epoch,
-      this.#ownerId,
-      args.waiterId,
-      args.priority,
-      args.timeoutMs,
-      args.previousMember,
-      args.pool,
-      args.group,
-      args.step,
-      ...costArgs(args.cost),
-    ]);
+    const argv: Array<string | number> = [epoch, this.#ownerId, args.waiterId, args.priority, args.timeoutMs, args.previousMember, args.pool, args.group, args.step];
+    const cost = costArgs(args.cost);
+    // no cost: the fields before it that are their defaults go too (acquire.v2.lua reads a missing one as its default)
+    if (cost[0] === 0) while (argv.length > ACQUIRE_REQUIRED_ARGS && (argv.at(-1) === '' || argv.at(-1) === 0)) argv.pop();
+    else argv.push(...cost);
+    const raw = await this.#call('acquire', argv);
     switch (raw[0]) {
       case Status.granted:
         return { kind: 'granted', grant: { waiterId: args.waiterId, fence: integer(raw[1]), expiresAtMs: integer(raw[2]), grantedAtMs: integer(raw[3]), direct: true } };
@@ -206,7 +203,8 @@ export class LimiterScripts {
 
   /** `maybeKept`: false only when this process's own call granted the permit (GrantMessage.direct, one submission); true deletes its copy in `<p>:granted`. */
   async release(epoch: string, permitId: string, settlements: readonly Settlement[], maybeKept = true): Promise<ReleaseReply> {
-    const args: Array<string | number> = [epoch, this.#ownerId, permitId, maybeKept ? '1' : '0', settlements.length];
+    const args: Array<string | number> = [epoch, this.#ownerId, permitId, maybeKept ? '1' : '0'];
+    if (settlements.length > 0) args.push(settlements.length); // none: left off (release.v2.lua reads it as 0)
     for (const entry of settlements) args.push(entry.dimension, entry.reserved, entry.used);
     const raw = await this.#call('release', args);
     return resyncOr(raw, () => ({ kind: 'released', leaseWasLive: oneOf(raw[0], [0, 1]) === 1, pumped: pumpedAt(raw, 1, true) }));
