@@ -53,6 +53,8 @@ export function concurrencySegments(
   const settleByOf = (event: ConcurrencyEvent) => (event.unanswered ? event.settledAt + LOST_REPLY_RUNS_WITHIN_MS : event.settledAt);
   // the configured concurrency: the applies (and what data loss or a first boot may write back)
   const configured: Array<Segment<number> & { settleBy: number }> = [{ from: 0, to: undefined, value: start, settleBy: 0 }];
+  // the configured value each data loss, and each first boot after one, may have written back
+  const writtenBack = new Map<ConcurrencyEvent, number>();
   let lostSinceApply = false;
   for (const event of sorted) {
     const from = event.calledAt;
@@ -60,10 +62,13 @@ export function concurrencySegments(
     if (event.kind === 'dataLoss') {
       lostSinceApply = true;
       const [recentFrom, recentTo] = heardBefore(event);
-      configured.push({ from, to: undefined, value: maxIn(configured, recentFrom, recentTo, (limit) => limit), settleBy }); // written back
+      writtenBack.set(
+        event,
+        maxIn(configured, recentFrom, recentTo, (limit) => limit),
+      );
     } else if (event.kind === 'processStart') {
       // with no limits left in Redis, a process that starts is a fleet's first boot: it may apply its own (DESIGN §8)
-      if (lostSinceApply) configured.push({ from, to: undefined, value: event.value, settleBy });
+      if (lostSinceApply) writtenBack.set(event, event.value);
     } else if (event.kind === 'apply') {
       if (!event.unanswered) {
         lostSinceApply = false;
@@ -71,17 +76,17 @@ export function concurrencySegments(
       }
       configured.push({ from, to: undefined, value: event.value, settleBy });
     }
+    const back = writtenBack.get(event);
+    if (back !== undefined) configured.push({ from, to: undefined, value: back, settleBy });
   }
 
   const segments: Array<Segment<number> & { settleBy: number; cause: string }> = [{ from: 0, to: undefined, value: start, settleBy: 0, cause: 'start' }];
-  lostSinceApply = false;
   for (const event of sorted) {
     const from = event.calledAt;
     const settleBy = settleByOf(event);
     if (event.kind === 'dataLoss') {
-      lostSinceApply = true;
-      const [recentFrom, recentTo] = heardBefore(event);
       // back at the configured one, or one not everyone had heard was written back
+      const [recentFrom, recentTo] = heardBefore(event);
       const value = Math.max(
         maxIn(configured, recentFrom, recentTo, (limit) => limit),
         maxIn(segments, recentFrom, recentTo, (limit) => limit),
@@ -90,13 +95,12 @@ export function concurrencySegments(
       continue;
     }
     if (event.kind === 'processStart') {
-      if (lostSinceApply) segments.push({ from, to: undefined, value: event.value, settleBy, cause: 'a process started after data loss' });
+      const back = writtenBack.get(event);
+      if (back !== undefined) segments.push({ from, to: undefined, value: back, settleBy, cause: 'a process started after data loss' });
       continue;
     }
     let value = event.value;
-    if (event.kind === 'apply') {
-      if (!event.unanswered) lostSinceApply = false;
-    } else {
+    if (event.kind === 'setConcurrency') {
       value = Math.min(
         Math.max(event.value, 1),
         maxIn(configured, from, settleBy, (limit) => limit),
