@@ -22,7 +22,12 @@ for (const pattern of workspaces) {
   }
 }
 
-const turbo = spawnSync('npx', ['turbo', 'run', 'test', '--concurrency=1', '--continue', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+// every workspace built first: the tests' child processes (services, the CLI) run the compiled dist/ entries, as the
+// Docker image does, instead of paying tsx's loader in each of a few hundred processes (test-support's entryCommand)
+const build = spawnSync('npx', ['turbo', 'run', 'build'], { cwd: root, stdio: 'inherit' });
+if (build.status !== 0) process.exit(build.status ?? 1);
+const env = { ...process.env, TOLLGATE_TEST_BUILT: '1' }; // turbo passes it on (turbo.json, globalPassThroughEnv)
+const turbo = spawnSync('npx', ['turbo', 'run', 'test', '--concurrency=1', '--continue', ...process.argv.slice(2)], { cwd: root, stdio: 'inherit', env });
 
 let passed = 0;
 let failed = 0;

@@ -9,7 +9,7 @@ import { RedisServerProcess } from '@tollgate/test-support';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { runPoolsDemo } from './pools.js';
-import { MOCK_ENTRY, WORKER_ENTRY, sourceEntryCommand, spawnService, stopAllServices, type ServiceProcess } from '../../test/support/processes.js';
+import { MOCK_ENTRY, WORKER_ENTRY, entryCommand, spawnService, stopAllServices, type ServiceProcess } from '../../test/support/processes.js';
 
 const POOLS_DEMO = process.argv.includes('--pools');
 const JOBS = Number(process.env.DEMO_JOBS ?? 400);
@@ -164,7 +164,7 @@ async function main(): Promise<void> {
   const redis = await chooseRedis();
   console.log(dim(`Redis: ${redis.how}`));
   const run = `demo-${process.pid}-${Date.now().toString(36)}`;
-  const mockCommand = sourceEntryCommand(MOCK_ENTRY);
+  const mockCommand = entryCommand(MOCK_ENTRY);
   const mock = await spawnService({
     name: 'mock-anthropic',
     ...mockCommand,
@@ -206,7 +206,7 @@ async function main(): Promise<void> {
     WORKER_DRAIN_TIMEOUT_MS: '2000',
   };
   process.stdout.write(dim(`Starting ${WORKERS} Tollgate workers… `));
-  const workerCommand = sourceEntryCommand(WORKER_ENTRY);
+  const workerCommand = entryCommand(WORKER_ENTRY);
   const workers: ServiceProcess[] = await Promise.all(Array.from({ length: WORKERS }, (_, i) => spawnService({ name: `worker-${i + 1}`, ...workerCommand, env: fleetEnv })));
   console.log(dim('ready.'));
   const producer = createProducer({ redis: redis.url, queue });
@@ -224,7 +224,7 @@ async function main(): Promise<void> {
   // 2. Without Tollgate: the same jobs, each worker holding itself to the account's limit only within its own process.
   const naiveQueue = new Queue(`${run}-naive`, { connection: { url: redis.url } });
   cleanups.push(() => naiveQueue.close());
-  const naiveCommand = sourceEntryCommand('scripts/demo/naive-worker.ts');
+  const naiveCommand = entryCommand('scripts/demo/naive-worker.ts');
   process.stdout.write(dim(`Starting ${WORKERS} workers without Tollgate (local semaphore of ${ACCOUNT.concurrency} each, SDK retries on)… `));
   await Promise.all(
     Array.from({ length: WORKERS }, (_, i) =>

@@ -7,7 +7,7 @@ const CONCURRENCY = 5;
 const WORKERS = 4;
 const JOBS = 80;
 /** Fewer jobs while every call outlives a lease. */
-const STOP_JOBS = 20;
+const STOP_JOBS = 10;
 /** Slack the design allows past the lease TTL for a dead process's permits (DESIGN §7). */
 const RECLAIM_SLACK_MS = 500;
 /** How often the test reads the limiter's snapshot while it waits for leases to go. */

@@ -5,7 +5,7 @@ import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_KEY, HEARTBEAT_MS, LEASE_TTL_MS, MODEL, settle } from '../support/fleet.js';
-import { MOCK_ENTRY, WORKER_ENTRY, sourceEntryCommand, spawnService, stopAllServices, type ServiceProcess } from '../support/processes.js';
+import { MOCK_ENTRY, WORKER_ENTRY, entryCommand, spawnService, stopAllServices, type ServiceProcess } from '../support/processes.js';
 
 /** DESIGN §5: Redis Cluster. Three primaries from the local redis-server binary, limiter + queue + 2 workers on it. */
 const PRIMARIES = 3;
@@ -35,9 +35,9 @@ beforeAll(async () => {
     await new Promise((resolve) => setTimeout(resolve, CLUSTER_READY_POLL_MS));
   }
   const queue = uniqueName('cluster').replace(/:/g, '-');
-  const { command, args } = sourceEntryCommand(MOCK_ENTRY);
+  const { command, args } = entryCommand(MOCK_ENTRY);
   mock = await spawnService({ name: 'mock-anthropic', command, args, env: { PORT: '0', MOCK_CONCURRENCY: String(CONCURRENCY), MOCK_LATENCY_MS: '20', LOG_LEVEL: 'warn' } });
-  const worker = sourceEntryCommand(WORKER_ENTRY);
+  const worker = entryCommand(WORKER_ENTRY);
   const env = {
     REDIS_CLUSTER_NODES: nodes.join(','),
     TOLLGATE_NAME: `${queue}-limiter`,

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { startFleet, type Fleet } from '../support/fleet.js';
-import { GATEWAY_ENTRY, sourceEntryCommand, spawnService, type ServiceProcess } from '../support/processes.js';
+import { GATEWAY_ENTRY, entryCommand, spawnService, type ServiceProcess } from '../support/processes.js';
 
 /** Two tenants, an admin and a scraper: every token long enough, and none a prefix of another. */
 export const TOKEN_ALPHA = 'tok-alpha-5f1c7e2a9b3d4e6f';
@@ -45,7 +45,7 @@ export function asTenant(token: string, extra: Record<string, string> = {}): Rec
 export async function startExtraGateway(fleet: Fleet, env: Record<string, string>, options: { memoryProbe?: boolean } = {}): Promise<ServiceProcess & { url: string }> {
   const shared = ['REDIS_URL', 'TOLLGATE_NAME', 'TOLLGATE_QUEUE', 'TOLLGATE_CONCURRENCY', 'TOLLGATE_LEASE_TTL_MS', 'TOLLGATE_HEARTBEAT_MS', 'LOG_LEVEL'];
   const common = Object.fromEntries(shared.flatMap((name) => (fleet.workerEnv[name] === undefined ? [] : [[name, fleet.workerEnv[name]]])));
-  const { command, args } = sourceEntryCommand(GATEWAY_ENTRY);
+  const { command, args } = entryCommand(GATEWAY_ENTRY);
   const gateway = await spawnService({
     name: 'extra-gateway',
     command,

@@ -1,9 +1,12 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { REPO_ROOT } from './processes.js';
+import { BUILT_ENV, REPO_ROOT } from './processes.js';
 
-/** The `tollgate` command as `npx tollgate` runs it: the workspace's bin, from the repository root. */
-export const TOLLGATE_BIN = 'packages/cli/bin/tollgate.js';
+/**
+ * The `tollgate` command as `npx tollgate` runs it: the workspace's bin, from the repository root (it runs the sources
+ * through tsx); under `npm test` ({@link BUILT_ENV}) the compiled entry that bin runs once installed.
+ */
+export const TOLLGATE_BIN = process.env[BUILT_ENV] === '1' ? 'packages/cli/dist/main.js' : 'packages/cli/bin/tollgate.js';
 
 export interface CliRun {
   code: number | null;

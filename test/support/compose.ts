@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { REPO_ROOT, sourceEntryCommand } from './processes.js';
+import { REPO_ROOT, entryCommand } from './processes.js';
 
 /**
  * Reads docker-compose.yml the way Compose does (YAML merge keys, `${VAR:-default}` interpolation, both environment
@@ -202,5 +202,5 @@ export function imageCommand(service: ComposeService): ImageCommand {
   const match = /^(.*)\/dist\/(.+)\.js$/.exec(distEntry);
   if (!match) throw new Error(`${service.name}: ${distEntry} is not a dist/*.js entry`);
   const sourceEntry = `${match[1]}/src/${match[2]}.ts`;
-  return { workdir, cmd, entrypoint, distEntry, sourceEntry, workspace, local: sourceEntryCommand(sourceEntry) };
+  return { workdir, cmd, entrypoint, distEntry, sourceEntry, workspace, local: entryCommand(sourceEntry) };
 }

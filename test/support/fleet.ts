@@ -3,7 +3,7 @@ import { createLimiter, type Limiter } from '@tollgate/limiter';
 import { createProducer, UpstreamError, type Producer } from '@tollgate/queue';
 import { RedisServerProcess, uniqueName } from '@tollgate/test-support';
 import { Job } from 'bullmq';
-import { GATEWAY_ENTRY, MOCK_ENTRY, WORKER_ENTRY, sourceEntryCommand, spawnService, type ServiceProcess } from './processes.js';
+import { GATEWAY_ENTRY, MOCK_ENTRY, WORKER_ENTRY, entryCommand, spawnService, type ServiceProcess } from './processes.js';
 
 export const MODEL = 'claude-haiku-4-5';
 export const GATEWAY_TOKEN = 'tollgate-fleet-test-token';
@@ -58,7 +58,7 @@ export interface Fleet {
 
 /** A service from source, with exactly `env`. */
 export async function startWithEnv(name: string, entry: string, env: Record<string, string>): Promise<ServiceProcess> {
-  const { command, args } = sourceEntryCommand(entry);
+  const { command, args } = entryCommand(entry);
   return spawnService({ name, command, args, env });
 }
 

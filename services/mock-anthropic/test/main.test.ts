@@ -3,10 +3,11 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { MockEnvError, parseMockEnv } from '../src/env.js';
+import { MOCK_ENTRY, entryCommand } from '@tollgate/test-support';
 import { clientFor, request } from './helpers.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN_ARGS = ['--conditions=tollgate-source', '--import', 'tsx', 'services/mock-anthropic/src/main.ts'];
+const MAIN = entryCommand(MOCK_ENTRY);
 /** Generous: tsx compiles main.ts on a busy machine before it listens. */
 const START_DEADLINE_MS = 20_000;
 
@@ -86,7 +87,7 @@ async function waitForUrl(child: ChildProcess): Promise<string> {
 
 describe('main as a process', () => {
   it('prints its URL, answers the SDK and exits cleanly on SIGTERM', async () => {
-    const child = spawn(process.execPath, MAIN_ARGS, { cwd: REPO_ROOT, env: { ...process.env, PORT: '0', MOCK_RPM: '600', LOG_LEVEL: 'warn' } });
+    const child = spawn(MAIN.command, MAIN.args, { cwd: REPO_ROOT, env: { ...process.env, PORT: '0', MOCK_RPM: '600', LOG_LEVEL: 'warn' } });
     try {
       const url = await waitForUrl(child);
       const { data, response } = await clientFor({ url }).messages.create(request()).withResponse();
@@ -102,7 +103,7 @@ describe('main as a process', () => {
   });
 
   it('fails at start naming a bad variable', async () => {
-    const child = spawn(process.execPath, MAIN_ARGS, { cwd: REPO_ROOT, env: { ...process.env, MOCK_ITPM: 'lots' } });
+    const child = spawn(MAIN.command, MAIN.args, { cwd: REPO_ROOT, env: { ...process.env, MOCK_ITPM: 'lots' } });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const [code] = (await once(child, 'exit')) as [number | null];

@@ -6,7 +6,7 @@ import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { REPO_ROOT, WORKER_ENTRY, spawnService, type ServiceProcess } from './processes.js';
+import { REPO_ROOT, WORKER_ENTRY, entryCommand, spawnService, type ServiceProcess } from './processes.js';
 
 const API_KEY = 'sk-ant-worker-test-secret';
 /** A word that appears in every prompt and must never appear in a log line. */
@@ -150,7 +150,8 @@ describe('services/worker as a process', () => {
   });
 
   it('a wrong variable stops the start with exit 1 and a message naming it', async () => {
-    const child = spawn(process.execPath, ['--conditions=tollgate-source', '--import', 'tsx', WORKER_ENTRY], {
+    const { command, args } = entryCommand(WORKER_ENTRY);
+    const child = spawn(command, args, {
       cwd: REPO_ROOT,
       env: { ...process.env, ...workerEnv({ WORKER_CONCURRENCY: 'many' }) },
       stdio: ['ignore', 'pipe', 'pipe'],
