@@ -5,7 +5,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
-import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
+import { BUILT_ENV, startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { publint } from 'publint';
 import { formatMessage } from 'publint/utils';
 import semver from 'semver';
@@ -115,7 +115,8 @@ beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'tollgate-packed-'));
   const tarballs = join(scratch, 'tarballs');
   mkdirSync(tarballs);
-  for (const name of BUILD_ORDER) await run('npm', ['run', 'build', '--workspace', name], ROOT);
+  // `npm test` has just built every workspace from these sources (BUILT_ENV); a file run on its own builds them here
+  if (process.env[BUILT_ENV] !== '1') for (const name of BUILD_ORDER) await run('npm', ['run', 'build', '--workspace', name], ROOT);
   const workspaces = PUBLIC_PACKAGES.flatMap((name) => ['--workspace', name]);
   const packs = JSON.parse(await run('npm', ['pack', '--json', '--pack-destination', tarballs, ...workspaces], ROOT)) as Packed[];
   for (const pack of packs) packed.set(pack.name, pack);
