@@ -50,6 +50,7 @@
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
   Time is Redis TIME only (clients send durations, never timestamps). Every loop has a named limit.
+  Every function reads it first except release, which reads it only where a bucket or a waiter needs it.
   begin() returns a reply to send back as is when the dataset was lost or replaced (epoch mismatch):
   {-1, currentEpoch or ''}; the client then re-registers (configure.v2.lua) and tries again.
   Per-call state lives in library-level locals that start() resets at the top of every call; the
@@ -106,17 +107,24 @@ for i = 0, 64 do SMALL_INTEGER['' .. i] = i end -- (no library functions while t
 -- config, loadStatic), and the owner. Called only once the call's config is read.
 local function grantsChannel(owner) return CFG.grantsPrefix .. owner end
 
--- Resets the per-call state. Every function calls it (through begin) first.
-local function start(keys, args)
-  -- six reads, no unpack call; KEYS is an array, so a missing last key means fewer keys
-  K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
-  if K_EXPIRED == nil then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
-  ARGV = args
+-- Reads Redis TIME into NOW, NOW_MS and NOW_US.
+local function readTime()
   local time = redis.call('TIME')
   local seconds, micros = time[1] + 0, time[2] + 0
   NOW = seconds * 1000 + micros / 1000
   NOW_MS = seconds * 1000 + (micros - micros % 1000) / 1000 -- floor(NOW), exact, without a library call
   NOW_US = seconds * 1000000 + micros
+end
+
+-- Resets the per-call state. Every function calls it (through begin) first. `clockLater` (release
+-- only): TIME is read where the call first needs it, loadBucket (a bucket) or roundGate (a waiter),
+-- else never; without it, now.
+local function start(keys, args, clockLater)
+  -- six reads, no unpack call; KEYS is an array, so a missing last key means fewer keys
+  K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  if K_EXPIRED == nil then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
+  ARGV = args
+  if clockLater then NOW, NOW_MS, NOW_US = nil, nil, nil else readTime() end
   CFG, INFLIGHT, FIRST_EXPIRY, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, nil, false
   -- new tables only when the last call filled them (loadBucket sets both): no garbage per call
   -- for a limiter without rates
@@ -204,6 +212,7 @@ end
 
 -- A bucket's tokens refilled to NOW from its stored fields (nil, nil: never written, so full).
 local function loadBucket(dim, storedTokens, storedTs)
+  if NOW == nil then readTime() end
   local cap = CFG.cap[dim]
   local tokens, ts = cap, NOW
   if storedTokens then
@@ -260,8 +269,8 @@ local function readLive()
 end
 
 -- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
-local function begin(keys, args)
-  start(keys, args)
+local function begin(keys, args, clockLater)
+  start(keys, args, clockLater)
   local live, cached = readLive()
   if not live[1] or live[1] ~= ARGV[1] then
     return { STATUS_RESYNC, live[1] or '' }
@@ -636,9 +645,13 @@ end
 -- is checked first when the queue is known to be non-empty (`full` first: after an enqueue or a grant).
 local function roundGate(fetch, fullFirst)
   local fullUntil = 0
-  if fullFirst then fullUntil = concurrencyBlockedUntil(0) end
+  if fullFirst then
+    if NOW == nil then readTime() end
+    fullUntil = concurrencyBlockedUntil(0)
+  end
   if fullUntil == 0 then
     if not fetch() then return 0 end
+    if NOW == nil then readTime() end -- someone waits: the clock decides (a call that started without it)
     fullUntil = concurrencyBlockedUntil(0)
   end
   if fullUntil == 0 then return nil end
