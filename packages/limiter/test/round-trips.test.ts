@@ -34,6 +34,12 @@ async function clientCommands(): Promise<Record<string, number>> {
   return counts;
 }
 
+/** Calls of one command since the last RESETSTAT, inner commands of the functions included. */
+async function commandCalls(command: string): Promise<number> {
+  const info = await admin.info('commandstats');
+  return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+}
+
 function total(counts: Record<string, number>): number {
   return Object.values(counts).reduce((sum, count) => sum + count, 0);
 }
@@ -85,5 +91,35 @@ describe('Redis round trips per call', () => {
     const waiterCommandsPerCall = Math.round((total(counts) - 2 * CALLS) / CALLS);
     expect(waiterCommandsPerCall).toBe(2);
     await held.release();
+  });
+});
+
+describe('Redis TIME per pair', () => {
+  it('a release reads the clock only when a bucket or a waiter needs it', async () => {
+    const plain = createLimiter({ redis: redis.url, name: uniqueName('clock'), concurrency: 1, leaseTtlMs: 600_000, heartbeatMs: 300_000 });
+    open.push(plain);
+    await plain.ready();
+    await admin.config('RESETSTAT');
+    for (let index = 0; index < CALLS; index++) await (await plain.acquire()).release();
+    expect(await commandCalls('time')).toBe(CALLS); // the acquires' only: nobody waits, no bucket
+
+    const rated = await limiterFor(uniqueName('clock'), 4);
+    await admin.config('RESETSTAT');
+    for (let index = 0; index < CALLS; index++) await (await rated.acquire({ cost: { inputTokens: 100 } })).release({ used: { inputTokens: 80 } });
+    expect(await commandCalls('time')).toBe(2 * CALLS); // the release refills and settles a bucket
+
+    // with a waiter: the holder's release reads the clock and grants it (its deadline and lease need it)
+    const waiter = createLimiter({ redis: redis.url, name: plain.name, concurrency: 1, leaseTtlMs: 600_000, heartbeatMs: 300_000 });
+    open.push(waiter);
+    await waiter.ready();
+    const held = await plain.acquire();
+    const pending = waiter.acquire({ timeoutMs: 60_000 });
+    while ((await admin.zcard(`{tollgate:${plain.name}}:waiting`)) === 0) await new Promise((resolve) => setImmediate(resolve)); // queued
+    await admin.config('RESETSTAT');
+    await held.release();
+    const granted = await pending;
+    expect(await commandCalls('time')).toBe(1);
+    expect(Math.abs(granted.grantedAtMs - Date.now())).toBeLessThan(5_000); // Redis time of that release's grant
+    await granted.release();
   });
 });

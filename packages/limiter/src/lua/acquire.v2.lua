@@ -55,10 +55,12 @@ local function badAcquireArgument(waiterId, priority, timeoutMs, pool, group, st
   local colon = string.find(waiterId, ':', 1, true)
   if colon == nil or colon == 1 or colon == #waiterId or not string.find(waiterId, '^%S+$') then return 'waiterId' end
   if group ~= '' and (not string.find(group, '^[%w._*-]+$') or #group > 64 or not inRange(step, STEP_MAX) or step < 1) then return 'group' end
-  if not inRange(priority, 9) then return 'priority' end
-  if not inRange(timeoutMs, TIMEOUT_MS_MAX) then return 'timeoutMs' end
-  if not inRange(costCount, COST_DIMENSIONS_MAX) then return 'cost' end
+  -- inRange's tests written out for the three fields every call sends (a Lua call each is most of their cost)
+  if priority == nil or not (priority >= 0 and priority <= 9 and priority % 1 == 0) then return 'priority' end
+  if timeoutMs == nil or not (timeoutMs >= 0 and timeoutMs <= TIMEOUT_MS_MAX and timeoutMs % 1 == 0) then return 'timeoutMs' end
+  if costCount == nil or not (costCount >= 0 and costCount <= COST_DIMENSIONS_MAX and costCount % 1 == 0) then return 'cost' end
   if (pool == '' and #CFG.lanes > 0) or (pool ~= '' and CFG.laneIndex[pool] == nil) then return 'pool' end
+  if costCount == 0 then return nil end
   local prefix = pool .. '/'
   for i = 0, costCount - 1 do
     local dim = ARGV[COST_FROM + 2 * i]
@@ -101,7 +103,8 @@ local function acquire_v2(keys, args)
   local failure = begin(keys, args)
   if failure then return failure end
 
-  local owner, waiterId, timeoutMs, previous, pool = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[6] or '', ARGV[7] or ''
+  local owner, waiterId, previous, pool = ARGV[2], ARGV[3], ARGV[6] or '', ARGV[7] or ''
+  local timeoutMs = SMALL_INTEGER[ARGV[5]] or tonumber(ARGV[5]) -- '0': no deadline, the most common
   local costText, stepText = ARGV[10] or '0', ARGV[9] or '0' -- left off: the defaults (header)
   local priority, costCount = SMALL_INTEGER[ARGV[4]] or tonumber(ARGV[4]), SMALL_INTEGER[costText] or tonumber(costText)
   local group, step = ARGV[8] or '', SMALL_INTEGER[stepText] or tonumber(stepText)
@@ -122,13 +125,15 @@ local function acquire_v2(keys, args)
   if bad then return { -4, bad } end
   local cost = readCost(COST_FROM, costCount)
   local budgets = 0
-  for dim, amount in pairs(cost) do
-    local cap = CFG.cap[dim]
-    local budget = string.byte(dim) == GROUP_BUCKET_BYTE
-    if cap == nil and budget then return { -4, 'pool' } end -- a budget an apply removed: the client reads the limits again
-    if cap == nil then return { -3, dim } end
-    if amount > cap then return { -2, dim, tostring(cap) } end
-    if budget then budgets = budgets + 1 end
+  if costCount > 0 then -- (else cost is NO_COST: no pairs() call)
+    for dim, amount in pairs(cost) do
+      local cap = CFG.cap[dim]
+      local budget = string.byte(dim) == GROUP_BUCKET_BYTE
+      if cap == nil and budget then return { -4, 'pool' } end -- a budget an apply removed: the client reads the limits again
+      if cap == nil then return { -3, dim } end
+      if amount > cap then return { -2, dim, tostring(cap) } end
+      if budget then budgets = budgets + 1 end
+    end
   end
   if CFG.budgets then
     -- every budget of its group, or the client does not know an apply that added one

@@ -50,6 +50,7 @@
   ARGV[1] of every function but configure is the epoch the client knows ('' before its first configure).
 
   Time is Redis TIME only (clients send durations, never timestamps). Every loop has a named limit.
+  Every function reads it first except release, which reads it only where a bucket or a waiter needs it.
   begin() returns a reply to send back as is when the dataset was lost or replaced (epoch mismatch):
   {-1, currentEpoch or ''}; the client then re-registers (configure.v2.lua) and tries again.
   Per-call state lives in library-level locals that start() resets at the top of every call; the
@@ -93,6 +94,7 @@ local INFLIGHT = nil   -- ZCARD of leases, read lazily (expired ones are reclaim
 local FIRST_EXPIRY = nil -- firstExpiry's answer in this call (false: no live lease; nil: not read yet)
 local BUCKETS = {}     -- dim -> tokens refilled to NOW (cache for this call)
 local BUCKET_TS = {}   -- dim -> the bucket's time: max(NOW, its stored ts) (a clock step back waits)
+local BUCKETS_FILLED = false -- loadBucket wrote BUCKETS and BUCKET_TS since start() last emptied them
 local CONFIG_CACHE, CONFIG_CACHE_SIZE = {}, 0
 local NO_COST = {}     -- the cost of a call that names no dimension (shared: costs are only read)
 local BUDGET_SPENT = false -- this call granted a waiter with group budgets (the pump then looks for heads they no longer cover)
@@ -105,20 +107,28 @@ for i = 0, 64 do SMALL_INTEGER['' .. i] = i end -- (no library functions while t
 -- config, loadStatic), and the owner. Called only once the call's config is read.
 local function grantsChannel(owner) return CFG.grantsPrefix .. owner end
 
--- Resets the per-call state. Every function calls it (through begin) first.
-local function start(keys, args)
-  if #keys < FUNCTION_KEYS then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
-  K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = unpack(keys, 1, FUNCTION_KEYS)
-  ARGV = args
+-- Reads Redis TIME into NOW, NOW_MS and NOW_US.
+local function readTime()
   local time = redis.call('TIME')
   local seconds, micros = time[1] + 0, time[2] + 0
   NOW = seconds * 1000 + micros / 1000
-  NOW_MS = math.floor(NOW)
+  NOW_MS = seconds * 1000 + (micros - micros % 1000) / 1000 -- floor(NOW), exact, without a library call
   NOW_US = seconds * 1000000 + micros
+end
+
+-- Resets the per-call state. Every function calls it (through begin) first. `clockLater` (release
+-- only): TIME is read where the call first needs it, loadBucket (a bucket) or roundGate (a waiter),
+-- else never; without it, now.
+local function start(keys, args, clockLater)
+  -- six reads, no unpack call; KEYS is an array, so a missing last key means fewer keys
+  K_CONFIG, K_LEASES, K_WAITING, K_OWNERS, K_GRANTED, K_EXPIRED = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+  if K_EXPIRED == nil then error('tollgate: a function needs its ' .. FUNCTION_KEYS .. ' keys, got ' .. #keys) end
+  ARGV = args
+  if clockLater then NOW, NOW_MS, NOW_US = nil, nil, nil else readTime() end
   CFG, INFLIGHT, FIRST_EXPIRY, NOW_TEXT, BUDGET_SPENT = nil, nil, nil, nil, false
-  -- new tables only when the last call filled them (bucketTokens sets both): no garbage per call
+  -- new tables only when the last call filled them (loadBucket sets both): no garbage per call
   -- for a limiter without rates
-  if next(BUCKETS) ~= nil then BUCKETS, BUCKET_TS = {}, {} end
+  if BUCKETS_FILLED then BUCKETS, BUCKET_TS, BUCKETS_FILLED = {}, {}, false end
 end
 
 -- An integer as plain decimal digits (never exponent form).
@@ -131,7 +141,8 @@ local function nowText()
 end
 
 -- The config fields every call reads (readLive), and those parsed once per config version (loadStatic).
-local LIVE_FIELDS = { 'epoch', 'version', 'effective', 'pausedUntil' }
+local LIVE_EPOCH, LIVE_VERSION, LIVE_EFFECTIVE, LIVE_PAUSED = 'epoch', 'version', 'effective', 'pausedUntil'
+local LIVE_FIELDS = { LIVE_EPOCH, LIVE_VERSION, LIVE_EFFECTIVE, LIVE_PAUSED }
 local STATIC_FIELDS = { 'concurrency', 'leaseTtlMs', 'dims', 'reserve', 'lanes', 'fair', 'gdims' }
 
 -- Parses the static part of the config (changed only by configure, which bumps `version`). It reads
@@ -153,6 +164,7 @@ local function loadStatic(epoch, version)
                                  -- that no call reads them unless its waiter is of that group
     budgets = false,             -- some group has buckets (else no call spends a step on them)
     liveFields = { unpack(LIVE_FIELDS) }, -- readLive's HMGET: LIVE_FIELDS, t:<dim>, ts:<dim> of each dim, then pausedUntil@<pool> of each lane
+    liveOnly = false,            -- liveFields is LIVE_FIELDS alone (no dims, no pools): readLive names them, no unpack
     grantsPrefix = string.sub(K_CONFIG, 1, -8) .. ':grants:', -- grantsChannel's
   }
   local limitFields = {}
@@ -194,11 +206,13 @@ local function loadStatic(epoch, version)
       table.insert(cfg.positions, entry)
     end
   end
+  cfg.liveOnly = #cfg.liveFields == #LIVE_FIELDS
   return cfg
 end
 
 -- A bucket's tokens refilled to NOW from its stored fields (nil, nil: never written, so full).
 local function loadBucket(dim, storedTokens, storedTs)
+  if NOW == nil then readTime() end
   local cap = CFG.cap[dim]
   local tokens, ts = cap, NOW
   if storedTokens then
@@ -208,14 +222,14 @@ local function loadBucket(dim, storedTokens, storedTs)
     else tokens = tokens + (NOW - stamp) * CFG.rate[dim] end
     if tokens > cap then tokens = cap end
   end
-  BUCKETS[dim], BUCKET_TS[dim] = tokens, ts
+  BUCKETS[dim], BUCKET_TS[dim], BUCKETS_FILLED = tokens, ts, true
   return tokens
 end
 
 -- Reads this call's config: the static part from the cache when its epoch and version still match.
--- `live` is readLive's HMGET: epoch version effective pausedUntil, then the cached config's buckets.
-local function useConfig(live)
-  local cached = CONFIG_CACHE[K_CONFIG]
+-- `live` is readLive's HMGET: epoch version effective pausedUntil, then the buckets of `cached` (the
+-- config cached when it was read, or nil).
+local function useConfig(live, cached)
   local hit = cached ~= nil and cached.epoch == live[1] and cached.version == live[2]
   if not hit then
     if cached == nil then
@@ -230,32 +244,38 @@ local function useConfig(live)
   local pausedUntil = live[4]
   if pausedUntil then CFG.pausedUntil = pausedUntil + 0 else CFG.pausedUntil = 0 end
   -- the buckets and pool pauses read with the config belong to this config only when the cache held (same version)
-  local lanePauses = live
-  local laneFrom = #LIVE_FIELDS + 2 * #CFG.dims
   if hit then
-    for i, dim in ipairs(CFG.dims) do loadBucket(dim, live[3 + 2 * i], live[4 + 2 * i]) end
-  elseif #CFG.lanes > 0 then
-    lanePauses = redis.call('HMGET', K_CONFIG, unpack(CFG.liveFields, laneFrom + 1))
-    laneFrom = 0
+    for i = 1, #CFG.dims do loadBucket(CFG.dims[i], live[3 + 2 * i], live[4 + 2 * i]) end
   end
-  for i, lane in ipairs(CFG.lanes) do CFG.lanePausedUntil[lane] = (lanePauses[laneFrom + i] or 0) + 0 end
+  local lanes = CFG.lanes
+  if #lanes > 0 then
+    local lanePauses, laneFrom = live, #LIVE_FIELDS + 2 * #CFG.dims
+    if not hit then
+      lanePauses = redis.call('HMGET', K_CONFIG, unpack(CFG.liveFields, laneFrom + 1))
+      laneFrom = 0
+    end
+    for i = 1, #lanes do CFG.lanePausedUntil[lanes[i]] = (lanePauses[laneFrom + i] or 0) + 0 end
+  end
 end
 
--- The config's live fields, plus the buckets of the cached config's dimensions (when one is cached).
+-- The config's live fields, plus the buckets of the cached config's dimensions (when one is cached);
+-- and that cached config (nil when none).
 local function readLive()
   local cached = CONFIG_CACHE[K_CONFIG]
-  if cached == nil then return redis.call('HMGET', K_CONFIG, unpack(LIVE_FIELDS)) end
-  return redis.call('HMGET', K_CONFIG, unpack(cached.liveFields))
+  if cached == nil or cached.liveOnly then
+    return redis.call('HMGET', K_CONFIG, LIVE_EPOCH, LIVE_VERSION, LIVE_EFFECTIVE, LIVE_PAUSED), cached
+  end
+  return redis.call('HMGET', K_CONFIG, unpack(cached.liveFields)), cached
 end
 
 -- Starts a call: time, config, epoch check. Returns nil, or a reply to return as is.
-local function begin(keys, args)
-  start(keys, args)
-  local live = readLive()
+local function begin(keys, args, clockLater)
+  start(keys, args, clockLater)
+  local live, cached = readLive()
   if not live[1] or live[1] ~= ARGV[1] then
     return { STATUS_RESYNC, live[1] or '' }
   end
-  useConfig(live)
+  useConfig(live, cached)
   return nil
 end
 
@@ -332,8 +352,9 @@ end
 -- The slots a waiter of this priority may use: the effective limit less the reserves it may not touch.
 local function allowedConcurrency(priority)
   local allowed = CFG.effective
-  for _, channel in ipairs(CFG.reserve) do
-    if channel[1] < priority then allowed = allowed - channel[2] end
+  local reserve = CFG.reserve
+  for i = 1, #reserve do
+    if reserve[i][1] < priority then allowed = allowed - reserve[i][2] end
   end
   if allowed < 1 then allowed = 1 end -- every priority keeps one slot, even after an adaptive decrease
   return allowed
@@ -358,7 +379,8 @@ local function blockedUntil(priority, cost, lane)
   if lanePause ~= nil and lanePause > wake and lanePause > NOW then wake = lanePause end
   local expiry = concurrencyBlockedUntil(priority)
   if expiry > wake then wake = expiry end
-  for _, dim in ipairs(CFG.dims) do
+  for i = 1, #CFG.dims do
+    local dim = CFG.dims[i]
     local need = cost[dim] or 0
     local tokens = bucketTokens(dim)
     if tokens < need then -- also blocks a zero cost while the bucket is in debt
@@ -399,7 +421,8 @@ local function grant(permitId, cost)
   redis.call('ZADD', K_LEASES, expiresText, permitId)
   -- a new permit (never in leases already: a re-submission that was granted is answered before)
   if FIRST_EXPIRY == false or (FIRST_EXPIRY ~= nil and expiresAt < FIRST_EXPIRY) then FIRST_EXPIRY = expiresAt end
-  for _, dim in ipairs(CFG.dims) do
+  for i = 1, #CFG.dims do
+    local dim = CFG.dims[i]
     local amount = cost[dim] or 0
     if amount ~= 0 then setTokens(dim, bucketTokens(dim) - amount) end
   end
@@ -466,6 +489,7 @@ end
 -- The first dimension of `cost` that the config cannot hold (not configured, or above its capacity):
 -- dim, capacity (0 when not configured); nil when every amount fits some day.
 local function exceedsCapacity(cost)
+  if cost == NO_COST then return nil end -- no pairs() call for a waiter without a cost
   for dim, amount in pairs(cost) do
     local cap = CFG.cap[dim]
     if cap == nil then return dim, 0 end
@@ -621,9 +645,13 @@ end
 -- is checked first when the queue is known to be non-empty (`full` first: after an enqueue or a grant).
 local function roundGate(fetch, fullFirst)
   local fullUntil = 0
-  if fullFirst then fullUntil = concurrencyBlockedUntil(0) end
+  if fullFirst then
+    if NOW == nil then readTime() end
+    fullUntil = concurrencyBlockedUntil(0)
+  end
   if fullUntil == 0 then
     if not fetch() then return 0 end
+    if NOW == nil then readTime() end -- someone waits: the clock decides (a call that started without it)
     fullUntil = concurrencyBlockedUntil(0)
   end
   if fullUntil == 0 then return nil end

@@ -15,9 +15,12 @@
                                        the lease had already expired, and exactly once: a second
                                        release of the same permit settles nothing.
   Returns  {leaseWasLive 0|1, wakeAtMs, nowMs, {ownGrant…}} | {-1, epoch}
+           nowMs is 0 when the call read no clock: it reads TIME only when a bucket or a queued waiter
+           needs it (then wakeAtMs may be > 0), so a release that finds nobody waiting in a limiter
+           without rates runs one command fewer; wakeAtMs is 0 then
 ]]
 local function release_v2(keys, args)
-  local failure = begin(keys, args)
+  local failure = begin(keys, args, true) -- no TIME unless a bucket or a waiter needs it
   if failure then return failure end
 
   local settleText = ARGV[5] or '0'
@@ -33,6 +36,6 @@ local function release_v2(keys, args)
     end
   end
   local wake, own = pump(owner)
-  return { live, wake, NOW_MS, own }
+  return { live, wake, NOW_MS or 0, own } -- 0: no clock read (nobody waits, no bucket: wake is 0)
 end
 redis.register_function('tollgate_release_v2_{{hash}}', release_v2)

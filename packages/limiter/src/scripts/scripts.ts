@@ -63,6 +63,7 @@ export interface GrantMessage {
 export interface Pumped {
   /** Redis ms at which a pump could grant more; 0: only a release can help. */
   wakeAtMs: number;
+  /** Redis ms of the call; 0 when it read no clock (a release that found nobody waiting: wakeAtMs is 0 too). */
   nowMs: number;
   /** Grants to the calling process's own waiters (not pushed to its grants list). */
   ownGrants: GrantMessage[];
