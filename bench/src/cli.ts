@@ -17,6 +17,8 @@ export interface BenchOptions {
   workerCpuProf: string | undefined;
   /** `--shapes`: the micro and scale shapes to run; undefined: all. */
   shapes: string[] | undefined;
+  /** `--compiled`: the limiters from their builds (dist/), not their sources through tsx. */
+  compiled: boolean;
 }
 
 export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2).join(',')}] [--scenario 1,micro] [--out FILE]
@@ -27,7 +29,8 @@ export const USAGE = `npm run bench -- [--quick] [--only ${CONTENDERS.slice(0, 2
   --baseline-limiter DIR   also measure DIR (another checkout's packages/limiter) as tollgate-baseline
   --worker-cpu-prof DIR    every worker process writes a V8 CPU profile of each measured window into DIR
   --shapes      micro and scale shapes: ${SHAPE_IDS.join(', ')} (scale always runs 4x16, its reference)
-  --trials N    run each scenario's trials N times, contenders interleaved (ABBA), report medians (default 1)`;
+  --trials N    run each scenario's trials N times, contenders interleaved (ABBA), report medians (default 1)
+  --compiled    import tollgate and tollgate-baseline from their builds (dist/, as installed), not their sources through tsx`;
 
 function list<T extends string>(raw: string | undefined, all: readonly T[], guard: (value: string) => value is T, what: string): T[] {
   if (raw === undefined) return [...all];
@@ -59,6 +62,7 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
       trials: { type: 'string', default: '1' },
       'worker-cpu-prof': { type: 'string' },
       shapes: { type: 'string' },
+      compiled: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -72,5 +76,6 @@ export function parseBenchOptions(args: readonly string[]): BenchOptions {
     trials: positiveInteger(values.trials, 'trials'),
     workerCpuProf: values['worker-cpu-prof'],
     shapes: values.shapes === undefined ? undefined : list(values.shapes, SHAPE_IDS, (value): value is string => SHAPE_IDS.includes(value), 'shape'),
+    compiled: values.compiled,
   };
 }

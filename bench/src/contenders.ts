@@ -65,15 +65,26 @@ export function baselineLimiterDir(): string | undefined {
 }
 
 /**
+ * `--compiled`: both limiters are imported from their builds (`dist/index.js`, what an installed package runs), not
+ * from their TypeScript sources through tsx (whose `keepNames` wraps every closure a call makes in `__name`). Each
+ * checkout must be built first (`npm run build -w @tollgate/limiter`). The coordinator sets it; the workers inherit it.
+ */
+export const COMPILED_LIMITERS_ENV = 'TOLLGATE_BENCH_COMPILED';
+const compiled = (): boolean => process.env[COMPILED_LIMITERS_ENV] === '1';
+
+/** This checkout's limiter build. */
+const TOLLGATE_DIST = new URL('../../packages/limiter/dist/index.js', import.meta.url).href;
+
+/**
  * Imported at run time by a computed specifier, so that a limiter that does not load yet costs its
  * rows, not the whole run; the types above are erased.
  */
-const TOLLGATE_SPECIFIER: string = '@tollgate/limiter';
+const tollgateSpecifier = (): string => (compiled() ? TOLLGATE_DIST : '@tollgate/limiter');
 
 /**
  * Imports `@tollgate/limiter` and returns its `createLimiter`, or the reason it cannot be used yet.
  */
-export async function loadTollgate(specifier: string = TOLLGATE_SPECIFIER): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
+export async function loadTollgate(specifier: string = tollgateSpecifier()): Promise<{ createLimiter: CreateLimiter } | { error: string }> {
   let loaded: unknown;
   try {
     loaded = await import(specifier);
@@ -86,9 +97,9 @@ export async function loadTollgate(specifier: string = TOLLGATE_SPECIFIER): Prom
   return { error: 'the module has no createLimiter export' };
 }
 
-/** The baseline limiter's source entry (the `tollgate-source` condition of its package). */
+/** The baseline limiter's source entry (the `tollgate-source` condition of its package), or its build (`--compiled`). */
 function baselineSpecifier(dir: string): string {
-  return pathToFileURL(join(dir, 'src', 'index.ts')).href;
+  return pathToFileURL(compiled() ? join(dir, 'dist', 'index.js') : join(dir, 'src', 'index.ts')).href;
 }
 
 /** `createLimiter` of the baseline checkout, or why it cannot be used. */

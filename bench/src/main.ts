@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { RedisServerProcess } from '@tollgate/test-support';
 import { parseBenchOptions, USAGE, type BenchOptions } from './cli.js';
-import { BASELINE_LIMITER_ENV, baselineLimiterDir, loadBaseline, loadTollgate } from './contenders.js';
+import { BASELINE_LIMITER_ENV, COMPILED_LIMITERS_ENV, baselineLimiterDir, loadBaseline, loadTollgate } from './contenders.js';
 import { WORKER_CPU_PROF_ENV, WorkerPool } from './fleet.js';
 import { redisVersion } from './redis-stats.js';
 import { gitCommitOf, machineInfo, reportMarkdown, scenarioMarkdown } from './report.js';
@@ -38,6 +38,10 @@ async function bench(options: BenchOptions, cleanup: Cleanup, signal: AbortSigna
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   const notes: string[] = [];
   let contenders = options.contenders;
+  if (options.compiled) {
+    process.env[COMPILED_LIMITERS_ENV] = '1'; // before the first import; the workers inherit it
+    notes.push('tollgate and tollgate-baseline were imported from their builds (dist/, `--compiled`), not from their sources through tsx.');
+  }
   if (contenders.includes('tollgate')) {
     const tollgate = await loadTollgate();
     if ('error' in tollgate) {
