@@ -1,6 +1,6 @@
 import type { LimitsDocument } from '@tollgate/config';
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, tenantQueueName } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, accountQueueNames } from '@tollgate/queue';
 import {
   ALL_POOLS,
   accountPool,
@@ -119,13 +119,15 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       : QUEUE_NAME_PATTERN.test(context.baseQueue)
         ? fleetStatsKey(context.baseQueue, names[0] ?? '')
         : keys.fleetStats;
-  // each account of the document: its own queue and its tenants' queues (a queue with no job yet is empty); none when
+  // each account of the document: its own queue, its pools' and its tenants' queues (a queue with no job yet is
+  // empty); none when
   // --queue names an account's queue already (its name is no base for the others)
   const accounts = await Promise.all(
     (QUEUE_NAME_PATTERN.test(context.baseQueue) ? documentAccounts : []).map(async (account) => {
       const own = accountQueueName(context.baseQueue, account);
-      const tenants = Object.entries(document?.tenants ?? {}).flatMap(([tenant, policy]) => (policy.account === account ? [tenantQueueName(own, tenant)] : []));
-      const lanes = await Promise.all([own, ...tenants].map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })));
+      const lanes = await Promise.all(
+        accountQueueNames(document, context.baseQueue, account).map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })),
+      );
       return { account, own, lanes, statsKey: fleetStatsKey(context.baseQueue, account) };
     }),
   );

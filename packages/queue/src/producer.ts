@@ -10,7 +10,8 @@ import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
-import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, accountQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
+import { accountQueueNames, jobQueueName, poolQueueNames, tenantQueueNames } from './queue-names.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -176,24 +177,36 @@ export class Producer {
   }
 
   /**
-   * The queue a job of `tenant` goes on (DESIGN §9): a tenant that the fleet's document names has a queue of its own on
-   * its account, `<queue>@<account>#<tenant>`, so that its backlog holds only its own worker slots and its cap
-   * (BullMQ's global concurrency on that queue) holds only its own jobs; every other job goes on this producer's queue.
+   * The queue a job of `tenant` whose model is of `pool` goes on (DESIGN §9, queue-names.ts): a tenant that the fleet's
+   * document names has queues of its own on its account, `<queue>@<account>[~<pool>]#<tenant>`, so that its backlog
+   * holds only its own worker slots and its cap (BullMQ's global concurrency on its pool-less queue) holds only its own
+   * jobs; every other job goes on this producer's queue, or on its pool's queue when the account has several pools.
    * @throws {@link InvalidRequestError} when this producer names an account and the tenant's is another.
    */
-  #laneFor(tenant: string | undefined, lookup = false): { lane: QueueLane; account: string | undefined } {
+  #laneFor(tenant: string | undefined, pool: string | undefined): { lane: QueueLane; account: string | undefined } {
     const document = this.#document?.current?.document;
     const policy = tenant !== undefined && document !== undefined && Object.hasOwn(document.tenants, tenant) ? document.tenants[tenant] : undefined;
-    if (tenant === undefined || policy === undefined) return { lane: this.#own, account: this.account };
-    if (!lookup && this.account !== undefined && policy.account !== this.account) {
+    if (tenant === undefined || policy === undefined) {
+      const account = this.#poolAccount();
+      if (account === undefined || pool === undefined) return { lane: this.#own, account: this.account };
+      const name = jobQueueName(document, this.#options.queue, account, pool, undefined);
+      // a producer without an account keeps the plain queue unless the pool has a queue of its own
+      return { lane: this.account === undefined && name === accountQueueName(this.#options.queue, account) ? this.#own : this.#lane(name), account: this.account };
+    }
+    if (this.account !== undefined && policy.account !== this.account) {
       throw new InvalidRequestError(`tenant ${tenant} uses account ${policy.account} in the fleet's limits document; this producer enqueues for account ${this.account}`);
     }
-    return { lane: this.#tenantLane(policy.account, tenant), account: policy.account };
+    return { lane: this.#lane(jobQueueName(document, this.#options.queue, policy.account, pool, tenant)), account: policy.account };
   }
 
-  /** The lane of a tenant's own queue on `account`. */
-  #tenantLane(account: string, tenant: string): QueueLane {
-    return this.#lane(tenantQueueName(accountQueueName(this.#options.queue, account), tenant));
+  /**
+   * The account whose pool queues this producer's own jobs (those of no tenant of the document) go on: its own, or the
+   * document's only account (whose workers serve the plain queue too); undefined without one.
+   */
+  #poolAccount(): string | undefined {
+    if (this.account !== undefined) return this.account;
+    const accounts = Object.keys(this.#document?.current?.document.accounts ?? {});
+    return accounts.length === 1 ? accounts[0] : undefined;
   }
 
   /** The lane of queue `name`, made on first use. */
@@ -211,20 +224,28 @@ export class Producer {
   }
 
   /**
-   * The lanes a job id may be on: this producer's queue first, then every tenant queue of the fleet's document that
-   * belongs to its account (or to any account, for a producer without one), and any other it has used.
+   * The lanes a job id may be on: with `tenant`, that tenant's queues first (each of its pools'); then this producer's
+   * queue and its pools' queues, every queue of the fleet's document that belongs to its account (or the tenants' queues
+   * of any account, for a producer without one), and any other it has used (a tenant's queue before an apply moved it).
    */
   #candidateLanes(tenant?: string | null): QueueLane[] {
-    if (tenant !== undefined && tenant !== null) {
-      // its queue now first, then this producer's, then any other it used (the tenant's queue before an apply moved it)
-      const { lane } = this.#laneFor(tenant, true); // a lookup: the tenant's queue, whichever account it is on
-      return [...new Set([lane, this.#own, ...this.#lanes.values()])];
-    }
     const document = this.#document?.current?.document;
-    for (const [name, policy] of Object.entries(document?.tenants ?? {})) {
-      if (this.account === undefined || policy.account === this.account) this.#tenantLane(policy.account, name);
+    const queue = this.#options.queue;
+    const first: string[] = [];
+    if (tenant !== undefined && tenant !== null && document !== undefined && Object.hasOwn(document.tenants, tenant)) {
+      const account = document.tenants[tenant]?.account ?? '';
+      first.push(...tenantQueueNames(document, queue, account, tenant)); // a lookup: the tenant's queues, whichever account they are on
     }
-    return [...this.#lanes.values()];
+    const own = this.#poolAccount();
+    if (own !== undefined) first.push(...poolQueueNames(document, accountQueueName(queue, own)));
+    const names = [...first.map((name) => this.#lane(name)), this.#own];
+    if (tenant === undefined || tenant === null) {
+      if (this.account !== undefined) names.push(...accountQueueNames(document, queue, this.account).map((name) => this.#lane(name)));
+      else
+        for (const [name, policy] of Object.entries(document?.tenants ?? {}))
+          names.push(...tenantQueueNames(document, queue, policy.account, name).map((lane) => this.#lane(lane)));
+    }
+    return [...new Set([...names, ...this.#lanes.values()])];
   }
 
   /** Reads the fleet's document once (after the connection is up: it queues no command offline); the tenant queues are its. */
@@ -275,6 +296,17 @@ export class Producer {
     return (this.#jobLanes.get(jobId) ?? this.#own).queue;
   }
 
+  /**
+   * The lane of a new job: its account's (checked against the fleet's document, with its model's pool) and its pool's.
+   * @throws {@link InvalidRequestError} as {@link checkAccount}, or for a tenant of another account.
+   */
+  #route(body: RequestBody, tenant: string | undefined): { lane: QueueLane } {
+    const document = this.#document?.current?.document;
+    const { account } = this.#laneFor(tenant, undefined);
+    const pool = this.#document === undefined ? undefined : checkAccount(document, account, body.route === 'messages' ? body.params.model : undefined, tenant);
+    return { lane: this.#laneFor(tenant, pool).lane };
+  }
+
   /** The fleet's limits document as this producer last read it (`tenantPolicy: 'fleet'`); undefined before that, or with 'none'. */
   get fleetDocument(): LimitsDocument | undefined {
     return this.#document?.current?.document;
@@ -311,11 +343,9 @@ export class Producer {
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw InvalidArgumentError.fromZod('enqueue options', parsed.error, options);
     const { tenant, idempotencyKey, attempts, headers } = parsed.data;
-    const document = this.#document;
     // once: later calls find it read (no deadline timer per enqueue then: the usual enqueue waits for nothing here)
     await this.#documentLoaded('enqueue', true);
-    const { lane, account } = this.#laneFor(tenant);
-    if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined, tenant);
+    const { lane } = this.#route(body, tenant);
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
@@ -332,7 +362,10 @@ export class Producer {
     }
     const { tenantQueuedMax, retention } = this.#options;
     if (tenant !== undefined && tenantQueuedMax !== undefined) {
-      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId, tenantQueuedMax, lane.keys.jobPrefix), 'enqueue');
+      // one set per (account, tenant), on the pool-less queue, counting the tenant's jobs on every pool queue of it
+      const home = poolLessQueueName(lane.name);
+      const prefixes = [home, ...poolQueueNames(this.#document?.current?.document, home)].map((name) => queueKeys(name).jobPrefix);
+      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, queueKeys(home).tenantOpen(tenant), jobId, tenantQueuedMax, prefixes), 'enqueue');
       if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
     }
     await this.#within(
@@ -373,8 +406,9 @@ export class Producer {
   async enqueueAndWait(params: unknown, options: EnqueueOptions & WaitOptions = {}): Promise<Anthropic.Message> {
     const { timeoutMs, ...enqueueOptions } = options;
     await this.#documentLoaded('enqueue', true);
-    await this.#laneFor(enqueueOptions.tenant).lane.waiter.ready(); // listening before the job exists, so its end cannot be missed
-    const jobId = await this.enqueue(params, enqueueOptions);
+    const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
+    await this.#route(body, enqueueOptions.tenant).lane.waiter.ready(); // listening before the job exists, so its end cannot be missed
+    const jobId = await this.enqueue(body, enqueueOptions);
     return this.wait(jobId, timeoutMs === undefined ? {} : { timeoutMs });
   }
 
@@ -449,7 +483,7 @@ export class Producer {
     try {
       await this.#within(job.remove(), 'cancel');
       const tenant = (job.data as Partial<JobData>).tenant;
-      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId), 'cancel');
+      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, queueKeys(poolLessQueueName(lane.name)).tenantOpen(tenant), jobId), 'cancel');
       await this.#within(pruneTenantJobs(this.#redis.client, lane.keys, [jobId]), 'cancel').catch(() => {}); // else the workers' sweep does it
       return 'cancelled';
     } catch (error) {
@@ -510,11 +544,12 @@ export class Producer {
  * plain queue, which only a worker whose `TOLLGATE_NAME` names an account serves (the worker's default account, see
  * services/worker accounts.ts), so nothing promises it a worker, and which account's key ran it would depend on the
  * worker that took it.
+ * @returns the model's pool (undefined: no document, or a job without a model).
  * @throws {@link InvalidRequestError} naming the account, or the model and the account's patterns, or the accounts to
  * choose from.
  */
-function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown, tenant: string | undefined): void {
-  if (document === undefined) return;
+function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown, tenant: string | undefined): string | undefined {
+  if (document === undefined) return undefined;
   const names = Object.keys(document.accounts);
   const name = account ?? (names.length === 1 ? names[0] : undefined);
   if (name === undefined) {
@@ -525,9 +560,9 @@ function checkAccount(document: LimitsDocument | undefined, account: string | un
   }
   const limits = Object.hasOwn(document.accounts, name) ? document.accounts[name] : undefined;
   if (limits === undefined) throw new InvalidRequestError(`account ${formatValue(name)} is not in the fleet's limits document (accounts: ${names.join(', ')})`);
-  if (typeof model !== 'string') return;
+  if (typeof model !== 'string') return undefined;
   try {
-    resolvePool(limits, model, name);
+    return resolvePool(limits, model, name).pool;
   } catch (error) {
     throw new InvalidRequestError(toError(error).message, { cause: error });
   }
