@@ -1,6 +1,6 @@
 import type { LimitsDocument } from '@tollgate/config';
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, accountQueueNames } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, accountQueueNames, queuedPools } from '@tollgate/queue';
 import {
   ALL_POOLS,
   accountPool,
@@ -51,11 +51,16 @@ export interface LimiterStatus {
   pools: PoolStatus[];
 }
 
-/** One account of the fleet's limits document: its queue, with its tenants' queues, and its jobs per tenant. */
+/** One account of the fleet's limits document: its queue, with its pools' and tenants' queues, and its jobs per tenant. */
 export interface AccountStatus {
   account: string;
-  /** The account's queue, `<queue>@<account>`; the queues of its tenants (`<queue>@<account>#<tenant>`) are counted with it. */
+  /**
+   * The account's queue, `<queue>@<account>`; the queues of its pools (`<queue>@<account>~<pool>`) and of its tenants
+   * (`<queue>@<account>[~<pool>]#<tenant>`) are counted with it.
+   */
   queue: string;
+  /** The pools with queues of their own (an account with several pools); none: one queue for the account. */
+  queuedPools: string[];
   counts: JobCounts;
   /** The account's fleet-wide counters (completed, failed, rate_limited:<kind>, upstream:<status>). */
   totals: FleetStats;
@@ -120,8 +125,7 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
         ? fleetStatsKey(context.baseQueue, names[0] ?? '')
         : keys.fleetStats;
   // each account of the document: its own queue, its pools' and its tenants' queues (a queue with no job yet is
-  // empty); none when
-  // --queue names an account's queue already (its name is no base for the others)
+  // empty); none when --queue names an account's queue already (its name is no base for the others)
   const accounts = await Promise.all(
     (QUEUE_NAME_PATTERN.test(context.baseQueue) ? documentAccounts : []).map(async (account) => {
       const own = accountQueueName(context.baseQueue, account);
@@ -137,7 +141,8 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       withDeadline(readFleetStats(context.redis, account.statsKey), context.timeoutMs, 'fleet stats'),
       Promise.all(account.lanes.map((lane) => withDeadline(readTenantCounts(context.redis, queueKeys(lane.name)), context.timeoutMs, 'tenant counts'))),
     ]);
-    return { account: account.account, queue: account.own, counts: addCounts(counts), totals, pool, tenants: mergeTenantCounts(tenants) };
+    const pools = queuedPools(document, account.account);
+    return { account: account.account, queue: account.own, queuedPools: pools, counts: addCounts(counts), totals, pool, tenants: mergeTenantCounts(tenants) };
   };
   return async () => {
     const [snapshots, counts, totals, tenants] = await Promise.all([
@@ -198,7 +203,8 @@ export function renderStatus(status: FleetStatus): string {
   lines.push(`queue ${status.queue.name}`, ...renderCounts(status.queue.counts, status.queue.totals));
   lines.push('', ...renderTenants(status.tenants));
   for (const account of status.accounts) {
-    lines.push('', `account ${account.account} (queue ${account.queue}, with its tenants' queues)`, ...renderCounts(account.counts, account.totals));
+    const pools = account.queuedPools.length === 0 ? '' : `its pools' (${account.queuedPools.join(', ')}) and `;
+    lines.push('', `account ${account.account} (queue ${account.queue}, with ${pools}its tenants' queues)`, ...renderCounts(account.counts, account.totals));
     lines.push(...renderTenants({ account: account.account, pool: account.pool, rows: account.tenants }).map((line) => `  ${line}`));
   }
   if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.tenants.account, status.budgets));
