@@ -220,7 +220,11 @@ describe('tollgate CLI with an account of two pools', () => {
     expect(await counts(['--queue', `${queue}@main~haiku`])).toEqual({ name: `${queue}@main~haiku`, queued: 1 });
     expect(await counts(['--tenant', 'search', '--pool', 'haiku'])).toEqual({ name: `${queue}@main~haiku#search`, queued: 1 });
     expect(await counts(['--tenant', 'capped'])).toEqual({ name: `${queue}@main#capped`, queued: 1 }); // a capped tenant: one queue
-    expect(await counts(['--account', 'main'])).toEqual({ name: `${queue}@main`, queued: 0 }); // the pool-less queue
+    // a pool-less queue stands for itself and its pool queues
+    expect(await counts(['--account', 'main'])).toEqual({ name: `${queue}@main`, queued: 3 });
+    const family = await runTollgate(['queue', 'counts', '--account', 'main', '--json'], env);
+    expect(jsonOf<{ queues: string[] }>(family).queues).toEqual([`${queue}@main`, `${queue}@main~haiku`, `${queue}@main~sonnet`]);
+    expect(await counts(['--tenant', 'search'])).toEqual({ name: `${queue}@main#search`, queued: 1 });
     const shown = await runTollgate(['jobs', 'show', searchJob, '--tenant', 'search', '--pool', 'haiku', '--json'], env);
     expect(shown.code, shown.stderr).toBe(0);
     expect(jsonOf(shown)).toMatchObject({ id: searchJob, queue: `${queue}@main~haiku#search`, tenant: 'search' });

@@ -1,6 +1,6 @@
 import type { LimitsDocument } from '@tollgate/config';
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, accountQueueNames, queuedPools } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, knownAccountQueueNames, queuedPools } from '@tollgate/queue';
 import {
   ALL_POOLS,
   accountPool,
@@ -17,7 +17,7 @@ import {
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { shown } from './errors.js';
-import { openLimiter, openQueue, storedDocument, type Context } from './fleet.js';
+import { openLimiter, openQueue, openQueues, storedDocument, type Context } from './fleet.js';
 
 /** BullMQ job states shown by `status` and `queue counts`. */
 export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'waiting-children'] as const;
@@ -105,7 +105,7 @@ async function shownAccounts(context: Context): Promise<{ names: string[]; accou
 }
 
 /** Sums the job counts of several queues. */
-function addCounts(all: readonly JobCounts[]): JobCounts {
+export function addCounts(all: readonly JobCounts[]): JobCounts {
   return Object.fromEntries(JOB_STATES.map((state) => [state, all.reduce((total, counts) => total + counts[state], 0)])) as JobCounts;
 }
 
@@ -115,7 +115,8 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
   const limiters: Limiter[] = [];
   for (const name of names) limiters.push((await openLimiter(context, name)).limiter);
   // with a fleet document the accounts' queues are the ones that matter: the plain queue may never have had a job
-  const queue = await openQueue(context, context.queue, { mayBeEmpty: document !== undefined });
+  // with its pool queues (on a fleet whose only account has several pools, the plain queue's jobs of a pool are there)
+  const queues = await openQueues(context, context.queue, { mayBeEmpty: document !== undefined });
   const keys = queueKeys(context.queue);
   // the account of the queue shown first: --account's (or --tenant's), else the first limiter's
   const statsKey =
@@ -129,9 +130,8 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
   const accounts = await Promise.all(
     (QUEUE_NAME_PATTERN.test(context.baseQueue) ? documentAccounts : []).map(async (account) => {
       const own = accountQueueName(context.baseQueue, account);
-      const lanes = await Promise.all(
-        accountQueueNames(document, context.baseQueue, account).map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })),
-      );
+      const names = await withDeadline(knownAccountQueueNames(context.redis, document, context.baseQueue, account), context.timeoutMs, 'pool queues');
+      const lanes = await Promise.all(names.map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })));
       return { account, own, lanes, statsKey: fleetStatsKey(context.baseQueue, account) };
     }),
   );
@@ -147,9 +147,9 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
   return async () => {
     const [snapshots, counts, totals, tenants] = await Promise.all([
       Promise.all(limiters.map((limiter) => limiter.snapshot())),
-      jobCounts(context, queue),
+      Promise.all(queues.map(({ queue }) => jobCounts(context, queue))).then(addCounts),
       withDeadline(readFleetStats(context.redis, statsKey), context.timeoutMs, 'fleet stats'),
-      withDeadline(readTenantCounts(context.redis, keys), context.timeoutMs, 'tenant counts'),
+      Promise.all(queues.map(({ name }) => withDeadline(readTenantCounts(context.redis, queueKeys(name)), context.timeoutMs, 'tenant counts'))).then(mergeTenantCounts),
     ]);
     const poolOf = (account: string) => accountPool(snapshots[names.indexOf(account)] ?? { pools: {} });
     return {

@@ -82,5 +82,5 @@ export {
   tenantQueueName,
   type QueueNameParts,
 } from './keys.js';
-export { accountQueueNames, jobQueueName, poolQueueNames, queuedPools, tenantQueueNames } from './queue-names.js';
+export { accountQueueNames, jobQueueName, poolQueueNames, knownAccountQueueNames, queueFamily, queuedPools, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, type RedisInput } from './redis.js';

@@ -128,6 +128,11 @@ export function queueKeys(queue: string) {
     relayWakePrefix: `${prefix}:${queue}:relay-wake:`,
     /** Pub/sub channel: a message is the id of a running job whose caller went away; its worker aborts the call. */
     abortChannel: `${prefix}:${queue}:abort`,
+    /**
+     * On a pool-less queue: the names of its pool queues that a producer has put a job on (SET), so that workers and
+     * `tollgate` find them whatever the fleet's document says now (an apply may have removed the pool since).
+     */
+    poolQueues: `${prefix}:${queue}:pool-queues`,
     /** Fleet-wide counters the workers add to (upstream 429s by kind). */
     fleetStats: `${prefix}:${queue}:fleet-stats`,
   } as const;

@@ -10,7 +10,7 @@ import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
-import { QUEUE_NAME_PATTERN, accountQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, accountQueueName, parseQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
 import { accountQueueNames, jobQueueName, poolQueueNames, tenantQueueNames } from './queue-names.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
@@ -131,6 +131,8 @@ interface QueueLane {
   readonly queue: Queue;
   readonly keys: QueueKeys;
   readonly waiter: JobWaiter;
+  /** A pool queue: whether it is in its pool-less queue's `poolQueues` set already (by this producer). */
+  registered: boolean;
 }
 
 /**
@@ -171,7 +173,7 @@ export class Producer {
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
     this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
     this.#waiter = new JobWaiter({ queue: this.queue, keys, redis: parsed.data.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: parsed.data.dataLossCheckMs });
-    this.#own = { name: this.name, queue: this.queue, keys, waiter: this.#waiter };
+    this.#own = { name: this.name, queue: this.queue, keys, waiter: this.#waiter, registered: true };
     this.#lanes.set(this.name, this.#own);
     this.#document = parsed.data.tenantPolicy === 'fleet' ? new DocumentFollower({ redis: this.#redis.client, pollMs: parsed.data.documentPollMs }) : undefined;
   }
@@ -217,7 +219,7 @@ export class Producer {
       const queue = new Queue(name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
       queue.on('error', () => {});
       const waiter = new JobWaiter({ queue, keys, redis: this.#options.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: this.#options.dataLossCheckMs });
-      lane = { name, queue, keys, waiter };
+      lane = { name, queue, keys, waiter, registered: parseQueueName(name)?.pool === undefined };
       this.#lanes.set(name, lane);
     }
     return lane;
@@ -367,6 +369,11 @@ export class Producer {
       const prefixes = [home, ...poolQueueNames(this.#document?.current?.document, home)].map((name) => queueKeys(name).jobPrefix);
       const reserved = await this.#within(reserveTenantPlace(this.#redis.client, queueKeys(home).tenantOpen(tenant), jobId, tenantQueuedMax, prefixes), 'enqueue');
       if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
+    }
+    if (!lane.registered) {
+      // before its first job: the workers and `tollgate` find a pool queue by this set, whatever the document says later
+      await this.#within(this.#redis.client.sadd(queueKeys(poolLessQueueName(lane.name)).poolQueues, lane.name), 'enqueue');
+      lane.registered = true;
     }
     await this.#within(
       lane.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {

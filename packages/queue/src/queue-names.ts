@@ -1,5 +1,6 @@
 import type { LimitsDocument } from '@tollgate/config';
-import { accountQueueName, parseQueueName, poolQueueName, tenantQueueName } from './keys.js';
+import type { Cluster, Redis } from 'ioredis';
+import { accountQueueName, parseQueueName, poolLessQueueName, poolQueueName, queueKeys, tenantQueueName } from './keys.js';
 
 /**
  * Which queue a job goes on under the fleet's limits document (DESIGN §9), and every queue an account's jobs may be
@@ -65,4 +66,43 @@ export function poolQueueNames(document: LimitsDocument | undefined, poolLess: s
   const { queue, account, tenant } = parts;
   if (tenant === undefined) return queuedPools(document, account).map((pool) => poolQueueName(poolLess, pool));
   return tenantQueueNames(document, queue, account, tenant).slice(1);
+}
+
+/**
+ * The pool queues of each pool-less queue in `poolLess` that a producer has put a job on (their `poolQueues` sets),
+ * whatever the fleet's document says now: an apply may have removed a pool (or a tenant's cap may have moved its jobs)
+ * since. A member that is not a pool queue of its set's queue is ignored.
+ */
+export async function registeredPoolQueues(redis: Redis | Cluster, poolLess: readonly string[]): Promise<string[]> {
+  const sets = await Promise.all(poolLess.map(async (name) => ({ name, members: await redis.smembers(queueKeys(name).poolQueues) })));
+  return sets.flatMap(({ name, members }) => members.filter((member) => parseQueueName(member)?.pool !== undefined && poolLessQueueName(member) === name).sort());
+}
+
+/**
+ * A queue and its pool queues, as `tollgate`'s queue commands act on them: for a pool-less account or tenant queue,
+ * itself, then each pool queue of the document and each one a producer has used; for the plain queue, itself and
+ * those of the document's only account (where a producer without an account puts its jobs of a pool); a pool queue
+ * alone.
+ */
+export async function queueFamily(redis: Redis | Cluster, document: LimitsDocument | undefined, name: string): Promise<string[]> {
+  const parts = parseQueueName(name);
+  if (parts === undefined || parts.pool !== undefined) return [name];
+  const accounts = Object.keys(document?.accounts ?? {});
+  const poolLess = parts.account !== undefined ? name : accounts.length === 1 ? accountQueueName(parts.queue, accounts[0] ?? '') : undefined;
+  if (poolLess === undefined) return [name];
+  const pools = [...poolQueueNames(document, poolLess), ...(await registeredPoolQueues(redis, [poolLess]))];
+  return [...new Set([name, ...pools])];
+}
+
+/**
+ * Every queue of `account` ({@link accountQueueNames}) and every pool queue a producer has used on its pool-less ones
+ * ({@link registeredPoolQueues}): what its workers run and what `tollgate status` counts.
+ */
+export async function knownAccountQueueNames(redis: Redis | Cluster, document: LimitsDocument | undefined, queue: string, account: string): Promise<string[]> {
+  const names = accountQueueNames(document, queue, account);
+  const registered = await registeredPoolQueues(
+    redis,
+    names.filter((name) => parseQueueName(name)?.pool === undefined),
+  );
+  return [...new Set([...names, ...registered])];
 }

@@ -13,7 +13,7 @@ import { anthropicError, describeFailure, encodeFailure, type JobFailure } from 
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, type LimitsDocument } from '@tollgate/config';
 import { accountQueueName, isQueueName, parseQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
-import { accountQueueNames } from './queue-names.js';
+import { accountQueueNames, knownAccountQueueNames } from './queue-names.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
 import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
@@ -304,7 +304,12 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
           this.#error(toError(error)); // the next poll period sets it again
         }
       }
-      for (const name of accountQueueNames(document, queue, account)) {
+      // with the pool queues producers have used (a pool an apply removed, a stale producer's): drained, not stranded
+      const names = await knownAccountQueueNames(this.#commands.client, document, queue, account).catch((error: unknown) => {
+        this.#error(toError(error)); // the next poll period reads them again
+        return accountQueueNames(document, queue, account);
+      });
+      for (const name of names) {
         if (name === this.#options.queue || this.#tenantWorkers.has(name) || this.#closing !== undefined) continue;
         const worker = new QueueWorker({ ...this.#input, queue: name, tenantQueues: 'none' }, { commands: this.#commands, aborts: this.#aborts });
         for (const event of ['completed', 'failed', 'handedBack', 'lockLost', 'error'] as const) {

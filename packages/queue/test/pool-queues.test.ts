@@ -6,12 +6,12 @@
  */
 import type Anthropic from '@anthropic-ai/sdk';
 import { storeLimitsDocument, validateLimitsDocument } from '@tollgate/config';
+import { InvalidArgumentError } from '@tollgate/limiter';
 import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  InvalidArgumentError,
   RequestBody,
   TenantQueueFullError,
   accountQueueName,
@@ -296,6 +296,29 @@ describe('a worker of an account with two pools', () => {
       await expect.poll(async () => (await fresh.getJob(slow))?.state, { timeout: 5_000 }).toBe('failed');
     } finally {
       mock.setConfig({ latency: { timeToFirstTokenMs: 0, perTokenMs: 0 } });
+    }
+  });
+
+  it('a pool queue that an apply removed from the document is still served by a worker started after it (producers register each pool queue they use)', async () => {
+    const queue = uniqueName('removed-pool');
+    const db = `${redis.url}/2`;
+    const admin = new Redis(db);
+    try {
+      await storeLimitsDocument(admin, validateLimitsDocument({ accounts: { main: document.accounts.main } }));
+      const stale = createProducer({ redis: db, queue, account: 'main', documentPollMs: DOCUMENT_POLL_MS });
+      producers.push(stale);
+      const id = await stale.enqueue(ask(SONNET, 'before the apply'));
+      expect(await admin.smembers(queueKeys(`${queue}@main`).poolQueues)).toEqual([`${queue}@main~sonnet`]);
+      // an apply leaves main one pool: its jobs go on its one queue from now on; a foreign member of the set is no queue of it
+      await storeLimitsDocument(admin, validateLimitsDocument({ accounts: { main: { ...document.accounts.main, pools: { all: { models: ['*'], rpm: 10_000 } } } } }));
+      await admin.sadd(queueKeys(`${queue}@main`).poolQueues, `${queue}@other~sonnet`, 'not a queue');
+      const worker = createWorker({ redis: db, queue: `${queue}@main`, client: sdkClient(mock.url), concurrency: 2, account: 'main' });
+      workers.push(worker);
+      await worker.ready();
+      expect(worker.tenantQueues).toEqual([`${queue}@main~sonnet`]);
+      expect((await stale.waitForResult(id, { timeoutMs: 10_000 })).answer).toMatchObject({ type: 'message' });
+    } finally {
+      admin.disconnect();
     }
   });
 

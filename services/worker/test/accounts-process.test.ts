@@ -79,7 +79,7 @@ describe('a worker running two accounts, main its default', () => {
     });
     expect(worker.logs.find((line) => line.msg === 'accounts running')?.accounts).toEqual([
       { account: 'main', queues: [queue, `${queue}@main`] },
-      { account: 'batch', queues: [`${queue}@batch`] },
+      { account: 'batch', queues: [`${queue}@batch`, `${queue}@batch#search`] }, // with its tenant's queue, from the fleet's document
     ]);
     await pausedLimiter('main');
     await pausedLimiter('batch');
