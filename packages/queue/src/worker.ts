@@ -187,7 +187,6 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   readonly bullmq: Worker;
   readonly #options: z.output<typeof workerOptionsSchema>;
   readonly #keys: QueueKeys;
-  readonly #blocking: OwnedRedis;
   /** Event writes, the per-tenant view, the document: shared with the workers of the account's other queues. */
   readonly #commands: OwnedRedis;
   /** One subscriber for the abort channel of each queue the worker runs (shared likewise). */
@@ -221,18 +220,18 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     this.#options = parsed.data;
     this.#input = input;
     this.#keys = queueKeys(parsed.data.queue);
-    this.#blocking = blockingConnection(parsed.data.redis); // BullMQ's blocking reads: one per BullMQ Worker
     this.#ownsShared = shared === undefined;
-    this.#commands = shared?.commands ?? blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
+    // event writes wait out a Redis restart instead of failing the job; BullMQ's commands share it, and each BullMQ
+    // Worker makes its own blocking connection from it (a duplicate)
+    this.#commands = shared?.commands ?? blockingConnection(parsed.data.redis);
     this.#aborts = shared?.aborts ?? new AbortChannels(blockingConnection(parsed.data.redis), (error) => this.#error(error));
-    const owned = shared === undefined ? [this.#blocking, this.#commands, this.#aborts.connection] : [this.#blocking];
-    for (const { client } of owned) client.on('error', (error: Error) => this.#error(error));
+    if (shared === undefined) for (const { client } of [this.#commands, this.#aborts.connection]) client.on('error', (error: Error) => this.#error(error));
     // one subscription per process and queue: a caller that went away names its job, and the worker running it aborts
     // the call (its permit is released as the call ends); other workers ignore the id
     this.#aborts.add(this.#keys.abortChannel, (jobId) => this.bullmq.cancelJob(jobId, CALLER_GONE_REASON));
     const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => this.#process(job, token, signal);
     this.bullmq = new Worker(parsed.data.queue, processor, {
-      connection: this.#blocking.client,
+      connection: this.#commands.client,
       prefix: this.#keys.prefix,
       concurrency: parsed.data.concurrency,
       lockDuration: parsed.data.lockDurationMs,
@@ -373,8 +372,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       await Promise.all([...this.#capQueues.values()].map((queue) => queue.close().catch(() => {})));
     } finally {
       clearTimeout(timer);
-      const connections = this.#ownsShared ? [this.#blocking, this.#commands, this.#aborts.connection] : [this.#blocking];
-      for (const owned of connections) if (owned.owned) owned.client.disconnect();
+      if (this.#ownsShared) for (const owned of [this.#commands, this.#aborts.connection]) if (owned.owned) owned.client.disconnect();
     }
   }
 

@@ -283,9 +283,9 @@ describe('a worker of an account with two pools', () => {
     workers.push(worker);
     await worker.ready();
     expect(worker.tenantQueues.sort()).toEqual(accountQueueNames(document, queue, 'main').slice(1).sort());
-    // per queue, BullMQ's two (the connection it is given, and the duplicate it makes for its blocking reads); the
-    // commands and abort connections are shared by all of them (they were 2 more per queue)
-    expect((await connectionsNamed()) - before).toBe(2 * accountQueueNames(document, queue, 'main').length + 2);
+    // per queue, the blocking connection each BullMQ Worker makes (a duplicate); the commands connection (BullMQ's
+    // commands with it) and the abort subscriber are shared by all of them (they were 3 more per queue)
+    expect((await connectionsNamed()) - before).toBe(accountQueueNames(document, queue, 'main').length + 2);
     for (const id of [oldJob, ...ids]) expect((await fresh.waitForResult(id, { timeoutMs: 10_000 })).answer).toMatchObject({ type: 'message' });
     // an abort still reaches the worker of a pool queue (its abort channel on the shared subscriber)
     mock.setConfig({ latency: { timeToFirstTokenMs: 20_000, perTokenMs: 0 } });
