@@ -322,6 +322,35 @@ describe('a worker of an account with two pools', () => {
     }
   });
 
+  it('a worker of 3 pools and 4 tenants (20 queues) opens 22 connections, and no listener warning', async () => {
+    const queue = uniqueName('many');
+    const db = `${redis.url}/3`;
+    const admin = new Redis(db);
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    try {
+      const pools = Object.fromEntries(['a', 'b', 'c'].map((pool) => [pool, { models: [`claude-${pool}-*`], rpm: 1_000 }]));
+      const tenants = Object.fromEntries(['t1', 't2', 't3', 't4'].map((tenant) => [tenant, { tokenEnv: `${tenant.toUpperCase()}_TOKEN`, account: 'main' }]));
+      const many = validateLimitsDocument({ accounts: { main: { apiKeyEnv: 'MAIN_KEY', pools } }, tenants });
+      await storeLimitsDocument(admin, many);
+      const names = accountQueueNames(many, queue, 'main');
+      expect(names).toHaveLength(20);
+      const before = Number(/connected_clients:(\d+)/.exec(await admin.info('clients'))?.[1]);
+      const worker = createWorker({ redis: db, queue: `${queue}@main`, client: sdkClient(mock.url), concurrency: 2, account: 'main' });
+      workers.push(worker);
+      await worker.ready();
+      expect(worker.tenantQueues).toHaveLength(19);
+      const after = Number(/connected_clients:(\d+)/.exec(await admin.info('clients'))?.[1]);
+      expect(after - before).toBe(names.length + 2);
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      expect(warnings).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      admin.disconnect();
+    }
+  });
+
   it(`a capped tenant's jobs of both pools share its cap of ${CAP} across two workers`, async () => {
     const queue = uniqueName('capped');
     const account = accountQueueName(queue, 'main');
