@@ -11,7 +11,7 @@ import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './t
 import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { QUEUE_NAME_PATTERN, accountQueueName, parseQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
-import { accountQueueNames, jobQueueName, poolQueueNames, tenantQueueNames } from './queue-names.js';
+import { accountQueueNames, jobQueueName, poolQueueNames, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -266,7 +266,18 @@ export class Producer {
   /** The lane that holds job `jobId` (undefined: none), and the job. */
   async #find(jobId: string, tenant: string | null | undefined, what: string): Promise<{ lane: QueueLane; job: Job } | undefined> {
     await this.#documentLoaded(what);
-    for (const lane of this.#candidateLanes(tenant)) {
+    const candidates = this.#candidateLanes(tenant);
+    for (const lane of candidates) {
+      const job = await this.#within(Job.fromId(lane.queue, jobId), what);
+      if (job !== undefined) return { lane, job };
+    }
+    // not there: a pool queue that the document no longer names (an apply removed its pool since), which producers
+    // registered on its pool-less queue
+    const names = new Set(candidates.map((lane) => lane.name));
+    const poolLess = [...names].filter((name) => parseQueueName(name)?.account !== undefined && parseQueueName(name)?.pool === undefined);
+    for (const name of await this.#within(registeredPoolQueues(this.#redis.client, poolLess), what)) {
+      if (names.has(name)) continue;
+      const lane = this.#lane(name);
       const job = await this.#within(Job.fromId(lane.queue, jobId), what);
       if (job !== undefined) return { lane, job };
     }
@@ -284,8 +295,13 @@ export class Producer {
   async #laneOfJob(jobId: string, what: string): Promise<QueueLane> {
     const known = this.#jobLanes.get(jobId);
     if (known !== undefined) return known;
-    if (!isJobId(jobId) || this.#lanes.size === 1) return this.#own;
-    return (await this.#find(jobId, undefined, what))?.lane ?? this.#own;
+    if (!isJobId(jobId)) return this.#own;
+    await this.#documentLoaded(what);
+    const candidates = this.#candidateLanes();
+    if (candidates.length === 1) return this.#own;
+    // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's
+    for (const lane of candidates) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+    return this.#own;
   }
 
   /** The keys of the queue this producer put job `jobId` on (its event stream, its abort channel); its own queue's for a job it does not know. */

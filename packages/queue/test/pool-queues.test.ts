@@ -287,6 +287,9 @@ describe('a worker of an account with two pools', () => {
     // commands with it) and the abort subscriber are shared by all of them (they were 3 more per queue)
     expect((await connectionsNamed()) - before).toBe(accountQueueNames(document, queue, 'main').length + 2);
     for (const id of [oldJob, ...ids]) expect((await fresh.waitForResult(id, { timeoutMs: 10_000 })).answer).toMatchObject({ type: 'message' });
+    // a producer that did not enqueue them waits on the queue that holds each
+    const other = producer({ queue, account: 'main' });
+    for (const id of ids) expect((await other.waitForResult(id, { timeoutMs: 10_000 })).answer).toMatchObject({ type: 'message' });
     // an abort still reaches the worker of a pool queue (its abort channel on the shared subscriber)
     mock.setConfig({ latency: { timeToFirstTokenMs: 20_000, perTokenMs: 0 } });
     try {
@@ -312,6 +315,10 @@ describe('a worker of an account with two pools', () => {
       // an apply leaves main one pool: its jobs go on its one queue from now on; a foreign member of the set is no queue of it
       await storeLimitsDocument(admin, validateLimitsDocument({ accounts: { main: { ...document.accounts.main, pools: { all: { models: ['*'], rpm: 10_000 } } } } }));
       await admin.sadd(queueKeys(`${queue}@main`).poolQueues, `${queue}@other~sonnet`, 'not a queue');
+      // a producer that never used that queue finds the job by its id there
+      const fresh = createProducer({ redis: db, queue, account: 'main', documentPollMs: DOCUMENT_POLL_MS });
+      producers.push(fresh);
+      expect((await fresh.getJob(id))?.state).toBe('prioritized');
       const worker = createWorker({ redis: db, queue: `${queue}@main`, client: sdkClient(mock.url), concurrency: 2, account: 'main' });
       workers.push(worker);
       await worker.ready();
