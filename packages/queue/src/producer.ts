@@ -271,17 +271,29 @@ export class Producer {
       const job = await this.#within(Job.fromId(lane.queue, jobId), what);
       if (job !== undefined) return { lane, job };
     }
-    // not there: a pool queue that the document no longer names (an apply removed its pool since), which producers
-    // registered on its pool-less queue
-    const names = new Set(candidates.map((lane) => lane.name));
-    const poolLess = [...names].filter((name) => parseQueueName(name)?.account !== undefined && parseQueueName(name)?.pool === undefined);
-    for (const name of await this.#within(registeredPoolQueues(this.#redis.client, poolLess), what)) {
-      if (names.has(name)) continue;
-      const lane = this.#lane(name);
+    // not there: a pool queue that the document no longer names (an apply removed its pool since)
+    for (const lane of await this.#registeredLanes(candidates, what)) {
       const job = await this.#within(Job.fromId(lane.queue, jobId), what);
       if (job !== undefined) return { lane, job };
     }
     return undefined;
+  }
+
+  /**
+   * The lanes of the pool queues that producers registered on the pool-less queues among `lanes` and that `lanes` lack:
+   * queues the fleet's document no longer names (an apply removed their pool), still holding jobs.
+   */
+  async #registeredLanes(lanes: readonly QueueLane[], what: string): Promise<QueueLane[]> {
+    const names = new Set(lanes.map((lane) => lane.name));
+    const poolLess = [...names].filter((name) => parseQueueName(name)?.account !== undefined && parseQueueName(name)?.pool === undefined);
+    const registered = await this.#within(registeredPoolQueues(this.#redis.client, poolLess), what);
+    return registered.filter((name) => !names.has(name)).map((name) => this.#lane(name));
+  }
+
+  /** Every lane of this producer's queues: those a job may be on, and the registered pool queues the document no longer names. */
+  async #allLanes(what: string): Promise<QueueLane[]> {
+    const candidates = this.#candidateLanes();
+    return [...candidates, ...(await this.#registeredLanes(candidates, what))];
   }
 
   #remember(jobId: string, lane: QueueLane): void {
@@ -528,11 +540,11 @@ export class Producer {
     return 'aborting';
   }
 
-  /** Jobs per state, fleet-wide: this producer's queue and its tenants' queues together. */
+  /** Jobs per state, fleet-wide: this producer's queue, its pools' and its tenants' queues together (and any registered pool queue). */
   async counts(): Promise<QueueCounts> {
     await this.#documentLoaded('counts');
     const all = await Promise.all(
-      this.#candidateLanes().map((lane) => this.#within(lane.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts')),
+      (await this.#allLanes('counts')).map((lane) => this.#within(lane.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts')),
     );
     const sum = (state: keyof QueueCounts) => all.reduce((total, counts) => total + (counts[state] ?? 0), 0);
     return { waiting: sum('waiting'), prioritized: sum('prioritized'), delayed: sum('delayed'), active: sum('active'), completed: sum('completed'), failed: sum('failed') };
@@ -541,7 +553,7 @@ export class Producer {
   /** Jobs per tenant, fleet-wide: in flight (held by a worker) and waiting, on every queue of this producer; see tenant-counts.ts. */
   async tenantCounts(): Promise<TenantCount[]> {
     await this.#documentLoaded('tenant counts');
-    const all = await Promise.all(this.#candidateLanes().map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
+    const all = await Promise.all((await this.#allLanes('tenant counts')).map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
     return mergeTenantCounts(all);
   }
 

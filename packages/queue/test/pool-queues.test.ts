@@ -318,6 +318,7 @@ describe('a worker of an account with two pools', () => {
       // a producer that never used that queue finds the job by its id there
       const fresh = createProducer({ redis: db, queue, account: 'main', documentPollMs: DOCUMENT_POLL_MS });
       producers.push(fresh);
+      expect((await fresh.counts()).prioritized).toBe(1); // counted too (the metrics, the dashboard)
       expect((await fresh.getJob(id))?.state).toBe('prioritized');
       const worker = createWorker({ redis: db, queue: `${queue}@main`, client: sdkClient(mock.url), concurrency: 2, account: 'main' });
       workers.push(worker);
