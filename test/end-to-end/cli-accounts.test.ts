@@ -31,7 +31,14 @@ const producers: Producer[] = [];
 
 interface StatusJson {
   limiters: Array<{ name: string }>;
-  accounts: Array<{ account: string; queue: string; counts: Record<string, number>; totals: Record<string, number>; tenants: Array<{ tenant: string; waiting: number }> }>;
+  accounts: Array<{
+    account: string;
+    queue: string;
+    queuedPools?: string[];
+    counts: Record<string, number>;
+    totals: Record<string, number>;
+    tenants: Array<{ tenant: string; waiting: number }>;
+  }>;
 }
 
 beforeAll(async () => {
@@ -171,5 +178,75 @@ describe('tollgate CLI with two accounts in the fleet', () => {
     expect(badQueue.code).toBe(2);
     expect(badQueue.stderr).toContain('--queue "no spaces": a queue name');
     for (const account of ['team-a', 'team-b']) expect((await runTollgate(['resume', '--name', account], env)).code).toBe(0);
+  });
+});
+
+describe('tollgate CLI with an account of two pools', () => {
+  it('--pool (or --queue <queue>@<account>~<pool>) selects a pool queue; status counts the pool queues with their account; a bad name is refused', async () => {
+    const queue = uniqueName('cli-pools');
+    const path = join(dir, 'pools.yaml');
+    await writeFile(
+      path,
+      [
+        'accounts:',
+        '  main:',
+        '    apiKeyEnv: MAIN_KEY',
+        `    baseUrl: ${mock.url}`,
+        "    pools: { sonnet: { models: ['claude-sonnet-4*'], rpm: 1000 }, haiku: { models: ['claude-haiku-4*'], rpm: 1000 } }",
+        'tenants:',
+        '  search: { tokenEnv: SEARCH_TOKEN, account: main }',
+        '  capped: { tokenEnv: CAPPED_TOKEN, account: main, concurrency: 1 }',
+        '',
+      ].join('\n'),
+    );
+    const env = { REDIS_URL: redis.url, TOLLGATE_QUEUE: queue };
+    expect((await runTollgate(['limits', 'apply', path, '--json'], env)).code).toBe(0);
+    // no worker: every job stays on its queue
+    const producer = createProducer({ redis: redis.url, queue, account: 'main' });
+    producers.push(producer);
+    const ask = (model: string) => ({ model, max_tokens: 8, messages: [{ role: 'user' as const, content: 'cli pools' }] });
+    await producer.enqueue(ask('claude-sonnet-4-5'));
+    await producer.enqueue(ask('claude-sonnet-4-5'));
+    await producer.enqueue(ask('claude-haiku-4-5'));
+    const searchJob = await producer.enqueue(ask('claude-haiku-4-5'), { tenant: 'search' });
+    await producer.enqueue(ask('claude-sonnet-4-5'), { tenant: 'capped' });
+    const counts = async (args: string[]) => {
+      const run = await runTollgate(['queue', 'counts', ...args, '--json'], env);
+      expect(run.code, run.stderr).toBe(0);
+      const { queue: name, counts: byState } = jsonOf<{ queue: string; counts: Record<string, number> }>(run);
+      return { name, queued: byState.waiting! + byState.prioritized! };
+    };
+    expect(await counts(['--account', 'main', '--pool', 'sonnet'])).toEqual({ name: `${queue}@main~sonnet`, queued: 2 });
+    expect(await counts(['--queue', `${queue}@main~haiku`])).toEqual({ name: `${queue}@main~haiku`, queued: 1 });
+    expect(await counts(['--tenant', 'search', '--pool', 'haiku'])).toEqual({ name: `${queue}@main~haiku#search`, queued: 1 });
+    expect(await counts(['--tenant', 'capped'])).toEqual({ name: `${queue}@main#capped`, queued: 1 }); // a capped tenant: one queue
+    // a pool-less queue stands for itself and its pool queues
+    expect(await counts(['--account', 'main'])).toEqual({ name: `${queue}@main`, queued: 3 });
+    const family = await runTollgate(['queue', 'counts', '--account', 'main', '--json'], env);
+    expect(jsonOf<{ queues: string[] }>(family).queues).toEqual([`${queue}@main`, `${queue}@main~haiku`, `${queue}@main~sonnet`]);
+    expect(await counts(['--tenant', 'search'])).toEqual({ name: `${queue}@main#search`, queued: 1 });
+    const shown = await runTollgate(['jobs', 'show', searchJob, '--tenant', 'search', '--pool', 'haiku', '--json'], env);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(jsonOf(shown)).toMatchObject({ id: searchJob, queue: `${queue}@main~haiku#search`, tenant: 'search' });
+
+    const status = jsonOf<StatusJson>(await runTollgate(['status', '--json'], env));
+    const main = status.accounts.find(({ account }) => account === 'main');
+    expect(main).toMatchObject({ queue: `${queue}@main`, queuedPools: ['haiku', 'sonnet'] }); // the stored document's order
+    expect((main?.counts.waiting ?? 0) + (main?.counts.prioritized ?? 0)).toBe(5);
+    expect((await runTollgate(['status'], env)).stdout).toContain(`account main (queue ${queue}@main, with its pools' (haiku, sonnet) and its tenants' queues)`);
+
+    // wrong usage is exit 2, naming the option
+    for (const [args, message] of [
+      [['--pool', 'sonnet'], '--pool selects a pool of an account: pass --account or --tenant too'],
+      [['--account', 'main', '--pool', 'a~b'], '--pool "a~b"'],
+      [['--queue', `${queue}@main~sonnet`, '--pool', 'sonnet'], "names an account's queue already"],
+      [['--queue', `${queue}@main~sonnet~haiku`], `--queue "${queue}@main~sonnet~haiku": a queue name`],
+      [['--queue', `${queue}@main#search~haiku`], `--queue "${queue}@main#search~haiku": a queue name`],
+      [['--queue', `${queue}@ma%41in`], `--queue "${queue}@ma%41in": a queue name`],
+    ] as const) {
+      const run = await runTollgate(['queue', 'counts', ...args], env);
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toContain(message);
+    }
   });
 });

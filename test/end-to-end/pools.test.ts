@@ -5,7 +5,10 @@ import { performance } from 'node:perf_hooks';
 import { poolRates } from '@tollgate/config';
 import { createLimiter, type Limiter } from '@tollgate/limiter';
 import type { KeyStats, MockStats, StatsWindow } from '@tollgate/mock-anthropic';
-import { RequestBody, createProducer, type Producer } from '@tollgate/queue';
+import { RequestBody, accountQueueName, createProducer, poolQueueName, type Producer } from '@tollgate/queue';
+import { queueKeys } from '@tollgate/queue/internal';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jobRecord, settle, startWithEnv } from '../support/fleet.js';
@@ -22,12 +25,16 @@ const MS_PER_MINUTE = 60_000;
 const WINDOW_MS = 1_000;
 const WORKERS = 3;
 /**
- * Enough slots for every job of a load at once. A job waiting for its permit holds a worker slot, and the account's
- * jobs share one BullMQ queue in FIFO order: with fewer slots than one pool's backlog, the other pool's jobs wait in
- * the queue behind it (measured with the default 16 slots × 3 workers: Haiku jobs behind 300 Sonnet jobs took 5.5 s
- * while the limiter granted Haiku at once). The limiter's lanes are what these tests prove.
+ * The workers run at their default slots (WORKER_CONCURRENCY 16) on each queue. A job waiting for its permit holds a
+ * worker slot; with the account's jobs on one BullMQ queue, 300 Sonnet jobs waiting on Sonnet's ITPM filled every slot
+ * and Haiku jobs waited behind them (measured at 16 slots × 3 workers: 5.5 s, while the limiter granted Haiku at
+ * once). With a queue per pool (`<queue>@<account>~<pool>`), each pool has its own slots.
  */
-const WORKER_CONCURRENCY = 110;
+const WORKER_SLOTS = 16;
+/** Each Haiku job enqueued behind the Sonnet backlog finishes within this, enqueue to finish, in ms. */
+const HAIKU_JOB_MS_MAX = 500;
+/** …of which at most this in its queue, before a worker starts it (behind one queue of the account's jobs: seconds), in ms. */
+const HAIKU_QUEUED_MS_MAX = 250;
 /**
  * The account's concurrency, shared by its pools: high enough not to bind. While 300 jobs are being taken, the
  * workers' event loops are busy and a granted call may hold its permit for most of a second: at 32, in flight
@@ -74,6 +81,8 @@ let dir: string;
 let account: string;
 let queue: string;
 let producer: Producer;
+/** The test's own connection for BullMQ queues it pauses or counts. */
+let admin: Redis;
 const workers: ServiceProcess[] = [];
 
 function documentText(): string {
@@ -182,7 +191,6 @@ beforeAll(async () => {
     TOLLGATE_QUEUE: queue,
     TOLLGATE_CONFIG: path,
     POOLS_ANTHROPIC_KEY: KEY,
-    WORKER_CONCURRENCY: String(WORKER_CONCURRENCY),
     WORKER_DRAIN_TIMEOUT_MS: '3000',
     METRICS_PORT: '0',
     LOG_LEVEL: 'warn',
@@ -191,9 +199,10 @@ beforeAll(async () => {
   workers.push(await startWithEnv('worker-1', WORKER_ENTRY, env));
   workers.push(...(await Promise.all(Array.from({ length: WORKERS - 1 }, (_, i) => startWithEnv(`worker-${i + 2}`, WORKER_ENTRY, env)))));
   producer = createProducer({ redis: redis.url, queue });
+  admin = new Redis(redis.url, { maxRetriesPerRequest: null });
   await producer.ready();
-  // a warm fleet (connections open, code compiled): a cold worker taking 110 jobs at once stalls for up to a second
-  // on these 2 shared cores, with its permits held (the account's concurrency, not a pool, then binds)
+  // a warm fleet (connections open, code compiled): a cold worker taking its first jobs at once stalls for up to a
+  // second on these 2 shared cores, with its permits held (the account's concurrency, not a pool, then binds)
   const warmUp = await Promise.all(
     Array.from({ length: WARM_UP_JOBS }, (_, i) =>
       producer.enqueue(
@@ -205,8 +214,21 @@ beforeAll(async () => {
   expect(warmed.completed).toHaveLength(WARM_UP_JOBS);
 }, TEST_TIMEOUT_MS);
 
+/**
+ * The queues this test's jobs go on (DESIGN §9): each pool's, and the plain queue for count_tokens jobs (they take
+ * no pool's permit). A producer without an account, on a fleet whose only account has several pools, uses its pool queues.
+ */
+function queues(): { all: Queue[]; sonnet: Queue } {
+  const connection = admin;
+  const open = (name: string) => new Queue(name, { connection, prefix: queueKeys(name).prefix, skipVersionCheck: true });
+  const own = accountQueueName(queue, account);
+  const sonnet = open(poolQueueName(own, 'sonnet'));
+  return { all: [open(queue), sonnet, open(poolQueueName(own, 'haiku'))], sonnet };
+}
+
 afterAll(async () => {
   await producer?.close();
+  admin?.disconnect();
   await Promise.all(workers.map((worker) => worker.stop()));
   await stopAllServices();
   await redis?.close();
@@ -220,8 +242,9 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
       // the buckets full again after the warm-up (or the test before), as the limits' steady state
       await new Promise((resolve) => setTimeout(resolve, REFILL_MS));
       // the whole load is queued before the workers may take any of it: the enqueue is not part of the measure
-      await producer.queue.pause();
-      // in FIFO order the pools alternate, so that the workers' slots take jobs of both pools alike
+      const { all: paused } = queues();
+      await Promise.all(paused.map((each) => each.pause()));
+      // in order the pools alternate (each has its own queue, and so its own slots, anyway)
       const plan: { pool: PoolName; i: number; count: boolean }[] = [];
       for (let i = 0; i < JOBS_PER_POOL; i += 1) {
         for (const pool of ['sonnet', 'haiku'] as const) {
@@ -247,7 +270,8 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
       }
       await mockAdmin('reset'); // the windows start with the load, and the buckets are full, like the limiter's
       const startedAt = performance.now();
-      await producer.queue.resume();
+      await Promise.all(paused.map((each) => each.resume()));
+      await Promise.all(paused.map((each) => each.close()));
       const outcomes = await settle(producer, [...messages, ...counts.map((count) => count.id)], 50_000);
       const elapsedMs = performance.now() - startedAt;
       expect([...outcomes.failed.values()].map((error) => error.message)).toEqual([]);
@@ -291,7 +315,7 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
   );
 
   it(
-    'the Sonnet pool saturated (its ITPM exhausted, ≥ 200 Sonnet jobs waiting in the workers): 20 Haiku acquires are each granted within 50 ms, and Haiku jobs run meanwhile',
+    `${WORKERS} workers at ${WORKER_SLOTS} slots, 300 Sonnet jobs waiting on Sonnet's ITPM: each Haiku job enqueued behind them finishes within ${HAIKU_JOB_MS_MAX} ms, and 20 Haiku acquires are each granted within 50 ms`,
     async () => {
       await mockAdmin('reset');
       // a client of the account's limiter in the test process, with the document's limits
@@ -307,6 +331,7 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
           }),
         ),
       });
+      const { all, sonnet: sonnetQueue } = queues();
       try {
         await limiter.ready();
         await new Promise((resolve) => setTimeout(resolve, REFILL_MS));
@@ -314,13 +339,19 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
         await (await limiter.acquire({ pool: 'haiku', cost: { inputTokens: 1, outputTokens: 1 } })).release({ used: { inputTokens: 1, outputTokens: 1 } });
         const SONNET_JOBS = 300;
         const sonnet = await Promise.all(Array.from({ length: SONNET_JOBS }, (_, i) => producer.enqueue(request('sonnet', 10_000 + i))));
-        // the workers take them; past the first burst each waits for Sonnet's ITPM (about 40 grants a second)
-        await expect.poll(async () => (await limiter.snapshot()).pools?.sonnet?.waiting ?? 0, { timeout: 10_000, interval: 20 }).toBeGreaterThanOrEqual(200);
-        const waitingBefore = (await limiter.snapshot()).pools?.sonnet?.waiting ?? 0;
+        /** Sonnet jobs not yet done: in the workers' slots waiting for a permit, or in Sonnet's queue waiting for a slot. */
+        const sonnetBacklog = async () => {
+          const counts = await sonnetQueue.getJobCounts('waiting', 'prioritized', 'active');
+          return { slots: (await limiter.snapshot()).pools?.sonnet?.waiting ?? 0, queued: (counts.waiting ?? 0) + (counts.prioritized ?? 0), active: counts.active ?? 0 };
+        };
+        // the workers take what their slots hold (16 each); past the first burst each waits for Sonnet's ITPM (about 40
+        // grants a second), the rest waits in Sonnet's queue
+        await expect.poll(async () => (await sonnetBacklog()).slots, { timeout: 10_000, interval: 20 }).toBeGreaterThanOrEqual(WORKERS * WORKER_SLOTS - 8);
+        const before = await sonnetBacklog();
         const HAIKU_ACQUIRES = 20;
         const latencies: number[] = [];
         const inFlight: number[] = [];
-        // Haiku jobs through the workers at the same time: the pool's lane is free, so they run at once
+        // Haiku jobs through the workers at the same time: their pool's queue and slots are their own, so they run at once
         const haikuJobs: { id: string; enqueuedAt: number }[] = [];
         for (let i = 0; i < HAIKU_ACQUIRES; i += 1) {
           const enqueuedAt = Date.now();
@@ -332,13 +363,16 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
           await permit.release({ used: { inputTokens: 50, outputTokens: 20 } });
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
-        const waitingAfter = (await limiter.snapshot()).pools?.sonnet?.waiting ?? 0;
+        const after = await sonnetBacklog();
         const haikuOutcomes = await settle(
           producer,
           haikuJobs.map((job) => job.id),
           10_000,
         );
-        const haikuMs = await Promise.all(haikuJobs.map(async (job) => (await jobRecord(producer, job.id)).finishedAtMs - job.enqueuedAt));
+        const haikuRecords = await Promise.all(haikuJobs.map(async (job) => ({ job, record: await jobRecord(producer, job.id) })));
+        const haikuMs = haikuRecords.map(({ job, record }) => record.finishedAtMs - job.enqueuedAt);
+        /** Enqueue to a worker's start: the time in the queue, waiting for a slot. */
+        const haikuQueuedMs = haikuRecords.map(({ job, record }) => record.processedAtMs - job.enqueuedAt);
         const sonnetOutcomes = await settle(producer, sonnet, 30_000);
         const sonnetWaitMs = await Promise.all(
           sonnet.map(async (id) => {
@@ -349,18 +383,24 @@ describe('pools with real worker processes (issue 13, DESIGN §9)', () => {
         const sorted = (values: number[]) => [...values].sort((a, b) => a - b);
         const median = (values: number[]) => sorted(values)[Math.floor(values.length / 2)] ?? Number.NaN;
         console.log(
-          `pools e2e head-of-line: Sonnet waiting ${waitingBefore} → ${waitingAfter}; Haiku grant ms ${JSON.stringify(latencies.map((ms) => Math.round(ms * 10) / 10))} ` +
-            `(max ${Math.max(...latencies).toFixed(1)}; in flight before each at most ${Math.max(...inFlight)} of ${CONCURRENCY}); Haiku jobs enqueue→finish ms max ${Math.max(...haikuMs)}, median ${median(haikuMs)}; ` +
+          `pools e2e head-of-line (${WORKERS} workers × ${WORKER_SLOTS} slots): Sonnet backlog ${JSON.stringify(before)} → ${JSON.stringify(after)}; ` +
+            `Haiku grant ms ${JSON.stringify(latencies.map((ms) => Math.round(ms * 10) / 10))} (max ${Math.max(...latencies).toFixed(1)}; in flight before each at most ${Math.max(...inFlight)} of ${CONCURRENCY}); ` +
+            `Haiku jobs enqueue→finish ms ${JSON.stringify(haikuMs)} (max ${Math.max(...haikuMs)}, median ${median(haikuMs)}; of it in the queue ${JSON.stringify(haikuQueuedMs)}); ` +
             `Sonnet jobs enqueue→finish ms median ${median(sonnetWaitMs)}, max ${Math.max(...sonnetWaitMs)}`,
         );
-        expect(waitingBefore).toBeGreaterThanOrEqual(200);
-        expect(waitingAfter).toBeGreaterThanOrEqual(100); // Sonnet stayed saturated while the Haiku calls were made
+        // Sonnet was saturated before the Haiku jobs and stayed so while they ran: its slots full, most of it queued
+        expect(before.slots + before.queued).toBeGreaterThanOrEqual(200);
+        expect(after.slots + after.queued).toBeGreaterThanOrEqual(100);
+        expect(after.slots).toBeGreaterThanOrEqual(WORKERS * WORKER_SLOTS - 8);
         for (const latency of latencies) expect(latency).toBeLessThanOrEqual(50);
         expect([...haikuOutcomes.failed.keys(), ...haikuOutcomes.lost, ...sonnetOutcomes.failed.keys(), ...sonnetOutcomes.lost]).toEqual([]);
-        expect(Math.max(...haikuMs)).toBeLessThan(median(sonnetWaitMs)); // well below the Sonnet wait
-        const { all } = await mockStats();
-        expect(all.byStatus['429'] ?? 0).toBe(0);
+        for (const ms of haikuQueuedMs) expect(ms).toBeLessThanOrEqual(HAIKU_QUEUED_MS_MAX); // no Sonnet job ahead of it
+        for (const ms of haikuMs) expect(ms).toBeLessThanOrEqual(HAIKU_JOB_MS_MAX);
+        expect(Math.max(...haikuMs)).toBeLessThan(median(sonnetWaitMs) / 5); // far below the Sonnet wait
+        const { all: stats } = await mockStats();
+        expect(stats.byStatus['429'] ?? 0).toBe(0);
       } finally {
+        await Promise.all(all.map((each) => each.close()));
         await limiter.close();
       }
     },

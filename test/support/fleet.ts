@@ -181,12 +181,12 @@ export async function settle(producer: Producer, ids: readonly string[], timeout
   return outcomes;
 }
 
-/** BullMQ's own timing and attempt count of a finished job. */
+/** BullMQ's own timing and attempt count of a finished job (one this producer enqueued). */
 export async function jobRecord(
   producer: Producer,
   id: string,
 ): Promise<{ createdAtMs: number; processedAtMs: number; finishedAtMs: number; attemptsMade: number; stalledCount: number }> {
-  const job = await Job.fromId(producer.queue, id);
+  const job = await Job.fromId(producer.queueOfJob(id), id); // the queue it went on: its pool's, its tenant's or the producer's
   if (job === undefined) throw new Error(`job ${id} is gone`);
   return {
     createdAtMs: job.timestamp,

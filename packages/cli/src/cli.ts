@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { toError } from '@tollgate/limiter/internal';
 import { CONCURRENCY_MAX, LIMITER_NAME_PATTERN, LimiterUnavailableError, TollgateError } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, QueueUnavailableError, TENANT_PATTERN, accountQueueName, isQueueName, tenantQueueName } from '@tollgate/queue';
+import { POOL_NAME_PATTERN } from '@tollgate/config';
+import { QUEUE_NAME_PATTERN, QueueUnavailableError, TENANT_PATTERN, accountQueueName, isQueueName, poolQueueName, tenantQueueName } from '@tollgate/queue';
 import { EnvError, isConnectionError, parseEnv, tollgateEnvSchema } from '@tollgate/queue/internal';
 import { z } from 'zod';
 import { connect, type RedisTarget } from './connection.js';
@@ -24,6 +25,7 @@ const OPTIONS = {
   queue: { type: 'string' },
   account: { type: 'string' },
   tenant: { type: 'string' },
+  pool: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -39,16 +41,19 @@ const OPTIONS = {
 type OptionName = keyof typeof OPTIONS;
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-const GLOBAL_OPTIONS: readonly OptionName[] = ['redis', 'name', 'queue', 'account', 'tenant', 'timeout', 'json', 'help'];
+const GLOBAL_OPTIONS: readonly OptionName[] = ['redis', 'name', 'queue', 'account', 'tenant', 'pool', 'timeout', 'json', 'help'];
 
 const GLOBAL_HELP = `Global options:
   --redis URL        redis:// or rediss:// URL (default: REDIS_CLUSTER_NODES, else REDIS_URL, else redis://127.0.0.1:6379)
   --name NAME        limiter name (default: TOLLGATE_NAME, else "anthropic"); status takes several
   --queue NAME       queue name (default: TOLLGATE_QUEUE, else "messages"), or an account's or tenant's queue as
-                     BullMQ names it (<queue>@<account>, <queue>@<account>#<tenant>)
+                     BullMQ names it (<queue>@<account>, <queue>@<account>~<pool>, <queue>@<account>#<tenant>,
+                     <queue>@<account>~<pool>#<tenant>)
   --account NAME     the queue of one account of the limits document: <queue>@<account>
   --tenant NAME      the queue of one tenant: <queue>@<account>#<tenant> (its account: --account, else the fleet's
                      limits document's)
+  --pool NAME        with --account or --tenant, the queue of one pool of an account with several:
+                     <queue>@<account>~<pool>[#<tenant>] (a tenant with a concurrency cap has no pool queues)
   --timeout D        deadline of each Redis call (default 2s)
   --json             one JSON document on stdout, for scripts
   -h, --help         help for a command
@@ -133,21 +138,21 @@ const COMMANDS: Record<string, Command> = {
     run: (context, [file]) => limitsApplyCommand(context, singleName(context), file ?? ''),
   },
   'queue counts': {
-    usage: 'tollgate queue counts [--queue NAME] [--account NAME [--tenant NAME]] [--json]',
+    usage: 'tollgate queue counts [--queue NAME] [--account NAME [--tenant NAME] [--pool NAME]] [--json]',
     summary: 'jobs per state',
     options: [],
     arguments: 0,
     run: (context) => queueCountsCommand(context),
   },
   'queue retry-failed': {
-    usage: 'tollgate queue retry-failed [--queue NAME] [--account NAME [--tenant NAME]]',
+    usage: 'tollgate queue retry-failed [--queue NAME] [--account NAME [--tenant NAME] [--pool NAME]]',
     summary: 'put every failed job back in the queue',
     options: [],
     arguments: 0,
     run: (context) => retryFailedCommand(context),
   },
   'queue clean': {
-    usage: 'tollgate queue clean --older-than D [--state completed|failed ...] [--queue NAME] [--account NAME [--tenant NAME]]',
+    usage: 'tollgate queue clean --older-than D [--state completed|failed ...] [--queue NAME] [--account NAME [--tenant NAME] [--pool NAME]]',
     summary: 'remove finished jobs that ended more than D ago (default: completed and failed)',
     options: ['older-than', 'state'],
     arguments: 0,
@@ -158,14 +163,14 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   'queue drain': {
-    usage: 'tollgate queue drain --yes [--delayed] [--queue NAME] [--account NAME [--tenant NAME]]',
+    usage: 'tollgate queue drain --yes [--delayed] [--queue NAME] [--account NAME [--tenant NAME] [--pool NAME]]',
     summary: 'remove every waiting job (and delayed ones with --delayed); running jobs finish',
     options: ['yes', 'delayed'],
     arguments: 0,
     run: (context, _args, values) => drainCommand(context, { yes: values.yes === true, delayed: values.delayed === true }),
   },
   'jobs show': {
-    usage: 'tollgate jobs show ID [--show-content] [--queue NAME] [--account NAME [--tenant NAME]] [--json]',
+    usage: 'tollgate jobs show ID [--show-content] [--queue NAME] [--account NAME [--tenant NAME] [--pool NAME]] [--json]',
     summary: 'state, attempts, error and usage of a job (the prompt and answer only with --show-content)',
     options: ['show-content'],
     arguments: 1,
@@ -257,19 +262,22 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), limiterName, '--name'),
     );
     const baseQueue = parse(
-      z.string().refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or <queue>@<account>[#<tenant>]'),
+      z.string().refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or <queue>@<account>[~<pool>][#<tenant>]'),
       values.queue ?? env.TOLLGATE_QUEUE,
       '--queue',
     );
-    if ((values.account !== undefined || values.tenant !== undefined) && !QUEUE_NAME_PATTERN.test(baseQueue)) {
-      throw new CliError(EXIT.usage, `--queue ${shown(baseQueue)} names an account's queue already: with --account or --tenant, give the plain queue name`);
+    if ((values.account !== undefined || values.tenant !== undefined || values.pool !== undefined) && !QUEUE_NAME_PATTERN.test(baseQueue)) {
+      throw new CliError(EXIT.usage, `--queue ${shown(baseQueue)} names an account's queue already: with --account, --tenant or --pool, give the plain queue name`);
     }
+    if (values.pool !== undefined && values.account === undefined && values.tenant === undefined)
+      throw new CliError(EXIT.usage, '--pool selects a pool of an account: pass --account or --tenant too');
+    const pool = values.pool === undefined ? undefined : parse(z.string().regex(POOL_NAME_PATTERN, 'letters, digits and ._- only, 1 to 64 characters'), values.pool, '--pool');
     const account =
       values.account === undefined ? undefined : parse(z.string().regex(LIMITER_NAME_PATTERN, 'letters, digits and :._- only, 1 to 200 characters'), values.account, '--account');
     const tenant = values.tenant === undefined ? undefined : parse(z.string().regex(TENANT_PATTERN, 'letters, digits and ._- only, 1 to 64 characters'), values.tenant, '--tenant');
     const timeoutMs = values.timeout === undefined ? REDIS_TIMEOUT_MS_DEFAULT : parse(durationSchema.pipe(z.number().min(10, 'at least 10ms')), values.timeout, '--timeout');
     redis = await connect(redisTarget(values.redis, env), timeoutMs);
-    const selected = await selectQueue({ redis, timeoutMs }, baseQueue, account, tenant);
+    const selected = await selectQueue({ redis, timeoutMs }, baseQueue, account, tenant, pool);
     const context: Context = {
       redis,
       names,
@@ -294,16 +302,19 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 }
 
 /**
- * The queue `--account` and `--tenant` select on `baseQueue`: the account's (`<queue>@<account>`), or the tenant's on
- * its account (`<queue>@<account>#<tenant>`, the account from `--account`, else from the fleet's stored document).
+ * The queue `--account`, `--tenant` and `--pool` select on `baseQueue`: the account's (`<queue>@<account>`), or the
+ * tenant's on its account (`<queue>@<account>#<tenant>`, the account from `--account`, else from the fleet's stored
+ * document); with `--pool`, that pool's queue on either (`<queue>@<account>~<pool>[#<tenant>]`).
  */
 async function selectQueue(
   context: Pick<Context, 'redis' | 'timeoutMs'>,
   baseQueue: string,
   account: string | undefined,
   tenant: string | undefined,
+  pool: string | undefined,
 ): Promise<{ queue: string; account: string | undefined }> {
-  if (tenant === undefined) return { queue: account === undefined ? baseQueue : accountQueueName(baseQueue, account), account };
+  const ofPool = (accountQueue: string) => (pool === undefined ? accountQueue : poolQueueName(accountQueue, pool));
+  if (tenant === undefined) return { queue: account === undefined ? baseQueue : ofPool(accountQueueName(baseQueue, account)), account };
   let tenantAccount = account;
   if (tenantAccount === undefined) {
     const stored = await storedDocument(context);
@@ -311,7 +322,7 @@ async function selectQueue(
     if (policy === undefined) throw new CliError(EXIT.usage, `--tenant ${shown(tenant)}: the fleet's limits document names no such tenant; pass its --account too`);
     tenantAccount = policy.account;
   }
-  return { queue: tenantQueueName(accountQueueName(baseQueue, tenantAccount), tenant), account: tenantAccount };
+  return { queue: tenantQueueName(ofPool(accountQueueName(baseQueue, tenantAccount)), tenant), account: tenantAccount };
 }
 
 function describe(error: unknown): string {

@@ -1,5 +1,6 @@
 import { createLimiter, limiterOptionsFor, readFleetLimits, type FleetLimitsReading, type Limiter } from '@tollgate/limiter';
-import { readStoredDocument, type StoredDocument } from '@tollgate/config';
+import { readStoredDocument, type LimitsDocument, type StoredDocument } from '@tollgate/config';
+import { queueFamily } from '@tollgate/queue';
 import { InvalidConfigError } from '@tollgate/limiter';
 import { queueKeys, withDeadline } from '@tollgate/queue/internal';
 import { Queue } from 'bullmq';
@@ -67,6 +68,25 @@ export async function openQueue(context: Context, name: string = context.queue, 
   queue.on('error', () => {}); // each call rejects on its own
   context.closers.push(() => queue.close());
   return queue;
+}
+
+/**
+ * The BullMQ queue `name` (default: the command's) and its pool queues that exist (`queueFamily`: on an account with
+ * several pools a pool-less name stands for itself and its pools' queues), read-mostly. None of them existing is an
+ * error naming `name`, unless `mayBeEmpty`; the queue `name` itself is always first.
+ */
+export async function openQueues(context: Context, name: string = context.queue, options: { mayBeEmpty?: boolean } = {}): Promise<Array<{ name: string; queue: Queue }>> {
+  let document: LimitsDocument | undefined;
+  try {
+    document = (await storedDocument(context))?.document;
+  } catch (error) {
+    if (!(error instanceof CliError)) throw error; // a stored document this CLI cannot read: the queue as named, alone
+  }
+  const names = await withDeadline(queueFamily(context.redis, document, name), context.timeoutMs, 'pool queues');
+  const exists = await Promise.all(names.map(async (each) => (await withDeadline(context.redis.exists(queueKeys(each).meta), context.timeoutMs, 'queue')) === 1));
+  if (!exists.some(Boolean)) await openQueue(context, name, options); // an unknown name is the same error as alone
+  const opened = names.filter((each, i) => each === name || exists[i] === true);
+  return Promise.all(opened.map(async (each) => ({ name: each, queue: await openQueue(context, each, { mayBeEmpty: true }) })));
 }
 
 /** The fleet's stored limits document, when one was applied. */

@@ -1,6 +1,6 @@
 import type { LimitsDocument } from '@tollgate/config';
 import type { BucketSnapshot, Limiter } from '@tollgate/limiter';
-import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, tenantQueueName } from '@tollgate/queue';
+import { QUEUE_NAME_PATTERN, TENANT_PATTERN, accountQueueName, knownAccountQueueNames, queuedPools } from '@tollgate/queue';
 import {
   ALL_POOLS,
   accountPool,
@@ -17,7 +17,7 @@ import {
 import type { Queue } from 'bullmq';
 import { formatDuration } from './duration.js';
 import { shown } from './errors.js';
-import { openLimiter, openQueue, storedDocument, type Context } from './fleet.js';
+import { openLimiter, openQueue, openQueues, storedDocument, type Context } from './fleet.js';
 
 /** BullMQ job states shown by `status` and `queue counts`. */
 export const JOB_STATES = ['waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed', 'waiting-children'] as const;
@@ -51,11 +51,16 @@ export interface LimiterStatus {
   pools: PoolStatus[];
 }
 
-/** One account of the fleet's limits document: its queue, with its tenants' queues, and its jobs per tenant. */
+/** One account of the fleet's limits document: its queue, with its pools' and tenants' queues, and its jobs per tenant. */
 export interface AccountStatus {
   account: string;
-  /** The account's queue, `<queue>@<account>`; the queues of its tenants (`<queue>@<account>#<tenant>`) are counted with it. */
+  /**
+   * The account's queue, `<queue>@<account>`; the queues of its pools (`<queue>@<account>~<pool>`) and of its tenants
+   * (`<queue>@<account>[~<pool>]#<tenant>`) are counted with it.
+   */
   queue: string;
+  /** The pools with queues of their own (an account with several pools); none: one queue for the account. */
+  queuedPools: string[];
   counts: JobCounts;
   /** The account's fleet-wide counters (completed, failed, rate_limited:<kind>, upstream:<status>). */
   totals: FleetStats;
@@ -100,7 +105,7 @@ async function shownAccounts(context: Context): Promise<{ names: string[]; accou
 }
 
 /** Sums the job counts of several queues. */
-function addCounts(all: readonly JobCounts[]): JobCounts {
+export function addCounts(all: readonly JobCounts[]): JobCounts {
   return Object.fromEntries(JOB_STATES.map((state) => [state, all.reduce((total, counts) => total + counts[state], 0)])) as JobCounts;
 }
 
@@ -110,7 +115,8 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
   const limiters: Limiter[] = [];
   for (const name of names) limiters.push((await openLimiter(context, name)).limiter);
   // with a fleet document the accounts' queues are the ones that matter: the plain queue may never have had a job
-  const queue = await openQueue(context, context.queue, { mayBeEmpty: document !== undefined });
+  // with its pool queues (on a fleet whose only account has several pools, the plain queue's jobs of a pool are there)
+  const queues = await openQueues(context, context.queue, { mayBeEmpty: document !== undefined });
   const keys = queueKeys(context.queue);
   // the account of the queue shown first: --account's (or --tenant's), else the first limiter's
   const statsKey =
@@ -119,13 +125,13 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       : QUEUE_NAME_PATTERN.test(context.baseQueue)
         ? fleetStatsKey(context.baseQueue, names[0] ?? '')
         : keys.fleetStats;
-  // each account of the document: its own queue and its tenants' queues (a queue with no job yet is empty); none when
-  // --queue names an account's queue already (its name is no base for the others)
+  // each account of the document: its own queue, its pools' and its tenants' queues (a queue with no job yet is
+  // empty); none when --queue names an account's queue already (its name is no base for the others)
   const accounts = await Promise.all(
     (QUEUE_NAME_PATTERN.test(context.baseQueue) ? documentAccounts : []).map(async (account) => {
       const own = accountQueueName(context.baseQueue, account);
-      const tenants = Object.entries(document?.tenants ?? {}).flatMap(([tenant, policy]) => (policy.account === account ? [tenantQueueName(own, tenant)] : []));
-      const lanes = await Promise.all([own, ...tenants].map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })));
+      const names = await withDeadline(knownAccountQueueNames(context.redis, document, context.baseQueue, account), context.timeoutMs, 'pool queues');
+      const lanes = await Promise.all(names.map(async (name) => ({ name, queue: await openQueue(context, name, { mayBeEmpty: true }) })));
       return { account, own, lanes, statsKey: fleetStatsKey(context.baseQueue, account) };
     }),
   );
@@ -135,14 +141,15 @@ export async function statusReader(context: Context): Promise<() => Promise<Flee
       withDeadline(readFleetStats(context.redis, account.statsKey), context.timeoutMs, 'fleet stats'),
       Promise.all(account.lanes.map((lane) => withDeadline(readTenantCounts(context.redis, queueKeys(lane.name)), context.timeoutMs, 'tenant counts'))),
     ]);
-    return { account: account.account, queue: account.own, counts: addCounts(counts), totals, pool, tenants: mergeTenantCounts(tenants) };
+    const pools = queuedPools(document, account.account);
+    return { account: account.account, queue: account.own, queuedPools: pools, counts: addCounts(counts), totals, pool, tenants: mergeTenantCounts(tenants) };
   };
   return async () => {
     const [snapshots, counts, totals, tenants] = await Promise.all([
       Promise.all(limiters.map((limiter) => limiter.snapshot())),
-      jobCounts(context, queue),
+      Promise.all(queues.map(({ queue }) => jobCounts(context, queue))).then(addCounts),
       withDeadline(readFleetStats(context.redis, statsKey), context.timeoutMs, 'fleet stats'),
-      withDeadline(readTenantCounts(context.redis, keys), context.timeoutMs, 'tenant counts'),
+      Promise.all(queues.map(({ name }) => withDeadline(readTenantCounts(context.redis, queueKeys(name)), context.timeoutMs, 'tenant counts'))).then(mergeTenantCounts),
     ]);
     const poolOf = (account: string) => accountPool(snapshots[names.indexOf(account)] ?? { pools: {} });
     return {
@@ -196,7 +203,8 @@ export function renderStatus(status: FleetStatus): string {
   lines.push(`queue ${status.queue.name}`, ...renderCounts(status.queue.counts, status.queue.totals));
   lines.push('', ...renderTenants(status.tenants));
   for (const account of status.accounts) {
-    lines.push('', `account ${account.account} (queue ${account.queue}, with its tenants' queues)`, ...renderCounts(account.counts, account.totals));
+    const pools = account.queuedPools.length === 0 ? '' : `its pools' (${account.queuedPools.join(', ')}) and `;
+    lines.push('', `account ${account.account} (queue ${account.queue}, with ${pools}its tenants' queues)`, ...renderCounts(account.counts, account.totals));
     lines.push(...renderTenants({ account: account.account, pool: account.pool, rows: account.tenants }).map((line) => `  ${line}`));
   }
   if (Object.keys(status.budgets).length > 0) lines.push('', ...renderBudgets(status.tenants.account, status.budgets));

@@ -70,5 +70,17 @@ export {
 } from './errors.js';
 export { IDEMPOTENCY_KEY_LENGTH_MAX, JOB_ID_PATTERN, isJobId } from './job-ids.js';
 export { errorCode, TENANT_BUDGET_EXCEEDED_CODE, type JobFailure } from './failure.js';
-export { ACCOUNT_QUEUE_PATTERN, QUEUE_NAME_PATTERN, accountQueueName, isQueueName, tenantQueueName } from './keys.js';
+export {
+  ACCOUNT_QUEUE_PATTERN,
+  POOL_SEPARATOR,
+  QUEUE_NAME_PATTERN,
+  accountQueueName,
+  isQueueName,
+  parseQueueName,
+  poolLessQueueName,
+  poolQueueName,
+  tenantQueueName,
+  type QueueNameParts,
+} from './keys.js';
+export { accountQueueNames, jobQueueName, poolQueueNames, knownAccountQueueNames, queueFamily, queuedPools, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
 export { REDIS_TIMEOUT_MS_DEFAULT, type RedisInput } from './redis.js';

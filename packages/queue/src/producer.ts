@@ -10,7 +10,8 @@ import { JobWaiter, type WaitOptions } from './job-waiter.js';
 import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './tenant-cap.js';
 import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
-import { QUEUE_NAME_PATTERN, accountQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
+import { QUEUE_NAME_PATTERN, accountQueueName, parseQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
+import { accountQueueNames, jobQueueName, poolQueueNames, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -130,6 +131,8 @@ interface QueueLane {
   readonly queue: Queue;
   readonly keys: QueueKeys;
   readonly waiter: JobWaiter;
+  /** A pool queue: whether it is in its pool-less queue's `poolQueues` set already (by this producer). */
+  registered: boolean;
 }
 
 /**
@@ -170,30 +173,42 @@ export class Producer {
     this.queue = new Queue(this.name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
     this.queue.on('error', () => {}); // same: every call that needs Redis rejects on its own
     this.#waiter = new JobWaiter({ queue: this.queue, keys, redis: parsed.data.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: parsed.data.dataLossCheckMs });
-    this.#own = { name: this.name, queue: this.queue, keys, waiter: this.#waiter };
+    this.#own = { name: this.name, queue: this.queue, keys, waiter: this.#waiter, registered: true };
     this.#lanes.set(this.name, this.#own);
     this.#document = parsed.data.tenantPolicy === 'fleet' ? new DocumentFollower({ redis: this.#redis.client, pollMs: parsed.data.documentPollMs }) : undefined;
   }
 
   /**
-   * The queue a job of `tenant` goes on (DESIGN §9): a tenant that the fleet's document names has a queue of its own on
-   * its account, `<queue>@<account>#<tenant>`, so that its backlog holds only its own worker slots and its cap
-   * (BullMQ's global concurrency on that queue) holds only its own jobs; every other job goes on this producer's queue.
+   * The queue a job of `tenant` whose model is of `pool` goes on (DESIGN §9, queue-names.ts): a tenant that the fleet's
+   * document names has queues of its own on its account, `<queue>@<account>[~<pool>]#<tenant>`, so that its backlog
+   * holds only its own worker slots and its cap (BullMQ's global concurrency on its pool-less queue) holds only its own
+   * jobs; every other job goes on this producer's queue, or on its pool's queue when the account has several pools.
    * @throws {@link InvalidRequestError} when this producer names an account and the tenant's is another.
    */
-  #laneFor(tenant: string | undefined, lookup = false): { lane: QueueLane; account: string | undefined } {
+  #laneFor(tenant: string | undefined, pool: string | undefined): { lane: QueueLane; account: string | undefined } {
     const document = this.#document?.current?.document;
     const policy = tenant !== undefined && document !== undefined && Object.hasOwn(document.tenants, tenant) ? document.tenants[tenant] : undefined;
-    if (tenant === undefined || policy === undefined) return { lane: this.#own, account: this.account };
-    if (!lookup && this.account !== undefined && policy.account !== this.account) {
+    if (tenant === undefined || policy === undefined) {
+      const account = this.#poolAccount();
+      if (account === undefined || pool === undefined) return { lane: this.#own, account: this.account };
+      const name = jobQueueName(document, this.#options.queue, account, pool, undefined);
+      // a producer without an account keeps the plain queue unless the pool has a queue of its own
+      return { lane: this.account === undefined && name === accountQueueName(this.#options.queue, account) ? this.#own : this.#lane(name), account: this.account };
+    }
+    if (this.account !== undefined && policy.account !== this.account) {
       throw new InvalidRequestError(`tenant ${tenant} uses account ${policy.account} in the fleet's limits document; this producer enqueues for account ${this.account}`);
     }
-    return { lane: this.#tenantLane(policy.account, tenant), account: policy.account };
+    return { lane: this.#lane(jobQueueName(document, this.#options.queue, policy.account, pool, tenant)), account: policy.account };
   }
 
-  /** The lane of a tenant's own queue on `account`. */
-  #tenantLane(account: string, tenant: string): QueueLane {
-    return this.#lane(tenantQueueName(accountQueueName(this.#options.queue, account), tenant));
+  /**
+   * The account whose pool queues this producer's own jobs (those of no tenant of the document) go on: its own, or the
+   * document's only account (whose workers serve the plain queue too); undefined without one.
+   */
+  #poolAccount(): string | undefined {
+    if (this.account !== undefined) return this.account;
+    const accounts = Object.keys(this.#document?.current?.document.accounts ?? {});
+    return accounts.length === 1 ? accounts[0] : undefined;
   }
 
   /** The lane of queue `name`, made on first use. */
@@ -204,27 +219,35 @@ export class Producer {
       const queue = new Queue(name, { connection: this.#redis.client, prefix: keys.prefix, skipVersionCheck: true });
       queue.on('error', () => {});
       const waiter = new JobWaiter({ queue, keys, redis: this.#options.redis, commands: this.#redis, within: this.#within, dataLossCheckMs: this.#options.dataLossCheckMs });
-      lane = { name, queue, keys, waiter };
+      lane = { name, queue, keys, waiter, registered: parseQueueName(name)?.pool === undefined };
       this.#lanes.set(name, lane);
     }
     return lane;
   }
 
   /**
-   * The lanes a job id may be on: this producer's queue first, then every tenant queue of the fleet's document that
-   * belongs to its account (or to any account, for a producer without one), and any other it has used.
+   * The lanes a job id may be on: with `tenant`, that tenant's queues first (each of its pools'); then this producer's
+   * queue and its pools' queues, every queue of the fleet's document that belongs to its account (or the tenants' queues
+   * of any account, for a producer without one), and any other it has used (a tenant's queue before an apply moved it).
    */
   #candidateLanes(tenant?: string | null): QueueLane[] {
-    if (tenant !== undefined && tenant !== null) {
-      // its queue now first, then this producer's, then any other it used (the tenant's queue before an apply moved it)
-      const { lane } = this.#laneFor(tenant, true); // a lookup: the tenant's queue, whichever account it is on
-      return [...new Set([lane, this.#own, ...this.#lanes.values()])];
-    }
     const document = this.#document?.current?.document;
-    for (const [name, policy] of Object.entries(document?.tenants ?? {})) {
-      if (this.account === undefined || policy.account === this.account) this.#tenantLane(policy.account, name);
+    const queue = this.#options.queue;
+    const first: string[] = [];
+    if (tenant !== undefined && tenant !== null && document !== undefined && Object.hasOwn(document.tenants, tenant)) {
+      const account = document.tenants[tenant]?.account ?? '';
+      first.push(...tenantQueueNames(document, queue, account, tenant)); // a lookup: the tenant's queues, whichever account they are on
     }
-    return [...this.#lanes.values()];
+    const own = this.#poolAccount();
+    if (own !== undefined) first.push(...poolQueueNames(document, accountQueueName(queue, own)));
+    const names = [...first.map((name) => this.#lane(name)), this.#own];
+    if (tenant === undefined || tenant === null) {
+      if (this.account !== undefined) names.push(...accountQueueNames(document, queue, this.account).map((name) => this.#lane(name)));
+      else
+        for (const [name, policy] of Object.entries(document?.tenants ?? {}))
+          names.push(...tenantQueueNames(document, queue, policy.account, name).map((lane) => this.#lane(lane)));
+    }
+    return [...new Set([...names, ...this.#lanes.values()])];
   }
 
   /** Reads the fleet's document once (after the connection is up: it queues no command offline); the tenant queues are its. */
@@ -243,11 +266,34 @@ export class Producer {
   /** The lane that holds job `jobId` (undefined: none), and the job. */
   async #find(jobId: string, tenant: string | null | undefined, what: string): Promise<{ lane: QueueLane; job: Job } | undefined> {
     await this.#documentLoaded(what);
-    for (const lane of this.#candidateLanes(tenant)) {
+    const candidates = this.#candidateLanes(tenant);
+    for (const lane of candidates) {
+      const job = await this.#within(Job.fromId(lane.queue, jobId), what);
+      if (job !== undefined) return { lane, job };
+    }
+    // not there: a pool queue that the document no longer names (an apply removed its pool since)
+    for (const lane of await this.#registeredLanes(candidates, what)) {
       const job = await this.#within(Job.fromId(lane.queue, jobId), what);
       if (job !== undefined) return { lane, job };
     }
     return undefined;
+  }
+
+  /**
+   * The lanes of the pool queues that producers registered on the pool-less queues among `lanes` and that `lanes` lack:
+   * queues the fleet's document no longer names (an apply removed their pool), still holding jobs.
+   */
+  async #registeredLanes(lanes: readonly QueueLane[], what: string): Promise<QueueLane[]> {
+    const names = new Set(lanes.map((lane) => lane.name));
+    const poolLess = [...names].filter((name) => parseQueueName(name)?.account !== undefined && parseQueueName(name)?.pool === undefined);
+    const registered = await this.#within(registeredPoolQueues(this.#redis.client, poolLess), what);
+    return registered.filter((name) => !names.has(name)).map((name) => this.#lane(name));
+  }
+
+  /** Every lane of this producer's queues: those a job may be on, and the registered pool queues the document no longer names. */
+  async #allLanes(what: string): Promise<QueueLane[]> {
+    const candidates = this.#candidateLanes();
+    return [...candidates, ...(await this.#registeredLanes(candidates, what))];
   }
 
   #remember(jobId: string, lane: QueueLane): void {
@@ -261,8 +307,13 @@ export class Producer {
   async #laneOfJob(jobId: string, what: string): Promise<QueueLane> {
     const known = this.#jobLanes.get(jobId);
     if (known !== undefined) return known;
-    if (!isJobId(jobId) || this.#lanes.size === 1) return this.#own;
-    return (await this.#find(jobId, undefined, what))?.lane ?? this.#own;
+    if (!isJobId(jobId)) return this.#own;
+    await this.#documentLoaded(what);
+    const candidates = this.#candidateLanes();
+    if (candidates.length === 1) return this.#own;
+    // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's
+    for (const lane of candidates) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+    return this.#own;
   }
 
   /** The keys of the queue this producer put job `jobId` on (its event stream, its abort channel); its own queue's for a job it does not know. */
@@ -273,6 +324,17 @@ export class Producer {
   /** The BullMQ queue this producer put job `jobId` on (a tenant's own, or its own queue); its own for a job it does not know. */
   queueOfJob(jobId: string): Queue {
     return (this.#jobLanes.get(jobId) ?? this.#own).queue;
+  }
+
+  /**
+   * The lane of a new job: its account's (checked against the fleet's document, with its model's pool) and its pool's.
+   * @throws {@link InvalidRequestError} as {@link checkAccount}, or for a tenant of another account.
+   */
+  #route(body: RequestBody, tenant: string | undefined): { lane: QueueLane } {
+    const document = this.#document?.current?.document;
+    const { account } = this.#laneFor(tenant, undefined);
+    const pool = this.#document === undefined ? undefined : checkAccount(document, account, body.route === 'messages' ? body.params.model : undefined, tenant);
+    return { lane: this.#laneFor(tenant, pool).lane };
   }
 
   /** The fleet's limits document as this producer last read it (`tenantPolicy: 'fleet'`); undefined before that, or with 'none'. */
@@ -311,11 +373,9 @@ export class Producer {
     const parsed = enqueueOptionsSchema.safeParse(options);
     if (!parsed.success) throw InvalidArgumentError.fromZod('enqueue options', parsed.error, options);
     const { tenant, idempotencyKey, attempts, headers } = parsed.data;
-    const document = this.#document;
     // once: later calls find it read (no deadline timer per enqueue then: the usual enqueue waits for nothing here)
     await this.#documentLoaded('enqueue', true);
-    const { lane, account } = this.#laneFor(tenant);
-    if (document !== undefined) checkAccount(document.current?.document, account, body.route === 'messages' ? body.params.model : undefined, tenant);
+    const { lane } = this.#route(body, tenant);
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
@@ -332,8 +392,16 @@ export class Producer {
     }
     const { tenantQueuedMax, retention } = this.#options;
     if (tenant !== undefined && tenantQueuedMax !== undefined) {
-      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId, tenantQueuedMax, lane.keys.jobPrefix), 'enqueue');
+      // one set per (account, tenant), on the pool-less queue, counting the tenant's jobs on every pool queue of it
+      const home = poolLessQueueName(lane.name);
+      const prefixes = [home, ...poolQueueNames(this.#document?.current?.document, home)].map((name) => queueKeys(name).jobPrefix);
+      const reserved = await this.#within(reserveTenantPlace(this.#redis.client, queueKeys(home).tenantOpen(tenant), jobId, tenantQueuedMax, prefixes), 'enqueue');
       if (!reserved) throw new TenantQueueFullError(tenant, tenantQueuedMax);
+    }
+    if (!lane.registered) {
+      // before its first job: the workers and `tollgate` find a pool queue by this set, whatever the document says later
+      await this.#within(this.#redis.client.sadd(queueKeys(poolLessQueueName(lane.name)).poolQueues, lane.name), 'enqueue');
+      lane.registered = true;
     }
     await this.#within(
       lane.queue.add(body.route === 'messages' ? MESSAGES_JOB_NAME : COUNT_TOKENS_JOB_NAME, data, {
@@ -373,8 +441,9 @@ export class Producer {
   async enqueueAndWait(params: unknown, options: EnqueueOptions & WaitOptions = {}): Promise<Anthropic.Message> {
     const { timeoutMs, ...enqueueOptions } = options;
     await this.#documentLoaded('enqueue', true);
-    await this.#laneFor(enqueueOptions.tenant).lane.waiter.ready(); // listening before the job exists, so its end cannot be missed
-    const jobId = await this.enqueue(params, enqueueOptions);
+    const body = params instanceof RequestBody ? params : RequestBody.fromParams(params);
+    await this.#route(body, enqueueOptions.tenant).lane.waiter.ready(); // listening before the job exists, so its end cannot be missed
+    const jobId = await this.enqueue(body, enqueueOptions);
     return this.wait(jobId, timeoutMs === undefined ? {} : { timeoutMs });
   }
 
@@ -449,7 +518,7 @@ export class Producer {
     try {
       await this.#within(job.remove(), 'cancel');
       const tenant = (job.data as Partial<JobData>).tenant;
-      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, lane.keys.tenantOpen(tenant), jobId), 'cancel');
+      if (typeof tenant === 'string') await this.#within(releaseTenantPlace(this.#redis.client, queueKeys(poolLessQueueName(lane.name)).tenantOpen(tenant), jobId), 'cancel');
       await this.#within(pruneTenantJobs(this.#redis.client, lane.keys, [jobId]), 'cancel').catch(() => {}); // else the workers' sweep does it
       return 'cancelled';
     } catch (error) {
@@ -471,11 +540,11 @@ export class Producer {
     return 'aborting';
   }
 
-  /** Jobs per state, fleet-wide: this producer's queue and its tenants' queues together. */
+  /** Jobs per state, fleet-wide: this producer's queue, its pools' and its tenants' queues together (and any registered pool queue). */
   async counts(): Promise<QueueCounts> {
     await this.#documentLoaded('counts');
     const all = await Promise.all(
-      this.#candidateLanes().map((lane) => this.#within(lane.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts')),
+      (await this.#allLanes('counts')).map((lane) => this.#within(lane.queue.getJobCounts('waiting', 'prioritized', 'delayed', 'active', 'completed', 'failed'), 'counts')),
     );
     const sum = (state: keyof QueueCounts) => all.reduce((total, counts) => total + (counts[state] ?? 0), 0);
     return { waiting: sum('waiting'), prioritized: sum('prioritized'), delayed: sum('delayed'), active: sum('active'), completed: sum('completed'), failed: sum('failed') };
@@ -484,7 +553,7 @@ export class Producer {
   /** Jobs per tenant, fleet-wide: in flight (held by a worker) and waiting, on every queue of this producer; see tenant-counts.ts. */
   async tenantCounts(): Promise<TenantCount[]> {
     await this.#documentLoaded('tenant counts');
-    const all = await Promise.all(this.#candidateLanes().map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
+    const all = await Promise.all((await this.#allLanes('tenant counts')).map((lane) => this.#within(readTenantCounts(this.#redis.client, lane.keys), 'tenant counts')));
     return mergeTenantCounts(all);
   }
 
@@ -510,11 +579,12 @@ export class Producer {
  * plain queue, which only a worker whose `TOLLGATE_NAME` names an account serves (the worker's default account, see
  * services/worker accounts.ts), so nothing promises it a worker, and which account's key ran it would depend on the
  * worker that took it.
+ * @returns the model's pool (undefined: no document, or a job without a model).
  * @throws {@link InvalidRequestError} naming the account, or the model and the account's patterns, or the accounts to
  * choose from.
  */
-function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown, tenant: string | undefined): void {
-  if (document === undefined) return;
+function checkAccount(document: LimitsDocument | undefined, account: string | undefined, model: unknown, tenant: string | undefined): string | undefined {
+  if (document === undefined) return undefined;
   const names = Object.keys(document.accounts);
   const name = account ?? (names.length === 1 ? names[0] : undefined);
   if (name === undefined) {
@@ -525,9 +595,9 @@ function checkAccount(document: LimitsDocument | undefined, account: string | un
   }
   const limits = Object.hasOwn(document.accounts, name) ? document.accounts[name] : undefined;
   if (limits === undefined) throw new InvalidRequestError(`account ${formatValue(name)} is not in the fleet's limits document (accounts: ${names.join(', ')})`);
-  if (typeof model !== 'string') return;
+  if (typeof model !== 'string') return undefined;
   try {
-    resolvePool(limits, model, name);
+    return resolvePool(limits, model, name).pool;
   } catch (error) {
     throw new InvalidRequestError(toError(error).message, { cause: error });
   }

@@ -12,7 +12,8 @@ import { InvalidRequestError } from './errors.js';
 import { anthropicError, describeFailure, encodeFailure, type JobFailure } from './failure.js';
 import { JOB_FAILED_EVENT, JobEventPublisher } from './job-events.js';
 import { DOCUMENT_POLL_MS_DEFAULT, DocumentFollower, type LimitsDocument } from '@tollgate/config';
-import { accountQueueName, isQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
+import { accountQueueName, isQueueName, parseQueueName, queueKeys, tenantQueueName, type QueueKeys } from './keys.js';
+import { accountQueueNames, knownAccountQueueNames } from './queue-names.js';
 import { blockingConnection, type OwnedRedis, type RedisInput } from './redis.js';
 import { TENANT_SWEEP_INTERVAL_MS, pruneTenantJobs, sweepTenantJobs, trackTenantJob } from './tenant-counts.js';
 import { parseJobData, type ApiHeaders, type ModelsParams, type ParsedJob } from './schema.js';
@@ -56,7 +57,9 @@ const isClient = (value: unknown): value is MessagesClient =>
 const workerOptionsSchema = z.strictObject({
   redis: z.custom<RedisInput>((value) => typeof value === 'string' || (typeof value === 'object' && value !== null), 'expected a Redis URL or an ioredis client'),
   /** A queue name, or an account's queue (`accountQueueName(queue, account)`): the jobs that name that account. */
-  queue: z.string().refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or an account queue from accountQueueName()'),
+  queue: z
+    .string()
+    .refine(isQueueName, 'a queue name (letters, digits and ._-, 1 to 100 characters), or an account queue from accountQueueName() (or poolQueueName(), tenantQueueName())'),
   /** A client, or one per priority (a limited client takes its permits at one priority). */
   client: z.custom<MessagesClient | ClientForPriority>((value) => typeof value === 'function' || isClient(value), 'expected an Anthropic client or a function of priority'),
   /** Jobs this process runs at once; the fleet-wide limit is the limiter's. */
@@ -93,10 +96,13 @@ const workerOptionsSchema = z.strictObject({
   /** Named in each answer's `tollgate-account` (the Messages limiter's name). */
   account: z.string().min(1).optional(),
   /**
-   * `fleet`: this worker also runs the queue of each tenant that the fleet's limits document gives its account
-   * (`account`, or the document's only account): `<queue>@<account>#<tenant>`, where producers put that tenant's jobs
-   * (DESIGN §9), each with `concurrency` slots and the tenant's cap as the queue's global concurrency; a tenant added
-   * by an apply is run from then on, a removed one's queue still (to drain it). `none`: only `queue`.
+   * `fleet`: this worker also runs every other queue of its account (`account`, or the document's only account) under
+   * the fleet's limits document (queue-names.ts, DESIGN §9): one per pool, `<queue>@<account>~<pool>`, when the account
+   * has several; each tenant's, `<queue>@<account>#<tenant>` (with the tenant's cap as that queue's global concurrency)
+   * and, for a tenant without a cap, one per pool, `<queue>@<account>~<pool>#<tenant>`. Each has `concurrency` slots. A
+   * pool or tenant added by an apply is run from then on, a removed one's queue still (to drain it); the pool-less
+   * queues are run whatever the document says (an older producer's jobs, or those of before an apply added pools).
+   * `none`: only `queue`.
    */
   tenantQueues: z.enum(['fleet', 'none']).default('fleet'),
   /** count_tokens jobs take one `requests` token from this limiter before their call (its own RPM); absent: not limited here. */
@@ -154,15 +160,39 @@ async function keepQueueConcurrency(queue: Queue, concurrency: number | undefine
   else await queue.setGlobalConcurrency(concurrency);
 }
 
+/**
+ * One subscriber connection for the abort channels of every queue a worker runs (its account's pools and tenants):
+ * a message on a channel goes to that queue's worker.
+ */
+class AbortChannels {
+  readonly connection: OwnedRedis;
+  readonly #handlers = new Map<string, (jobId: string) => void>();
+  readonly #onError: (error: Error) => void;
+
+  constructor(connection: OwnedRedis, onError: (error: Error) => void) {
+    this.connection = connection;
+    this.#onError = onError;
+    connection.client.on('message', (channel: string, jobId: string) => this.#handlers.get(channel)?.(jobId));
+  }
+
+  /** Subscribes to `channel` (ioredis subscribes again after a reconnect). */
+  add(channel: string, handler: (jobId: string) => void): void {
+    this.#handlers.set(channel, handler);
+    void this.connection.client.subscribe(channel).catch((error: unknown) => this.#onError(toError(error)));
+  }
+}
+
 /** Runs queued Messages jobs through a (limited) Anthropic client. Create with {@link createWorker}. */
 export class QueueWorker extends EventEmitter<WorkerEvents> {
   readonly bullmq: Worker;
   readonly #options: z.output<typeof workerOptionsSchema>;
   readonly #keys: QueueKeys;
-  readonly #blocking: OwnedRedis;
+  /** Event writes, the per-tenant view, the document: shared with the workers of the account's other queues. */
   readonly #commands: OwnedRedis;
-  /** Subscribed to the queue's abort channel. */
-  readonly #aborts: OwnedRedis;
+  /** One subscriber for the abort channel of each queue the worker runs (shared likewise). */
+  readonly #aborts: AbortChannels;
+  /** Whether `#commands` and `#aborts` are this worker's own (else its parent's, which closes them). */
+  readonly #ownsShared: boolean;
   #closing: Promise<void> | undefined;
   /** The per-tenant view's sweep: its timer and HSCAN cursor. */
   #sweepTimer: NodeJS.Timeout | undefined;
@@ -170,7 +200,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   #sweeping = false;
   /** The options as given, for the workers of the tenant queues. */
   readonly #input: WorkerOptions;
-  /** The fleet's document (tenantQueues 'fleet'), and the worker of each tenant queue run so far. */
+  /** The fleet's document (tenantQueues 'fleet'), and the worker of each other queue of the account run so far. */
   #document: DocumentFollower | undefined;
   readonly #tenantWorkers = new Map<string, QueueWorker>();
   #tenantSync: Promise<void> = Promise.resolve();
@@ -182,26 +212,26 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
   #capTimer: NodeJS.Timeout | undefined;
   #capsPending = false;
 
-  constructor(input: WorkerOptions) {
+  /** `shared`: the connections of the worker that runs this one as one of its account's queues. */
+  constructor(input: WorkerOptions, shared?: { commands: OwnedRedis; aborts: AbortChannels }) {
     super();
     const parsed = workerOptionsSchema.safeParse(input);
     if (!parsed.success) throw new InvalidConfigError(`invalid worker options: ${describeZodError(parsed.error, input)}`, { cause: parsed.error });
     this.#options = parsed.data;
     this.#input = input;
     this.#keys = queueKeys(parsed.data.queue);
-    this.#blocking = blockingConnection(parsed.data.redis);
-    this.#commands = blockingConnection(parsed.data.redis); // event writes wait out a Redis restart instead of failing the job
-    this.#aborts = blockingConnection(parsed.data.redis);
-    for (const { client } of [this.#blocking, this.#commands, this.#aborts]) client.on('error', (error: Error) => this.#error(error));
-    // one subscription per process: a caller that went away names its job, and the worker running it aborts the call
-    // (its permit is released as the call ends); other workers ignore the id
-    void this.#aborts.client.subscribe(this.#keys.abortChannel).catch((error: unknown) => this.#error(toError(error)));
-    this.#aborts.client.on('message', (channel: string, jobId: string) => {
-      if (channel === this.#keys.abortChannel) this.bullmq.cancelJob(jobId, CALLER_GONE_REASON);
-    });
+    this.#ownsShared = shared === undefined;
+    // event writes wait out a Redis restart instead of failing the job; BullMQ's commands share it, and each BullMQ
+    // Worker makes its own blocking connection from it (a duplicate)
+    this.#commands = shared?.commands ?? blockingConnection(parsed.data.redis);
+    this.#aborts = shared?.aborts ?? new AbortChannels(blockingConnection(parsed.data.redis), (error) => this.#error(error));
+    if (shared === undefined) for (const { client } of [this.#commands, this.#aborts.connection]) client.on('error', (error: Error) => this.#error(error));
+    // one subscription per process and queue: a caller that went away names its job, and the worker running it aborts
+    // the call (its permit is released as the call ends); other workers ignore the id
+    this.#aborts.add(this.#keys.abortChannel, (jobId) => this.bullmq.cancelJob(jobId, CALLER_GONE_REASON));
     const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => this.#process(job, token, signal);
     this.bullmq = new Worker(parsed.data.queue, processor, {
-      connection: this.#blocking.client,
+      connection: this.#commands.client,
       prefix: this.#keys.prefix,
       concurrency: parsed.data.concurrency,
       lockDuration: parsed.data.lockDurationMs,
@@ -225,7 +255,8 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
         this.bullmq.cancelJob(jobId, LOCK_LOST_REASON); // another worker may take the job: stop our call now
       }
     });
-    if (parsed.data.tenantQueues === 'fleet' && !parsed.data.queue.includes('#')) {
+    const parts = parseQueueName(parsed.data.queue);
+    if (parsed.data.tenantQueues === 'fleet' && parts?.tenant === undefined && parts?.pool === undefined) {
       const document = new DocumentFollower({ redis: this.#commands.client, onError: () => {}, onChange: (stored) => this.#syncTenants(stored?.document) });
       this.#document = document;
       this.#firstSync = this.#readDocument(document);
@@ -252,26 +283,34 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  /** Runs the queue of every tenant `document` gives this worker's account, with its cap; one sync at a time. */
+  /** Runs every queue of this worker's account under `document` (tenants' with their caps); one sync at a time. */
   #syncTenants(document: LimitsDocument | undefined): Promise<void> {
     this.#tenantSync = this.#tenantSync.then(async () => {
       if (document === undefined || this.#closing !== undefined) return;
       const accounts = Object.keys(document.accounts);
       const account = this.#options.account ?? (accounts.length === 1 ? accounts[0] : undefined);
       if (account === undefined || !Object.hasOwn(document.accounts, account)) return;
-      const base = accountQueueName(this.#options.queue.split('@')[0] ?? this.#options.queue, account);
+      const queue = parseQueueName(this.#options.queue)?.queue ?? this.#options.queue;
       for (const [tenant, policy] of Object.entries(document.tenants)) {
         if (policy.account !== account) continue;
-        const name = tenantQueueName(base, tenant);
-        let queue = this.#capQueues.get(name);
-        if (queue === undefined) this.#capQueues.set(name, (queue = capQueue(this.#commands.client, name)));
+        // a tenant's cap is the global concurrency of its pool-less queue, the only one of a capped tenant
+        const name = tenantQueueName(accountQueueName(queue, account), tenant);
+        let capped = this.#capQueues.get(name);
+        if (capped === undefined) this.#capQueues.set(name, (capped = capQueue(this.#commands.client, name)));
         try {
-          await keepQueueConcurrency(queue, policy.concurrency);
+          await keepQueueConcurrency(capped, policy.concurrency);
         } catch (error) {
           this.#error(toError(error)); // the next poll period sets it again
         }
-        if (this.#tenantWorkers.has(name) || this.#closing !== undefined) continue;
-        const worker = new QueueWorker({ ...this.#input, queue: name, tenantQueues: 'none' });
+      }
+      // with the pool queues producers have used (a pool an apply removed, a stale producer's): drained, not stranded
+      const names = await knownAccountQueueNames(this.#commands.client, document, queue, account).catch((error: unknown) => {
+        this.#error(toError(error)); // the next poll period reads them again
+        return accountQueueNames(document, queue, account);
+      });
+      for (const name of names) {
+        if (name === this.#options.queue || this.#tenantWorkers.has(name) || this.#closing !== undefined) continue;
+        const worker = new QueueWorker({ ...this.#input, queue: name, tenantQueues: 'none' }, { commands: this.#commands, aborts: this.#aborts });
         for (const event of ['completed', 'failed', 'handedBack', 'lockLost', 'error'] as const) {
           worker.on(event, (...args: unknown[]) => (this.emit as (name: string, ...rest: unknown[]) => boolean)(event, ...args));
         }
@@ -282,7 +321,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
     return this.#tenantSync;
   }
 
-  /** The tenant queues this worker runs besides its own (tenantQueues 'fleet'). */
+  /** The queues this worker runs besides its own (tenantQueues 'fleet'): its account's pools' and tenants'. */
   get tenantQueues(): string[] {
     return [...this.#tenantWorkers.keys()];
   }
@@ -333,7 +372,7 @@ export class QueueWorker extends EventEmitter<WorkerEvents> {
       await Promise.all([...this.#capQueues.values()].map((queue) => queue.close().catch(() => {})));
     } finally {
       clearTimeout(timer);
-      for (const owned of [this.#blocking, this.#commands, this.#aborts]) if (owned.owned) owned.client.disconnect();
+      if (this.#ownsShared) for (const owned of [this.#commands, this.#aborts.connection]) if (owned.owned) owned.client.disconnect();
     }
   }
 

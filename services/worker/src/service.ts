@@ -232,7 +232,11 @@ export async function startWorkerService(
   // the ready line and /readyz say the same: the fail-fast connection of the ping is up too (else the next check says why)
   if (fleet.client.status !== 'ready') await withDeadline(once(fleet.client, 'ready'), redisTimeoutMs, 'fleet connection').catch(() => {});
   starting = undefined;
-  logger.info({ accounts: runs.map((run) => ({ account: run.plan.name, queues: run.plan.queues })) }, 'accounts running');
+  // with the queues each account's worker runs from the fleet's document (its pools' and tenants')
+  logger.info(
+    { accounts: runs.map((run) => ({ account: run.plan.name, queues: [...run.plan.queues, ...run.workers.flatMap((worker) => worker.tenantQueues)] })) },
+    'accounts running',
+  );
   return {
     metricsUrl: server.url,
     logger,

@@ -77,9 +77,12 @@ describe('a worker running two accounts, main its default', () => {
       METRICS_PORT: '0',
       METRICS_HOST: '127.0.0.1',
     });
+    // a line of its stdout, read as it comes (pino's writes may reach the pipe after the ready line)
+    const started = worker;
+    await expect.poll(() => started.logs.find((line) => line.msg === 'accounts running'), { timeout: 5_000 }).toBeDefined();
     expect(worker.logs.find((line) => line.msg === 'accounts running')?.accounts).toEqual([
       { account: 'main', queues: [queue, `${queue}@main`] },
-      { account: 'batch', queues: [`${queue}@batch`] },
+      { account: 'batch', queues: [`${queue}@batch`, `${queue}@batch#search`] }, // with its tenant's queue, from the fleet's document
     ]);
     await pausedLimiter('main');
     await pausedLimiter('batch');
