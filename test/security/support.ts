@@ -49,7 +49,7 @@ export async function startExtraGateway(fleet: Fleet, env: Record<string, string
   const gateway = await spawnService({
     name: 'extra-gateway',
     command,
-    args: options.memoryProbe ? ['--expose-gc', ...args.slice(0, -1), '--import', MEMORY_PROBE, ...args.slice(-1)] : args, // after tsx's --import: the probe is TypeScript
+    args: options.memoryProbe ? ['--expose-gc', ...args.slice(0, -1), '--import', MEMORY_PROBE, ...args.slice(-1)] : args, // the probe is plain JavaScript: with tsx or without
     env: { ...common, PORT: '0', HOST: '127.0.0.1', GATEWAY_TOKENS: TENANT_TOKENS, GATEWAY_ADMIN_TOKEN: ADMIN_TOKEN, GATEWAY_METRICS_TOKEN: METRICS_TOKEN, ...env },
   });
   return Object.assign(gateway, { url: gateway.ready.url ?? '' });
@@ -65,8 +65,8 @@ export async function connectedClients(url: string): Promise<number> {
   }
 }
 
-/** test/support/memory-probe.ts, from the repository root (the services' working directory). */
-const MEMORY_PROBE = './test/support/memory-probe.ts';
+/** test/support/memory-probe.mjs, from the repository root (the services' working directory). */
+const MEMORY_PROBE = './test/support/memory-probe.mjs';
 /** How long a process started with the memory probe may take to answer it; a deadline, not a measurement. */
 const MEMORY_PROBE_TIMEOUT_MS = 10_000;
 

@@ -3,7 +3,10 @@
  * collects garbage and prints one JSON line, `{"event":"memory",…}` with `process.memoryUsage()`, so that a test
  * can measure what the process retains rather than its RSS (which the allocator and the machine's load move).
  */
-const gc = (globalThis as { gc?: () => void }).gc;
+import process from 'node:process';
+
+// plain JavaScript: it is preloaded into a service run from its build (`npm test`) as well as through tsx
+const gc = globalThis.gc;
 process.on('SIGUSR2', () => {
   gc?.();
   gc?.(); // a second pass frees what the first one's finalizers let go
