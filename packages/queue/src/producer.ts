@@ -310,9 +310,10 @@ export class Producer {
     if (!isJobId(jobId)) return this.#own;
     await this.#documentLoaded(what);
     const candidates = this.#candidateLanes();
-    if (candidates.length === 1) return this.#own;
-    // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's
+    // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's,
+    // then a registered pool queue the document no longer names (an apply removed its pool)
     for (const lane of candidates) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+    for (const lane of await this.#registeredLanes(candidates, what)) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
     return this.#own;
   }
 
@@ -379,9 +380,11 @@ export class Producer {
     const priority = this.servedPriority(tenant, parsed.data.priority);
     const data: JobData = { v: JOB_DATA_VERSION, route: body.route, body: body.text, headers, tenant: tenant ?? null, priority };
     const jobId = idempotencyKey === undefined ? randomJobId() : idempotentJobId(tenant ?? null, idempotencyKey);
-    // an idempotent job may be on another of this producer's queues (enqueued before its tenant had a queue of its own,
-    // or had another one): that job is the answer, never a second one
-    if (idempotencyKey !== undefined && this.#lanes.size > 1) {
+    // an idempotent job may be on another queue of its account (enqueued before its tenant had a queue of its own, or
+    // had another one, or before an apply changed the pools; or another request's, a count_tokens beside a pool's
+    // Messages job): that job is the answer, or a conflict, never a second one. Looked up even by a producer with one
+    // lane so far: the other queues come from the document and the registered pool queues
+    if (idempotencyKey !== undefined) {
       const elsewhere = await this.#find(jobId, tenant ?? null, 'enqueue');
       if (elsewhere !== undefined && elsewhere.lane !== lane) {
         const existing = elsewhere.job.data as Partial<JobData>;
