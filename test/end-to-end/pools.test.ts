@@ -215,15 +215,16 @@ beforeAll(async () => {
 }, TEST_TIMEOUT_MS);
 
 /**
- * The queues this test's jobs go on (DESIGN §9): each pool's, and the plain queue for count_tokens jobs (they take
- * no pool's permit). A producer without an account, on a fleet whose only account has several pools, uses its pool queues.
+ * The queues this test's jobs go on (DESIGN §9): each pool's, and the account's own for count_tokens jobs (they take
+ * no pool's permit). A producer without an account, on a fleet whose only account has several pools, uses that
+ * account's queues (the plain queue is paused too: nothing may run before the windows start).
  */
 function queues(): { all: Queue[]; sonnet: Queue } {
   const connection = admin;
   const open = (name: string) => new Queue(name, { connection, prefix: queueKeys(name).prefix, skipVersionCheck: true });
   const own = accountQueueName(queue, account);
   const sonnet = open(poolQueueName(own, 'sonnet'));
-  return { all: [open(queue), sonnet, open(poolQueueName(own, 'haiku'))], sonnet };
+  return { all: [open(queue), open(own), sonnet, open(poolQueueName(own, 'haiku'))], sonnet };
 }
 
 afterAll(async () => {

@@ -11,7 +11,7 @@ import { defineTenantReserve, releaseTenantPlace, reserveTenantPlace } from './t
 import { mergeTenantCounts, pruneTenantJobs, readTenantCounts, trackTenantJob, type TenantCount } from './tenant-counts.js';
 import { decodeFailure, type JobFailure } from './failure.js';
 import { QUEUE_NAME_PATTERN, accountQueueName, parseQueueName, poolLessQueueName, queueKeys, type QueueKeys } from './keys.js';
-import { accountQueueNames, jobQueueName, poolQueueNames, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
+import { accountQueueNames, jobQueueName, poolQueueNames, queuedPools, registeredPoolQueues, tenantQueueNames } from './queue-names.js';
 import { bullmqPriority } from './priority.js';
 import { commandConnection, deadlineOf, REDIS_TIMEOUT_MS_DEFAULT, type Deadline, type OwnedRedis, type RedisInput } from './redis.js';
 import { API_HEADER_NAMES, JOB_DATA_VERSION, TENANT_PATTERN, RequestBody, apiHeadersSchema, prioritySchema, type JobData } from './schema.js';
@@ -190,10 +190,12 @@ export class Producer {
     const policy = tenant !== undefined && document !== undefined && Object.hasOwn(document.tenants, tenant) ? document.tenants[tenant] : undefined;
     if (tenant === undefined || policy === undefined) {
       const account = this.#poolAccount();
-      if (account === undefined || pool === undefined) return { lane: this.#own, account: this.account };
-      const name = jobQueueName(document, this.#options.queue, account, pool, undefined);
-      // a producer without an account keeps the plain queue unless the pool has a queue of its own
-      return { lane: this.account === undefined && name === accountQueueName(this.#options.queue, account) ? this.#own : this.#lane(name), account: this.account };
+      if (account === undefined) return { lane: this.#own, account: this.account };
+      // a producer without an account keeps the plain queue unless its account has a queue per pool: then each of its
+      // jobs goes on one of the account's queues (a pool's, or <queue>@<account> for a job of no pool: count_tokens,
+      // models), so that a tenant's jobs share one tenantQueuedMax set, the account queue's
+      if (this.account === undefined && queuedPools(document, account).length === 0) return { lane: this.#own, account: this.account };
+      return { lane: this.#lane(jobQueueName(document, this.#options.queue, account, pool, undefined)), account: this.account };
     }
     if (this.account !== undefined && policy.account !== this.account) {
       throw new InvalidRequestError(`tenant ${tenant} uses account ${policy.account} in the fleet's limits document; this producer enqueues for account ${this.account}`);

@@ -1,7 +1,8 @@
 /**
  * Job lookups across the queues of an account with pools (issue 13, found in review): an idempotent job is found on
  * whichever queue of its account holds it, also by a producer that did not enqueue it and has one lane so far, and a
- * wait finds a job on a registered pool queue the document no longer names. Real Redis, the mock Anthropic API; each
+ * wait finds a job on a registered pool queue the document no longer names; a plain-queue producer's tenant has one
+ * tenantQueuedMax set for its jobs of every pool and of none. Real Redis, the mock Anthropic API; each
  * test in a Redis database of its own, so that each has its own fleet document.
  */
 import type Anthropic from '@anthropic-ai/sdk';
@@ -10,12 +11,13 @@ import { startMockAnthropic, type MockAnthropic } from '@tollgate/mock-anthropic
 import { startRedis, uniqueName, type TestRedis } from '@tollgate/test-support';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IdempotencyConflictError, RequestBody, createProducer, createWorker, type MessagesClient, type Producer, type QueueWorker } from '../src/index.js';
+import { IdempotencyConflictError, RequestBody, TenantQueueFullError, createProducer, createWorker, type MessagesClient, type Producer, type QueueWorker } from '../src/index.js';
 import { queueKeys } from '../src/internal.js';
 import { sdkClient, thrown } from './support.js';
 
 const POLL_MS = 50;
 const SONNET = 'claude-sonnet-4-5';
+const HAIKU = 'claude-haiku-4-5';
 const TWO_POOLS = { sonnet: { models: ['claude-sonnet-4*'], rpm: 10_000 }, haiku: { models: ['claude-haiku-4*'], rpm: 10_000 } };
 const ONE_POOL = { all: { models: ['*'], rpm: 10_000 } };
 const doc = (pools: object, tenants: object = {}): LimitsDocument => validateLimitsDocument({ accounts: { main: { apiKeyEnv: 'MAIN_KEY', concurrency: 50, pools } }, tenants });
@@ -106,5 +108,17 @@ describe('pool queues: a job found on whichever queue of its account holds it', 
     // fails today: accepted, a second job with the same id on <queue>@main (the producer that enqueued the first refuses it)
     expect(await thrown(() => fresh.enqueue(reused, { idempotencyKey: 'key-7' }))).toBeInstanceOf(IdempotencyConflictError);
     expect(await f.copies(id)).toBe(1);
+  });
+
+  it('tenantQueuedMax holds on a plain-queue producer for its jobs of every pool and of none (count_tokens)', async () => {
+    const f = fleet();
+    const queue = uniqueName('plain-split');
+    await f.store(doc(TWO_POOLS));
+    const gateway = f.producer({ queue, tenantQueuedMax: 2 });
+    await gateway.enqueue(ask(SONNET, 1), { tenant: 'free' }); // <queue>@main~sonnet
+    await gateway.enqueue(ask(HAIKU, 2), { tenant: 'free' }); // <queue>@main~haiku
+    const count = RequestBody.fromParams({ model: SONNET, messages: [{ role: 'user', content: 'count' }] }, 'count_tokens'); // <queue>@main
+    // before: count_tokens went on the plain queue, which had a set of its own, and the tenant queued 2 more
+    expect(await thrown(() => gateway.enqueue(count, { tenant: 'free' }))).toBeInstanceOf(TenantQueueFullError);
   });
 });

@@ -211,9 +211,10 @@ describe('a producer on an account with two pools', () => {
       expect((await solo.keys(`${queueKeys(`${isolated}@main~sonnet`).jobPrefix}job_*`)).length).toBe(1);
       expect((await solo.keys(`${queueKeys(isolated).jobPrefix}job_*`)).length).toBe(0);
       expect((await plain.getJob(id))?.state).toBe('prioritized');
-      // count_tokens has no pool: the plain queue, as before
+      // count_tokens has no pool: the account's queue, with the pool queues (one tenantQueuedMax set for a tenant's jobs)
       await plain.enqueue(RequestBody.fromParams({ model: SONNET, messages: [{ role: 'user', content: 'count' }] }, 'count_tokens'));
-      expect((await solo.keys(`${queueKeys(isolated).jobPrefix}job_*`)).length).toBe(1);
+      expect((await solo.keys(`${queueKeys(`${isolated}@main`).jobPrefix}job_*`)).length).toBe(1);
+      expect((await solo.keys(`${queueKeys(isolated).jobPrefix}job_*`)).length).toBe(0);
       expect((await plain.counts()).prioritized).toBe(2);
     } finally {
       solo.disconnect();
