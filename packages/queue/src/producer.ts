@@ -139,6 +139,12 @@ interface QueueLane {
  * Puts Messages requests on the queue. Every request is validated before it is sent: an invalid one throws
  * {@link InvalidRequestError} and nothing enters the queue. Waits for answers go through its {@link JobWaiter}.
  */
+/** An account's or a tenant's queue without a pool: the pool queues of it register on it (`…:pool-queues`). */
+function isPoolLessAccountQueue(name: string): boolean {
+  const parts = parseQueueName(name);
+  return parts?.account !== undefined && parts.pool === undefined;
+}
+
 export class Producer {
   readonly queue: Queue;
   /** The BullMQ queue's name: `queue`, or `<queue>@<account>` with `account`. */
@@ -287,7 +293,7 @@ export class Producer {
    */
   async #registeredLanes(lanes: readonly QueueLane[], what: string): Promise<QueueLane[]> {
     const names = new Set(lanes.map((lane) => lane.name));
-    const poolLess = [...names].filter((name) => parseQueueName(name)?.account !== undefined && parseQueueName(name)?.pool === undefined);
+    const poolLess = [...names].filter(isPoolLessAccountQueue);
     const registered = await this.#within(registeredPoolQueues(this.#redis.client, poolLess), what);
     return registered.filter((name) => !names.has(name)).map((name) => this.#lane(name));
   }
@@ -312,10 +318,16 @@ export class Producer {
     if (!isJobId(jobId)) return this.#own;
     await this.#documentLoaded(what);
     const candidates = this.#candidateLanes();
-    // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's,
-    // then a registered pool queue the document no longer names (an apply removed its pool)
-    for (const lane of candidates) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
-    for (const lane of await this.#registeredLanes(candidates, what)) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+    // one queue, and none that pool queues register on (a plain queue, the environment's shorthand): nothing to look up
+    if (candidates.length === 1 && !candidates.some((lane) => isPoolLessAccountQueue(lane.name))) return this.#own;
+    try {
+      // which queue holds its hash (one EXISTS each, never the job's payload): its pool's, its tenant's or this one's,
+      // then a registered pool queue the document no longer names (an apply removed its pool)
+      for (const lane of candidates) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+      for (const lane of await this.#registeredLanes(candidates, what)) if ((await this.#within(this.#redis.client.exists(lane.keys.job(jobId)), what)) === 1) return lane;
+    } catch {
+      // Redis away or loading (a restart): this producer's queue, whose waiter waits out the outage
+    }
     return this.#own;
   }
 
